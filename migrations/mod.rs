@@ -1,0 +1,92 @@
+//! Schema migrations, compiled into the binary and applied in order at open.
+//!
+//! Each step is one numbered file with an `apply` function. All pending steps run
+//! inside one write transaction together with the new version number in `meta`, so
+//! a crash mid-migration leaves the previous schema intact. A file whose version is
+//! newer than this build knows is refused rather than guessed at.
+
+use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
+
+use super::error::StoreError;
+use super::tables::META;
+
+#[path = "0001_initial.rs"]
+mod m0001_initial;
+#[path = "0002_status_and_user_indexes.rs"]
+mod m0002_status_and_user_indexes;
+
+/// Key of the schema version in `meta` (a little-endian u32).
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+struct Migration {
+    version: u32,
+    name: &'static str,
+    apply: fn(&WriteTransaction) -> Result<(), StoreError>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        apply: m0001_initial::apply,
+    },
+    Migration {
+        version: 2,
+        name: "status_and_user_indexes",
+        apply: m0002_status_and_user_indexes::apply,
+    },
+];
+
+pub(crate) fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies every migration newer than the file's version, in one transaction.
+pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write()?;
+    let current = read_version(&tx)?;
+    let latest = latest_version();
+    if current > latest {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: latest,
+        });
+    }
+    if current == latest {
+        tx.abort()?;
+        return Ok(());
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        (migration.apply)(&tx)?;
+    }
+    {
+        let mut meta = tx.open_table(META)?;
+        meta.insert(SCHEMA_VERSION_KEY, latest.to_le_bytes().as_slice())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn read_version(tx: &WriteTransaction) -> Result<u32, StoreError> {
+    let meta = tx.open_table(META)?;
+    let value = meta.get(SCHEMA_VERSION_KEY)?;
+    Ok(value.map_or(0, |v| decode_version(v.value())))
+}
+
+pub(crate) fn current_version_read(tx: &ReadTransaction) -> Result<u32, StoreError> {
+    let meta = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let value = meta.get(SCHEMA_VERSION_KEY)?;
+    Ok(value.map_or(0, |v| decode_version(v.value())))
+}
+
+fn decode_version(bytes: &[u8]) -> u32 {
+    bytes
+        .try_into()
+        .map(u32::from_le_bytes)
+        .unwrap_or(u32::MAX)
+}

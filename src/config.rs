@@ -1,0 +1,593 @@
+//! Configuration: the TOML file of DESIGN.md, parsed into plain data and validated.
+//!
+//! Invariants: every key has a default except a bot's token, which never lives in the
+//! file (only the *name* of the environment variable that holds it does); an unknown
+//! key, a wrong type or an invalid value is one error naming the key; secrets are
+//! resolved from the environment at the edge and are redacted whenever the
+//! configuration is printed.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::BreakerSettings;
+
+/// Environment variable that names the configuration file when `--config` is absent.
+pub const CONFIG_ENV: &str = "AGENTLAB_CONFIG";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (unknown key, wrong type).
+    #[error("invalid config file {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config value `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `bots[0].id`.
+        key: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+}
+
+/// The whole configuration, as typed in the file (with defaults filled in).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder of `agentlab.redb` and `runs/`.
+    pub data_dir: PathBuf,
+    /// Folder of the snapshot files.
+    pub backup_dir: PathBuf,
+    /// Folder of the JSON log files.
+    pub log_dir: PathBuf,
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// Rates, budgets, pool size and timeouts.
+    pub limits: LimitsConfig,
+    /// Snapshot schedule and rotation.
+    pub backup: BackupConfig,
+    /// The storage layer.
+    pub storage: StorageConfig,
+    /// Defaults for every (bot, dependency) circuit breaker.
+    pub breaker: BreakerSettings,
+    /// Sampling and retention of the monitors.
+    pub monitor: MonitorConfig,
+    /// Alert delivery.
+    pub alerts: AlertsConfig,
+    /// The independent watchdog process.
+    pub watchdog: WatchdogConfig,
+    /// The Telegram bots, each with its own token and agent.
+    pub bots: Vec<BotConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            backup_dir: PathBuf::from("backups"),
+            log_dir: PathBuf::from("logs"),
+            http: HttpConfig::default(),
+            limits: LimitsConfig::default(),
+            backup: BackupConfig::default(),
+            storage: StorageConfig::default(),
+            breaker: BreakerSettings::default(),
+            monitor: MonitorConfig::default(),
+            alerts: AlertsConfig::default(),
+            watchdog: WatchdogConfig::default(),
+            bots: Vec::new(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback by default.
+    pub bind: String,
+    /// Name of the environment variable holding the admin bearer token.
+    pub admin_token_env: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            admin_token_env: "AGENTLAB_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent agent runs.
+    pub workers: usize,
+    /// Prompts a user may send per minute.
+    pub rate_per_minute: u32,
+    /// Prompts a user may send per hour.
+    pub rate_per_hour: u32,
+    /// Daily budget per bot, USD.
+    pub daily_cost_usd: f64,
+    /// Monthly budget per bot, USD.
+    pub monthly_cost_usd: f64,
+    /// Attempts per task, the first included.
+    pub max_attempts: u32,
+    /// Seconds an agent run may take before its process group is killed.
+    pub task_timeout_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 3,
+            rate_per_minute: 30,
+            rate_per_hour: 500,
+            daily_cost_usd: 10.0,
+            monthly_cost_usd: 100.0,
+            max_attempts: 3,
+            task_timeout_s: 1800,
+        }
+    }
+}
+
+/// `[backup]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Cron expression with seconds (six fields), hourly by default.
+    pub schedule: String,
+    /// Newest snapshots kept.
+    pub keep: usize,
+    /// Extra daily snapshots kept (the newest of each day), 0 = none.
+    pub keep_daily: usize,
+    /// Extra weekly snapshots kept (the newest of each ISO week), 0 = none.
+    pub keep_weekly: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 0 * * * *".into(),
+            keep: 24,
+            keep_daily: 0,
+            keep_weekly: 0,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// redb page cache in MiB (redb's own default is 1 GiB: far too much here).
+    pub cache_mb: usize,
+    /// Messages of conversation history kept per (bot, user).
+    pub history_messages: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: 32,
+            history_messages: 50,
+        }
+    }
+}
+
+/// `[monitor]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Seconds between samples.
+    pub sample_interval_s: u64,
+    /// Days raw samples are kept.
+    pub raw_retention_days: u64,
+    /// Days rollups are kept.
+    pub rollup_retention_days: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval_s: 10,
+            raw_retention_days: 7,
+            rollup_retention_days: 90,
+        }
+    }
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Optional URL receiving a JSON POST for every alert that fires or resolves.
+    pub webhook_url: String,
+}
+
+/// `[watchdog]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// The health endpoint checked.
+    pub health_url: String,
+    /// Optional dead man's switch pinged after each healthy check.
+    pub ping_url: String,
+    /// Command run to restart the service; empty = launchctl/systemctl by platform.
+    pub restart_command: Vec<String>,
+    /// Seconds between checks.
+    pub interval_s: u64,
+    /// Consecutive failed checks before a restart.
+    pub failures_before_restart: u32,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            health_url: "http://127.0.0.1:8080/health".into(),
+            ping_url: String::new(),
+            restart_command: Vec::new(),
+            interval_s: 60,
+            failures_before_restart: 3,
+        }
+    }
+}
+
+/// `[[bots]]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// Stable identifier used in the store, the API and the logs.
+    pub id: String,
+    /// Name of the environment variable holding the bot token.
+    pub token_env: String,
+    /// Bot API server.
+    pub api_url: String,
+    /// Telegram user ids allowed to use the bot; empty = nobody.
+    pub allowed_users: Vec<i64>,
+    /// Users who may also /restart and /backup.
+    pub admins: Vec<i64>,
+    /// Working directory of the agent.
+    pub workdir: PathBuf,
+    /// The agent command line.
+    pub agent: AgentConfig,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            token_env: "TELEGRAM_BOT_TOKEN".into(),
+            api_url: "https://api.telegram.org".into(),
+            allowed_users: Vec::new(),
+            admins: Vec::new(),
+            workdir: PathBuf::from("."),
+            agent: AgentConfig::default(),
+        }
+    }
+}
+
+/// `[bots.agent]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Program and arguments; the prompt goes to stdin, never here.
+    pub command: Vec<String>,
+    /// Arguments added when resuming; `{session_id}` is substituted.
+    pub resume_args: Vec<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            command: vec![
+                "claude".into(),
+                "-p".into(),
+                "--output-format".into(),
+                "json".into(),
+            ],
+            resume_args: vec!["--resume".into(), "{session_id}".into()],
+        }
+    }
+}
+
+/// A warning that does not stop the service (e.g. a bot nobody may use).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigWarning(pub String);
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<(Self, Vec<ConfigWarning>), ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let warnings = config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Checks every value; returns warnings for legal but suspicious settings.
+    pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let mut warnings = Vec::new();
+        self.validate_http()?;
+        self.validate_limits()?;
+        self.validate_backup()?;
+        if self.storage.cache_mb == 0 {
+            return Err(invalid("storage.cache_mb", "must be at least 1"));
+        }
+        if self.monitor.sample_interval_s == 0 {
+            return Err(invalid("monitor.sample_interval_s", "must be at least 1"));
+        }
+        self.breaker
+            .validate()
+            .map_err(|problem| invalid("breaker", &problem))?;
+        if !self.alerts.webhook_url.is_empty() {
+            check_url("alerts.webhook_url", &self.alerts.webhook_url)?;
+        }
+        self.validate_bots(&mut warnings)?;
+        Ok(warnings)
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        self.http
+            .bind
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("http.bind", &format!("`{}` is not host:port ({e})", self.http.bind)))?;
+        if self.http.admin_token_env.trim().is_empty() {
+            return Err(invalid("http.admin_token_env", "must name an environment variable"));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.workers == 0 || l.workers > 256 {
+            return Err(invalid("limits.workers", "must be between 1 and 256"));
+        }
+        if l.rate_per_minute == 0 || l.rate_per_hour == 0 {
+            return Err(invalid("limits.rate_per_minute", "rates must be at least 1"));
+        }
+        if !(l.daily_cost_usd >= 0.0 && l.daily_cost_usd.is_finite()) {
+            return Err(invalid("limits.daily_cost_usd", "must be a finite number >= 0"));
+        }
+        if !(l.monthly_cost_usd >= 0.0 && l.monthly_cost_usd.is_finite()) {
+            return Err(invalid("limits.monthly_cost_usd", "must be a finite number >= 0"));
+        }
+        if l.max_attempts == 0 {
+            return Err(invalid("limits.max_attempts", "must be at least 1"));
+        }
+        if l.task_timeout_s == 0 {
+            return Err(invalid("limits.task_timeout_s", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        parse_cron(&self.backup.schedule).map_err(|e| invalid("backup.schedule", &e))?;
+        if self.backup.keep == 0 {
+            return Err(invalid("backup.keep", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_bots(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, bot) in self.bots.iter().enumerate() {
+            let key = |field: &str| format!("bots[{i}].{field}");
+            if bot.id.trim().is_empty() {
+                return Err(invalid(&key("id"), "every bot needs an id"));
+            }
+            if !bot
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(&key("id"), "use letters, digits, '-' and '_' only"));
+            }
+            if !seen.insert(bot.id.as_str()) {
+                return Err(invalid(&key("id"), &format!("duplicate bot id `{}`", bot.id)));
+            }
+            if bot.token_env.trim().is_empty() {
+                return Err(invalid(&key("token_env"), "must name an environment variable"));
+            }
+            check_url(&key("api_url"), &bot.api_url)?;
+            if bot.agent.command.is_empty() || bot.agent.command[0].trim().is_empty() {
+                return Err(invalid(&key("agent.command"), "must name a program"));
+            }
+            if bot.allowed_users.is_empty() {
+                warnings.push(ConfigWarning(format!(
+                    "bots[{i}].allowed_users is empty: nobody can use bot `{}`",
+                    bot.id
+                )));
+            }
+            for admin in &bot.admins {
+                if !bot.allowed_users.contains(admin) {
+                    warnings.push(ConfigWarning(format!(
+                        "bots[{i}].admins: {admin} is not in allowed_users; admins are allowed anyway"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bot with this id.
+    pub fn bot(&self, id: &str) -> Option<&BotConfig> {
+        self.bots.iter().find(|b| b.id == id)
+    }
+
+    /// Path of the database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("agentlab.redb")
+    }
+
+    /// Folder of the agents' output files.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.data_dir.join("runs")
+    }
+
+    /// Renders the effective configuration as TOML, plus which secrets are set.
+    /// Secrets themselves never appear: only the names of their variables.
+    pub fn render_redacted(&self) -> String {
+        let mut out = toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));
+        out.push_str("\n# secrets (from the environment, values redacted)\n");
+        let admin = secret_status(&self.http.admin_token_env);
+        out.push_str(&format!("# http admin token: ${} {admin}\n", self.http.admin_token_env));
+        for bot in &self.bots {
+            let status = secret_status(&bot.token_env);
+            out.push_str(&format!("# bot {} token: ${} {status}\n", bot.id, bot.token_env));
+        }
+        out
+    }
+}
+
+fn secret_status(var: &str) -> &'static str {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => "is set (redacted)",
+        _ => "is NOT set",
+    }
+}
+
+fn invalid(key: &str, problem: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "https://".len()
+        && !url.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, &format!("`{url}` is not an http(s) URL")))
+    }
+}
+
+/// Parses a six-field (seconds first) cron expression.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        return Err(format!(
+            "`{expr}` has {fields} fields; expected 6 (sec min hour day month weekday)"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("`{expr}` is not a valid cron expression: {e}"))
+}
+
+/// Reads a secret from the environment; `None` when unset or empty.
+pub fn secret_from_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let (config, warnings) = parse("").expect("defaults are valid");
+        assert_eq!(config.http.bind, "127.0.0.1:8080");
+        assert_eq!(config.limits.workers, 3);
+        assert_eq!(config.backup.keep, 24);
+        assert_eq!(config.storage.cache_mb, 32);
+        assert_eq!(config.breaker.failure_threshold, 5);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[limits]\nworkerz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("workerz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = parse("[limits]\nworkers = \"three\"\n").unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_bot_id_is_refused() {
+        let text = "[[bots]]\nid = \"A\"\nallowed_users=[1]\n[[bots]]\nid = \"A\"\nallowed_users=[1]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("bots[1].id") && err.contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn empty_allowed_users_is_a_warning_not_an_error() {
+        let (_, warnings) = parse("[[bots]]\nid = \"A\"\n").expect("valid");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].0.contains("nobody"));
+    }
+
+    #[test]
+    fn invalid_cron_is_named() {
+        let err = parse("[backup]\nschedule = \"every hour\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backup.schedule"), "{err}");
+        let err = parse("[backup]\nschedule = \"0 61 * * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backup.schedule"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let err = Config::load(Path::new("/nonexistent/agentlab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/agentlab.toml"), "{err}");
+    }
+
+    #[test]
+    fn redacted_rendering_never_contains_the_token() {
+        let var = "AGENTLAB_TEST_TOKEN_REDACTION";
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var(var, "123:SECRET-VALUE") };
+        let text = format!("[[bots]]\nid = \"A\"\ntoken_env = \"{var}\"\nallowed_users = [1]\n");
+        let (config, _) = parse(&text).expect("valid");
+        let rendered = config.render_redacted();
+        assert!(!rendered.contains("SECRET-VALUE"));
+        assert!(rendered.contains("is set (redacted)"));
+    }
+}

@@ -1,0 +1,21 @@
+//! agentlab: drive an AI coding agent from Telegram, durably, 24/7.
+//!
+//! # Layout
+//!
+//! Read it top to bottom; each layer only calls the ones below it.
+//!
+//! - [`cli`] parses the command line; [`app`] runs a subcommand.
+//! - [`service`] is `agentlab run`: the start-up barrier and shutdown, wiring every
+//!   part below to one [`storage::Store`].
+//! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in.
+//! - `worker` claims tasks from the store and runs agent subprocesses.
+//! - `breaker`, `monitor`, `backup` watch and protect the service.
+//! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
+//!   operations. It names nothing above it.
+//! - [`config`] is the TOML configuration, parsed and validated.
+
+#![warn(missing_docs)]
+
+pub mod breaker;
+pub mod config;
+pub mod storage;

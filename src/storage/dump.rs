@@ -1,0 +1,332 @@
+//! Decoding every table into readable JSON, from one read transaction.
+//!
+//! Used by `agentlab dump`, the admin dump route, backups (row counts) and tests
+//! (backup → restore round trips compare dumps). No raw bytes ever come out: each
+//! row is a JSON object with its key fields and its decoded value.
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::codec;
+use super::error::StoreError;
+use super::records::*;
+use super::series_codec::decode_chunk;
+use super::tables::{self, ALL_TABLES};
+use super::{Store, StoreResult};
+
+/// One decoded row.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpRow {
+    /// The table.
+    pub table: &'static str,
+    /// The row: key fields and value fields.
+    pub row: Value,
+}
+
+/// Rows of one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableCount {
+    /// The table.
+    pub table: String,
+    /// Rows.
+    pub rows: u64,
+}
+
+impl Store {
+    /// Rows per table, from one read transaction.
+    pub fn table_counts(&self) -> StoreResult<Vec<TableCount>> {
+        self.read(table_counts_tx)
+    }
+
+    /// Streams decoded rows of `tables` (all when empty) to `sink`, from one read
+    /// transaction. `since_ms` keeps only rows with a time at or after it (events,
+    /// tasks by creation, alerts by start); other tables are unaffected.
+    pub fn dump(
+        &self,
+        tables: &[String],
+        since_ms: Option<u64>,
+        sink: &mut dyn FnMut(DumpRow) -> std::io::Result<()>,
+    ) -> StoreResult<()> {
+        for name in tables {
+            if !ALL_TABLES.contains(&name.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "unknown table `{name}`; tables are: {}",
+                    ALL_TABLES.join(", ")
+                )));
+            }
+        }
+        self.read(|tx| {
+            for name in ALL_TABLES {
+                if tables.is_empty() || tables.iter().any(|t| t == name) {
+                    dump_table(tx, name, since_ms, sink)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Rows per table in one read transaction (also used to verify snapshots).
+pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCount>> {
+    let mut out = Vec::new();
+    for name in ALL_TABLES {
+        let rows = match name {
+            "meta" => count(tx, tables::META)?,
+            "sessions" => count(tx, tables::SESSIONS)?,
+            "messages" => count(tx, tables::MESSAGES)?,
+            "tasks" => count(tx, tables::TASKS)?,
+            "task_queue" => count(tx, tables::TASK_QUEUE)?,
+            "task_status" => count(tx, tables::TASK_STATUS)?,
+            "task_user" => count(tx, tables::TASK_USER)?,
+            "active_users" => count(tx, tables::ACTIVE_USERS)?,
+            "update_dedup" => count(tx, tables::UPDATE_DEDUP)?,
+            "outbox" => count(tx, tables::OUTBOX)?,
+            "costs" => count(tx, tables::COSTS)?,
+            "restart_state" => count(tx, tables::RESTART_STATE)?,
+            "series" => count(tx, tables::SERIES)?,
+            "series_rollup" => count(tx, tables::SERIES_ROLLUP)?,
+            "series_names" => count(tx, tables::SERIES_NAMES)?,
+            "alerts" => count(tx, tables::ALERTS)?,
+            "events" => count(tx, tables::EVENTS)?,
+            "breakers" => count(tx, tables::BREAKERS)?,
+            _ => 0,
+        };
+        out.push(TableCount {
+            table: name.to_string(),
+            rows,
+        });
+    }
+    Ok(out)
+}
+
+fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> StoreResult<u64> {
+    match tx.open_table(def) {
+        Ok(t) => Ok(t.len()?),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+type Sink<'a> = &'a mut dyn FnMut(DumpRow) -> std::io::Result<()>;
+
+fn emit(sink: &mut Sink<'_>, table: &'static str, row: Value) -> StoreResult<()> {
+    sink(DumpRow { table, row }).map_err(|e| StoreError::Io(format!("writing dump: {e}")))
+}
+
+fn decoded<T: serde::de::DeserializeOwned + Serialize>(table: &'static str, bytes: &[u8]) -> StoreResult<Value> {
+    let value: T = codec::decode(bytes).map_err(|e| StoreError::decode(table, e))?;
+    Ok(serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+fn merge(mut key: Value, value: Value) -> Value {
+    if let (Some(k), Value::Object(v)) = (key.as_object_mut(), value) {
+        for (field, val) in v {
+            k.entry(field).or_insert(val);
+        }
+    }
+    key
+}
+
+/// ISO-8601 UTC rendering of unix ms.
+pub fn iso8601(ms: u64) -> String {
+    use chrono::{TimeZone, Utc};
+    Utc.timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn dump_table(tx: &ReadTransaction, name: &'static str, since: Option<u64>, sink: Sink<'_>) -> StoreResult<()> {
+    let mut sink = sink;
+    let since = since.unwrap_or(0);
+    macro_rules! rows {
+        ($def:expr) => {
+            match tx.open_table($def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        };
+    }
+    match name {
+        "meta" => {
+            for row in rows!(tables::META).iter()? {
+                let (k, v) = row?;
+                let bytes = v.value();
+                let text = match bytes.len() {
+                    4 => json!(u32::from_le_bytes(bytes.try_into().unwrap_or_default())),
+                    8 => json!(u64::from_le_bytes(bytes.try_into().unwrap_or_default())),
+                    _ => match codec::decode::<BackupRecord>(bytes) {
+                        Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+                        Err(_) => json!(String::from_utf8_lossy(bytes)),
+                    },
+                };
+                emit(&mut sink, name, json!({"key": k.value(), "value": text}))?;
+            }
+        }
+        "sessions" => {
+            for row in rows!(tables::SESSIONS).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                let value = decoded::<Session>(name, v.value())?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "user_id": user}), value))?;
+            }
+        }
+        "messages" => {
+            for row in rows!(tables::MESSAGES).iter()? {
+                let (k, v) = row?;
+                let (bot, user, seq) = k.value();
+                let value = decoded::<ChatMessage>(name, v.value())?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "user_id": user, "seq": seq}), value))?;
+            }
+        }
+        "tasks" => {
+            for row in rows!(tables::TASKS).iter()? {
+                let (_, v) = row?;
+                let task: Task = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                if task.created_ms >= since {
+                    emit(&mut sink, name, serde_json::to_value(task).unwrap_or(Value::Null))?;
+                }
+            }
+        }
+        "task_queue" => {
+            for row in rows!(tables::TASK_QUEUE).iter()? {
+                let (p, at, id) = row?.0.value();
+                emit(&mut sink, name, json!({"priority": p, "enqueued_ms": at, "task_id": id}))?;
+            }
+        }
+        "task_status" => {
+            for row in rows!(tables::TASK_STATUS).iter()? {
+                let (s, id) = row?.0.value();
+                let status = TaskStatus::ALL.get(s as usize).map_or("unknown", |st| st.as_str());
+                emit(&mut sink, name, json!({"status": status, "task_id": id}))?;
+            }
+        }
+        "task_user" => {
+            for row in rows!(tables::TASK_USER).iter()? {
+                let (key, _) = row?;
+                let (bot, user, id) = key.value();
+                emit(&mut sink, name, json!({"bot_id": bot, "user_id": user, "task_id": id}))?;
+            }
+        }
+        "active_users" => {
+            for row in rows!(tables::ACTIVE_USERS).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(&mut sink, name, json!({"bot_id": bot, "user_id": user, "task_id": v.value()}))?;
+            }
+        }
+        "update_dedup" => {
+            for row in rows!(tables::UPDATE_DEDUP).iter()? {
+                let (k, v) = row?;
+                let (bot, update) = k.value();
+                emit(&mut sink, name, json!({"bot_id": bot, "update_id": update, "task_id": v.value()}))?;
+            }
+        }
+        "outbox" => {
+            for row in rows!(tables::OUTBOX).iter()? {
+                emit(&mut sink, name, json!({"task_id": row?.0.value()}))?;
+            }
+        }
+        "costs" => {
+            for row in rows!(tables::COSTS).iter()? {
+                let (k, v) = row?;
+                let (bot, day) = k.value();
+                let value = decoded::<CostDay>(name, v.value())?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "day": day}), value))?;
+            }
+        }
+        "restart_state" => {
+            for row in rows!(tables::RESTART_STATE).iter()? {
+                let (k, v) = row?;
+                let value = decoded::<RestartState>(name, v.value())?;
+                emit(&mut sink, name, merge(json!({"key": k.value()}), value))?;
+            }
+        }
+        "series" => {
+            for row in rows!(tables::SERIES).iter()? {
+                let (k, v) = row?;
+                let (id, start) = k.value();
+                let samples = decode_chunk(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let points: Vec<Value> = samples
+                    .iter()
+                    .filter(|s| s.at_ms >= since)
+                    .map(|s| json!([s.at_ms, s.value]))
+                    .collect();
+                if !points.is_empty() {
+                    emit(&mut sink, name, json!({"series_id": id, "chunk_start_ms": start, "samples": points}))?;
+                }
+            }
+        }
+        "series_rollup" => {
+            for row in rows!(tables::SERIES_ROLLUP).iter()? {
+                let (k, v) = row?;
+                let (id, bucket) = k.value();
+                if bucket >= since {
+                    let value = decoded::<Rollup>(name, v.value())?;
+                    let resolution = if id & 0x8000_0000 != 0 { "hour" } else { "minute" };
+                    emit(
+                        &mut sink,
+                        name,
+                        merge(json!({"series_id": id & 0x7fff_ffff, "resolution": resolution, "bucket_ms": bucket}), value),
+                    )?;
+                }
+            }
+        }
+        "series_names" => {
+            for row in rows!(tables::SERIES_NAMES).iter()? {
+                let (k, v) = row?;
+                emit(&mut sink, name, json!({"name": k.value(), "series_id": v.value()}))?;
+            }
+        }
+        "alerts" => {
+            for row in rows!(tables::ALERTS).iter()? {
+                let (_, v) = row?;
+                let alert: Alert = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                if alert.started_ms >= since || alert.resolved_ms.is_none() {
+                    emit(&mut sink, name, serde_json::to_value(alert).unwrap_or(Value::Null))?;
+                }
+            }
+        }
+        "events" => {
+            for row in rows!(tables::EVENTS).range((since, 0)..)? {
+                let (_, v) = row?;
+                let event: Event = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                emit(&mut sink, name, event_json(&event))?;
+            }
+        }
+        "breakers" => {
+            for row in rows!(tables::BREAKERS).iter()? {
+                let (k, v) = row?;
+                let (bot, dep) = k.value();
+                let stored: StoredBreaker = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let snapshot: Value = serde_json::from_str(&stored.snapshot_json).unwrap_or(Value::Null);
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "dependency": dep, "state": stored.state, "updated_ms": stored.updated_ms, "snapshot": snapshot}),
+                )?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An event as one flat JSON object: `timestamp`, `at_ms`, `bot_id`, `event` and
+/// the payload's fields (the circuit-breaker JSONL shape).
+pub fn event_json(event: &Event) -> Value {
+    let payload: Value = serde_json::from_str(&event.payload_json).unwrap_or_else(|_| json!({"payload": event.payload_json}));
+    let head = json!({
+        "timestamp": iso8601(event.at_ms),
+        "at_ms": event.at_ms,
+        "seq": event.seq,
+        "bot_id": event.bot_id,
+        "event": event.kind,
+    });
+    merge(head, payload)
+}

@@ -1,0 +1,103 @@
+//! The event log: circuit transitions, blocked tasks, task life-cycle, restarts,
+//! backups, restores, denied users. Append-only, keyed by (unix ms, seq).
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::codec;
+use super::error::StoreError;
+use super::records::Event;
+use super::tables::EVENTS;
+use super::{Pending, Store, StoreResult};
+
+impl Store {
+    /// Appends an event durably. `payload` must be a JSON object.
+    pub fn append_event(
+        &self,
+        kind: &str,
+        bot_id: Option<&str>,
+        payload: serde_json::Value,
+        now_ms: u64,
+    ) -> Pending<()> {
+        let kind = kind.to_string();
+        let bot = bot_id.map(str::to_string);
+        let seq = self.next_event_seq();
+        self.write(move |tx| insert_event(tx, now_ms, seq, &kind, bot.as_deref(), &payload))
+    }
+
+    /// Events with `from_ms <= at < to_ms`, oldest first, at most `limit`.
+    pub fn events_between(&self, from_ms: u64, to_ms: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        self.read(|tx| {
+            let table = tx.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            for row in table.range((from_ms, 0)..(to_ms, 0))? {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(decode_event(row?.1.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The newest `limit` events of a kind (all kinds when `None`), newest first.
+    pub fn recent_events(&self, kind: Option<&str>, limit: usize) -> StoreResult<Vec<Event>> {
+        self.read(|tx| {
+            let table = tx.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let event = decode_event(row?.1.value())?;
+                if kind.is_none_or(|k| k == event.kind) {
+                    out.push(event);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes events older than `before_ms`, at most `max_rows` per call (small
+    /// transactions that never stall other writers). Returns how many were removed.
+    pub fn prune_events(&self, before_ms: u64, max_rows: usize) -> Pending<usize> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(EVENTS)?;
+            let mut removed = 0usize;
+            table.retain_in((0, 0)..(before_ms, 0), |_, _| {
+                removed += 1;
+                removed > max_rows
+            })?;
+            Ok(removed.min(max_rows))
+        })
+    }
+}
+
+pub(super) fn decode_event(bytes: &[u8]) -> StoreResult<Event> {
+    codec::decode(bytes).map_err(|e| StoreError::decode("events", e))
+}
+
+/// Inserts an event inside an existing transaction. `seq` disambiguates events of
+/// the same millisecond; 0 lets this pick the next free one.
+pub(super) fn insert_event(
+    tx: &WriteTransaction,
+    at_ms: u64,
+    seq: u32,
+    kind: &str,
+    bot_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> StoreResult<()> {
+    let mut table = tx.open_table(EVENTS)?;
+    let mut seq = seq;
+    while table.get((at_ms, seq))?.is_some() {
+        seq = seq.wrapping_add(1);
+    }
+    let event = Event {
+        at_ms,
+        seq,
+        kind: kind.to_string(),
+        bot_id: bot_id.map(str::to_string),
+        payload_json: payload.to_string(),
+    };
+    table.insert((at_ms, seq), codec::encode(&event).as_slice())?;
+    Ok(())
+}

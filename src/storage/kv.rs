@@ -1,0 +1,146 @@
+//! Small keyed records: meta values, costs, restart state, breaker state.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::codec;
+use super::error::StoreError;
+use super::records::{BackupRecord, CostDay, RestartState, StoredBreaker};
+use super::tables::{BREAKERS, COSTS, META, RESTART_STATE};
+use super::tasks::utc_day;
+use super::{Pending, Store, StoreResult};
+
+const RESTART_KEY: &str = "pending";
+const META_LAST_BACKUP: &str = "last_backup";
+
+impl Store {
+    /// A raw meta value.
+    pub fn get_meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.read(|tx| {
+            let table = tx.open_table(META)?;
+            let value = table.get(key)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Sets a raw meta value.
+    pub fn put_meta(&self, key: &str, value: Vec<u8>) -> Pending<()> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            tx.open_table(META)?.insert(key.as_str(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The last verified backup, if any.
+    pub fn last_backup(&self) -> StoreResult<Option<BackupRecord>> {
+        match self.get_meta(META_LAST_BACKUP)? {
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::decode("meta", e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a verified backup.
+    pub fn record_backup(&self, record: BackupRecord) -> Pending<()> {
+        self.put_meta(META_LAST_BACKUP, codec::encode(&record))
+    }
+
+    /// Costs of a bot on a UTC day (yyyymmdd).
+    pub fn cost_day(&self, bot_id: &str, day: u32) -> StoreResult<CostDay> {
+        self.read(|tx| {
+            let table = tx.open_table(COSTS)?;
+            let value = table.get((bot_id, day))?;
+            value
+                .map(|v| decode_cost(v.value()))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// Costs of a bot today (UTC).
+    pub fn cost_today(&self, bot_id: &str, now_ms: u64) -> StoreResult<CostDay> {
+        self.cost_day(bot_id, utc_day(now_ms))
+    }
+
+    /// Costs of a bot in the UTC month containing `now_ms`.
+    pub fn cost_month(&self, bot_id: &str, now_ms: u64) -> StoreResult<CostDay> {
+        let month_start = utc_day(now_ms) / 100 * 100;
+        self.read(|tx| {
+            let table = tx.open_table(COSTS)?;
+            let mut total = CostDay::default();
+            for row in table.range((bot_id, month_start)..=(bot_id, month_start + 99))? {
+                let day = decode_cost(row?.1.value())?;
+                total.usd += day.usd;
+                total.tasks += day.tasks;
+                total.input_tokens += day.input_tokens;
+                total.output_tokens += day.output_tokens;
+            }
+            Ok(total)
+        })
+    }
+
+    /// Every cost row: (bot, day, costs).
+    pub fn list_costs(&self) -> StoreResult<Vec<(String, u32, CostDay)>> {
+        self.read(|tx| {
+            let table = tx.open_table(COSTS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let (bot, day) = k.value();
+                out.push((bot.to_string(), day, decode_cost(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records a requested restart (replacing any earlier one).
+    pub fn set_restart_state(&self, state: RestartState) -> Pending<()> {
+        self.write(move |tx| {
+            tx.open_table(RESTART_STATE)?
+                .insert(RESTART_KEY, codec::encode(&state).as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Takes the recorded restart state, removing it. An unreadable record is
+    /// removed too and returned as `Err(why)`, so it is reported, never silently
+    /// dropped, and can never block start-up twice.
+    pub fn take_restart_state(&self) -> Pending<Option<Result<RestartState, String>>> {
+        self.write(|tx| take_restart_tx(tx))
+    }
+
+    /// The state of a breaker.
+    pub fn get_breaker(&self, bot_id: &str, dependency: &str) -> StoreResult<Option<StoredBreaker>> {
+        self.read(|tx| {
+            let table = tx.open_table(BREAKERS)?;
+            let value = table.get((bot_id, dependency))?;
+            value
+                .map(|v| codec::decode(v.value()).map_err(|e| StoreError::decode("breakers", e)))
+                .transpose()
+        })
+    }
+
+    /// Saves the state of a breaker.
+    pub fn put_breaker(&self, bot_id: &str, dependency: &str, state: StoredBreaker) -> Pending<()> {
+        let (bot, dep) = (bot_id.to_string(), dependency.to_string());
+        self.write(move |tx| {
+            tx.open_table(BREAKERS)?
+                .insert((bot.as_str(), dep.as_str()), codec::encode(&state).as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+fn decode_cost(bytes: &[u8]) -> StoreResult<CostDay> {
+    codec::decode(bytes).map_err(|e| StoreError::decode("costs", e))
+}
+
+fn take_restart_tx(tx: &WriteTransaction) -> StoreResult<Option<Result<RestartState, String>>> {
+    let mut table = tx.open_table(RESTART_STATE)?;
+    let Some(value) = table.remove(RESTART_KEY)? else {
+        return Ok(None);
+    };
+    let decoded = codec::decode(value.value()).map_err(|e| e.to_string());
+    Ok(Some(decoded))
+}

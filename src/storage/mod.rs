@@ -1,0 +1,249 @@
+//! The storage layer: every piece of agentlab's state, in one redb file.
+//!
+//! This is the only module that names redb. Everything above it — bots, worker
+//! pool, monitors, HTTP, backups — calls typed operations here. Each operation is
+//! one transaction:
+//! - reads run on the caller's thread in a read transaction (MVCC: they never wait
+//!   for the writer and always see one consistent commit);
+//! - writes are jobs for the single writer thread ([`writer`]), which group-commits
+//!   whatever is waiting and answers each caller only after its commit returned, so
+//!   an acknowledged write is durable.
+//!
+//! Values are serde records ([`records`]) encoded by one codec ([`codec`]); tables
+//! are defined in [`tables`]; the schema evolves through the numbered migrations in
+//! the top-level `migrations/` folder, applied at open.
+
+mod alerts;
+pub mod codec;
+mod dump;
+mod error;
+mod events;
+mod kv;
+pub mod records;
+mod series;
+pub mod series_codec;
+mod sessions;
+pub(crate) mod tables;
+mod tasks;
+mod writer;
+
+#[path = "../../migrations/mod.rs"]
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadTransaction, ReadableDatabase};
+
+pub use dump::{DumpRow, TableCount, event_json, iso8601};
+pub use error::StoreError;
+pub use records::*;
+pub use series::{SeriesPoint, SeriesResolution};
+pub use tasks::{Claimed, TaskFilter, TaskFinish, TaskSubmitted};
+pub use writer::Pending;
+
+use writer::{Durable, WriterHandle};
+
+/// Result of a storage operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb page cache, MiB.
+    pub cache_mb: usize,
+    /// Conversation messages kept per (bot, user).
+    pub history_messages: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_mb: 32,
+            history_messages: 50,
+        }
+    }
+}
+
+/// The store: cheap to clone, shared by every part of the service.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Arc<Database>,
+    writer: Mutex<Option<WriterHandle>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    event_seq: AtomicU32,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending
+    /// migrations. Distinguishes a file held by another process from a corrupt one.
+    pub fn open(path: &Path, options: StoreOptions) -> StoreResult<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let started = std::time::Instant::now();
+        let db = Database::builder()
+            .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
+            .set_repair_callback(|session| {
+                tracing::warn!(progress = session.progress(), "repairing database after an unclean exit");
+            })
+            .create(path)
+            .map_err(|e| error::open_error(path, e))?;
+        let db = Arc::new(db);
+        migrations::apply_pending(&db).map_err(|e| with_path(e, path))?;
+        let (handle, thread) = writer::start(db.clone());
+        tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db,
+                writer: Mutex::new(Some(handle)),
+                writer_thread: Mutex::new(Some(thread)),
+                event_seq: AtomicU32::new(0),
+                options,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Schema version recorded in the file.
+    pub fn schema_version(&self) -> StoreResult<u32> {
+        self.read(|tx| migrations::current_version_read(tx))
+    }
+
+    /// Newest schema version this build knows.
+    pub fn latest_schema_version() -> u32 {
+        migrations::latest_version()
+    }
+
+    /// Runs `f` in one read transaction.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let tx = self.inner.db.begin_read()?;
+        f(&tx)
+    }
+
+    /// Queues a durable write.
+    pub(crate) fn write<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(Durable::Yes, f)
+    }
+
+    /// Queues a write that may be lost in a crash within a second (samples only).
+    pub(crate) fn write_relaxed<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(Durable::Relaxed, f)
+    }
+
+    fn submit<T, F>(&self, durable: Durable, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        // The lock only guards the Option around the handle (taken at close); it is
+        // held for a channel send, never across an await.
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.submit(durable, f),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
+    /// Makes every relaxed write durable now.
+    pub fn flush(&self) -> Pending<()> {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.flush(),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
+    /// Stops the writer after a final durable commit. Later writes fail with
+    /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
+    pub fn close(&self) {
+        let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.flush().wait();
+            drop(handle);
+        }
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("storage writer thread panicked");
+            }
+        }
+    }
+
+    /// Runs redb's integrity check on a closed copy of this store's file.
+    /// Needs exclusive access, so it is for tools and tests, not the live service.
+    pub fn check_file_integrity(path: &Path) -> StoreResult<bool> {
+        let mut db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .open(path)
+            .map_err(|e| error::open_error(path, e))?;
+        db.check_integrity().map_err(|e| error::open_error(path, e))
+    }
+
+    fn next_event_seq(&self) -> u32 {
+        self.inner.event_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the handle lets the writer thread finish its last durable flush.
+        self.writer.get_mut().map(|w| w.take()).ok();
+        if let Ok(slot) = self.writer_thread.get_mut() {
+            if let Some(thread) = slot.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn with_path(e: StoreError, path: &Path) -> StoreError {
+    match e {
+        StoreError::Corrupt { detail, .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
+        other => other,
+    }
+}
+
+/// Current wall-clock time in unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

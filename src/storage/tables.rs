@@ -1,0 +1,67 @@
+//! Every redb table of the store, in one place.
+//!
+//! Keys are fixed-width integers or tuples so range scans come out ordered. Values
+//! are bytes written by [`super::codec`] (or `()` for index tables), so a damaged
+//! value is a decode error, never a panic. The names are part of the contract
+//! (DESIGN.md): `dump`, backups and outside tools rely on them.
+
+use redb::TableDefinition;
+
+/// Schema version, legacy-import marker, last backup, id counters.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// (bot_id, user_id) → [`super::records::Session`].
+pub const SESSIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("sessions");
+/// (bot_id, user_id, seq) → [`super::records::ChatMessage`].
+pub const MESSAGES: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::new("messages");
+/// task_id → [`super::records::Task`].
+pub const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// (priority, enqueued_ms, task_id) → (): the queued tasks, in order.
+pub const TASK_QUEUE: TableDefinition<(u8, u64, u64), ()> = TableDefinition::new("task_queue");
+/// (status index, task_id) → (): tasks by status.
+pub const TASK_STATUS: TableDefinition<(u8, u64), ()> = TableDefinition::new("task_status");
+/// (bot_id, user_id, task_id) → (): tasks by user.
+pub const TASK_USER: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("task_user");
+/// (bot_id, user_id) → task_id: the one running task of a user (per-user order).
+pub const ACTIVE_USERS: TableDefinition<(&str, i64), u64> = TableDefinition::new("active_users");
+/// (bot_id, update_id) → task_id: Telegram updates already turned into tasks.
+pub const UPDATE_DEDUP: TableDefinition<(&str, i64), u64> = TableDefinition::new("update_dedup");
+/// task_id → (): finished tasks whose answer is not yet delivered.
+pub const OUTBOX: TableDefinition<u64, ()> = TableDefinition::new("outbox");
+/// (bot_id, yyyymmdd) → [`super::records::CostDay`].
+pub const COSTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("costs");
+/// key → [`super::records::RestartState`] (one row, key `pending`).
+pub const RESTART_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("restart_state");
+/// (series_id, chunk start ms) → a compressed block of samples.
+pub const SERIES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series");
+/// (series_id, bucket start ms) → [`super::records::Rollup`].
+pub const SERIES_ROLLUP: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series_rollup");
+/// series name with labels → series_id.
+pub const SERIES_NAMES: TableDefinition<&str, u32> = TableDefinition::new("series_names");
+/// alert_id → [`super::records::Alert`].
+pub const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+/// (unix ms, seq) → [`super::records::Event`].
+pub const EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("events");
+/// (bot_id, dependency) → [`super::records::StoredBreaker`].
+pub const BREAKERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("breakers");
+
+/// Names of every table, in dump order.
+pub const ALL_TABLES: [&str; 18] = [
+    "meta",
+    "sessions",
+    "messages",
+    "tasks",
+    "task_queue",
+    "task_status",
+    "task_user",
+    "active_users",
+    "update_dedup",
+    "outbox",
+    "costs",
+    "restart_state",
+    "series",
+    "series_rollup",
+    "series_names",
+    "alerts",
+    "events",
+    "breakers",
+];
