@@ -16,6 +16,10 @@
 
 #![warn(missing_docs)]
 
+pub mod bot;
 pub mod breaker;
+pub mod circuits;
+pub mod cli;
 pub mod config;
 pub mod storage;
+pub mod worker;

@@ -63,6 +63,24 @@ impl Store {
         })
     }
 
+    /// Forgets the agent's session id of a (bot, user) but keeps the history: the
+    /// agent no longer knows the session, the next run starts a fresh one.
+    pub fn forget_agent_session(&self, bot_id: &str, user_id: i64) -> Pending<()> {
+        let bot = bot_id.to_string();
+        self.write(move |tx| {
+            let mut table = tx.open_table(SESSIONS)?;
+            let existing = table
+                .get((bot.as_str(), user_id))?
+                .map(|v| decode_session(v.value()))
+                .transpose()?;
+            if let Some(mut session) = existing {
+                session.agent_session_id = None;
+                table.insert((bot.as_str(), user_id), codec::encode(&session).as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Appends a message to the conversation history (bounded).
     pub fn append_message(&self, bot_id: &str, user_id: i64, role: &str, text: &str, now_ms: u64) -> Pending<()> {
         let (bot, role, text) = (bot_id.to_string(), role.to_string(), text.to_string());

@@ -131,7 +131,9 @@ impl Store {
     }
 
     /// Puts a task back in the queue after a failed or interrupted run, to start no
-    /// earlier than `not_before_ms`.
+    /// earlier than `not_before_ms`. `refund_attempt` gives back the attempt its claim
+    /// counted (the run never started, e.g. the breaker refused it).
+    #[allow(clippy::too_many_arguments)]
     pub fn requeue_task(
         &self,
         task_id: u64,
@@ -140,9 +142,13 @@ impl Store {
         error: String,
         not_before_ms: u64,
         now_ms: u64,
+        refund_attempt: bool,
     ) -> Pending<Task> {
         self.write(move |tx| {
             let mut task = load_task(tx, task_id)?;
+            if refund_attempt {
+                task.attempts = task.attempts.saturating_sub(1);
+            }
             if task.status.is_terminal() {
                 return Err(StoreError::Conflict(format!("task {task_id} is already {}", task.status)));
             }

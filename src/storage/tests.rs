@@ -91,7 +91,7 @@ fn requeued_task_waits_for_its_backoff() {
     let t = store.submit_task(new_task("A", 1, "a", 5), 1).wait().unwrap().task;
     store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
     store
-        .requeue_task(t.id, TaskStatus::Queued, FailureClass::Timeout, "slow".into(), 1000, 20)
+        .requeue_task(t.id, TaskStatus::Queued, FailureClass::Timeout, "slow".into(), 1000, 20, false)
         .wait()
         .unwrap();
     assert!(store.claim_next_task(500, vec![]).wait().unwrap().is_none());

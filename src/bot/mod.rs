@@ -1,0 +1,3 @@
+//! The Telegram side: teloxide bots, commands, authorisation, rendering.
+
+pub mod render;

@@ -1,0 +1,182 @@
+//! The command line: what was typed, parsed into plain data (no I/O here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// agentlab: drive an AI coding agent from Telegram, durably, 24/7.
+#[derive(Debug, Parser)]
+#[command(name = "agentlab", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: $AGENTLAB_CONFIG, else ./agentlab.toml if
+    /// it exists, else built-in defaults.
+    #[arg(long, short = 'c', global = true, env = "AGENTLAB_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: bots, worker pool, monitors, backups, HTTP API.
+    Run,
+    /// Run the whole service locally with a built-in Telegram simulator and demo
+    /// agent: no token needed.
+    Demo(DemoArgs),
+    /// Send a prompt through the running service's HTTP API and print the answer.
+    Ask(AskArgs),
+    /// Summarise the running service's health (non-zero exit when unhealthy).
+    Status,
+    /// List tasks.
+    Tasks(TasksArgs),
+    /// Show the service's log.
+    Logs(LogsArgs),
+    /// Print tables as JSON (from the running service, or the file when stopped).
+    Dump(DumpArgs),
+    /// Take a verified snapshot now.
+    Backup,
+    /// List snapshots.
+    Backups,
+    /// Restore a snapshot (the service must be stopped).
+    Restore(RestoreArgs),
+    /// Apply schema migrations, or import the old bot's JSON files.
+    Migrate(MigrateArgs),
+    /// Watch the service from outside and restart it when it is unhealthy.
+    Watchdog(WatchdogArgs),
+    /// Ask the running service to restart (exit 42, restarted by launchd/systemd).
+    Restart,
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+    /// The built-in test agent (reads a prompt on stdin). For tests and the demo.
+    #[command(hide = true)]
+    TestAgent(TestAgentArgs),
+}
+
+/// `demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run the lines of this file as messages instead of reading the terminal.
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Folder for the demo's state (default ./demo-data).
+    #[arg(long, default_value = "demo-data")]
+    pub data_dir: PathBuf,
+    /// HTTP port (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+}
+
+/// `ask`
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The prompt.
+    pub prompt: String,
+    /// The bot (default: the first configured).
+    #[arg(long)]
+    pub bot: Option<String>,
+    /// The user id to act as (default: the bot's first admin).
+    #[arg(long)]
+    pub user: Option<i64>,
+    /// Print the task id and return without waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+/// `tasks`
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only this status (queued, running, succeeded, failed, cancelled, interrupted).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this bot.
+    #[arg(long)]
+    pub bot: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines from the end.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+}
+
+/// Output format of `dump`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DumpFormat {
+    /// One JSON document: {table: [rows]}.
+    Json,
+    /// One JSON object per line, with a `table` field.
+    Ndjson,
+    /// Aligned text columns.
+    Table,
+}
+
+/// `dump`
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Only these tables (repeatable).
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DumpFormat::Json)]
+    pub format: DumpFormat,
+    /// Only rows at or after this time (ISO-8601, unix seconds or ms, or an age like 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+/// `restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The newest verified snapshot.
+    #[arg(long, conflicts_with = "file")]
+    pub latest: bool,
+    /// A snapshot file.
+    pub file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Folder with the old bot's sessions.json, tasks.json, costs.json, restart_state.json.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
+    /// Report what would be imported, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Bot the imported records belong to (default: the first configured).
+    #[arg(long)]
+    pub bot: Option<String>,
+}
+
+/// `watchdog`
+#[derive(Debug, Args)]
+pub struct WatchdogArgs {
+    /// Check once and exit: 0 healthy, 1 unhealthy.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `test-agent`
+#[derive(Debug, Args)]
+pub struct TestAgentArgs {
+    /// Arguments a real agent would get (`-p`, `--resume ID`, ...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

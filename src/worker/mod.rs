@@ -1,0 +1,16 @@
+//! The worker pool and the agent runner.
+//!
+//! [`Pool`] claims queued tasks from the store and runs each as an agent subprocess
+//! ([`agent`]), recording pid and process start time ([`proc_identity`]) before
+//! waiting, parsing the agent's answer ([`agent_result`]). [`recovery`] decides at
+//! start what happens to runs the previous process left behind. [`test_agent`] is
+//! the built-in agent used by the tests and the demo.
+
+pub mod agent;
+pub mod agent_result;
+mod pool;
+pub mod proc_identity;
+pub mod recovery;
+pub mod test_agent;
+
+pub use pool::{FinishedHook, Pool};

@@ -1,0 +1,600 @@
+//! The worker pool: claims queued tasks from the store and runs them as agent
+//! subprocesses, at most `limits.workers` at a time.
+//!
+//! Invariants:
+//! - nothing about a task lives only here: the store says what is queued and what
+//!   runs; the pool can start after tasks were queued, stop, and start again, and
+//!   every queued task still runs (the old bot's "worker pool not started" drop is
+//!   impossible by construction);
+//! - the dispatcher holds one semaphore permit per run, so no more than `workers`
+//!   agents run at once; the permit moves into the run's task and is released when
+//!   it ends;
+//! - idle, the dispatcher sleeps on a [`Notify`] (new task, finished run, breaker
+//!   change) — the timed wake-ups are only for retry backoffs and breaker probes;
+//! - every agent run goes through [`run_task`], which asks the agent breaker before
+//!   starting and reports the outcome after.
+//! - at shutdown, agents are not killed: their tasks stay `running` with pid and
+//!   start time recorded, and the next process adopts them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
+use super::proc_identity::ProcIdentity;
+use crate::circuits::{Circuits, Dependency};
+use crate::config::{BotConfig, Config};
+use crate::storage::{
+    Claimed, FailureClass, Store, StoreError, Task, TaskFinish, TaskStatus, now_ms,
+};
+
+/// Longest an idle dispatcher sleeps without a notification (a safety net only).
+const IDLE_SAFETY_WAKE: Duration = Duration::from_secs(5);
+/// Poll interval for adopted agents (not our children, so no exit notification).
+const ADOPT_POLL: Duration = Duration::from_millis(200);
+/// Grace between SIGTERM and SIGKILL when a run is stopped.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Longest retry backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Called after a task reached a terminal state (the bot delivers its answer).
+pub type FinishedHook = Arc<dyn Fn(&Task) + Send + Sync>;
+
+/// The pool, shared by the dispatcher, the runs, the bots and the HTTP API.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Arc<Config>,
+    store: Store,
+    circuits: Circuits,
+    wake: Notify,
+    permits: Arc<Semaphore>,
+    busy: AtomicUsize,
+    /// Cancellation senders of running tasks. A std Mutex: held for a map
+    /// operation only, never across an await.
+    cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
+    /// Earliest instant a delayed retry becomes due.
+    next_due: Mutex<Option<Instant>>,
+    on_finished: Mutex<Option<FinishedHook>>,
+    runs_dir: std::path::PathBuf,
+}
+
+/// What happened to a task's run, decided from the agent's outcome.
+#[derive(Debug)]
+enum Verdict {
+    Done(TaskFinish),
+    Retry { class: FailureClass, error: String },
+}
+
+impl Pool {
+    /// A pool over `store`; nothing runs until [`Pool::run`] is spawned.
+    pub fn new(config: Arc<Config>, store: Store, circuits: Circuits) -> Self {
+        let workers = config.limits.workers;
+        let runs_dir = config.runs_dir();
+        Pool {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                circuits,
+                wake: Notify::new(),
+                permits: Arc::new(Semaphore::new(workers)),
+                busy: AtomicUsize::new(0),
+                cancels: Mutex::new(HashMap::new()),
+                next_due: Mutex::new(None),
+                on_finished: Mutex::new(None),
+                runs_dir,
+            }),
+        }
+    }
+
+    /// Sets the hook told about every finished task.
+    pub fn set_on_finished(&self, hook: FinishedHook) {
+        *lock(&self.shared.on_finished) = Some(hook);
+    }
+
+    /// Wakes the dispatcher: a task was queued, or something it waits for changed.
+    pub fn notify(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Agent runs in progress.
+    pub fn busy(&self) -> usize {
+        self.shared.busy.load(Ordering::Relaxed)
+    }
+
+    /// Configured number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.config.limits.workers
+    }
+
+    /// Asks a running task to stop (its process group is killed). Returns whether
+    /// the task was running here.
+    pub fn cancel_running(&self, task_id: u64) -> bool {
+        match lock(&self.shared.cancels).get(&task_id) {
+            Some(tx) => tx.send(true).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Whether a task is running in this pool.
+    pub fn is_running(&self, task_id: u64) -> bool {
+        lock(&self.shared.cancels).contains_key(&task_id)
+    }
+
+    /// Runs the pool until `shutdown` turns true: first adopts the runs left by the
+    /// previous process (`adopted`), then claims queued tasks. Returns after every
+    /// run task has ended or been detached.
+    pub async fn run(self, adopted: Vec<Task>, mut shutdown: watch::Receiver<bool>) {
+        let mut runs = JoinSet::new();
+        for task in adopted {
+            let permit = tokio::select! {
+                p = self.shared.permits.clone().acquire_owned() => p,
+                _ = shutdown.changed() => break,
+            };
+            let Ok(permit) = permit else { break };
+            let pool = self.clone();
+            runs.spawn(async move { pool.adopt_task(task, permit).await });
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = self.shared.permits.clone().acquire_owned() => p,
+                _ = shutdown.changed() => break,
+            };
+            let Ok(permit) = permit else { break };
+            match self.claim().await {
+                Ok(Some(claimed)) => {
+                    let pool = self.clone();
+                    runs.spawn(async move { pool.run_claimed(claimed, permit).await });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    self.idle(&mut shutdown).await;
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "cannot claim a task; retrying shortly");
+                    self.idle(&mut shutdown).await;
+                }
+            }
+            while runs.try_join_next().is_some() {}
+        }
+        // Detach: agents keep running and are adopted by the next process. The run
+        // tasks are waiting on processes or polls; aborting them loses nothing stored.
+        runs.abort_all();
+        while runs.join_next().await.is_some() {}
+    }
+
+    async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
+        let blocked = self.shared.circuits.agent_blocked_bots();
+        self.shared.store.claim_next_task(now_ms(), blocked).await
+    }
+
+    async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
+        let mut wait = IDLE_SAFETY_WAKE;
+        if let Some(due) = *lock(&self.shared.next_due) {
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let Some(ms) = self.shared.circuits.next_probe_in_ms(Dependency::Agent) {
+            wait = wait.min(Duration::from_millis(ms + 5));
+        }
+        tokio::select! {
+            _ = self.shared.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        let mut due = lock(&self.shared.next_due);
+        if due.is_some_and(|d| d <= Instant::now()) {
+            *due = None;
+        }
+    }
+
+    fn bot(&self, bot_id: &str) -> Option<&BotConfig> {
+        self.shared.config.bot(bot_id)
+    }
+
+    #[tracing::instrument(skip_all, fields(task_id = claimed.task.id, bot_id = %claimed.task.bot_id))]
+    async fn run_claimed(self, claimed: Claimed, permit: OwnedSemaphorePermit) {
+        let _busy = BusyGuard::new(&self.shared.busy);
+        let task = claimed.task;
+        if let Some(refusal) = self.budget_refusal(&task) {
+            self.conclude(&task, refusal).await;
+            drop(permit);
+            return;
+        }
+        let Some(breaker) = self.shared.circuits.get(&task.bot_id, Dependency::Agent).cloned() else {
+            self.conclude(&task, unknown_bot(&task)).await;
+            return;
+        };
+        let breaker_permit = match breaker.try_acquire() {
+            Ok(p) => p,
+            Err(rejected) => {
+                self.hold_for_breaker(&task, rejected.retry_after()).await;
+                return;
+            }
+        };
+        let verdict = self.run_agent(&task, claimed.session_id).await;
+        match &verdict {
+            Verdict::Done(finish) => match finish.error_class {
+                None => breaker_permit.success(),
+                Some(class) if counts_against_agent(class) => {
+                    breaker_permit.failure(class.as_str())
+                }
+                Some(_) => breaker_permit.ignore(),
+            },
+            Verdict::Retry { class, .. } if counts_against_agent(*class) => {
+                breaker_permit.failure(class.as_str())
+            }
+            Verdict::Retry { .. } => breaker_permit.ignore(),
+        }
+        self.conclude(&task, verdict).await;
+        drop(permit);
+    }
+
+    /// A claimed task whose bot's agent breaker refused: back in the queue without
+    /// using an attempt, to be tried when the breaker allows a probe.
+    async fn hold_for_breaker(&self, task: &Task, retry_after: Duration) {
+        let now = now_ms();
+        let due = now + retry_after.as_millis() as u64;
+        let requeued = self
+            .shared
+            .store
+            .requeue_task(
+                task.id,
+                TaskStatus::Queued,
+                FailureClass::CircuitOpen,
+                "the agent is unavailable (circuit open); the task runs when it recovers".into(),
+                due,
+                now,
+                true,
+            )
+            .await;
+        if let Err(e) = requeued {
+            tracing::error!(error = %e, "cannot put a blocked task back in the queue");
+        }
+        let _ = self
+            .shared
+            .store
+            .append_event(
+                "task_blocked",
+                Some(&task.bot_id),
+                serde_json::json!({"task_id": task.id, "dependency": "agent", "state": "open", "message": "agent circuit open; task held in the queue"}),
+                now,
+            )
+            .await;
+        self.schedule_wake(retry_after);
+    }
+
+    fn budget_refusal(&self, task: &Task) -> Option<Verdict> {
+        let limits = &self.shared.config.limits;
+        let now = now_ms();
+        let store = &self.shared.store;
+        let today = store.cost_today(&task.bot_id, now).map(|c| c.usd).unwrap_or(0.0);
+        let month = store.cost_month(&task.bot_id, now).map(|c| c.usd).unwrap_or(0.0);
+        let message = if today >= limits.daily_cost_usd {
+            format!(
+                "daily budget reached: ${today:.2} spent today of ${:.2}; the task was not run",
+                limits.daily_cost_usd
+            )
+        } else if month >= limits.monthly_cost_usd {
+            format!(
+                "monthly budget reached: ${month:.2} spent this month of ${:.2}; the task was not run",
+                limits.monthly_cost_usd
+            )
+        } else {
+            return None;
+        };
+        Some(Verdict::Done(TaskFinish {
+            status: Some(TaskStatus::Failed),
+            error_class: Some(FailureClass::CostLimit),
+            error: Some(message),
+            deliver: true,
+            ..TaskFinish::default()
+        }))
+    }
+
+    fn agent_command(&self, bot: &BotConfig) -> AgentCommand {
+        let mut parts = bot.agent.command.clone();
+        // Validated non-empty at config load.
+        let program = if parts.is_empty() { String::new() } else { parts.remove(0) };
+        let mut scrub_env: Vec<String> = self.shared.config.bots.iter().map(|b| b.token_env.clone()).collect();
+        scrub_env.push(self.shared.config.http.admin_token_env.clone());
+        AgentCommand {
+            program,
+            args: parts,
+            resume_args: bot.agent.resume_args.clone(),
+            scrub_env,
+        }
+    }
+
+    fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
+        RunSpec {
+            task_id: task.id,
+            prompt: task.prompt.clone(),
+            workdir: bot.workdir.clone(),
+            run_dir: self.shared.runs_dir.join(task.id.to_string()),
+            session_id,
+            timeout: Duration::from_secs(self.shared.config.limits.task_timeout_s),
+            kill_grace: KILL_GRACE,
+        }
+    }
+
+    /// Spawns the agent, records its identity, waits; retries a lost session once
+    /// as a fresh one.
+    async fn run_agent(&self, task: &Task, session_id: Option<String>) -> Verdict {
+        let Some(bot) = self.bot(&task.bot_id).cloned() else {
+            return unknown_bot(task);
+        };
+        let command = self.agent_command(&bot);
+        let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
+        loop {
+            let spec = self.run_spec(task, &bot, session.clone());
+            let outcome = match self.spawn_and_wait(task, &command, &spec).await {
+                Ok(outcome) => outcome,
+                Err(verdict) => return verdict,
+            };
+            if session.is_some() && outcome.is_unknown_session() {
+                tracing::info!("agent no longer knows the session; retrying as a fresh session");
+                if let Err(e) = self.shared.store.forget_agent_session(&task.bot_id, task.user_id).await {
+                    tracing::warn!(error = %e, "cannot forget the stale session");
+                }
+                session = None;
+                continue;
+            }
+            return self.judge(task, outcome);
+        }
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        task: &Task,
+        command: &AgentCommand,
+        spec: &RunSpec,
+    ) -> Result<AgentOutcome, Verdict> {
+        let running = match agent::spawn(command, spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent spawn failed");
+                return Err(self.retry_or_fail(task, FailureClass::SpawnFailed, e.to_string()));
+            }
+        };
+        let identity = running.identity();
+        if let Err(e) = self
+            .shared
+            .store
+            .record_task_process(task.id, identity.pid, identity.start_time)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the agent's pid");
+        }
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        lock(&self.shared.cancels).insert(task.id, cancel_tx);
+        let outcome = running.wait(cancel_rx).await;
+        lock(&self.shared.cancels).remove(&task.id);
+        Ok(outcome)
+    }
+
+    /// Decides a task's fate from its agent's outcome.
+    fn judge(&self, task: &Task, outcome: AgentOutcome) -> Verdict {
+        let result = &outcome.result;
+        let base = TaskFinish {
+            result: Some(result.text.clone()),
+            exit_code: outcome.exit_code,
+            cost_usd: result.cost_usd,
+            input_tokens: result.input_tokens,
+            output_tokens: result.output_tokens,
+            session_id: result.session_id.clone(),
+            deliver: true,
+            ..TaskFinish::default()
+        };
+        if outcome.succeeded() {
+            return Verdict::Done(TaskFinish {
+                status: Some(TaskStatus::Succeeded),
+                ..base
+            });
+        }
+        let summary = outcome.failure_summary().unwrap_or_else(|| "agent failed".into());
+        if outcome.cancelled {
+            return Verdict::Done(TaskFinish {
+                status: Some(TaskStatus::Cancelled),
+                error_class: Some(FailureClass::Cancelled),
+                error: Some("cancelled while running".into()),
+                ..base
+            });
+        }
+        let class = if outcome.timed_out {
+            FailureClass::Timeout
+        } else if looks_rate_limited(&result.text) || looks_rate_limited(&outcome.stderr_tail) {
+            FailureClass::RateLimited
+        } else {
+            FailureClass::AgentError
+        };
+        if class.is_retryable() && task.attempts < task.max_attempts {
+            return Verdict::Retry {
+                class,
+                error: summary,
+            };
+        }
+        Verdict::Done(TaskFinish {
+            status: Some(TaskStatus::Failed),
+            error_class: Some(class),
+            error: Some(summary),
+            ..base
+        })
+    }
+
+    fn retry_or_fail(&self, task: &Task, class: FailureClass, error: String) -> Verdict {
+        if class.is_retryable() && task.attempts < task.max_attempts {
+            Verdict::Retry { class, error }
+        } else {
+            Verdict::Done(TaskFinish {
+                status: Some(TaskStatus::Failed),
+                error_class: Some(class),
+                error: Some(error),
+                deliver: true,
+                ..TaskFinish::default()
+            })
+        }
+    }
+
+    /// Records the verdict in the store and tells whoever waits.
+    async fn conclude(&self, task: &Task, verdict: Verdict) {
+        let now = now_ms();
+        match verdict {
+            Verdict::Done(finish) => match self.shared.store.finish_task(task.id, finish, now).await {
+                Ok(done) => {
+                    tracing::info!(status = %done.status, "task finished");
+                    let hook = lock(&self.shared.on_finished).clone();
+                    if let Some(hook) = hook {
+                        hook(&done);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record the task's end"),
+            },
+            Verdict::Retry { class, error } => {
+                let delay = backoff(task.attempts);
+                tracing::info!(class = class.as_str(), delay_ms = delay.as_millis() as u64, "task will be retried");
+                let status = if class == FailureClass::Interrupted {
+                    TaskStatus::Interrupted
+                } else {
+                    TaskStatus::Queued
+                };
+                let due = now + delay.as_millis() as u64;
+                if let Err(e) = self.shared.store.requeue_task(task.id, status, class, error, due, now, false).await {
+                    tracing::error!(error = %e, "cannot re-queue the task");
+                }
+                self.schedule_wake(delay);
+            }
+        }
+        self.notify();
+    }
+
+    fn schedule_wake(&self, after: Duration) {
+        let at = Instant::now() + after;
+        let mut due = lock(&self.shared.next_due);
+        if due.is_none_or(|d| at < d) {
+            *due = Some(at);
+        }
+    }
+
+    /// Sees a run left by the previous process to its end.
+    #[tracing::instrument(skip_all, fields(task_id = task.id, bot_id = %task.bot_id))]
+    async fn adopt_task(self, task: Task, permit: OwnedSemaphorePermit) {
+        let _busy = BusyGuard::new(&self.shared.busy);
+        let (Some(pid), Some(start_time)) = (task.pid, task.pid_start_time) else {
+            return;
+        };
+        let elapsed = Duration::from_millis(now_ms().saturating_sub(task.started_ms.unwrap_or(0)));
+        let timeout = Duration::from_secs(self.shared.config.limits.task_timeout_s).saturating_sub(elapsed);
+        let spec = AdoptSpec {
+            identity: ProcIdentity { pid, start_time },
+            run_dir: self.shared.runs_dir.join(task.id.to_string()),
+            poll: ADOPT_POLL,
+            timeout,
+            kill_grace: KILL_GRACE,
+        };
+        tracing::info!(pid, "adopting an agent left running by the previous process");
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        lock(&self.shared.cancels).insert(task.id, cancel_tx);
+        let outcome = agent::adopt(spec, cancel_rx).await;
+        lock(&self.shared.cancels).remove(&task.id);
+        let verdict = self.judge(&task, outcome);
+        self.conclude(&task, verdict).await;
+        drop(permit);
+    }
+
+    /// Finishes or re-queues a task whose agent died with the previous process:
+    /// from its output files when they hold a complete result, else as interrupted.
+    pub(crate) async fn settle_dead_run(&self, task: &Task) {
+        let outcome = match (task.pid, task.pid_start_time) {
+            (Some(pid), Some(start_time)) => {
+                let spec = AdoptSpec {
+                    identity: ProcIdentity { pid, start_time },
+                    run_dir: self.shared.runs_dir.join(task.id.to_string()),
+                    poll: ADOPT_POLL,
+                    timeout: Duration::ZERO,
+                    kill_grace: Duration::ZERO,
+                };
+                // The identity is known dead (or reused): adopt only reads the files.
+                let (_tx, rx) = watch::channel(false);
+                Some(agent::adopt(spec, rx).await)
+            }
+            _ => None,
+        };
+        let verdict = match outcome {
+            Some(outcome) if outcome.result.complete => self.judge(task, outcome),
+            _ if task.attempts < task.max_attempts => Verdict::Retry {
+                class: FailureClass::Interrupted,
+                error: "a restart interrupted the run; it will run again".into(),
+            },
+            _ => Verdict::Done(TaskFinish {
+                status: Some(TaskStatus::Failed),
+                error_class: Some(FailureClass::Interrupted),
+                error: Some(format!(
+                    "a restart interrupted the run and no attempts remain ({} of {})",
+                    task.attempts, task.max_attempts
+                )),
+                deliver: true,
+                ..TaskFinish::default()
+            }),
+        };
+        self.conclude(task, verdict).await;
+    }
+}
+
+/// Failure classes that say something about the agent's health.
+fn counts_against_agent(class: FailureClass) -> bool {
+    matches!(
+        class,
+        FailureClass::Timeout | FailureClass::AgentError | FailureClass::SpawnFailed | FailureClass::RateLimited
+    )
+}
+
+fn looks_rate_limited(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("rate limit") || lower.contains("rate_limit") || lower.contains("429")
+}
+
+fn unknown_bot(task: &Task) -> Verdict {
+    Verdict::Done(TaskFinish {
+        status: Some(TaskStatus::Failed),
+        error_class: Some(FailureClass::SpawnFailed),
+        error: Some(format!("bot `{}` is not configured", task.bot_id)),
+        deliver: false,
+        ..TaskFinish::default()
+    })
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s, ... capped.
+fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(6);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct BusyGuard<'a>(&'a AtomicUsize);
+
+impl<'a> BusyGuard<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(counter)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
