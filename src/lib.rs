@@ -16,10 +16,20 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod backup;
 pub mod bot;
 pub mod breaker;
 pub mod circuits;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod http;
+pub mod legacy;
+pub mod metrics;
+pub mod monitor;
+pub mod service;
 pub mod storage;
+
+pub mod telemetry;
 pub mod worker;

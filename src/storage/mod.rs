@@ -40,7 +40,7 @@ pub use dump::{DumpRow, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
-pub use tasks::{Claimed, TaskFilter, TaskFinish, TaskSubmitted};
+pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day};
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};

@@ -225,6 +225,9 @@ pub struct Task {
     pub reply_to_message_id: Option<i32>,
     /// Telegram update that created it (deduplication key).
     pub update_id: Option<i64>,
+    /// The "queued/running" message shown while it waits and runs; removed when
+    /// the answer is delivered.
+    pub progress_message_id: Option<i32>,
     /// A task this one retries.
     pub retry_of: Option<u64>,
     /// Free-form JSON kept from a legacy import.

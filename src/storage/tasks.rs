@@ -226,6 +226,17 @@ impl Store {
         })
     }
 
+    /// Remembers the progress message shown for a task.
+    pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
+        self.write(move |tx| {
+            update_task(tx, task_id, |task| {
+                task.progress_message_id = message_id;
+                Ok(())
+            })
+            .map(|_| ())
+        })
+    }
+
     /// Removes a delivered answer from the outbox.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
         self.write(move |tx| {
@@ -475,6 +486,7 @@ pub(super) fn submit_tx(tx: &WriteTransaction, new: &NewTask, now_ms: u64) -> St
         session_id: None,
         reply_to_message_id: new.reply_to_message_id,
         update_id: new.update_id,
+        progress_message_id: None,
         retry_of: None,
         extra: None,
     };

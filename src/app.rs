@@ -1,0 +1,115 @@
+//! Runs one subcommand: resolves the configuration, sets up logging, and reports
+//! errors at the edge with their whole chain.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::commands;
+use crate::config::{Config, ConfigWarning};
+
+/// Configuration file looked for in the working directory when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "agentlab.toml";
+
+/// Entry point of the binary: returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    if let Command::TestAgent(args) = cli.command {
+        // Synchronous, no logging: it is the agent, not the service.
+        let code = crate::worker::test_agent::run_with_args(args.args);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    match run(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "agentlab failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a subcommand; the exit code on success (e.g. 42 for a restart).
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("agentlab")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Demo(args) => commands::demo::run(args).await,
+        Command::CheckConfig => commands::check_config::run(config_path.as_deref()),
+        command => {
+            let config = load_config(config_path.as_deref())?;
+            run_with_config(command, config).await
+        }
+    }
+}
+
+async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32> {
+    match command {
+        Command::Run => {
+            let _guard = crate::telemetry::init_service(&config.log_dir, "info");
+            let options = crate::service::RunOptions {
+                shutdown: None,
+                systemd_notify: true,
+            };
+            crate::service::run(config, options).await
+        }
+        Command::Dump(args) => commands::dump::run(&config, args).await,
+        Command::Migrate(args) => commands::migrate::run(&config, args).await,
+        Command::Ask(args) => commands::remote::ask(&config, args).await,
+        Command::Status => commands::remote::status(&config).await,
+        Command::Tasks(args) => commands::remote::tasks(&config, args).await,
+        Command::Restart => commands::remote::restart(&config).await,
+        Command::Logs(args) => commands::logs::run(&config, args).await,
+        Command::Backup => commands::backup::backup(&config).await,
+        Command::Backups => commands::backup::list(&config).await,
+        Command::Restore(args) => commands::backup::restore(&config, args).await,
+        Command::Watchdog(args) => commands::watchdog::run(&config, args).await,
+        Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => unreachable_command(),
+    }
+}
+
+fn unreachable_command() -> anyhow::Result<i32> {
+    anyhow::bail!("this command is dispatched elsewhere")
+}
+
+/// The configuration file to use: the one named, else `./agentlab.toml` if it
+/// exists, else none (built-in defaults).
+pub fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
+    match named {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            default.exists().then_some(default)
+        }
+    }
+}
+
+/// Loads and validates the configuration, printing warnings.
+pub fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
+    let (config, warnings) = match resolve_config_path(named) {
+        Some(path) => Config::load(&path)?,
+        None => {
+            let config = Config::default();
+            let warnings = config.validate()?;
+            (config, warnings)
+        }
+    };
+    print_warnings(&warnings);
+    Ok(config)
+}
+
+fn print_warnings(warnings: &[ConfigWarning]) {
+    for w in warnings {
+        eprintln!("warning: {}", w.0);
+    }
+}

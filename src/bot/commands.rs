@@ -1,0 +1,181 @@
+//! Bot commands: what a message's text means, parsed into plain data.
+//!
+//! Invariant: parsing never fails and never panics; anything that is not a known
+//! command addressed to this bot is a prompt (plain text), an unknown command, or a
+//! command for another bot (ignored). Arguments are validated here (a task id is a
+//! number), so handlers get typed values.
+
+/// What a text message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// /start
+    Start,
+    /// /help
+    Help,
+    /// /new: a fresh agent session.
+    New,
+    /// /status
+    Status,
+    /// /tasks: recent tasks of the user.
+    Tasks,
+    /// /task ID
+    Task(Option<u64>),
+    /// /cancel [ID]: the given task, or the user's running/queued one.
+    Cancel(Option<u64>),
+    /// /retry [ID]: the given task, or the user's last failed one.
+    Retry(Option<u64>),
+    /// /cost
+    Cost,
+    /// /alerts
+    Alerts,
+    /// /restart (admins)
+    Restart,
+    /// /backup (admins)
+    Backup,
+    /// A command we do not know.
+    Unknown(String),
+    /// A command with an argument that does not parse.
+    BadArgument {
+        /// The command.
+        command: &'static str,
+        /// What was given.
+        given: String,
+    },
+    /// A command addressed to another bot (`/status@otherbot`): ignored.
+    ForAnotherBot,
+    /// Plain text: a prompt for the agent.
+    Prompt(String),
+}
+
+/// The commands registered with Telegram, with their descriptions (also /help).
+pub const COMMAND_LIST: &[(&str, &str)] = &[
+    ("start", "introduction"),
+    ("help", "what I can do"),
+    ("new", "start a fresh agent session"),
+    ("status", "service status: queue, workers, breakers, cost"),
+    ("tasks", "your recent tasks"),
+    ("task", "details of a task: /task ID"),
+    ("cancel", "cancel your running or queued task: /cancel [ID]"),
+    ("retry", "run a failed task again: /retry [ID]"),
+    ("cost", "today's and this month's cost against the limits"),
+    ("alerts", "current alerts"),
+    ("restart", "restart the service (admins)"),
+    ("backup", "take a backup now (admins)"),
+];
+
+/// Parses a message text. `bot_username` is this bot's username without `@`.
+pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
+    let trimmed = text.trim_start();
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Command::Prompt(text.to_string());
+    };
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    if head.is_empty() {
+        return Command::Prompt(text.to_string());
+    }
+    let (name, target) = match head.split_once('@') {
+        Some((name, target)) => (name, Some(target)),
+        None => (head, None),
+    };
+    if let Some(target) = target {
+        let ours = bot_username.is_some_and(|u| u.eq_ignore_ascii_case(target));
+        if !ours {
+            return Command::ForAnotherBot;
+        }
+    }
+    let name = name.to_ascii_lowercase();
+    match name.as_str() {
+        "start" => Command::Start,
+        "help" => Command::Help,
+        "new" | "reset" => Command::New,
+        "status" => Command::Status,
+        "tasks" => Command::Tasks,
+        "task" => with_id("task", args, Command::Task),
+        "cancel" => with_id("cancel", args, Command::Cancel),
+        "retry" => with_id("retry", args, Command::Retry),
+        "cost" => Command::Cost,
+        "alerts" => Command::Alerts,
+        "restart" => Command::Restart,
+        "backup" => Command::Backup,
+        _ => Command::Unknown(truncate(&name, 64)),
+    }
+}
+
+fn with_id(command: &'static str, args: &str, make: fn(Option<u64>) -> Command) -> Command {
+    let first = args.split_whitespace().next();
+    match first {
+        None => make(None),
+        Some(arg) => match arg.trim_start_matches('#').parse::<u64>() {
+            Ok(id) => make(Some(id)),
+            Err(_) => Command::BadArgument {
+                command,
+                given: truncate(arg, 64),
+            },
+        },
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+/// The /help text.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "Send me a message and I pass it to the coding agent; you get its answer here.\n\
+         Your messages run one at a time, in the order you send them.\n\nCommands:\n",
+    );
+    for (name, description) in COMMAND_LIST {
+        out.push_str(&format!("/{name} — {description}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_text_is_a_prompt() {
+        assert_eq!(parse("fix the bug", None), Command::Prompt("fix the bug".into()));
+        assert_eq!(parse("", None), Command::Prompt(String::new()));
+        assert_eq!(parse("/", None), Command::Prompt("/".into()));
+    }
+
+    #[test]
+    fn commands_and_arguments() {
+        assert_eq!(parse("/status", None), Command::Status);
+        assert_eq!(parse("/STATUS", None), Command::Status);
+        assert_eq!(parse("/task 42", None), Command::Task(Some(42)));
+        assert_eq!(parse("/cancel #7", None), Command::Cancel(Some(7)));
+        assert_eq!(parse("/cancel", None), Command::Cancel(None));
+        assert_eq!(
+            parse("/task abc", None),
+            Command::BadArgument { command: "task", given: "abc".into() }
+        );
+        assert_eq!(parse("/frobnicate", None), Command::Unknown("frobnicate".into()));
+    }
+
+    #[test]
+    fn commands_for_other_bots_are_ignored() {
+        assert_eq!(parse("/status@otherbot", Some("mybot")), Command::ForAnotherBot);
+        assert_eq!(parse("/status@MyBot", Some("mybot")), Command::Status);
+        assert_eq!(parse("/status@mybot", None), Command::ForAnotherBot);
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in any::<String>()) {
+            let _ = parse(&text, Some("bot"));
+        }
+
+        #[test]
+        fn text_without_a_leading_slash_is_the_prompt_itself(text in "[^/\\s].*") {
+            prop_assert_eq!(parse(&text, None), Command::Prompt(text.clone()));
+        }
+    }
+}

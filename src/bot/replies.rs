@@ -1,0 +1,287 @@
+//! Answers to the bot's commands. Each is answered at once, from the store and the
+//! in-memory state; none waits for the user's running prompt.
+
+use std::sync::Arc;
+
+use super::BotRuntime;
+use super::commands::{Command, help_text};
+use super::handler::Sender;
+use crate::storage::{RestartState, Task, TaskFilter, TaskStatus, now_ms};
+
+pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, command: Command) {
+    let text = match command {
+        Command::Start => format!("Hello! I connect you to a coding agent.\n\n{}", help_text()),
+        Command::Help => help_text(),
+        Command::New => new_session(bot, sender).await,
+        Command::Status => status_text(bot),
+        Command::Tasks => tasks_text(bot, sender),
+        Command::Task(id) => task_text(bot, sender, id),
+        Command::Cancel(id) => cancel(bot, sender, id).await,
+        Command::Retry(id) => retry(bot, sender, id).await,
+        Command::Cost => cost_text(bot),
+        Command::Alerts => alerts_text(bot),
+        Command::Restart => return restart(bot, sender).await,
+        Command::Backup => backup(bot, sender).await,
+        Command::Unknown(name) => format!("I don't know the command /{name}. Send /help for the list."),
+        Command::BadArgument { command, given } => {
+            format!("/{command} takes a task number, not \"{given}\". Example: /{command} 42")
+        }
+        Command::ForAnotherBot | Command::Prompt(_) => return,
+    };
+    bot.reply(sender, &text).await;
+}
+
+async fn new_session(bot: &BotRuntime, sender: Sender) -> String {
+    match bot.ctx.store.reset_session(&bot.config.id, sender.user_id).await {
+        Ok(_) => "Started a fresh agent session: the agent forgets the conversation so far.".into(),
+        Err(e) => format!("Could not reset the session: {e}"),
+    }
+}
+
+fn status_text(bot: &BotRuntime) -> String {
+    let ctx = &bot.ctx;
+    let now = now_ms();
+    let queue = ctx.store.queue_depth().unwrap_or(0);
+    let cost = ctx.store.cost_today(&bot.config.id, now).map(|c| c.usd).unwrap_or(0.0);
+    let mut out = format!(
+        "agentlab {} — up {}\nQueue: {queue} waiting · workers busy {}/{}\nCost today: ${cost:.2} of ${:.2}\n",
+        env!("CARGO_PKG_VERSION"),
+        human_duration(ctx.uptime_s()),
+        ctx.pool.busy(),
+        ctx.pool.workers(),
+        ctx.config.limits.daily_cost_usd,
+    );
+    for (dep, snapshot) in ctx.circuits.bot_snapshots(&bot.config.id) {
+        out.push_str(&format!(
+            "Breaker {}: {} ({} consecutive failures)\n",
+            dep.as_str(),
+            snapshot.state,
+            snapshot.consecutive_failures
+        ));
+    }
+    let alerts = ctx.store.open_alerts().map(|a| a.len()).unwrap_or(0);
+    if alerts > 0 {
+        out.push_str(&format!("Alerts: {alerts} open (/alerts)\n"));
+    }
+    out
+}
+
+fn user_tasks(bot: &BotRuntime, sender: Sender, limit: usize) -> Vec<Task> {
+    let filter = TaskFilter {
+        bot_id: Some(bot.config.id.clone()),
+        user_id: Some(sender.user_id),
+        limit: Some(limit),
+        ..TaskFilter::default()
+    };
+    bot.ctx.store.list_tasks(&filter).unwrap_or_default()
+}
+
+fn tasks_text(bot: &BotRuntime, sender: Sender) -> String {
+    let tasks = user_tasks(bot, sender, 10);
+    if tasks.is_empty() {
+        return "You have no tasks yet. Send me a message to start one.".into();
+    }
+    let now = now_ms();
+    let mut out = String::from("Your recent tasks:\n");
+    for task in tasks {
+        out.push_str(&format!(
+            "#{} {} · {} ago · {}\n",
+            task.id,
+            task.status,
+            human_duration(now.saturating_sub(task.created_ms) / 1000),
+            preview(&task.prompt, 40)
+        ));
+    }
+    out
+}
+
+/// A task the sender may see: their own, or any task for an admin.
+fn visible_task(bot: &BotRuntime, sender: Sender, id: u64) -> Result<Task, String> {
+    match bot.ctx.store.get_task(id) {
+        Ok(Some(task))
+            if task.bot_id == bot.config.id && (task.user_id == sender.user_id || sender.is_admin) =>
+        {
+            Ok(task)
+        }
+        Ok(_) => Err(format!("There is no task #{id} of yours.")),
+        Err(e) => Err(format!("Could not read task #{id}: {e}")),
+    }
+}
+
+fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
+    let Some(id) = id else {
+        return "Which task? Send /task 42 (see /tasks for numbers).".into();
+    };
+    match visible_task(bot, sender, id) {
+        Ok(task) => {
+            let mut out = format!(
+                "Task #{} — {}\nAttempts: {}/{}\nPrompt: {}\n",
+                task.id,
+                task.status,
+                task.attempts,
+                task.max_attempts,
+                preview(&task.prompt, 200)
+            );
+            if let Some(ms) = task.run_ms() {
+                out.push_str(&format!("Ran for {:.1} s\n", ms as f64 / 1000.0));
+            }
+            if task.cost_usd > 0.0 {
+                out.push_str(&format!("Cost: ${:.4}\n", task.cost_usd));
+            }
+            if let (Some(class), Some(error)) = (task.error_class, &task.error) {
+                out.push_str(&format!("Error ({}): {}\n", class.as_str(), preview(error, 300)));
+            }
+            out
+        }
+        Err(msg) => msg,
+    }
+}
+
+async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
+    let task = match id {
+        Some(id) => match visible_task(bot, sender, id) {
+            Ok(t) => t,
+            Err(msg) => return msg,
+        },
+        None => {
+            let open = user_tasks(bot, sender, 50).into_iter().find(|t| {
+                matches!(t.status, TaskStatus::Running | TaskStatus::Queued | TaskStatus::Interrupted)
+            });
+            match open {
+                Some(t) => t,
+                None => return "You have nothing running or queued to cancel.".into(),
+            }
+        }
+    };
+    match task.status {
+        TaskStatus::Running => {
+            if bot.ctx.pool.cancel_running(task.id) {
+                format!("Cancelling task #{}…", task.id)
+            } else {
+                format!("Task #{} is starting; try /cancel again in a moment.", task.id)
+            }
+        }
+        TaskStatus::Queued | TaskStatus::Interrupted => {
+            match bot.ctx.store.cancel_queued_task(task.id, now_ms()).await {
+                Ok(_) => format!("Cancelled task #{} before it ran.", task.id),
+                Err(e) => format!("Could not cancel task #{}: {e}", task.id),
+            }
+        }
+        status => format!("Task #{} is already {status}.", task.id),
+    }
+}
+
+async fn retry(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
+    let task = match id {
+        Some(id) => match visible_task(bot, sender, id) {
+            Ok(t) => t,
+            Err(msg) => return msg,
+        },
+        None => {
+            let failed = user_tasks(bot, sender, 50)
+                .into_iter()
+                .find(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled));
+            match failed {
+                Some(t) => t,
+                None => return "You have no failed or cancelled task to retry.".into(),
+            }
+        }
+    };
+    let max_attempts = bot.ctx.config.limits.max_attempts;
+    match bot.ctx.store.retry_task(task.id, max_attempts, now_ms()).await {
+        Ok(new) => {
+            bot.ctx.pool.notify();
+            format!("Retrying task #{} as task #{}.", task.id, new.id)
+        }
+        Err(e) => format!("Could not retry task #{}: {e}", task.id),
+    }
+}
+
+fn cost_text(bot: &BotRuntime) -> String {
+    let now = now_ms();
+    let limits = &bot.ctx.config.limits;
+    let today = bot.ctx.store.cost_today(&bot.config.id, now).unwrap_or_default();
+    let month = bot.ctx.store.cost_month(&bot.config.id, now).unwrap_or_default();
+    format!(
+        "Today: ${:.2} of ${:.2} ({} tasks)\nThis month: ${:.2} of ${:.2} ({} tasks)",
+        today.usd, limits.daily_cost_usd, today.tasks, month.usd, limits.monthly_cost_usd, month.tasks
+    )
+}
+
+fn alerts_text(bot: &BotRuntime) -> String {
+    match bot.ctx.store.open_alerts() {
+        Ok(alerts) if alerts.is_empty() => "No open alerts. ✅".into(),
+        Ok(alerts) => {
+            let mut out = format!("{} open alert(s):\n", alerts.len());
+            for a in alerts.iter().take(20) {
+                out.push_str(&format!("• [{}] {} {}: {}\n", a.severity, a.rule, a.state.as_str(), a.message));
+            }
+            out
+        }
+        Err(e) => format!("Could not read alerts: {e}"),
+    }
+}
+
+async fn restart(bot: &BotRuntime, sender: Sender) {
+    if !sender.is_admin {
+        bot.reply(sender, "Only admins may restart the service.").await;
+        return;
+    }
+    let message_id = bot
+        .api
+        .send_plain(sender.chat_id, "🔄 Restarting…", Some(sender.message_id))
+        .await
+        .ok();
+    let state = RestartState {
+        requested_ms: now_ms(),
+        bot_id: Some(bot.config.id.clone()),
+        chat_id: Some(sender.chat_id),
+        message_id,
+        reason: format!("/restart by user {}", sender.user_id),
+    };
+    if let Err(e) = bot.ctx.store.set_restart_state(state).await {
+        bot.reply(sender, &format!("Could not record the restart ({e}); not restarting.")).await;
+        return;
+    }
+    let _ = bot
+        .ctx
+        .store
+        .append_event(
+            "restart_requested",
+            Some(&bot.config.id),
+            serde_json::json!({"user_id": sender.user_id}),
+            now_ms(),
+        )
+        .await;
+    tracing::info!(user_id = sender.user_id, "restart requested from Telegram");
+    bot.ctx.shutdown.request(crate::service::RESTART_EXIT_CODE);
+}
+
+async fn backup(bot: &BotRuntime, sender: Sender) -> String {
+    if !sender.is_admin {
+        return "Only admins may take backups.".into();
+    }
+    match crate::backup::take_snapshot(&bot.ctx).await {
+        Ok(report) => format!("Backup taken: {report}"),
+        Err(e) => format!("Backup failed: {e:#}"),
+    }
+}
+
+fn preview(text: &str, max_chars: usize) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max_chars {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(max_chars).collect::<String>())
+    }
+}
+
+/// "3 h 5 min", "42 s".
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        s => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}

@@ -1,0 +1,346 @@
+//! Every call to the Bot API goes through [`TelegramApi`]: the bot's telegram
+//! circuit breaker, flood-control (429 `retry_after`) honoured, transient network
+//! errors retried with backoff, latency measured, and the token never in an error.
+//!
+//! Which outcomes count against Telegram's breaker: network errors, timeouts and
+//! 5xx. A 4xx answer (bad request, forbidden, not modified) means Telegram is up
+//! and answered; a 429 is flood control on our side, neither.
+
+use std::time::{Duration, Instant};
+
+use teloxide::payloads::{
+    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
+};
+use teloxide::{ApiError, Bot, RequestError};
+
+use crate::breaker::CircuitBreaker;
+use crate::metrics::{self, CallOutcome};
+
+/// How often a call is retried after flood control or a network error.
+const MAX_RETRIES: u32 = 4;
+/// Longest flood-control wait honoured inline; longer ones are returned to the caller.
+const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a Bot API call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The telegram breaker is open; try again later.
+    #[error("telegram circuit open; retry in {0:?}")]
+    CircuitOpen(Duration),
+    /// Flood control asked to wait longer than we wait inline.
+    #[error("telegram flood control: retry after {0:?}")]
+    RetryAfter(Duration),
+    /// Telegram refused the HTML formatting.
+    #[error("telegram cannot parse the formatting: {0}")]
+    CantParseEntities(String),
+    /// Another process polls this token.
+    #[error("409 conflict: another process is polling this bot token")]
+    Conflict,
+    /// An edit had nothing to change.
+    #[error("message not modified")]
+    NotModified,
+    /// Telegram refused the request (4xx).
+    #[error("telegram refused the request: {0}")]
+    Refused(String),
+    /// The network or Telegram's side failed (retries exhausted).
+    #[error("telegram unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// One bot's Bot API client.
+#[derive(Clone)]
+pub struct TelegramApi {
+    bot: Bot,
+    token: String,
+    breaker: CircuitBreaker,
+}
+
+impl TelegramApi {
+    /// A client for `token` at `api_url`.
+    pub fn new(token: String, api_url: &str, breaker: CircuitBreaker) -> Result<Self, String> {
+        let url = reqwest::Url::parse(api_url).map_err(|e| format!("invalid api_url `{api_url}`: {e}"))?;
+        let bot = Bot::new(token.clone()).set_api_url(url);
+        Ok(TelegramApi { bot, token, breaker })
+    }
+
+    /// Removes the token from a text (errors may carry the request URL).
+    pub fn redact(&self, text: &str) -> String {
+        redact_token(text, &self.token)
+    }
+
+    /// The bot's username (`getMe`).
+    pub async fn username(&self) -> Result<String, SendError> {
+        let me = self.call("getMe", || self.bot.get_me()).await?;
+        Ok(me.username.clone().unwrap_or_default())
+    }
+
+    /// Removes a webhook so long polling works (pending updates are kept).
+    pub async fn delete_webhook(&self) -> Result<(), SendError> {
+        self.call("deleteWebhook", || self.bot.delete_webhook()).await.map(|_| ())
+    }
+
+    /// Registers the command list shown by Telegram clients.
+    pub async fn set_commands(&self, commands: Vec<BotCommand>) -> Result<(), SendError> {
+        self.call("setMyCommands", || self.bot.set_my_commands(commands.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    /// One long poll. Not retried here: the poller owns its backoff.
+    pub async fn get_updates(&self, offset: i32, timeout_s: u32) -> Result<Vec<Update>, SendError> {
+        self.breaker_gate()?;
+        let started = Instant::now();
+        let result = self
+            .bot
+            .get_updates()
+            .offset(offset)
+            .timeout(timeout_s)
+            .limit(100)
+            .await;
+        // A long poll's latency is mostly waiting; only its outcome is measured.
+        match result {
+            Ok(updates) => {
+                self.breaker.record_success();
+                metrics::observe("telegram", "getUpdates", started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
+                Ok(updates)
+            }
+            Err(e) => {
+                let error = self.classify(&e);
+                self.report(&error, "getUpdates", started);
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends HTML; if Telegram refuses the formatting, sends `plain` instead.
+    pub async fn send_html(
+        &self,
+        chat_id: i64,
+        html: &str,
+        plain: &str,
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
+        let sent = self
+            .call("sendMessage", || {
+                let mut req = self.bot.send_message(ChatId(chat_id), html).parse_mode(ParseMode::Html);
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+                }
+                req
+            })
+            .await;
+        match sent {
+            Ok(message) => Ok(message.id.0),
+            Err(SendError::CantParseEntities(why)) => {
+                tracing::warn!(reason = %why, "telegram refused the formatting; resending as plain text");
+                self.send_plain(chat_id, plain, reply_to).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends plain text.
+    pub async fn send_plain(&self, chat_id: i64, text: &str, reply_to: Option<i32>) -> Result<i32, SendError> {
+        let message = self
+            .call("sendMessage", || {
+                let mut req = self.bot.send_message(ChatId(chat_id), text);
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+                }
+                req
+            })
+            .await?;
+        Ok(message.id.0)
+    }
+
+    /// Replaces the text of a message the bot sent.
+    pub async fn edit_text(&self, chat_id: i64, message_id: i32, text: &str) -> Result<(), SendError> {
+        match self
+            .call("editMessageText", || {
+                self.bot.edit_message_text(ChatId(chat_id), MessageId(message_id), text)
+            })
+            .await
+        {
+            Ok(_) | Err(SendError::NotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the text of a message with HTML.
+    pub async fn edit_html(&self, chat_id: i64, message_id: i32, html: &str) -> Result<(), SendError> {
+        match self
+            .call("editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
+                    .parse_mode(ParseMode::Html)
+            })
+            .await
+        {
+            Ok(_) | Err(SendError::NotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a message the bot sent.
+    pub async fn delete(&self, chat_id: i64, message_id: i32) -> Result<(), SendError> {
+        self.call("deleteMessage", || self.bot.delete_message(ChatId(chat_id), MessageId(message_id)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Shows "typing…" in the chat.
+    pub async fn typing(&self, chat_id: i64) -> Result<(), SendError> {
+        self.call("sendChatAction", || self.bot.send_chat_action(ChatId(chat_id), ChatAction::Typing))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends a text file.
+    pub async fn send_document(
+        &self,
+        chat_id: i64,
+        file_name: &str,
+        content: &str,
+        caption: &str,
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
+        let message = self
+            .call("sendDocument", || {
+                let file = InputFile::memory(content.as_bytes().to_vec()).file_name(file_name.to_string());
+                let mut req = self.bot.send_document(ChatId(chat_id), file).caption(caption);
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
+                }
+                req
+            })
+            .await?;
+        Ok(message.id.0)
+    }
+
+    fn breaker_gate(&self) -> Result<(), SendError> {
+        if self.breaker.can_execute() {
+            Ok(())
+        } else {
+            let retry = Duration::from_millis(self.breaker.snapshot().open_until_wall_ms.map_or(1000, |until| {
+                until.saturating_sub(crate::storage::now_ms()).max(100)
+            }));
+            Err(SendError::CircuitOpen(retry))
+        }
+    }
+
+    /// Runs one request with the breaker, flood control and retries.
+    async fn call<R, F>(&self, method: &'static str, make: F) -> Result<teloxide::requests::Output<R>, SendError>
+    where
+        F: Fn() -> R,
+        R: teloxide::requests::Request<Err = RequestError>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.breaker_gate()?;
+            let started = Instant::now();
+            let result = make().send().await;
+            match result {
+                Ok(value) => {
+                    self.breaker.record_success();
+                    metrics::observe("telegram", method, started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
+                    return Ok(value);
+                }
+                Err(e) => {
+                    let error = self.classify(&e);
+                    self.report(&error, method, started);
+                    attempt += 1;
+                    match &error {
+                        SendError::RetryAfter(wait) if attempt <= MAX_RETRIES && *wait <= MAX_INLINE_RETRY_AFTER => {
+                            tracing::info!(method, wait_ms = wait.as_millis() as u64, "telegram flood control; waiting");
+                            tokio::time::sleep(*wait).await;
+                        }
+                        SendError::Unavailable(_) if attempt <= MAX_RETRIES => {
+                            tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            }
+        }
+    }
+
+    fn classify(&self, e: &RequestError) -> SendError {
+        match e {
+            RequestError::RetryAfter(secs) => SendError::RetryAfter(secs.duration()),
+            RequestError::Api(ApiError::CantParseEntities(why)) => SendError::CantParseEntities(why.clone()),
+            RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => SendError::Conflict,
+            RequestError::Api(ApiError::MessageNotModified) => SendError::NotModified,
+            RequestError::Api(ApiError::Unknown(text)) if looks_server_side(text) => {
+                SendError::Unavailable(self.redact(text))
+            }
+            RequestError::Api(api) => SendError::Refused(self.redact(&api.to_string())),
+            RequestError::MigrateToChatId(_) => SendError::Refused(self.redact(&e.to_string())),
+            RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
+                SendError::Unavailable(self.redact(&e.to_string()))
+            }
+        }
+    }
+
+    fn report(&self, error: &SendError, method: &str, started: Instant) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match error {
+            SendError::Unavailable(why) => {
+                let outcome = if why.contains("timed out") || why.contains("timeout") {
+                    CallOutcome::Timeout
+                } else {
+                    CallOutcome::Error
+                };
+                metrics::observe("telegram", method, ms, outcome);
+                self.breaker.record_failure(why);
+            }
+            SendError::CircuitOpen(_) => {}
+            SendError::RetryAfter(_) => metrics::observe("telegram", method, ms, CallOutcome::Error),
+            _ => {
+                // Telegram answered: it is up, even if it said no.
+                metrics::observe("telegram", method, ms, CallOutcome::Ok);
+                self.breaker.record_success();
+            }
+        }
+    }
+}
+
+fn looks_server_side(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("internal server error")
+        || lower.contains("bad gateway")
+        || lower.contains("service unavailable")
+        || lower.contains("gateway timeout")
+        || lower.starts_with("5")
+}
+
+/// Replaces every occurrence of `token` (and its numeric bot-id-free secret half).
+pub fn redact_token(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.replace(token, "<redacted-token>");
+    if let Some((_, secret)) = token.split_once(':') {
+        if secret.len() >= 8 {
+            out = out.replace(secret, "<redacted>");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_redacted_from_error_text() {
+        let token = "123456:ABCDEFGHsecret";
+        let text = "error sending request for url (http://x/bot123456:ABCDEFGHsecret/GetUpdates)";
+        let redacted = redact_token(text, token);
+        assert!(!redacted.contains("ABCDEFGHsecret"));
+        assert!(redacted.contains("<redacted-token>"));
+    }
+}

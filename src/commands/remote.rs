@@ -1,0 +1,238 @@
+//! Commands that talk to the running service over its HTTP API: `ask`, `status`,
+//! `tasks`, `restart` (and the HTTP fallbacks of `dump` and `backup`).
+//!
+//! Each says plainly when the service is not running rather than printing a
+//! connection error.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::cli::{AskArgs, TasksArgs};
+use crate::config::{Config, secret_from_env};
+
+/// A client for the running service.
+pub struct ServiceClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Why the service could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// Nothing listens.
+    #[error("the agentlab service is not running (nothing answers at {0})")]
+    NotRunning(String),
+    /// It answered with an error.
+    #[error("the service answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
+    /// Anything else.
+    #[error("talking to the service at {url}: {message}")]
+    Other {
+        /// The URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ServiceClient {
+    /// A client for the service configured in `config` (its address file wins when
+    /// present, so a service on port 0 is found too).
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let addr = std::fs::read_to_string(crate::service::addr_file(config))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| config.http.bind.clone());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(ServiceClient {
+            base: format!("http://{addr}"),
+            token: secret_from_env(&config.http.admin_token_env),
+            http,
+        })
+    }
+
+    /// The service's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, RemoteError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                RemoteError::NotRunning(self.base.clone())
+            } else {
+                RemoteError::Other { url: url.to_string(), message: e.to_string() }
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = body["error"].as_str().unwrap_or("no details").to_string();
+        Err(RemoteError::Api { status, message })
+    }
+
+    /// GET a JSON document.
+    pub async fn get(&self, path: &str) -> Result<Value, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        resp.json().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
+    }
+
+    /// GET raw text.
+    pub async fn get_text(&self, path: &str) -> Result<String, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        resp.text().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(self.http.post(&url).json(&body), &url).await?;
+        resp.json().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
+    }
+}
+
+/// `agentlab ask`
+pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
+    let bot = match args.bot {
+        Some(b) => b,
+        None => config.bots.first().map(|b| b.id.clone()).context("no bot is configured; pass --bot")?,
+    };
+    let user = args
+        .user
+        .or_else(|| config.bot(&bot).and_then(|b| b.admins.first().copied()))
+        .unwrap_or(0);
+    let client = ServiceClient::new(config)?;
+    let created = client
+        .post("/api/tasks", serde_json::json!({"bot_id": bot, "user_id": user, "prompt": args.prompt}))
+        .await?;
+    let id = created["id"].as_u64().context("the service did not return a task id")?;
+    if args.no_wait {
+        println!("{id}");
+        return Ok(0);
+    }
+    eprintln!("task #{id} queued; waiting for the answer…");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let task = client.get(&format!("/api/tasks/{id}")).await?;
+        match task["status"].as_str() {
+            Some("succeeded") => {
+                println!("{}", task["result"].as_str().unwrap_or(""));
+                return Ok(0);
+            }
+            Some(s @ ("failed" | "cancelled")) => {
+                eprintln!("task #{id} {s}: {}", task["error"].as_str().unwrap_or("no details"));
+                return Ok(1);
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no answer for task #{id} within {} s (it keeps running; see `agentlab tasks`)", args.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `agentlab status`: a readable summary; exit 1 when unhealthy or not running.
+pub async fn status(config: &Config) -> anyhow::Result<i32> {
+    let client = ServiceClient::new(config)?;
+    let health = match client.get("/health").await {
+        Ok(h) => h,
+        Err(RemoteError::Api { status: 503, .. }) => {
+            // Unhealthy services answer 503 with the same document.
+            let text = client.get_text("/health").await.unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+        Err(RemoteError::NotRunning(url)) => {
+            println!("agentlab is NOT running (nothing answers at {url})");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = health["status"].as_str().unwrap_or("unknown");
+    println!(
+        "agentlab {} at {}: {status}, up {} s",
+        health["version"].as_str().unwrap_or("?"),
+        client.base(),
+        health["uptime_s"].as_u64().unwrap_or(0)
+    );
+    if let Some(checks) = health["checks"].as_object() {
+        for (name, entries) in checks {
+            for entry in entries.as_array().into_iter().flatten() {
+                println!(
+                    "  {:<40} {:<5} {}{}",
+                    name,
+                    entry["status"].as_str().unwrap_or("?"),
+                    entry["observedValue"],
+                    entry["observedUnit"].as_str().map(|u| format!(" {u}")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    if let Ok(alerts) = client.get("/api/observability/alerts?state=firing").await {
+        let list = alerts["alerts"].as_array().cloned().unwrap_or_default();
+        if !list.is_empty() {
+            println!("firing alerts:");
+            for a in list {
+                println!("  [{}] {}: {}", a["severity"].as_str().unwrap_or("?"), a["rule"].as_str().unwrap_or("?"), a["message"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(if status == "fail" { 1 } else { 0 })
+}
+
+/// `agentlab tasks`
+pub async fn tasks(config: &Config, args: TasksArgs) -> anyhow::Result<i32> {
+    let client = ServiceClient::new(config)?;
+    let mut path = format!("/api/tasks?limit={}", args.limit);
+    if let Some(s) = &args.status {
+        path.push_str(&format!("&status={s}"));
+    }
+    if let Some(b) = &args.bot {
+        path.push_str(&format!("&bot={b}"));
+    }
+    let tasks = client.get(&path).await?;
+    let list = tasks.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no tasks");
+    }
+    for t in list {
+        let prompt: String = t["prompt"].as_str().unwrap_or("").chars().take(50).collect();
+        println!(
+            "#{:<6} {:<11} {:<8} {:<10} {}",
+            t["id"],
+            t["status"].as_str().unwrap_or("?"),
+            t["bot_id"].as_str().unwrap_or("?"),
+            t["error_class"].as_str().unwrap_or("-"),
+            prompt.replace('\n', " ")
+        );
+    }
+    Ok(0)
+}
+
+/// `agentlab restart`
+pub async fn restart(config: &Config) -> anyhow::Result<i32> {
+    let client = ServiceClient::new(config)?;
+    client.post("/api/restart", serde_json::json!({})).await?;
+    println!("restart requested: the service exits with code 42 and its service manager starts it again");
+    Ok(0)
+}

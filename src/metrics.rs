@@ -1,0 +1,157 @@
+//! In-memory measurements of calls to dependencies (Telegram, the agent, our own
+//! HTTP routes): counts, errors and latency histograms per (dependency, method).
+//!
+//! Cheap enough for every call (one short lock per observation); read by the
+//! Prometheus exposition and sampled into the store by the monitors. Nothing here
+//! is persisted: the monitors write what matters to the `series` table.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+
+/// Upper bounds of the latency buckets, milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 14] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+
+/// Counts and latency histogram of one (dependency, method).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallStats {
+    /// Calls.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// Sum of latencies, ms.
+    pub latency_sum_ms: f64,
+    /// Calls per bucket of [`LATENCY_BUCKETS_MS`] (not cumulative), plus one for +Inf.
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+impl CallStats {
+    fn observe(&mut self, latency_ms: f64, outcome: CallOutcome) {
+        self.calls += 1;
+        match outcome {
+            CallOutcome::Ok => {}
+            CallOutcome::Error => self.errors += 1,
+            CallOutcome::Timeout => {
+                self.errors += 1;
+                self.timeouts += 1;
+            }
+        }
+        self.latency_sum_ms += latency_ms;
+        let index = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| latency_ms <= b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[index] += 1;
+    }
+
+    /// Estimated quantile (0..1) from the histogram, ms.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.calls == 0 {
+            return 0.0;
+        }
+        let target = (q * self.calls as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return LATENCY_BUCKETS_MS
+                    .get(i)
+                    .copied()
+                    .unwrap_or(LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]);
+            }
+        }
+        LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]
+    }
+
+    /// The difference since an earlier reading (for per-interval rates).
+    pub fn since(&self, earlier: &CallStats) -> CallStats {
+        let mut buckets = self.buckets;
+        for (b, e) in buckets.iter_mut().zip(earlier.buckets) {
+            *b = b.saturating_sub(e);
+        }
+        CallStats {
+            calls: self.calls.saturating_sub(earlier.calls),
+            errors: self.errors.saturating_sub(earlier.errors),
+            timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+            latency_sum_ms: (self.latency_sum_ms - earlier.latency_sum_ms).max(0.0),
+            buckets,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// It answered.
+    Ok,
+    /// It failed.
+    Error,
+    /// It did not answer in time.
+    Timeout,
+}
+
+type Key = (&'static str, String);
+
+fn registry() -> &'static Mutex<BTreeMap<Key, CallStats>> {
+    static REGISTRY: OnceLock<Mutex<BTreeMap<Key, CallStats>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Records one call of `dependency` (`telegram`, `agent`, `http`) and `method`.
+pub fn observe(dependency: &'static str, method: &str, latency_ms: f64, outcome: CallOutcome) {
+    // A std Mutex: held for a map update, never across an await.
+    let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+    map.entry((dependency, method.to_string()))
+        .or_default()
+        .observe(latency_ms, outcome);
+}
+
+/// Every (dependency, method) with its stats so far.
+pub fn snapshot() -> Vec<(&'static str, String, CallStats)> {
+    let map = registry().lock().unwrap_or_else(|p| p.into_inner());
+    map.iter()
+        .map(|((dep, method), stats)| (*dep, method.clone(), stats.clone()))
+        .collect()
+}
+
+/// Stats of one dependency, all methods merged.
+pub fn dependency_totals(dependency: &str) -> CallStats {
+    let mut total = CallStats::default();
+    for (dep, _, stats) in snapshot() {
+        if dep == dependency {
+            total.calls += stats.calls;
+            total.errors += stats.errors;
+            total.timeouts += stats.timeouts;
+            total.latency_sum_ms += stats.latency_sum_ms;
+            for (t, s) in total.buckets.iter_mut().zip(stats.buckets) {
+                *t += s;
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let mut s = CallStats::default();
+        for _ in 0..90 {
+            s.observe(3.0, CallOutcome::Ok);
+        }
+        for _ in 0..10 {
+            s.observe(400.0, CallOutcome::Timeout);
+        }
+        assert_eq!(s.calls, 100);
+        assert_eq!(s.timeouts, 10);
+        assert_eq!(s.quantile_ms(0.5), 5.0);
+        assert_eq!(s.quantile_ms(0.95), 500.0);
+        let later = s.clone();
+        assert_eq!(later.since(&s).calls, 0);
+    }
+}

@@ -1,0 +1,177 @@
+//! The start-up barrier and the shutdown of `agentlab run`.
+//!
+//! Order (DESIGN.md): configuration (done by the caller) → store (with automatic
+//! restore of a corrupt file) → recovery of tasks left running → worker pool,
+//! monitors, backups → HTTP (not ready yet) → restart notices → ready, Telegram
+//! polling. A prompt is a stored task before it is acknowledged, so whatever arrives
+//! during start-up waits in Telegram or in the store, never only in memory.
+//!
+//! Shutdown, on every path (signal, `/restart`, an error after the store opened):
+//! stop taking updates, let in-flight writes finish, detach the agents (they keep
+//! running and are adopted next time), stop HTTP, then close the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::{ServiceContext, Shutdown, TelegramLink};
+use crate::circuits::Circuits;
+use crate::config::{Config, secret_from_env};
+use crate::storage::{Store, now_ms};
+use crate::worker::{Pool, recovery};
+
+/// How `run` was invoked (beyond the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Shutdown handle to use (the demo keeps one to stop the service).
+    pub shutdown: Option<Shutdown>,
+    /// Tell systemd when ready (`NOTIFY_SOCKET`), on by default in `run`.
+    pub systemd_notify: bool,
+}
+
+/// Runs the service until shutdown; returns the process exit code.
+pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
+    let config = Arc::new(config);
+    let shutdown = options.shutdown.clone().unwrap_or_default();
+    let started = Instant::now();
+    let started_ms = now_ms();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), bots = config.bots.len(), "agentlab starting");
+
+    // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
+    let opened = crate::backup::open_store_or_restore(&config).context("opening the store")?;
+    let store = opened.store.clone();
+    let outcome = run_with_store(config, store.clone(), shutdown, started, started_ms, opened.notices, &options).await;
+    // Close on every path, error or not.
+    store.close();
+    tracing::info!("store closed; agentlab stopped");
+    outcome
+}
+
+async fn run_with_store(
+    config: Arc<Config>,
+    store: Store,
+    shutdown: Shutdown,
+    started: Instant,
+    started_ms: u64,
+    notices: Vec<String>,
+    options: &RunOptions,
+) -> anyhow::Result<i32> {
+    let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
+    let circuits = Circuits::load(&store, &bot_ids, &config.breaker);
+    let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
+    let ctx = Arc::new(ServiceContext {
+        admin_token: secret_from_env(&config.http.admin_token_env),
+        links: bot_ids.iter().map(|id| (id.clone(), Arc::new(TelegramLink::default()))).collect(),
+        outbox_wake: bot_ids.iter().map(|id| (id.clone(), Arc::new(Notify::new()))).collect(),
+        config: config.clone(),
+        store: store.clone(),
+        circuits,
+        pool: pool.clone(),
+        started,
+        started_ms,
+        ready: Default::default(),
+        shutdown: shutdown.clone(),
+        notices: Default::default(),
+    });
+    for notice in notices {
+        ctx.add_notice(notice);
+    }
+    {
+        let hook_ctx = Arc::downgrade(&ctx);
+        pool.set_on_finished(Arc::new(move |task| {
+            if let Some(ctx) = hook_ctx.upgrade() {
+                ctx.wake_outbox(&task.bot_id);
+            }
+        }));
+    }
+    record_start(&ctx).await;
+
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    listen_for_signals(&mut tasks, shutdown.clone());
+
+    // 3. Runs left by the previous process: adopt the live ones, settle the rest.
+    let recovered = recovery::recover_running_tasks(&store, &pool)
+        .await
+        .context("recovering tasks left running")?;
+    tracing::info!(adopt = recovered.adopt.len(), settled = recovered.settled, "recovery done");
+
+    // 4. Pool, monitors, backups.
+    tasks.spawn(pool.clone().run(recovered.adopt, shutdown.subscribe()));
+    crate::monitor::spawn_monitors(&ctx, &mut tasks);
+    crate::backup::spawn_scheduler(&ctx, &mut tasks);
+
+    // 5. HTTP (answers /readyz 503 until ready).
+    let addr = crate::http::serve(ctx.clone(), &mut tasks)
+        .await
+        .context("starting the HTTP server")?;
+    write_addr_file(&config, addr);
+
+    // 6. Restart notices, then 7. ready and polling.
+    let bots = crate::bot::BotSet::connect(ctx.clone()).context("setting up the Telegram bots")?;
+    bots.send_restart_notices().await;
+    ctx.ready.store(true, Ordering::SeqCst);
+    if options.systemd_notify {
+        crate::backup::systemd::notify_ready();
+        crate::backup::systemd::spawn_watchdog_pings(&ctx, &mut tasks);
+    }
+    bots.start(&mut tasks);
+    tracing::info!(http = %addr, elapsed_ms = started.elapsed().as_millis() as u64, "agentlab ready");
+
+    shutdown.wait().await;
+    tracing::info!(exit_code = shutdown.exit_code(), "shutting down");
+    ctx.ready.store(false, Ordering::SeqCst);
+    while tasks.join_next().await.is_some() {}
+    record_stop(&ctx).await;
+    remove_addr_file(&config);
+    Ok(shutdown.exit_code())
+}
+
+fn listen_for_signals(tasks: &mut JoinSet<()>, shutdown: Shutdown) {
+    tasks.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); shutdown.request(0) }
+            _ = int.recv() => { tracing::info!("SIGINT received"); shutdown.request(0) }
+            _ = shutdown.wait() => {}
+        }
+    });
+}
+
+async fn record_start(ctx: &ServiceContext) {
+    let payload = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()});
+    if let Err(e) = ctx.store.append_event("service_started", None, payload, ctx.started_ms).await {
+        tracing::warn!(error = %e, "cannot record the start event");
+    }
+}
+
+async fn record_stop(ctx: &ServiceContext) {
+    let payload = serde_json::json!({"exit_code": ctx.shutdown.exit_code(), "uptime_s": ctx.uptime_s()});
+    if let Err(e) = ctx.store.append_event("service_stopped", None, payload, now_ms()).await {
+        tracing::warn!(error = %e, "cannot record the stop event");
+    }
+}
+
+/// File where a running service writes its HTTP address (for tests and tools).
+pub fn addr_file(config: &Config) -> PathBuf {
+    config.data_dir.join("agentlab.addr")
+}
+
+fn write_addr_file(config: &Config, addr: SocketAddr) {
+    if let Err(e) = std::fs::write(addr_file(config), addr.to_string()) {
+        tracing::warn!(error = %e, "cannot write the address file");
+    }
+}
+
+fn remove_addr_file(config: &Config) {
+    let _ = std::fs::remove_file(addr_file(config));
+}

@@ -1,0 +1,72 @@
+//! Logging: JSON lines to `<log_dir>/agentlab.log` (rotated daily, 7 kept) for the
+//! service, and a compact human format on the terminal.
+//!
+//! Tokens never reach a log line: the Bot API client redacts them from errors, and
+//! nothing logs a configuration value that holds a secret (secrets live only in
+//! the environment).
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Log files kept.
+pub const LOG_FILES_KEPT: usize = 7;
+/// Base name of the log files.
+pub const LOG_FILE: &str = "agentlab.log";
+
+/// Keeps the background log writer alive; drop it last (flushes on drop).
+pub struct TelemetryGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Terminal logging only, at `default_level` unless `RUST_LOG` says otherwise.
+pub fn init_terminal(default_level: &str) -> TelemetryGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let terminal = tracing_subscriber::fmt::layer()
+        .compact()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(terminal).try_init();
+    TelemetryGuard { _file: None }
+}
+
+/// Terminal plus daily-rotated JSON files in `log_dir`. Falls back to the terminal
+/// alone (with a warning) when the folder cannot be used.
+pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
+    let appender = std::fs::create_dir_all(log_dir).map_err(|e| e.to_string()).and_then(|_| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix(LOG_FILE)
+            .max_log_files(LOG_FILES_KEPT)
+            .build(log_dir)
+            .map_err(|e| e.to_string())
+    });
+    let terminal_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
+    let terminal = tracing_subscriber::fmt::layer()
+        .compact()
+        .with_writer(std::io::stderr)
+        .with_filter(terminal_filter);
+    match appender {
+        Ok(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let file = tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(writer.with_max_level(tracing::Level::INFO))
+                .with_filter(EnvFilter::new("info"));
+            let _ = tracing_subscriber::registry().with(terminal).with(file).try_init();
+            TelemetryGuard { _file: Some(guard) }
+        }
+        Err(e) => {
+            let _ = tracing_subscriber::registry().with(terminal).try_init();
+            tracing::warn!(error = %e, dir = %log_dir.display(), "cannot write log files; logging to the terminal only");
+            TelemetryGuard { _file: None }
+        }
+    }
+}
