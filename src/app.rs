@@ -60,6 +60,7 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
             let options = crate::service::RunOptions {
                 shutdown: None,
                 systemd_notify: true,
+                tokens: Default::default(),
             };
             crate::service::run(config, options).await
         }

@@ -25,7 +25,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 
 use crate::circuits::Dependency;
-use crate::config::{BotConfig, secret_from_env};
+use crate::config::BotConfig;
 use crate::service::{ServiceContext, TelegramLink};
 use crate::storage::{RestartState, now_ms};
 use limits::RateLimiter;
@@ -57,7 +57,7 @@ impl BotSet {
     pub fn connect(ctx: Arc<ServiceContext>) -> anyhow::Result<Self> {
         let mut bots = Vec::new();
         for config in &ctx.config.bots {
-            let token = secret_from_env(&config.token_env).with_context(|| {
+            let token = ctx.bot_tokens.get(&config.id).cloned().with_context(|| {
                 format!(
                     "bot `{}`: the token variable ${} is not set",
                     config.id, config.token_env

@@ -51,6 +51,8 @@ pub struct ServiceContext {
     pub shutdown: Shutdown,
     /// Things start-up wants an operator to know (restored snapshot, odd restart state).
     pub notices: Mutex<Vec<String>>,
+    /// Each bot's token (from its environment variable). Never logged.
+    pub bot_tokens: BTreeMap<String, String>,
 }
 
 impl ServiceContext {

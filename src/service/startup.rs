@@ -10,6 +10,7 @@
 //! stop taking updates, let in-flight writes finish, detach the agents (they keep
 //! running and are adopted next time), stop HTTP, then close the store.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct RunOptions {
     pub shutdown: Option<Shutdown>,
     /// Tell systemd when ready (`NOTIFY_SOCKET`), on by default in `run`.
     pub systemd_notify: bool,
+    /// Bot tokens given in-process (the demo's simulator), by bot id; other bots'
+    /// tokens come from their `token_env` variables.
+    pub tokens: BTreeMap<String, String>,
 }
 
 /// Runs the service until shutdown; returns the process exit code.
@@ -42,26 +46,45 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     let started = Instant::now();
     let started_ms = now_ms();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), bots = config.bots.len(), "agentlab starting");
+    // 1. Configuration: the tokens too, so a missing one fails before anything starts.
+    let tokens = resolve_tokens(&config, &options.tokens)?;
 
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
     let opened = crate::backup::open_store_or_restore(&config).context("opening the store")?;
     let store = opened.store.clone();
-    let outcome = run_with_store(config, store.clone(), shutdown, started, started_ms, opened.notices, &options).await;
+    let base = Base { config, store: store.clone(), shutdown, started, started_ms, tokens };
+    let outcome = run_with_store(base, opened.notices, &options).await;
     // Close on every path, error or not.
     store.close();
     tracing::info!("store closed; agentlab stopped");
     outcome
 }
 
-async fn run_with_store(
+/// What start-up has before the service context exists.
+struct Base {
     config: Arc<Config>,
     store: Store,
     shutdown: Shutdown,
     started: Instant,
     started_ms: u64,
-    notices: Vec<String>,
-    options: &RunOptions,
-) -> anyhow::Result<i32> {
+    tokens: BTreeMap<String, String>,
+}
+
+fn resolve_tokens(config: &Config, given: &BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut tokens = BTreeMap::new();
+    for bot in &config.bots {
+        let token = given
+            .get(&bot.id)
+            .cloned()
+            .or_else(|| secret_from_env(&bot.token_env))
+            .with_context(|| format!("bot `{}`: the token variable ${} is not set", bot.id, bot.token_env))?;
+        tokens.insert(bot.id.clone(), token);
+    }
+    Ok(tokens)
+}
+
+async fn run_with_store(base: Base, notices: Vec<String>, options: &RunOptions) -> anyhow::Result<i32> {
+    let Base { config, store, shutdown, started, started_ms, tokens } = base;
     let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
     let circuits = Circuits::load(&store, &bot_ids, &config.breaker);
     let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
@@ -78,6 +101,7 @@ async fn run_with_store(
         ready: Default::default(),
         shutdown: shutdown.clone(),
         notices: Default::default(),
+        bot_tokens: tokens,
     });
     for notice in notices {
         ctx.add_notice(notice);
