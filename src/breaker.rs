@@ -27,6 +27,7 @@
 //!   stretch it.
 #![warn(missing_docs)]
 
+use std::cell::Cell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,8 +168,7 @@ impl Limits {
 
     fn rate_exceeded(&self, calls: u64, failures: u64) -> bool {
         // Division, not multiplication, so that e.g. 6/10 compares equal to 0.6.
-        calls >= u64::from(self.min_calls)
-            && failures as f64 / calls as f64 >= self.failure_rate
+        calls >= u64::from(self.min_calls) && failures as f64 / calls as f64 >= self.failure_rate
     }
 }
 
@@ -664,9 +664,22 @@ struct Shared {
 struct Ctx<'a> {
     limits: &'a Limits,
     clock: &'a dyn Clock,
-    /// Monotonic time read inside the lock, so it never goes backwards between
-    /// critical sections.
-    now: u64,
+    /// Monotonic time, read inside the lock so it never goes backwards between
+    /// critical sections, and only when needed: a closed-state grant needs none.
+    now: Cell<Option<u64>>,
+}
+
+impl Ctx<'_> {
+    fn now(&self) -> u64 {
+        match self.now.get() {
+            Some(now) => now,
+            None => {
+                let now = self.clock.now_ms();
+                self.now.set(Some(now));
+                now
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -684,7 +697,7 @@ impl Shared {
             let ctx = Ctx {
                 limits: &self.limits,
                 clock: self.clock.as_ref(),
-                now: self.clock.now_ms(),
+                now: Cell::new(None),
             };
             core.fire_due_timers(&ctx);
             let result = f(&mut core, &ctx);
@@ -806,15 +819,19 @@ impl Core {
     /// The lazy timers: the end of the open period, then probe deadlines.
     fn fire_due_timers(&mut self, ctx: &Ctx<'_>) {
         if let Phase::Open { until_ms } = self.phase
-            && ctx.now >= until_ms
+            && ctx.now() >= until_ms
         {
             let reason = "recovery timeout elapsed".to_owned();
             self.enter(Phase::HalfOpen { successes: 0 }, reason, ctx);
         }
+        if self.probes.is_empty() {
+            return;
+        }
+        let now = ctx.now();
         let expired = self
             .probes
             .iter()
-            .filter(|probe| probe.deadline_ms <= ctx.now)
+            .filter(|probe| probe.deadline_ms <= now)
             .count() as u64;
         if expired > 0 {
             self.totals.probe_timeouts = self.totals.probe_timeouts.saturating_add(expired);
@@ -826,7 +843,7 @@ impl Core {
         match self.phase {
             Phase::Closed => Ok(Ticket::Closed { epoch: self.epoch }),
             Phase::Open { until_ms } => {
-                Err(self.refuse(State::Open, until_ms.saturating_sub(ctx.now)))
+                Err(self.refuse(State::Open, until_ms.saturating_sub(ctx.now())))
             }
             Phase::HalfOpen { .. } => self.admit_probe(ctx, detached),
         }
@@ -835,14 +852,16 @@ impl Core {
     fn admit_probe(&mut self, ctx: &Ctx<'_>, detached: bool) -> Result<Ticket, Refusal> {
         if self.probes.len() >= ctx.limits.half_open_max_calls {
             let oldest_deadline = self.probes.iter().map(|p| p.deadline_ms).min();
-            let wait = oldest_deadline.unwrap_or(ctx.now).saturating_sub(ctx.now);
+            let wait = oldest_deadline
+                .unwrap_or(ctx.now())
+                .saturating_sub(ctx.now());
             return Err(self.refuse(State::HalfOpen, wait));
         }
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1);
         self.probes.push(Probe {
             id,
-            deadline_ms: ctx.now.saturating_add(ctx.limits.probe_timeout_ms),
+            deadline_ms: ctx.now().saturating_add(ctx.limits.probe_timeout_ms),
             detached,
         });
         Ok(Ticket::Probe { id })
@@ -892,11 +911,11 @@ impl Core {
         match outcome {
             Outcome::Success => {
                 self.consecutive_failures = 0;
-                self.window.record(ctx.now, false);
+                self.window.record(ctx.now(), false);
             }
             Outcome::Failure(reason) => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.window.record(ctx.now, true);
+                self.window.record(ctx.now(), true);
                 if let Some(why) = self.trip_reason(reason, ctx) {
                     self.consecutive_opens = 1;
                     self.enter_open(why, ctx);
@@ -915,7 +934,7 @@ impl Core {
                 bounded_reason(last_reason)
             ));
         }
-        let (calls, failures) = self.window.counts(ctx.now);
+        let (calls, failures) = self.window.counts(ctx.now());
         ctx.limits.rate_exceeded(calls, failures).then(|| {
             format!(
                 "failure rate {:.2} over {}s ({calls} calls)",
@@ -952,7 +971,7 @@ impl Core {
 
     fn enter_open(&mut self, reason: String, ctx: &Ctx<'_>) {
         let period = ctx.limits.open_period_ms(self.consecutive_opens);
-        let until_ms = ctx.now.saturating_add(period);
+        let until_ms = ctx.now().saturating_add(period);
         self.enter(Phase::Open { until_ms }, reason, ctx);
     }
 
@@ -990,11 +1009,11 @@ impl Core {
     }
 
     fn snapshot(&mut self, ctx: &Ctx<'_>, wall: u64) -> BreakerSnapshot {
-        let (calls, failures) = self.window.counts(ctx.now);
+        let (calls, failures) = self.window.counts(ctx.now());
         let (half_open_successes, open_until_wall_ms) = match self.phase {
             Phase::Closed => (0, None),
             Phase::Open { until_ms } => {
-                let remaining = until_ms.saturating_sub(ctx.now);
+                let remaining = until_ms.saturating_sub(ctx.now());
                 (0, Some(wall.saturating_add(remaining)))
             }
             Phase::HalfOpen { successes } => (successes, None),
@@ -1015,10 +1034,10 @@ impl Core {
         }
     }
 
-    fn restore(&mut self, snapshot: BreakerSnapshot, ctx: &Ctx<'_>) {
+    fn restore(&mut self, mut snapshot: BreakerSnapshot, ctx: &Ctx<'_>) {
         let wall = ctx.clock.wall_ms();
         self.totals = snapshot.totals;
-        self.last_transition = snapshot.last_transition.clone();
+        self.last_transition = snapshot.last_transition.take();
         self.consecutive_failures = snapshot.consecutive_failures;
         let opens = snapshot.consecutive_opens.max(1);
         let period = ctx.limits.open_period_ms(opens);
@@ -1038,7 +1057,7 @@ impl Core {
         self.consecutive_opens = opens;
         self.opened_at_wall_ms = Some(snapshot.opened_at_wall_ms.unwrap_or(wall));
         self.phase = Phase::Open {
-            until_ms: ctx.now.saturating_add(remaining),
+            until_ms: ctx.now().saturating_add(remaining),
         };
     }
 
@@ -1047,12 +1066,12 @@ impl Core {
     fn restore_window(&mut self, snapshot: &BreakerSnapshot, age_ms: u64, ctx: &Ctx<'_>) {
         if age_ms < ctx.limits.window_ms {
             let failures = snapshot.window_failures.min(snapshot.window_calls);
-            self.window.add(ctx.now, snapshot.window_calls, failures);
+            self.window.add(ctx.now(), snapshot.window_calls, failures);
         }
     }
 
     fn claim_delivery(&mut self) -> Option<Delivery> {
-        if self.pending.is_empty() {
+        if self.delivering || self.pending.is_empty() {
             return None;
         }
         self.delivering = true;
@@ -1222,7 +1241,10 @@ mod tests {
 
     fn fail(breaker: &CircuitBreaker, times: u32) {
         for _ in 0..times {
-            breaker.try_acquire().expect("call admitted").failure("boom");
+            breaker
+                .try_acquire()
+                .expect("call admitted")
+                .failure("boom");
         }
     }
 
@@ -1285,7 +1307,11 @@ mod tests {
             (5, 0.5, 60, 10)
         );
         assert_eq!(
-            (s.recovery_timeout_s, s.max_recovery_timeout_s, s.success_threshold),
+            (
+                s.recovery_timeout_s,
+                s.max_recovery_timeout_s,
+                s.success_threshold
+            ),
             (30, 600, 2)
         );
         assert_eq!((s.half_open_max_calls, s.probe_timeout_s), (1, 60));
@@ -1312,23 +1338,90 @@ mod tests {
     fn validate_names_the_bad_field() {
         let d = BreakerSettings::default;
         let cases = [
-            (BreakerSettings { failure_threshold: 0, ..d() }, "failure_threshold"),
-            (BreakerSettings { failure_rate: 0.0, ..d() }, "failure_rate"),
-            (BreakerSettings { failure_rate: 1.5, ..d() }, "failure_rate"),
-            (BreakerSettings { failure_rate: f64::NAN, ..d() }, "failure_rate"),
+            (
+                BreakerSettings {
+                    failure_threshold: 0,
+                    ..d()
+                },
+                "failure_threshold",
+            ),
+            (
+                BreakerSettings {
+                    failure_rate: 0.0,
+                    ..d()
+                },
+                "failure_rate",
+            ),
+            (
+                BreakerSettings {
+                    failure_rate: 1.5,
+                    ..d()
+                },
+                "failure_rate",
+            ),
+            (
+                BreakerSettings {
+                    failure_rate: f64::NAN,
+                    ..d()
+                },
+                "failure_rate",
+            ),
             (BreakerSettings { window_s: 0, ..d() }, "window_s"),
-            (BreakerSettings { min_calls: 0, ..d() }, "min_calls"),
-            (BreakerSettings { recovery_timeout_s: 0, ..d() }, "recovery_timeout_s"),
-            (BreakerSettings { max_recovery_timeout_s: 10, ..d() }, "max_recovery_timeout_s"),
-            (BreakerSettings { success_threshold: 0, ..d() }, "success_threshold"),
-            (BreakerSettings { half_open_max_calls: 0, ..d() }, "half_open_max_calls"),
-            (BreakerSettings { probe_timeout_s: 0, ..d() }, "probe_timeout_s"),
+            (
+                BreakerSettings {
+                    min_calls: 0,
+                    ..d()
+                },
+                "min_calls",
+            ),
+            (
+                BreakerSettings {
+                    recovery_timeout_s: 0,
+                    ..d()
+                },
+                "recovery_timeout_s",
+            ),
+            (
+                BreakerSettings {
+                    max_recovery_timeout_s: 10,
+                    ..d()
+                },
+                "max_recovery_timeout_s",
+            ),
+            (
+                BreakerSettings {
+                    success_threshold: 0,
+                    ..d()
+                },
+                "success_threshold",
+            ),
+            (
+                BreakerSettings {
+                    half_open_max_calls: 0,
+                    ..d()
+                },
+                "half_open_max_calls",
+            ),
+            (
+                BreakerSettings {
+                    probe_timeout_s: 0,
+                    ..d()
+                },
+                "probe_timeout_s",
+            ),
         ];
         for (settings, field) in cases {
             let error = settings.validate().expect_err(field);
             assert!(error.starts_with(field), "{field}: {error}");
         }
-        assert_eq!(BreakerSettings { failure_rate: 1.0, ..d() }.validate(), Ok(()));
+        assert_eq!(
+            BreakerSettings {
+                failure_rate: 1.0,
+                ..d()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 
     #[test]
@@ -1361,7 +1454,10 @@ mod tests {
         ];
         for (state, json, shown) in cases {
             assert_eq!(serde_json::to_string(&state).expect("serialize"), json);
-            assert_eq!(serde_json::from_str::<State>(json).expect("deserialize"), state);
+            assert_eq!(
+                serde_json::from_str::<State>(json).expect("deserialize"),
+                state
+            );
             assert_eq!(state.to_string(), shown);
             assert_eq!(format!("\"{}\"", state.as_str()), json);
         }
@@ -1390,7 +1486,10 @@ mod tests {
             .failure("agent exited with 1");
         assert_eq!(breaker.state(), State::Open);
         let transition = breaker.snapshot().last_transition.expect("transition");
-        assert_eq!((transition.from, transition.to), (State::Closed, State::Open));
+        assert_eq!(
+            (transition.from, transition.to),
+            (State::Closed, State::Open)
+        );
         assert_eq!(
             transition.reason,
             "5 consecutive failures (last: agent exited with 1)"
@@ -1423,8 +1522,28 @@ mod tests {
         assert_eq!(breaker.state(), State::Closed);
         fail(&breaker, 1);
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(last_reason(&breaker), "failure rate 0.55 over 60s (11 calls)");
+        assert_eq!(
+            last_reason(&breaker),
+            "failure rate 0.55 over 60s (11 calls)"
+        );
         assert_eq!(breaker.snapshot().consecutive_failures, 1);
+    }
+
+    #[test]
+    fn a_failure_rate_exactly_at_the_threshold_opens() {
+        let (breaker, _) = default_breaker();
+        for _ in 0..4 {
+            succeed(&breaker, 1);
+            fail(&breaker, 1);
+        }
+        succeed(&breaker, 1);
+        assert_eq!(breaker.state(), State::Closed);
+        fail(&breaker, 1);
+        assert_eq!(breaker.state(), State::Open);
+        assert_eq!(
+            last_reason(&breaker),
+            "failure rate 0.50 over 60s (10 calls)"
+        );
     }
 
     #[test]
@@ -1467,7 +1586,10 @@ mod tests {
         clock.advance(Duration::from_millis(59_999));
         fail(&breaker, 1);
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(last_reason(&breaker), "failure rate 1.00 over 60s (10 calls)");
+        assert_eq!(
+            last_reason(&breaker),
+            "failure rate 1.00 over 60s (10 calls)"
+        );
     }
 
     #[test]
@@ -1617,7 +1739,10 @@ mod tests {
         clock.advance(secs(30));
         drop(breaker.try_acquire().expect("probe admitted"));
         let s = breaker.snapshot();
-        assert_eq!((s.state, s.probes_in_flight, s.totals.ignored), (State::HalfOpen, 0, 1));
+        assert_eq!(
+            (s.state, s.probes_in_flight, s.totals.ignored),
+            (State::HalfOpen, 0, 1)
+        );
         assert!(breaker.try_acquire().is_ok());
     }
 
@@ -1652,7 +1777,10 @@ mod tests {
         breaker.tick();
         assert_eq!(
             steps(&seen),
-            [(State::Open, State::HalfOpen), (State::HalfOpen, State::Open)]
+            [
+                (State::Open, State::HalfOpen),
+                (State::HalfOpen, State::Open)
+            ]
         );
     }
 
@@ -1714,7 +1842,10 @@ mod tests {
             breaker.record_failure("telegram 502");
         }
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(last_reason(&breaker), "5 consecutive failures (last: telegram 502)");
+        assert_eq!(
+            last_reason(&breaker),
+            "5 consecutive failures (last: telegram 502)"
+        );
         assert!(!breaker.can_execute());
         clock.advance(secs(30));
         assert!(breaker.can_execute(), "takes the probe slot");
@@ -2095,7 +2226,9 @@ mod tests {
                 push(format!("start {}", transition.to));
                 if transition.to == State::Open {
                     entered.send(()).expect("test waits for the observer");
-                    let _ = wait_release.lock().expect("release lock").recv();
+                    // Bounded, so a failing assertion below cannot hang the test.
+                    let wait = wait_release.lock().expect("release lock");
+                    let _ = wait.recv_timeout(secs(10));
                 }
                 push(format!("end {}", transition.to));
             })
@@ -2134,7 +2267,10 @@ mod tests {
         let clock = ManualClock::new(WALL_START);
         assert_eq!((clock.now_ms(), clock.wall_ms()), (0, WALL_START));
         clock.advance(Duration::from_millis(1_500));
-        assert_eq!((clock.now_ms(), clock.wall_ms()), (1_500, WALL_START + 1_500));
+        assert_eq!(
+            (clock.now_ms(), clock.wall_ms()),
+            (1_500, WALL_START + 1_500)
+        );
         clock.set_wall_ms(5);
         assert_eq!((clock.now_ms(), clock.wall_ms()), (1_500, 5));
     }

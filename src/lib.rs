@@ -31,5 +31,6 @@ pub mod monitor;
 pub mod service;
 pub mod storage;
 
+pub mod telegram_sim;
 pub mod telemetry;
 pub mod worker;

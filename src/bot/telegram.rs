@@ -17,7 +17,7 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, Bot, RequestError};
 
-use crate::breaker::CircuitBreaker;
+use crate::breaker::{CircuitBreaker, Permit};
 use crate::metrics::{self, CallOutcome};
 
 /// How often a call is retried after flood control or a network error.
@@ -92,7 +92,7 @@ impl TelegramApi {
 
     /// One long poll. Not retried here: the poller owns its backoff.
     pub async fn get_updates(&self, offset: i32, timeout_s: u32) -> Result<Vec<Update>, SendError> {
-        self.breaker_gate()?;
+        let permit = self.admit()?;
         let started = Instant::now();
         let result = self
             .bot
@@ -104,13 +104,13 @@ impl TelegramApi {
         // A long poll's latency is mostly waiting; only its outcome is measured.
         match result {
             Ok(updates) => {
-                self.breaker.record_success();
+                permit.success();
                 metrics::observe("telegram", "getUpdates", started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
                 Ok(updates)
             }
             Err(e) => {
                 let error = self.classify(&e);
-                self.report(&error, "getUpdates", started);
+                self.report(&error, "getUpdates", started, permit);
                 Err(error)
             }
         }
@@ -221,15 +221,12 @@ impl TelegramApi {
         Ok(message.id.0)
     }
 
-    fn breaker_gate(&self) -> Result<(), SendError> {
-        if self.breaker.can_execute() {
-            Ok(())
-        } else {
-            let retry = Duration::from_millis(self.breaker.snapshot().open_until_wall_ms.map_or(1000, |until| {
-                until.saturating_sub(crate::storage::now_ms()).max(100)
-            }));
-            Err(SendError::CircuitOpen(retry))
-        }
+    /// A breaker permit for one call; resolved by the call's outcome (a dropped
+    /// permit, e.g. a cancelled call, counts as neither success nor failure).
+    fn admit(&self) -> Result<Permit, SendError> {
+        self.breaker
+            .try_acquire()
+            .map_err(|rejected| SendError::CircuitOpen(rejected.retry_after().max(Duration::from_millis(100))))
     }
 
     /// Runs one request with the breaker, flood control and retries.
@@ -240,18 +237,18 @@ impl TelegramApi {
     {
         let mut attempt = 0;
         loop {
-            self.breaker_gate()?;
+            let permit = self.admit()?;
             let started = Instant::now();
             let result = make().send().await;
             match result {
                 Ok(value) => {
-                    self.breaker.record_success();
+                    permit.success();
                     metrics::observe("telegram", method, started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
                     return Ok(value);
                 }
                 Err(e) => {
                     let error = self.classify(&e);
-                    self.report(&error, method, started);
+                    self.report(&error, method, started, permit);
                     attempt += 1;
                     match &error {
                         SendError::RetryAfter(wait) if attempt <= MAX_RETRIES && *wait <= MAX_INLINE_RETRY_AFTER => {
@@ -285,7 +282,7 @@ impl TelegramApi {
         }
     }
 
-    fn report(&self, error: &SendError, method: &str, started: Instant) {
+    fn report(&self, error: &SendError, method: &str, started: Instant, permit: Permit) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match error {
             SendError::Unavailable(why) => {
@@ -295,14 +292,17 @@ impl TelegramApi {
                     CallOutcome::Error
                 };
                 metrics::observe("telegram", method, ms, outcome);
-                self.breaker.record_failure(why);
+                permit.failure(why);
             }
-            SendError::CircuitOpen(_) => {}
-            SendError::RetryAfter(_) => metrics::observe("telegram", method, ms, CallOutcome::Error),
+            SendError::CircuitOpen(_) => permit.ignore(),
+            SendError::RetryAfter(_) => {
+                metrics::observe("telegram", method, ms, CallOutcome::Error);
+                permit.ignore();
+            }
             _ => {
                 // Telegram answered: it is up, even if it said no.
                 metrics::observe("telegram", method, ms, CallOutcome::Ok);
-                self.breaker.record_success();
+                permit.success();
             }
         }
     }

@@ -1,8 +1,225 @@
-//! `agentlab demo`.
+//! `agentlab demo`: the whole service on embedded defaults, with the built-in
+//! Telegram Bot API simulator and the built-in test agent — no token, no network.
+//!
+//! You type as a Telegram user would; the bot's answers are printed as a phone
+//! would show them (messages, edits, deletions, documents). `--script FILE` sends
+//! the file's lines one by one, waiting for each answer, then stops.
+//! Everything between the simulator and the agent is the production code path.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncBufReadExt;
 
 use crate::cli::DemoArgs;
+use crate::config::{AgentConfig, BotConfig, Config};
+use crate::service::{RunOptions, Shutdown};
+use crate::telegram_sim::{SentItem, SentKind, SimHandle, TelegramSim};
 
-/// Runs the demo.
-pub async fn run(_args: DemoArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("the demo is not available yet")
+/// The demo bot's id.
+pub const DEMO_BOT: &str = "DEMO";
+/// The demo user (also the chat id of the private chat).
+pub const DEMO_USER: i64 = 1000;
+const DEMO_TOKEN: &str = "100000:demo-token-not-secret";
+/// Longest wait for one scripted prompt's answer.
+const SCRIPT_STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the demo until the input ends (script) or the user types `/quit` / Ctrl-D.
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let _guard = crate::telemetry::init_service(&args.data_dir.join("logs"), "warn");
+    let sim = TelegramSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), vec![DEMO_TOKEN.to_string()])
+        .await
+        .context("starting the built-in Telegram simulator")?;
+    let config = demo_config(&args, &sim.url())?;
+    let shutdown = Shutdown::new();
+    let options = RunOptions {
+        shutdown: Some(shutdown.clone()),
+        systemd_notify: false,
+        tokens: BTreeMap::from([(DEMO_BOT.to_string(), DEMO_TOKEN.to_string())]),
+    };
+    let service = tokio::spawn(crate::service::run(config.clone(), options));
+    let addr = wait_for_address(&config, &service).await?;
+    print_banner(&config, &addr);
+
+    let mut printer = Printer::default();
+    let outcome = match &args.script {
+        Some(path) => run_script(&sim, &mut printer, path, &addr).await,
+        None => run_interactive(&sim, &mut printer).await,
+    };
+    shutdown.request(0);
+    let code = service.await.context("the service task failed")??;
+    sim.shutdown().await;
+    outcome?;
+    Ok(code)
+}
+
+fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
+    let exe = std::env::current_exe().context("locating the agentlab binary for the demo agent")?;
+    let data_dir = args.data_dir.clone();
+    let mut config = Config {
+        data_dir: data_dir.join("data"),
+        backup_dir: data_dir.join("backups"),
+        log_dir: data_dir.join("logs"),
+        ..Config::default()
+    };
+    config.http.bind = format!("127.0.0.1:{}", args.port);
+    config.limits.workers = 2;
+    config.limits.task_timeout_s = 300;
+    config.bots = vec![BotConfig {
+        id: DEMO_BOT.into(),
+        token_env: "AGENTLAB_DEMO_TOKEN".into(),
+        api_url: api_url.to_string(),
+        allowed_users: vec![DEMO_USER],
+        admins: vec![DEMO_USER],
+        workdir: data_dir.clone(),
+        agent: AgentConfig {
+            command: vec![exe.to_string_lossy().into_owned(), "test-agent".into()],
+            resume_args: vec!["--resume".into(), "{session_id}".into()],
+        },
+    }];
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+async fn wait_for_address(
+    config: &Config,
+    service: &tokio::task::JoinHandle<anyhow::Result<i32>>,
+) -> anyhow::Result<String> {
+    let file = crate::service::addr_file(config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if service.is_finished() {
+            anyhow::bail!(
+                "the service stopped during start-up (is port {} free? try --port 0)",
+                config.http.bind
+            );
+        }
+        if let Ok(addr) = std::fs::read_to_string(&file) {
+            if !addr.trim().is_empty() {
+                return Ok(addr.trim().to_string());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the service did not become ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_banner(config: &Config, addr: &str) {
+    println!("agentlab demo — a local Telegram simulator, the real bot, a built-in test agent.");
+    println!("  HTTP API:   http://{addr}/health   (dashboard: http://{addr}/)");
+    println!("  State:      {}", config.data_dir.display());
+    println!("Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · fail · /status · /tasks · /help");
+    println!("Directives for the test agent: sleep:N, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n");
+}
+
+async fn run_interactive(sim: &SimHandle, printer: &mut Printer) -> anyhow::Result<()> {
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut lines = stdin.lines();
+    let prompt_visible = std::io::stdin().is_terminal();
+    loop {
+        if prompt_visible {
+            eprint!("you> ");
+        }
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line.context("reading the terminal")? else { break };
+                let line = line.trim().to_string();
+                if line == "/quit" || line == "/exit" {
+                    break;
+                }
+                if !line.is_empty() {
+                    sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, &line)?;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                printer.print_new(sim)?;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                printer.print_new(sim)?;
+            }
+        }
+    }
+    printer.print_new(sim)?;
+    Ok(())
+}
+
+async fn run_script(sim: &SimHandle, printer: &mut Printer, path: &Path, addr: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        println!("you> {line}");
+        sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
+        wait_until_settled(sim, printer, addr).await?;
+    }
+    Ok(())
+}
+
+/// Waits until no task is queued or running and the bot went quiet, printing what
+/// it says meanwhile.
+async fn wait_until_settled(sim: &SimHandle, printer: &mut Printer, addr: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + SCRIPT_STEP_TIMEOUT;
+    let mut quiet_rounds = 0;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let printed = printer.print_new(sim)?;
+        let busy = open_tasks(&client, addr).await.unwrap_or(1);
+        quiet_rounds = if printed == 0 && busy == 0 { quiet_rounds + 1 } else { 0 };
+        if quiet_rounds >= 3 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no answer within {} s", SCRIPT_STEP_TIMEOUT.as_secs())
+}
+
+async fn open_tasks(client: &reqwest::Client, addr: &str) -> anyhow::Result<usize> {
+    let mut open = 0;
+    for status in ["queued", "running", "interrupted"] {
+        let url = format!("http://{addr}/api/tasks?status={status}&limit=100");
+        let tasks: Vec<serde_json::Value> = client.get(url).send().await?.json().await?;
+        open += tasks.len();
+    }
+    Ok(open)
+}
+
+/// Prints what the bot sent, as a phone would show it.
+#[derive(Default)]
+struct Printer {
+    seen: u64,
+}
+
+impl Printer {
+    fn print_new(&mut self, sim: &SimHandle) -> anyhow::Result<usize> {
+        let items = sim.sent(DEMO_TOKEN)?;
+        let mut printed = 0;
+        let seen = self.seen;
+        for item in items.into_iter().filter(|i| i.seq > seen) {
+            self.seen = item.seq;
+            if let Some(line) = render_item(&item) {
+                println!("{line}");
+                printed += 1;
+            }
+        }
+        Ok(printed)
+    }
+}
+
+fn render_item(item: &SentItem) -> Option<String> {
+    let text = || item.plain_text.clone().or_else(|| item.text.clone()).unwrap_or_default();
+    let id = item.message_id.unwrap_or(0);
+    match item.kind {
+        SentKind::Message => Some(format!("bot [{id}]> {}", text())),
+        SentKind::Edit => Some(format!("bot [{id}] (edited)> {}", text())),
+        SentKind::Delete => Some(format!("bot [{id}] (deleted)")),
+        SentKind::Document => {
+            let name = item.document.as_ref().and_then(|d| d.file_name.clone()).unwrap_or_default();
+            Some(format!("bot [{id}] 📎 {name}: {}", text()))
+        }
+        _ => None,
+    }
 }

@@ -178,11 +178,11 @@ impl Store {
     /// Stops the writer after a final durable commit. Later writes fail with
     /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
     pub fn close(&self) {
+        // Dropping the only handle ends the writer thread once it has committed every
+        // job already queued, with a final durable flush. Joining (below) never uses
+        // an async primitive, so close() is safe from async code and plain threads.
         let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = handle.flush().wait();
-            drop(handle);
-        }
+        drop(handle);
         let thread = self
             .inner
             .writer_thread

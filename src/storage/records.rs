@@ -147,11 +147,16 @@ impl FailureClass {
         }
     }
 
-    /// Whether a task failing this way is retried automatically.
+    /// Whether a task failing this way is retried automatically (while attempts
+    /// remain, with backoff). A budget, a cancel or an open circuit is not.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            FailureClass::Timeout | FailureClass::Interrupted | FailureClass::SpawnFailed
+            FailureClass::Timeout
+                | FailureClass::Interrupted
+                | FailureClass::SpawnFailed
+                | FailureClass::AgentError
+                | FailureClass::RateLimited
         )
     }
 }

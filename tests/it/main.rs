@@ -1,0 +1,6 @@
+//! agentlab's integration tests: one binary, one module per part.
+
+mod agent_runner;
+mod bot;
+mod harness;
+mod worker;
