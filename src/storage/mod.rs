@@ -19,6 +19,7 @@ mod dump;
 mod error;
 mod events;
 mod kv;
+mod legacy;
 pub mod records;
 mod series;
 pub mod series_codec;
@@ -38,9 +39,13 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use dump::{DumpRow, TableCount, event_json, iso8601};
 pub use error::StoreError;
+pub use legacy::{
+    ImportCounts, KindCounts, LegacyBatch, LegacyCost, LegacyRestart, LegacySession, LegacyTask,
+    META_LEGACY_IMPORT,
+};
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
-pub use tasks::{Claimed, TaskFilter, TaskFinish, TaskSubmitted};
+pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted};
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};
