@@ -13,9 +13,11 @@
 //! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
 //!   operations. It names nothing above it.
 //! - [`config`] is the TOML configuration, parsed and validated.
+//! - [`legacy`] imports the old bot's JSON files (`agentlab migrate --from-json`).
 
 #![warn(missing_docs)]
 
 pub mod breaker;
 pub mod config;
+pub mod legacy;
 pub mod storage;
