@@ -5,6 +5,7 @@
 //!   or a date-time), the value a number (USD) or an object with `cost`/`cost_usd`/
 //!   `total_cost_usd`/`usd`/`total`/`amount`, `tasks`/`count`/`requests`,
 //!   `input_tokens`, `output_tokens`;
+//! - a day split by user: `{"2025-10-14": {"123": 0.5, "456": 0.2}}`;
 //! - such a map under `daily`/`days`/`by_day`/`per_day`/`daily_costs`;
 //! - per user: `{"123456789": {<day map>}}` or under `users`/`by_user`/`per_user`;
 //! - an array of entries, each with `date`/`day` or a timestamp

@@ -18,7 +18,7 @@
 //! Field names have synonyms (`user_id`/`userId`/`chat_id`, `session_id`/
 //! `sessionId`/`claude_session_id`, `created_at`/`created`/`timestamp`,
 //! `prompt`/`message`/`text`, `cost`/`cost_usd`/`total_cost_usd`, ...): see
-//! [`tasks`], [`sessions`], [`costs`], [`restart`] for each kind's list and the
+//! `legacy/tasks.rs`, `sessions.rs`, `costs.rs`, `restart.rs` for each kind's list and the
 //! task status mapping. Ids may be numbers or numeric strings. Fields we do not
 //! model are kept as a JSON object string in the record's `extra` (tasks and
 //! sessions), together with `legacy_id`, `legacy_status` and the raw value of any
@@ -49,7 +49,11 @@
 //! Each imported record leaves a marker in the store's `meta` table; importing
 //! the same folder again reports those records as "already imported" and writes
 //! nothing for them (see `storage/legacy.rs`). A task's marker is its legacy id:
-//! the key or `id` field, else a fingerprint of the record's content.
+//! the key or `id` field, else a fingerprint of the record's content. A cost day
+//! is imported once, so a day that grew after the import is not topped up.
+//! Sessions and a pending restart the running service already has are kept.
+//!
+//! The user-facing description is `docs/legacy-import.md`.
 
 mod costs;
 mod progress;

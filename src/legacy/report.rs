@@ -187,7 +187,7 @@ impl fmt::Display for ImportSummary {
         }
         writeln!(
             f,
-            "  {:<10} {:>8} {:>8} {:>9} {:>8} {:>14}",
+            "  {:<10} {:>8} {:>8} {:>12} {:>8} {:>14}",
             "", "records", "skipped", verb, "already", "kept existing"
         )?;
         for (name, kind) in [
@@ -198,7 +198,7 @@ impl fmt::Display for ImportSummary {
         ] {
             writeln!(
                 f,
-                "  {name:<10} {:>8} {:>8} {:>9} {:>8} {:>14}",
+                "  {name:<10} {:>8} {:>8} {:>12} {:>8} {:>14}",
                 kind.records,
                 kind.skipped,
                 kind.counts.imported,
@@ -218,7 +218,7 @@ impl fmt::Display for ImportSummary {
         if !implausible.is_empty() {
             writeln!(
                 f,
-                "unusable timestamps ({}; their records were imported):",
+                "implausible or unreadable timestamps ({}; their records were still imported):",
                 implausible.len()
             )?;
             for t in implausible {

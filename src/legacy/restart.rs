@@ -86,6 +86,12 @@ pub(crate) fn convert(
     let mut kept = None;
     for (i, (locator, restart)) in converted.into_iter().enumerate() {
         if Some(i) == newest {
+            if restart.state.requested_ms > 0 {
+                let at = timestamp::iso(restart.state.requested_ms as i64);
+                report.note(format!(
+                    "{locator}: the restart to announce was requested at {at}"
+                ));
+            }
             kept = Some(restart);
         } else {
             report.skip(
@@ -110,12 +116,7 @@ fn convert_one(
             .skip(locator, format!("`{name}` is false: no restart pending"));
         return None;
     }
-    let requested_ms = f
-        .take_time(
-            TIME,
-            "set to 0 (unknown time): the service will treat the restart as stale",
-        )
-        .unwrap_or(0);
+    let requested_ms = f.take_time(TIME, "set to 0 (unknown time)").unwrap_or(0);
     let chat_id = f.take_i64(CHAT);
     let message_id = f.take_i64(MESSAGE).and_then(|m| i32::try_from(m).ok());
     let reason = f.take_string(REASON);
@@ -129,12 +130,6 @@ fn convert_one(
         let left = f.left_names().join(", ");
         f.report().note(format!(
             "{locator}: fields not kept (a restart state has no extra field): {left}"
-        ));
-    }
-    if requested_ms > 0 {
-        f.report().note(format!(
-            "{locator}: restart requested at {}",
-            timestamp::iso(requested_ms as i64)
         ));
     }
     Some(LegacyRestart {

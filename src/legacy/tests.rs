@@ -756,3 +756,35 @@ proptest! {
         store.close();
     }
 }
+
+#[test]
+fn a_large_file_imports_in_one_transaction() {
+    let legacy = tempfile::tempdir().expect("tempdir");
+    let n = progress::LARGE_RECORD_COUNT + 1;
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| json!({"id": i, "user_id": 1 + i % 7, "prompt": format!("prompt {i}"), "status": "done", "created_at": FAMOUS_S + i as i64}))
+        .collect();
+    std::fs::write(
+        legacy.path().join("tasks.json"),
+        Value::Array(tasks).to_string(),
+    )
+    .expect("write");
+    let parsed = parse_dir(
+        legacy.path(),
+        &ParseOptions {
+            show_progress: true,
+            ..opts()
+        },
+    )
+    .expect("parse");
+    assert_eq!(parsed.batch.tasks.len(), n);
+    let (_dir, store) = temp_store();
+    let written = store
+        .import_legacy(parsed.batch.clone())
+        .wait()
+        .expect("import");
+    assert_eq!(written.tasks, counts(n as u64, 0, 0));
+    let again = store.import_legacy(parsed.batch).wait().expect("again");
+    assert_eq!(again.tasks, counts(0, n as u64, 0));
+    store.close();
+}
