@@ -13,6 +13,7 @@
 //! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
 //!   operations. It names nothing above it.
 //! - [`config`] is the TOML configuration, parsed and validated.
+//! - [`legacy`] imports the old bot's JSON files (`agentlab migrate --from-json`).
 
 #![warn(missing_docs)]
 
@@ -24,11 +25,15 @@ pub mod circuits;
 pub mod cli;
 pub mod commands;
 pub mod config;
+<<<<<<< HEAD
 pub mod http;
 pub mod legacy;
 pub mod metrics;
 pub mod monitor;
 pub mod service;
+=======
+pub mod legacy;
+>>>>>>> legacy-import
 pub mod storage;
 
 pub mod telegram_sim;

@@ -9,7 +9,7 @@ use super::tables::{BREAKERS, COSTS, META, RESTART_STATE};
 use super::tasks::utc_day;
 use super::{Pending, Store, StoreResult};
 
-const RESTART_KEY: &str = "pending";
+pub(super) const RESTART_KEY: &str = "pending";
 const META_LAST_BACKUP: &str = "last_backup";
 
 impl Store {

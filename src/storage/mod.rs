@@ -19,6 +19,7 @@ mod dump;
 mod error;
 mod events;
 mod kv;
+mod legacy;
 pub mod records;
 mod series;
 pub mod series_codec;
@@ -38,9 +39,17 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use dump::{DumpRow, TableCount, event_json, iso8601};
 pub use error::StoreError;
+pub use legacy::{
+    ImportCounts, KindCounts, LegacyBatch, LegacyCost, LegacyRestart, LegacySession, LegacyTask,
+    META_LEGACY_IMPORT,
+};
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
+<<<<<<< HEAD
 pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day};
+=======
+pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted};
+>>>>>>> legacy-import
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};

@@ -431,7 +431,7 @@ fn release_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
     Ok(())
 }
 
-fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
+pub(super) fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
     let mut meta = tx.open_table(META)?;
     let stored = meta
         .get(META_NEXT_TASK_ID)?

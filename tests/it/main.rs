@@ -3,4 +3,5 @@
 mod agent_runner;
 mod bot;
 mod harness;
+mod legacy_import;
 mod worker;
