@@ -25,17 +25,12 @@ pub mod circuits;
 pub mod cli;
 pub mod commands;
 pub mod config;
-<<<<<<< HEAD
 pub mod http;
 pub mod legacy;
 pub mod metrics;
 pub mod monitor;
 pub mod service;
-=======
-pub mod legacy;
->>>>>>> legacy-import
 pub mod storage;
-
 pub mod telegram_sim;
 pub mod telemetry;
 pub mod worker;

@@ -31,9 +31,12 @@ const SCRIPT_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs the demo until the input ends (script) or the user types `/quit` / Ctrl-D.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let _guard = crate::telemetry::init_service(&args.data_dir.join("logs"), "warn");
-    let sim = TelegramSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), vec![DEMO_TOKEN.to_string()])
-        .await
-        .context("starting the built-in Telegram simulator")?;
+    let sim = TelegramSim::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![DEMO_TOKEN.to_string()],
+    )
+    .await
+    .context("starting the built-in Telegram simulator")?;
     let config = demo_config(&args, &sim.url())?;
     let shutdown = Shutdown::new();
     let options = RunOptions {
@@ -81,7 +84,8 @@ fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
             resume_args: vec!["--resume".into(), "{session_id}".into()],
         },
     }];
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     config.validate()?;
     Ok(config)
 }
@@ -115,8 +119,12 @@ fn print_banner(config: &Config, addr: &str) {
     println!("agentlab demo — a local Telegram simulator, the real bot, a built-in test agent.");
     println!("  HTTP API:   http://{addr}/health   (dashboard: http://{addr}/)");
     println!("  State:      {}", config.data_dir.display());
-    println!("Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · fail · /status · /tasks · /help");
-    println!("Directives for the test agent: sleep:N, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n");
+    println!(
+        "Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · fail · /status · /tasks · /help"
+    );
+    println!(
+        "Directives for the test agent: sleep:N, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n"
+    );
 }
 
 async fn run_interactive(sim: &SimHandle, printer: &mut Printer) -> anyhow::Result<()> {
@@ -149,9 +157,19 @@ async fn run_interactive(sim: &SimHandle, printer: &mut Printer) -> anyhow::Resu
     Ok(())
 }
 
-async fn run_script(sim: &SimHandle, printer: &mut Printer, path: &Path, addr: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+async fn run_script(
+    sim: &SimHandle,
+    printer: &mut Printer,
+    path: &Path,
+    addr: &str,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         println!("you> {line}");
         sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
         wait_until_settled(sim, printer, addr).await?;
@@ -161,7 +179,11 @@ async fn run_script(sim: &SimHandle, printer: &mut Printer, path: &Path, addr: &
 
 /// Waits until no task is queued or running and the bot went quiet, printing what
 /// it says meanwhile.
-async fn wait_until_settled(sim: &SimHandle, printer: &mut Printer, addr: &str) -> anyhow::Result<()> {
+async fn wait_until_settled(
+    sim: &SimHandle,
+    printer: &mut Printer,
+    addr: &str,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + SCRIPT_STEP_TIMEOUT;
     let mut quiet_rounds = 0;
@@ -169,7 +191,11 @@ async fn wait_until_settled(sim: &SimHandle, printer: &mut Printer, addr: &str) 
         tokio::time::sleep(Duration::from_millis(200)).await;
         let printed = printer.print_new(sim)?;
         let busy = open_tasks(&client, addr).await.unwrap_or(1);
-        quiet_rounds = if printed == 0 && busy == 0 { quiet_rounds + 1 } else { 0 };
+        quiet_rounds = if printed == 0 && busy == 0 {
+            quiet_rounds + 1
+        } else {
+            0
+        };
         if quiet_rounds >= 3 {
             return Ok(());
         }
@@ -210,14 +236,23 @@ impl Printer {
 }
 
 fn render_item(item: &SentItem) -> Option<String> {
-    let text = || item.plain_text.clone().or_else(|| item.text.clone()).unwrap_or_default();
+    let text = || {
+        item.plain_text
+            .clone()
+            .or_else(|| item.text.clone())
+            .unwrap_or_default()
+    };
     let id = item.message_id.unwrap_or(0);
     match item.kind {
         SentKind::Message => Some(format!("bot [{id}]> {}", text())),
         SentKind::Edit => Some(format!("bot [{id}] (edited)> {}", text())),
         SentKind::Delete => Some(format!("bot [{id}] (deleted)")),
         SentKind::Document => {
-            let name = item.document.as_ref().and_then(|d| d.file_name.clone()).unwrap_or_default();
+            let name = item
+                .document
+                .as_ref()
+                .and_then(|d| d.file_name.clone())
+                .unwrap_or_default();
             Some(format!("bot [{id}] 📎 {name}: {}", text()))
         }
         _ => None,

@@ -1,14 +1,3 @@
-<<<<<<< HEAD
-//! Import of the old bot's JSON files (lands with the legacy import work).
-
-use std::path::Path;
-
-use crate::config::Config;
-
-/// Runs the import.
-pub async fn run_migrate(_config: &Config, _dir: &Path, _dry_run: bool, _bot: Option<String>) -> anyhow::Result<String> {
-    anyhow::bail!("the legacy import is not available yet")
-=======
 //! Importing the old Python bot's JSON state: `agentlab migrate --from-json DIR`.
 //!
 //! The old bot kept `sessions.json`, `tasks.json`, `costs.json` and
@@ -369,5 +358,4 @@ fn import_parsed(
     store.close();
     let counts = outcome.context("the legacy import transaction failed; nothing was written")?;
     Ok(parsed.summary(counts, dry_run, None))
->>>>>>> legacy-import
 }

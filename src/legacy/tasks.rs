@@ -298,6 +298,7 @@ fn convert_one(
         session_id,
         reply_to_message_id,
         update_id: None,
+        progress_message_id: None,
         retry_of: None,
         extra,
     };

@@ -45,11 +45,9 @@ pub use legacy::{
 };
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
-<<<<<<< HEAD
-pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day};
-=======
-pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted};
->>>>>>> legacy-import
+pub use tasks::{
+    Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
+};
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};
@@ -102,7 +100,10 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
             .set_repair_callback(|session| {
-                tracing::warn!(progress = session.progress(), "repairing database after an unclean exit");
+                tracing::warn!(
+                    progress = session.progress(),
+                    "repairing database after an unclean exit"
+                );
             })
             .create(path)
             .map_err(|e| error::open_error(path, e))?;
@@ -138,7 +139,10 @@ impl Store {
     }
 
     /// Runs `f` in one read transaction.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let tx = self.inner.db.begin_read()?;
         f(&tx)
     }
@@ -190,7 +194,12 @@ impl Store {
         // Dropping the only handle ends the writer thread once it has committed every
         // job already queued, with a final durable flush. Joining (below) never uses
         // an async primitive, so close() is safe from async code and plain threads.
-        let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         drop(handle);
         let thread = self
             .inner

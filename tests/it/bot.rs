@@ -11,12 +11,23 @@ use crate::harness::{BotSpec, Options, PATIENCE, Service};
 async fn allowed_user_prompt_is_answered_after_a_queued_acknowledgement() {
     let service = Service::start(Options::default()).await;
     service.send(0, 111, "hello there");
-    let answer = service.wait_for_message(0, 111, |t| t.starts_with("You said: hello there")).await;
+    let answer = service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: hello there"))
+        .await;
     assert!(answer.contains("test agent"));
     let messages = service.messages_to(0, 111);
-    let ack = messages.iter().position(|t| t.starts_with("⏳ Queued as task #")).expect("acknowledged");
-    let answered = messages.iter().position(|t| t.starts_with("You said")).expect("answered");
-    assert!(ack < answered, "queued is said before the answer: {messages:#?}");
+    let ack = messages
+        .iter()
+        .position(|t| t.starts_with("⏳ Queued as task #"))
+        .expect("acknowledged");
+    let answered = messages
+        .iter()
+        .position(|t| t.starts_with("You said"))
+        .expect("answered");
+    assert!(
+        ack < answered,
+        "queued is said before the answer: {messages:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,7 +36,9 @@ async fn unknown_user_gets_one_refusal_and_nothing_runs() {
     for text in ["hi", "run rm -rf", "/status"] {
         service.send(0, 999, text);
     }
-    service.wait_for_message(0, 999, |t| t.contains("not on its list")).await;
+    service
+        .wait_for_message(0, 999, |t| t.contains("not on its list"))
+        .await;
     // Let the other two updates be handled too, then check nothing else was said.
     service
         .sim
@@ -33,9 +46,17 @@ async fn unknown_user_gets_one_refusal_and_nothing_runs() {
         .await
         .expect("polls");
     let (_, tasks) = service.get("/api/tasks").await;
-    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "nothing of theirs reached the agent");
+    assert_eq!(
+        tasks.as_array().map(Vec::len),
+        Some(0),
+        "nothing of theirs reached the agent"
+    );
     let to_stranger = service.messages_to(0, 999);
-    assert_eq!(to_stranger.len(), 1, "one refusal, not one per message: {to_stranger:#?}");
+    assert_eq!(
+        to_stranger.len(),
+        1,
+        "one refusal, not one per message: {to_stranger:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,16 +65,31 @@ async fn five_users_sending_at_once_get_their_answers_in_the_order_sent() {
     let users = [111, 222, 333, 444, 555];
     for round in 0..3 {
         for user in users {
-            service.send(0, user, &format!("sleep:0.{} user {user} message {round}", (user / 111) % 3));
+            service.send(
+                0,
+                user,
+                &format!("sleep:0.{} user {user} message {round}", (user / 111) % 3),
+            );
         }
     }
     for user in users {
-        let answers = service.wait_for_count(0, user, 3, |t| t.starts_with("You said")).await;
+        let answers = service
+            .wait_for_count(0, user, 3, |t| t.starts_with("You said"))
+            .await;
         let order: Vec<usize> = answers
             .iter()
-            .map(|a| a.split("message ").nth(1).and_then(|r| r[..1].parse().ok()).expect("round"))
+            .map(|a| {
+                a.split("message ")
+                    .nth(1)
+                    .and_then(|r| r[..1].parse().ok())
+                    .expect("round")
+            })
             .collect();
-        assert_eq!(order, vec![0, 1, 2], "user {user}'s answers in the order sent");
+        assert_eq!(
+            order,
+            vec![0, 1, 2],
+            "user {user}'s answers in the order sent"
+        );
     }
 }
 
@@ -68,7 +104,9 @@ async fn messages_sent_while_the_service_was_down_are_answered_after_start() {
     }
     service.spawn();
     service.wait_ready().await;
-    let answers = service.wait_for_count(0, 111, 5, |t| t.starts_with("You said: early")).await;
+    let answers = service
+        .wait_for_count(0, 111, 5, |t| t.starts_with("You said: early"))
+        .await;
     assert_eq!(answers.len(), 5);
 }
 
@@ -77,12 +115,19 @@ async fn a_long_answer_with_code_blocks_is_split_and_reassembles() {
     let service = Service::start(Options::default()).await;
     let mut prompt = String::new();
     for i in 0..40 {
-        prompt.push_str(&format!("Paragraph {i}: some words about the change, <tags> & ampersands.\n\n"));
-        prompt.push_str(&format!("```rust\nfn f{i}() -> u32 {{\n    {i} // a < b && c > d\n}}\n```\n\n"));
+        prompt.push_str(&format!(
+            "Paragraph {i}: some words about the change, <tags> & ampersands.\n\n"
+        ));
+        prompt.push_str(&format!(
+            "```rust\nfn f{i}() -> u32 {{\n    {i} // a < b && c > d\n}}\n```\n\n"
+        ));
     }
     assert!(prompt.len() > 4096);
     let (status, created) = service
-        .post("/api/tasks", json!({"bot_id": "BOT-001", "user_id": 111, "chat_id": 111, "prompt": prompt}))
+        .post(
+            "/api/tasks",
+            json!({"bot_id": "BOT-001", "user_id": 111, "chat_id": 111, "prompt": prompt}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let parts = service
@@ -100,15 +145,24 @@ async fn a_long_answer_with_code_blocks_is_split_and_reassembles() {
         let plain = item.plain_text.clone().unwrap_or_default();
         assert!(plain.encode_utf16().count() <= 4096);
         let html = item.text.clone().unwrap_or_default();
-        assert_eq!(html.matches("<pre>").count(), html.matches("</pre>").count(), "balanced code blocks");
+        assert_eq!(
+            html.matches("<pre>").count(),
+            html.matches("</pre>").count(),
+            "balanced code blocks"
+        );
         joined.push_str(&plain);
     }
     // The answer is "You said: <prompt>\n\n(...)": every line of the prompt's text
     // content arrives, in order (fences become <pre> blocks).
-    let expected_lines: Vec<&str> = prompt.lines().filter(|l| !l.starts_with("```") && !l.is_empty()).collect();
+    let expected_lines: Vec<&str> = prompt
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.is_empty())
+        .collect();
     let mut rest = joined.as_str();
     for line in expected_lines {
-        let at = rest.find(line).unwrap_or_else(|| panic!("line {line:?} missing or out of order"));
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("line {line:?} missing or out of order"));
         rest = &rest[at + line.len()..];
     }
 }
@@ -118,7 +172,9 @@ async fn html_special_characters_and_unbalanced_backticks_arrive_intact() {
     let service = Service::start(Options::default()).await;
     let text = "compare a < b && c > d, then `unbalanced and **half bold & <b>not a tag</b>";
     service.send(0, 111, text);
-    let answer = service.wait_for_message(0, 111, |t| t.starts_with("You said")).await;
+    let answer = service
+        .wait_for_message(0, 111, |t| t.starts_with("You said"))
+        .await;
     assert!(answer.contains(text), "{answer}");
 }
 
@@ -127,18 +183,31 @@ async fn refused_formatting_is_resent_as_plain_text() {
     let service = Service::start(Options::default()).await;
     let token = service.tokens[0].clone();
     service.send(0, 111, "warm up");
-    service.wait_for_message(0, 111, |t| t.starts_with("You said: warm up")).await;
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: warm up"))
+        .await;
     service
         .sim
-        .inject_fault(&token, Fault::new(FaultKind::CantParseEntities).on("sendMessage").times(1))
+        .inject_fault(
+            &token,
+            Fault::new(FaultKind::CantParseEntities)
+                .on("sendMessage")
+                .times(1),
+        )
         .expect("fault");
     // The fault hits the next sendMessage: the "queued" acknowledgement is plain
     // text, so send through the API to have the answer be the next message.
     let (_, created) = service
         .post("/api/tasks", json!({"bot_id": "BOT-001", "user_id": 111, "chat_id": 111, "prompt": "**bold** answer"}))
         .await;
-    service.wait_task_done(created["id"].as_u64().expect("id")).await;
-    let answer = service.wait_for_message(0, 111, |t| t.contains("bold** answer") || t.contains("You said: bold")).await;
+    service
+        .wait_task_done(created["id"].as_u64().expect("id"))
+        .await;
+    let answer = service
+        .wait_for_message(0, 111, |t| {
+            t.contains("bold** answer") || t.contains("You said: bold")
+        })
+        .await;
     assert!(answer.contains("bold"), "{answer}");
 }
 
@@ -148,15 +217,28 @@ async fn flood_control_on_edits_is_honoured_and_the_answer_still_arrives() {
     let token = service.tokens[0].clone();
     service
         .sim
-        .inject_fault(&token, Fault::new(FaultKind::TooManyRequests { retry_after: 1 }).on("editMessageText").times(2))
+        .inject_fault(
+            &token,
+            Fault::new(FaultKind::TooManyRequests { retry_after: 1 })
+                .on("editMessageText")
+                .times(2),
+        )
         .expect("fault");
     service.send(0, 111, "sleep:3 slow one");
-    service.wait_for_message(0, 111, |t| t.starts_with("You said: slow one")).await;
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: slow one"))
+        .await;
     let calls = service.sim.calls(&token).expect("calls");
-    let edits: Vec<_> = calls.iter().filter(|c| c.method.eq_ignore_ascii_case("editMessageText")).collect();
+    let edits: Vec<_> = calls
+        .iter()
+        .filter(|c| c.method.eq_ignore_ascii_case("editMessageText"))
+        .collect();
     if edits.len() >= 2 {
         let gap = edits[1].at.saturating_sub(edits[0].at);
-        assert!(gap >= Duration::from_millis(950), "retry_after honoured: {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(950),
+            "retry_after honoured: {gap:?}"
+        );
     }
 }
 
@@ -166,9 +248,13 @@ async fn the_31st_prompt_in_a_minute_is_refused_with_a_retry_time() {
     for i in 0..31 {
         service.send(0, 222, &format!("prompt {i}"));
     }
-    let refusal = service.wait_for_message(0, 222, |t| t.starts_with("Slow down")).await;
+    let refusal = service
+        .wait_for_message(0, 222, |t| t.starts_with("Slow down"))
+        .await;
     assert!(refusal.contains("Try again in"), "{refusal}");
-    service.wait_for_count(0, 222, 30, |t| t.starts_with("You said: prompt")).await;
+    service
+        .wait_for_count(0, 222, 30, |t| t.starts_with("You said: prompt"))
+        .await;
     let (_, tasks) = service.get("/api/tasks?limit=100").await;
     assert_eq!(tasks.as_array().map(Vec::len), Some(30));
 }
@@ -177,14 +263,25 @@ async fn the_31st_prompt_in_a_minute_is_refused_with_a_retry_time() {
 async fn status_is_answered_while_a_prompt_runs() {
     let service = Service::start(Options::default()).await;
     service.send(0, 111, "sleep:5 long job");
-    service.wait_for_message(0, 111, |t| t.starts_with("⏳ Queued")).await;
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("⏳ Queued"))
+        .await;
     service.send(0, 111, "/status");
-    service.wait_for_message(0, 111, |t| t.contains("Queue:") && t.contains("workers busy")).await;
+    service
+        .wait_for_message(0, 111, |t| {
+            t.contains("Queue:") && t.contains("workers busy")
+        })
+        .await;
     assert!(
-        !service.messages_to(0, 111).iter().any(|t| t.starts_with("You said: long job")),
+        !service
+            .messages_to(0, 111)
+            .iter()
+            .any(|t| t.starts_with("You said: long job")),
         "status came before the running prompt's answer"
     );
-    service.wait_for_message(0, 111, |t| t.starts_with("You said: long job")).await;
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: long job"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,7 +295,14 @@ async fn restart_exits_42_and_the_chat_hears_back_after_the_next_start() {
         .sim
         .wait_for(
             &token,
-            |items| items.iter().any(|i| i.kind == SentKind::Edit && i.text.as_deref().is_some_and(|t| t.starts_with("✅ Back after"))),
+            |items| {
+                items.iter().any(|i| {
+                    i.kind == SentKind::Edit
+                        && i.text
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with("✅ Back after"))
+                })
+            },
             PATIENCE,
         )
         .await
@@ -212,10 +316,16 @@ async fn non_text_messages_get_a_clear_answer_and_nothing_crashes() {
     service.send_message(0, &IncomingMessage::sticker(111, 111, "👍"));
     service.send(0, 111, "");
     service.send(0, 111, "   ");
-    service.wait_for_count(0, 111, 2, |t| t.contains("only understand text")).await;
-    service.wait_for_message(0, 111, |t| t.contains("empty")).await;
+    service
+        .wait_for_count(0, 111, 2, |t| t.contains("only understand text"))
+        .await;
+    service
+        .wait_for_message(0, 111, |t| t.contains("empty"))
+        .await;
     service.send(0, 111, "still alive?");
-    service.wait_for_message(0, 111, |t| t.starts_with("You said: still alive?")).await;
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: still alive?"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,7 +336,17 @@ async fn commands_for_other_bots_and_group_messages_behave() {
     };
     let service = Service::start(options).await;
     service.send(0, 111, "/status@someoneelse_bot");
-    service.send_message(0, &IncomingMessage::text(111, -500, "from a group").in_group("team"));
-    service.wait_for_message(0, -500, |t| t.starts_with("You said: from a group")).await;
-    assert!(service.messages_to(0, 111).iter().all(|t| !t.contains("Queue:")));
+    service.send_message(
+        0,
+        &IncomingMessage::text(111, -500, "from a group").in_group("team"),
+    );
+    service
+        .wait_for_message(0, -500, |t| t.starts_with("You said: from a group"))
+        .await;
+    assert!(
+        service
+            .messages_to(0, 111)
+            .iter()
+            .all(|t| !t.contains("Queue:"))
+    );
 }

@@ -120,11 +120,16 @@ impl Service {
             .map(|(i, b)| format!("{}00{i}:token-of-{}", 7 + i, b.id))
             .collect();
         for (bot, token) in options.bots.iter().zip(&tokens) {
-            sim.register_bot_as(token, &format!("{}_bot", bot.id.to_lowercase().replace('-', "_")), &bot.id)
-                .expect("register bot");
+            sim.register_bot_as(
+                token,
+                &format!("{}_bot", bot.id.to_lowercase().replace('-', "_")),
+                &bot.id,
+            )
+            .expect("register bot");
         }
         let config_path = dir.path().join("agentlab.toml");
-        std::fs::write(&config_path, config_toml(dir.path(), &sim.url(), &options)).expect("write config");
+        std::fs::write(&config_path, config_toml(dir.path(), &sim.url(), &options))
+            .expect("write config");
         Service {
             dir,
             sim,
@@ -188,7 +193,10 @@ impl Service {
         let addr_file = self.data_dir().join("agentlab.addr");
         loop {
             if let Some(code) = self.try_exit_code() {
-                panic!("agentlab exited with {code:?} during start-up:\n{}", self.stderr_tail());
+                panic!(
+                    "agentlab exited with {code:?} during start-up:\n{}",
+                    self.stderr_tail()
+                );
             }
             if let Ok(addr) = std::fs::read_to_string(&addr_file) {
                 let base = format!("http://{}", addr.trim());
@@ -199,14 +207,19 @@ impl Service {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "service not ready in time:\n{}", self.stderr_tail());
+            assert!(
+                Instant::now() < deadline,
+                "service not ready in time:\n{}",
+                self.stderr_tail()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The last lines the service wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("service.stderr")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("service.stderr")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -249,7 +262,11 @@ impl Service {
                 self.child = None;
                 return code;
             }
-            assert!(Instant::now() < deadline, "service did not exit in time:\n{}", self.stderr_tail());
+            assert!(
+                Instant::now() < deadline,
+                "service did not exit in time:\n{}",
+                self.stderr_tail()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -262,12 +279,16 @@ impl Service {
 
     /// A user sends a text to bot `bot` (index) in their private chat.
     pub fn send(&self, bot: usize, user: i64, text: &str) -> u64 {
-        self.sim.inject_text(&self.tokens[bot], user, user, text).expect("inject text")
+        self.sim
+            .inject_text(&self.tokens[bot], user, user, text)
+            .expect("inject text")
     }
 
     /// A user sends any message.
     pub fn send_message(&self, bot: usize, message: &IncomingMessage) {
-        self.sim.inject_message(&self.tokens[bot], message).expect("inject message");
+        self.sim
+            .inject_message(&self.tokens[bot], message)
+            .expect("inject message");
     }
 
     /// Everything bot `bot` sent to `chat`.
@@ -285,7 +306,12 @@ impl Service {
     }
 
     /// Waits until a message to `chat` satisfies `pred`; returns its visible text.
-    pub async fn wait_for_message(&self, bot: usize, chat: i64, pred: impl Fn(&str) -> bool) -> String {
+    pub async fn wait_for_message(
+        &self,
+        bot: usize,
+        chat: i64,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(found) = self.messages_to(bot, chat).into_iter().find(|t| pred(t)) {
@@ -302,10 +328,20 @@ impl Service {
     }
 
     /// Waits until `n` messages to `chat` satisfy `pred`.
-    pub async fn wait_for_count(&self, bot: usize, chat: i64, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    pub async fn wait_for_count(
+        &self,
+        bot: usize,
+        chat: i64,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let found: Vec<String> = self.messages_to(bot, chat).into_iter().filter(|t| pred(t)).collect();
+            let found: Vec<String> = self
+                .messages_to(bot, chat)
+                .into_iter()
+                .filter(|t| pred(t))
+                .collect();
             if found.len() >= n {
                 return found;
             }
@@ -350,17 +386,28 @@ impl Service {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let (_, task) = self.get(&format!("/api/tasks/{id}")).await;
-            if matches!(task["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            if matches!(
+                task["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "task {id} not done: {task}\n{}", self.stderr_tail());
+            assert!(
+                Instant::now() < deadline,
+                "task {id} not done: {task}\n{}",
+                self.stderr_tail()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// Opens the store directly (the service must be stopped).
     pub fn open_store(&self) -> Store {
-        Store::open(&self.data_dir().join("agentlab.redb"), StoreOptions::default()).expect("open store")
+        Store::open(
+            &self.data_dir().join("agentlab.redb"),
+            StoreOptions::default(),
+        )
+        .expect("open store")
     }
 
     /// All tasks, through the store (the service must be stopped).

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use agentlab::storage::{NewTask, PRIORITY_NORMAL, TaskFinish, TaskKind, TaskSource, TaskStatus, now_ms};
+use agentlab::storage::{
+    NewTask, PRIORITY_NORMAL, TaskFinish, TaskKind, TaskSource, TaskStatus, now_ms,
+};
 use agentlab::worker::proc_identity;
 use serde_json::{Value, json};
 
@@ -11,14 +13,19 @@ use crate::harness::{Options, PATIENCE, Service};
 
 async fn submit(service: &Service, user: i64, prompt: &str) -> u64 {
     let (status, created) = service
-        .post("/api/tasks", json!({"bot_id": "BOT-001", "user_id": user, "prompt": prompt}))
+        .post(
+            "/api/tasks",
+            json!({"bot_id": "BOT-001", "user_id": user, "prompt": prompt}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     created["id"].as_u64().expect("task id")
 }
 
 fn ms(task: &Value, field: &str) -> u64 {
-    task[field].as_u64().unwrap_or_else(|| panic!("{field} missing in {task}"))
+    task[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {task}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,11 +43,19 @@ async fn ten_tasks_with_three_workers_never_run_more_than_three_at_once() {
     }
     let max_overlap = spans
         .iter()
-        .map(|(start, _)| spans.iter().filter(|(s, f)| s <= start && start < f).count())
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, f)| s <= start && start < f)
+                .count()
+        })
         .max()
         .unwrap_or(0);
     assert!(max_overlap <= 3, "at most 3 ran at once, saw {max_overlap}");
-    assert!(max_overlap >= 2, "the pool did run tasks in parallel ({max_overlap})");
+    assert!(
+        max_overlap >= 2,
+        "the pool did run tasks in parallel ({max_overlap})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +86,9 @@ async fn tasks_queued_before_the_pool_starts_all_run() {
     }
     service.spawn();
     service.wait_ready().await;
-    service.wait_for_count(0, 111, 6, |t| t.starts_with("You said: queued early")).await;
+    service
+        .wait_for_count(0, 111, 6, |t| t.starts_with("You said: queued early"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,12 +97,20 @@ async fn a_task_running_at_kill_9_is_adopted_and_its_answer_recorded() {
     let id = submit(&service, 111, "sleep:4 survive the crash").await;
     let pid = wait_for_pid(&service, id).await;
     service.kill9();
-    assert!(proc_identity::read_identity(pid).is_some(), "the agent outlives the service");
+    assert!(
+        proc_identity::read_identity(pid).is_some(),
+        "the agent outlives the service"
+    );
     service.restart().await;
     let task = service.wait_task_done(id).await;
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(task["attempts"], 1, "adopted, not re-run: {task}");
-    assert!(task["result"].as_str().unwrap_or("").contains("survive the crash"));
+    assert!(
+        task["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("survive the crash")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +125,10 @@ async fn a_task_whose_agent_died_with_the_service_is_run_again() {
     service.restart().await;
     let (_, task) = service.get(&format!("/api/tasks/{id}")).await;
     assert!(
-        matches!(task["status"].as_str(), Some("interrupted" | "queued" | "running")),
+        matches!(
+            task["status"].as_str(),
+            Some("interrupted" | "queued" | "running")
+        ),
         "re-queued: {task}"
     );
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -137,10 +165,21 @@ async fn a_stored_pid_that_now_belongs_to_another_process_is_not_adopted() {
             reply_to_message_id: None,
             update_id: None,
         };
-        let id = store.submit_task(new, now_ms()).wait().expect("submit").task.id;
-        store.claim_next_task(now_ms(), vec![]).wait().expect("claim");
+        let id = store
+            .submit_task(new, now_ms())
+            .wait()
+            .expect("submit")
+            .task
+            .id;
+        store
+            .claim_next_task(now_ms(), vec![])
+            .wait()
+            .expect("claim");
         // Same pid, another start time: the pid was reused.
-        store.record_task_process(id, own.pid, own.start_time + 12345).wait().expect("pid");
+        store
+            .record_task_process(id, own.pid, own.start_time + 12345)
+            .wait()
+            .expect("pid");
         store.close();
         id
     };
@@ -148,8 +187,14 @@ async fn a_stored_pid_that_now_belongs_to_another_process_is_not_adopted() {
     service.wait_ready().await;
     let task = service.wait_task_done(id).await;
     assert_eq!(task["status"], "succeeded");
-    assert_eq!(task["attempts"], 2, "judged dead and run again, not adopted: {task}");
-    assert!(proc_identity::is_alive(&own), "and the other process was not touched");
+    assert_eq!(
+        task["attempts"], 2,
+        "judged dead and run again, not adopted: {task}"
+    );
+    assert!(
+        proc_identity::is_alive(&own),
+        "and the other process was not touched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,7 +207,9 @@ async fn timeout_and_cancel_leave_no_process_of_the_group_alive() {
     // Cancel: a hanging agent with a grandchild.
     let id = submit(&service, 111, "spawn-child hang").await;
     let pid = wait_for_pid(&service, id).await;
-    let (status, _) = service.post(&format!("/api/tasks/{id}/cancel"), json!({})).await;
+    let (status, _) = service
+        .post(&format!("/api/tasks/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let task = service.wait_task_done(id).await;
     assert_eq!(task["status"], "cancelled", "{task}");
@@ -182,7 +229,11 @@ async fn a_timed_out_task_is_killed_with_its_grandchildren() {
         options,
     );
     let config = std::fs::read_to_string(&service.config_path).expect("config");
-    std::fs::write(&service.config_path, config.replace("task_timeout_s = 60", "task_timeout_s = 1")).expect("config");
+    std::fs::write(
+        &service.config_path,
+        config.replace("task_timeout_s = 60", "task_timeout_s = 1"),
+    )
+    .expect("config");
     service.spawn();
     service.wait_ready().await;
     let id = submit(&service, 111, "spawn-child hang").await;
@@ -219,7 +270,10 @@ async fn cost_accumulates_per_day_and_a_task_over_budget_is_refused() {
     assert_eq!(task["status"], "failed");
     assert_eq!(task["error_class"], "cost_limit");
     let error = task["error"].as_str().unwrap_or("");
-    assert!(error.contains("$1.20") && error.contains("$1.00"), "{error}");
+    assert!(
+        error.contains("$1.20") && error.contains("$1.00"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,15 +282,27 @@ async fn huge_output_is_bounded_in_the_store_and_complete_in_the_run_file() {
     let id = submit(&service, 111, "long:50000000").await;
     let task = service.wait_task_done(id).await;
     let result = task["result"].as_str().unwrap_or("");
-    assert!(result.len() <= 70 * 1024, "stored result is bounded: {} bytes", result.len());
-    let stdout = service.data_dir().join("runs").join(id.to_string()).join("stdout");
-    assert_eq!(std::fs::metadata(stdout).expect("run file").len(), 50_000_000);
+    assert!(
+        result.len() <= 70 * 1024,
+        "stored result is bounded: {} bytes",
+        result.len()
+    );
+    let stdout = service
+        .data_dir()
+        .join("runs")
+        .join(id.to_string())
+        .join("stdout");
+    assert_eq!(
+        std::fs::metadata(stdout).expect("run file").len(),
+        50_000_000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn finish_task_twice_is_a_conflict_not_a_double_count() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = agentlab::storage::Store::open(&dir.path().join("a.redb"), Default::default()).expect("open");
+    let store = agentlab::storage::Store::open(&dir.path().join("a.redb"), Default::default())
+        .expect("open");
     let new = NewTask {
         bot_id: "B".into(),
         user_id: 1,
@@ -251,10 +317,23 @@ async fn finish_task_twice_is_a_conflict_not_a_double_count() {
     };
     let id = store.submit_task(new, 1).wait().expect("submit").task.id;
     store.claim_next_task(2, vec![]).wait().expect("claim");
-    let finish = TaskFinish { status: Some(TaskStatus::Succeeded), cost_usd: 0.5, ..TaskFinish::default() };
-    store.finish_task(id, finish.clone(), 3).wait().expect("finish");
+    let finish = TaskFinish {
+        status: Some(TaskStatus::Succeeded),
+        cost_usd: 0.5,
+        ..TaskFinish::default()
+    };
+    store
+        .finish_task(id, finish.clone(), 3)
+        .wait()
+        .expect("finish");
     assert!(store.finish_task(id, finish, 4).wait().is_err());
-    assert_eq!(store.cost_day("B", agentlab::storage::utc_day(3)).expect("cost").usd, 0.5);
+    assert_eq!(
+        store
+            .cost_day("B", agentlab::storage::utc_day(3))
+            .expect("cost")
+            .usd,
+        0.5
+    );
 }
 
 async fn wait_for_pid(service: &Service, id: u64) -> u32 {
@@ -264,7 +343,10 @@ async fn wait_for_pid(service: &Service, id: u64) -> u32 {
         if let Some(pid) = task["pid"].as_u64() {
             return pid as u32;
         }
-        assert!(std::time::Instant::now() < deadline, "task {id} never got a pid: {task}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} never got a pid: {task}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -273,10 +355,16 @@ async fn wait_for_pid(service: &Service, id: u64) -> u32 {
 fn group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the command name: state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
             out.push(pid);
@@ -292,7 +380,10 @@ async fn assert_group_gone(pgid: u32) {
         if group_members(pgid).is_empty() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "process group {pgid} still has members");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process group {pgid} still has members"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
