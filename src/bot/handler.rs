@@ -47,6 +47,10 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
     match commands::parse(text, username.as_deref()) {
         Command::Prompt(prompt) => submit_prompt(bot, sender, update_id, prompt).await,
         Command::ForAnotherBot => {}
+        Command::Restart if sent_before_start(bot, &message) => {
+            // A /restart re-delivered after the restart it asked for: never loop.
+            tracing::info!(update_id, "stale /restart ignored");
+        }
         command => super::replies::answer_command(bot, sender, command).await,
     }
 }
@@ -110,6 +114,13 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
         .await;
     }
     None
+}
+
+/// Whether a message was sent before this process started (Telegram dates are in
+/// whole seconds, so one second of slack).
+fn sent_before_start(bot: &BotRuntime, message: &Message) -> bool {
+    let sent_ms = message.date.timestamp_millis().max(0) as u64;
+    sent_ms + 1000 < bot.ctx.started_ms
 }
 
 fn describe_non_text(message: &Message) -> &'static str {

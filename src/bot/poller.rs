@@ -34,6 +34,7 @@ pub(super) async fn run(bot: Arc<BotRuntime>) {
         _ = shutdown.changed() => return,
     }
     let mut offset: i32 = 0;
+    let mut confirmed: i32 = 0;
     let mut failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
@@ -45,6 +46,7 @@ pub(super) async fn run(bot: Arc<BotRuntime>) {
         };
         match polled {
             Ok(updates) => {
+                confirmed = offset;
                 failures = 0;
                 bot.link.poll_ok(now_ms());
                 if let Some(last) = updates.iter().map(|u| u.id.0).max() {
@@ -64,7 +66,25 @@ pub(super) async fn run(bot: Arc<BotRuntime>) {
             }
         }
     }
+    if offset != confirmed {
+        confirm(&bot, offset).await;
+    }
     tracing::info!("polling stopped");
+}
+
+/// Confirms handled updates before exiting (a zero-timeout poll with the new
+/// offset), so a command like /restart is not delivered again to the next process.
+/// Prompts would be de-duplicated by the store anyway; this spares the re-delivery.
+async fn confirm(bot: &BotRuntime, offset: i32) {
+    let confirmed =
+        tokio::time::timeout(Duration::from_secs(3), bot.api.get_updates(offset, 0)).await;
+    match confirmed {
+        Ok(Ok(_)) => tracing::debug!(offset, "handled updates confirmed"),
+        _ => tracing::warn!(
+            offset,
+            "could not confirm handled updates; they will be re-delivered and de-duplicated"
+        ),
+    }
 }
 
 /// getMe, deleteWebhook (keeping pending updates), setMyCommands; retried until

@@ -95,12 +95,11 @@ impl<T> Pending<T> {
         Pending(PendingInner::Failed(Some(e)))
     }
 
-    /// Blocks the current thread until the write is committed (not for async code).
+    /// Blocks the current thread until the write is committed. Works on any
+    /// thread, inside an async runtime too (it parks the thread rather than using
+    /// the runtime), but async code should `.await` instead of blocking a worker.
     pub fn wait(self) -> Result<T, StoreError> {
-        match self.0 {
-            PendingInner::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
-            PendingInner::Failed(e) => Err(e.unwrap_or(StoreError::Closed)),
-        }
+        block_on(self)
     }
 }
 
@@ -119,6 +118,26 @@ impl<T> std::future::Future for Pending<T> {
                 Poll::Pending => Poll::Pending,
             },
             PendingInner::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(StoreError::Closed))),
+        }
+    }
+}
+
+/// Drives a future to completion on the current thread by parking it between
+/// polls. Only for futures that need no runtime (a channel receiver).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => return value,
+            std::task::Poll::Pending => std::thread::park(),
         }
     }
 }
