@@ -142,10 +142,10 @@ async fn deliver(bot: &BotRuntime, task: &Task) -> Result<(), SendError> {
             .send_document(task.chat_id, name, content, &caption, None)
             .await?;
     }
-    if let Some(progress) = task.progress_message_id {
-        if let Err(e) = bot.api.delete(task.chat_id, progress).await {
-            tracing::debug!(error = %e, "cannot delete the progress message");
-        }
+    if let Some(progress) = task.progress_message_id
+        && let Err(e) = bot.api.delete(task.chat_id, progress).await
+    {
+        tracing::debug!(error = %e, "cannot delete the progress message");
     }
     Ok(())
 }

@@ -130,10 +130,8 @@ impl BotSet {
             Some(message_id) => bot.api.edit_text(chat, message_id, &text).await.is_ok(),
             None => false,
         };
-        if !edited {
-            if let Err(e) = bot.api.send_plain(chat, &text, None).await {
-                tracing::warn!(error = %e, "cannot send the restart notice");
-            }
+        if !edited && let Err(e) = bot.api.send_plain(chat, &text, None).await {
+            tracing::warn!(error = %e, "cannot send the restart notice");
         }
         let _ = bot
             .ctx

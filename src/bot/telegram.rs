@@ -389,10 +389,10 @@ pub fn redact_token(text: &str, token: &str) -> String {
         return text.to_string();
     }
     let mut out = text.replace(token, "<redacted-token>");
-    if let Some((_, secret)) = token.split_once(':') {
-        if secret.len() >= 8 {
-            out = out.replace(secret, "<redacted>");
-        }
+    if let Some((_, secret)) = token.split_once(':')
+        && secret.len() >= 8
+    {
+        out = out.replace(secret, "<redacted>");
     }
     out
 }

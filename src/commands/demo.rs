@@ -103,10 +103,10 @@ async fn wait_for_address(
                 config.http.bind
             );
         }
-        if let Ok(addr) = std::fs::read_to_string(&file) {
-            if !addr.trim().is_empty() {
-                return Ok(addr.trim().to_string());
-            }
+        if let Ok(addr) = std::fs::read_to_string(&file)
+            && !addr.trim().is_empty()
+        {
+            return Ok(addr.trim().to_string());
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("the service did not become ready within 30 s");

@@ -78,10 +78,10 @@ fn dump_store(
 /// One ndjson line: the row with a `table` field (events keep their flat shape).
 pub fn ndjson_line(row: &DumpRow) -> Value {
     let mut value = row.row.clone();
-    if let Value::Object(map) = &mut value {
-        if row.table != "events" {
-            map.insert("table".into(), Value::String(row.table.to_string()));
-        }
+    if let Value::Object(map) = &mut value
+        && row.table != "events"
+    {
+        map.insert("table".into(), Value::String(row.table.to_string()));
     }
     value
 }

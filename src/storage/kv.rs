@@ -108,7 +108,7 @@ impl Store {
     /// removed too and returned as `Err(why)`, so it is reported, never silently
     /// dropped, and can never block start-up twice.
     pub fn take_restart_state(&self) -> Pending<Option<Result<RestartState, String>>> {
-        self.write(|tx| take_restart_tx(tx))
+        self.write(take_restart_tx)
     }
 
     /// The state of a breaker.

@@ -130,7 +130,7 @@ impl Store {
 
     /// Schema version recorded in the file.
     pub fn schema_version(&self) -> StoreResult<u32> {
-        self.read(|tx| migrations::current_version_read(tx))
+        self.read(migrations::current_version_read)
     }
 
     /// Newest schema version this build knows.
@@ -207,10 +207,10 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                tracing::error!("storage writer thread panicked");
-            }
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("storage writer thread panicked");
         }
     }
 
@@ -237,10 +237,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Dropping the handle lets the writer thread finish its last durable flush.
         self.writer.get_mut().map(|w| w.take()).ok();
-        if let Ok(slot) = self.writer_thread.get_mut() {
-            if let Some(thread) = slot.take() {
-                let _ = thread.join();
-            }
+        if let Ok(slot) = self.writer_thread.get_mut()
+            && let Some(thread) = slot.take()
+        {
+            let _ = thread.join();
         }
     }
 }

@@ -613,7 +613,7 @@ fn find_claimable(
                 continue;
             };
             let task = decode_task(value.value())?;
-            if blocked_bots.iter().any(|b| *b == task.bot_id) {
+            if blocked_bots.contains(&task.bot_id) {
                 continue;
             }
             if active.get((task.bot_id.as_str(), task.user_id))?.is_some() {
@@ -666,18 +666,19 @@ fn finish_tx(
     if let Some(session_id) = &finish.session_id {
         remember_session(tx, &task, session_id, now_ms)?;
     }
-    if status == TaskStatus::Succeeded && history > 0 {
-        if let Some(result) = &task.result {
-            append_message_tx(
-                tx,
-                &task.bot_id,
-                task.user_id,
-                "agent",
-                result,
-                now_ms,
-                history,
-            )?;
-        }
+    if status == TaskStatus::Succeeded
+        && history > 0
+        && let Some(result) = &task.result
+    {
+        append_message_tx(
+            tx,
+            &task.bot_id,
+            task.user_id,
+            "agent",
+            result,
+            now_ms,
+            history,
+        )?;
     }
     if finish.deliver {
         tx.open_table(OUTBOX)?.insert(task.id, ())?;

@@ -237,10 +237,10 @@ impl Writer {
     }
 
     fn flush_relaxed(&mut self) {
-        if self.unflushed_since.is_some() {
-            if let Err(e) = self.commit_batch(Vec::new(), true) {
-                tracing::error!(error = %e, "durable flush of relaxed commits failed");
-            }
+        if self.unflushed_since.is_some()
+            && let Err(e) = self.commit_batch(Vec::new(), true)
+        {
+            tracing::error!(error = %e, "durable flush of relaxed commits failed");
         }
     }
 

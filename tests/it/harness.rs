@@ -200,11 +200,11 @@ impl Service {
             }
             if let Ok(addr) = std::fs::read_to_string(&addr_file) {
                 let base = format!("http://{}", addr.trim());
-                if let Ok(resp) = self.http.get(format!("{base}/readyz")).send().await {
-                    if resp.status().is_success() {
-                        self.base_url = base;
-                        return;
-                    }
+                if let Ok(resp) = self.http.get(format!("{base}/readyz")).send().await
+                    && resp.status().is_success()
+                {
+                    self.base_url = base;
+                    return;
                 }
             }
             assert!(
