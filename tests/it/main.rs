@@ -2,6 +2,7 @@
 
 mod agent_runner;
 mod bot;
+mod breaker;
 mod harness;
 mod legacy_import;
 mod worker;
