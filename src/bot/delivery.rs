@@ -127,8 +127,40 @@ pub(crate) fn answer_markdown(task: &Task) -> String {
 }
 
 async fn deliver(bot: &BotRuntime, task: &Task) -> Result<(), SendError> {
-    let markdown = answer_markdown(task);
-    let rendered = render::render_answer(&markdown, TELEGRAM_MESSAGE_LIMIT, MAX_PARTS);
+    let store = &bot.ctx.store;
+    let earlier_attempt = match store.begin_delivery(task.id, now_ms()).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::error!(error = %e, task_id = task.id, "cannot record the delivery attempt");
+            return Err(SendError::Unavailable("storage".into()));
+        }
+    };
+    let mut markdown = answer_markdown(task);
+    if earlier_attempt.is_some() {
+        // A crash interrupted an earlier delivery: the user may already have it.
+        markdown.push_str(REPEAT_NOTE);
+        let _ = store
+            .append_event(
+                "delivery_repeated",
+                Some(&bot.config.id),
+                serde_json::json!({"task_id": task.id}),
+                now_ms(),
+            )
+            .await;
+    }
+    let sent = send_answer(bot, task, &markdown).await;
+    if sent.is_err() {
+        let _ = store.delivery_failed(task.id).await;
+    }
+    sent
+}
+
+/// Appended to an answer sent again after a crash interrupted its delivery.
+pub(crate) const REPEAT_NOTE: &str =
+    "\n\n(Sent again after a restart interrupted its delivery — you may have this answer already.)";
+
+async fn send_answer(bot: &BotRuntime, task: &Task, markdown: &str) -> Result<(), SendError> {
+    let rendered = render::render_answer(markdown, TELEGRAM_MESSAGE_LIMIT, MAX_PARTS);
     let mut reply_to = task.reply_to_message_id;
     for part in &rendered.parts {
         bot.api

@@ -299,6 +299,7 @@ fn convert_one(
         reply_to_message_id,
         update_id: None,
         progress_message_id: None,
+        delivery_started_ms: None,
         retry_of: None,
         extra,
     };

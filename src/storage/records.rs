@@ -233,6 +233,9 @@ pub struct Task {
     /// The "queued/running" message shown while it waits and runs; removed when
     /// the answer is delivered.
     pub progress_message_id: Option<i32>,
+    /// Set when sending the answer begins, cleared if Telegram refused it: an
+    /// outbox task that still has it after a crash may already have been delivered.
+    pub delivery_started_ms: Option<u64>,
     /// A task this one retries.
     pub retry_of: Option<u64>,
     /// Free-form JSON kept from a legacy import.

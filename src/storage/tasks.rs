@@ -135,7 +135,8 @@ impl Store {
     }
 
     /// Puts a task back in the queue after a failed or interrupted run, to start no
-    /// earlier than `not_before_ms`. `refund_attempt` gives back the attempt its claim
+    /// earlier than `not_before_ms` (its queue position: a time in the past keeps an
+    /// old place in line, a future one is a retry backoff). `refund_attempt` gives back the attempt its claim
     /// counted (the run never started, e.g. the breaker refused it).
     #[allow(clippy::too_many_arguments)]
     pub fn requeue_task(
@@ -165,7 +166,7 @@ impl Store {
             task.status = status;
             task.error_class = Some(class);
             task.error = Some(error.clone());
-            task.enqueued_ms = not_before_ms.max(now_ms);
+            task.enqueued_ms = not_before_ms;
             task.pid = None;
             task.pid_start_time = None;
             tx.open_table(TASK_QUEUE)?.insert(task.queue_key(), ())?;
@@ -240,6 +241,32 @@ impl Store {
         self.write(move |tx| {
             update_task(tx, task_id, |task| {
                 task.progress_message_id = message_id;
+                Ok(())
+            })
+            .map(|_| ())
+        })
+    }
+
+    /// Records that sending a task's answer begins; returns when an earlier attempt
+    /// began (and was never marked failed or delivered): that one may have reached
+    /// the user before a crash.
+    pub fn begin_delivery(&self, task_id: u64, now_ms: u64) -> Pending<Option<u64>> {
+        self.write(move |tx| {
+            let mut previous = None;
+            update_task(tx, task_id, |task| {
+                previous = task.delivery_started_ms;
+                task.delivery_started_ms = Some(now_ms);
+                Ok(())
+            })?;
+            Ok(previous)
+        })
+    }
+
+    /// Records that a delivery attempt failed before reaching the user.
+    pub fn delivery_failed(&self, task_id: u64) -> Pending<()> {
+        self.write(move |tx| {
+            update_task(tx, task_id, |task| {
+                task.delivery_started_ms = None;
                 Ok(())
             })
             .map(|_| ())
@@ -509,6 +536,7 @@ pub(super) fn submit_tx(
         reply_to_message_id: new.reply_to_message_id,
         update_id: new.update_id,
         progress_message_id: None,
+        delivery_started_ms: None,
         retry_of: None,
         extra: None,
     };

@@ -578,6 +578,7 @@ fn arb_task() -> impl Strategy<Value = Task> {
                 reply_to_message_id: Some(3),
                 update_id: Some(-4),
                 progress_message_id: None,
+                delivery_started_ms: None,
                 retry_of: None,
                 extra: Some("{\"a\":1}".into()),
             },

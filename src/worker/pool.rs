@@ -249,7 +249,9 @@ impl Pool {
     /// using an attempt, to be tried when the breaker allows a probe.
     async fn hold_for_breaker(&self, task: &Task, retry_after: Duration) {
         let now = now_ms();
-        let due = now + retry_after.as_millis() as u64;
+        // Keep its place in line: the breaker, not a backoff, decides when it runs
+        // (claims skip the bot while its agent circuit refuses calls).
+        let due = task.enqueued_ms;
         let requeued = self
             .shared
             .store

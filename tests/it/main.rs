@@ -5,4 +5,5 @@ mod bot;
 mod breaker;
 mod harness;
 mod legacy_import;
+mod reliability;
 mod worker;

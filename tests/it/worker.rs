@@ -387,3 +387,34 @@ async fn assert_group_gone(pgid: u32) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_the_agent_no_longer_knows_is_retried_once_as_a_fresh_session() {
+    let service = Service::start(Options::default()).await;
+    service.send(0, 111, "first message");
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: first message"))
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=1").await;
+    let first_session = tasks[0]["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    // The agent "forgot" the session: resuming fails like Claude Code does.
+    service.send(0, 111, "no-session second message");
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: second message"))
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=1").await;
+    let task = &tasks[0];
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(
+        task["attempts"], 1,
+        "the fresh session is part of the same attempt"
+    );
+    let second_session = task["session_id"].as_str().expect("a new session id");
+    assert_ne!(
+        second_session, first_session,
+        "the user's session was replaced"
+    );
+}
