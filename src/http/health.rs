@@ -343,3 +343,151 @@ pub(crate) fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
     let stat = unsafe { stat.assume_init() };
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use serde_json::Value;
+
+    use super::{health, readyz};
+    use crate::breaker::ManualClock;
+    use crate::circuits::{Circuits, Dependency};
+    use crate::config::{BotConfig, Config};
+    use crate::http::{Api, AppState};
+    use crate::service::{ServiceContext, Shutdown, TelegramLink};
+    use crate::storage::{Store, StoreOptions};
+    use crate::worker::Pool;
+
+    /// A service context over a real temporary store, with one bot, a manual
+    /// breaker clock and nothing running.
+    fn test_api(dir: &tempfile::TempDir) -> AppState {
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.bots.push(BotConfig {
+            id: "BOT-001".into(),
+            ..BotConfig::default()
+        });
+        let config = Arc::new(config);
+        let store =
+            Store::open(&config.database_path(), StoreOptions::default()).expect("store opens");
+        let bots = vec!["BOT-001".to_string()];
+        let clock = Arc::new(ManualClock::new(1_760_000_000_000));
+        let circuits = Circuits::load_with_clock(&store, &bots, &config.breaker, clock);
+        let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
+        let ctx = ServiceContext {
+            config,
+            store,
+            circuits,
+            pool,
+            started: Instant::now(),
+            started_ms: crate::storage::now_ms(),
+            admin_token: None,
+            links: BTreeMap::from([("BOT-001".to_string(), Arc::new(TelegramLink::default()))]),
+            outbox_wake: BTreeMap::new(),
+            ready: Default::default(),
+            shutdown: Shutdown::new(),
+            notices: Default::default(),
+        };
+        Arc::new(Api::new(Arc::new(ctx)))
+    }
+
+    async fn body_json(response: axum::response::Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("JSON body")
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_until_ready_and_again_during_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = test_api(&dir);
+        let starting = readyz(State(api.clone())).await;
+        assert_eq!(starting.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(starting).await["reason"], "starting");
+
+        api.ctx.ready.store(true, Ordering::SeqCst);
+        assert_eq!(readyz(State(api.clone())).await.status(), StatusCode::OK);
+
+        api.ctx.shutdown.request(0);
+        let stopping = readyz(State(api.clone())).await;
+        assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(stopping).await["reason"], "shutting down");
+        api.ctx.store.close();
+    }
+
+    #[tokio::test]
+    async fn health_passes_then_warns_while_a_breaker_is_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = test_api(&dir);
+        api.ctx.links["BOT-001"].poll_ok(crate::storage::now_ms());
+
+        let response = health(State(api.clone())).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            super::HEALTH_CONTENT_TYPE
+        );
+        let doc = body_json(response).await;
+        assert_eq!(doc["status"], "pass", "{doc:#}");
+        for key in [
+            "storage:responseTime",
+            "worker_pool:utilization",
+            "worker_pool:queueDepth",
+            "telegram:lastPollAge",
+            "telegram:conflicts",
+            "circuit:state",
+            "disk:free",
+            "process:uptime",
+        ] {
+            let entry = &doc["checks"][key][0];
+            assert!(
+                entry["status"].is_string() && entry["time"].is_string(),
+                "{key}: {doc:#}"
+            );
+        }
+
+        let breaker = api
+            .ctx
+            .circuits
+            .get("BOT-001", Dependency::Agent)
+            .expect("agent breaker");
+        for _ in 0..api.ctx.config.breaker.failure_threshold {
+            breaker.record_failure("test failure");
+        }
+        let response = health(State(api.clone())).await;
+        assert_eq!(response.status(), StatusCode::OK, "warn still answers 200");
+        let doc = body_json(response).await;
+        assert_eq!(doc["status"], "warn", "{doc:#}");
+        let open: Vec<&Value> = doc["checks"]["circuit:state"]
+            .as_array()
+            .expect("breaker checks")
+            .iter()
+            .filter(|c| c["status"] == "warn")
+            .collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0]["componentId"], "BOT-001/agent");
+        assert_eq!(open[0]["observedValue"], "open");
+        api.ctx.store.close();
+    }
+
+    #[tokio::test]
+    async fn health_fails_with_503_when_the_store_takes_no_more_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = test_api(&dir);
+        api.ctx.store.close();
+        let response = health(State(api.clone())).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let doc = body_json(response).await;
+        assert_eq!(doc["status"], "fail");
+        assert_eq!(doc["checks"]["storage:responseTime"][0]["status"], "fail");
+    }
+}
