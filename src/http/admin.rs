@@ -8,6 +8,7 @@
 //! size of the store, and a client that goes away ends the transaction.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -112,6 +113,9 @@ pub(crate) async fn create_task(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Longest a cancel waits for a just-claimed task to register with the pool.
+const CANCEL_REGISTER_WAIT: Duration = Duration::from_secs(2);
+
 /// `POST /api/tasks/{id}/cancel`
 pub(crate) async fn cancel_task(
     _: Admin,
@@ -125,13 +129,18 @@ pub(crate) async fn cancel_task(
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     match task.status {
         TaskStatus::Running => {
-            if ctx.pool.cancel_running(id) {
-                Ok(Json(json!({"id": id, "status": "cancelling"})))
-            } else {
-                Err(ApiError::conflict(format!(
-                    "task {id} is running but not in this pool; try again"
-                )))
+            // A task is `running` in the store a moment before its run registers
+            // with the pool: give it that moment.
+            let deadline = tokio::time::Instant::now() + CANCEL_REGISTER_WAIT;
+            while !ctx.pool.cancel_running(id) {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::conflict(format!(
+                        "task {id} is running but not in this pool; try again"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            Ok(Json(json!({"id": id, "status": "cancelling"})))
         }
         TaskStatus::Queued | TaskStatus::Interrupted => {
             let t = ctx.store.cancel_queued_task(id, now_ms()).await?;

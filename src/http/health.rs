@@ -395,6 +395,7 @@ mod tests {
             ready: Default::default(),
             shutdown: Shutdown::new(),
             notices: Default::default(),
+            bot_tokens: BTreeMap::new(),
         };
         Arc::new(Api::new(Arc::new(ctx)))
     }

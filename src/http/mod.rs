@@ -155,14 +155,18 @@ async fn bound_query(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Gives error answers that axum or a tower layer produced without a body (wrong
-/// method, body too large, timeout) our JSON shape.
+/// Gives error answers that axum or a tower layer produced in plain text or with
+/// no body (wrong method, body too large, timeout) our JSON shape. Our handlers'
+/// own errors are JSON already and pass unchanged.
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if (status.is_client_error() || status.is_server_error())
-        && !response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
         let mut fixed = ApiError::for_bare_status(status).into_response();
         if let Some(allow) = response.headers().get(header::ALLOW) {
             fixed.headers_mut().insert(header::ALLOW, allow.clone());
