@@ -208,10 +208,11 @@ fn schemas() -> Value {
             "required": ["bot_id", "dependencies"],
             "properties": {
                 "bot_id": {"type": "string"},
-                "dependencies": {"type": "object", "additionalProperties": {
+                "dependencies": {"type": "array", "items": {
                     "type": "object",
-                    "required": ["state", "failure_count", "failure_rate", "last_transition", "next_probe_at_ms"],
+                    "required": ["dependency", "state", "failure_count", "failure_rate", "last_transition", "next_probe_at_ms"],
                     "properties": {
+                        "dependency": {"type": "string", "enum": ["agent", "telegram"]},
                         "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
                         "failure_count": {"type": "integer"},
                         "failure_rate": {"type": "number"},

@@ -108,25 +108,25 @@ pub(crate) async fn circuit_status(
     let ctx = &api.ctx;
     known_bot(ctx, &bot_id)?;
     let now = now_ms();
-    let mut dependencies = serde_json::Map::new();
-    for (dependency, snapshot) in ctx.circuits.bot_snapshots(&bot_id) {
-        dependencies.insert(
-            dependency.as_str().to_string(),
-            breaker_json(&snapshot, now),
-        );
-    }
+    let dependencies: Vec<Value> = ctx
+        .circuits
+        .bot_snapshots(&bot_id)
+        .into_iter()
+        .map(|(dependency, snapshot)| breaker_json(dependency.as_str(), &snapshot, now))
+        .collect();
     Ok(Json(
         json!({"bot_id": bot_id, "dependencies": dependencies}),
     ))
 }
 
-fn breaker_json(s: &BreakerSnapshot, now: u64) -> Value {
+fn breaker_json(dependency: &str, s: &BreakerSnapshot, now: u64) -> Value {
     let failure_rate = if s.window_calls > 0 {
         f64::from(s.window_failures) / f64::from(s.window_calls)
     } else {
         0.0
     };
     json!({
+        "dependency": dependency,
         "state": s.state.as_str(),
         "failure_count": s.consecutive_failures,
         "window_failures": s.window_failures,
