@@ -77,13 +77,7 @@ fn dump_store(
 
 /// One ndjson line: the row with a `table` field (events keep their flat shape).
 pub fn ndjson_line(row: &DumpRow) -> Value {
-    let mut value = row.row.clone();
-    if let Value::Object(map) = &mut value
-        && row.table != "events"
-    {
-        map.insert("table".into(), Value::String(row.table.to_string()));
-    }
-    value
+    row.ndjson_value()
 }
 
 fn table_line(row: &Value) -> String {

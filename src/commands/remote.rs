@@ -1,5 +1,5 @@
 //! Commands that talk to the running service over its HTTP API: `ask`, `status`,
-//! `tasks`, `restart` (and the HTTP fallbacks of `dump` and `backup`).
+//! `tasks`, `restart`, and the HTTP side of `dump` and `backup`.
 //!
 //! Each says plainly when the service is not running rather than printing a
 //! connection error.
@@ -77,16 +77,7 @@ impl ServiceClient {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                RemoteError::NotRunning(self.base.clone())
-            } else {
-                RemoteError::Other {
-                    url: url.to_string(),
-                    message: e.to_string(),
-                }
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| self.transport_error(e, url))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -104,6 +95,36 @@ impl ServiceClient {
             url,
             message: e.to_string(),
         })
+    }
+
+    /// GET a JSON document whatever the status (health answers 503 with one).
+    pub async fn get_any(&self, path: &str) -> Result<(u16, Value), RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let req = match &self.token {
+            Some(t) => self.http.get(&url).bearer_auth(t),
+            None => self.http.get(&url),
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, &url))?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.map_err(|e| RemoteError::Other {
+            url,
+            message: e.to_string(),
+        })?;
+        Ok((status, body))
+    }
+
+    fn transport_error(&self, e: reqwest::Error, url: &str) -> RemoteError {
+        if e.is_connect() {
+            RemoteError::NotRunning(self.base.clone())
+        } else {
+            RemoteError::Other {
+                url: url.to_string(),
+                message: e.to_string(),
+            }
+        }
     }
 
     /// GET raw text.
@@ -186,13 +207,9 @@ pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
 /// `agentlab status`: a readable summary; exit 1 when unhealthy or not running.
 pub async fn status(config: &Config) -> anyhow::Result<i32> {
     let client = ServiceClient::new(config)?;
-    let health = match client.get("/health").await {
-        Ok(h) => h,
-        Err(RemoteError::Api { status: 503, .. }) => {
-            // Unhealthy services answer 503 with the same document.
-            let text = client.get_text("/health").await.unwrap_or_default();
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        }
+    // An unhealthy service answers 503 with the same document.
+    let health = match client.get_any("/health").await {
+        Ok((_, h)) => h,
         Err(RemoteError::NotRunning(url)) => {
             println!("agentlab is NOT running (nothing answers at {url})");
             return Ok(1);
@@ -201,26 +218,63 @@ pub async fn status(config: &Config) -> anyhow::Result<i32> {
     };
     let status = health["status"].as_str().unwrap_or("unknown");
     println!(
-        "agentlab {} at {}: {status}, up {} s",
+        "agentlab {} at {}: {status}, up {} s{}",
         health["version"].as_str().unwrap_or("?"),
         client.base(),
-        health["uptime_s"].as_u64().unwrap_or(0)
-    );
-    if let Some(checks) = health["checks"].as_object() {
-        for (name, entries) in checks {
-            for entry in entries.as_array().into_iter().flatten() {
-                println!(
-                    "  {:<40} {:<5} {}{}",
-                    name,
-                    entry["status"].as_str().unwrap_or("?"),
-                    entry["observedValue"],
-                    entry["observedUnit"]
-                        .as_str()
-                        .map(|u| format!(" {u}"))
-                        .unwrap_or_default()
-                );
-            }
+        health["uptime_s"].as_u64().unwrap_or(0),
+        if health["ready"] == Value::Bool(false) {
+            " (not ready)"
+        } else {
+            ""
         }
+    );
+    if let Ok(bots) = client.get("/api/bots").await {
+        println!("bots:");
+        for bot in bots["bots"].as_array().into_iter().flatten() {
+            let circuit = bot["circuit"]
+                .as_object()
+                .map(|c| {
+                    c.iter()
+                        .map(|(dep, state)| format!("{dep} {}", state.as_str().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            println!(
+                "  {:<16} {:<12} queue {:<4} breakers: {circuit}",
+                bot["id"].as_str().unwrap_or("?"),
+                bot["state"].as_str().unwrap_or("?"),
+                bot["queue_depth"].as_u64().unwrap_or(0),
+            );
+        }
+    }
+    if health["checks"].get("backup:age").is_none() {
+        println!("last backup: none yet");
+    }
+    println!("checks:");
+    for (name, entries) in health["checks"].as_object().into_iter().flatten() {
+        for entry in entries.as_array().into_iter().flatten() {
+            let label = match entry["componentId"].as_str() {
+                Some(id) => format!("{name} [{id}]"),
+                None => name.clone(),
+            };
+            let value = match &entry["observedValue"] {
+                Value::Null => "-".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!(
+                "  {label:<44} {:<5} {value}{}",
+                entry["status"].as_str().unwrap_or("?"),
+                entry["observedUnit"]
+                    .as_str()
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for note in health["notes"].as_array().into_iter().flatten() {
+        println!("note: {}", note.as_str().unwrap_or(""));
     }
     if let Ok(alerts) = client.get("/api/observability/alerts?state=firing").await {
         let list = alerts["alerts"].as_array().cloned().unwrap_or_default();
@@ -236,19 +290,25 @@ pub async fn status(config: &Config) -> anyhow::Result<i32> {
             }
         }
     }
-    Ok(if status == "fail" { 1 } else { 0 })
+    Ok(if status == "pass" || status == "warn" {
+        0
+    } else {
+        1
+    })
 }
 
 /// `agentlab tasks`
 pub async fn tasks(config: &Config, args: TasksArgs) -> anyhow::Result<i32> {
     let client = ServiceClient::new(config)?;
-    let mut path = format!("/api/tasks?limit={}", args.limit);
-    if let Some(s) = &args.status {
-        path.push_str(&format!("&status={s}"));
+    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(status) = args.status {
+        query.push(("status", status));
     }
-    if let Some(b) = &args.bot {
-        path.push_str(&format!("&bot={b}"));
+    if let Some(bot) = args.bot {
+        query.push(("bot", bot));
     }
+    let query = serde_urlencoded::to_string(&query).context("encoding the query")?;
+    let path = format!("/api/tasks?{query}");
     let tasks = client.get(&path).await?;
     let list = tasks.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
@@ -280,5 +340,14 @@ pub async fn restart(config: &Config) -> anyhow::Result<i32> {
     println!(
         "restart requested: the service exits with code 42 and its service manager starts it again"
     );
+    Ok(0)
+}
+
+/// `agentlab backup` while the service holds the database: asks it for a snapshot
+/// over `POST /api/backup`; prints the snapshot's path.
+pub async fn backup(config: &Config) -> anyhow::Result<i32> {
+    let client = ServiceClient::new(config)?;
+    let taken = client.post("/api/backup", serde_json::json!({})).await?;
+    println!("{}", taken["path"].as_str().unwrap_or("snapshot taken"));
     Ok(0)
 }

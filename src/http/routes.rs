@@ -1,189 +1,477 @@
-//! Routes (first cut: liveness, readiness, health, tasks).
+//! The route table: every route, its handler and its documentation, in one place.
+//!
+//! Invariant: the router is built from [`ROUTES`] and the OpenAPI document is
+//! generated from [`ROUTES`], so a route cannot exist undocumented, nor a
+//! documented route be missing or take another method.
 
-use std::sync::Arc;
+use axum::routing::{MethodFilter, MethodRouter, on};
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
-use subtle::ConstantTimeEq;
+use super::{AppState, admin, health, observability, prometheus, status};
 
-use super::error::ApiError;
-use crate::service::ServiceContext;
-use crate::storage::{
-    NewTask, PRIORITY_NORMAL, TaskFilter, TaskKind, TaskSource, TaskStatus, now_ms,
+/// An HTTP method the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+}
+
+impl Verb {
+    pub(crate) fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+        }
+    }
+
+    /// Lower-case, as OpenAPI keys operations.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+        }
+    }
+}
+
+/// Where a parameter goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum In {
+    Path,
+    Query,
+}
+
+/// What a parameter holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// A non-negative integer, optionally bounded.
+    Unsigned { min: u64, max: Option<u64> },
+    /// Any text.
+    Text,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// One or more of these words (comma-separated or repeated).
+    SomeOf(&'static [&'static str]),
+}
+
+/// A documented parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Param {
+    pub name: &'static str,
+    pub location: In,
+    pub required: bool,
+    pub kind: Kind,
+    pub description: &'static str,
+}
+
+/// A successful answer: status, content type, schema name in the components.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub schema: &'static str,
+}
+
+/// One route.
+pub(crate) struct Route {
+    pub verb: Verb,
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    /// Needs the admin bearer token.
+    pub admin: bool,
+    pub params: &'static [Param],
+    /// Schema name of the JSON body, if any.
+    pub body: Option<&'static str>,
+    pub answer: Answer,
+    /// Error statuses it may answer with (besides the timeout and size limits).
+    pub errors: &'static [u16],
+    /// Mounts the handler for the route's method.
+    pub mount: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+const JSON: &str = "application/json";
+
+const fn json(schema: &'static str) -> Answer {
+    Answer {
+        status: 200,
+        content_type: JSON,
+        schema,
+    }
+}
+
+const BOT_ID: Param = Param {
+    name: "bot_id",
+    location: In::Path,
+    required: true,
+    kind: Kind::Text,
+    description: "A configured bot's id.",
 };
+const TASK_ID: Param = Param {
+    name: "id",
+    location: In::Path,
+    required: true,
+    kind: Kind::Unsigned { min: 0, max: None },
+    description: "A task id.",
+};
+const TASK_STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+];
+/// The store's tables, as the dump route accepts them.
+pub(crate) const DUMP_TABLES: &[&str] = &crate::storage::tables::ALL_TABLES;
 
-type Ctx = State<Arc<ServiceContext>>;
-
-pub(super) fn router(ctx: Arc<ServiceContext>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { Json(json!({"status": "pass"})) }))
-        .route("/readyz", get(readyz))
-        .route("/health", get(health))
-        .route("/api/tasks", get(list_tasks).post(create_task))
-        .route("/api/tasks/{id}", get(get_task))
-        .route("/api/tasks/{id}/cancel", post(cancel_task))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
-        .with_state(ctx)
-}
-
-async fn readyz(State(ctx): Ctx) -> impl IntoResponse {
-    if ctx.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "pass"})))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "fail", "reason": "starting or stopping"})),
-        )
-    }
-}
-
-async fn health(State(ctx): Ctx) -> impl IntoResponse {
-    let storage_ok = ctx.store.queue_depth().is_ok();
-    let status = if storage_ok { "pass" } else { "fail" };
-    let code = if storage_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        [("content-type", "application/health+json")],
-        Json(
-            json!({"status": status, "version": env!("CARGO_PKG_VERSION"), "uptime_s": ctx.uptime_s()}),
-        ),
-    )
-}
-
-fn require_admin(ctx: &ServiceContext, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = ctx.admin_token.as_deref() else {
-        return Err(ApiError::forbidden(format!(
-            "admin routes are disabled: set ${} to enable them",
-            ctx.config.http.admin_token_env
-        )));
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("wrong bearer token"))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTask {
-    bot_id: String,
-    user_id: i64,
-    prompt: String,
-    chat_id: Option<i64>,
-}
-
-async fn create_task(
-    State(ctx): Ctx,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&ctx, &headers)?;
-    let req: CreateTask = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    if ctx.config.bot(&req.bot_id).is_none() {
-        return Err(ApiError::not_found(format!(
-            "bot `{}` is not configured",
-            req.bot_id
-        )));
-    }
-    if req.prompt.trim().is_empty() {
-        return Err(ApiError::bad_request("prompt is empty"));
-    }
-    let new = NewTask {
-        bot_id: req.bot_id,
-        user_id: req.user_id,
-        chat_id: req.chat_id.unwrap_or(0),
-        kind: TaskKind::Task,
-        source: TaskSource::Api,
-        prompt: req.prompt,
-        priority: PRIORITY_NORMAL,
-        max_attempts: ctx.config.limits.max_attempts,
-        reply_to_message_id: None,
-        update_id: None,
-    };
-    let submitted = ctx.store.submit_task(new, now_ms()).await?;
-    ctx.pool.notify();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": submitted.task.id, "status": submitted.task.status})),
-    ))
-}
-
-async fn get_task(State(ctx): Ctx, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
-    let task = ctx
-        .store
-        .get_task(id)?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
-    Ok(Json(task))
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    bot: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn list_tasks(
-    State(ctx): Ctx,
-    Query(q): Query<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            TaskStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status `{s}`")))?,
-        ),
-    };
-    let filter = TaskFilter {
-        status,
-        bot_id: q.bot,
-        user_id: None,
-        limit: Some(q.limit.unwrap_or(50).min(1000)),
-    };
-    Ok(Json(ctx.store.list_tasks(&filter)?))
-}
-
-async fn cancel_task(
-    State(ctx): Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&ctx, &headers)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
-    let task = ctx
-        .store
-        .get_task(id)?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
-    match task.status {
-        TaskStatus::Running => {
-            ctx.pool.cancel_running(id);
-            Ok(Json(json!({"id": id, "status": "cancelling"})))
-        }
-        TaskStatus::Queued | TaskStatus::Interrupted => {
-            let t = ctx.store.cancel_queued_task(id, now_ms()).await?;
-            Ok(Json(json!({"id": id, "status": t.status})))
-        }
-        other => Err(ApiError::conflict(format!("task {id} is already {other}"))),
-    }
-}
+/// Every route of the API.
+pub(crate) static ROUTES: &[Route] = &[
+    Route {
+        verb: Verb::Get,
+        path: "/health",
+        operation_id: "health",
+        summary: "Health of the service and its parts (IETF health-check draft); 503 when failing",
+        tag: "health",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: Answer {
+            status: 200,
+            content_type: health::HEALTH_CONTENT_TYPE,
+            schema: "Health",
+        },
+        errors: &[503],
+        mount: |m| on(m, health::health),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/livez",
+        operation_id: "livez",
+        summary: "Liveness: the process answers",
+        tag: "health",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("Probe"),
+        errors: &[],
+        mount: |m| on(m, health::livez),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/readyz",
+        operation_id: "readyz",
+        summary: "Readiness: 503 until the start-up barrier has passed, and during shutdown",
+        tag: "health",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("Probe"),
+        errors: &[503],
+        mount: |m| on(m, health::readyz),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/bots",
+        operation_id: "listBots",
+        summary: "The configured bots and their states",
+        tag: "status",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("Bots"),
+        errors: &[503],
+        mount: |m| on(m, status::list_bots),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/bot/{bot_id}/status",
+        operation_id: "botStatus",
+        summary: "One bot: state, uptime, queue depth, busy workers, today's cost, circuit",
+        tag: "status",
+        admin: false,
+        params: &[BOT_ID],
+        body: None,
+        answer: json("BotStatus"),
+        errors: &[404, 503],
+        mount: |m| on(m, status::bot_status),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/bot/{bot_id}/circuit-status",
+        operation_id: "circuitStatus",
+        summary: "One bot's circuit breakers: state, failure count and rate, last transition, next probe",
+        tag: "status",
+        admin: false,
+        params: &[BOT_ID],
+        body: None,
+        answer: json("CircuitStatus"),
+        errors: &[404],
+        mount: |m| on(m, status::circuit_status),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/tasks",
+        operation_id: "listTasks",
+        summary: "Tasks, newest first",
+        tag: "tasks",
+        admin: false,
+        params: &[
+            Param {
+                name: "status",
+                location: In::Query,
+                required: false,
+                kind: Kind::OneOf(TASK_STATUSES),
+                description: "Only tasks in this status.",
+            },
+            Param {
+                name: "bot",
+                location: In::Query,
+                required: false,
+                kind: Kind::Text,
+                description: "Only tasks of this bot (404 when not configured).",
+            },
+            Param {
+                name: "limit",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned {
+                    min: 1,
+                    max: Some(status::MAX_TASK_LIMIT as u64),
+                },
+                description: "At most this many (default 50).",
+            },
+        ],
+        body: None,
+        answer: json("TaskList"),
+        errors: &[400, 404, 503],
+        mount: |m| on(m, status::list_tasks),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/tasks",
+        operation_id: "createTask",
+        summary: "Queue a prompt for a bot's agent; the answer is read from GET /api/tasks/{id}",
+        tag: "admin",
+        admin: true,
+        params: &[],
+        body: Some("CreateTask"),
+        answer: Answer {
+            status: 201,
+            content_type: JSON,
+            schema: "TaskCreated",
+        },
+        errors: &[400, 401, 403, 404, 413, 415, 503],
+        mount: |m| on(m, admin::create_task),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/tasks/{id}",
+        operation_id: "getTask",
+        summary: "One task, with its answer once finished",
+        tag: "tasks",
+        admin: false,
+        params: &[TASK_ID],
+        body: None,
+        answer: json("Task"),
+        errors: &[400, 404, 503],
+        mount: |m| on(m, status::get_task),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/tasks/{id}/cancel",
+        operation_id: "cancelTask",
+        summary: "Cancel a queued task, or stop a running one",
+        tag: "admin",
+        admin: true,
+        params: &[TASK_ID],
+        body: None,
+        answer: json("TaskCancelled"),
+        errors: &[400, 401, 403, 404, 409, 503],
+        mount: |m| on(m, admin::cancel_task),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/observability/metrics",
+        operation_id: "monitorSnapshot",
+        summary: "A snapshot of every monitor",
+        tag: "observability",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("Snapshot"),
+        errors: &[],
+        mount: |m| on(m, observability::metrics_snapshot),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/observability/history/{metric_type}",
+        operation_id: "metricHistory",
+        summary: "Time series of a metric, raw or rolled up by range, bounded in points",
+        tag: "observability",
+        admin: false,
+        params: &[
+            Param {
+                name: "metric_type",
+                location: In::Path,
+                required: true,
+                kind: Kind::Text,
+                description: "A series name, or its prefix before `{labels}`.",
+            },
+            Param {
+                name: "from",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned { min: 0, max: None },
+                description: "Start, unix ms (default: an hour before `to`).",
+            },
+            Param {
+                name: "to",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned { min: 0, max: None },
+                description: "End, unix ms (default: now).",
+            },
+            Param {
+                name: "step",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned { min: 1, max: None },
+                description: "Wanted spacing of points, ms (points are merged to approach it).",
+            },
+        ],
+        body: None,
+        answer: json("History"),
+        errors: &[400, 404, 503],
+        mount: |m| on(m, observability::history),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/observability/alerts",
+        operation_id: "listAlerts",
+        summary: "Current and past alerts, newest first",
+        tag: "observability",
+        admin: false,
+        params: &[
+            Param {
+                name: "state",
+                location: In::Query,
+                required: false,
+                kind: Kind::OneOf(&["pending", "firing", "resolved", "all"]),
+                description: "Only alerts in this state.",
+            },
+            Param {
+                name: "limit",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned {
+                    min: 1,
+                    max: Some(observability::MAX_ALERT_LIMIT as u64),
+                },
+                description: "At most this many (default 100).",
+            },
+        ],
+        body: None,
+        answer: json("Alerts"),
+        errors: &[400, 503],
+        mount: |m| on(m, observability::alerts),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/metrics",
+        operation_id: "prometheus",
+        summary: "Prometheus text exposition: process and agentlab metrics",
+        tag: "observability",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: Answer {
+            status: 200,
+            content_type: prometheus::PROMETHEUS_CONTENT_TYPE,
+            schema: "Text",
+        },
+        errors: &[503],
+        mount: |m| on(m, prometheus::metrics),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/restart",
+        operation_id: "restart",
+        summary: "Record the restart state and exit with code 42 for the service manager to restart",
+        tag: "admin",
+        admin: true,
+        params: &[],
+        body: None,
+        answer: Answer {
+            status: 202,
+            content_type: JSON,
+            schema: "Restarting",
+        },
+        errors: &[401, 403, 503],
+        mount: |m| on(m, admin::restart),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/backup",
+        operation_id: "backup",
+        summary: "Take a verified snapshot now",
+        tag: "admin",
+        admin: true,
+        params: &[],
+        body: None,
+        answer: json("BackupTaken"),
+        errors: &[401, 403, 503],
+        mount: |m| on(m, admin::backup),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/admin/dump",
+        operation_id: "dump",
+        summary: "Every row of the chosen tables as ndjson, streamed from one read transaction",
+        tag: "admin",
+        admin: true,
+        params: &[
+            Param {
+                name: "table",
+                location: In::Query,
+                required: false,
+                kind: Kind::SomeOf(DUMP_TABLES),
+                description: "Only these tables (repeat or comma-separate; default all).",
+            },
+            Param {
+                name: "format",
+                location: In::Query,
+                required: false,
+                kind: Kind::OneOf(&["ndjson"]),
+                description: "Output format; ndjson only.",
+            },
+            Param {
+                name: "since",
+                location: In::Query,
+                required: false,
+                kind: Kind::Unsigned { min: 0, max: None },
+                description: "Only rows at or after this time, unix ms (events, tasks, alerts).",
+            },
+        ],
+        body: None,
+        answer: Answer {
+            status: 200,
+            content_type: "application/x-ndjson",
+            schema: "Text",
+        },
+        errors: &[400, 401, 403],
+        mount: |m| on(m, admin::dump),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/openapi.json",
+        operation_id: "openapi",
+        summary: "This document",
+        tag: "meta",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("OpenApi"),
+        errors: &[],
+        mount: |m| on(m, super::openapi::document),
+    },
+];

@@ -24,6 +24,20 @@ pub struct DumpRow {
     pub row: Value,
 }
 
+impl DumpRow {
+    /// The row as one ndjson line's value: its fields plus a `table` field (event
+    /// rows keep their flat circuit-breaker JSONL shape).
+    pub fn ndjson_value(&self) -> Value {
+        let mut value = self.row.clone();
+        if let Value::Object(map) = &mut value
+            && self.table != "events"
+        {
+            map.insert("table".into(), Value::String(self.table.to_string()));
+        }
+        value
+    }
+}
+
 /// Rows of one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableCount {

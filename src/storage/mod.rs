@@ -179,6 +179,25 @@ impl Store {
         }
     }
 
+    /// Whether writes are still taken: the writer is neither closed nor dead.
+    /// O(1), never waits for a commit (health checks call it).
+    pub fn is_writable(&self) -> bool {
+        let open = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let alive = self
+            .inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
+        open && alive
+    }
+
     /// Makes every relaxed write durable now.
     pub fn flush(&self) -> Pending<()> {
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());

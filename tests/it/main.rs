@@ -3,7 +3,9 @@
 mod agent_runner;
 mod bot;
 mod breaker;
+mod cli_remote;
 mod harness;
+mod http_api;
 mod legacy_import;
 mod reliability;
 mod worker;

@@ -1,0 +1,119 @@
+//! Observability routes: the monitors' snapshot, time-series history, alerts.
+//!
+//! The data belongs to the monitors (`crate::monitor`); these handlers only parse
+//! parameters, call it, and shape the answer. History is bounded: at most
+//! [`MAX_HISTORY_POINTS`] points per series, fewer when `step` asks for it.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::monitor::{self, HistoryError, MAX_HISTORY_POINTS};
+use crate::storage::{AlertState, now_ms};
+
+/// Range of a history query when `from` is not given.
+const DEFAULT_HISTORY_RANGE_MS: u64 = 3_600_000;
+/// Alerts one answer holds when `limit` is not given, and at most.
+const DEFAULT_ALERT_LIMIT: usize = 100;
+pub(crate) const MAX_ALERT_LIMIT: usize = 1000;
+
+/// `GET /api/observability/metrics`
+pub(crate) async fn metrics_snapshot(State(api): State<AppState>) -> Json<Value> {
+    Json(monitor::snapshot_json(&api.ctx))
+}
+
+/// Query of the history route: unix ms, `step` in ms.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+    step: Option<u64>,
+}
+
+/// `GET /api/observability/history/{metric_type}?from=&to=&step=`
+pub(crate) async fn history(
+    State(api): State<AppState>,
+    ApiPath(metric_type): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let to = q.to.unwrap_or_else(now_ms);
+    let from = q
+        .from
+        .unwrap_or_else(|| to.saturating_sub(DEFAULT_HISTORY_RANGE_MS));
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "`from` ({from}) must be before `to` ({to})"
+        )));
+    }
+    let max_points = match q.step {
+        None => MAX_HISTORY_POINTS,
+        Some(0) => return Err(ApiError::bad_request("`step` must be at least 1 ms")),
+        Some(step) => usize::try_from((to - from).div_ceil(step))
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_HISTORY_POINTS),
+    };
+    let mut found = monitor::history(&api.ctx, &metric_type, from, to).map_err(|e| match e {
+        HistoryError::UnknownMetric(m) => {
+            ApiError::not_found(format!("no series of metric type `{m}`"))
+        }
+        HistoryError::BadRange(why) => ApiError::bad_request(why),
+        HistoryError::Store(e) => e.into(),
+    })?;
+    found.series = found
+        .series
+        .into_iter()
+        .map(|(name, points)| (name, monitor::downsample(points, max_points)))
+        .collect();
+    let series: Vec<Value> = found
+        .series
+        .iter()
+        .map(|(name, points)| json!({"name": name, "points": points}))
+        .collect();
+    Ok(Json(json!({
+        "metric_type": found.metric_type,
+        "from": from,
+        "to": to,
+        "step": q.step,
+        "resolution": found.resolution,
+        "series": series,
+    })))
+}
+
+/// Query of the alerts route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/observability/alerts?state=&limit=`: newest first.
+pub(crate) async fn alerts(
+    State(api): State<AppState>,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = match q.state.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some("pending") => Some(AlertState::Pending),
+        Some("firing") => Some(AlertState::Firing),
+        Some("resolved") => Some(AlertState::Resolved),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown alert state `{other}`; use pending, firing, resolved or all"
+            )));
+        }
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_ALERT_LIMIT);
+    if !(1..=MAX_ALERT_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_ALERT_LIMIT}"
+        )));
+    }
+    let alerts = api.ctx.store.list_alerts(state, limit)?;
+    Ok(Json(json!({"alerts": alerts})))
+}

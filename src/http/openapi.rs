@@ -1,0 +1,295 @@
+//! `GET /api/openapi.json`: the OpenAPI 3.1 document, generated from the route
+//! table ([`super::routes::ROUTES`]) the router is built from, so it lists every
+//! route with its method, parameters, body and answers.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+use super::routes::{In, Kind, ROUTES, Route};
+
+/// `GET /api/openapi.json`
+pub(crate) async fn document() -> Json<Value> {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    Json(DOC.get_or_init(build).clone())
+}
+
+/// Builds the document from the route table.
+pub(crate) fn build() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let item = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        item[route.verb.as_str()] = operation(route);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "agentlab",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Health, status, observability and admin API of an agentlab service. \
+                Errors are JSON {\"error\", \"code\"}. Admin routes need `Authorization: Bearer <token>` \
+                (the token from http.admin_token_env); they answer 403 when no token is configured.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn operation(route: &Route) -> Value {
+    let mut responses = Map::new();
+    let content = if route.answer.schema == "Text" {
+        json!({route.answer.content_type: {"schema": {"type": "string"}}})
+    } else {
+        json!({route.answer.content_type: {"schema": {"$ref": format!("#/components/schemas/{}", route.answer.schema)}}})
+    };
+    responses.insert(
+        route.answer.status.to_string(),
+        json!({"description": "success", "content": content}),
+    );
+    for status in route.errors {
+        let content = if route.path == "/health" && *status == 503 {
+            json!({"application/health+json": {"schema": {"$ref": "#/components/schemas/Health"}}})
+        } else if route.path == "/readyz" && *status == 503 {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Probe"}}})
+        } else {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
+        };
+        responses.insert(
+            status.to_string(),
+            json!({"description": error_description(*status), "content": content}),
+        );
+    }
+    let params: Vec<Value> = route
+        .params
+        .iter()
+        .map(|p| {
+            let mut param = json!({
+                "name": p.name,
+                "in": match p.location { In::Path => "path", In::Query => "query" },
+                "required": p.required,
+                "description": p.description,
+                "schema": kind_schema(p.kind),
+            });
+            if matches!(p.kind, Kind::SomeOf(_)) {
+                param["style"] = json!("form");
+                param["explode"] = json!(true);
+            }
+            param
+        })
+        .collect();
+    let mut op = json!({
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "responses": responses,
+    });
+    if !params.is_empty() {
+        op["parameters"] = json!(params);
+    }
+    if let Some(body) = route.body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
+        });
+    }
+    if route.admin {
+        op["security"] = json!([{"bearerAuth": []}]);
+    }
+    op
+}
+
+fn kind_schema(kind: Kind) -> Value {
+    match kind {
+        Kind::Unsigned { min, max } => {
+            let mut s = json!({"type": "integer", "format": "int64", "minimum": min});
+            if let Some(max) = max {
+                s["maximum"] = json!(max);
+            }
+            s
+        }
+        Kind::Text => json!({"type": "string"}),
+        Kind::OneOf(words) => json!({"type": "string", "enum": words}),
+        Kind::SomeOf(words) => json!({"type": "array", "items": {"type": "string", "enum": words}}),
+    }
+}
+
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "bad parameter or body",
+        401 => "missing or wrong bearer token",
+        403 => "admin routes are disabled (no token configured)",
+        404 => "unknown bot, task or metric",
+        409 => "the task is not in a state that allows this",
+        413 => "body too large",
+        415 => "body is not application/json",
+        503 => "unhealthy, or the store could not answer",
+        _ => "error",
+    }
+}
+
+fn schemas() -> Value {
+    let nullable_int = json!({"type": ["integer", "null"]});
+    let nullable_str = json!({"type": ["string", "null"]});
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "code"],
+            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+        },
+        "Probe": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["pass", "fail"]}, "reason": {"type": "string"}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "version", "checks"],
+            "properties": {
+                "status": {"type": "string", "enum": ["pass", "warn", "fail"]},
+                "version": {"type": "string"},
+                "uptime_s": {"type": "integer"},
+                "checks": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["status", "time"],
+                            "properties": {
+                                "componentId": {"type": "string"},
+                                "status": {"type": "string", "enum": ["pass", "warn", "fail"]},
+                                "observedUnit": {"type": "string"},
+                                "time": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+                "notes": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Bots": {
+            "type": "object",
+            "required": ["bots"],
+            "properties": {"bots": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "state", "queue_depth", "circuit"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "username": nullable_str,
+                    "state": {"type": "string"},
+                    "queue_depth": {"type": "integer"},
+                    "circuit": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            }}},
+        },
+        "BotStatus": {
+            "type": "object",
+            "required": ["bot_id", "state", "uptime_s", "queue_depth", "busy_workers", "cost_today_usd", "circuit"],
+            "properties": {
+                "bot_id": {"type": "string"},
+                "state": {"type": "string"},
+                "uptime_s": {"type": "integer"},
+                "queue_depth": {"type": "integer"},
+                "busy_workers": {"type": "integer"},
+                "workers": {"type": "integer"},
+                "cost_today_usd": {"type": "number"},
+                "circuit": {"type": "object", "additionalProperties": {"type": "string"}},
+                "telegram": {"type": "object"},
+            },
+        },
+        "CircuitStatus": {
+            "type": "object",
+            "required": ["bot_id", "dependencies"],
+            "properties": {
+                "bot_id": {"type": "string"},
+                "dependencies": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["dependency", "state", "failure_count", "failure_rate", "last_transition", "next_probe_at_ms"],
+                    "properties": {
+                        "dependency": {"type": "string", "enum": ["agent", "telegram"]},
+                        "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                        "failure_count": {"type": "integer"},
+                        "failure_rate": {"type": "number"},
+                        "last_transition": {"type": ["object", "null"]},
+                        "next_probe_at_ms": nullable_int,
+                    },
+                }},
+            },
+        },
+        "Task": {
+            "type": "object",
+            "required": ["id", "bot_id", "user_id", "status", "prompt", "created_ms"],
+            "properties": {
+                "id": {"type": "integer"},
+                "bot_id": {"type": "string"},
+                "user_id": {"type": "integer"},
+                "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]},
+                "prompt": {"type": "string"},
+                "created_ms": {"type": "integer"},
+                "result": nullable_str,
+                "error": nullable_str,
+                "cost_usd": {"type": "number"},
+            },
+        },
+        "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+        "CreateTask": {
+            "type": "object",
+            "required": ["bot_id", "user_id", "prompt"],
+            "additionalProperties": false,
+            "properties": {
+                "bot_id": {"type": "string"},
+                "user_id": {"type": "integer", "format": "int64"},
+                "prompt": {"type": "string", "minLength": 1},
+                "chat_id": {"type": "integer", "format": "int64"},
+            },
+        },
+        "TaskCreated": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {"id": {"type": "integer"}, "status": {"type": "string"}},
+        },
+        "TaskCancelled": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {"id": {"type": "integer"}, "status": {"type": "string"}},
+        },
+        "Snapshot": {"type": "object"},
+        "History": {
+            "type": "object",
+            "required": ["metric_type", "from", "to", "resolution", "series"],
+            "properties": {
+                "metric_type": {"type": "string"},
+                "from": {"type": "integer"},
+                "to": {"type": "integer"},
+                "resolution": {"type": "string", "enum": ["raw", "minute", "hour"]},
+                "series": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "points"],
+                    "properties": {"name": {"type": "string"}, "points": {"type": "array"}},
+                }},
+            },
+        },
+        "Alerts": {
+            "type": "object",
+            "required": ["alerts"],
+            "properties": {"alerts": {"type": "array", "items": {"type": "object"}}},
+        },
+        "Restarting": {
+            "type": "object",
+            "required": ["status", "exit_code"],
+            "properties": {"status": {"type": "string"}, "exit_code": {"type": "integer"}},
+        },
+        "BackupTaken": {
+            "type": "object",
+            "required": ["status", "path"],
+            "properties": {"status": {"type": "string"}, "path": {"type": "string"}},
+        },
+        "OpenApi": {"type": "object", "required": ["openapi", "paths"]},
+    })
+}

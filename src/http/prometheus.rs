@@ -1,0 +1,454 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+//!
+//! Two kinds of metrics: the standard `process_*` ones, read from `/proc/self`,
+//! and agentlab's own (tasks by status, queue depth, task durations, breakers,
+//! cost, Telegram links, and the latency histograms of every dependency call and
+//! HTTP route from [`crate::metrics`]). Counters only grow while the process lives;
+//! the task-duration histogram is the exception, being computed from a window of
+//! recent finished tasks (its HELP says so).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::metrics::LATENCY_BUCKETS_MS;
+use crate::service::ServiceContext;
+use crate::storage::{TaskFilter, TaskStatus, now_ms};
+
+/// Content type of the text exposition format.
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Finished tasks (per terminal status) the duration histogram looks at.
+const DURATION_WINDOW_TASKS: usize = 500;
+/// Upper bounds of the task-duration buckets, seconds.
+const TASK_DURATION_BUCKETS_S: [f64; 11] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// `GET /metrics`
+pub(crate) async fn metrics(State(api): State<AppState>) -> Result<Response, ApiError> {
+    let text = render(&api.ctx)?;
+    Ok(([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response())
+}
+
+/// The whole exposition.
+pub(crate) fn render(ctx: &ServiceContext) -> Result<String, ApiError> {
+    let mut out = Exposition::default();
+    process_metrics(&mut out, ctx);
+    service_metrics(&mut out, ctx)?;
+    call_metrics(&mut out);
+    Ok(out.text)
+}
+
+/// A text exposition under construction.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{key}=\"{}\"", escape_label(val));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {}", format_value(value));
+    }
+
+    /// A gauge or counter with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// The samples of one histogram series: `counts` per bucket (not cumulative,
+    /// one more than `bounds` for +Inf).
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += count;
+            let le = bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| format_value(*b));
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The standard process metrics, from `/proc/self` (absent where it is missing).
+fn process_metrics(out: &mut Exposition, ctx: &ServiceContext) {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        out.single(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (utime + stime) / ticks,
+        );
+    }
+    if let Some(rss) = field(24) {
+        out.single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss * page,
+        );
+    }
+    if let Some(vsize) = field(23) {
+        out.single(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            vsize,
+        );
+    }
+    if let Some(threads) = field(20) {
+        out.single(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            threads,
+        );
+    }
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let start = match (boot_time, field(22)) {
+        (Some(boot), Some(start_ticks)) => boot + start_ticks / ticks,
+        _ => ctx.started_ms as f64 / 1000.0,
+    };
+    out.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        start,
+    );
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        out.single(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            dir.count() as f64,
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        out.single(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            limit.rlim_cur as f64,
+        );
+    }
+}
+
+fn service_metrics(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), ApiError> {
+    out.family(
+        "agentlab_build_info",
+        "gauge",
+        "Always 1; the version is a label.",
+    );
+    out.sample(
+        "agentlab_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    out.single(
+        "agentlab_ready",
+        "gauge",
+        "1 once the start-up barrier has passed, 0 while starting or stopping.",
+        f64::from(u8::from(ctx.is_ready())),
+    );
+    out.single(
+        "agentlab_uptime_seconds",
+        "gauge",
+        "Seconds since the service started.",
+        ctx.started.elapsed().as_secs_f64(),
+    );
+
+    out.family("agentlab_tasks", "gauge", "Tasks in the store by status.");
+    for (status, count) in ctx.store.task_counts()? {
+        out.sample(
+            "agentlab_tasks",
+            &[("status", status.as_str())],
+            count as f64,
+        );
+    }
+    out.single(
+        "agentlab_queue_depth",
+        "gauge",
+        "Queued tasks, all bots.",
+        ctx.store.queue_depth()? as f64,
+    );
+    out.family("agentlab_bot_queue_depth", "gauge", "Queued tasks per bot.");
+    let depths = ctx.store.queue_depth_by_bot()?;
+    for bot in &ctx.config.bots {
+        let depth = depths
+            .iter()
+            .find(|(id, _)| id == &bot.id)
+            .map_or(0, |(_, n)| *n);
+        out.sample(
+            "agentlab_bot_queue_depth",
+            &[("bot_id", &bot.id)],
+            depth as f64,
+        );
+    }
+    out.single(
+        "agentlab_workers",
+        "gauge",
+        "Configured agent workers.",
+        ctx.pool.workers() as f64,
+    );
+    out.single(
+        "agentlab_workers_busy",
+        "gauge",
+        "Agent runs in progress.",
+        ctx.pool.busy() as f64,
+    );
+
+    task_durations(out, ctx)?;
+
+    let now = now_ms();
+    out.family(
+        "agentlab_cost_today_usd",
+        "gauge",
+        "Agent cost of the current UTC day per bot, USD.",
+    );
+    for bot in &ctx.config.bots {
+        out.sample(
+            "agentlab_cost_today_usd",
+            &[("bot_id", &bot.id)],
+            ctx.store.cost_today(&bot.id, now)?.usd,
+        );
+    }
+
+    out.family(
+        "agentlab_circuit_breaker_state",
+        "gauge",
+        "1 for the state each (bot, dependency) breaker is in, 0 for the others.",
+    );
+    let snapshots = ctx.circuits.snapshots();
+    for (bot_id, dependency, snapshot) in &snapshots {
+        for state in ["closed", "open", "half_open"] {
+            let value = f64::from(u8::from(snapshot.state.as_str() == state));
+            out.sample(
+                "agentlab_circuit_breaker_state",
+                &[
+                    ("bot_id", bot_id),
+                    ("dependency", dependency.as_str()),
+                    ("state", state),
+                ],
+                value,
+            );
+        }
+    }
+    out.family(
+        "agentlab_circuit_breaker_consecutive_failures",
+        "gauge",
+        "Consecutive failures counted by each breaker.",
+    );
+    for (bot_id, dependency, snapshot) in &snapshots {
+        out.sample(
+            "agentlab_circuit_breaker_consecutive_failures",
+            &[("bot_id", bot_id), ("dependency", dependency.as_str())],
+            f64::from(snapshot.consecutive_failures),
+        );
+    }
+
+    out.family(
+        "agentlab_telegram_last_poll_age_seconds",
+        "gauge",
+        "Seconds since each bot's last successful getUpdates (absent before the first).",
+    );
+    for (bot_id, link) in &ctx.links {
+        let last = link.last_poll_ok_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            out.sample(
+                "agentlab_telegram_last_poll_age_seconds",
+                &[("bot_id", bot_id)],
+                now.saturating_sub(last) as f64 / 1000.0,
+            );
+        }
+    }
+    out.family(
+        "agentlab_telegram_conflicts_total",
+        "counter",
+        "409 Conflict answers (another process polls the bot's token).",
+    );
+    for (bot_id, link) in &ctx.links {
+        out.sample(
+            "agentlab_telegram_conflicts_total",
+            &[("bot_id", bot_id)],
+            link.conflicts.load(Ordering::Relaxed) as f64,
+        );
+    }
+    Ok(())
+}
+
+/// Run time of recent finished tasks, by terminal status.
+fn task_durations(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), ApiError> {
+    out.family(
+        "agentlab_task_duration_seconds",
+        "histogram",
+        "Agent run time of the most recent finished tasks (a window of at most 500 per status, not cumulative).",
+    );
+    for status in [TaskStatus::Succeeded, TaskStatus::Failed] {
+        let filter = TaskFilter {
+            status: Some(status),
+            bot_id: None,
+            user_id: None,
+            limit: Some(DURATION_WINDOW_TASKS),
+        };
+        let mut counts = [0u64; TASK_DURATION_BUCKETS_S.len() + 1];
+        let mut sum = 0.0;
+        for task in ctx.store.list_tasks(&filter)? {
+            let Some(ms) = task.run_ms() else { continue };
+            let seconds = ms as f64 / 1000.0;
+            sum += seconds;
+            let i = TASK_DURATION_BUCKETS_S
+                .iter()
+                .position(|&b| seconds <= b)
+                .unwrap_or(TASK_DURATION_BUCKETS_S.len());
+            counts[i] += 1;
+        }
+        out.histogram(
+            "agentlab_task_duration_seconds",
+            &[("status", status.as_str())],
+            &TASK_DURATION_BUCKETS_S,
+            &counts,
+            sum,
+        );
+    }
+    Ok(())
+}
+
+/// Calls to the Telegram API, the agent and our own HTTP routes, from
+/// [`crate::metrics`].
+fn call_metrics(out: &mut Exposition) {
+    let stats = crate::metrics::snapshot();
+    let bounds_s: Vec<f64> = LATENCY_BUCKETS_MS.iter().map(|ms| ms / 1000.0).collect();
+    out.family(
+        "agentlab_call_duration_seconds",
+        "histogram",
+        "Latency of calls per dependency (telegram: the Bot API, http: our routes) and method.",
+    );
+    for (dependency, method, s) in &stats {
+        out.histogram(
+            "agentlab_call_duration_seconds",
+            &[("dependency", dependency), ("method", method)],
+            &bounds_s,
+            &s.buckets,
+            s.latency_sum_ms / 1000.0,
+        );
+    }
+    out.family(
+        "agentlab_call_errors_total",
+        "counter",
+        "Failed calls per dependency and method (timeouts included).",
+    );
+    for (dependency, method, s) in &stats {
+        out.sample(
+            "agentlab_call_errors_total",
+            &[("dependency", dependency), ("method", method)],
+            s.errors as f64,
+        );
+    }
+    out.family(
+        "agentlab_call_timeouts_total",
+        "counter",
+        "Timed-out calls per dependency and method.",
+    );
+    for (dependency, method, s) in &stats {
+        out.sample(
+            "agentlab_call_timeouts_total",
+            &[("dependency", dependency), ("method", method)],
+            s.timeouts as f64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("m", &[("a", "x\"y\\z\nw")], 1.5);
+        assert_eq!(out.text, "m{a=\"x\\\"y\\\\z\\nw\"} 1.5\n");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf() {
+        let mut out = Exposition::default();
+        out.histogram("h", &[], &[1.0, 2.0], &[1, 2, 3], 9.0);
+        assert_eq!(
+            out.text,
+            "h_bucket{le=\"1\"} 1\nh_bucket{le=\"2\"} 3\nh_bucket{le=\"+Inf\"} 6\nh_sum 9\nh_count 6\n"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The CLI over HTTP (`status`, `tasks`, `ask`, `restart`, the `dump` fallback)
+//! against a running service, and against none.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::harness::{Options, PATIENCE, Service, binary};
+
+/// Runs `agentlab --config <config> <args>` with `env`; returns its output.
+async fn agentlab(config: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("AGENTLAB_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(PATIENCE, cmd.output())
+        .await
+        .expect("the CLI answers in time")
+        .expect("run the CLI")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
+    let service = Service::start(Options::default()).await;
+    let env = service.env();
+    let config = service.config_path.clone();
+
+    let status = agentlab(&config, &env, &["status"]).await;
+    let out = text(&status.stdout);
+    assert!(
+        status.status.success(),
+        "status failed: {out}{}",
+        text(&status.stderr)
+    );
+    assert!(out.contains("agentlab") && out.contains("BOT-001"), "{out}");
+
+    let ask = agentlab(&config, &env, &["ask", "hello from the cli"]).await;
+    assert!(ask.status.success(), "ask failed: {}", text(&ask.stderr));
+    assert!(
+        text(&ask.stdout).contains("hello from the cli"),
+        "{}",
+        text(&ask.stdout)
+    );
+
+    let no_wait = agentlab(&config, &env, &["ask", "--no-wait", "later"]).await;
+    assert!(no_wait.status.success(), "{}", text(&no_wait.stderr));
+    let id: u64 = text(&no_wait.stdout)
+        .trim()
+        .parse()
+        .expect("--no-wait prints the task id");
+    service.wait_task_done(id).await;
+
+    let tasks = agentlab(&config, &env, &["tasks", "--status", "succeeded"]).await;
+    let listed = text(&tasks.stdout);
+    assert!(tasks.status.success(), "{}", text(&tasks.stderr));
+    assert!(
+        listed.contains(&format!("#{id}")) && listed.contains("hello from the cli"),
+        "{listed}"
+    );
+
+    let bad = agentlab(&config, &env, &["tasks", "--status", "sleeping"]).await;
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("unknown status"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // The service holds the database: dump falls back to the admin route.
+    let dump = agentlab(
+        &config,
+        &env,
+        &["dump", "--table", "tasks", "--format", "ndjson"],
+    )
+    .await;
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    assert!(
+        text(&dump.stderr).contains("admin API"),
+        "{}",
+        text(&dump.stderr)
+    );
+    let rows: Vec<serde_json::Value> = text(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert!(
+        rows.iter().any(|r| r["id"] == id && r["table"] == "tasks"),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_restart_asks_the_service_to_exit_with_42() {
+    let mut service = Service::start(Options::default()).await;
+    let restart = agentlab(&service.config_path.clone(), &service.env(), &["restart"]).await;
+    assert!(restart.status.success(), "{}", text(&restart.stderr));
+    assert!(text(&restart.stdout).contains("restart requested"));
+    assert_eq!(service.wait_exit(PATIENCE).await, Some(42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_says_plainly_when_the_service_is_not_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.path().join("agentlab.toml");
+    let root = dir.path().display();
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n[http]\nbind = \"127.0.0.1:{port}\"\n[[bots]]\nid = \"BOT-001\"\n"),
+    )
+    .expect("config");
+    let status = agentlab(&config, &[], &["status"]).await;
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "status exits non-zero when nothing runs"
+    );
+    assert!(
+        text(&status.stdout).contains("NOT running"),
+        "{}",
+        text(&status.stdout)
+    );
+    for args in [&["tasks"][..], &["ask", "hi"][..], &["restart"][..]] {
+        let out = agentlab(&config, &[], args).await;
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded without a service"
+        );
+        assert!(
+            text(&out.stderr).contains("not running"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
