@@ -51,6 +51,8 @@ pub struct ServiceContext {
     pub shutdown: Shutdown,
     /// Things start-up wants an operator to know (restored snapshot, odd restart state).
     pub notices: Mutex<Vec<String>>,
+    /// The monitors' latest snapshot.
+    pub monitor: crate::monitor::MonitorHandle,
 }
 
 impl ServiceContext {

@@ -78,6 +78,7 @@ async fn run_with_store(
         ready: Default::default(),
         shutdown: shutdown.clone(),
         notices: Default::default(),
+        monitor: Default::default(),
     });
     for notice in notices {
         ctx.add_notice(notice);

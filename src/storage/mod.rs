@@ -18,6 +18,7 @@ pub mod codec;
 mod dump;
 mod error;
 mod events;
+mod heartbeat;
 mod kv;
 pub mod records;
 mod series;
