@@ -304,8 +304,11 @@ impl Monitor {
                 }
                 self.queue.push(q, now);
             }
-            if event.kind.starts_with("service_") && event.at_ms >= ctx.started_ms {
-                self.lifecycle.push(event.clone());
+            let known = |e: &Event| e.at_ms == event.at_ms && e.kind == event.kind;
+            if event.kind.starts_with("service_") && !self.lifecycle.iter().rev().take(4).any(known)
+            {
+                let at = self.lifecycle.partition_point(|e| e.at_ms <= event.at_ms);
+                self.lifecycle.insert(at, event.clone());
             }
         }
         let failure_params = FailureParams {
