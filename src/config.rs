@@ -193,7 +193,7 @@ impl Default for StorageConfig {
     }
 }
 
-/// `[monitor]`
+/// `[monitor]`: sampling, retention, and the monitors' judgement thresholds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
@@ -203,6 +203,30 @@ pub struct MonitorConfig {
     pub raw_retention_days: u64,
     /// Days rollups are kept.
     pub rollup_retention_days: u64,
+    /// Hours of resident memory the leak detector fits a line to.
+    pub leak_window_hours: u64,
+    /// Samples the leak detector needs before it judges.
+    pub leak_min_samples: usize,
+    /// Minutes the samples must span before the leak detector judges (start-up warm-up).
+    pub leak_min_span_minutes: u64,
+    /// Slope (MB per hour) from which a good fit counts as a leak.
+    pub leak_min_mb_per_hour: f64,
+    /// Fit quality (R², 0..1) from which a slope counts as a steady climb.
+    pub leak_min_r2: f64,
+    /// Share of the open-file limit from which fd exhaustion is reported (0..1).
+    pub fd_exhaustion_ratio: f64,
+    /// A dependency is degraded when its p95 latency exceeds its baseline by this factor...
+    pub api_degraded_factor: f64,
+    /// ... for at least this many seconds.
+    pub api_degraded_for_s: u64,
+    /// z-score from which a key series counts as anomalous.
+    pub anomaly_z: f64,
+    /// Weight of a new sample in the EWMA mean and deviation (0..1).
+    pub anomaly_alpha: f64,
+    /// Samples a series needs before anomalies are judged.
+    pub anomaly_warmup_samples: u64,
+    /// Failures of different classes closer than this count as co-occurring, seconds.
+    pub cooccurrence_window_s: u64,
 }
 
 impl Default for MonitorConfig {
@@ -211,16 +235,85 @@ impl Default for MonitorConfig {
             sample_interval_s: 10,
             raw_retention_days: 7,
             rollup_retention_days: 90,
+            leak_window_hours: 6,
+            leak_min_samples: 30,
+            leak_min_span_minutes: 60,
+            leak_min_mb_per_hour: 1.0,
+            leak_min_r2: 0.8,
+            fd_exhaustion_ratio: 0.8,
+            api_degraded_factor: 3.0,
+            api_degraded_for_s: 120,
+            anomaly_z: 4.0,
+            anomaly_alpha: 0.05,
+            anomaly_warmup_samples: 30,
+            cooccurrence_window_s: 300,
         }
     }
 }
 
-/// `[alerts]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `[alerts]`: thresholds and `for` durations of the alert rules, and where
+/// notifications go (every bot admin on Telegram, and the webhook when set).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Optional URL receiving a JSON POST for every alert that fires or resolves.
     pub webhook_url: String,
+    /// Attempts per webhook delivery.
+    pub webhook_attempts: u32,
+    /// Seconds after which a still-firing alert is announced again; 0 never.
+    pub reminder_interval_s: u64,
+    /// bot_down: seconds a bot's polling has failed.
+    pub bot_down_for_s: u64,
+    /// high_error_rate: failures per minute above which it holds.
+    pub error_rate_per_min: f64,
+    /// high_error_rate: seconds it must hold.
+    pub error_rate_for_s: u64,
+    /// worker_pool_saturated: queue depth above which it holds.
+    pub queue_depth_max: u64,
+    /// worker_pool_saturated: seconds it must hold.
+    pub queue_depth_for_s: u64,
+    /// disk_full: used share of the data directory's file system (0..1).
+    pub disk_used_ratio: f64,
+    /// api_cost_limit: share of the daily cost limit a bot spent today (0..1).
+    pub cost_ratio: f64,
+    /// memory_leak_suspected: seconds the leak verdict must hold.
+    pub leak_for_s: u64,
+    /// fd_exhaustion: seconds it must hold.
+    pub fd_for_s: u64,
+    /// circuit_open: seconds a breaker must stay open.
+    pub circuit_open_for_s: u64,
+    /// backup_stale: hours without a verified backup (once backups exist).
+    pub backup_stale_hours: u64,
+    /// cascade_risk: failures in the last hour from which a rising rate alerts.
+    pub cascade_min_failures_per_hour: u64,
+    /// cascade_risk: the last hour's rate against the previous 24 h's from which it is rising.
+    pub cascade_rising_factor: f64,
+    /// anomaly: seconds a series must stay anomalous.
+    pub anomaly_for_s: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_attempts: 3,
+            reminder_interval_s: 4 * 3600,
+            bot_down_for_s: 300,
+            error_rate_per_min: 10.0,
+            error_rate_for_s: 300,
+            queue_depth_max: 20,
+            queue_depth_for_s: 600,
+            disk_used_ratio: 0.9,
+            cost_ratio: 0.8,
+            leak_for_s: 600,
+            fd_for_s: 60,
+            circuit_open_for_s: 60,
+            backup_stale_hours: 2,
+            cascade_min_failures_per_hour: 10,
+            cascade_rising_factor: 2.0,
+            anomaly_for_s: 30,
+        }
+    }
 }
 
 /// `[watchdog]`
@@ -348,11 +441,43 @@ impl Config {
         self.breaker
             .validate()
             .map_err(|problem| invalid("breaker", &problem))?;
+        self.validate_monitor()?;
         if !self.alerts.webhook_url.is_empty() {
             check_url("alerts.webhook_url", &self.alerts.webhook_url)?;
         }
         self.validate_bots(&mut warnings)?;
         Ok(warnings)
+    }
+
+    fn validate_monitor(&self) -> Result<(), ConfigError> {
+        let (m, a) = (&self.monitor, &self.alerts);
+        for (key, v) in [
+            ("monitor.leak_min_r2", m.leak_min_r2),
+            ("monitor.fd_exhaustion_ratio", m.fd_exhaustion_ratio),
+            ("monitor.anomaly_alpha", m.anomaly_alpha),
+            ("alerts.disk_used_ratio", a.disk_used_ratio),
+            ("alerts.cost_ratio", a.cost_ratio),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(invalid(key, "must be above 0 and at most 1"));
+            }
+        }
+        if m.leak_window_hours == 0 || m.leak_min_samples < 3 {
+            return Err(invalid(
+                "monitor.leak_window_hours",
+                "needs a window of at least 1 h and 3 samples",
+            ));
+        }
+        if m.api_degraded_factor <= 1.0 {
+            return Err(invalid("monitor.api_degraded_factor", "must be above 1"));
+        }
+        if m.anomaly_z <= 0.0 {
+            return Err(invalid("monitor.anomaly_z", "must be above 0"));
+        }
+        if a.webhook_attempts == 0 {
+            return Err(invalid("alerts.webhook_attempts", "must be at least 1"));
+        }
+        Ok(())
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {

@@ -346,10 +346,9 @@ pub(crate) fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
-    use std::time::Instant;
 
     use axum::extract::State;
     use axum::http::StatusCode;
@@ -360,7 +359,7 @@ mod tests {
     use crate::circuits::{Circuits, Dependency};
     use crate::config::{BotConfig, Config};
     use crate::http::{Api, AppState};
-    use crate::service::{ServiceContext, Shutdown, TelegramLink};
+    use crate::service::ServiceContext;
     use crate::storage::{Store, StoreOptions};
     use crate::worker::Pool;
 
@@ -382,21 +381,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_760_000_000_000));
         let circuits = Circuits::load_with_clock(&store, &bots, &config.breaker, clock);
         let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
-        let ctx = ServiceContext {
-            config,
-            store,
-            circuits,
-            pool,
-            started: Instant::now(),
-            started_ms: crate::storage::now_ms(),
-            admin_token: None,
-            links: BTreeMap::from([("BOT-001".to_string(), Arc::new(TelegramLink::default()))]),
-            outbox_wake: BTreeMap::new(),
-            ready: Default::default(),
-            shutdown: Shutdown::new(),
-            notices: Default::default(),
-            bot_tokens: BTreeMap::new(),
-        };
+        let ctx = ServiceContext::new(config, store, circuits, pool);
         Arc::new(Api::new(Arc::new(ctx)))
     }
 

@@ -53,9 +53,40 @@ pub struct ServiceContext {
     pub notices: Mutex<Vec<String>>,
     /// Each bot's token (from its environment variable). Never logged.
     pub bot_tokens: BTreeMap<String, String>,
+    /// The monitors' latest snapshot.
+    pub monitor: crate::monitor::MonitorHandle,
 }
 
 impl ServiceContext {
+    /// A context for `config`'s bots over `store`, started now, not yet ready, with
+    /// no tokens and no admin token (start-up sets those; tests and benches build
+    /// contexts this way too).
+    pub fn new(config: Arc<Config>, store: Store, circuits: Circuits, pool: Pool) -> Self {
+        let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
+        ServiceContext {
+            links: bot_ids
+                .iter()
+                .map(|id| (id.clone(), Arc::new(TelegramLink::default())))
+                .collect(),
+            outbox_wake: bot_ids
+                .iter()
+                .map(|id| (id.clone(), Arc::new(Notify::new())))
+                .collect(),
+            config,
+            store,
+            circuits,
+            pool,
+            started: Instant::now(),
+            started_ms: crate::storage::now_ms(),
+            admin_token: None,
+            ready: AtomicBool::new(false),
+            shutdown: Shutdown::new(),
+            notices: Mutex::default(),
+            bot_tokens: BTreeMap::new(),
+            monitor: Default::default(),
+        }
+    }
+
     /// Seconds since start.
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()

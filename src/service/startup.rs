@@ -18,10 +18,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::{ServiceContext, Shutdown, TelegramLink};
+use super::{ServiceContext, Shutdown};
 use crate::circuits::Circuits;
 use crate::config::{Config, secret_from_env};
 use crate::storage::{Store, now_ms};
@@ -120,24 +119,11 @@ async fn run_with_store(
     let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
     let ctx = Arc::new(ServiceContext {
         admin_token: secret_from_env(&config.http.admin_token_env),
-        links: bot_ids
-            .iter()
-            .map(|id| (id.clone(), Arc::new(TelegramLink::default())))
-            .collect(),
-        outbox_wake: bot_ids
-            .iter()
-            .map(|id| (id.clone(), Arc::new(Notify::new())))
-            .collect(),
-        config: config.clone(),
-        store: store.clone(),
-        circuits,
-        pool: pool.clone(),
         started,
         started_ms,
-        ready: Default::default(),
         shutdown: shutdown.clone(),
-        notices: Default::default(),
         bot_tokens: tokens,
+        ..ServiceContext::new(config.clone(), store.clone(), circuits, pool.clone())
     });
     for notice in notices {
         ctx.add_notice(notice);

@@ -18,6 +18,7 @@ pub mod codec;
 mod dump;
 mod error;
 mod events;
+mod heartbeat;
 mod kv;
 mod legacy;
 pub mod records;

@@ -187,7 +187,7 @@ fn series_id(tx: &WriteTransaction, name: &str) -> StoreResult<u32> {
     Ok(id)
 }
 
-fn append_tx(tx: &WriteTransaction, batch: &[(String, Sample)]) -> StoreResult<usize> {
+pub(super) fn append_tx(tx: &WriteTransaction, batch: &[(String, Sample)]) -> StoreResult<usize> {
     let mut grouped: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
     for (name, sample) in batch {
         if sample.value.is_finite() {

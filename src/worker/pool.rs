@@ -406,8 +406,15 @@ impl Pool {
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
+        let run_started = Instant::now();
         let outcome = running.wait(cancel_rx).await;
         lock(&self.shared.cancels).remove(&task.id);
+        crate::metrics::observe(
+            "agent",
+            &task.bot_id,
+            run_started.elapsed().as_secs_f64() * 1000.0,
+            agent_call_outcome(&outcome),
+        );
         Ok(outcome)
     }
 
@@ -626,6 +633,17 @@ fn unknown_bot(task: &Task) -> Verdict {
 fn backoff(attempts: u32) -> Duration {
     let secs = 1u64 << attempts.saturating_sub(1).min(6);
     Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+/// How an agent run counts in the `agent` dependency's call stats.
+fn agent_call_outcome(outcome: &AgentOutcome) -> crate::metrics::CallOutcome {
+    if outcome.timed_out {
+        crate::metrics::CallOutcome::Timeout
+    } else if outcome.succeeded() || outcome.cancelled {
+        crate::metrics::CallOutcome::Ok
+    } else {
+        crate::metrics::CallOutcome::Error
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -7,5 +7,6 @@ mod cli_remote;
 mod harness;
 mod http_api;
 mod legacy_import;
+mod monitor;
 mod reliability;
 mod worker;

@@ -1,0 +1,388 @@
+//! Process monitor: memory, CPU, threads and file descriptors of the service and
+//! of each running agent, and the leak detector over the service's resident memory.
+//!
+//! Invariants: a process that vanished between listing and reading is skipped,
+//! never an error; fd counts and limits come from `/proc` on Linux and are `None`
+//! elsewhere (the fd rule then never holds); the leak verdict needs at least
+//! `leak_min_samples` samples spanning `leak_min_span_minutes`, a slope of at least
+//! `leak_min_mb_per_hour` and a fit of at least `leak_min_r2`, so a noisy flat line
+//! is never a leak.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::config::MonitorConfig;
+
+const MB: f64 = 1024.0 * 1024.0;
+const HOUR_MS: f64 = 3_600_000.0;
+
+/// One process's resources at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessSample {
+    /// `service`, or `agent` for an agent subprocess.
+    pub role: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// The task an agent runs.
+    pub task_id: Option<u64>,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+    /// Virtual memory, bytes.
+    pub virtual_bytes: u64,
+    /// CPU use since the previous sample, percent of one core.
+    pub cpu_percent: f64,
+    /// Threads.
+    pub threads: Option<u64>,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+    /// The soft limit on open files.
+    pub fd_limit: Option<u64>,
+}
+
+impl ProcessSample {
+    /// Open fds as a share of the limit (0..1), when both are known.
+    pub fn fd_ratio(&self) -> Option<f64> {
+        match (self.open_fds, self.fd_limit) {
+            (Some(open), Some(limit)) if limit > 0 => Some(open as f64 / limit as f64),
+            _ => None,
+        }
+    }
+}
+
+/// Reads process resources; keeps sysinfo's state between ticks for CPU %.
+pub struct ProcessSampler {
+    system: Option<System>,
+}
+
+impl Default for ProcessSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessSampler {
+    /// A sampler (sysinfo unavailable: only `/proc` figures).
+    pub fn new() -> Self {
+        ProcessSampler {
+            system: System::new().ok(),
+        }
+    }
+
+    /// Samples the service and the given agents `(pid, task_id)`.
+    pub fn sample(&mut self, agents: &[(u32, u64)]) -> Vec<ProcessSample> {
+        let own = std::process::id();
+        let pids: Vec<Pid> = std::iter::once(own)
+            .chain(agents.iter().map(|(pid, _)| *pid))
+            .map(Pid::from_u32)
+            .collect();
+        if let Some(system) = self.system.as_mut() {
+            // Tasks (threads) are read from /proc/<pid>/status instead: listing them
+            // through sysinfo walks /proc/<pid>/task on every tick.
+            let kind = ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_cpu()
+                .without_tasks();
+            system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+        }
+        let mut out = Vec::with_capacity(pids.len());
+        let roles = std::iter::once(("service", None))
+            .chain(agents.iter().map(|(_, t)| ("agent", Some(*t))));
+        for (pid, (role, task_id)) in pids.iter().zip(roles) {
+            let process = self.system.as_ref().and_then(|s| s.process(*pid));
+            if process.is_none() && role == "agent" {
+                continue;
+            }
+            let raw = pid.as_u32();
+            out.push(ProcessSample {
+                role,
+                pid: raw,
+                task_id,
+                rss_bytes: process.map_or(0, |p| p.memory()),
+                virtual_bytes: process.map_or(0, |p| p.virtual_memory()),
+                cpu_percent: process.map_or(0.0, |p| f64::from(p.cpu_usage())),
+                threads: proc_fs::threads(raw),
+                open_fds: proc_fs::open_fds(raw),
+                fd_limit: proc_fs::fd_limit(raw),
+            });
+        }
+        out
+    }
+}
+
+/// `/proc` readings (Linux); `None` elsewhere or when the process is gone.
+pub mod proc_fs {
+    /// Threads of a process, from `/proc/<pid>/status`.
+    pub fn threads(pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        parse_threads(&text)
+    }
+
+    /// Open file descriptors, the entries of `/proc/<pid>/fd`.
+    pub fn open_fds(pid: u32) -> Option<u64> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()
+            .map(|dir| dir.count() as u64)
+    }
+
+    /// The soft limit on open files, from `/proc/<pid>/limits`.
+    pub fn fd_limit(pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        parse_open_files_limit(&text)
+    }
+
+    /// The `Threads:` line of a status file.
+    pub fn parse_threads(status: &str) -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The soft limit of the `Max open files` line of a limits file (`None` when unlimited).
+    pub fn parse_open_files_limit(limits: &str) -> Option<u64> {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.trim_start_matches("Max open files")
+            .split_whitespace()
+            .next()
+            .and_then(|soft| soft.parse().ok())
+    }
+}
+
+/// Used share (0..1) of the file system holding `path`, as `df` counts it
+/// (blocks reserved for root count as used).
+pub fn filesystem_used_ratio(path: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we own; the path is a
+    // NUL-terminated string that outlives the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let total = stat.f_blocks as f64;
+    if total <= 0.0 {
+        return None;
+    }
+    Some((total - stat.f_bavail as f64) / total)
+}
+
+/// A least-squares line through points.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LinearFit {
+    /// Change of y per unit of x.
+    pub slope: f64,
+    /// y at x = 0.
+    pub intercept: f64,
+    /// Coefficient of determination, 0..1 (1 = every point on the line).
+    pub r2: f64,
+}
+
+/// Fits a line through `(x, y)` points; `None` with fewer than two distinct x.
+pub fn linear_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in points {
+        let (dx, dy) = (x - mean_x, y - mean_y);
+        sxx += dx * dx;
+        sxy += dx * dy;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        (sxy * sxy) / (sxx * syy)
+    };
+    Some(LinearFit {
+        slope,
+        intercept: mean_y - slope * mean_x,
+        r2,
+    })
+}
+
+/// The leak detector's judgement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeakVerdict {
+    /// A steady climb was found.
+    pub suspected: bool,
+    /// Fitted growth, MB per hour.
+    pub mb_per_hour: f64,
+    /// Fit quality.
+    pub r2: f64,
+    /// Samples in the window.
+    pub samples: usize,
+    /// Minutes the samples span.
+    pub span_minutes: f64,
+}
+
+/// Judges `(unix ms, rss bytes)` samples (any order of arrival, within the window).
+pub fn assess_leak(samples: &[(u64, f64)], config: &MonitorConfig) -> LeakVerdict {
+    let first = samples.iter().map(|s| s.0).min().unwrap_or(0);
+    let last = samples.iter().map(|s| s.0).max().unwrap_or(0);
+    let span_minutes = (last - first) as f64 / 60_000.0;
+    // x in hours since the first sample, y in MB: the slope is MB/h directly.
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|(t, v)| ((t - first) as f64 / HOUR_MS, v / MB))
+        .collect();
+    let fit = linear_fit(&points);
+    let (mb_per_hour, r2) = fit.map_or((0.0, 0.0), |f| (f.slope, f.r2));
+    let suspected = samples.len() >= config.leak_min_samples
+        && span_minutes >= config.leak_min_span_minutes as f64
+        && mb_per_hour >= config.leak_min_mb_per_hour
+        && r2 >= config.leak_min_r2;
+    LeakVerdict {
+        suspected,
+        mb_per_hour,
+        r2,
+        samples: samples.len(),
+        span_minutes,
+    }
+}
+
+/// The service's resident memory over the leak window, in memory (seeded from the
+/// store at start so a restart does not blind the detector for hours).
+#[derive(Debug, Default)]
+pub struct RssWindow {
+    samples: VecDeque<(u64, f64)>,
+}
+
+impl RssWindow {
+    /// Adds a sample and forgets those older than `window_ms` before it.
+    pub fn push(&mut self, at_ms: u64, rss_bytes: f64, window_ms: u64) {
+        if self.samples.back().is_some_and(|(t, _)| *t > at_ms) {
+            return;
+        }
+        self.samples.push_back((at_ms, rss_bytes));
+        let cutoff = at_ms.saturating_sub(window_ms);
+        while self.samples.front().is_some_and(|(t, _)| *t < cutoff) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The samples, oldest first.
+    pub fn samples(&self) -> Vec<(u64, f64)> {
+        self.samples.iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic generator of noise in -1..1.
+    fn noise(i: u64) -> f64 {
+        let x = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    fn window(config: &MonitorConfig, rss: impl Fn(u64, f64) -> f64) -> RssWindow {
+        let mut w = RssWindow::default();
+        let start = 1_700_000_000_000u64;
+        let window_ms = config.leak_window_hours * 3_600_000;
+        for i in 0..(6 * 360) {
+            let at = start + i * 10_000;
+            let hours = (i * 10_000) as f64 / HOUR_MS;
+            w.push(at, rss(i, hours), window_ms);
+        }
+        w
+    }
+
+    #[test]
+    fn a_linear_climb_of_5_mb_per_hour_is_a_leak() {
+        let config = MonitorConfig::default();
+        let w = window(&config, |i, h| {
+            200.0 * MB + 5.0 * MB * h + noise(i) * 0.5 * MB
+        });
+        let verdict = assess_leak(&w.samples(), &config);
+        assert!(verdict.suspected, "{verdict:?}");
+        assert!((verdict.mb_per_hour - 5.0).abs() < 0.1, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_climb_is_flagged_within_the_window_once_warmed_up() {
+        let config = MonitorConfig::default();
+        let mut w = RssWindow::default();
+        let mut flagged_at = None;
+        for i in 0..(6 * 360u64) {
+            let hours = (i * 10_000) as f64 / HOUR_MS;
+            w.push(
+                i * 10_000,
+                100.0 * MB + 5.0 * MB * hours + noise(i) * MB,
+                6 * 3_600_000,
+            );
+            if flagged_at.is_none() && assess_leak(&w.samples(), &config).suspected {
+                flagged_at = Some(hours);
+            }
+        }
+        let at = flagged_at.expect("never flagged");
+        assert!((1.0..=2.0).contains(&at), "flagged after {at} h");
+    }
+
+    #[test]
+    fn a_flat_series_with_20_percent_noise_is_not_a_leak() {
+        let config = MonitorConfig::default();
+        let w = window(&config, |i, _| 200.0 * MB * (1.0 + 0.2 * noise(i)));
+        let verdict = assess_leak(&w.samples(), &config);
+        assert!(!verdict.suspected, "{verdict:?}");
+        assert!(verdict.r2 < 0.1, "{verdict:?}");
+    }
+
+    #[test]
+    fn too_few_samples_are_never_a_leak() {
+        let config = MonitorConfig::default();
+        let samples: Vec<(u64, f64)> = (0..29)
+            .map(|i| (i * 600_000, i as f64 * 10.0 * MB))
+            .collect();
+        assert!(!assess_leak(&samples, &config).suspected);
+    }
+
+    #[test]
+    fn proc_files_are_parsed() {
+        assert_eq!(proc_fs::parse_threads("Name:\tx\nThreads:\t17\n"), Some(17));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(proc_fs::parse_open_files_limit(limits), Some(1024));
+        assert_eq!(
+            proc_fs::parse_open_files_limit(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_data_directory_has_a_used_share() {
+        let ratio = filesystem_used_ratio(std::path::Path::new("/")).expect("statvfs");
+        assert!((0.0..=1.0).contains(&ratio));
+        assert_eq!(
+            filesystem_used_ratio(std::path::Path::new("/no/such/dir")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_service_samples_itself() {
+        let mut sampler = ProcessSampler::new();
+        let samples = sampler.sample(&[(u32::MAX - 1, 7)]);
+        assert_eq!(samples.len(), 1, "a missing agent is skipped");
+        assert_eq!(samples[0].role, "service");
+        if cfg!(target_os = "linux") {
+            assert!(samples[0].rss_bytes > 0);
+            assert!(samples[0].open_fds.unwrap_or(0) > 0);
+            assert!(samples[0].threads.unwrap_or(0) >= 1);
+        }
+    }
+}
