@@ -62,7 +62,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let sections: [(&str, fn(&Path, &mut Table)); 6] = [
+    let sections: [(&str, Section); 6] = [
         ("disk", disk_floor),
         ("create", create_task),
         ("claim", claim_next),
@@ -81,6 +81,9 @@ fn main() {
     println!();
     table.print();
 }
+
+/// One part of the run: writes its files under the directory, adds its rows.
+type Section = fn(&Path, &mut Table);
 
 fn add_row(
     table: &mut Table,
