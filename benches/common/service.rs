@@ -287,6 +287,8 @@ command = {agent:?}
 pub struct CpuTimes {
     /// The process itself.
     pub own: Duration,
+    /// The part of `own` spent in the kernel.
+    pub system: Duration,
     /// Its reaped children (the agents).
     pub children: Duration,
 }
@@ -307,6 +309,7 @@ impl CpuTimes {
         // utime, stime, cutime, cstime are fields 14..=17, i.e. 11..=14 here.
         CpuTimes {
             own: ticks(11) + ticks(12),
+            system: ticks(12),
             children: ticks(13) + ticks(14),
         }
     }
@@ -315,6 +318,7 @@ impl CpuTimes {
     pub fn since(&self, earlier: CpuTimes) -> CpuTimes {
         CpuTimes {
             own: self.own.saturating_sub(earlier.own),
+            system: self.system.saturating_sub(earlier.system),
             children: self.children.saturating_sub(earlier.children),
         }
     }
