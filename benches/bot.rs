@@ -222,6 +222,16 @@ async fn level(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu = CpuTimes::of(service.pid()).since(cpu_before);
 
+    let calls = sim.call_counts(token).unwrap_or_default();
+    let per_message: Vec<String> = calls
+        .iter()
+        .filter(|(method, _)| method.as_str() != "getUpdates")
+        .map(|(method, n)| format!("{method} {:.2}", *n as f64 / total as f64))
+        .collect();
+    eprintln!(
+        "  Bot API calls per message at {users} user(s): {}",
+        per_message.join(", ")
+    );
     let mut answers: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
     for item in log.iter().filter(|i| is_answer(i)) {
         answers
