@@ -66,8 +66,8 @@ async fn bench() {
     ]);
     let mut starts = Vec::new();
     for (users, rounds) in LEVELS {
-        let bot_id: &'static str = Box::leak(format!("BOT-U{users}").into_boxed_str());
-        let (service, figures) = start_idle(&sim, &clock, bot_id, users).await;
+        let bot_id = format!("BOT-U{users}");
+        let (service, figures) = start_idle(&sim, &clock, &bot_id, users).await;
         starts.push(figures);
         level(&sim, &clock, &service, users, rounds, &mut table).await;
         service.stop();
@@ -105,13 +105,13 @@ async fn bench() {
 async fn start_idle(
     sim: &SimHandle,
     clock: &SimClock,
-    bot_id: &'static str,
+    bot_id: &str,
     users: i64,
 ) -> (Service, StartFigures) {
     let mut service = Service::spawn(
         sim,
         &[BotSpec {
-            id: bot_id,
+            id: bot_id.into(),
             users: 1..=users.max(BACKLOG_USERS),
             agent: None,
         }],
@@ -275,7 +275,7 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) {
     let service = Service::spawn(
         sim,
         &[BotSpec {
-            id: bot_id,
+            id: bot_id.into(),
             users: 1..=BACKLOG_USERS,
             agent: None,
         }],

@@ -19,7 +19,7 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::service::{BotSpec, Service, release_binary, start_sim};
+use common::service::{BotSpec, Service, start_sim};
 use common::{Latencies, Table, ms, thousands};
 use serde_json::{Value, json};
 
@@ -70,12 +70,12 @@ async fn bench() {
     let me = std::env::current_exe().expect("current exe");
     let bots = [
         BotSpec {
-            id: "BOT-001",
+            id: "BOT-001".into(),
             users: 1..=100,
             agent: None,
         },
         BotSpec {
-            id: "PROBE",
+            id: "PROBE".into(),
             users: 1..=100,
             agent: Some(vec![me.display().to_string(), PROBE_ARG.into()]),
         },
@@ -170,7 +170,6 @@ fn spawn_baselines(table: &mut Table) {
         "-".into(),
         "spawn, answer, exit, wait".into(),
     ]);
-    let _ = release_binary();
 }
 
 fn stamp_of(stderr: &str) -> Option<u128> {

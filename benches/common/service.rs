@@ -101,7 +101,7 @@ pub fn bot_token(index: usize, bot_id: &str) -> String {
 /// One bot of the bench service.
 pub struct BotSpec {
     /// Bot id.
-    pub id: &'static str,
+    pub id: String,
     /// Allowed users.
     pub users: std::ops::RangeInclusive<i64>,
     /// The agent command (default: the release binary's test agent).
@@ -149,8 +149,8 @@ rate_per_hour = 1000000
         let mut tokens = Vec::new();
         let mut env = vec![("AGENTLAB_BENCH_ADMIN_TOKEN".to_string(), ADMIN_TOKEN.into())];
         for (i, bot) in bots.iter().enumerate() {
-            let token = bot_token(i, bot.id);
-            sim.register_bot_as(&token, &format!("bench_bot_{i}"), bot.id)
+            let token = bot_token(i, &bot.id);
+            sim.register_bot_as(&token, &format!("bench_bot_{i}"), &bot.id)
                 .expect("register bot");
             let agent = bot
                 .agent
