@@ -165,6 +165,7 @@ fn task_record(id: u64, user: i64, now_ms: u64) -> Task {
         reply_to_message_id: new.reply_to_message_id,
         update_id: None,
         progress_message_id: None,
+        delivery_started_ms: None,
         retry_of: None,
         extra: None,
     }
