@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
@@ -40,6 +41,8 @@ impl Dependency {
 #[derive(Clone)]
 pub struct Circuits {
     breakers: Arc<BTreeMap<(String, Dependency), CircuitBreaker>>,
+    /// State transitions seen by this process, per breaker (for `/metrics`).
+    transitions: Arc<BTreeMap<(String, Dependency), Arc<AtomicU64>>>,
 }
 
 impl Circuits {
@@ -56,14 +59,19 @@ impl Circuits {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let mut breakers = BTreeMap::new();
+        let mut transitions = BTreeMap::new();
         for bot in bot_ids {
             for dep in Dependency::ALL {
-                let breaker = build_breaker(store, bot, dep, settings, clock.clone());
+                let counter = Arc::new(AtomicU64::new(0));
+                let breaker =
+                    build_breaker(store, bot, dep, settings, clock.clone(), counter.clone());
                 breakers.insert((bot.clone(), dep), breaker);
+                transitions.insert((bot.clone(), dep), counter);
             }
         }
         Circuits {
             breakers: Arc::new(breakers),
+            transitions: Arc::new(transitions),
         }
     }
 
@@ -123,6 +131,13 @@ impl Circuits {
             .collect()
     }
 
+    /// State transitions of a breaker since this process started.
+    pub fn transitions(&self, bot_id: &str, dep: Dependency) -> u64 {
+        self.transitions
+            .get(&(bot_id.to_string(), dep))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     /// Snapshots of one bot's breakers.
     pub fn bot_snapshots(&self, bot_id: &str) -> Vec<(Dependency, BreakerSnapshot)> {
         Dependency::ALL
@@ -138,6 +153,7 @@ fn build_breaker(
     dep: Dependency,
     settings: &BreakerSettings,
     clock: Arc<dyn Clock>,
+    transitions: Arc<AtomicU64>,
 ) -> CircuitBreaker {
     let name = format!("{bot}/{}", dep.as_str());
     let saved = match store.get_breaker(bot, dep.as_str()) {
@@ -159,6 +175,7 @@ fn build_breaker(
     let store = store.clone();
     let (bot, dep_name) = (bot.to_string(), dep.as_str());
     breaker.with_observer(Arc::new(move |transition, snapshot| {
+        transitions.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             bot_id = %bot,
             dependency = dep_name,

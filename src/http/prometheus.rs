@@ -320,6 +320,44 @@ fn service_metrics(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), Api
     }
 
     out.family(
+        "agentlab_circuit_breaker_calls_total",
+        "counter",
+        "Calls each breaker saw since start (or restore), by outcome.",
+    );
+    for (bot_id, dependency, snapshot) in &snapshots {
+        let t = &snapshot.totals;
+        for (outcome, n) in [
+            ("success", t.successes),
+            ("failure", t.failures),
+            ("rejected", t.rejected),
+            ("ignored", t.ignored),
+            ("probe_timeout", t.probe_timeouts),
+        ] {
+            out.sample(
+                "agentlab_circuit_breaker_calls_total",
+                &[
+                    ("bot_id", bot_id),
+                    ("dependency", dependency.as_str()),
+                    ("outcome", outcome),
+                ],
+                n as f64,
+            );
+        }
+    }
+    out.family(
+        "agentlab_circuit_breaker_transitions_total",
+        "counter",
+        "State transitions of each breaker since this process started.",
+    );
+    for (bot_id, dependency, _) in &snapshots {
+        out.sample(
+            "agentlab_circuit_breaker_transitions_total",
+            &[("bot_id", bot_id), ("dependency", dependency.as_str())],
+            ctx.circuits.transitions(bot_id, *dependency) as f64,
+        );
+    }
+
+    out.family(
         "agentlab_telegram_last_poll_age_seconds",
         "gauge",
         "Seconds since each bot's last successful getUpdates (absent before the first).",

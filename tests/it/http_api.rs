@@ -407,6 +407,8 @@ async fn prometheus_exposition_parses_with_process_and_service_metrics() {
         "agentlab_queue_depth",
         "agentlab_task_duration_seconds",
         "agentlab_circuit_breaker_state",
+        "agentlab_circuit_breaker_calls_total",
+        "agentlab_circuit_breaker_transitions_total",
         "agentlab_cost_today_usd",
         "agentlab_call_duration_seconds",
     ] {
