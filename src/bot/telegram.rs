@@ -139,21 +139,10 @@ impl TelegramApi {
         reply_to: Option<i32>,
     ) -> Result<i32, SendError> {
         let sent = self
-            .call("sendMessage", || {
-                let mut req = self
-                    .bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html);
-                if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
-                }
-                req
-            })
+            .send_text(chat_id, html, Some(ParseMode::Html), reply_to)
             .await;
         match sent {
-            Ok(message) => Ok(message.id.0),
+            Ok(id) => Ok(id),
             Err(SendError::CantParseEntities(why)) => {
                 tracing::warn!(reason = %why, "telegram refused the formatting; resending as plain text");
                 self.send_plain(chat_id, plain, reply_to).await
@@ -169,13 +158,24 @@ impl TelegramApi {
         text: &str,
         reply_to: Option<i32>,
     ) -> Result<i32, SendError> {
+        self.send_text(chat_id, text, None, reply_to).await
+    }
+
+    async fn send_text(
+        &self,
+        chat_id: i64,
+        text: &str,
+        parse_mode: Option<ParseMode>,
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
         let message = self
             .call("sendMessage", || {
                 let mut req = self.bot.send_message(ChatId(chat_id), text);
+                if let Some(mode) = parse_mode {
+                    req = req.parse_mode(mode);
+                }
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
+                    req = req.reply_parameters(reply_parameters(id));
                 }
                 req
             })
@@ -260,9 +260,7 @@ impl TelegramApi {
                     .send_document(ChatId(chat_id), file)
                     .caption(caption);
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
+                    req = req.reply_parameters(reply_parameters(id));
                 }
                 req
             })
@@ -372,6 +370,11 @@ impl TelegramApi {
             }
         }
     }
+}
+
+/// Reply to `id`, but still send if that message is gone.
+fn reply_parameters(id: i32) -> ReplyParameters {
+    ReplyParameters::new(MessageId(id)).allow_sending_without_reply()
 }
 
 fn looks_server_side(text: &str) -> bool {
