@@ -28,7 +28,10 @@ pub fn notify_ready() {
 /// Sends `WATCHDOG=1` at half the interval systemd asked for, while the service is
 /// healthy enough to take work.
 pub fn spawn_watchdog_pings(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
-    let Some(usec) = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok()) else {
+    let Some(usec) = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
         return;
     };
     let every = Duration::from_micros(usec / 2).max(Duration::from_millis(500));

@@ -23,6 +23,7 @@ pub mod records;
 mod series;
 pub mod series_codec;
 mod sessions;
+mod snapshot;
 pub(crate) mod tables;
 mod tasks;
 mod writer;
@@ -40,7 +41,10 @@ pub use dump::{DumpRow, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
-pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day};
+pub use snapshot::{SnapshotInfo, inspect_snapshot};
+pub use tasks::{
+    Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
+};
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};
@@ -85,6 +89,18 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and applies pending
     /// migrations. Distinguishes a file held by another process from a corrupt one.
     pub fn open(path: &Path, options: StoreOptions) -> StoreResult<Store> {
+        Self::open_with(path, options, false)
+    }
+
+    /// Like [`Store::open`], but first verifies the checksum of every page of the
+    /// file, so a damaged file is [`StoreError::Corrupt`] at open rather than a
+    /// failure (or a panic in redb) at the first read of a damaged page. Reads the
+    /// whole file: used once at service start-up and after a restore.
+    pub fn open_checked(path: &Path, options: StoreOptions) -> StoreResult<Store> {
+        Self::open_with(path, options, true)
+    }
+
+    fn open_with(path: &Path, options: StoreOptions, check_integrity: bool) -> StoreResult<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -92,8 +108,12 @@ impl Store {
         let started = std::time::Instant::now();
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
+            .set_check_integrity_on_open(check_integrity)
             .set_repair_callback(|session| {
-                tracing::warn!(progress = session.progress(), "repairing database after an unclean exit");
+                tracing::warn!(
+                    progress = session.progress(),
+                    "repairing database after an unclean exit"
+                );
             })
             .create(path)
             .map_err(|e| error::open_error(path, e))?;
@@ -129,7 +149,10 @@ impl Store {
     }
 
     /// Runs `f` in one read transaction.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let tx = self.inner.db.begin_read()?;
         f(&tx)
     }
@@ -178,7 +201,12 @@ impl Store {
     /// Stops the writer after a final durable commit. Later writes fail with
     /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
     pub fn close(&self) {
-        let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(handle) = handle {
             let _ = handle.flush().wait();
             drop(handle);
