@@ -60,11 +60,16 @@ impl RestoreOutcome {
     }
 }
 
+/// A snapshot that passed verification, with what it holds.
+pub type VerifiedSnapshot = (SnapshotFile, SnapshotInfo);
+/// Snapshots that failed verification: (path, why), newest first.
+pub type RejectedSnapshots = Vec<(PathBuf, String)>;
+
 /// The newest snapshot in `config.backup_dir` that passes verification, with what
 /// it holds; the ones that failed are returned too (path, why), newest first.
 pub fn newest_verified_snapshot(
     config: &Config,
-) -> Result<(Option<(SnapshotFile, SnapshotInfo)>, Vec<(PathBuf, String)>), BackupError> {
+) -> Result<(Option<VerifiedSnapshot>, RejectedSnapshots), BackupError> {
     let dir = &config.backup_dir;
     let mut rejected = Vec::new();
     for file in files::list_snapshots(dir).map_err(|e| BackupError::io(dir, e))? {

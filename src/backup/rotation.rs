@@ -14,7 +14,7 @@ use crate::config::BackupConfig;
 /// The snapshots to delete under `policy`, given every snapshot (any order).
 pub fn snapshots_to_delete(snapshots: &[SnapshotFile], policy: &BackupConfig) -> Vec<SnapshotFile> {
     let mut newest_first: Vec<&SnapshotFile> = snapshots.iter().collect();
-    newest_first.sort_by(|a, b| b.taken_ms.cmp(&a.taken_ms));
+    newest_first.sort_by_key(|s| std::cmp::Reverse(s.taken_ms));
     let mut keep = vec![false; newest_first.len()];
     for slot in keep.iter_mut().take(policy.keep.max(1)) {
         *slot = true;
