@@ -57,11 +57,7 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
         return Ok(());
     }
     for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applying migration"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "applying migration");
         (migration.apply)(&tx)?;
     }
     {
@@ -89,5 +85,8 @@ pub(crate) fn current_version_read(tx: &ReadTransaction) -> Result<u32, StoreErr
 }
 
 fn decode_version(bytes: &[u8]) -> u32 {
-    bytes.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX)
+    bytes
+        .try_into()
+        .map(u32::from_le_bytes)
+        .unwrap_or(u32::MAX)
 }

@@ -167,7 +167,8 @@ impl Limits {
 
     fn rate_exceeded(&self, calls: u64, failures: u64) -> bool {
         // Division, not multiplication, so that e.g. 6/10 compares equal to 0.6.
-        calls >= u64::from(self.min_calls) && failures as f64 / calls as f64 >= self.failure_rate
+        calls >= u64::from(self.min_calls)
+            && failures as f64 / calls as f64 >= self.failure_rate
     }
 }
 
@@ -1221,10 +1222,7 @@ mod tests {
 
     fn fail(breaker: &CircuitBreaker, times: u32) {
         for _ in 0..times {
-            breaker
-                .try_acquire()
-                .expect("call admitted")
-                .failure("boom");
+            breaker.try_acquire().expect("call admitted").failure("boom");
         }
     }
 
@@ -1287,11 +1285,7 @@ mod tests {
             (5, 0.5, 60, 10)
         );
         assert_eq!(
-            (
-                s.recovery_timeout_s,
-                s.max_recovery_timeout_s,
-                s.success_threshold
-            ),
+            (s.recovery_timeout_s, s.max_recovery_timeout_s, s.success_threshold),
             (30, 600, 2)
         );
         assert_eq!((s.half_open_max_calls, s.probe_timeout_s), (1, 60));
@@ -1318,90 +1312,23 @@ mod tests {
     fn validate_names_the_bad_field() {
         let d = BreakerSettings::default;
         let cases = [
-            (
-                BreakerSettings {
-                    failure_threshold: 0,
-                    ..d()
-                },
-                "failure_threshold",
-            ),
-            (
-                BreakerSettings {
-                    failure_rate: 0.0,
-                    ..d()
-                },
-                "failure_rate",
-            ),
-            (
-                BreakerSettings {
-                    failure_rate: 1.5,
-                    ..d()
-                },
-                "failure_rate",
-            ),
-            (
-                BreakerSettings {
-                    failure_rate: f64::NAN,
-                    ..d()
-                },
-                "failure_rate",
-            ),
+            (BreakerSettings { failure_threshold: 0, ..d() }, "failure_threshold"),
+            (BreakerSettings { failure_rate: 0.0, ..d() }, "failure_rate"),
+            (BreakerSettings { failure_rate: 1.5, ..d() }, "failure_rate"),
+            (BreakerSettings { failure_rate: f64::NAN, ..d() }, "failure_rate"),
             (BreakerSettings { window_s: 0, ..d() }, "window_s"),
-            (
-                BreakerSettings {
-                    min_calls: 0,
-                    ..d()
-                },
-                "min_calls",
-            ),
-            (
-                BreakerSettings {
-                    recovery_timeout_s: 0,
-                    ..d()
-                },
-                "recovery_timeout_s",
-            ),
-            (
-                BreakerSettings {
-                    max_recovery_timeout_s: 10,
-                    ..d()
-                },
-                "max_recovery_timeout_s",
-            ),
-            (
-                BreakerSettings {
-                    success_threshold: 0,
-                    ..d()
-                },
-                "success_threshold",
-            ),
-            (
-                BreakerSettings {
-                    half_open_max_calls: 0,
-                    ..d()
-                },
-                "half_open_max_calls",
-            ),
-            (
-                BreakerSettings {
-                    probe_timeout_s: 0,
-                    ..d()
-                },
-                "probe_timeout_s",
-            ),
+            (BreakerSettings { min_calls: 0, ..d() }, "min_calls"),
+            (BreakerSettings { recovery_timeout_s: 0, ..d() }, "recovery_timeout_s"),
+            (BreakerSettings { max_recovery_timeout_s: 10, ..d() }, "max_recovery_timeout_s"),
+            (BreakerSettings { success_threshold: 0, ..d() }, "success_threshold"),
+            (BreakerSettings { half_open_max_calls: 0, ..d() }, "half_open_max_calls"),
+            (BreakerSettings { probe_timeout_s: 0, ..d() }, "probe_timeout_s"),
         ];
         for (settings, field) in cases {
             let error = settings.validate().expect_err(field);
             assert!(error.starts_with(field), "{field}: {error}");
         }
-        assert_eq!(
-            BreakerSettings {
-                failure_rate: 1.0,
-                ..d()
-            }
-            .validate(),
-            Ok(())
-        );
+        assert_eq!(BreakerSettings { failure_rate: 1.0, ..d() }.validate(), Ok(()));
     }
 
     #[test]
@@ -1434,10 +1361,7 @@ mod tests {
         ];
         for (state, json, shown) in cases {
             assert_eq!(serde_json::to_string(&state).expect("serialize"), json);
-            assert_eq!(
-                serde_json::from_str::<State>(json).expect("deserialize"),
-                state
-            );
+            assert_eq!(serde_json::from_str::<State>(json).expect("deserialize"), state);
             assert_eq!(state.to_string(), shown);
             assert_eq!(format!("\"{}\"", state.as_str()), json);
         }
@@ -1466,10 +1390,7 @@ mod tests {
             .failure("agent exited with 1");
         assert_eq!(breaker.state(), State::Open);
         let transition = breaker.snapshot().last_transition.expect("transition");
-        assert_eq!(
-            (transition.from, transition.to),
-            (State::Closed, State::Open)
-        );
+        assert_eq!((transition.from, transition.to), (State::Closed, State::Open));
         assert_eq!(
             transition.reason,
             "5 consecutive failures (last: agent exited with 1)"
@@ -1502,10 +1423,7 @@ mod tests {
         assert_eq!(breaker.state(), State::Closed);
         fail(&breaker, 1);
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(
-            last_reason(&breaker),
-            "failure rate 0.55 over 60s (11 calls)"
-        );
+        assert_eq!(last_reason(&breaker), "failure rate 0.55 over 60s (11 calls)");
         assert_eq!(breaker.snapshot().consecutive_failures, 1);
     }
 
@@ -1549,10 +1467,7 @@ mod tests {
         clock.advance(Duration::from_millis(59_999));
         fail(&breaker, 1);
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(
-            last_reason(&breaker),
-            "failure rate 1.00 over 60s (10 calls)"
-        );
+        assert_eq!(last_reason(&breaker), "failure rate 1.00 over 60s (10 calls)");
     }
 
     #[test]
@@ -1702,10 +1617,7 @@ mod tests {
         clock.advance(secs(30));
         drop(breaker.try_acquire().expect("probe admitted"));
         let s = breaker.snapshot();
-        assert_eq!(
-            (s.state, s.probes_in_flight, s.totals.ignored),
-            (State::HalfOpen, 0, 1)
-        );
+        assert_eq!((s.state, s.probes_in_flight, s.totals.ignored), (State::HalfOpen, 0, 1));
         assert!(breaker.try_acquire().is_ok());
     }
 
@@ -1740,10 +1652,7 @@ mod tests {
         breaker.tick();
         assert_eq!(
             steps(&seen),
-            [
-                (State::Open, State::HalfOpen),
-                (State::HalfOpen, State::Open)
-            ]
+            [(State::Open, State::HalfOpen), (State::HalfOpen, State::Open)]
         );
     }
 
@@ -1805,10 +1714,7 @@ mod tests {
             breaker.record_failure("telegram 502");
         }
         assert_eq!(breaker.state(), State::Open);
-        assert_eq!(
-            last_reason(&breaker),
-            "5 consecutive failures (last: telegram 502)"
-        );
+        assert_eq!(last_reason(&breaker), "5 consecutive failures (last: telegram 502)");
         assert!(!breaker.can_execute());
         clock.advance(secs(30));
         assert!(breaker.can_execute(), "takes the probe slot");
@@ -2228,10 +2134,7 @@ mod tests {
         let clock = ManualClock::new(WALL_START);
         assert_eq!((clock.now_ms(), clock.wall_ms()), (0, WALL_START));
         clock.advance(Duration::from_millis(1_500));
-        assert_eq!(
-            (clock.now_ms(), clock.wall_ms()),
-            (1_500, WALL_START + 1_500)
-        );
+        assert_eq!((clock.now_ms(), clock.wall_ms()), (1_500, WALL_START + 1_500));
         clock.set_wall_ms(5);
         assert_eq!((clock.now_ms(), clock.wall_ms()), (1_500, 5));
     }

@@ -147,8 +147,7 @@ fn build_breaker(
             None
         }
     };
-    let snapshot =
-        saved.and_then(|s| serde_json::from_str::<BreakerSnapshot>(&s.snapshot_json).ok());
+    let snapshot = saved.and_then(|s| serde_json::from_str::<BreakerSnapshot>(&s.snapshot_json).ok());
     let breaker = match snapshot {
         Some(snapshot) => {
             tracing::info!(breaker = %name, state = %snapshot.state, "breaker restored");

@@ -360,17 +360,12 @@ impl Config {
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {
-        self.http.bind.parse::<SocketAddr>().map_err(|e| {
-            invalid(
-                "http.bind",
-                &format!("`{}` is not host:port ({e})", self.http.bind),
-            )
-        })?;
+        self.http
+            .bind
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("http.bind", &format!("`{}` is not host:port ({e})", self.http.bind)))?;
         if self.http.admin_token_env.trim().is_empty() {
-            return Err(invalid(
-                "http.admin_token_env",
-                "must name an environment variable",
-            ));
+            return Err(invalid("http.admin_token_env", "must name an environment variable"));
         }
         Ok(())
     }
@@ -381,22 +376,13 @@ impl Config {
             return Err(invalid("limits.workers", "must be between 1 and 256"));
         }
         if l.rate_per_minute == 0 || l.rate_per_hour == 0 {
-            return Err(invalid(
-                "limits.rate_per_minute",
-                "rates must be at least 1",
-            ));
+            return Err(invalid("limits.rate_per_minute", "rates must be at least 1"));
         }
         if !(l.daily_cost_usd >= 0.0 && l.daily_cost_usd.is_finite()) {
-            return Err(invalid(
-                "limits.daily_cost_usd",
-                "must be a finite number >= 0",
-            ));
+            return Err(invalid("limits.daily_cost_usd", "must be a finite number >= 0"));
         }
         if !(l.monthly_cost_usd >= 0.0 && l.monthly_cost_usd.is_finite()) {
-            return Err(invalid(
-                "limits.monthly_cost_usd",
-                "must be a finite number >= 0",
-            ));
+            return Err(invalid("limits.monthly_cost_usd", "must be a finite number >= 0"));
         }
         if l.max_attempts == 0 {
             return Err(invalid("limits.max_attempts", "must be at least 1"));
@@ -430,16 +416,10 @@ impl Config {
                 return Err(invalid(&key("id"), "use letters, digits, '-' and '_' only"));
             }
             if !seen.insert(bot.id.as_str()) {
-                return Err(invalid(
-                    &key("id"),
-                    &format!("duplicate bot id `{}`", bot.id),
-                ));
+                return Err(invalid(&key("id"), &format!("duplicate bot id `{}`", bot.id)));
             }
             if bot.token_env.trim().is_empty() {
-                return Err(invalid(
-                    &key("token_env"),
-                    "must name an environment variable",
-                ));
+                return Err(invalid(&key("token_env"), "must name an environment variable"));
             }
             check_url(&key("api_url"), &bot.api_url)?;
             if bot.agent.command.is_empty() || bot.agent.command[0].trim().is_empty() {
@@ -484,16 +464,10 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));
         out.push_str("\n# secrets (from the environment, values redacted)\n");
         let admin = secret_status(&self.http.admin_token_env);
-        out.push_str(&format!(
-            "# http admin token: ${} {admin}\n",
-            self.http.admin_token_env
-        ));
+        out.push_str(&format!("# http admin token: ${} {admin}\n", self.http.admin_token_env));
         for bot in &self.bots {
             let status = secret_status(&bot.token_env);
-            out.push_str(&format!(
-                "# bot {} token: ${} {status}\n",
-                bot.id, bot.token_env
-            ));
+            out.push_str(&format!("# bot {} token: ${} {status}\n", bot.id, bot.token_env));
         }
         out
     }
@@ -571,21 +545,15 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let err = parse("[limits]\nworkers = \"three\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[limits]\nworkers = \"three\"\n").unwrap_err().to_string();
         assert!(err.contains("workers"), "{err}");
     }
 
     #[test]
     fn duplicate_bot_id_is_refused() {
-        let text =
-            "[[bots]]\nid = \"A\"\nallowed_users=[1]\n[[bots]]\nid = \"A\"\nallowed_users=[1]\n";
+        let text = "[[bots]]\nid = \"A\"\nallowed_users=[1]\n[[bots]]\nid = \"A\"\nallowed_users=[1]\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(
-            err.contains("bots[1].id") && err.contains("duplicate"),
-            "{err}"
-        );
+        assert!(err.contains("bots[1].id") && err.contains("duplicate"), "{err}");
     }
 
     #[test]

@@ -25,8 +25,7 @@ pub struct TelemetryGuard {
 
 /// Terminal logging only, at `default_level` unless `RUST_LOG` says otherwise.
 pub fn init_terminal(default_level: &str) -> TelemetryGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let terminal = tracing_subscriber::fmt::layer()
         .compact()
         .with_writer(std::io::stderr)
@@ -38,16 +37,14 @@ pub fn init_terminal(default_level: &str) -> TelemetryGuard {
 /// Terminal plus daily-rotated JSON files in `log_dir`. Falls back to the terminal
 /// alone (with a warning) when the folder cannot be used.
 pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
-    let appender = std::fs::create_dir_all(log_dir)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            tracing_appender::rolling::Builder::new()
-                .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix(LOG_FILE)
-                .max_log_files(LOG_FILES_KEPT)
-                .build(log_dir)
-                .map_err(|e| e.to_string())
-        });
+    let appender = std::fs::create_dir_all(log_dir).map_err(|e| e.to_string()).and_then(|_| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix(LOG_FILE)
+            .max_log_files(LOG_FILES_KEPT)
+            .build(log_dir)
+            .map_err(|e| e.to_string())
+    });
     let terminal_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
     let terminal = tracing_subscriber::fmt::layer()
@@ -63,10 +60,7 @@ pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
                 .with_span_list(false)
                 .with_writer(writer.with_max_level(tracing::Level::INFO))
                 .with_filter(EnvFilter::new("info"));
-            let _ = tracing_subscriber::registry()
-                .with(terminal)
-                .with(file)
-                .try_init();
+            let _ = tracing_subscriber::registry().with(terminal).with(file).try_init();
             TelemetryGuard { _file: Some(guard) }
         }
         Err(e) => {

@@ -141,10 +141,7 @@ mod tests {
 
     #[test]
     fn plain_text_is_a_prompt() {
-        assert_eq!(
-            parse("fix the bug", None),
-            Command::Prompt("fix the bug".into())
-        );
+        assert_eq!(parse("fix the bug", None), Command::Prompt("fix the bug".into()));
         assert_eq!(parse("", None), Command::Prompt(String::new()));
         assert_eq!(parse("/", None), Command::Prompt("/".into()));
     }
@@ -158,23 +155,14 @@ mod tests {
         assert_eq!(parse("/cancel", None), Command::Cancel(None));
         assert_eq!(
             parse("/task abc", None),
-            Command::BadArgument {
-                command: "task",
-                given: "abc".into()
-            }
+            Command::BadArgument { command: "task", given: "abc".into() }
         );
-        assert_eq!(
-            parse("/frobnicate", None),
-            Command::Unknown("frobnicate".into())
-        );
+        assert_eq!(parse("/frobnicate", None), Command::Unknown("frobnicate".into()));
     }
 
     #[test]
     fn commands_for_other_bots_are_ignored() {
-        assert_eq!(
-            parse("/status@otherbot", Some("mybot")),
-            Command::ForAnotherBot
-        );
+        assert_eq!(parse("/status@otherbot", Some("mybot")), Command::ForAnotherBot);
         assert_eq!(parse("/status@MyBot", Some("mybot")), Command::Status);
         assert_eq!(parse("/status@mybot", None), Command::ForAnotherBot);
     }

@@ -33,12 +33,7 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Delivers finished tasks' answers until shutdown.
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
 pub(super) async fn run_outbox(bot: Arc<BotRuntime>) {
-    let wake = bot
-        .ctx
-        .outbox_wake
-        .get(&bot.config.id)
-        .cloned()
-        .unwrap_or_default();
+    let wake = bot.ctx.outbox_wake.get(&bot.config.id).cloned().unwrap_or_default();
     let mut shutdown = bot.ctx.shutdown.subscribe();
     let mut retry = Duration::from_millis(500);
     loop {
@@ -91,9 +86,7 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
                     .await;
                 let _ = bot.ctx.store.mark_delivered(task.id).await;
             }
-            Err(SendError::CircuitOpen(wait) | SendError::RetryAfter(wait)) => {
-                return Err(Some(wait));
-            }
+            Err(SendError::CircuitOpen(wait) | SendError::RetryAfter(wait)) => return Err(Some(wait)),
             Err(e) => {
                 tracing::warn!(error = %e, task_id = task.id, "cannot deliver an answer yet; will retry");
                 return Err(None);
@@ -131,16 +124,12 @@ async fn deliver(bot: &BotRuntime, task: &Task) -> Result<(), SendError> {
     let rendered = render::render_answer(&markdown, TELEGRAM_MESSAGE_LIMIT, MAX_PARTS);
     let mut reply_to = task.reply_to_message_id;
     for part in &rendered.parts {
-        bot.api
-            .send_html(task.chat_id, &part.html, &part.plain, reply_to)
-            .await?;
+        bot.api.send_html(task.chat_id, &part.html, &part.plain, reply_to).await?;
         reply_to = None;
     }
     if let Some((name, content)) = &rendered.overflow_document {
         let caption = format!("Full answer of task #{}", task.id);
-        bot.api
-            .send_document(task.chat_id, name, content, &caption, None)
-            .await?;
+        bot.api.send_document(task.chat_id, name, content, &caption, None).await?;
     }
     if let Some(progress) = task.progress_message_id {
         if let Err(e) = bot.api.delete(task.chat_id, progress).await {
@@ -174,8 +163,7 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
             .collect();
         shown.retain(|id, _| running.iter().any(|t| t.id == *id));
         for task in running {
-            if let Err(wait) = update_progress(&bot, &task, shown.entry(task.id).or_default()).await
-            {
+            if let Err(wait) = update_progress(&bot, &task, shown.entry(task.id).or_default()).await {
                 paused_until = Some(Instant::now() + wait);
                 break;
             }
@@ -192,10 +180,7 @@ struct Shown {
 /// One progress step for a task; `Err(wait)` when Telegram asked us to slow down.
 async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Result<(), Duration> {
     let now = Instant::now();
-    if shown
-        .typing
-        .is_none_or(|t| now.duration_since(t) >= TYPING_EVERY)
-    {
+    if shown.typing.is_none_or(|t| now.duration_since(t) >= TYPING_EVERY) {
         shown.typing = Some(now);
         if let Err(SendError::RetryAfter(wait)) = bot.api.typing(task.chat_id).await {
             return Err(wait);
@@ -204,10 +189,7 @@ async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Re
     let Some(message_id) = task.progress_message_id else {
         return Ok(());
     };
-    if shown
-        .edited
-        .is_some_and(|t| now.duration_since(t) < EDIT_EVERY)
-    {
+    if shown.edited.is_some_and(|t| now.duration_since(t) < EDIT_EVERY) {
         return Ok(());
     }
     shown.edited = Some(now);

@@ -36,9 +36,7 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
         let what = describe_non_text(&message);
         bot.reply(
             sender,
-            &format!(
-                "Sorry, I only understand text messages for now ({what} is not supported yet)."
-            ),
+            &format!("Sorry, I only understand text messages for now ({what} is not supported yet)."),
         )
         .await;
         return;
@@ -84,11 +82,7 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(user_id);
-    tracing::info!(
-        user_id,
-        first_time,
-        "message from a user who is not allowed"
-    );
+    tracing::info!(user_id, first_time, "message from a user who is not allowed");
     if first_time {
         let _ = bot
             .ctx
@@ -130,26 +124,20 @@ fn describe_non_text(message: &Message) -> &'static str {
 
 async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, prompt: String) {
     if prompt.trim().is_empty() {
-        bot.reply(
-            sender,
-            "That message is empty: there is nothing to send to the agent.",
-        )
-        .await;
+        bot.reply(sender, "That message is empty: there is nothing to send to the agent.").await;
         return;
     }
-    let rate = bot.limiter.lock().unwrap_or_else(|p| p.into_inner()).check(
-        &bot.config.id,
-        sender.user_id,
-        Instant::now(),
-    );
+    let rate = bot
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(&bot.config.id, sender.user_id, Instant::now());
     if let Err(limited) = rate {
         let window = if limited.per_hour { "hour" } else { "minute" };
         let secs = limited.retry_after.as_secs().max(1);
         bot.reply(
             sender,
-            &format!(
-                "Slow down: you reached the limit of prompts per {window}. Try again in {secs} s."
-            ),
+            &format!("Slow down: you reached the limit of prompts per {window}. Try again in {secs} s."),
         )
         .await;
         return;
@@ -180,10 +168,7 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         }
     };
     if submitted.duplicate {
-        tracing::info!(
-            task_id = submitted.task.id,
-            "update already stored; not acknowledged twice"
-        );
+        tracing::info!(task_id = submitted.task.id, "update already stored; not acknowledged twice");
         return;
     }
     let task = submitted.task;
@@ -193,11 +178,7 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         .store
         .append_message(&bot.config.id, sender.user_id, "user", &prompt, now)
         .await;
-    let ack = if bot
-        .ctx
-        .circuits
-        .is_blocked(&bot.config.id, Dependency::Agent)
-    {
+    let ack = if bot.ctx.circuits.is_blocked(&bot.config.id, Dependency::Agent) {
         format!(
             "⏸ Queued as task #{}. The agent is unavailable right now (its circuit breaker is open); \
              your prompt stays queued and runs as soon as it recovers.",
@@ -206,24 +187,13 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
     } else {
         format!("⏳ Queued as task #{}.", task.id)
     };
-    match bot
-        .api
-        .send_plain(sender.chat_id, &ack, Some(sender.message_id))
-        .await
-    {
+    match bot.api.send_plain(sender.chat_id, &ack, Some(sender.message_id)).await {
         Ok(message_id) => {
-            if let Err(e) = bot
-                .ctx
-                .store
-                .set_progress_message(task.id, Some(message_id))
-                .await
-            {
+            if let Err(e) = bot.ctx.store.set_progress_message(task.id, Some(message_id)).await {
                 tracing::debug!(error = %e, task_id = task.id, "cannot remember the progress message");
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, task_id = task.id, "cannot acknowledge the prompt; it is stored and will run")
-        }
+        Err(e) => tracing::warn!(error = %e, task_id = task.id, "cannot acknowledge the prompt; it is stored and will run"),
     }
 }
 
@@ -244,14 +214,8 @@ async fn budget_check(bot: &Arc<BotRuntime>, sender: Sender) -> Option<String> {
     let limits = &bot.ctx.config.limits;
     let now = now_ms();
     let store = &bot.ctx.store;
-    let today = store
-        .cost_today(&bot.config.id, now)
-        .map(|c| c.usd)
-        .unwrap_or(0.0);
-    let month = store
-        .cost_month(&bot.config.id, now)
-        .map(|c| c.usd)
-        .unwrap_or(0.0);
+    let today = store.cost_today(&bot.config.id, now).map(|c| c.usd).unwrap_or(0.0);
+    let month = store.cost_month(&bot.config.id, now).map(|c| c.usd).unwrap_or(0.0);
     if today >= limits.daily_cost_usd {
         return Some(format!(
             "The daily budget is spent: ${today:.2} of ${:.2} today. Your prompt was not queued; try again tomorrow (UTC).",
@@ -265,8 +229,7 @@ async fn budget_check(bot: &Arc<BotRuntime>, sender: Sender) -> Option<String> {
         ));
     }
     let near_day = limits.daily_cost_usd > 0.0 && today >= limits.daily_cost_usd * BUDGET_WARNING;
-    let near_month =
-        limits.monthly_cost_usd > 0.0 && month >= limits.monthly_cost_usd * BUDGET_WARNING;
+    let near_month = limits.monthly_cost_usd > 0.0 && month >= limits.monthly_cost_usd * BUDGET_WARNING;
     if near_day || near_month {
         let day = crate::storage::utc_day(now);
         let first = bot
@@ -291,11 +254,7 @@ async fn budget_check(bot: &Arc<BotRuntime>, sender: Sender) -> Option<String> {
 impl BotRuntime {
     /// Sends a plain-text reply; failures are logged (the reply is not critical).
     pub(super) async fn reply(&self, sender: Sender, text: &str) {
-        if let Err(e) = self
-            .api
-            .send_plain(sender.chat_id, text, Some(sender.message_id))
-            .await
-        {
+        if let Err(e) = self.api.send_plain(sender.chat_id, text, Some(sender.message_id)).await {
             tracing::warn!(error = %e, chat_id = sender.chat_id, "cannot send a reply");
         }
     }

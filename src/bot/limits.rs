@@ -40,10 +40,7 @@ impl RateLimiter {
     /// Counts a prompt at `now` if allowed; otherwise says when to retry.
     pub fn check(&mut self, bot: &str, user: i64, now: Instant) -> Result<(), RateLimited> {
         let times = self.sent.entry((bot.to_string(), user)).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= HOUR)
-        {
+        while times.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
             times.pop_front();
         }
         if times.len() >= self.per_hour {
@@ -53,10 +50,7 @@ impl RateLimiter {
                 per_hour: true,
             });
         }
-        let in_minute: Vec<&Instant> = times
-            .iter()
-            .filter(|t| now.duration_since(**t) < MINUTE)
-            .collect();
+        let in_minute: Vec<&Instant> = times.iter().filter(|t| now.duration_since(**t) < MINUTE).collect();
         if in_minute.len() >= self.per_minute {
             let oldest = in_minute.first().map_or(now, |t| **t);
             return Err(RateLimited {
@@ -78,28 +72,13 @@ mod tests {
         let mut limiter = RateLimiter::new(30, 500);
         let start = Instant::now();
         for i in 0..30 {
-            assert!(
-                limiter
-                    .check("A", 1, start + Duration::from_millis(i * 100))
-                    .is_ok()
-            );
+            assert!(limiter.check("A", 1, start + Duration::from_millis(i * 100)).is_ok());
         }
-        let refused = limiter
-            .check("A", 1, start + Duration::from_secs(5))
-            .unwrap_err();
+        let refused = limiter.check("A", 1, start + Duration::from_secs(5)).unwrap_err();
         assert!(!refused.per_hour);
         assert_eq!(refused.retry_after, Duration::from_secs(55));
-        assert!(
-            limiter
-                .check("A", 2, start + Duration::from_secs(5))
-                .is_ok(),
-            "other users are not affected"
-        );
-        assert!(
-            limiter
-                .check("A", 1, start + Duration::from_secs(61))
-                .is_ok()
-        );
+        assert!(limiter.check("A", 2, start + Duration::from_secs(5)).is_ok(), "other users are not affected");
+        assert!(limiter.check("A", 1, start + Duration::from_secs(61)).is_ok());
     }
 
     #[test]
@@ -107,15 +86,9 @@ mod tests {
         let mut limiter = RateLimiter::new(30, 40);
         let start = Instant::now();
         for i in 0..40 {
-            assert!(
-                limiter
-                    .check("A", 1, start + Duration::from_secs(i * 10))
-                    .is_ok()
-            );
+            assert!(limiter.check("A", 1, start + Duration::from_secs(i * 10)).is_ok());
         }
-        let refused = limiter
-            .check("A", 1, start + Duration::from_secs(600))
-            .unwrap_err();
+        let refused = limiter.check("A", 1, start + Duration::from_secs(600)).unwrap_err();
         assert!(refused.per_hour);
         assert_eq!(refused.retry_after, Duration::from_secs(3000));
     }

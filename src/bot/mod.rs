@@ -70,7 +70,11 @@ impl BotSet {
                 .with_context(|| format!("no telegram breaker for bot `{}`", config.id))?;
             let api = TelegramApi::new(token, &config.api_url, breaker)
                 .map_err(|e| anyhow::anyhow!("bot `{}`: {e}", config.id))?;
-            let link = ctx.links.get(&config.id).cloned().unwrap_or_default();
+            let link = ctx
+                .links
+                .get(&config.id)
+                .cloned()
+                .unwrap_or_default();
             bots.push(Arc::new(BotRuntime {
                 limiter: Mutex::new(RateLimiter::new(
                     ctx.config.limits.rate_per_minute,
@@ -158,8 +162,7 @@ impl BotSet {
 }
 
 fn is_plausible_restart(state: &RestartState, now: u64) -> bool {
-    state.requested_ms <= now + 60_000
-        && now.saturating_sub(state.requested_ms) <= PLAUSIBLE_RESTART_MS
+    state.requested_ms <= now + 60_000 && now.saturating_sub(state.requested_ms) <= PLAUSIBLE_RESTART_MS
 }
 
 /// The text of the "back" notice; an implausible state is said so, never dropped.
@@ -197,10 +200,7 @@ mod tests {
     #[test]
     fn restart_notice_reports_the_real_duration() {
         let now = 1_760_504_164_000;
-        assert_eq!(
-            restart_notice_text(&state(1_760_504_154_000), now),
-            "✅ Back after 10 s."
-        );
+        assert_eq!(restart_notice_text(&state(1_760_504_154_000), now), "✅ Back after 10 s.");
     }
 
     #[test]

@@ -105,9 +105,7 @@ async fn on_poll_error(bot: &BotRuntime, error: &SendError, failures: u32) -> Du
             let first_of_episode = !bot.link.in_conflict.swap(true, Ordering::Relaxed);
             bot.link.poll_failed(error.to_string());
             if first_of_episode {
-                tracing::error!(
-                    "409 conflict: another process is polling this bot's token; backing off"
-                );
+                tracing::error!("409 conflict: another process is polling this bot's token; backing off");
                 let _ = bot
                     .ctx
                     .store
@@ -139,10 +137,7 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
         let chat = update.chat().map_or(0, |c| c.id.0);
         by_chat.entry(chat).or_default().push(update);
     }
-    bot.link.updates.fetch_add(
-        by_chat.values().map(Vec::len).sum::<usize>() as u64,
-        Ordering::Relaxed,
-    );
+    bot.link.updates.fetch_add(by_chat.values().map(Vec::len).sum::<usize>() as u64, Ordering::Relaxed);
     let mut chats = JoinSet::new();
     for (_, updates) in by_chat {
         let bot = bot.clone();
@@ -162,9 +157,7 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
 async fn handle_update(bot: &Arc<BotRuntime>, update: Update) {
     let update_id = i64::from(update.id.0);
     match update.kind {
-        UpdateKind::Message(message) => {
-            super::handler::handle_message(bot, update_id, message).await
-        }
+        UpdateKind::Message(message) => super::handler::handle_message(bot, update_id, message).await,
         UpdateKind::EditedMessage(message) => super::handler::handle_edited(bot, message).await,
         UpdateKind::ChannelPost(_) | UpdateKind::EditedChannelPost(_) => {
             tracing::debug!(update_id, "channel post ignored");

@@ -22,9 +22,7 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::Alerts => alerts_text(bot),
         Command::Restart => return restart(bot, sender).await,
         Command::Backup => backup(bot, sender).await,
-        Command::Unknown(name) => {
-            format!("I don't know the command /{name}. Send /help for the list.")
-        }
+        Command::Unknown(name) => format!("I don't know the command /{name}. Send /help for the list."),
         Command::BadArgument { command, given } => {
             format!("/{command} takes a task number, not \"{given}\". Example: /{command} 42")
         }
@@ -34,12 +32,7 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
 }
 
 async fn new_session(bot: &BotRuntime, sender: Sender) -> String {
-    match bot
-        .ctx
-        .store
-        .reset_session(&bot.config.id, sender.user_id)
-        .await
-    {
+    match bot.ctx.store.reset_session(&bot.config.id, sender.user_id).await {
         Ok(_) => "Started a fresh agent session: the agent forgets the conversation so far.".into(),
         Err(e) => format!("Could not reset the session: {e}"),
     }
@@ -49,11 +42,7 @@ fn status_text(bot: &BotRuntime) -> String {
     let ctx = &bot.ctx;
     let now = now_ms();
     let queue = ctx.store.queue_depth().unwrap_or(0);
-    let cost = ctx
-        .store
-        .cost_today(&bot.config.id, now)
-        .map(|c| c.usd)
-        .unwrap_or(0.0);
+    let cost = ctx.store.cost_today(&bot.config.id, now).map(|c| c.usd).unwrap_or(0.0);
     let mut out = format!(
         "agentlab {} — up {}\nQueue: {queue} waiting · workers busy {}/{}\nCost today: ${cost:.2} of ${:.2}\n",
         env!("CARGO_PKG_VERSION"),
@@ -110,8 +99,7 @@ fn tasks_text(bot: &BotRuntime, sender: Sender) -> String {
 fn visible_task(bot: &BotRuntime, sender: Sender, id: u64) -> Result<Task, String> {
     match bot.ctx.store.get_task(id) {
         Ok(Some(task))
-            if task.bot_id == bot.config.id
-                && (task.user_id == sender.user_id || sender.is_admin) =>
+            if task.bot_id == bot.config.id && (task.user_id == sender.user_id || sender.is_admin) =>
         {
             Ok(task)
         }
@@ -141,11 +129,7 @@ fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                 out.push_str(&format!("Cost: ${:.4}\n", task.cost_usd));
             }
             if let (Some(class), Some(error)) = (task.error_class, &task.error) {
-                out.push_str(&format!(
-                    "Error ({}): {}\n",
-                    class.as_str(),
-                    preview(error, 300)
-                ));
+                out.push_str(&format!("Error ({}): {}\n", class.as_str(), preview(error, 300)));
             }
             out
         }
@@ -161,10 +145,7 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
         },
         None => {
             let open = user_tasks(bot, sender, 50).into_iter().find(|t| {
-                matches!(
-                    t.status,
-                    TaskStatus::Running | TaskStatus::Queued | TaskStatus::Interrupted
-                )
+                matches!(t.status, TaskStatus::Running | TaskStatus::Queued | TaskStatus::Interrupted)
             });
             match open {
                 Some(t) => t,
@@ -177,10 +158,7 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
             if bot.ctx.pool.cancel_running(task.id) {
                 format!("Cancelling task #{}…", task.id)
             } else {
-                format!(
-                    "Task #{} is starting; try /cancel again in a moment.",
-                    task.id
-                )
+                format!("Task #{} is starting; try /cancel again in a moment.", task.id)
             }
         }
         TaskStatus::Queued | TaskStatus::Interrupted => {
@@ -210,12 +188,7 @@ async fn retry(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
         }
     };
     let max_attempts = bot.ctx.config.limits.max_attempts;
-    match bot
-        .ctx
-        .store
-        .retry_task(task.id, max_attempts, now_ms())
-        .await
-    {
+    match bot.ctx.store.retry_task(task.id, max_attempts, now_ms()).await {
         Ok(new) => {
             bot.ctx.pool.notify();
             format!("Retrying task #{} as task #{}.", task.id, new.id)
@@ -227,24 +200,11 @@ async fn retry(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
 fn cost_text(bot: &BotRuntime) -> String {
     let now = now_ms();
     let limits = &bot.ctx.config.limits;
-    let today = bot
-        .ctx
-        .store
-        .cost_today(&bot.config.id, now)
-        .unwrap_or_default();
-    let month = bot
-        .ctx
-        .store
-        .cost_month(&bot.config.id, now)
-        .unwrap_or_default();
+    let today = bot.ctx.store.cost_today(&bot.config.id, now).unwrap_or_default();
+    let month = bot.ctx.store.cost_month(&bot.config.id, now).unwrap_or_default();
     format!(
         "Today: ${:.2} of ${:.2} ({} tasks)\nThis month: ${:.2} of ${:.2} ({} tasks)",
-        today.usd,
-        limits.daily_cost_usd,
-        today.tasks,
-        month.usd,
-        limits.monthly_cost_usd,
-        month.tasks
+        today.usd, limits.daily_cost_usd, today.tasks, month.usd, limits.monthly_cost_usd, month.tasks
     )
 }
 
@@ -254,13 +214,7 @@ fn alerts_text(bot: &BotRuntime) -> String {
         Ok(alerts) => {
             let mut out = format!("{} open alert(s):\n", alerts.len());
             for a in alerts.iter().take(20) {
-                out.push_str(&format!(
-                    "• [{}] {} {}: {}\n",
-                    a.severity,
-                    a.rule,
-                    a.state.as_str(),
-                    a.message
-                ));
+                out.push_str(&format!("• [{}] {} {}: {}\n", a.severity, a.rule, a.state.as_str(), a.message));
             }
             out
         }
@@ -270,8 +224,7 @@ fn alerts_text(bot: &BotRuntime) -> String {
 
 async fn restart(bot: &BotRuntime, sender: Sender) {
     if !sender.is_admin {
-        bot.reply(sender, "Only admins may restart the service.")
-            .await;
+        bot.reply(sender, "Only admins may restart the service.").await;
         return;
     }
     let message_id = bot
@@ -287,11 +240,7 @@ async fn restart(bot: &BotRuntime, sender: Sender) {
         reason: format!("/restart by user {}", sender.user_id),
     };
     if let Err(e) = bot.ctx.store.set_restart_state(state).await {
-        bot.reply(
-            sender,
-            &format!("Could not record the restart ({e}); not restarting."),
-        )
-        .await;
+        bot.reply(sender, &format!("Could not record the restart ({e}); not restarting.")).await;
         return;
     }
     let _ = bot

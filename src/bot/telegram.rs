@@ -62,14 +62,9 @@ pub struct TelegramApi {
 impl TelegramApi {
     /// A client for `token` at `api_url`.
     pub fn new(token: String, api_url: &str, breaker: CircuitBreaker) -> Result<Self, String> {
-        let url = reqwest::Url::parse(api_url)
-            .map_err(|e| format!("invalid api_url `{api_url}`: {e}"))?;
+        let url = reqwest::Url::parse(api_url).map_err(|e| format!("invalid api_url `{api_url}`: {e}"))?;
         let bot = Bot::new(token.clone()).set_api_url(url);
-        Ok(TelegramApi {
-            bot,
-            token,
-            breaker,
-        })
+        Ok(TelegramApi { bot, token, breaker })
     }
 
     /// Removes the token from a text (errors may carry the request URL).
@@ -85,18 +80,14 @@ impl TelegramApi {
 
     /// Removes a webhook so long polling works (pending updates are kept).
     pub async fn delete_webhook(&self) -> Result<(), SendError> {
-        self.call("deleteWebhook", || self.bot.delete_webhook())
-            .await
-            .map(|_| ())
+        self.call("deleteWebhook", || self.bot.delete_webhook()).await.map(|_| ())
     }
 
     /// Registers the command list shown by Telegram clients.
     pub async fn set_commands(&self, commands: Vec<BotCommand>) -> Result<(), SendError> {
-        self.call("setMyCommands", || {
-            self.bot.set_my_commands(commands.clone())
-        })
-        .await
-        .map(|_| ())
+        self.call("setMyCommands", || self.bot.set_my_commands(commands.clone()))
+            .await
+            .map(|_| ())
     }
 
     /// One long poll. Not retried here: the poller owns its backoff.
@@ -114,12 +105,7 @@ impl TelegramApi {
         match result {
             Ok(updates) => {
                 self.breaker.record_success();
-                metrics::observe(
-                    "telegram",
-                    "getUpdates",
-                    started.elapsed().as_secs_f64() * 1000.0,
-                    CallOutcome::Ok,
-                );
+                metrics::observe("telegram", "getUpdates", started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
                 Ok(updates)
             }
             Err(e) => {
@@ -140,14 +126,9 @@ impl TelegramApi {
     ) -> Result<i32, SendError> {
         let sent = self
             .call("sendMessage", || {
-                let mut req = self
-                    .bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html);
+                let mut req = self.bot.send_message(ChatId(chat_id), html).parse_mode(ParseMode::Html);
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
                 }
                 req
             })
@@ -163,19 +144,12 @@ impl TelegramApi {
     }
 
     /// Sends plain text.
-    pub async fn send_plain(
-        &self,
-        chat_id: i64,
-        text: &str,
-        reply_to: Option<i32>,
-    ) -> Result<i32, SendError> {
+    pub async fn send_plain(&self, chat_id: i64, text: &str, reply_to: Option<i32>) -> Result<i32, SendError> {
         let message = self
             .call("sendMessage", || {
                 let mut req = self.bot.send_message(ChatId(chat_id), text);
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
                 }
                 req
             })
@@ -184,16 +158,10 @@ impl TelegramApi {
     }
 
     /// Replaces the text of a message the bot sent.
-    pub async fn edit_text(
-        &self,
-        chat_id: i64,
-        message_id: i32,
-        text: &str,
-    ) -> Result<(), SendError> {
+    pub async fn edit_text(&self, chat_id: i64, message_id: i32, text: &str) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
+                self.bot.edit_message_text(ChatId(chat_id), MessageId(message_id), text)
             })
             .await
         {
@@ -203,12 +171,7 @@ impl TelegramApi {
     }
 
     /// Replaces the text of a message with HTML.
-    pub async fn edit_html(
-        &self,
-        chat_id: i64,
-        message_id: i32,
-        html: &str,
-    ) -> Result<(), SendError> {
+    pub async fn edit_html(&self, chat_id: i64, message_id: i32, html: &str) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
                 self.bot
@@ -224,22 +187,16 @@ impl TelegramApi {
 
     /// Deletes a message the bot sent.
     pub async fn delete(&self, chat_id: i64, message_id: i32) -> Result<(), SendError> {
-        self.call("deleteMessage", || {
-            self.bot
-                .delete_message(ChatId(chat_id), MessageId(message_id))
-        })
-        .await
-        .map(|_| ())
+        self.call("deleteMessage", || self.bot.delete_message(ChatId(chat_id), MessageId(message_id)))
+            .await
+            .map(|_| ())
     }
 
     /// Shows "typing…" in the chat.
     pub async fn typing(&self, chat_id: i64) -> Result<(), SendError> {
-        self.call("sendChatAction", || {
-            self.bot
-                .send_chat_action(ChatId(chat_id), ChatAction::Typing)
-        })
-        .await
-        .map(|_| ())
+        self.call("sendChatAction", || self.bot.send_chat_action(ChatId(chat_id), ChatAction::Typing))
+            .await
+            .map(|_| ())
     }
 
     /// Sends a text file.
@@ -253,16 +210,10 @@ impl TelegramApi {
     ) -> Result<i32, SendError> {
         let message = self
             .call("sendDocument", || {
-                let file =
-                    InputFile::memory(content.as_bytes().to_vec()).file_name(file_name.to_string());
-                let mut req = self
-                    .bot
-                    .send_document(ChatId(chat_id), file)
-                    .caption(caption);
+                let file = InputFile::memory(content.as_bytes().to_vec()).file_name(file_name.to_string());
+                let mut req = self.bot.send_document(ChatId(chat_id), file).caption(caption);
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(
-                        ReplyParameters::new(MessageId(id)).allow_sending_without_reply(),
-                    );
+                    req = req.reply_parameters(ReplyParameters::new(MessageId(id)).allow_sending_without_reply());
                 }
                 req
             })
@@ -274,24 +225,15 @@ impl TelegramApi {
         if self.breaker.can_execute() {
             Ok(())
         } else {
-            let retry = Duration::from_millis(
-                self.breaker
-                    .snapshot()
-                    .open_until_wall_ms
-                    .map_or(1000, |until| {
-                        until.saturating_sub(crate::storage::now_ms()).max(100)
-                    }),
-            );
+            let retry = Duration::from_millis(self.breaker.snapshot().open_until_wall_ms.map_or(1000, |until| {
+                until.saturating_sub(crate::storage::now_ms()).max(100)
+            }));
             Err(SendError::CircuitOpen(retry))
         }
     }
 
     /// Runs one request with the breaker, flood control and retries.
-    async fn call<R, F>(
-        &self,
-        method: &'static str,
-        make: F,
-    ) -> Result<teloxide::requests::Output<R>, SendError>
+    async fn call<R, F>(&self, method: &'static str, make: F) -> Result<teloxide::requests::Output<R>, SendError>
     where
         F: Fn() -> R,
         R: teloxide::requests::Request<Err = RequestError>,
@@ -304,12 +246,7 @@ impl TelegramApi {
             match result {
                 Ok(value) => {
                     self.breaker.record_success();
-                    metrics::observe(
-                        "telegram",
-                        method,
-                        started.elapsed().as_secs_f64() * 1000.0,
-                        CallOutcome::Ok,
-                    );
+                    metrics::observe("telegram", method, started.elapsed().as_secs_f64() * 1000.0, CallOutcome::Ok);
                     return Ok(value);
                 }
                 Err(e) => {
@@ -317,14 +254,8 @@ impl TelegramApi {
                     self.report(&error, method, started);
                     attempt += 1;
                     match &error {
-                        SendError::RetryAfter(wait)
-                            if attempt <= MAX_RETRIES && *wait <= MAX_INLINE_RETRY_AFTER =>
-                        {
-                            tracing::info!(
-                                method,
-                                wait_ms = wait.as_millis() as u64,
-                                "telegram flood control; waiting"
-                            );
+                        SendError::RetryAfter(wait) if attempt <= MAX_RETRIES && *wait <= MAX_INLINE_RETRY_AFTER => {
+                            tracing::info!(method, wait_ms = wait.as_millis() as u64, "telegram flood control; waiting");
                             tokio::time::sleep(*wait).await;
                         }
                         SendError::Unavailable(_) if attempt <= MAX_RETRIES => {
@@ -340,9 +271,7 @@ impl TelegramApi {
     fn classify(&self, e: &RequestError) -> SendError {
         match e {
             RequestError::RetryAfter(secs) => SendError::RetryAfter(secs.duration()),
-            RequestError::Api(ApiError::CantParseEntities(why)) => {
-                SendError::CantParseEntities(why.clone())
-            }
+            RequestError::Api(ApiError::CantParseEntities(why)) => SendError::CantParseEntities(why.clone()),
             RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => SendError::Conflict,
             RequestError::Api(ApiError::MessageNotModified) => SendError::NotModified,
             RequestError::Api(ApiError::Unknown(text)) if looks_server_side(text) => {
@@ -369,9 +298,7 @@ impl TelegramApi {
                 self.breaker.record_failure(why);
             }
             SendError::CircuitOpen(_) => {}
-            SendError::RetryAfter(_) => {
-                metrics::observe("telegram", method, ms, CallOutcome::Error)
-            }
+            SendError::RetryAfter(_) => metrics::observe("telegram", method, ms, CallOutcome::Error),
             _ => {
                 // Telegram answered: it is up, even if it said no.
                 metrics::observe("telegram", method, ms, CallOutcome::Ok);

@@ -13,10 +13,7 @@ use crate::storage::{DumpRow, Store, StoreError};
 /// Runs the command.
 pub async fn run(config: &Config, args: DumpArgs) -> anyhow::Result<i32> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    match Store::open(
-        &config.database_path(),
-        crate::backup::store_options(config),
-    ) {
+    match Store::open(&config.database_path(), crate::backup::store_options(config)) {
         Ok(store) => {
             let result = dump_store(&store, &args.tables, since, args.format);
             store.close();
@@ -31,12 +28,7 @@ pub async fn run(config: &Config, args: DumpArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn dump_store(
-    store: &Store,
-    tables: &[String],
-    since: Option<u64>,
-    format: DumpFormat,
-) -> anyhow::Result<()> {
+fn dump_store(store: &Store, tables: &[String], since: Option<u64>, format: DumpFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
@@ -49,9 +41,7 @@ fn dump_store(
         DumpFormat::Json => {
             let mut doc: Map<String, Value> = Map::new();
             store.dump(tables, since, &mut |row| {
-                let list = doc
-                    .entry(row.table)
-                    .or_insert_with(|| Value::Array(Vec::new()));
+                let list = doc.entry(row.table).or_insert_with(|| Value::Array(Vec::new()));
                 if let Value::Array(items) = list {
                     items.push(row.row);
                 }
@@ -113,10 +103,7 @@ async fn dump_remote(config: &Config, args: &DumpArgs, since: Option<u64>) -> an
     match args.format {
         DumpFormat::Ndjson => print!("{text}"),
         DumpFormat::Json | DumpFormat::Table => {
-            let rows: Vec<Value> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+            let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
         }
     }
@@ -138,15 +125,10 @@ pub fn parse_since(text: &str) -> anyhow::Result<u64> {
         return u64::try_from(dt.timestamp_millis()).context("time before 1970");
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        let ms = d
-            .and_hms_opt(0, 0, 0)
-            .map(|dt| dt.and_utc().timestamp_millis())
-            .unwrap_or(0);
+        let ms = d.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc().timestamp_millis()).unwrap_or(0);
         return u64::try_from(ms).context("time before 1970");
     }
-    anyhow::bail!(
-        "--since `{text}`: use ISO-8601 (2025-10-14T12:00:00Z), a date, unix seconds/ms, or an age like 2h"
-    )
+    anyhow::bail!("--since `{text}`: use ISO-8601 (2025-10-14T12:00:00Z), a date, unix seconds/ms, or an age like 2h")
 }
 
 fn parse_age(t: &str) -> Option<u64> {
@@ -170,10 +152,7 @@ mod tests {
     fn since_accepts_the_documented_forms() {
         assert_eq!(parse_since("1760504154").unwrap(), 1_760_504_154_000);
         assert_eq!(parse_since("1760504154000").unwrap(), 1_760_504_154_000);
-        assert_eq!(
-            parse_since("2025-10-15T04:55:54Z").unwrap(),
-            1_760_504_154_000
-        );
+        assert_eq!(parse_since("2025-10-15T04:55:54Z").unwrap(), 1_760_504_154_000);
         assert!(parse_since("2h").unwrap() < crate::storage::now_ms());
         assert!(parse_since("yesterday").is_err());
     }

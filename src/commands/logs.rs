@@ -14,11 +14,7 @@ pub fn newest_log(config: &Config) -> Option<PathBuf> {
     let entries = std::fs::read_dir(&config.log_dir).ok()?;
     entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(crate::telemetry::LOG_FILE)
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with(crate::telemetry::LOG_FILE))
         .max_by_key(|e| e.file_name())
         .map(|e| e.path())
 }
@@ -26,13 +22,9 @@ pub fn newest_log(config: &Config) -> Option<PathBuf> {
 /// Runs the command.
 pub async fn run(config: &Config, args: LogsArgs) -> anyhow::Result<i32> {
     let Some(path) = newest_log(config) else {
-        anyhow::bail!(
-            "no log file in {} (has the service run with this configuration?)",
-            config.log_dir.display()
-        );
+        anyhow::bail!("no log file in {} (has the service run with this configuration?)", config.log_dir.display());
     };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let lines: Vec<&str> = text.lines().collect();
     for line in &lines[lines.len().saturating_sub(args.lines)..] {
         println!("{line}");

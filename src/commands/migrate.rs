@@ -10,8 +10,7 @@ use crate::storage::{Store, StoreError};
 /// Runs the command.
 pub async fn run(config: &Config, args: MigrateArgs) -> anyhow::Result<i32> {
     if let Some(dir) = &args.from_json {
-        let summary =
-            crate::legacy::run_migrate(config, dir, args.dry_run, args.bot.clone()).await?;
+        let summary = crate::legacy::run_migrate(config, dir, args.dry_run, args.bot.clone()).await?;
         println!("{summary}");
         return Ok(0);
     }
@@ -25,10 +24,6 @@ pub async fn run(config: &Config, args: MigrateArgs) -> anyhow::Result<i32> {
     };
     let version = store.schema_version()?;
     store.close();
-    println!(
-        "{}: schema version {version} (latest {})",
-        path.display(),
-        Store::latest_schema_version()
-    );
+    println!("{}: schema version {version} (latest {})", path.display(), Store::latest_schema_version());
     Ok(0)
 }

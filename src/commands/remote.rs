@@ -68,11 +68,7 @@ impl ServiceClient {
         &self.base
     }
 
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        url: &str,
-    ) -> Result<reqwest::Response, RemoteError> {
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, RemoteError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -81,10 +77,7 @@ impl ServiceClient {
             if e.is_connect() {
                 RemoteError::NotRunning(self.base.clone())
             } else {
-                RemoteError::Other {
-                    url: url.to_string(),
-                    message: e.to_string(),
-                }
+                RemoteError::Other { url: url.to_string(), message: e.to_string() }
             }
         })?;
         if resp.status().is_success() {
@@ -100,30 +93,21 @@ impl ServiceClient {
     pub async fn get(&self, path: &str) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.get(&url), &url).await?;
-        resp.json().await.map_err(|e| RemoteError::Other {
-            url,
-            message: e.to_string(),
-        })
+        resp.json().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
     }
 
     /// GET raw text.
     pub async fn get_text(&self, path: &str) -> Result<String, RemoteError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.get(&url), &url).await?;
-        resp.text().await.map_err(|e| RemoteError::Other {
-            url,
-            message: e.to_string(),
-        })
+        resp.text().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
     }
 
     /// POST a JSON body.
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.post(&url).json(&body), &url).await?;
-        resp.json().await.map_err(|e| RemoteError::Other {
-            url,
-            message: e.to_string(),
-        })
+        resp.json().await.map_err(|e| RemoteError::Other { url, message: e.to_string() })
     }
 }
 
@@ -131,11 +115,7 @@ impl ServiceClient {
 pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
     let bot = match args.bot {
         Some(b) => b,
-        None => config
-            .bots
-            .first()
-            .map(|b| b.id.clone())
-            .context("no bot is configured; pass --bot")?,
+        None => config.bots.first().map(|b| b.id.clone()).context("no bot is configured; pass --bot")?,
     };
     let user = args
         .user
@@ -143,14 +123,9 @@ pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
         .unwrap_or(0);
     let client = ServiceClient::new(config)?;
     let created = client
-        .post(
-            "/api/tasks",
-            serde_json::json!({"bot_id": bot, "user_id": user, "prompt": args.prompt}),
-        )
+        .post("/api/tasks", serde_json::json!({"bot_id": bot, "user_id": user, "prompt": args.prompt}))
         .await?;
-    let id = created["id"]
-        .as_u64()
-        .context("the service did not return a task id")?;
+    let id = created["id"].as_u64().context("the service did not return a task id")?;
     if args.no_wait {
         println!("{id}");
         return Ok(0);
@@ -165,19 +140,13 @@ pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             Some(s @ ("failed" | "cancelled")) => {
-                eprintln!(
-                    "task #{id} {s}: {}",
-                    task["error"].as_str().unwrap_or("no details")
-                );
+                eprintln!("task #{id} {s}: {}", task["error"].as_str().unwrap_or("no details"));
                 return Ok(1);
             }
             _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "no answer for task #{id} within {} s (it keeps running; see `agentlab tasks`)",
-                args.timeout
-            );
+            bail!("no answer for task #{id} within {} s (it keeps running; see `agentlab tasks`)", args.timeout);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -214,10 +183,7 @@ pub async fn status(config: &Config) -> anyhow::Result<i32> {
                     name,
                     entry["status"].as_str().unwrap_or("?"),
                     entry["observedValue"],
-                    entry["observedUnit"]
-                        .as_str()
-                        .map(|u| format!(" {u}"))
-                        .unwrap_or_default()
+                    entry["observedUnit"].as_str().map(|u| format!(" {u}")).unwrap_or_default()
                 );
             }
         }
@@ -227,12 +193,7 @@ pub async fn status(config: &Config) -> anyhow::Result<i32> {
         if !list.is_empty() {
             println!("firing alerts:");
             for a in list {
-                println!(
-                    "  [{}] {}: {}",
-                    a["severity"].as_str().unwrap_or("?"),
-                    a["rule"].as_str().unwrap_or("?"),
-                    a["message"].as_str().unwrap_or("")
-                );
+                println!("  [{}] {}: {}", a["severity"].as_str().unwrap_or("?"), a["rule"].as_str().unwrap_or("?"), a["message"].as_str().unwrap_or(""));
             }
         }
     }
@@ -255,12 +216,7 @@ pub async fn tasks(config: &Config, args: TasksArgs) -> anyhow::Result<i32> {
         println!("no tasks");
     }
     for t in list {
-        let prompt: String = t["prompt"]
-            .as_str()
-            .unwrap_or("")
-            .chars()
-            .take(50)
-            .collect();
+        let prompt: String = t["prompt"].as_str().unwrap_or("").chars().take(50).collect();
         println!(
             "#{:<6} {:<11} {:<8} {:<10} {}",
             t["id"],
@@ -277,8 +233,6 @@ pub async fn tasks(config: &Config, args: TasksArgs) -> anyhow::Result<i32> {
 pub async fn restart(config: &Config) -> anyhow::Result<i32> {
     let client = ServiceClient::new(config)?;
     client.post("/api/restart", serde_json::json!({})).await?;
-    println!(
-        "restart requested: the service exits with code 42 and its service manager starts it again"
-    );
+    println!("restart requested: the service exits with code 42 and its service manager starts it again");
     Ok(0)
 }

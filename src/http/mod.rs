@@ -19,10 +19,7 @@ use crate::service::ServiceContext;
 pub use error::ApiError;
 
 /// Binds the server and spawns it; returns the bound address (port 0 → chosen).
-pub async fn serve(
-    ctx: Arc<ServiceContext>,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<SocketAddr> {
+pub async fn serve(ctx: Arc<ServiceContext>, tasks: &mut JoinSet<()>) -> anyhow::Result<SocketAddr> {
     let bind = &ctx.config.http.bind;
     let listener = tokio::net::TcpListener::bind(bind)
         .await

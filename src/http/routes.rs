@@ -13,9 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::service::ServiceContext;
-use crate::storage::{
-    NewTask, PRIORITY_NORMAL, TaskFilter, TaskKind, TaskSource, TaskStatus, now_ms,
-};
+use crate::storage::{NewTask, PRIORITY_NORMAL, TaskFilter, TaskKind, TaskSource, TaskStatus, now_ms};
 
 type Ctx = State<Arc<ServiceContext>>;
 
@@ -35,27 +33,18 @@ async fn readyz(State(ctx): Ctx) -> impl IntoResponse {
     if ctx.is_ready() {
         (StatusCode::OK, Json(json!({"status": "pass"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "fail", "reason": "starting or stopping"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "fail", "reason": "starting or stopping"})))
     }
 }
 
 async fn health(State(ctx): Ctx) -> impl IntoResponse {
     let storage_ok = ctx.store.queue_depth().is_ok();
     let status = if storage_ok { "pass" } else { "fail" };
-    let code = if storage_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if storage_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,
         [("content-type", "application/health+json")],
-        Json(
-            json!({"status": status, "version": env!("CARGO_PKG_VERSION"), "uptime_s": ctx.uptime_s()}),
-        ),
+        Json(json!({"status": status, "version": env!("CARGO_PKG_VERSION"), "uptime_s": ctx.uptime_s()})),
     )
 }
 
@@ -87,19 +76,11 @@ struct CreateTask {
     chat_id: Option<i64>,
 }
 
-async fn create_task(
-    State(ctx): Ctx,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+async fn create_task(State(ctx): Ctx, headers: HeaderMap, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
     require_admin(&ctx, &headers)?;
-    let req: CreateTask = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let req: CreateTask = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if ctx.config.bot(&req.bot_id).is_none() {
-        return Err(ApiError::not_found(format!(
-            "bot `{}` is not configured",
-            req.bot_id
-        )));
+        return Err(ApiError::not_found(format!("bot `{}` is not configured", req.bot_id)));
     }
     if req.prompt.trim().is_empty() {
         return Err(ApiError::bad_request("prompt is empty"));
@@ -118,20 +99,12 @@ async fn create_task(
     };
     let submitted = ctx.store.submit_task(new, now_ms()).await?;
     ctx.pool.notify();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": submitted.task.id, "status": submitted.task.status})),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({"id": submitted.task.id, "status": submitted.task.status}))))
 }
 
 async fn get_task(State(ctx): Ctx, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
-    let task = ctx
-        .store
-        .get_task(id)?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+    let id: u64 = id.parse().map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
+    let task = ctx.store.get_task(id)?.ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     Ok(Json(task))
 }
 
@@ -142,39 +115,19 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_tasks(
-    State(ctx): Ctx,
-    Query(q): Query<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+async fn list_tasks(State(ctx): Ctx, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(
-            TaskStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status `{s}`")))?,
-        ),
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status `{s}`")))?),
     };
-    let filter = TaskFilter {
-        status,
-        bot_id: q.bot,
-        user_id: None,
-        limit: Some(q.limit.unwrap_or(50).min(1000)),
-    };
+    let filter = TaskFilter { status, bot_id: q.bot, user_id: None, limit: Some(q.limit.unwrap_or(50).min(1000)) };
     Ok(Json(ctx.store.list_tasks(&filter)?))
 }
 
-async fn cancel_task(
-    State(ctx): Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+async fn cancel_task(State(ctx): Ctx, headers: HeaderMap, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     require_admin(&ctx, &headers)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
-    let task = ctx
-        .store
-        .get_task(id)?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+    let id: u64 = id.parse().map_err(|_| ApiError::bad_request(format!("task id `{id}` is not a number")))?;
+    let task = ctx.store.get_task(id)?.ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     match task.status {
         TaskStatus::Running => {
             ctx.pool.cancel_running(id);

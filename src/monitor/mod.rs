@@ -79,16 +79,9 @@ pub fn resolution_for(range_ms: u64) -> SeriesResolution {
 
 /// Time series of `metric_type` (a series name, or its prefix before `{labels}`)
 /// between `from_ms` and `to_ms`, at most [`MAX_HISTORY_POINTS`] points per series.
-pub fn history(
-    ctx: &ServiceContext,
-    metric_type: &str,
-    from_ms: u64,
-    to_ms: u64,
-) -> Result<History, HistoryError> {
+pub fn history(ctx: &ServiceContext, metric_type: &str, from_ms: u64, to_ms: u64) -> Result<History, HistoryError> {
     if from_ms >= to_ms {
-        return Err(HistoryError::BadRange(format!(
-            "`from` ({from_ms}) must be before `to` ({to_ms})"
-        )));
+        return Err(HistoryError::BadRange(format!("`from` ({from_ms}) must be before `to` ({to_ms})")));
     }
     let names: Vec<String> = ctx
         .store
@@ -103,9 +96,7 @@ pub fn history(
     let resolution = resolution_for(to_ms - from_ms);
     let mut series = Vec::new();
     for name in names {
-        let points = ctx
-            .store
-            .series_rollups(&name, from_ms, to_ms, resolution)?;
+        let points = ctx.store.series_rollups(&name, from_ms, to_ms, resolution)?;
         series.push((name, downsample(points, MAX_HISTORY_POINTS)));
     }
     Ok(History {
@@ -130,10 +121,7 @@ pub fn downsample(points: Vec<SeriesPoint>, max: usize) -> Vec<SeriesPoint> {
                 at_ms: chunk[0].at_ms,
                 value: if count > 0 { sum / count as f64 } else { 0.0 },
                 min: chunk.iter().map(|p| p.min).fold(f64::INFINITY, f64::min),
-                max: chunk
-                    .iter()
-                    .map(|p| p.max)
-                    .fold(f64::NEG_INFINITY, f64::max),
+                max: chunk.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
                 count,
             }
         })

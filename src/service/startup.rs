@@ -41,25 +41,12 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     let shutdown = options.shutdown.clone().unwrap_or_default();
     let started = Instant::now();
     let started_ms = now_ms();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        bots = config.bots.len(),
-        "agentlab starting"
-    );
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), bots = config.bots.len(), "agentlab starting");
 
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
     let opened = crate::backup::open_store_or_restore(&config).context("opening the store")?;
     let store = opened.store.clone();
-    let outcome = run_with_store(
-        config,
-        store.clone(),
-        shutdown,
-        started,
-        started_ms,
-        opened.notices,
-        &options,
-    )
-    .await;
+    let outcome = run_with_store(config, store.clone(), shutdown, started, started_ms, opened.notices, &options).await;
     // Close on every path, error or not.
     store.close();
     tracing::info!("store closed; agentlab stopped");
@@ -80,14 +67,8 @@ async fn run_with_store(
     let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
     let ctx = Arc::new(ServiceContext {
         admin_token: secret_from_env(&config.http.admin_token_env),
-        links: bot_ids
-            .iter()
-            .map(|id| (id.clone(), Arc::new(TelegramLink::default())))
-            .collect(),
-        outbox_wake: bot_ids
-            .iter()
-            .map(|id| (id.clone(), Arc::new(Notify::new())))
-            .collect(),
+        links: bot_ids.iter().map(|id| (id.clone(), Arc::new(TelegramLink::default()))).collect(),
+        outbox_wake: bot_ids.iter().map(|id| (id.clone(), Arc::new(Notify::new()))).collect(),
         config: config.clone(),
         store: store.clone(),
         circuits,
@@ -118,11 +99,7 @@ async fn run_with_store(
     let recovered = recovery::recover_running_tasks(&store, &pool)
         .await
         .context("recovering tasks left running")?;
-    tracing::info!(
-        adopt = recovered.adopt.len(),
-        settled = recovered.settled,
-        "recovery done"
-    );
+    tracing::info!(adopt = recovered.adopt.len(), settled = recovered.settled, "recovery done");
 
     // 4. Pool, monitors, backups.
     tasks.spawn(pool.clone().run(recovered.adopt, shutdown.subscribe()));
@@ -158,10 +135,7 @@ async fn run_with_store(
 fn listen_for_signals(tasks: &mut JoinSet<()>, shutdown: Shutdown) {
     tasks.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot listen for SIGTERM/SIGINT");
             return;
         };
@@ -174,25 +148,15 @@ fn listen_for_signals(tasks: &mut JoinSet<()>, shutdown: Shutdown) {
 }
 
 async fn record_start(ctx: &ServiceContext) {
-    let payload =
-        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()});
-    if let Err(e) = ctx
-        .store
-        .append_event("service_started", None, payload, ctx.started_ms)
-        .await
-    {
+    let payload = serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()});
+    if let Err(e) = ctx.store.append_event("service_started", None, payload, ctx.started_ms).await {
         tracing::warn!(error = %e, "cannot record the start event");
     }
 }
 
 async fn record_stop(ctx: &ServiceContext) {
-    let payload =
-        serde_json::json!({"exit_code": ctx.shutdown.exit_code(), "uptime_s": ctx.uptime_s()});
-    if let Err(e) = ctx
-        .store
-        .append_event("service_stopped", None, payload, now_ms())
-        .await
-    {
+    let payload = serde_json::json!({"exit_code": ctx.shutdown.exit_code(), "uptime_s": ctx.uptime_s()});
+    if let Err(e) = ctx.store.append_event("service_stopped", None, payload, now_ms()).await {
         tracing::warn!(error = %e, "cannot record the stop event");
     }
 }

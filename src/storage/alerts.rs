@@ -40,8 +40,8 @@ impl Store {
                 if out.len() >= limit {
                     break;
                 }
-                let alert: Alert =
-                    codec::decode(row?.1.value()).map_err(|e| StoreError::decode("alerts", e))?;
+                let alert: Alert = codec::decode(row?.1.value())
+                    .map_err(|e| StoreError::decode("alerts", e))?;
                 if state.is_none_or(|s| s == alert.state) {
                     out.push(alert);
                 }

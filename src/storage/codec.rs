@@ -48,9 +48,7 @@ fn unreachable_encode(e: postcard::Error) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     match version {
-        FORMAT_VERSION => {
-            postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))
-        }
+        FORMAT_VERSION => postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string())),
         other => Err(DecodeError::UnknownVersion(other)),
     }
 }

@@ -117,10 +117,7 @@ fn emit(sink: &mut Sink<'_>, table: &'static str, row: Value) -> StoreResult<()>
     sink(DumpRow { table, row }).map_err(|e| StoreError::Io(format!("writing dump: {e}")))
 }
 
-fn decoded<T: serde::de::DeserializeOwned + Serialize>(
-    table: &'static str,
-    bytes: &[u8],
-) -> StoreResult<Value> {
+fn decoded<T: serde::de::DeserializeOwned + Serialize>(table: &'static str, bytes: &[u8]) -> StoreResult<Value> {
     let value: T = codec::decode(bytes).map_err(|e| StoreError::decode(table, e))?;
     Ok(serde_json::to_value(value).unwrap_or(Value::Null))
 }
@@ -143,12 +140,7 @@ pub fn iso8601(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn dump_table(
-    tx: &ReadTransaction,
-    name: &'static str,
-    since: Option<u64>,
-    sink: Sink<'_>,
-) -> StoreResult<()> {
+fn dump_table(tx: &ReadTransaction, name: &'static str, since: Option<u64>, sink: Sink<'_>) -> StoreResult<()> {
     let mut sink = sink;
     let since = since.unwrap_or(0);
     macro_rules! rows {
@@ -181,11 +173,7 @@ fn dump_table(
                 let (k, v) = row?;
                 let (bot, user) = k.value();
                 let value = decoded::<Session>(name, v.value())?;
-                emit(
-                    &mut sink,
-                    name,
-                    merge(json!({"bot_id": bot, "user_id": user}), value),
-                )?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "user_id": user}), value))?;
             }
         }
         "messages" => {
@@ -193,43 +181,28 @@ fn dump_table(
                 let (k, v) = row?;
                 let (bot, user, seq) = k.value();
                 let value = decoded::<ChatMessage>(name, v.value())?;
-                emit(
-                    &mut sink,
-                    name,
-                    merge(json!({"bot_id": bot, "user_id": user, "seq": seq}), value),
-                )?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "user_id": user, "seq": seq}), value))?;
             }
         }
         "tasks" => {
             for row in rows!(tables::TASKS).iter()? {
                 let (_, v) = row?;
-                let task: Task =
-                    codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let task: Task = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
                 if task.created_ms >= since {
-                    emit(
-                        &mut sink,
-                        name,
-                        serde_json::to_value(task).unwrap_or(Value::Null),
-                    )?;
+                    emit(&mut sink, name, serde_json::to_value(task).unwrap_or(Value::Null))?;
                 }
             }
         }
         "task_queue" => {
             for row in rows!(tables::TASK_QUEUE).iter()? {
                 let (p, at, id) = row?.0.value();
-                emit(
-                    &mut sink,
-                    name,
-                    json!({"priority": p, "enqueued_ms": at, "task_id": id}),
-                )?;
+                emit(&mut sink, name, json!({"priority": p, "enqueued_ms": at, "task_id": id}))?;
             }
         }
         "task_status" => {
             for row in rows!(tables::TASK_STATUS).iter()? {
                 let (s, id) = row?.0.value();
-                let status = TaskStatus::ALL
-                    .get(s as usize)
-                    .map_or("unknown", |st| st.as_str());
+                let status = TaskStatus::ALL.get(s as usize).map_or("unknown", |st| st.as_str());
                 emit(&mut sink, name, json!({"status": status, "task_id": id}))?;
             }
         }
@@ -237,33 +210,21 @@ fn dump_table(
             for row in rows!(tables::TASK_USER).iter()? {
                 let (key, _) = row?;
                 let (bot, user, id) = key.value();
-                emit(
-                    &mut sink,
-                    name,
-                    json!({"bot_id": bot, "user_id": user, "task_id": id}),
-                )?;
+                emit(&mut sink, name, json!({"bot_id": bot, "user_id": user, "task_id": id}))?;
             }
         }
         "active_users" => {
             for row in rows!(tables::ACTIVE_USERS).iter()? {
                 let (k, v) = row?;
                 let (bot, user) = k.value();
-                emit(
-                    &mut sink,
-                    name,
-                    json!({"bot_id": bot, "user_id": user, "task_id": v.value()}),
-                )?;
+                emit(&mut sink, name, json!({"bot_id": bot, "user_id": user, "task_id": v.value()}))?;
             }
         }
         "update_dedup" => {
             for row in rows!(tables::UPDATE_DEDUP).iter()? {
                 let (k, v) = row?;
                 let (bot, update) = k.value();
-                emit(
-                    &mut sink,
-                    name,
-                    json!({"bot_id": bot, "update_id": update, "task_id": v.value()}),
-                )?;
+                emit(&mut sink, name, json!({"bot_id": bot, "update_id": update, "task_id": v.value()}))?;
             }
         }
         "outbox" => {
@@ -276,11 +237,7 @@ fn dump_table(
                 let (k, v) = row?;
                 let (bot, day) = k.value();
                 let value = decoded::<CostDay>(name, v.value())?;
-                emit(
-                    &mut sink,
-                    name,
-                    merge(json!({"bot_id": bot, "day": day}), value),
-                )?;
+                emit(&mut sink, name, merge(json!({"bot_id": bot, "day": day}), value))?;
             }
         }
         "restart_state" => {
@@ -301,11 +258,7 @@ fn dump_table(
                     .map(|s| json!([s.at_ms, s.value]))
                     .collect();
                 if !points.is_empty() {
-                    emit(
-                        &mut sink,
-                        name,
-                        json!({"series_id": id, "chunk_start_ms": start, "samples": points}),
-                    )?;
+                    emit(&mut sink, name, json!({"series_id": id, "chunk_start_ms": start, "samples": points}))?;
                 }
             }
         }
@@ -315,18 +268,11 @@ fn dump_table(
                 let (id, bucket) = k.value();
                 if bucket >= since {
                     let value = decoded::<Rollup>(name, v.value())?;
-                    let resolution = if id & 0x8000_0000 != 0 {
-                        "hour"
-                    } else {
-                        "minute"
-                    };
+                    let resolution = if id & 0x8000_0000 != 0 { "hour" } else { "minute" };
                     emit(
                         &mut sink,
                         name,
-                        merge(
-                            json!({"series_id": id & 0x7fff_ffff, "resolution": resolution, "bucket_ms": bucket}),
-                            value,
-                        ),
+                        merge(json!({"series_id": id & 0x7fff_ffff, "resolution": resolution, "bucket_ms": bucket}), value),
                     )?;
                 }
             }
@@ -334,32 +280,22 @@ fn dump_table(
         "series_names" => {
             for row in rows!(tables::SERIES_NAMES).iter()? {
                 let (k, v) = row?;
-                emit(
-                    &mut sink,
-                    name,
-                    json!({"name": k.value(), "series_id": v.value()}),
-                )?;
+                emit(&mut sink, name, json!({"name": k.value(), "series_id": v.value()}))?;
             }
         }
         "alerts" => {
             for row in rows!(tables::ALERTS).iter()? {
                 let (_, v) = row?;
-                let alert: Alert =
-                    codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let alert: Alert = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
                 if alert.started_ms >= since || alert.resolved_ms.is_none() {
-                    emit(
-                        &mut sink,
-                        name,
-                        serde_json::to_value(alert).unwrap_or(Value::Null),
-                    )?;
+                    emit(&mut sink, name, serde_json::to_value(alert).unwrap_or(Value::Null))?;
                 }
             }
         }
         "events" => {
             for row in rows!(tables::EVENTS).range((since, 0)..)? {
                 let (_, v) = row?;
-                let event: Event =
-                    codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let event: Event = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
                 emit(&mut sink, name, event_json(&event))?;
             }
         }
@@ -367,10 +303,8 @@ fn dump_table(
             for row in rows!(tables::BREAKERS).iter()? {
                 let (k, v) = row?;
                 let (bot, dep) = k.value();
-                let stored: StoredBreaker =
-                    codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
-                let snapshot: Value =
-                    serde_json::from_str(&stored.snapshot_json).unwrap_or(Value::Null);
+                let stored: StoredBreaker = codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                let snapshot: Value = serde_json::from_str(&stored.snapshot_json).unwrap_or(Value::Null);
                 emit(
                     &mut sink,
                     name,
@@ -386,8 +320,7 @@ fn dump_table(
 /// An event as one flat JSON object: `timestamp`, `at_ms`, `bot_id`, `event` and
 /// the payload's fields (the circuit-breaker JSONL shape).
 pub fn event_json(event: &Event) -> Value {
-    let payload: Value = serde_json::from_str(&event.payload_json)
-        .unwrap_or_else(|_| json!({"payload": event.payload_json}));
+    let payload: Value = serde_json::from_str(&event.payload_json).unwrap_or_else(|_| json!({"payload": event.payload_json}));
     let head = json!({
         "timestamp": iso8601(event.at_ms),
         "at_ms": event.at_ms,

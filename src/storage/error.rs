@@ -23,9 +23,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The database file is damaged.
-    #[error(
-        "database {path} is corrupt: {detail} (restore a snapshot: `agentlab restore --latest`)"
-    )]
+    #[error("database {path} is corrupt: {detail} (restore a snapshot: `agentlab restore --latest`)")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -33,9 +31,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The file was written by a newer or unknown schema.
-    #[error(
-        "database schema version {found} is newer than this build supports ({supported}); upgrade agentlab"
-    )]
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade agentlab")]
     SchemaTooNew {
         /// Version in the file.
         found: u32,
@@ -150,12 +146,10 @@ pub(crate) fn open_error(path: &std::path::Path, e: redb::DatabaseError) -> Stor
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
             path: path.to_path_buf(),
         },
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-            StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail,
-            }
-        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::InvalidData
                 || io.kind() == std::io::ErrorKind::UnexpectedEof =>

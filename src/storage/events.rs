@@ -25,12 +25,7 @@ impl Store {
     }
 
     /// Events with `from_ms <= at < to_ms`, oldest first, at most `limit`.
-    pub fn events_between(
-        &self,
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<Event>> {
+    pub fn events_between(&self, from_ms: u64, to_ms: u64, limit: usize) -> StoreResult<Vec<Event>> {
         self.read(|tx| {
             let table = tx.open_table(EVENTS)?;
             let mut out = Vec::new();

@@ -26,8 +26,7 @@ impl Store {
     pub fn put_meta(&self, key: &str, value: Vec<u8>) -> Pending<()> {
         let key = key.to_string();
         self.write(move |tx| {
-            tx.open_table(META)?
-                .insert(key.as_str(), value.as_slice())?;
+            tx.open_table(META)?.insert(key.as_str(), value.as_slice())?;
             Ok(())
         })
     }
@@ -112,11 +111,7 @@ impl Store {
     }
 
     /// The state of a breaker.
-    pub fn get_breaker(
-        &self,
-        bot_id: &str,
-        dependency: &str,
-    ) -> StoreResult<Option<StoredBreaker>> {
+    pub fn get_breaker(&self, bot_id: &str, dependency: &str) -> StoreResult<Option<StoredBreaker>> {
         self.read(|tx| {
             let table = tx.open_table(BREAKERS)?;
             let value = table.get((bot_id, dependency))?;
@@ -130,10 +125,8 @@ impl Store {
     pub fn put_breaker(&self, bot_id: &str, dependency: &str, state: StoredBreaker) -> Pending<()> {
         let (bot, dep) = (bot_id.to_string(), dependency.to_string());
         self.write(move |tx| {
-            tx.open_table(BREAKERS)?.insert(
-                (bot.as_str(), dep.as_str()),
-                codec::encode(&state).as_slice(),
-            )?;
+            tx.open_table(BREAKERS)?
+                .insert((bot.as_str(), dep.as_str()), codec::encode(&state).as_slice())?;
             Ok(())
         })
     }

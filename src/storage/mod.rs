@@ -42,9 +42,7 @@ pub use error::StoreError;
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
-pub use tasks::{
-    Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
-};
+pub use tasks::{Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day};
 pub use writer::Pending;
 
 use writer::{Durable, WriterHandle};
@@ -110,10 +108,7 @@ impl Store {
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
             .set_check_integrity_on_open(check_integrity)
             .set_repair_callback(|session| {
-                tracing::warn!(
-                    progress = session.progress(),
-                    "repairing database after an unclean exit"
-                );
+                tracing::warn!(progress = session.progress(), "repairing database after an unclean exit");
             })
             .create(path)
             .map_err(|e| error::open_error(path, e))?;
@@ -149,10 +144,7 @@ impl Store {
     }
 
     /// Runs `f` in one read transaction.
-    pub(crate) fn read<T>(
-        &self,
-        f: impl FnOnce(&ReadTransaction) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
         let tx = self.inner.db.begin_read()?;
         f(&tx)
     }
@@ -201,12 +193,7 @@ impl Store {
     /// Stops the writer after a final durable commit. Later writes fail with
     /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
     pub fn close(&self) {
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.flush().wait();
             drop(handle);

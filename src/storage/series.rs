@@ -90,13 +90,8 @@ impl Store {
                 .map_or(from_ms, |(k, _)| k.value().1);
             let mut out = Vec::new();
             for row in chunks.range((id, start)..(id, to_ms))? {
-                let samples =
-                    decode_chunk(row?.1.value()).map_err(|e| StoreError::decode("series", e))?;
-                out.extend(
-                    samples
-                        .into_iter()
-                        .filter(|s| s.at_ms >= from_ms && s.at_ms < to_ms),
-                );
+                let samples = decode_chunk(row?.1.value()).map_err(|e| StoreError::decode("series", e))?;
+                out.extend(samples.into_iter().filter(|s| s.at_ms >= from_ms && s.at_ms < to_ms));
             }
             Ok(out)
         })
@@ -128,17 +123,12 @@ impl Store {
             let Some(id) = names.get(name)?.map(|v| v.value()) else {
                 return Ok(Vec::new());
             };
-            let key_id = if resolution == SeriesResolution::Hour {
-                id | HOUR_FLAG
-            } else {
-                id
-            };
+            let key_id = if resolution == SeriesResolution::Hour { id | HOUR_FLAG } else { id };
             let table = tx.open_table(SERIES_ROLLUP)?;
             let mut out = Vec::new();
             for row in table.range((key_id, from_ms)..(key_id, to_ms))? {
                 let (k, v) = row?;
-                let r: Rollup =
-                    codec::decode(v.value()).map_err(|e| StoreError::decode("series_rollup", e))?;
+                let r: Rollup = codec::decode(v.value()).map_err(|e| StoreError::decode("series_rollup", e))?;
                 out.push(SeriesPoint {
                     at_ms: k.value().1,
                     value: r.mean(),
@@ -154,23 +144,13 @@ impl Store {
     /// Removes raw samples older than `raw_before_ms` and rollups older than
     /// `rollup_before_ms`, touching at most `max_rows` rows. Returns rows changed;
     /// call again until it returns 0.
-    pub fn prune_series(
-        &self,
-        raw_before_ms: u64,
-        rollup_before_ms: u64,
-        max_rows: usize,
-    ) -> Pending<usize> {
+    pub fn prune_series(&self, raw_before_ms: u64, rollup_before_ms: u64, max_rows: usize) -> Pending<usize> {
         self.write(move |tx| prune_tx(tx, raw_before_ms, rollup_before_ms, max_rows))
     }
 
     /// Number of chunk rows and rollup rows.
     pub fn series_row_counts(&self) -> StoreResult<(u64, u64)> {
-        self.read(|tx| {
-            Ok((
-                tx.open_table(SERIES)?.len()?,
-                tx.open_table(SERIES_ROLLUP)?.len()?,
-            ))
-        })
+        self.read(|tx| Ok((tx.open_table(SERIES)?.len()?, tx.open_table(SERIES_ROLLUP)?.len()?)))
     }
 }
 
@@ -212,18 +192,13 @@ fn append_series(tx: &WriteTransaction, id: u32, samples: &[Sample]) -> StoreRes
         .transpose()?
         .map(|(k, v)| (k.value().1, v.value().to_vec()));
     let (mut start, mut open) = match last {
-        Some((start, bytes)) => (
-            start,
-            decode_chunk(&bytes).map_err(|e| StoreError::decode("series", e))?,
-        ),
+        Some((start, bytes)) => (start, decode_chunk(&bytes).map_err(|e| StoreError::decode("series", e))?),
         None => (samples[0].at_ms, Vec::new()),
     };
     let newest = open.last().map(|s| s.at_ms);
     let mut appended = 0;
     for sample in samples {
-        if newest.is_some_and(|n| sample.at_ms < n)
-            || open.last().is_some_and(|l| sample.at_ms < l.at_ms)
-        {
+        if newest.is_some_and(|n| sample.at_ms < n) || open.last().is_some_and(|l| sample.at_ms < l.at_ms) {
             tracing::debug!(series = id, "out-of-order sample dropped");
             continue;
         }
@@ -273,12 +248,7 @@ fn add_rollups(tx: &WriteTransaction, id: u32, samples: &[Sample]) -> StoreResul
     Ok(())
 }
 
-fn prune_tx(
-    tx: &WriteTransaction,
-    raw_before: u64,
-    rollup_before: u64,
-    max_rows: usize,
-) -> StoreResult<usize> {
+fn prune_tx(tx: &WriteTransaction, raw_before: u64, rollup_before: u64, max_rows: usize) -> StoreResult<usize> {
     let ids: Vec<u32> = {
         let names = tx.open_table(SERIES_NAMES)?;
         let mut ids = Vec::new();
@@ -307,12 +277,7 @@ fn prune_tx(
     Ok(changed)
 }
 
-fn prune_chunks(
-    tx: &WriteTransaction,
-    ids: &[u32],
-    raw_before: u64,
-    max_rows: usize,
-) -> StoreResult<usize> {
+fn prune_chunks(tx: &WriteTransaction, ids: &[u32], raw_before: u64, max_rows: usize) -> StoreResult<usize> {
     let mut chunks = tx.open_table(SERIES)?;
     let mut stale: Vec<((u32, u64), Vec<u8>)> = Vec::new();
     for id in ids {
@@ -327,10 +292,7 @@ fn prune_chunks(
     let changed = stale.len();
     for (key, bytes) in stale {
         let samples = decode_chunk(&bytes).map_err(|e| StoreError::decode("series", e))?;
-        let kept: Vec<Sample> = samples
-            .into_iter()
-            .filter(|s| s.at_ms >= raw_before)
-            .collect();
+        let kept: Vec<Sample> = samples.into_iter().filter(|s| s.at_ms >= raw_before).collect();
         chunks.remove(key)?;
         if let Some(first) = kept.first() {
             chunks.insert((key.0, first.at_ms), encode_chunk(&kept).as_slice())?;

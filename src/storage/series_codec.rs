@@ -40,9 +40,7 @@ pub fn encode_chunk(samples: &[Sample]) -> Vec<u8> {
 pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<Sample>, DecodeError> {
     let block: Block = codec::decode(bytes)?;
     if block.deltas.len() != block.values.len() {
-        return Err(DecodeError::Malformed(
-            "time and value counts differ".into(),
-        ));
+        return Err(DecodeError::Malformed("time and value counts differ".into()));
     }
     let mut at = block.first_ms;
     let mut out = Vec::with_capacity(block.values.len());

@@ -53,10 +53,7 @@ impl Store {
     pub fn reset_session(&self, bot_id: &str, user_id: i64) -> Pending<bool> {
         let bot = bot_id.to_string();
         self.write(move |tx| {
-            let existed = tx
-                .open_table(SESSIONS)?
-                .remove((bot.as_str(), user_id))?
-                .is_some();
+            let existed = tx.open_table(SESSIONS)?.remove((bot.as_str(), user_id))?.is_some();
             let mut messages = tx.open_table(MESSAGES)?;
             messages.retain_in(
                 (bot.as_str(), user_id, 0)..=(bot.as_str(), user_id, u64::MAX),
@@ -85,33 +82,18 @@ impl Store {
     }
 
     /// Appends a message to the conversation history (bounded).
-    pub fn append_message(
-        &self,
-        bot_id: &str,
-        user_id: i64,
-        role: &str,
-        text: &str,
-        now_ms: u64,
-    ) -> Pending<()> {
+    pub fn append_message(&self, bot_id: &str, user_id: i64, role: &str, text: &str, now_ms: u64) -> Pending<()> {
         let (bot, role, text) = (bot_id.to_string(), role.to_string(), text.to_string());
         let bound = self.options().history_messages;
         self.write(move |tx| append_message_tx(tx, &bot, user_id, &role, &text, now_ms, bound))
     }
 
     /// The newest `limit` messages of a (bot, user), oldest first.
-    pub fn history(
-        &self,
-        bot_id: &str,
-        user_id: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<ChatMessage>> {
+    pub fn history(&self, bot_id: &str, user_id: i64, limit: usize) -> StoreResult<Vec<ChatMessage>> {
         self.read(|tx| {
             let table = tx.open_table(MESSAGES)?;
             let mut out = Vec::new();
-            for row in table
-                .range((bot_id, user_id, 0)..=(bot_id, user_id, u64::MAX))?
-                .rev()
-            {
+            for row in table.range((bot_id, user_id, 0)..=(bot_id, user_id, u64::MAX))?.rev() {
                 if out.len() >= limit {
                     break;
                 }
@@ -152,16 +134,10 @@ pub(super) fn append_message_tx(
         text: super::tasks::bound_text(text, MAX_MESSAGE_BYTES),
         at_ms: now_ms,
     };
-    table.insert(
-        (bot_id, user_id, next_seq),
-        codec::encode(&message).as_slice(),
-    )?;
+    table.insert((bot_id, user_id, next_seq), codec::encode(&message).as_slice())?;
     let keep_from = (next_seq + 1).saturating_sub(bound as u64);
     if keep_from > 0 {
-        table.retain_in(
-            (bot_id, user_id, 0)..(bot_id, user_id, keep_from),
-            |_, _| false,
-        )?;
+        table.retain_in((bot_id, user_id, 0)..(bot_id, user_id, keep_from), |_, _| false)?;
     }
     Ok(())
 }

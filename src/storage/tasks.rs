@@ -101,11 +101,7 @@ impl Store {
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
     /// `blocked_bots`, of users who already have a running task, and retries whose
     /// backoff has not elapsed. The task becomes `running` in the same transaction.
-    pub fn claim_next_task(
-        &self,
-        now_ms: u64,
-        blocked_bots: Vec<String>,
-    ) -> Pending<Option<Claimed>> {
+    pub fn claim_next_task(&self, now_ms: u64, blocked_bots: Vec<String>) -> Pending<Option<Claimed>> {
         self.write(move |tx| claim_tx(tx, now_ms, &blocked_bots))
     }
 
@@ -154,10 +150,7 @@ impl Store {
                 task.attempts = task.attempts.saturating_sub(1);
             }
             if task.status.is_terminal() {
-                return Err(StoreError::Conflict(format!(
-                    "task {task_id} is already {}",
-                    task.status
-                )));
+                return Err(StoreError::Conflict(format!("task {task_id} is already {}", task.status)));
             }
             let old_status = task.status;
             remove_from_queue(tx, &task)?;
@@ -191,9 +184,7 @@ impl Store {
             match task.status {
                 TaskStatus::Queued | TaskStatus::Interrupted => {}
                 other => {
-                    return Err(StoreError::Conflict(format!(
-                        "task {task_id} is {other}, not queued"
-                    )));
+                    return Err(StoreError::Conflict(format!("task {task_id} is {other}, not queued")));
                 }
             }
             let finish = TaskFinish {
@@ -285,8 +276,7 @@ impl Store {
             match (&filter.bot_id, filter.user_id, filter.status) {
                 (Some(bot), Some(user), _) => {
                     let index = tx.open_table(TASK_USER)?;
-                    let range =
-                        index.range((bot.as_str(), user, 0)..=(bot.as_str(), user, u64::MAX))?;
+                    let range = index.range((bot.as_str(), user, 0)..=(bot.as_str(), user, u64::MAX))?;
                     for row in range.rev() {
                         if !take(row?.0.value().2)? {
                             break;
@@ -416,12 +406,7 @@ fn update_task(
     Ok(task)
 }
 
-fn reindex_status(
-    tx: &WriteTransaction,
-    id: u64,
-    old: TaskStatus,
-    new: TaskStatus,
-) -> StoreResult<()> {
+fn reindex_status(tx: &WriteTransaction, id: u64, old: TaskStatus, new: TaskStatus) -> StoreResult<()> {
     if old != new {
         let mut index = tx.open_table(TASK_STATUS)?;
         index.remove((old.index(), id))?;
@@ -453,20 +438,13 @@ fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
         .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes));
     let next = match stored {
         Some(n) => n,
-        None => tx
-            .open_table(TASKS)?
-            .last()?
-            .map_or(1, |(k, _)| k.value() + 1),
+        None => tx.open_table(TASKS)?.last()?.map_or(1, |(k, _)| k.value() + 1),
     };
     meta.insert(META_NEXT_TASK_ID, (next + 1).to_le_bytes().as_slice())?;
     Ok(next)
 }
 
-pub(super) fn submit_tx(
-    tx: &WriteTransaction,
-    new: &NewTask,
-    now_ms: u64,
-) -> StoreResult<TaskSubmitted> {
+pub(super) fn submit_tx(tx: &WriteTransaction, new: &NewTask, now_ms: u64) -> StoreResult<TaskSubmitted> {
     if let Some(update) = new.update_id {
         let existing = tx
             .open_table(UPDATE_DEDUP)?
@@ -544,11 +522,7 @@ pub(super) fn insert_new_task(tx: &WriteTransaction, task: &Task) -> StoreResult
     Ok(())
 }
 
-fn claim_tx(
-    tx: &WriteTransaction,
-    now_ms: u64,
-    blocked_bots: &[String],
-) -> StoreResult<Option<Claimed>> {
+fn claim_tx(tx: &WriteTransaction, now_ms: u64, blocked_bots: &[String]) -> StoreResult<Option<Claimed>> {
     let Some(mut task) = find_claimable(tx, now_ms, blocked_bots)? else {
         return Ok(None);
     };
@@ -581,11 +555,7 @@ fn claim_tx(
     Ok(Some(Claimed { task, session_id }))
 }
 
-fn find_claimable(
-    tx: &WriteTransaction,
-    now_ms: u64,
-    blocked_bots: &[String],
-) -> StoreResult<Option<Task>> {
+fn find_claimable(tx: &WriteTransaction, now_ms: u64, blocked_bots: &[String]) -> StoreResult<Option<Task>> {
     let queue = tx.open_table(TASK_QUEUE)?;
     let tasks = tx.open_table(TASKS)?;
     let active = tx.open_table(ACTIVE_USERS)?;
@@ -609,9 +579,7 @@ fn find_claimable(
                     None => return Ok(None),
                 }
             }
-            let Some(value) = tasks.get(id)? else {
-                continue;
-            };
+            let Some(value) = tasks.get(id)? else { continue };
             let task = decode_task(value.value())?;
             if blocked_bots.iter().any(|b| *b == task.bot_id) {
                 continue;
@@ -634,10 +602,7 @@ fn finish_tx(
 ) -> StoreResult<Task> {
     let mut task = load_task(tx, task_id)?;
     if task.status.is_terminal() {
-        return Err(StoreError::Conflict(format!(
-            "task {task_id} is already {}",
-            task.status
-        )));
+        return Err(StoreError::Conflict(format!("task {task_id} is already {}", task.status)));
     }
     let old_status = task.status;
     let status = finish.status.unwrap_or(TaskStatus::Succeeded);
@@ -645,10 +610,7 @@ fn finish_tx(
     release_user(tx, &task)?;
     task.status = status;
     task.finished_ms = Some(now_ms);
-    task.result = finish
-        .result
-        .as_deref()
-        .map(|r| bound_text(r, MAX_RESULT_BYTES));
+    task.result = finish.result.as_deref().map(|r| bound_text(r, MAX_RESULT_BYTES));
     task.error_class = finish.error_class;
     task.error = finish.error.clone();
     task.exit_code = finish.exit_code;
@@ -668,15 +630,7 @@ fn finish_tx(
     }
     if status == TaskStatus::Succeeded && history > 0 {
         if let Some(result) = &task.result {
-            append_message_tx(
-                tx,
-                &task.bot_id,
-                task.user_id,
-                "agent",
-                result,
-                now_ms,
-                history,
-            )?;
+            append_message_tx(tx, &task.bot_id, task.user_id, "agent", result, now_ms, history)?;
         }
     }
     if finish.deliver {
@@ -701,12 +655,7 @@ fn finish_tx(
     Ok(task)
 }
 
-fn remember_session(
-    tx: &WriteTransaction,
-    task: &Task,
-    session_id: &str,
-    now_ms: u64,
-) -> StoreResult<()> {
+fn remember_session(tx: &WriteTransaction, task: &Task, session_id: &str, now_ms: u64) -> StoreResult<()> {
     let mut sessions = tx.open_table(SESSIONS)?;
     let key = (task.bot_id.as_str(), task.user_id);
     let existing = sessions
@@ -729,12 +678,7 @@ fn remember_session(
     Ok(())
 }
 
-fn add_cost_tx(
-    tx: &WriteTransaction,
-    bot_id: &str,
-    now_ms: u64,
-    finish: &TaskFinish,
-) -> StoreResult<()> {
+fn add_cost_tx(tx: &WriteTransaction, bot_id: &str, now_ms: u64, finish: &TaskFinish) -> StoreResult<()> {
     let mut costs: Table<(&str, u32), &[u8]> = tx.open_table(COSTS)?;
     let day = utc_day(now_ms);
     let mut entry: CostDay = costs

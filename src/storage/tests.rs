@@ -6,8 +6,7 @@ use redb::ReadableTableMetadata;
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Store::open(&dir.path().join("agentlab.redb"), StoreOptions::default()).expect("open");
+    let store = Store::open(&dir.path().join("agentlab.redb"), StoreOptions::default()).expect("open");
     (dir, store)
 }
 
@@ -29,10 +28,7 @@ fn new_task(bot: &str, user: i64, prompt: &str, priority: u8) -> NewTask {
 #[test]
 fn fresh_store_has_latest_schema_and_every_table() {
     let (_dir, store) = temp_store();
-    assert_eq!(
-        store.schema_version().unwrap(),
-        Store::latest_schema_version()
-    );
+    assert_eq!(store.schema_version().unwrap(), Store::latest_schema_version());
     let counts = store.table_counts().unwrap();
     assert_eq!(counts.len(), tables::ALL_TABLES.len());
 }
@@ -40,11 +36,7 @@ fn fresh_store_has_latest_schema_and_every_table() {
 #[test]
 fn submitted_task_is_queued_and_indexed() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "hi", 5), 1000)
-        .wait()
-        .unwrap()
-        .task;
+    let t = store.submit_task(new_task("A", 1, "hi", 5), 1000).wait().unwrap().task;
     assert_eq!(t.status, TaskStatus::Queued);
     assert_eq!(store.queue_depth().unwrap(), 1);
     assert_eq!(store.get_task(t.id).unwrap().unwrap(), t);
@@ -55,74 +47,28 @@ fn submitted_task_is_queued_and_indexed() {
 #[test]
 fn claim_order_is_priority_then_age() {
     let (_dir, store) = temp_store();
-    let a = store
-        .submit_task(new_task("A", 1, "a", 5), 1000)
-        .wait()
-        .unwrap()
-        .task;
-    let b = store
-        .submit_task(new_task("A", 2, "b", 5), 900)
-        .wait()
-        .unwrap()
-        .task;
-    let c = store
-        .submit_task(new_task("A", 3, "c", 1), 2000)
-        .wait()
-        .unwrap()
-        .task;
+    let a = store.submit_task(new_task("A", 1, "a", 5), 1000).wait().unwrap().task;
+    let b = store.submit_task(new_task("A", 2, "b", 5), 900).wait().unwrap().task;
+    let c = store.submit_task(new_task("A", 3, "c", 1), 2000).wait().unwrap().task;
     let order: Vec<u64> = (0..3)
-        .map(|_| {
-            store
-                .claim_next_task(5000, vec![])
-                .wait()
-                .unwrap()
-                .unwrap()
-                .task
-                .id
-        })
+        .map(|_| store.claim_next_task(5000, vec![]).wait().unwrap().unwrap().task.id)
         .collect();
     assert_eq!(order, vec![c.id, b.id, a.id]);
-    assert!(
-        store
-            .claim_next_task(5000, vec![])
-            .wait()
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.claim_next_task(5000, vec![]).wait().unwrap().is_none());
 }
 
 #[test]
 fn one_running_task_per_user_keeps_each_users_order() {
     let (_dir, store) = temp_store();
-    let first = store
-        .submit_task(new_task("A", 1, "first", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
-    let second = store
-        .submit_task(new_task("A", 1, "second", 5), 2)
-        .wait()
-        .unwrap()
-        .task;
-    let other = store
-        .submit_task(new_task("A", 2, "other", 5), 3)
-        .wait()
-        .unwrap()
-        .task;
+    let first = store.submit_task(new_task("A", 1, "first", 5), 1).wait().unwrap().task;
+    let second = store.submit_task(new_task("A", 1, "second", 5), 2).wait().unwrap().task;
+    let other = store.submit_task(new_task("A", 2, "other", 5), 3).wait().unwrap().task;
     let c1 = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
     assert_eq!(c1.task.id, first.id);
     let c2 = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
-    assert_eq!(
-        c2.task.id, other.id,
-        "user 1's second prompt waits for its first"
-    );
+    assert_eq!(c2.task.id, other.id, "user 1's second prompt waits for its first");
     assert!(store.claim_next_task(10, vec![]).wait().unwrap().is_none());
-    let finish = TaskFinish {
-        status: Some(TaskStatus::Succeeded),
-        result: Some("ok".into()),
-        deliver: true,
-        ..Default::default()
-    };
+    let finish = TaskFinish { status: Some(TaskStatus::Succeeded), result: Some("ok".into()), deliver: true, ..Default::default() };
     store.finish_task(first.id, finish, 20).wait().unwrap();
     let c3 = store.claim_next_task(30, vec![]).wait().unwrap().unwrap();
     assert_eq!(c3.task.id, second.id);
@@ -131,50 +77,21 @@ fn one_running_task_per_user_keeps_each_users_order() {
 #[test]
 fn blocked_bots_are_skipped_not_failed() {
     let (_dir, store) = temp_store();
-    store
-        .submit_task(new_task("A", 1, "a", 5), 1)
-        .wait()
-        .unwrap();
-    let b = store
-        .submit_task(new_task("B", 1, "b", 5), 2)
-        .wait()
-        .unwrap()
-        .task;
-    let claimed = store
-        .claim_next_task(10, vec!["A".into()])
-        .wait()
-        .unwrap()
-        .unwrap();
+    store.submit_task(new_task("A", 1, "a", 5), 1).wait().unwrap();
+    let b = store.submit_task(new_task("B", 1, "b", 5), 2).wait().unwrap().task;
+    let claimed = store.claim_next_task(10, vec!["A".into()]).wait().unwrap().unwrap();
     assert_eq!(claimed.task.id, b.id);
-    assert!(
-        store
-            .claim_next_task(10, vec!["A".into()])
-            .wait()
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.claim_next_task(10, vec!["A".into()]).wait().unwrap().is_none());
     assert_eq!(store.queue_depth().unwrap(), 1);
 }
 
 #[test]
 fn requeued_task_waits_for_its_backoff() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
+    let t = store.submit_task(new_task("A", 1, "a", 5), 1).wait().unwrap().task;
     store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
     store
-        .requeue_task(
-            t.id,
-            TaskStatus::Queued,
-            FailureClass::Timeout,
-            "slow".into(),
-            1000,
-            20,
-            false,
-        )
+        .requeue_task(t.id, TaskStatus::Queued, FailureClass::Timeout, "slow".into(), 1000, 20, false)
         .wait()
         .unwrap();
     assert!(store.claim_next_task(500, vec![]).wait().unwrap().is_none());
@@ -187,11 +104,7 @@ fn requeued_task_waits_for_its_backoff() {
 fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let (_dir, store) = temp_store();
     let now = 1_763_900_000_000; // 2025-11-23
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), now)
-        .wait()
-        .unwrap()
-        .task;
+    let t = store.submit_task(new_task("A", 1, "a", 5), now).wait().unwrap().task;
     store.claim_next_task(now, vec![]).wait().unwrap();
     store.record_task_process(t.id, 42, 7).wait().unwrap();
     let finish = TaskFinish {
@@ -216,9 +129,7 @@ fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let session = store.get_session("A", 1).unwrap().unwrap();
     assert_eq!(session.agent_session_id.as_deref(), Some("s-1"));
     assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
-    let again = store
-        .finish_task(t.id, TaskFinish::default(), now + 6)
-        .wait();
+    let again = store.finish_task(t.id, TaskFinish::default(), now + 6).wait();
     assert!(matches!(again, Err(StoreError::Conflict(_))));
 }
 
@@ -238,11 +149,7 @@ fn duplicate_update_returns_the_first_task() {
 #[test]
 fn cancel_and_retry() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
+    let t = store.submit_task(new_task("A", 1, "a", 5), 1).wait().unwrap().task;
     let cancelled = store.cancel_queued_task(t.id, 2).wait().unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(store.queue_depth().unwrap(), 0);
@@ -256,16 +163,10 @@ fn cancel_and_retry() {
 #[test]
 fn history_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        history_messages: 3,
-        ..StoreOptions::default()
-    };
+    let options = StoreOptions { history_messages: 3, ..StoreOptions::default() };
     let store = Store::open(&dir.path().join("a.redb"), options).unwrap();
     for i in 0..10 {
-        store
-            .append_message("A", 1, "user", &format!("m{i}"), i)
-            .wait()
-            .unwrap();
+        store.append_message("A", 1, "user", &format!("m{i}"), i).wait().unwrap();
     }
     let h = store.history("A", 1, 100).unwrap();
     let texts: Vec<&str> = h.iter().map(|m| m.text.as_str()).collect();
@@ -277,13 +178,7 @@ fn history_is_bounded() {
 #[test]
 fn restart_state_is_taken_once() {
     let (_dir, store) = temp_store();
-    let state = RestartState {
-        requested_ms: 5,
-        bot_id: Some("A".into()),
-        chat_id: Some(1),
-        message_id: Some(9),
-        reason: "test".into(),
-    };
+    let state = RestartState { requested_ms: 5, bot_id: Some("A".into()), chat_id: Some(1), message_id: Some(9), reason: "test".into() };
     store.set_restart_state(state.clone()).wait().unwrap();
     assert_eq!(store.take_restart_state().wait().unwrap(), Some(Ok(state)));
     assert_eq!(store.take_restart_state().wait().unwrap(), None);
@@ -292,56 +187,17 @@ fn restart_state_is_taken_once() {
 #[test]
 fn events_alerts_and_breakers_round_trip() {
     let (_dir, store) = temp_store();
-    store
-        .append_event(
-            "state_transition",
-            Some("A"),
-            serde_json::json!({"from": "closed", "to": "open"}),
-            10,
-        )
-        .wait()
-        .unwrap();
-    store
-        .append_event(
-            "state_transition",
-            Some("A"),
-            serde_json::json!({"from": "open", "to": "half_open"}),
-            10,
-        )
-        .wait()
-        .unwrap();
+    store.append_event("state_transition", Some("A"), serde_json::json!({"from": "closed", "to": "open"}), 10).wait().unwrap();
+    store.append_event("state_transition", Some("A"), serde_json::json!({"from": "open", "to": "half_open"}), 10).wait().unwrap();
     let events = store.events_between(0, 100, 10).unwrap();
     assert_eq!(events.len(), 2);
     assert_ne!(events[0].seq, events[1].seq);
-    let alert = Alert {
-        id: 0,
-        rule: "circuit_open".into(),
-        subject: "A".into(),
-        severity: "warning".into(),
-        state: AlertState::Firing,
-        started_ms: 1,
-        fired_ms: Some(1),
-        resolved_ms: None,
-        value: 1.0,
-        message: "open".into(),
-        notified_ms: None,
-    };
+    let alert = Alert { id: 0, rule: "circuit_open".into(), subject: "A".into(), severity: "warning".into(), state: AlertState::Firing, started_ms: 1, fired_ms: Some(1), resolved_ms: None, value: 1.0, message: "open".into(), notified_ms: None };
     let id = store.upsert_alert(alert.clone()).wait().unwrap();
     assert_eq!(store.open_alerts().unwrap().len(), 1);
-    store
-        .upsert_alert(Alert {
-            id,
-            state: AlertState::Resolved,
-            ..alert
-        })
-        .wait()
-        .unwrap();
+    store.upsert_alert(Alert { id, state: AlertState::Resolved, ..alert }).wait().unwrap();
     assert!(store.open_alerts().unwrap().is_empty());
-    let b = StoredBreaker {
-        state: "open".into(),
-        snapshot_json: "{}".into(),
-        updated_ms: 3,
-    };
+    let b = StoredBreaker { state: "open".into(), snapshot_json: "{}".into(), updated_ms: 3 };
     store.put_breaker("A", "agent", b.clone()).wait().unwrap();
     assert_eq!(store.get_breaker("A", "agent").unwrap(), Some(b));
 }
@@ -350,35 +206,18 @@ fn events_alerts_and_breakers_round_trip() {
 fn series_append_query_rollup_and_prune() {
     let (_dir, store) = temp_store();
     let batch: Vec<(String, Sample)> = (0..1000u64)
-        .map(|i| {
-            (
-                "rss{bot=\"A\"}".to_string(),
-                Sample {
-                    at_ms: i * 10_000,
-                    value: i as f64,
-                },
-            )
-        })
+        .map(|i| ("rss{bot=\"A\"}".to_string(), Sample { at_ms: i * 10_000, value: i as f64 }))
         .collect();
     assert_eq!(store.append_samples(batch).wait().unwrap(), 1000);
     let all = store.series_range("rss{bot=\"A\"}", 0, u64::MAX).unwrap();
     assert_eq!(all.len(), 1000);
-    let some = store
-        .series_range("rss{bot=\"A\"}", 50_000, 100_000)
-        .unwrap();
-    assert_eq!(
-        some.iter().map(|s| s.at_ms).collect::<Vec<_>>(),
-        vec![50_000, 60_000, 70_000, 80_000, 90_000]
-    );
-    let minutes = store
-        .series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Minute)
-        .unwrap();
+    let some = store.series_range("rss{bot=\"A\"}", 50_000, 100_000).unwrap();
+    assert_eq!(some.iter().map(|s| s.at_ms).collect::<Vec<_>>(), vec![50_000, 60_000, 70_000, 80_000, 90_000]);
+    let minutes = store.series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Minute).unwrap();
     assert_eq!(minutes.iter().map(|p| p.count).sum::<u64>(), 1000);
     assert_eq!(minutes[0].count, 6);
     assert_eq!(minutes[0].max, 5.0);
-    let hours = store
-        .series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Hour)
-        .unwrap();
+    let hours = store.series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Hour).unwrap();
     assert_eq!(hours.iter().map(|p| p.count).sum::<u64>(), 1000);
     // Prune everything before sample 500 (raw and minute), hours before 3,600,000.
     loop {
@@ -389,22 +228,16 @@ fn series_append_query_rollup_and_prune() {
     let kept = store.series_range("rss{bot=\"A\"}", 0, u64::MAX).unwrap();
     assert_eq!(kept.len(), 500);
     assert_eq!(kept[0].at_ms, 5_000_000);
-    let minutes = store
-        .series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Minute)
-        .unwrap();
+    let minutes = store.series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Minute).unwrap();
     assert!(minutes.iter().all(|p| p.at_ms >= 4_980_000));
-    let hours = store
-        .series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Hour)
-        .unwrap();
+    let hours = store.series_rollups("rss{bot=\"A\"}", 0, u64::MAX, SeriesResolution::Hour).unwrap();
     assert!(hours.iter().all(|p| p.at_ms >= 3_600_000));
 }
 
 #[test]
 fn second_open_of_the_same_file_says_already_open() {
     let (dir, _store) = temp_store();
-    let err = Store::open(&dir.path().join("agentlab.redb"), StoreOptions::default())
-        .err()
-        .expect("must fail");
+    let err = Store::open(&dir.path().join("agentlab.redb"), StoreOptions::default()).err().expect("must fail");
     assert!(matches!(err, StoreError::AlreadyOpen { .. }), "{err}");
     assert!(err.to_string().contains("probably running"));
 }
@@ -414,9 +247,7 @@ fn garbage_file_is_reported_corrupt_not_io() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentlab.redb");
     std::fs::write(&path, vec![0xAB; 64 * 1024]).unwrap();
-    let err = Store::open(&path, StoreOptions::default())
-        .err()
-        .expect("must fail");
+    let err = Store::open(&path, StoreOptions::default()).err().expect("must fail");
     assert!(err.is_corrupt(), "{err}");
 }
 
@@ -424,35 +255,21 @@ fn garbage_file_is_reported_corrupt_not_io() {
 fn reader_sees_a_consistent_view_while_writer_commits() {
     let (_dir, store) = temp_store();
     for i in 0..50 {
-        store
-            .submit_task(new_task("A", i, "p", 5), i as u64)
-            .wait()
-            .unwrap();
+        store.submit_task(new_task("A", i, "p", 5), i as u64).wait().unwrap();
     }
     // A read transaction opened now keeps seeing 50 tasks even as writes commit.
     let seen = store
         .read(|tx| {
             let before = tx.open_table(tables::TASKS)?.len()?;
             for i in 0..20 {
-                store
-                    .submit_task(new_task("A", 100 + i, "p", 5), 100)
-                    .wait()?;
+                store.submit_task(new_task("A", 100 + i, "p", 5), 100).wait()?;
             }
             let after = tx.open_table(tables::TASKS)?.len()?;
             Ok((before, after))
         })
         .unwrap();
     assert_eq!(seen, (50, 50));
-    assert_eq!(
-        store
-            .table_counts()
-            .unwrap()
-            .iter()
-            .find(|c| c.table == "tasks")
-            .unwrap()
-            .rows,
-        70
-    );
+    assert_eq!(store.table_counts().unwrap().iter().find(|c| c.table == "tasks").unwrap().rows, 70);
 }
 
 #[test]
@@ -463,22 +280,12 @@ fn group_commit_answers_every_concurrent_submitter() {
             let store = store.clone();
             std::thread::spawn(move || {
                 (0..100)
-                    .map(|i| {
-                        store
-                            .submit_task(new_task("A", t * 1000 + i, "p", 5), 1)
-                            .wait()
-                            .unwrap()
-                            .task
-                            .id
-                    })
+                    .map(|i| store.submit_task(new_task("A", t * 1000 + i, "p", 5), 1).wait().unwrap().task.id)
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut ids: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut ids: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 800, "every submission got its own id");
@@ -499,30 +306,17 @@ fn a_failing_job_does_not_fail_its_batch_neighbours() {
 #[test]
 fn dump_decodes_every_table_to_json() {
     let (_dir, store) = temp_store();
-    store
-        .submit_task(new_task("A", 1, "hello <world>", 5), 1)
-        .wait()
-        .unwrap();
+    store.submit_task(new_task("A", 1, "hello <world>", 5), 1).wait().unwrap();
     store.append_event("state_transition", Some("A"), serde_json::json!({"from": "closed", "to": "open", "reason": "5 consecutive failures", "dependency": "agent"}), 2).wait().unwrap();
     let mut rows = Vec::new();
-    store
-        .dump(&[], None, &mut |r| {
-            rows.push(r);
-            Ok(())
-        })
-        .unwrap();
+    store.dump(&[], None, &mut |r| { rows.push(r); Ok(()) }).unwrap();
     let task = rows.iter().find(|r| r.table == "tasks").unwrap();
     assert_eq!(task.row["prompt"], "hello <world>");
-    let transition = rows
-        .iter()
-        .find(|r| r.table == "events" && r.row["event"] == "state_transition")
-        .unwrap();
+    let transition = rows.iter().find(|r| r.table == "events" && r.row["event"] == "state_transition").unwrap();
     assert_eq!(transition.row["bot_id"], "A");
     assert_eq!(transition.row["from"], "closed");
     assert!(transition.row["timestamp"].as_str().unwrap().ends_with('Z'));
-    let err = store
-        .dump(&["nope".into()], None, &mut |_| Ok(()))
-        .unwrap_err();
+    let err = store.dump(&["nope".into()], None, &mut |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("unknown table"));
 }
 
@@ -530,58 +324,43 @@ fn dump_decodes_every_table_to_json() {
 fn writes_after_close_fail_cleanly() {
     let (_dir, store) = temp_store();
     store.close();
-    assert!(matches!(
-        store.submit_task(new_task("A", 1, "p", 5), 1).wait(),
-        Err(StoreError::Closed)
-    ));
+    assert!(matches!(store.submit_task(new_task("A", 1, "p", 5), 1).wait(), Err(StoreError::Closed)));
 }
 
 fn arb_task() -> impl Strategy<Value = Task> {
-    (
-        any::<u64>(),
-        ".*",
-        any::<i64>(),
-        ".*",
-        any::<u8>(),
-        any::<u32>(),
-        proptest::option::of(".*"),
-        any::<f64>(),
-        proptest::option::of(any::<u32>()),
-    )
-        .prop_map(
-            |(id, bot, user, prompt, priority, attempts, result, cost, pid)| Task {
-                id,
-                bot_id: bot,
-                user_id: user,
-                chat_id: user,
-                kind: TaskKind::Task,
-                source: TaskSource::Api,
-                prompt,
-                priority,
-                status: TaskStatus::Failed,
-                attempts,
-                max_attempts: 3,
-                created_ms: id,
-                enqueued_ms: id,
-                started_ms: Some(id),
-                finished_ms: None,
-                pid,
-                pid_start_time: Some(7),
-                exit_code: Some(-1),
-                result,
-                error_class: Some(FailureClass::Timeout),
-                error: None,
-                cost_usd: cost,
-                input_tokens: 1,
-                output_tokens: 2,
-                session_id: None,
-                reply_to_message_id: Some(3),
-                update_id: Some(-4),
-                progress_message_id: None,
-                retry_of: None,
-                extra: Some("{\"a\":1}".into()),
-            },
-        )
+    (any::<u64>(), ".*", any::<i64>(), ".*", any::<u8>(), any::<u32>(), proptest::option::of(".*"), any::<f64>(), proptest::option::of(any::<u32>()))
+        .prop_map(|(id, bot, user, prompt, priority, attempts, result, cost, pid)| Task {
+            id,
+            bot_id: bot,
+            user_id: user,
+            chat_id: user,
+            kind: TaskKind::Task,
+            source: TaskSource::Api,
+            prompt,
+            priority,
+            status: TaskStatus::Failed,
+            attempts,
+            max_attempts: 3,
+            created_ms: id,
+            enqueued_ms: id,
+            started_ms: Some(id),
+            finished_ms: None,
+            pid,
+            pid_start_time: Some(7),
+            exit_code: Some(-1),
+            result,
+            error_class: Some(FailureClass::Timeout),
+            error: None,
+            cost_usd: cost,
+            input_tokens: 1,
+            output_tokens: 2,
+            session_id: None,
+            reply_to_message_id: Some(3),
+            update_id: Some(-4),
+            progress_message_id: None,
+            retry_of: None,
+            extra: Some("{\"a\":1}".into()),
+        })
 }
 
 proptest! {

@@ -264,11 +264,12 @@ impl Writer {
         }
     }
 
-    fn try_commit(&self, jobs: &mut [Box<dyn WriteJob>], durable: bool) -> Result<(), BatchError> {
-        let mut tx = self
-            .db
-            .begin_write()
-            .map_err(|e| BatchError::Commit(e.into()))?;
+    fn try_commit(
+        &self,
+        jobs: &mut [Box<dyn WriteJob>],
+        durable: bool,
+    ) -> Result<(), BatchError> {
+        let mut tx = self.db.begin_write().map_err(|e| BatchError::Commit(e.into()))?;
         let level = if durable {
             Durability::Immediate
         } else {

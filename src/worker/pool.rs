@@ -211,12 +211,7 @@ impl Pool {
             drop(permit);
             return;
         }
-        let Some(breaker) = self
-            .shared
-            .circuits
-            .get(&task.bot_id, Dependency::Agent)
-            .cloned()
-        else {
+        let Some(breaker) = self.shared.circuits.get(&task.bot_id, Dependency::Agent).cloned() else {
             self.conclude(&task, unknown_bot(&task)).await;
             return;
         };
@@ -283,14 +278,8 @@ impl Pool {
         let limits = &self.shared.config.limits;
         let now = now_ms();
         let store = &self.shared.store;
-        let today = store
-            .cost_today(&task.bot_id, now)
-            .map(|c| c.usd)
-            .unwrap_or(0.0);
-        let month = store
-            .cost_month(&task.bot_id, now)
-            .map(|c| c.usd)
-            .unwrap_or(0.0);
+        let today = store.cost_today(&task.bot_id, now).map(|c| c.usd).unwrap_or(0.0);
+        let month = store.cost_month(&task.bot_id, now).map(|c| c.usd).unwrap_or(0.0);
         let message = if today >= limits.daily_cost_usd {
             format!(
                 "daily budget reached: ${today:.2} spent today of ${:.2}; the task was not run",
@@ -316,18 +305,8 @@ impl Pool {
     fn agent_command(&self, bot: &BotConfig) -> AgentCommand {
         let mut parts = bot.agent.command.clone();
         // Validated non-empty at config load.
-        let program = if parts.is_empty() {
-            String::new()
-        } else {
-            parts.remove(0)
-        };
-        let mut scrub_env: Vec<String> = self
-            .shared
-            .config
-            .bots
-            .iter()
-            .map(|b| b.token_env.clone())
-            .collect();
+        let program = if parts.is_empty() { String::new() } else { parts.remove(0) };
+        let mut scrub_env: Vec<String> = self.shared.config.bots.iter().map(|b| b.token_env.clone()).collect();
         scrub_env.push(self.shared.config.http.admin_token_env.clone());
         AgentCommand {
             program,
@@ -365,12 +344,7 @@ impl Pool {
             };
             if session.is_some() && outcome.is_unknown_session() {
                 tracing::info!("agent no longer knows the session; retrying as a fresh session");
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .forget_agent_session(&task.bot_id, task.user_id)
-                    .await
-                {
+                if let Err(e) = self.shared.store.forget_agent_session(&task.bot_id, task.user_id).await {
                     tracing::warn!(error = %e, "cannot forget the stale session");
                 }
                 session = None;
@@ -428,9 +402,7 @@ impl Pool {
                 ..base
             });
         }
-        let summary = outcome
-            .failure_summary()
-            .unwrap_or_else(|| "agent failed".into());
+        let summary = outcome.failure_summary().unwrap_or_else(|| "agent failed".into());
         if outcome.cancelled {
             return Verdict::Done(TaskFinish {
                 status: Some(TaskStatus::Cancelled),
@@ -478,37 +450,26 @@ impl Pool {
     async fn conclude(&self, task: &Task, verdict: Verdict) {
         let now = now_ms();
         match verdict {
-            Verdict::Done(finish) => {
-                match self.shared.store.finish_task(task.id, finish, now).await {
-                    Ok(done) => {
-                        tracing::info!(status = %done.status, "task finished");
-                        let hook = lock(&self.shared.on_finished).clone();
-                        if let Some(hook) = hook {
-                            hook(&done);
-                        }
+            Verdict::Done(finish) => match self.shared.store.finish_task(task.id, finish, now).await {
+                Ok(done) => {
+                    tracing::info!(status = %done.status, "task finished");
+                    let hook = lock(&self.shared.on_finished).clone();
+                    if let Some(hook) = hook {
+                        hook(&done);
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot record the task's end"),
                 }
-            }
+                Err(e) => tracing::error!(error = %e, "cannot record the task's end"),
+            },
             Verdict::Retry { class, error } => {
                 let delay = backoff(task.attempts);
-                tracing::info!(
-                    class = class.as_str(),
-                    delay_ms = delay.as_millis() as u64,
-                    "task will be retried"
-                );
+                tracing::info!(class = class.as_str(), delay_ms = delay.as_millis() as u64, "task will be retried");
                 let status = if class == FailureClass::Interrupted {
                     TaskStatus::Interrupted
                 } else {
                     TaskStatus::Queued
                 };
                 let due = now + delay.as_millis() as u64;
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .requeue_task(task.id, status, class, error, due, now, false)
-                    .await
-                {
+                if let Err(e) = self.shared.store.requeue_task(task.id, status, class, error, due, now, false).await {
                     tracing::error!(error = %e, "cannot re-queue the task");
                 }
                 self.schedule_wake(delay);
@@ -533,8 +494,7 @@ impl Pool {
             return;
         };
         let elapsed = Duration::from_millis(now_ms().saturating_sub(task.started_ms.unwrap_or(0)));
-        let timeout =
-            Duration::from_secs(self.shared.config.limits.task_timeout_s).saturating_sub(elapsed);
+        let timeout = Duration::from_secs(self.shared.config.limits.task_timeout_s).saturating_sub(elapsed);
         let spec = AdoptSpec {
             identity: ProcIdentity { pid, start_time },
             run_dir: self.shared.runs_dir.join(task.id.to_string()),
@@ -542,10 +502,7 @@ impl Pool {
             timeout,
             kill_grace: KILL_GRACE,
         };
-        tracing::info!(
-            pid,
-            "adopting an agent left running by the previous process"
-        );
+        tracing::info!(pid, "adopting an agent left running by the previous process");
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
         let outcome = agent::adopt(spec, cancel_rx).await;
@@ -598,10 +555,7 @@ impl Pool {
 fn counts_against_agent(class: FailureClass) -> bool {
     matches!(
         class,
-        FailureClass::Timeout
-            | FailureClass::AgentError
-            | FailureClass::SpawnFailed
-            | FailureClass::RateLimited
+        FailureClass::Timeout | FailureClass::AgentError | FailureClass::SpawnFailed | FailureClass::RateLimited
     )
 }
 

@@ -23,18 +23,10 @@ pub async fn recover_running_tasks(store: &Store, pool: &Pool) -> Result<Recover
     let mut recovery = Recovery::default();
     for task in store.tasks_in_status(TaskStatus::Running)? {
         if agent_still_ours(&task) {
-            tracing::info!(
-                task_id = task.id,
-                pid = task.pid,
-                "agent of a running task is alive: adopting it"
-            );
+            tracing::info!(task_id = task.id, pid = task.pid, "agent of a running task is alive: adopting it");
             recovery.adopt.push(task);
         } else {
-            tracing::info!(
-                task_id = task.id,
-                pid = task.pid,
-                "agent of a running task is gone: settling it"
-            );
+            tracing::info!(task_id = task.id, pid = task.pid, "agent of a running task is gone: settling it");
             pool.settle_dead_run(&task).await;
             recovery.settled += 1;
         }
