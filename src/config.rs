@@ -182,6 +182,9 @@ pub struct StorageConfig {
     pub cache_mb: usize,
     /// Messages of conversation history kept per (bot, user).
     pub history_messages: usize,
+    /// Free space (MiB) below which old run output and logs are pruned and, if that
+    /// is not enough, new prompts are refused (`backup::disk`).
+    pub min_free_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -189,6 +192,7 @@ impl Default for StorageConfig {
         Self {
             cache_mb: 32,
             history_messages: 50,
+            min_free_mb: 100,
         }
     }
 }

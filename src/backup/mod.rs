@@ -1,16 +1,82 @@
-//! Backups: snapshots, verification, rotation, restore and the schedule.
+//! Backups: snapshots, verification, rotation, restore, the schedule, automatic
+//! recovery at start, and the disk-space guard.
 //!
-//! (First cut: opening the store; snapshots land with the backup work.)
+//! The storage layer does the redb work (`Store::snapshot_to`, `inspect_snapshot`);
+//! this module is the policy around it:
+//! - [`create`]: `backup_dir/agentlab-<UTC time>.redb.tmp` → verified → renamed
+//!   `.redb` → recorded (meta `last_backup`, event `backup`) → rotated ([`rotation`]);
+//! - [`schedule`]: the cron schedule (croner + wall clock; see there why not
+//!   tokio-cron-scheduler), with retries and the `backup_failed` alert;
+//! - [`restore`]: `agentlab restore`, and the automatic recovery of
+//!   [`open_store_or_restore`];
+//! - [`disk`]: pruning and refusing prompts when the disk is nearly full.
+//!
+//! Invariants: a snapshot file named `.redb` has passed verification; nothing here
+//! ever deletes a database file or a snapshot except rotation after a verified
+//! snapshot; the service keeps serving while a snapshot is written (one read
+//! transaction, on a blocking thread).
 
+pub mod create;
+pub mod disk;
+pub mod files;
+pub mod restore;
+pub mod rotation;
+pub mod schedule;
 pub mod systemd;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::service::ServiceContext;
-use crate::storage::{Store, StoreOptions};
+use crate::storage::{Alert, AlertState, Store, StoreError, StoreOptions, now_ms};
+
+pub use create::{BackupOutcome, backup_now, backup_with_retries};
+pub use restore::{RestoreOutcome, newest_verified_snapshot, restore_snapshot};
+
+/// Why a backup or restore failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The storage layer failed (reading the source, writing or verifying the copy).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or folder could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The snapshot to restore failed verification.
+    #[error("snapshot {path} failed verification: {source}; nothing was changed")]
+    SnapshotInvalid {
+        /// The snapshot.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The service holds the database.
+    #[error(
+        "the agentlab service is running and holds {0}; stop it first (launchctl bootout / systemctl stop agentlab)"
+    )]
+    ServiceRunning(PathBuf),
+    /// There is no snapshot to restore.
+    #[error("no verified snapshot in {0}")]
+    NoSnapshot(PathBuf),
+}
+
+impl BackupError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        BackupError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// The store as opened at start, and what start-up had to do to open it.
 pub struct OpenedStore {
@@ -28,19 +94,130 @@ pub fn store_options(config: &Config) -> StoreOptions {
     }
 }
 
-/// Opens the store.
+/// Start-up step 2: opens the store with a full integrity check. A corrupt file
+/// (not one merely held by another process) is moved aside as
+/// `agentlab.redb.corrupt-<time>` and the newest verified snapshot restored, or,
+/// with no snapshot, an empty store is started; either way a `database_restored`
+/// alert is raised and a notice returned. Blocking.
 pub fn open_store_or_restore(config: &Config) -> anyhow::Result<OpenedStore> {
-    let store = Store::open(&config.database_path(), store_options(config))?;
-    Ok(OpenedStore {
-        store,
-        notices: Vec::new(),
-    })
+    let path = config.database_path();
+    let opened = if is_empty_file(&path) {
+        // redb would silently initialise an empty file as a new database.
+        Err(StoreError::Corrupt {
+            path: path.clone(),
+            detail: "the file is empty".into(),
+        })
+    } else {
+        open_catching_panics(&path, store_options(config))
+    };
+    match opened {
+        Ok(store) => Ok(OpenedStore {
+            store,
+            notices: Vec::new(),
+        }),
+        Err(e) if e.is_corrupt() => {
+            let recovered = restore::recover_corrupt_database(config, &e)?;
+            Ok(recovered)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", path.display()))),
+    }
 }
 
-/// Starts the backup schedule.
-pub fn spawn_scheduler(_ctx: &Arc<ServiceContext>, _tasks: &mut JoinSet<()>) {}
+fn is_empty_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
 
-/// Takes a snapshot now.
-pub async fn take_snapshot(_ctx: &ServiceContext) -> anyhow::Result<String> {
-    anyhow::bail!("snapshots are not available yet")
+/// [`Store::open_checked`], with a panic inside redb (possible on a damaged file)
+/// reported as corruption instead of taking the process down.
+fn open_catching_panics(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Store::open_checked(path, options)
+    }));
+    match attempt {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "redb panicked while opening the file".into());
+            Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            })
+        }
+    }
+}
+
+/// Starts the backup schedule and the disk guard's periodic check.
+pub fn spawn_scheduler(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
+    schedule::spawn(ctx, tasks);
+    disk::spawn(ctx, tasks);
+}
+
+/// Takes a snapshot now (`/backup`, `POST /api/backup`): on a blocking thread, so
+/// the service keeps serving. A failure raises `backup_failed`.
+pub async fn take_snapshot(ctx: &ServiceContext) -> anyhow::Result<String> {
+    let store = ctx.store.clone();
+    let config = ctx.config.clone();
+    let span = tracing::Span::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let result = backup_now(&store, &config);
+        if let Err(e) = &result {
+            create::report_backup_failure(&store, e, 1);
+        }
+        result
+    })
+    .await??;
+    Ok(outcome.summary())
+}
+
+/// Raises a firing alert of `rule`, unless one is already open (then its message
+/// is updated). Failures to write it are logged: an alert about a broken store
+/// must not fail the operation that noticed.
+pub fn raise_alert(store: &Store, rule: &str, severity: &str, message: &str) {
+    let now = now_ms();
+    let existing = store
+        .open_alerts()
+        .ok()
+        .and_then(|open| open.into_iter().find(|a| a.rule == rule));
+    let alert = match existing {
+        Some(mut alert) => {
+            alert.message = message.to_string();
+            alert.severity = severity.to_string();
+            alert
+        }
+        None => Alert {
+            id: 0,
+            rule: rule.to_string(),
+            subject: String::new(),
+            severity: severity.to_string(),
+            state: AlertState::Firing,
+            started_ms: now,
+            fired_ms: Some(now),
+            resolved_ms: None,
+            value: 1.0,
+            message: message.to_string(),
+            notified_ms: None,
+        },
+    };
+    match store.upsert_alert(alert).wait() {
+        Ok(id) => tracing::warn!(rule, alert_id = id, message, "alert raised"),
+        Err(e) => tracing::error!(rule, error = %e, message, "cannot store the alert"),
+    }
+}
+
+/// Resolves every open alert of `rule`.
+pub fn resolve_alerts(store: &Store, rule: &str) {
+    let Ok(open) = store.open_alerts() else {
+        return;
+    };
+    for mut alert in open.into_iter().filter(|a| a.rule == rule) {
+        alert.state = AlertState::Resolved;
+        alert.resolved_ms = Some(now_ms());
+        if let Err(e) = store.upsert_alert(alert).wait() {
+            tracing::warn!(rule, error = %e, "cannot resolve the alert");
+        }
+    }
 }

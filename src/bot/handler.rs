@@ -169,6 +169,14 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         bot.reply(sender, &refusal).await;
         return;
     }
+    if let Err(full) = crate::backup::disk::admit_prompt(&bot.ctx.config, &bot.ctx.store) {
+        bot.reply(
+            sender,
+            &format!("Your prompt was NOT queued: {full}. Please try again later."),
+        )
+        .await;
+        return;
+    }
     let new = NewTask {
         bot_id: bot.config.id.clone(),
         user_id: sender.user_id,

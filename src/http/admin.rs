@@ -106,6 +106,9 @@ pub(crate) async fn create_task(
         reply_to_message_id: None,
         update_id: None,
     };
+    // Low on disk: refuse cleanly rather than half-write (nothing stored is lost).
+    crate::backup::disk::admit_prompt(&ctx.config, &ctx.store)
+        .map_err(|full| ApiError::unavailable(full.to_string()))?;
     let submitted = ctx.store.submit_task(new, now_ms()).await?;
     ctx.pool.notify();
     tracing::info!(task_id = submitted.task.id, bot_id = %submitted.task.bot_id, "task submitted over HTTP");

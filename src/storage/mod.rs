@@ -25,6 +25,7 @@ pub mod records;
 mod series;
 pub mod series_codec;
 mod sessions;
+mod snapshot;
 pub(crate) mod tables;
 mod tasks;
 mod writer;
@@ -46,6 +47,7 @@ pub use legacy::{
 };
 pub use records::*;
 pub use series::{SeriesPoint, SeriesResolution};
+pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{
     Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
 };
@@ -93,6 +95,18 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and applies pending
     /// migrations. Distinguishes a file held by another process from a corrupt one.
     pub fn open(path: &Path, options: StoreOptions) -> StoreResult<Store> {
+        Self::open_with(path, options, false)
+    }
+
+    /// Like [`Store::open`], but first verifies the checksum of every page of the
+    /// file, so a damaged file is [`StoreError::Corrupt`] at open rather than a
+    /// failure (or a panic in redb) at the first read of a damaged page. Reads the
+    /// whole file: used once at service start-up and after a restore.
+    pub fn open_checked(path: &Path, options: StoreOptions) -> StoreResult<Store> {
+        Self::open_with(path, options, true)
+    }
+
+    fn open_with(path: &Path, options: StoreOptions, check_integrity: bool) -> StoreResult<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -100,6 +114,7 @@ impl Store {
         let started = std::time::Instant::now();
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
+            .set_check_integrity_on_open(check_integrity)
             .set_repair_callback(|session| {
                 tracing::warn!(
                     progress = session.progress(),

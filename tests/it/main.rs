@@ -1,6 +1,8 @@
 //! agentlab's integration tests: one binary, one module per part.
 
 mod agent_runner;
+mod backup;
+mod backup_schedule;
 mod bot;
 mod breaker;
 mod cli_remote;
@@ -9,4 +11,5 @@ mod http_api;
 mod legacy_import;
 mod monitor;
 mod reliability;
+mod watchdog;
 mod worker;

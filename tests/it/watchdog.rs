@@ -1,0 +1,136 @@
+//! The watchdog against a stand-in service: a real HTTP server process (python's
+//! http.server serving a `health` file) that the test stops with SIGSTOP.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+struct StandIn {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+        unsafe {
+            libc::kill(pid, libc::SIGCONT);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts the stand-in; `None` when python3 is missing.
+fn start_stand_in(dir: &Path) -> Option<StandIn> {
+    std::fs::write(dir.join("health"), br#"{"status":"pass"}"#).expect("health file");
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let stand_in = StandIn { child, port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "stand-in did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(stand_in)
+}
+
+fn config_file(dir: &Path, port: u16, marker: &Path) -> std::path::PathBuf {
+    let path = dir.join("agentlab.toml");
+    let text = format!(
+        "data_dir = {:?}\nbackup_dir = {:?}\nlog_dir = {:?}\n[watchdog]\nhealth_url = \"http://127.0.0.1:{port}/health\"\ninterval_s = 1\nfailures_before_restart = 2\nrestart_command = [\"touch\", {:?}]\n",
+        dir.join("data"),
+        dir.join("backups"),
+        dir.join("logs"),
+        marker
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn watchdog(config: &Path, once: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentlab"));
+    cmd.arg("--config")
+        .arg(config)
+        .arg("watchdog")
+        .env_remove("AGENTLAB_CONFIG");
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn watchdog_detects_a_hung_service_and_runs_the_restart_command() {
+    let dir = TempDir::new().expect("temp dir");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let Some(stand_in) = start_stand_in(&www) else {
+        eprintln!("SKIPPED: python3 is not available for the stand-in HTTP server");
+        return;
+    };
+    let marker = dir.path().join("restarted");
+    let config = config_file(dir.path(), stand_in.port, &marker);
+
+    let healthy = watchdog(&config, true).output().expect("watchdog --once");
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    unsafe { libc::kill(stand_in.child.id() as libc::pid_t, libc::SIGSTOP) };
+    let hung = watchdog(&config, true).output().expect("watchdog --once");
+    assert_eq!(hung.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&hung.stdout);
+    assert!(said.contains("did not answer"), "{said}");
+
+    let mut running = watchdog(&config, false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watchdog");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(marker.exists(), "the restart command ran");
+}
+
+#[test]
+fn watchdog_once_fails_when_nothing_listens() {
+    let dir = TempDir::new().expect("temp dir");
+    let marker = dir.path().join("restarted");
+    let config = config_file(dir.path(), free_port(), &marker);
+    let out = watchdog(&config, true).output().expect("watchdog --once");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+    assert!(!marker.exists(), "--once never restarts");
+}
