@@ -11,5 +11,6 @@ mod http_api;
 mod legacy_import;
 mod monitor;
 mod reliability;
+mod telegram_faults;
 mod watchdog;
 mod worker;
