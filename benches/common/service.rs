@@ -127,6 +127,17 @@ impl Service {
     /// binary; does not wait.
     pub fn spawn(sim: &SimHandle, bots: &[BotSpec], workers: usize) -> Service {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        Self::spawn_in(dir, sim, bots, workers)
+    }
+
+    /// As [`Service::spawn`], on a prepared directory (e.g. a pre-filled
+    /// `data/agentlab.redb`).
+    pub fn spawn_in(
+        dir: tempfile::TempDir,
+        sim: &SimHandle,
+        bots: &[BotSpec],
+        workers: usize,
+    ) -> Service {
         let root = dir.path();
         let binary = release_binary();
         let mut config = format!(

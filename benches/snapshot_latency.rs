@@ -1,0 +1,211 @@
+//! Bot latency during a snapshot (issue 8): update-to-answer latency of one user on
+//! a store with 100,000 tasks and 1,000,000 samples, first idle, then while
+//! snapshots are taken back to back (`POST /api/backup` in a loop). Target: no
+//! worse than 2x the idle figure.
+//!
+//! Run with `cargo build --release && cargo bench --bench snapshot_latency`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use agentlab::storage::{
+    NewTask, PRIORITY_NORMAL, Sample, Store, StoreOptions, TaskKind, TaskSource,
+};
+use agentlab::telegram_sim::{SentKind, SimHandle};
+use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
+use common::{Latencies, Table, ms};
+
+const TASKS: u64 = 100_000;
+const SAMPLES: u64 = 1_000_000;
+const ROUNDS: usize = 150;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(bench());
+}
+
+/// Fills `data/agentlab.redb` the way the service would have (group commits).
+fn fill_store(dir: &std::path::Path) {
+    let path = dir.join("data").join("agentlab.redb");
+    let store = Store::open(&path, StoreOptions::default()).expect("store");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in (t..TASKS).step_by(8) {
+                    let new = NewTask {
+                        bot_id: "BOT-SNAP".into(),
+                        user_id: 10_000 + (i % 500) as i64,
+                        chat_id: 10_000 + (i % 500) as i64,
+                        kind: TaskKind::Chat,
+                        source: TaskSource::Api,
+                        prompt: format!("historic prompt {i}: refactor the parser and add tests"),
+                        priority: PRIORITY_NORMAL,
+                        max_attempts: 1,
+                        reply_to_message_id: None,
+                        update_id: None,
+                    };
+                    store
+                        .submit_task(new, 1_700_000_000_000 + i)
+                        .wait()
+                        .expect("submit");
+                }
+            });
+        }
+    });
+    // Drain the queue: the historic tasks are done, not waiting.
+    while store
+        .claim_next_task(u64::MAX, vec![])
+        .wait()
+        .expect("claim")
+        .is_some()
+    {}
+    for series in 0..10u64 {
+        let per = SAMPLES / 10;
+        for batch in 0..(per / 10_000) {
+            let samples = (0..10_000)
+                .map(|k| {
+                    let n = batch * 10_000 + k;
+                    (
+                        format!("bench_series_{series}"),
+                        Sample {
+                            at_ms: 1_700_000_000_000 + n * 10_000,
+                            value: (n % 97) as f64,
+                        },
+                    )
+                })
+                .collect();
+            store.append_samples(samples).wait().expect("samples");
+        }
+    }
+    store.close();
+    drop(store);
+    eprintln!("filled store in {:?}", started.elapsed());
+}
+
+async fn bench() {
+    eprintln!("snapshot latency bench on {}", common::machine());
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    fill_store(dir.path());
+    let size = std::fs::metadata(dir.path().join("data/agentlab.redb")).map_or(0, |m| m.len());
+    let sim = start_sim().await;
+    let clock = SimClock::calibrate(&sim).await;
+    let bots = [BotSpec {
+        id: "BOT-SNAP".into(),
+        users: 1..=1,
+        agent: None,
+    }];
+    let mut service = Service::spawn_in(dir, &sim, &bots, 3);
+    service.wait_ready().await;
+    let idle = measure(&sim, &clock, &service, "idle").await;
+
+    let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let (base, snapshots, stop) = (service.base_url.clone(), snapshots.clone(), stop.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = http
+                    .post(format!("{base}/api/backup"))
+                    .bearer_auth(common::service::ADMIN_TOKEN)
+                    .send()
+                    .await;
+                if resp.is_ok_and(|r| r.status().is_success()) {
+                    snapshots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let during = measure(&sim, &clock, &service, "during snapshots").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = looper.await;
+    service.stop();
+
+    let mut table = Table::new(&["case", "messages", "p50 ms", "p99 ms"]);
+    table.row(vec![
+        "idle".into(),
+        ROUNDS.to_string(),
+        ms(idle.median()),
+        ms(idle.p99()),
+    ]);
+    table.row(vec![
+        format!(
+            "during back-to-back snapshots ({} taken)",
+            snapshots.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        ROUNDS.to_string(),
+        ms(during.median()),
+        ms(during.p99()),
+    ]);
+    println!();
+    println!(
+        "Machine: {}; store {TASKS} tasks + {SAMPLES} samples = {:.1} MB",
+        common::machine(),
+        size as f64 / 1e6
+    );
+    println!();
+    table.print();
+    let ratio = during.median().as_secs_f64() / idle.median().as_secs_f64().max(1e-9);
+    println!("\nmedian ratio during/idle: {ratio:.2} (target <= 2)");
+}
+
+/// One user sends a prompt, waits for the answer, `ROUNDS` times.
+async fn measure(sim: &SimHandle, clock: &SimClock, service: &Service, label: &str) -> Latencies {
+    let token = &service.tokens[0];
+    let mut lat = Latencies::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let before = sim
+            .sent(token)
+            .expect("sent")
+            .iter()
+            .filter(|i| {
+                i.kind == SentKind::Message
+                    && i.plain_text
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("You said"))
+            })
+            .count();
+        let at = clock.at(Instant::now());
+        sim.inject_text(token, 1, 1, &format!("{label} {round}"))
+            .expect("inject");
+        let log = sim
+            .wait_for(
+                token,
+                |items| {
+                    items
+                        .iter()
+                        .filter(|i| {
+                            i.kind == SentKind::Message
+                                && i.plain_text
+                                    .as_deref()
+                                    .is_some_and(|t| t.starts_with("You said"))
+                        })
+                        .count()
+                        > before
+                },
+                PATIENCE,
+            )
+            .await
+            .expect("answer");
+        let answer = log
+            .iter()
+            .rev()
+            .find(|i| {
+                i.kind == SentKind::Message
+                    && i.plain_text
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("You said"))
+            })
+            .expect("answer item");
+        lat.push(answer.at.saturating_sub(at));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lat
+}
