@@ -108,7 +108,7 @@ pub fn open_store_or_restore(config: &Config) -> anyhow::Result<OpenedStore> {
             detail: "the file is empty".into(),
         })
     } else {
-        open_catching_panics(&path, store_options(config))
+        open_waiting_for_lock(&path, store_options(config))
     };
     match opened {
         Ok(store) => Ok(OpenedStore {
@@ -120,6 +120,30 @@ pub fn open_store_or_restore(config: &Config) -> anyhow::Result<OpenedStore> {
             Ok(recovered)
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", path.display()))),
+    }
+}
+
+/// How long start-up waits for a database lock held by someone else.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the store, waiting briefly while another process holds the lock. After a
+/// SIGKILL, a child the dead service was forking at that instant can hold the
+/// file's lock for a moment (until its exec closes it); found by the kill -9 loop.
+/// A genuinely running second service still gets `AlreadyOpen` after the wait.
+fn open_waiting_for_lock(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut logged = false;
+    loop {
+        match open_catching_panics(path, options.clone()) {
+            Err(StoreError::AlreadyOpen { .. }) if std::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(path = %path.display(), "database is locked by another process; waiting up to 5 s");
+                    logged = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
