@@ -65,6 +65,11 @@ fn operation(route: &Route) -> Value {
             json!({"description": error_description(*status), "content": content}),
         );
     }
+    // `bound_query` refuses an over-long query string on every route.
+    responses.insert(
+        "414".to_string(),
+        json!({"description": error_description(414), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+    );
     let params: Vec<Value> = route
         .params
         .iter()
@@ -127,6 +132,7 @@ fn error_description(status: u16) -> &'static str {
         404 => "unknown bot, task or metric",
         409 => "the task is not in a state that allows this",
         413 => "body too large",
+        414 => "query string too long",
         415 => "body is not application/json",
         503 => "unhealthy, or the store could not answer",
         _ => "error",
