@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Options, PATIENCE, Service};
+use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Every chart the page draws.
@@ -302,4 +302,35 @@ async fn chromium(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_the_dashboard_needs_the_admin_token() {
+    let sim = agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+        .await
+        .expect("sim");
+    let mut service = Service::prepare(sim, Options::default());
+    let config = std::fs::read_to_string(&service.config_path).expect("config");
+    std::fs::write(
+        &service.config_path,
+        config.replace("bind = \"127.0.0.1:0\"", "bind = \"0.0.0.0:0\""),
+    )
+    .expect("config");
+    service.spawn();
+    service.wait_ready().await;
+
+    let client = reqwest::Client::new();
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut request = client.get(format!("{}{path}", service.base_url));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("GET").status().as_u16() }
+    };
+    assert_eq!(get("/", None).await, 401);
+    assert_eq!(get("/?token=wrong", None).await, 401);
+    assert_eq!(get(&format!("/?token={ADMIN_TOKEN}"), None).await, 200);
+    assert_eq!(get("/", Some(ADMIN_TOKEN)).await, 200);
+    assert_eq!(get("/api/dashboard", None).await, 401);
+    assert_eq!(get("/api/dashboard", Some(ADMIN_TOKEN)).await, 200);
 }
