@@ -3,7 +3,7 @@
 //!
 //! Layout: [`routes`] is the table every route is mounted and documented from;
 //! one file per route group (`health`, `status`, `observability`, `prometheus`,
-//! `admin`); [`error`] is the one error type; `extract` wraps axum's extractors so
+//! `admin`, `dashboard`); [`error`] is the one error type; `extract` wraps axum's extractors so
 //! their rejections are ours.
 //!
 //! Invariants: binds `http.bind` (loopback by default); admin routes need the
@@ -15,6 +15,7 @@
 //! [`crate::metrics`] under the route's template, so label cardinality is bounded.
 
 mod admin;
+mod dashboard;
 mod error;
 mod extract;
 mod health;

@@ -297,5 +297,9 @@ fn schemas() -> Value {
             "properties": {"status": {"type": "string"}, "path": {"type": "string"}},
         },
         "OpenApi": {"type": "object", "required": ["openapi", "paths"]},
+        "Dashboard": {
+            "type": "object",
+            "required": ["status", "uptime_s", "bots", "queue", "cost", "alerts", "tasks"],
+        },
     })
 }

@@ -6,7 +6,7 @@
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{AppState, admin, health, observability, prometheus, status};
+use super::{AppState, admin, dashboard, health, observability, prometheus, status};
 
 /// An HTTP method the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,5 +473,35 @@ pub(crate) static ROUTES: &[Route] = &[
         answer: json("OpenApi"),
         errors: &[],
         mount: |m| on(m, super::openapi::document),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/",
+        operation_id: "dashboard",
+        summary: "The dashboard page (HTML); needs the admin token (bearer or `?token=`) unless http.bind is loopback",
+        tag: "dashboard",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            schema: "Text",
+        },
+        errors: &[401, 403],
+        mount: |m| on(m, dashboard::page_handler),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/dashboard",
+        operation_id: "dashboardSummary",
+        summary: "What the dashboard shows besides its charts: status, bots, queue, cost, alerts (firing first), recent tasks, last backup",
+        tag: "dashboard",
+        admin: false,
+        params: &[],
+        body: None,
+        answer: json("Dashboard"),
+        errors: &[401, 403, 503],
+        mount: |m| on(m, dashboard::summary),
     },
 ];

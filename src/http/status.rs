@@ -162,7 +162,7 @@ fn circuit_summary(ctx: &ServiceContext, bot_id: &str) -> Value {
 
 /// One word for a bot: `starting`, `polling`, `conflict`, `degraded` (a breaker
 /// is not closed), `disconnected` (polls fail), `stopping`.
-fn bot_state(ctx: &ServiceContext, bot_id: &str) -> &'static str {
+pub(super) fn bot_state(ctx: &ServiceContext, bot_id: &str) -> &'static str {
     if ctx.shutdown.is_requested() {
         return "stopping";
     }

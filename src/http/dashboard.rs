@@ -1,0 +1,267 @@
+//! The dashboard: `GET /` is one page that shows the service's health and
+//! history at a glance, and `GET /api/dashboard` is the summary it refreshes from.
+//!
+//! The page (HTML, CSS and JS under `dashboard/`) is embedded in the binary and
+//! needs nothing from the internet: the browser draws its charts as inline SVG
+//! from the history route. Invariant: when `http.bind` is not a loopback address
+//! both routes need the admin token (bearer header or `?token=`), so costs and
+//! prompts are not shown to the network; on loopback they are open, like the
+//! other read-only routes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+use super::status::bot_state;
+use crate::storage::{AlertState, TaskFilter, now_ms};
+
+/// Recent tasks the summary holds.
+const RECENT_TASKS: usize = 20;
+/// Alerts the summary holds (open ones first, then the latest resolved).
+const RECENT_ALERTS: usize = 20;
+
+const PAGE_HTML: &str = include_str!("dashboard/index.html");
+const PAGE_CSS: &str = include_str!("dashboard/style.css");
+const PAGE_JS: &str = include_str!("dashboard/app.js");
+
+/// The page with its stylesheet and script inlined: one request, no other files.
+fn page() -> &'static str {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    PAGE.get_or_init(|| {
+        PAGE_HTML
+            .replace("/*STYLE*/", PAGE_CSS)
+            .replace("/*SCRIPT*/", PAGE_JS)
+    })
+}
+
+/// Proof that the caller may see the dashboard: the server listens on loopback
+/// only, or the request carried the admin token.
+pub(crate) struct Viewer;
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &AppState) -> Result<Self, ApiError> {
+        if is_loopback(&api.ctx.config.http.bind) {
+            return Ok(Viewer);
+        }
+        let Some(expected) = api.ctx.admin_token.as_deref() else {
+            return Err(ApiError::forbidden(format!(
+                "the dashboard is only open on a loopback http.bind unless ${} is set",
+                api.ctx.config.http.admin_token_env
+            )));
+        };
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let given = bearer.or_else(|| token_from_query(parts.uri.query()));
+        match given {
+            Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => Ok(Viewer),
+            Some(_) => Err(ApiError::unauthorized("wrong token")),
+            None => Err(ApiError::unauthorized(
+                "the dashboard needs the admin token: open /?token=<token>",
+            )),
+        }
+    }
+}
+
+/// Whether `bind` only accepts connections from this machine.
+fn is_loopback(bind: &str) -> bool {
+    match bind.parse::<SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => bind
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+    }
+}
+
+/// The `token` parameter of a query string (tokens are URL-safe, not decoded).
+fn token_from_query(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| v)
+}
+
+/// `GET /`
+pub(crate) async fn page_handler(_: Viewer) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(page().to_string()),
+    )
+        .into_response()
+}
+
+/// `GET /api/dashboard`: what the page shows besides the charts.
+pub(crate) async fn summary(
+    _: Viewer,
+    State(api): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = &api.ctx;
+    let now = now_ms();
+    let (_, health) = super::health::health_document(&api);
+
+    let depths: BTreeMap<String, u64> = ctx.store.queue_depth_by_bot()?.into_iter().collect();
+    let mut cost_today = 0.0;
+    let mut cost_month = 0.0;
+    let mut bots = Vec::new();
+    for bot in &ctx.config.bots {
+        let today = ctx.store.cost_today(&bot.id, now)?;
+        let month = ctx.store.cost_month(&bot.id, now)?;
+        cost_today += today.usd;
+        cost_month += month.usd;
+        let link = ctx.links.get(&bot.id);
+        let last_poll_ok_ms = link
+            .map(|l| l.last_poll_ok_ms.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|&ms| ms > 0);
+        let breakers: Vec<Value> = ctx
+            .circuits
+            .bot_snapshots(&bot.id)
+            .into_iter()
+            .map(|(dependency, s)| {
+                json!({
+                    "dependency": dependency.as_str(),
+                    "state": s.state.as_str(),
+                    "failures": s.consecutive_failures,
+                })
+            })
+            .collect();
+        bots.push(json!({
+            "id": bot.id,
+            "username": link.and_then(|l| l.username()),
+            "state": bot_state(ctx, &bot.id),
+            "last_poll_age_s": last_poll_ok_ms.map(|ms| now.saturating_sub(ms) / 1000),
+            "last_error": link.and_then(|l| l.last_error()),
+            "queue_depth": depths.get(&bot.id).copied().unwrap_or(0),
+            "cost_today_usd": today.usd,
+            "tasks_today": today.tasks,
+            "breakers": breakers,
+        }));
+    }
+
+    let mut alerts = ctx.store.list_alerts(None, RECENT_ALERTS)?;
+    // Firing first, then pending, then resolved; newest first within each (the
+    // store's order, which a stable sort keeps).
+    alerts.sort_by_key(|a| match a.state {
+        AlertState::Firing => 0,
+        AlertState::Pending => 1,
+        AlertState::Resolved => 2,
+    });
+
+    let tasks: Vec<Value> = ctx
+        .store
+        .list_tasks(&TaskFilter {
+            status: None,
+            bot_id: None,
+            user_id: None,
+            limit: Some(RECENT_TASKS),
+        })?
+        .into_iter()
+        .map(|t| {
+            let duration_ms = match (t.started_ms, t.finished_ms) {
+                (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+                (Some(start), None) => Some(now.saturating_sub(start)),
+                _ => None,
+            };
+            json!({
+                "id": t.id,
+                "bot_id": t.bot_id,
+                "kind": t.kind,
+                "status": t.status.as_str(),
+                "prompt": t.prompt.chars().take(80).collect::<String>(),
+                "created_ms": t.created_ms,
+                "duration_ms": duration_ms,
+                "attempts": t.attempts,
+                "cost_usd": t.cost_usd,
+                "error_class": t.error_class,
+            })
+        })
+        .collect();
+
+    let snapshot = ctx.monitor.latest();
+    let leak = snapshot.as_ref().map(|s| {
+        json!({
+            "suspected": s.leak.suspected,
+            "mb_per_hour": s.leak.mb_per_hour,
+            "r2": s.leak.r2,
+            "span_minutes": s.leak.span_minutes,
+        })
+    });
+    let failures_by_class = snapshot
+        .as_ref()
+        .map(|s| json!(s.failures.by_class))
+        .unwrap_or_else(|| json!({}));
+
+    Ok(Json(json!({
+        "now_ms": now,
+        "status": health["status"],
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": ctx.is_ready(),
+        "uptime_s": ctx.uptime_s(),
+        "bots": bots,
+        "queue": {
+            "depth": ctx.store.queue_depth()?,
+            "busy_workers": ctx.pool.busy(),
+            "workers": ctx.pool.workers(),
+        },
+        "cost": {
+            "today_usd": cost_today,
+            "month_usd": cost_month,
+            "daily_limit_usd": ctx.config.limits.daily_cost_usd,
+            "monthly_limit_usd": ctx.config.limits.monthly_cost_usd,
+        },
+        "alerts": alerts,
+        "tasks": tasks,
+        "backup": ctx.store.last_backup()?.map(|b| json!({
+            "taken_ms": b.taken_ms,
+            "age_s": now.saturating_sub(b.taken_ms) / 1000,
+            "size_bytes": b.size_bytes,
+            "verified": b.verified,
+        })),
+        "leak": leak,
+        "failures_by_class": failures_by_class,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_loopback, page, token_from_query};
+
+    #[test]
+    fn loopback_binds_are_recognised() {
+        assert!(is_loopback("127.0.0.1:8080"));
+        assert!(is_loopback("[::1]:8080"));
+        assert!(is_loopback("localhost:8080"));
+        assert!(!is_loopback("0.0.0.0:8080"));
+        assert!(!is_loopback("192.168.1.4:8080"));
+        assert!(!is_loopback("example.org:80"));
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_query() {
+        assert_eq!(token_from_query(Some("range=1h&token=abc")), Some("abc"));
+        assert_eq!(token_from_query(Some("tokens=abc")), None);
+        assert_eq!(token_from_query(None), None);
+    }
+
+    #[test]
+    fn the_page_inlines_its_style_and_script() {
+        let html = page();
+        assert!(!html.contains("/*STYLE*/") && !html.contains("/*SCRIPT*/"));
+        assert!(html.contains("data-chart=\"memory\""));
+    }
+}
