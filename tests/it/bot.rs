@@ -33,18 +33,19 @@ async fn allowed_user_prompt_is_answered_after_a_queued_acknowledgement() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_user_gets_one_refusal_and_nothing_runs() {
     let service = Service::start(Options::default()).await;
+    let mut last = 0;
     for text in ["hi", "run rm -rf", "/status"] {
-        service.send(0, 999, text);
+        last = service.send(0, 999, text);
     }
     service
         .wait_for_message(0, 999, |t| t.contains("not on its list"))
         .await;
-    // Let the other two updates be handled too, then check nothing else was said.
+    // Every update handled and confirmed, then check nothing else was said.
     service
         .sim
-        .wait_for_method_calls(&service.tokens[0], "getUpdates", 4, PATIENCE)
+        .wait_for_confirmed(&service.tokens[0], last, PATIENCE)
         .await
-        .expect("polls");
+        .expect("updates confirmed");
     let (_, tasks) = service.get("/api/tasks").await;
     assert_eq!(
         tasks.as_array().map(Vec::len),
