@@ -341,6 +341,13 @@ impl Monitor {
         for (kind, (sum, n)) in &runs {
             batch.push("task_run_ms", &[("kind", kind)], *sum as f64 / *n as f64);
         }
+        let percentiles = self.queue.p95_by_kind(now, queue::P95_WINDOW_MS);
+        for (kind, p95) in &percentiles.wait_ms {
+            batch.push("task_wait_p95_ms", &[("kind", kind)], *p95 as f64);
+        }
+        for (kind, p95) in &percentiles.run_ms {
+            batch.push("task_run_p95_ms", &[("kind", kind)], *p95 as f64);
+        }
 
         // Availability.
         let availability_report = availability::report(&self.lifecycle, now);

@@ -20,6 +20,8 @@ pub const STATS_WINDOW_MS: u64 = 3 * HOUR_MS;
 /// Completions per hour below which the trend is flat.
 pub const MIN_TREND_COMPLETIONS: f64 = 5.0;
 const TREND_FACTOR: f64 = 1.5;
+/// Window of the charted wait/run p95 (`task_wait_p95_ms`, `task_run_p95_ms`).
+pub const P95_WINDOW_MS: u64 = 5 * 60_000;
 
 /// One task movement.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +225,58 @@ impl QueueLog {
         });
         report
     }
+
+    /// The 95th percentile (nearest rank) of waits and of run times per task
+    /// kind, over the movements of the last `window_ms` before `now_ms`. Kinds
+    /// with no movement in the window are absent.
+    pub fn p95_by_kind(&self, now_ms: u64, window_ms: u64) -> KindPercentiles {
+        let since = now_ms.saturating_sub(window_ms);
+        let mut waits: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for event in self
+            .events
+            .iter()
+            .filter(|e| e.at_ms() >= since && e.at_ms() <= now_ms)
+        {
+            match event {
+                QueueEvent::Started { kind, wait_ms, .. } => {
+                    waits.entry(kind.clone()).or_default().push(*wait_ms)
+                }
+                QueueEvent::Finished {
+                    kind,
+                    run_ms: Some(run),
+                    ..
+                } => runs.entry(kind.clone()).or_default().push(*run),
+                QueueEvent::Finished { .. } => {}
+            }
+        }
+        let p95 = |values: BTreeMap<String, Vec<u64>>| {
+            values
+                .into_iter()
+                .map(|(kind, mut v)| (kind, nearest_rank(&mut v, 0.95)))
+                .collect()
+        };
+        KindPercentiles {
+            wait_ms: p95(waits),
+            run_ms: p95(runs),
+        }
+    }
+}
+
+/// Per task kind percentiles of waiting and running, ms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KindPercentiles {
+    /// Queued → started.
+    pub wait_ms: BTreeMap<String, u64>,
+    /// Started → finished.
+    pub run_ms: BTreeMap<String, u64>,
+}
+
+/// The nearest-rank percentile `q` (0..=1) of a non-empty list.
+fn nearest_rank(values: &mut [u64], q: f64) -> u64 {
+    values.sort_unstable();
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }
 
 #[cfg(test)]
@@ -267,6 +321,25 @@ mod tests {
         assert_eq!(r.completions_last_hour, 2);
         assert_eq!(r.bottleneck_kind.as_deref(), Some("task"));
         assert_eq!(r.throughput_trend, Some(Trend::Flat));
+    }
+
+    #[test]
+    fn p95_covers_only_the_window_and_uses_the_nearest_rank() {
+        let now = 10 * HOUR_MS;
+        let mut log = QueueLog::default();
+        // Outside the window: a huge wait that must not count.
+        log.push(started(now - P95_WINDOW_MS - 1, "chat", "b1", 999_999), now);
+        for i in 1..=100u64 {
+            log.push(started(now - 1_000 - i, "chat", "b1", i * 10), now);
+        }
+        log.push(finished(now - 10, "task", 7_000), now);
+        let p = log.p95_by_kind(now, P95_WINDOW_MS);
+        assert_eq!(p.wait_ms["chat"], 950);
+        assert_eq!(p.run_ms["task"], 7_000);
+        assert!(!p.run_ms.contains_key("chat"));
+        assert!(!p.wait_ms.contains_key("task"));
+        assert_eq!(nearest_rank(&mut [5], 0.95), 5);
+        assert_eq!(nearest_rank(&mut [1, 2], 0.95), 2);
     }
 
     #[test]

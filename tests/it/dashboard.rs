@@ -25,8 +25,8 @@ const HISTORY_SOURCES: [&str; 7] = [
     "process_rss_bytes",
     "queue_depth",
     "workers_busy",
-    "task_wait_ms",
-    "task_run_ms",
+    "task_wait_p95_ms",
+    "task_run_p95_ms",
     "failures_per_min",
     "api_p95_ms",
 ];

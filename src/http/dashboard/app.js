@@ -263,8 +263,8 @@ async function renderCharts(summary) {
 
   const [rss, depth, busy, wait, run, failures, latency, cost] = await Promise.all([
     history("process_rss_bytes", from, to), history("queue_depth", from, to),
-    history("workers_busy", from, to), history("task_wait_ms", from, to),
-    history("task_run_ms", from, to), history("failures_per_min", from, to),
+    history("workers_busy", from, to), history("task_wait_p95_ms", from, to),
+    history("task_run_p95_ms", from, to), history("failures_per_min", from, to),
     history("api_p95_ms", from, to),
     history("cost_today_usd", Math.min(from, to - RANGES["7d"]), to),
   ]);
