@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use agentlab::storage::{
-    NewTask, PRIORITY_NORMAL, Sample, Store, StoreOptions, TaskKind, TaskSource,
+    NewTask, PRIORITY_NORMAL, Sample, Store, StoreOptions, TaskFinish, TaskKind, TaskSource,
+    TaskStatus,
 };
 use agentlab::telegram_sim::{SentKind, SimHandle};
 use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
@@ -51,21 +52,24 @@ fn fill_store(dir: &std::path::Path) {
                         reply_to_message_id: None,
                         update_id: None,
                     };
+                    let at = 1_700_000_000_000 + i;
+                    let id = store.submit_task(new, at).wait().expect("submit").task.id;
+                    // A historic task is done: finished, not waiting in the queue
+                    // (claiming would stop at one running task per user).
+                    let finish = TaskFinish {
+                        status: Some(TaskStatus::Succeeded),
+                        result: Some(format!("historic answer {i}")),
+                        cost_usd: 0.01,
+                        ..TaskFinish::default()
+                    };
                     store
-                        .submit_task(new, 1_700_000_000_000 + i)
+                        .finish_task(id, finish, at + 1_000)
                         .wait()
-                        .expect("submit");
+                        .expect("finish");
                 }
             });
         }
     });
-    // Drain the queue: the historic tasks are done, not waiting.
-    while store
-        .claim_next_task(u64::MAX, vec![])
-        .wait()
-        .expect("claim")
-        .is_some()
-    {}
     for series in 0..10u64 {
         let per = SAMPLES / 10;
         for batch in 0..(per / 10_000) {

@@ -55,6 +55,47 @@ impl BackupOutcome {
     }
 }
 
+/// Runs `work` on a scoped thread of its own at a lower CPU priority (nice 10 on
+/// Linux, where niceness is per thread), so that on a small machine the bot and
+/// the workers win the CPU while a snapshot is copied and verified. A thread of
+/// its own, because a thread's niceness cannot be raised back without privilege
+/// and the runtime's blocking threads are reused. Elsewhere it runs at normal
+/// priority.
+fn at_low_priority<T: Send>(
+    dir: &Path,
+    work: impl FnOnce() -> Result<T, BackupError> + Send,
+) -> Result<T, BackupError> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn_scoped(scope, || {
+                lower_this_threads_priority();
+                work()
+            })
+            .map_err(|e| BackupError::io(dir, e))?;
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // SAFETY: on Linux, setpriority with who = 0 changes only the calling thread.
+    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE) } != 0;
+    if failed {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "the snapshot thread keeps its priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
+
+/// Niceness of the snapshot thread.
+#[cfg(target_os = "linux")]
+const SNAPSHOT_NICE: libc::c_int = 10;
+
 /// Takes a verified snapshot of `store` into `config.backup_dir`, records it (meta
 /// `last_backup` and a `backup` event), resolves an open `backup_failed` alert and
 /// rotates. Blocking: call it from `spawn_blocking`. Raises no alert on failure:
@@ -70,7 +111,7 @@ pub fn backup_now(store: &Store, config: &Config) -> Result<BackupOutcome, Backu
             "removed temporary files of an interrupted snapshot"
         );
     }
-    let (file, table_counts) = write_verified_snapshot(store, dir)?;
+    let (file, table_counts) = at_low_priority(dir, || write_verified_snapshot(store, dir))?;
     let elapsed_ms = started.elapsed().as_millis() as u64;
 
     let record = BackupRecord {
@@ -218,5 +259,35 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    fn this_threads_nice() -> libc::c_int {
+        // SAFETY: getpriority with who = 0 reads the calling thread's niceness.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn snapshot_work_runs_niced_and_leaves_the_caller_alone() {
+        let before = this_threads_nice();
+        let inside = at_low_priority(Path::new("."), || Ok(this_threads_nice())).expect("ran");
+        assert!(inside >= SNAPSHOT_NICE.max(before), "inside {inside}");
+        assert_eq!(this_threads_nice(), before, "the caller's niceness changed");
+    }
+
+    #[test]
+    fn snapshot_work_errors_come_back() {
+        let dir = Path::new("/nowhere");
+        let err = at_low_priority::<()>(dir, || {
+            Err(BackupError::io(dir, std::io::Error::other("disk gone")))
+        })
+        .expect_err("error passed through");
+        assert!(err.to_string().contains("disk gone"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod harness;
 mod http_api;
 mod legacy_import;
+mod logs;
 mod monitor;
 mod reliability;
 mod telegram_faults;
