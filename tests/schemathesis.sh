@@ -10,20 +10,27 @@
 # the service under test. Exits 0 with a message when schemathesis is missing.
 #
 # Environment: MAX_EXAMPLES (default 30 per operation), MAX_TIME (default 120 s
-# for the whole run), SEED (optional, for a reproducible run).
+# for the whole run), CHECKS (default the two above; `all` for every check),
+# SEED (optional, for a reproducible run), AGENTLAB_BIN (a built binary to use
+# instead of building the debug one; `cargo test` sets it).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 MAX_EXAMPLES="${MAX_EXAMPLES:-30}"
 MAX_TIME="${MAX_TIME:-120}"
+CHECKS="${CHECKS:-not_a_server_error,response_schema_conformance}"
 
 if ! command -v schemathesis >/dev/null; then
     echo "schemathesis is not installed (pip install schemathesis); skipping"
     exit 0
 fi
 
-cargo build --bin agentlab >&2
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/agentlab"
+if [[ -n "${AGENTLAB_BIN:-}" ]]; then
+    BIN="$AGENTLAB_BIN"
+else
+    cargo build --bin agentlab >&2
+    BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/agentlab"
+fi
 DIR="$(mktemp -d)"
 mkfifo "$DIR/stdin"
 TOKEN="schemathesis-$(date +%s%N)"
@@ -56,8 +63,8 @@ done
 seed=()
 [[ -z "${SEED:-}" ]] || seed=(--seed "$SEED")
 status=0
-schemathesis run "http://$ADDR/api/openapi.json" \
-    --checks not_a_server_error,response_schema_conformance \
+schemathesis --config-file tests/schemathesis.toml run "http://$ADDR/api/openapi.json" \
+    --checks "$CHECKS" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \
     --request-timeout 10 \

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, json_integer, optional_json_integer};
 use super::status::known_bot;
 use super::{Api, AppState};
 use crate::service::RESTART_EXIT_CODE;
@@ -73,8 +73,10 @@ fn check_token(expected: &Option<String>, env_var: &str, parts: &Parts) -> Resul
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTask {
     bot_id: String,
+    #[serde(deserialize_with = "json_integer")]
     user_id: i64,
     prompt: String,
+    #[serde(default, deserialize_with = "optional_json_integer")]
     chat_id: Option<i64>,
 }
 
@@ -201,6 +203,11 @@ fn parse_dump_query(raw: Option<&str>) -> Result<DumpQuery, ApiError> {
     let mut q = DumpQuery::default();
     for (key, value) in pairs {
         match key.as_str() {
+            "table" if value.trim().is_empty() => {
+                return Err(ApiError::bad_request(
+                    "table is empty: name one or more tables, or leave `table` out for all",
+                ));
+            }
             "table" => {
                 for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                     if !ALL_TABLES.contains(&name) {

@@ -112,11 +112,9 @@ fn operation(route: &Route) -> Value {
 fn kind_schema(kind: Kind) -> Value {
     match kind {
         Kind::Unsigned { min, max } => {
-            let mut s = json!({"type": "integer", "format": "int64", "minimum": min});
-            if let Some(max) = max {
-                s["maximum"] = json!(max);
-            }
-            s
+            // Handlers parse u64: without a smaller bound the whole u64 range is
+            // valid (`format: int64` would claim a maximum of 2^63 - 1).
+            json!({"type": "integer", "minimum": min, "maximum": max.unwrap_or(u64::MAX)})
         }
         Kind::Text => json!({"type": "string"}),
         Kind::OneOf(words) => json!({"type": "string", "enum": words}),

@@ -322,7 +322,7 @@ pub(crate) static ROUTES: &[Route] = &[
                 location: In::Query,
                 required: false,
                 kind: Kind::Unsigned { min: 0, max: None },
-                description: "Start, unix ms (default: an hour before `to`).",
+                description: "Start, unix ms (default: an hour before `to`); a range with `from` at or after `to` is empty.",
             },
             Param {
                 name: "to",

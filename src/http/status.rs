@@ -211,7 +211,7 @@ pub(crate) async fn list_tasks(
     ApiQuery(q): ApiQuery<ListTasksQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = match q.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "unknown status `{s}`; use one of {}",

@@ -126,9 +126,6 @@ pub enum HistoryError {
     /// No series of that type exists.
     #[error("unknown metric type `{0}`; GET /api/observability/metrics lists what is sampled")]
     UnknownMetric(String),
-    /// Bad range.
-    #[error("{0}")]
-    BadRange(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -162,6 +159,8 @@ pub fn resolution_for_step(range_ms: u64, step_ms: Option<u64>) -> SeriesResolut
 
 /// Time series of `metric_type` (a series name, or its prefix before `{labels}`)
 /// between `from_ms` and `to_ms`, at most [`MAX_HISTORY_POINTS`] points per series.
+/// An empty or reversed range (`from_ms >= to_ms`) has no points: each matching
+/// series is listed with none.
 pub fn history_from_store(
     store: &Store,
     metric_type: &str,
@@ -169,11 +168,6 @@ pub fn history_from_store(
     to_ms: u64,
     step_ms: Option<u64>,
 ) -> Result<History, HistoryError> {
-    if from_ms >= to_ms {
-        return Err(HistoryError::BadRange(format!(
-            "`from` ({from_ms}) must be before `to` ({to_ms})"
-        )));
-    }
     let names: Vec<String> = store
         .series_names()?
         .into_iter()
@@ -183,10 +177,14 @@ pub fn history_from_store(
     if names.is_empty() {
         return Err(HistoryError::UnknownMetric(metric_type.to_string()));
     }
-    let resolution = resolution_for_step(to_ms - from_ms, step_ms);
+    let resolution = resolution_for_step(to_ms.saturating_sub(from_ms), step_ms);
     let mut series = Vec::new();
     for name in names {
-        let points = store.series_rollups(&name, from_ms, to_ms, resolution)?;
+        let points = if from_ms < to_ms {
+            store.series_rollups(&name, from_ms, to_ms, resolution)?
+        } else {
+            Vec::new()
+        };
         series.push((name, downsample(points, MAX_HISTORY_POINTS)));
     }
     Ok(History {

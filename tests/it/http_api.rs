@@ -168,9 +168,12 @@ async fn bad_input_and_unknown_ids_get_json_errors_never_a_500() {
         (Method::GET, "/api/tasks?unknown=1", 400),
         (Method::GET, "/api/observability/alerts?state=bogus", 400),
         (Method::GET, "/api/observability/alerts?limit=-3", 400),
+        (Method::GET, "/api/observability/history/x?to=-5", 400),
+        (Method::GET, "/api/tasks?status=", 400),
+        (Method::GET, "/api/observability/alerts?state=", 400),
         (
             Method::GET,
-            "/api/observability/history/x?from=10&to=5",
+            "/api/admin/dump?since=18446744073709551616",
             400,
         ),
         (
@@ -185,6 +188,7 @@ async fn bad_input_and_unknown_ids_get_json_errors_never_a_500() {
         (Method::POST, "/api/tasks/999999/cancel", 404),
         (Method::POST, "/api/tasks/abc/cancel", 400),
         (Method::GET, "/api/admin/dump?table=nope", 400),
+        (Method::GET, "/api/admin/dump?table=", 400),
         (Method::GET, "/api/admin/dump?format=csv", 400),
         (Method::GET, "/api/admin/dump?since=later", 400),
     ];
@@ -209,6 +213,10 @@ async fn bad_input_and_unknown_ids_get_json_errors_never_a_500() {
         (json!({"bot_id": "BOT-001", "prompt": "hi"}), 400),
         (
             json!({"bot_id": "BOT-001", "user_id": "one", "prompt": "hi"}),
+            400,
+        ),
+        (
+            json!({"bot_id": "BOT-001", "user_id": 1.5, "prompt": "hi"}),
             400,
         ),
         (
@@ -632,4 +640,75 @@ async fn over_long_query_is_a_documented_414() {
             );
         }
     }
+}
+
+/// What schemathesis' full check set found (`CHECKS=all tests/schemathesis.sh`):
+/// a whole number written as `225.0` is a JSON Schema integer, and a range with
+/// `from >= to` is valid input with no points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_valid_inputs_found_by_schemathesis_are_accepted() {
+    let service = Service::start(Options::default()).await;
+    let (status, created) = service
+        .post(
+            "/api/tasks",
+            json!({"bot_id": "BOT-001", "user_id": 111.0, "chat_id": -565.0, "prompt": "floats"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().expect("task id");
+    let (_, task) = service.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(
+        (&task["user_id"], &task["chat_id"]),
+        (&json!(111), &json!(-565)),
+        "{task}"
+    );
+
+    // The monitors sample `service_up` every second; wait for its first point.
+    let deadline = Instant::now() + PATIENCE;
+    while service.get("/api/observability/history/service_up").await.0 != 200 {
+        assert!(Instant::now() < deadline, "service_up was never sampled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for range in ["from=10&to=5", "from=7&to=7"] {
+        let (status, empty) = service
+            .get(&format!("/api/observability/history/service_up?{range}"))
+            .await;
+        assert_eq!(status, 200, "{range}: {empty}");
+        let series = empty["series"].as_array().expect("series");
+        assert!(!series.is_empty(), "{empty}");
+        assert!(series.iter().all(|s| s["points"] == json!([])), "{empty}");
+    }
+}
+
+/// The schemathesis run of `tests/schemathesis.sh` with every check, short and
+/// seeded, when schemathesis is installed (it skips with a message otherwise).
+#[test]
+fn schemathesis_with_every_check_finds_nothing() {
+    let has_schemathesis = std::process::Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_schemathesis {
+        eprintln!("schemathesis is not installed (pip install schemathesis); skipping");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("AGENTLAB_BIN", crate::harness::binary())
+        .env("CHECKS", "all")
+        .env("MAX_TIME", "60")
+        .env("MAX_EXAMPLES", "20")
+        .env("SEED", "2026")
+        .output()
+        .expect("run tests/schemathesis.sh");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
 }
