@@ -7,7 +7,8 @@
 # then prints a Markdown table: requests/s, p50, p99. Needs `wrk`
 # (Debian: apt-get install wrk).
 #
-# Environment: DURATION (default 10s per run), CONNECTIONS (default "1 16 64").
+# Environment: DURATION (default 10s per run), CONNECTIONS (default "1 16 64"),
+# AGENTLAB_BIN (a built binary to load instead of building the release one).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,8 +20,12 @@ if ! command -v wrk >/dev/null; then
     exit 2
 fi
 
-cargo build --release --bin agentlab >&2
-BIN="$PWD/target/release/agentlab"
+if [[ -n "${AGENTLAB_BIN:-}" ]]; then
+    BIN="$AGENTLAB_BIN"   # e.g. an older build, for a side-by-side baseline
+else
+    cargo build --release --bin agentlab >&2
+    BIN="$PWD/target/release/agentlab"
+fi
 DIR="$(mktemp -d)"
 mkfifo "$DIR/stdin"
 

@@ -4,12 +4,17 @@
 //! links, breakers, the pool) plus O(1) store reads (MVCC: a read never waits for
 //! the writer) and one `statvfs`, so health never blocks on a slow dependency.
 //! `/health` follows the IETF health-check draft: `status` pass/warn/fail, checks
-//! keyed `component:measurement`, 200 for pass/warn and 503 for fail.
+//! keyed `component:measurement`, 200 for pass/warn and 503 for fail. One computed
+//! answer is served again for [`HEALTH_TTL`] (single-flight), so a monitoring
+//! system or a load test polling hard costs one document per 100 ms, not one per
+//! request.
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -72,20 +77,41 @@ pub(crate) async fn readyz(State(api): State<AppState>) -> Response {
     }
 }
 
+/// How long one computed health answer is served again.
+pub(crate) const HEALTH_TTL: Duration = Duration::from_millis(100);
+
+/// The last health answer and when it was computed.
+#[derive(Default)]
+pub(crate) struct HealthCache(Mutex<Option<(Instant, StatusCode, Bytes)>>);
+
+impl HealthCache {
+    /// The cached answer while younger than [`HEALTH_TTL`], else a fresh one from
+    /// `compute` (callers arriving meanwhile wait for it rather than compute too).
+    fn get_or_compute(&self, compute: impl FnOnce() -> (StatusCode, Bytes)) -> (StatusCode, Bytes) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, code, body)) = slot.as_ref()
+            && at.elapsed() < HEALTH_TTL
+        {
+            return (*code, body.clone());
+        }
+        let (code, body) = compute();
+        *slot = Some((Instant::now(), code, body.clone()));
+        (code, body)
+    }
+}
+
 /// `GET /health`
 pub(crate) async fn health(State(api): State<AppState>) -> Response {
-    let (status, doc) = health_document(&api);
-    let code = if status == Status::Fail {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (
-        code,
-        [(header::CONTENT_TYPE, HEALTH_CONTENT_TYPE)],
-        Json(doc),
-    )
-        .into_response()
+    let (code, body) = api.health_cache.get_or_compute(|| {
+        let (status, doc) = health_document(&api);
+        let code = if status == Status::Fail {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        (code, Bytes::from(doc.to_string()))
+    });
+    (code, [(header::CONTENT_TYPE, HEALTH_CONTENT_TYPE)], body).into_response()
 }
 
 /// Collects the checks into one document; also used by `agentlab status`'s tests.
@@ -347,6 +373,26 @@ pub(crate) fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
 
+    #[test]
+    fn one_health_answer_is_served_again_within_its_ttl() {
+        let cache = super::HealthCache::default();
+        let mut computed = 0;
+        let answer = |n: &mut i32| {
+            cache.get_or_compute(|| {
+                *n += 1;
+                (super::StatusCode::OK, super::Bytes::from(n.to_string()))
+            })
+        };
+        assert_eq!(answer(&mut computed).1, "1");
+        assert_eq!(answer(&mut computed).1, "1", "recomputed within the TTL");
+        std::thread::sleep(super::HEALTH_TTL + std::time::Duration::from_millis(10));
+        assert_eq!(
+            answer(&mut computed).1,
+            "2",
+            "stale answer served after the TTL"
+        );
+    }
+
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
@@ -449,6 +495,8 @@ mod tests {
         for _ in 0..api.ctx.config.breaker.failure_threshold {
             breaker.record_failure("test failure");
         }
+        // The first answer is served again for HEALTH_TTL; let it age out.
+        tokio::time::sleep(super::HEALTH_TTL).await;
         let response = health(State(api.clone())).await;
         assert_eq!(response.status(), StatusCode::OK, "warn still answers 200");
         let doc = body_json(response).await;

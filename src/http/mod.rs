@@ -55,6 +55,8 @@ pub(crate) struct Api {
     pub ctx: Arc<ServiceContext>,
     /// Expected time between scheduled backups, for the backup-age check.
     pub backup_interval_ms: Option<u64>,
+    /// The last `/health` answer.
+    pub health_cache: health::HealthCache,
 }
 
 pub(crate) type AppState = Arc<Api>;
@@ -65,6 +67,7 @@ impl Api {
         Api {
             ctx,
             backup_interval_ms,
+            health_cache: health::HealthCache::default(),
         }
     }
 }
