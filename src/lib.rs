@@ -23,6 +23,7 @@ pub mod bot;
 pub mod breaker;
 pub mod circuits;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod http;

@@ -47,9 +47,25 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
     match commands::parse(text, username.as_deref()) {
         Command::Prompt(prompt) => submit_prompt(bot, sender, update_id, prompt).await,
         Command::ForAnotherBot => {}
-        Command::Restart if sent_before_start(bot, &message) => {
+        Command::Restart if already_restarted_for(bot, update_id) => {
             // A /restart re-delivered after the restart it asked for: never loop.
             tracing::info!(update_id, "stale /restart ignored");
+        }
+        Command::Restart if sender.is_admin => {
+            if let Err(e) = bot
+                .ctx
+                .store
+                .set_restart_update_floor(&bot.config.id, update_id)
+                .await
+            {
+                bot.reply(
+                    sender,
+                    &format!("Could not record the restart ({e}); not restarting."),
+                )
+                .await;
+                return;
+            }
+            super::replies::answer_command(bot, sender, Command::Restart).await
         }
         command => super::replies::answer_command(bot, sender, command).await,
     }
@@ -116,11 +132,17 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
     None
 }
 
-/// Whether a message was sent before this process started (Telegram dates are in
-/// whole seconds, so one second of slack).
-fn sent_before_start(bot: &BotRuntime, message: &Message) -> bool {
-    let sent_ms = message.date.timestamp_millis().max(0) as u64;
-    sent_ms + 1000 < bot.ctx.started_ms
+/// Whether this `/restart` update was already acted on (its update id is at or
+/// below the one recorded before the last restart). Update ids, not dates: the
+/// local clock may be off or jump, Telegram's ids only grow.
+fn already_restarted_for(bot: &BotRuntime, update_id: i64) -> bool {
+    match bot.ctx.store.restart_update_floor(&bot.config.id) {
+        Ok(floor) => floor.is_some_and(|floor| update_id <= floor),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last /restart; acting on this one");
+            false
+        }
+    }
 }
 
 fn describe_non_text(message: &Message) -> &'static str {

@@ -43,7 +43,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     let config = Arc::new(config);
     let shutdown = options.shutdown.clone().unwrap_or_default();
     let started = Instant::now();
-    let started_ms = now_ms();
+    crate::clock::watch_test_skew();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         bots = config.bots.len(),
@@ -55,6 +55,16 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
     let opened = crate::backup::open_store_or_restore(&config).context("opening the store")?;
     let store = opened.store.clone();
+    // The clock resumes no earlier than the newest stored time: a wall clock set
+    // back while the service was down must not reorder or stall the queue.
+    match store.newest_event_ms() {
+        Ok(Some(newest)) => {
+            crate::clock::resume_after(newest);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the newest event time"),
+    }
+    let started_ms = now_ms();
     let base = Base {
         config,
         store: store.clone(),

@@ -24,6 +24,14 @@ impl Store {
         self.write(move |tx| insert_event(tx, now_ms, seq, &kind, bot.as_deref(), &payload))
     }
 
+    /// The time of the newest event, if any.
+    pub fn newest_event_ms(&self) -> StoreResult<Option<u64>> {
+        self.read(|tx| {
+            let table = tx.open_table(EVENTS)?;
+            Ok(table.last()?.map(|(k, _)| k.value().0))
+        })
+    }
+
     /// Events with `from_ms <= at < to_ms`, oldest first, at most `limit`.
     pub fn events_between(
         &self,

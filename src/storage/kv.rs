@@ -10,6 +10,10 @@ use super::tasks::utc_day;
 use super::{Pending, Store, StoreResult};
 
 pub(super) const RESTART_KEY: &str = "pending";
+
+fn restart_update_key(bot_id: &str) -> String {
+    format!("restart_update:{bot_id}")
+}
 const META_LAST_BACKUP: &str = "last_backup";
 
 impl Store {
@@ -30,6 +34,22 @@ impl Store {
                 .insert(key.as_str(), value.as_slice())?;
             Ok(())
         })
+    }
+
+    /// The update id of the last `/restart` a bot acted on: a `/restart` with an
+    /// id at or below it was re-delivered after the restart it asked for.
+    pub fn restart_update_floor(&self, bot_id: &str) -> StoreResult<Option<i64>> {
+        Ok(self
+            .get_meta(&restart_update_key(bot_id))?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(|b| u64::from_le_bytes(b) as i64))
+    }
+
+    /// Records the update id of a `/restart` about to be acted on (durably, before
+    /// the restart, so its re-delivery is recognised whatever the clocks say).
+    pub fn set_restart_update_floor(&self, bot_id: &str, update_id: i64) -> Pending<()> {
+        let value = (update_id.max(0) as u64).to_le_bytes().to_vec();
+        self.put_meta(&restart_update_key(bot_id), value)
     }
 
     /// The last verified backup, if any.

@@ -290,12 +290,10 @@ fn with_path(e: StoreError, path: &Path) -> StoreError {
     }
 }
 
-/// Current wall-clock time in unix milliseconds.
+/// The service clock in unix milliseconds: the wall clock, never running backwards
+/// (see [`crate::clock`]).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_ms()
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub struct Options {
     pub extra_toml: String,
     /// Whether to configure the admin token.
     pub admin_token: bool,
+    /// More environment for the binary.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             limits_toml: String::new(),
             extra_toml: String::new(),
             admin_token: true,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -161,6 +164,7 @@ impl Service {
         if self.options.admin_token {
             env.push(("AGENTLAB_TEST_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
         }
+        env.extend(self.options.extra_env.iter().cloned());
         env
     }
 

@@ -6,6 +6,7 @@ mod backup_schedule;
 mod bot;
 mod breaker;
 mod cli_remote;
+mod clock;
 mod dashboard;
 mod harness;
 mod http_api;

@@ -48,7 +48,12 @@ async fn every_prompt_survives_a_kill_9_loop_and_is_answered_once() {
     // The `fail` prompts are the agent failing on purpose; keep them from opening
     // the agent's breaker (that path has its own acceptance test) so the run
     // measures crashes, not recovery timeouts.
+    // Likewise budgets and rates: 1,500 prompts at $0.01 pass the default $10 a
+    // day, and the bot would (rightly) refuse the rest with a budget message.
     let options = Options {
+        limits_toml: "daily_cost_usd = 100000.0\nmonthly_cost_usd = 1000000.0\n\
+                      rate_per_minute = 100000\nrate_per_hour = 1000000"
+            .into(),
         extra_toml: "\n[breaker]\nfailure_threshold = 100000\nmin_calls = 100000\n".into(),
         ..Options::default()
     };

@@ -1,0 +1,191 @@
+//! The service's clock: wall-clock milliseconds that never run backwards.
+//!
+//! Every stored time (queue positions, retry times, events, samples, alerts) comes
+//! from [`now_ms`]. The wall clock can jump: NTP stepping it at boot, a VM
+//! resumed, an operator's `date -s`. A forward jump is followed, since the clock is
+//! right again afterwards. A backward jump is not: the reading keeps counting
+//! from where it was, at the monotonic clock's rate, until the wall clock catches
+//! up. Without this, a jump back of two hours would make every task queued in the
+//! last two hours look "not due yet" and stall the queue, and new tasks would
+//! jump ahead of older ones. At start-up [`resume_after`] lifts the reading to the
+//! newest time the store holds, so a clock set back while the service was down
+//! does not reorder the queue either.
+//!
+//! Invariants: readings never decrease, across threads; they advance at least as
+//! fast as the monotonic clock; they are never behind the wall clock.
+//!
+//! Tests move the wall clock of a running service through the file named by
+//! `AGENTLAB_TEST_CLOCK_SKEW_FILE` (milliseconds to add to the wall clock, re-read
+//! every 50 ms); nothing else reads that variable.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far ahead of the wall clock a stored time may be and still be resumed
+/// from; beyond it the stored time is taken as wrong and the wall clock wins.
+pub const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
+
+/// Environment variable naming the test skew file.
+pub const TEST_SKEW_FILE_ENV: &str = "AGENTLAB_TEST_CLOCK_SKEW_FILE";
+
+struct ServiceClock {
+    origin: Instant,
+    /// Reading = `origin.elapsed()` + offset; only ever raised.
+    offset_ms: AtomicU64,
+    /// Test skew added to the wall clock.
+    skew_ms: AtomicI64,
+}
+
+static CLOCK: LazyLock<ServiceClock> = LazyLock::new(ServiceClock::new);
+
+/// Milliseconds since the Unix epoch, never less than an earlier reading.
+pub fn now_ms() -> u64 {
+    CLOCK.now_ms()
+}
+
+/// Makes later readings no earlier than `stored_ms` (the newest time the store
+/// holds), unless that is more than [`MAX_RESUME_AHEAD_MS`] ahead of the wall
+/// clock. Returns how far the reading was lifted, ms.
+pub fn resume_after(stored_ms: u64) -> u64 {
+    CLOCK.resume_after(stored_ms)
+}
+
+impl ServiceClock {
+    fn new() -> Self {
+        ServiceClock {
+            origin: Instant::now(),
+            offset_ms: AtomicU64::new(0),
+            skew_ms: AtomicI64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.elapsed_ms();
+        let wall_offset = self.wall_ms().saturating_sub(elapsed);
+        // Follow the wall clock forward; never back.
+        let previous = self.offset_ms.fetch_max(wall_offset, Ordering::AcqRel);
+        elapsed + previous.max(wall_offset)
+    }
+
+    fn resume_after(&self, stored_ms: u64) -> u64 {
+        let before = self.now_ms();
+        if stored_ms <= before {
+            return 0;
+        }
+        let ahead = stored_ms.saturating_sub(self.wall_ms());
+        if ahead > MAX_RESUME_AHEAD_MS {
+            tracing::warn!(
+                ahead_hours = ahead / 3_600_000,
+                "the store holds times far ahead of the wall clock; trusting the wall clock"
+            );
+            return 0;
+        }
+        let offset = stored_ms.saturating_sub(self.elapsed_ms());
+        self.offset_ms.fetch_max(offset, Ordering::AcqRel);
+        tracing::warn!(
+            behind_ms = stored_ms - before,
+            "the wall clock is behind the newest stored time; counting on from there"
+        );
+        stored_ms - before
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn wall_ms(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        real.saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Starts re-reading the test skew file when `AGENTLAB_TEST_CLOCK_SKEW_FILE` is
+/// set (tests only; see the module comment).
+pub fn watch_test_skew() {
+    let Some(path) = std::env::var_os(TEST_SKEW_FILE_ENV) else {
+        return;
+    };
+    let read_skew = |path: &std::ffi::OsStr| {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(skew) = text.trim().parse::<i64>()
+        {
+            CLOCK.skew_ms.store(skew, Ordering::Relaxed);
+        }
+    };
+    // Once now, so start-up already runs on the skewed clock.
+    read_skew(&path);
+    let spawned = std::thread::Builder::new()
+        .name("test-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                read_skew(&path);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the test clock skew file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3_600_000;
+
+    #[test]
+    fn readings_follow_the_wall_clock_forward_but_never_back() {
+        let clock = ServiceClock::new();
+        let start = clock.now_ms();
+        clock.skew_ms.store(2 * HOUR as i64, Ordering::Relaxed);
+        let ahead = clock.now_ms();
+        assert!(ahead >= start + 2 * HOUR, "forward jump not followed");
+        clock.skew_ms.store(-(HOUR as i64), Ordering::Relaxed);
+        let after_back = clock.now_ms();
+        assert!(after_back >= ahead, "went back: {ahead} -> {after_back}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            clock.now_ms() >= after_back + 20,
+            "stopped counting after a jump back"
+        );
+    }
+
+    #[test]
+    fn readings_never_decrease_across_threads() {
+        let clock = ServiceClock::new();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let clock = &clock;
+                scope.spawn(move || {
+                    let mut last = 0;
+                    for i in 0..20_000 {
+                        if t == 0 && i % 1000 == 0 {
+                            let skew = if i % 2000 == 0 { -60_000 } else { 0 };
+                            clock.skew_ms.store(skew, Ordering::Relaxed);
+                        }
+                        let now = clock.now_ms();
+                        assert!(now >= last, "{last} -> {now}");
+                        last = now;
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn resuming_lifts_the_reading_unless_the_stored_time_is_absurd() {
+        let clock = ServiceClock::new();
+        let now = clock.now_ms();
+        assert_eq!(clock.resume_after(now.saturating_sub(1_000)), 0);
+        let later = clock.now_ms() + 60_000;
+        assert!(clock.resume_after(later) > 0);
+        assert!(clock.now_ms() >= later);
+        let absurd = clock.now_ms() + MAX_RESUME_AHEAD_MS + HOUR;
+        assert_eq!(clock.resume_after(absurd), 0);
+        assert!(clock.now_ms() < absurd);
+    }
+}
