@@ -185,6 +185,9 @@ pub struct StorageConfig {
     /// Free space (MiB) below which old run output and logs are pruned and, if that
     /// is not enough, new prompts are refused (`backup::disk`).
     pub min_free_mb: u64,
+    /// redb quick repair: faster first open after a crash, slower commits
+    /// (measured in BENCHMARKS.md, "Recovery time").
+    pub quick_repair: bool,
 }
 
 impl Default for StorageConfig {
@@ -193,6 +196,7 @@ impl Default for StorageConfig {
             cache_mb: 32,
             history_messages: 50,
             min_free_mb: 100,
+            quick_repair: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fill;
 pub mod service;
 
 use std::time::{Duration, Instant};

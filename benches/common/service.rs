@@ -138,6 +138,17 @@ impl Service {
         bots: &[BotSpec],
         workers: usize,
     ) -> Service {
+        Self::spawn_in_with(dir, sim, bots, workers, "")
+    }
+
+    /// As [`Service::spawn_in`], with more TOML sections appended to the config.
+    pub fn spawn_in_with(
+        dir: tempfile::TempDir,
+        sim: &SimHandle,
+        bots: &[BotSpec],
+        workers: usize,
+        extra_toml: &str,
+    ) -> Service {
         let root = dir.path();
         let binary = release_binary();
         let mut config = format!(
@@ -189,6 +200,7 @@ command = {agent:?}
             env.push((format!("AGENTLAB_BENCH_TOKEN_{i}"), token.clone()));
             tokens.push(token);
         }
+        config.push_str(extra_toml);
         let config_path = root.join("agentlab.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr = std::fs::File::create(root.join("service.stderr")).expect("stderr file");
@@ -274,6 +286,19 @@ command = {agent:?}
             .json()
             .await
             .unwrap_or(Value::Null)
+    }
+
+    /// SIGKILL, wait for the exit, and hand back the directory (to start again on it).
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("data/agentlab.addr"));
+        self.dir
+    }
+
+    /// When the process was spawned.
+    pub fn spawned_at(&self) -> Instant {
+        self.spawned_at
     }
 
     /// SIGTERM, then wait for the exit.

@@ -65,6 +65,9 @@ pub struct StoreOptions {
     pub cache_mb: usize,
     /// Conversation messages kept per (bot, user).
     pub history_messages: usize,
+    /// redb quick repair: commits also save the allocator state, so the first
+    /// open after a crash need not rebuild it (faster restart, slower commits).
+    pub quick_repair: bool,
 }
 
 impl Default for StoreOptions {
@@ -72,6 +75,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_mb: 32,
             history_messages: 50,
+            quick_repair: false,
         }
     }
 }
@@ -125,7 +129,7 @@ impl Store {
             .map_err(|e| error::open_error(path, e))?;
         let db = Arc::new(db);
         migrations::apply_pending(&db).map_err(|e| with_path(e, path))?;
-        let (handle, thread) = writer::start(db.clone());
+        let (handle, thread) = writer::start(db.clone(), options.quick_repair);
         tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {

@@ -184,25 +184,31 @@ impl WriterHandle {
 
 /// Starts the writer thread. It ends when every [`WriterHandle`] is dropped, after a
 /// final durable commit of anything relaxed.
-pub(crate) fn start(db: Arc<Database>) -> (WriterHandle, std::thread::JoinHandle<()>) {
+pub(crate) fn start(
+    db: Arc<Database>,
+    quick_repair: bool,
+) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("agentlab-store-writer".into())
-        .spawn(move || Writer::new(db).run(rx))
+        .spawn(move || Writer::new(db, quick_repair).run(rx))
         .unwrap_or_else(|e| panic!("cannot start the storage writer thread: {e}"));
     (WriterHandle { tx }, thread)
 }
 
 struct Writer {
     db: Arc<Database>,
+    /// Every commit also saves the allocator state (redb's quick repair).
+    quick_repair: bool,
     /// Oldest relaxed commit not yet followed by a durable one.
     unflushed_since: Option<Instant>,
 }
 
 impl Writer {
-    fn new(db: Arc<Database>) -> Self {
+    fn new(db: Arc<Database>, quick_repair: bool) -> Self {
         Writer {
             db,
+            quick_repair,
             unflushed_since: None,
         }
     }
@@ -295,6 +301,9 @@ impl Writer {
         };
         tx.set_durability(level)
             .map_err(|e| BatchError::Commit(e.into()))?;
+        if self.quick_repair {
+            tx.set_quick_repair(true);
+        }
         for (index, job) in jobs.iter_mut().enumerate() {
             if let Err(e) = job.apply(&tx) {
                 // Dropping the transaction aborts it; every job's writes are undone.

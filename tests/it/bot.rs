@@ -351,3 +351,69 @@ async fn commands_for_other_bots_and_group_messages_behave() {
             .all(|t| !t.contains("Queue:"))
     );
 }
+
+/// Issue 10's hand-picked inputs: forwarded text is the forwarder's prompt; a
+/// channel post is ignored; NUL bytes, emoji ZWJ sequences and right-to-left text
+/// arrive intact; a 100,000-character prompt is answered in parts plus a file,
+/// bounded with a visible marker; and the bot still answers afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn hand_picked_odd_inputs_are_answered_intact_or_ignored() {
+    let service = Service::start(Options::default()).await;
+    let token = service.tokens[0].clone();
+
+    service.send_message(
+        0,
+        &IncomingMessage::text(111, 111, "forwarded words").forwarded_from(999),
+    );
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: forwarded words"))
+        .await;
+
+    service
+        .sim
+        .inject_channel_post(&token, -100_123, "news", "a channel post")
+        .expect("channel post");
+
+    service.send(0, 111, "nul\0byte");
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: nul"))
+        .await;
+
+    let mixed =
+        "family 👩\u{200d}👩\u{200d}👧\u{200d}👦 and مرحبا بالعالم \u{202e}reversed\u{202c}";
+    service.send(0, 111, mixed);
+    service
+        .wait_for_message(0, 111, |t| t.contains(mixed))
+        .await;
+
+    // Long answers come as a few parts plus the answer as a file.
+    let long = format!("long{}end", "x".repeat(100_000));
+    service.send(0, 111, &long);
+    service
+        .wait_for_message(0, 111, |t| t.contains("attached as answer.md"))
+        .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let file = loop {
+        if let Some(doc) = service.sent_to(0, 111).into_iter().find_map(|i| i.document) {
+            break String::from_utf8_lossy(&doc.content).into_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no answer file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Answers are bounded (64 KiB) with a visible marker; the run files keep all.
+    assert!(file.starts_with("You said: longxxx"), "{}", &file[..40]);
+    assert!(
+        file.trim_end()
+            .ends_with("the full output is in the task's run files]"),
+        "no truncation marker at the end of the file"
+    );
+
+    service.send(0, 111, "still alive?");
+    service
+        .wait_for_message(0, 111, |t| t.starts_with("You said: still alive?"))
+        .await;
+    assert!(
+        service.sent_to(0, -100_123).is_empty(),
+        "answered a channel post"
+    );
+}
