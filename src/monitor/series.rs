@@ -177,7 +177,6 @@ pub fn history_from_store(
     let names: Vec<String> = store
         .series_names()?
         .into_iter()
-        .map(|(name, _)| name)
         .filter(|name| name == metric_type || name.split('{').next() == Some(metric_type))
         .collect();
     if names.is_empty() {

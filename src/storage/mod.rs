@@ -23,6 +23,7 @@ mod kv;
 mod legacy;
 pub mod records;
 mod series;
+mod series_buffer;
 pub mod series_codec;
 mod sessions;
 mod snapshot;
@@ -46,14 +47,15 @@ pub use legacy::{
     META_LEGACY_IMPORT,
 };
 pub use records::*;
-pub use series::{SeriesPoint, SeriesResolution};
+pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{
     Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
 };
 pub use writer::Pending;
 
-use writer::{Durable, WriterHandle};
+use series_buffer::SeriesBuffer;
+use writer::WriterHandle;
 
 /// Result of a storage operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -89,6 +91,9 @@ struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     event_seq: AtomicU32,
     options: StoreOptions,
+    /// Samples not yet written (see [`series`]); shared with the writer thread,
+    /// which marks what a flush stored once its commit returned.
+    series: Arc<Mutex<SeriesBuffer>>,
 }
 
 impl Store {
@@ -135,6 +140,7 @@ impl Store {
                 writer_thread: Mutex::new(Some(thread)),
                 event_seq: AtomicU32::new(0),
                 options,
+                series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
             }),
         })
     }
@@ -169,28 +175,23 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(Durable::Yes, f)
+        self.write_then(f, |v| v)
     }
 
-    /// Queues a write that may be lost in a crash within a second (samples only).
-    pub(crate) fn write_relaxed<T, F>(&self, f: F) -> Pending<T>
+    /// Queues a durable write; once its commit returned, `then` (on the writer
+    /// thread) turns the closure's value into the answer.
+    pub(crate) fn write_then<T, U, F, C>(&self, f: F, then: C) -> Pending<U>
     where
         T: Send + 'static,
+        U: Send + 'static,
         F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
-        self.submit(Durable::Relaxed, f)
-    }
-
-    fn submit<T, F>(&self, durable: Durable, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+        C: FnOnce(T) -> U + Send + 'static,
     {
         // The lock only guards the Option around the handle (taken at close); it is
         // held for a channel send, never across an await.
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(handle) => handle.submit(durable, f),
+            Some(handle) => handle.submit(f, then),
             None => Pending::failed(StoreError::Closed),
         }
     }
@@ -214,21 +215,22 @@ impl Store {
         open && alive
     }
 
-    /// Makes every relaxed write durable now.
+    /// Writes every buffered sample now (durably); answered after the commit.
     pub fn flush(&self) -> Pending<()> {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(handle) => handle.flush(),
-            None => Pending::failed(StoreError::Closed),
-        }
+        self.flush_series()
     }
 
-    /// Stops the writer after a final durable commit. Later writes fail with
-    /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
+    /// Writes the buffered samples, then stops the writer once it has committed
+    /// every job already queued. Later writes fail with [`StoreError::Closed`]; the
+    /// file itself closes when the last clone is dropped.
     pub fn close(&self) {
-        // Dropping the only handle ends the writer thread once it has committed every
-        // job already queued, with a final durable flush. Joining (below) never uses
-        // an async primitive, so close() is safe from async code and plain threads.
+        // Blocking waits only (no async primitive), so close() is safe from async
+        // code and plain threads.
+        if let Err(e) = self.flush_series().wait()
+            && !matches!(e, StoreError::Closed)
+        {
+            tracing::error!(error = %e, "writing buffered samples at close failed");
+        }
         let handle = self
             .inner
             .writer
@@ -270,8 +272,12 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Dropping the handle lets the writer thread finish its last durable flush.
-        self.writer.get_mut().map(|w| w.take()).ok();
+        // A store dropped without close(): write the buffered samples first.
+        if let Ok(Some(handle)) = self.writer.get_mut().map(|w| w.take())
+            && let Err(e) = series::flush_with(&handle, &self.series).wait()
+        {
+            tracing::error!(error = %e, "writing buffered samples at drop failed");
+        }
         if let Ok(slot) = self.writer_thread.get_mut()
             && let Some(thread) = slot.take()
         {
