@@ -9,6 +9,11 @@
 //!   whatever is waiting and answers each caller only after its commit returned, so
 //!   an acknowledged write is durable.
 //!
+//! The one exception is monitor samples: they are buffered in memory ([`series`])
+//! and written in one durable job every [`SERIES_FLUSH`] and at close, so an
+//! acknowledged sample may be lost in a crash within that interval. Series reads
+//! merge the buffer, so they see every acknowledged sample.
+//!
 //! Values are serde records ([`records`]) encoded by one codec ([`codec`]); tables
 //! are defined in [`tables`]; the schema evolves through the numbered migrations in
 //! the top-level `migrations/` folder, applied at open.
