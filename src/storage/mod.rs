@@ -201,15 +201,19 @@ impl Store {
         }
     }
 
-    /// Whether writes are still taken: the writer is neither closed nor dead.
-    /// O(1), never waits for a commit (health checks call it).
-    pub fn is_writable(&self) -> bool {
-        let open = self
-            .inner
+    /// Whether close() has not been called yet (the writer handle is still there).
+    fn is_open_for_writes(&self) -> bool {
+        self.inner
             .writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some();
+            .is_some()
+    }
+
+    /// Whether writes are still taken: the writer is neither closed nor dead.
+    /// O(1), never waits for a commit (health checks call it).
+    pub fn is_writable(&self) -> bool {
+        let open = self.is_open_for_writes();
         let alive = self
             .inner
             .writer_thread

@@ -105,6 +105,10 @@ impl Store {
         batch: Vec<(String, Sample)>,
         heartbeat: Option<u64>,
     ) -> Pending<usize> {
+        // After close nothing would ever write the buffer: refuse like any write.
+        if !self.is_open_for_writes() {
+            return Pending::failed(StoreError::Closed);
+        }
         let grouped = group_by_series(&batch);
         match self.buffer_samples(&grouped, heartbeat) {
             Ok((appended, false)) => Pending::ready(appended),
