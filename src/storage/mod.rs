@@ -180,23 +180,11 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
-        self.write_then(f, |v| v)
-    }
-
-    /// Queues a durable write; once its commit returned, `then` (on the writer
-    /// thread) turns the closure's value into the answer.
-    pub(crate) fn write_then<T, U, F, C>(&self, f: F, then: C) -> Pending<U>
-    where
-        T: Send + 'static,
-        U: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-        C: FnOnce(T) -> U + Send + 'static,
-    {
         // The lock only guards the Option around the handle (taken at close); it is
         // held for a channel send, never across an await.
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(handle) => handle.submit(f, then),
+            Some(handle) => handle.submit(f, |outcome| outcome),
             None => Pending::failed(StoreError::Closed),
         }
     }
@@ -283,7 +271,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // A store dropped without close(): write the buffered samples first.
         if let Ok(Some(handle)) = self.writer.get_mut().map(|w| w.take())
-            && let Err(e) = series::flush_with(&handle, &self.series).wait()
+            && let Err(e) = series::flush_with(&handle, &self.series, series::Detached::No).wait()
         {
             tracing::error!(error = %e, "writing buffered samples at drop failed");
         }

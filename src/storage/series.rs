@@ -5,7 +5,10 @@
 //! current hour bucket live there and are written together, in one durable
 //! transaction, at most every [`SERIES_FLUSH`] (of sample time or wall time,
 //! whichever passes first), and at [`Store::flush`], [`Store::close`] and when the
-//! store is dropped. Rewriting an open chunk once per flush instead of once per
+//! store is dropped. The append that starts an interval's flush does not wait for
+//! it (a tick never waits for an fsync); if that flush fails, the failure is
+//! logged and returned by the next append, and the samples stay buffered for the
+//! next flush. Rewriting an open chunk once per flush instead of once per
 //! tick, durably so redb can reuse the pages it frees, is what keeps samples at a
 //! few bytes each at rest.
 //!
@@ -14,9 +17,10 @@
 //!   newest one is dropped with a debug line (equal times are kept);
 //! - every read merges the buffer with redb and sees every appended sample exactly
 //!   once, flushed or not (the buffer holds a contiguous suffix of each series);
-//! - a crash loses at most the samples appended since the last flush: under
-//!   [`SERIES_FLUSH`] of them (at the default 10 s tick, the last two or three
-//!   ticks); a clean stop loses nothing;
+//! - a crash loses at most the samples appended since the last flush that
+//!   committed: less than [`SERIES_FLUSH`] of sample time, plus a flush still in
+//!   its commit (at the default 10 s tick, the last two or three ticks); a clean
+//!   stop loses nothing;
 //! - each kept sample is counted in exactly one stored hour bucket (absolute
 //!   values, rewritten whole). Minute buckets are not stored: raw samples live as
 //!   long as minute buckets did, so minute answers are computed from them;
@@ -93,8 +97,8 @@ impl SeriesPoint {
 impl Store {
     /// Appends samples (any series, any order of series; each series in time
     /// order). They are buffered and written at the next flush (see the module
-    /// docs); the answer comes at once, or after that flush's commit when this
-    /// append started one.
+    /// docs); the answer comes at once: the samples taken, or the failure of the
+    /// last flush (these samples are buffered all the same).
     pub fn append_samples(&self, batch: Vec<(String, Sample)>) -> Pending<usize> {
         self.append_buffered(batch, None)
     }
@@ -110,15 +114,24 @@ impl Store {
             return Pending::failed(StoreError::Closed);
         }
         let grouped = group_by_series(&batch);
-        match self.buffer_samples(&grouped, heartbeat) {
-            Ok((appended, false)) => Pending::ready(appended),
-            Ok((appended, true)) => self.flush_series_then(appended),
-            Err(e) => Pending::failed(e),
+        let appended = match self.buffer_samples(&grouped, heartbeat) {
+            Ok((appended, due)) => {
+                if due {
+                    // Detached: the outcome reaches the buffer, not this caller.
+                    drop(self.start_flush(Detached::Yes));
+                }
+                appended
+            }
+            Err(e) => return Pending::failed(e),
+        };
+        match lock(&self.inner.series).take_failure() {
+            Some(e) => Pending::failed(e),
+            None => Pending::ready(appended),
         }
     }
 
     /// Adds samples to the buffer, loading series it does not hold yet. Returns the
-    /// samples taken and whether a flush is due (then marked as started).
+    /// samples taken and whether a flush is due.
     fn buffer_samples(
         &self,
         grouped: &BTreeMap<&str, Vec<Sample>>,
@@ -150,24 +163,20 @@ impl Store {
         if let Some(at_ms) = heartbeat {
             buffer.set_heartbeat(at_ms);
         }
-        let due = buffer.flush_due();
-        if due {
-            buffer.flush_started();
-        }
-        Ok((appended, due))
+        Ok((appended, buffer.flush_due()))
     }
 
     /// Writes every buffered chunk and hour bucket that changed, and the
-    /// heartbeat, in one durable commit.
+    /// heartbeat, in one durable commit; answered after it.
     pub(super) fn flush_series(&self) -> Pending<()> {
-        self.flush_series_then(())
+        self.start_flush(Detached::No)
     }
 
-    fn flush_series_then<T: Send + 'static>(&self, value: T) -> Pending<T> {
+    fn start_flush(&self, detached: Detached) -> Pending<()> {
         lock(&self.inner.series).flush_started();
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(handle) => flush_with_value(handle, &self.inner.series, value),
+            Some(handle) => flush_with(handle, &self.inner.series, detached),
             None => Pending::failed(StoreError::Closed),
         }
     }
@@ -303,19 +312,24 @@ impl Store {
     }
 }
 
-/// The flush job (see [`Store::flush_series`]), on a given writer handle: used by
-/// the store and by its drop.
-pub(super) fn flush_with(handle: &WriterHandle, buffer: &Arc<Mutex<SeriesBuffer>>) -> Pending<()> {
-    flush_with_value(handle, buffer, ())
+/// Whether anyone awaits a flush's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Detached {
+    /// Nobody: a failure is kept for the next append to report.
+    Yes,
+    /// The caller: a failure is its answer.
+    No,
 }
 
-fn flush_with_value<T: Send + 'static>(
+/// The flush job (see [`Store::flush_series`]) on a given writer handle: used by
+/// the store and by its drop.
+pub(super) fn flush_with(
     handle: &WriterHandle,
     buffer: &Arc<Mutex<SeriesBuffer>>,
-    value: T,
-) -> Pending<T> {
+    detached: Detached,
+) -> Pending<()> {
     let planned = buffer.clone();
-    let committed = buffer.clone();
+    let finished = buffer.clone();
     handle.submit(
         // Planned inside the transaction, so ordered with prunes; re-planned if
         // the batch is retried.
@@ -324,9 +338,22 @@ fn flush_with_value<T: Send + 'static>(
             write_plan(tx, &plan)?;
             Ok(plan)
         },
-        move |plan: FlushPlan| {
-            lock(&committed).committed(&plan);
-            value
+        move |outcome: StoreResult<FlushPlan>| {
+            let mut buffer = lock(&finished);
+            match outcome {
+                Ok(plan) => {
+                    buffer.committed(&plan);
+                    Ok(())
+                }
+                Err(e) => {
+                    // The samples stay buffered; the next flush writes them.
+                    if detached == Detached::Yes {
+                        tracing::warn!(error = %e, "writing buffered samples failed");
+                        buffer.note_failure(e.clone());
+                    }
+                    Err(e)
+                }
+            }
         },
     )
 }

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::error::StoreError;
 use super::records::{Rollup, Sample};
 use super::series_codec::encode_chunk;
 
@@ -293,6 +294,8 @@ pub(super) struct SeriesBuffer {
     /// Newest sample time appended to any series.
     newest_ms: u64,
     interval: Duration,
+    /// Why the last flush nobody awaited failed, until an append reports it.
+    failure: Option<StoreError>,
 }
 
 impl SeriesBuffer {
@@ -305,6 +308,7 @@ impl SeriesBuffer {
             last_flush: None,
             newest_ms: 0,
             interval,
+            failure: None,
         }
     }
 
@@ -364,6 +368,16 @@ impl SeriesBuffer {
     /// Notes that a flush was started now (so appends do not start another).
     pub fn flush_started(&mut self) {
         self.last_flush = Some((self.newest_ms, Instant::now()));
+    }
+
+    /// Keeps the failure of a flush nobody awaited.
+    pub fn note_failure(&mut self, e: StoreError) {
+        self.failure = Some(e);
+    }
+
+    /// The failure of the last unawaited flush, once.
+    pub fn take_failure(&mut self) -> Option<StoreError> {
+        self.failure.take()
     }
 
     /// Whether anything buffered is not in redb yet.

@@ -33,9 +33,10 @@ pub(crate) trait WriteJob: Send {
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
-/// A closure applied to the transaction; after the commit returned, `then` turns
-/// its value into the caller's answer (it runs on the writer thread, so it can
-/// release state that must outlive the commit and no longer).
+/// A closure applied to the transaction; once the outcome is known (the commit
+/// returned, or the job or commit failed), `then` turns it into the caller's
+/// answer. It runs on the writer thread, so it can release state that must
+/// outlive the commit and no longer, or note a failure nobody awaits.
 struct ClosureJob<T, U, F, C> {
     f: F,
     value: Option<T>,
@@ -48,7 +49,7 @@ where
     T: Send,
     U: Send,
     F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
-    C: FnOnce(T) -> U + Send,
+    C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send,
 {
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
         self.value = Some((self.f)(tx)?);
@@ -57,12 +58,12 @@ where
 
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>) {
         let result = match (outcome, self.value) {
-            (Ok(()), Some(v)) => Ok((self.then)(v)),
+            (Ok(()), Some(v)) => Ok(v),
             (Ok(()), None) => Err(StoreError::Internal("job answered without a value".into())),
             (Err(e), _) => Err(e),
         };
         // The caller may have gone away (e.g. a timed-out request); the write stands.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send((self.then)(result));
     }
 }
 
@@ -149,7 +150,7 @@ impl WriterHandle {
         T: Send + 'static,
         U: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-        C: FnOnce(T) -> U + Send + 'static,
+        C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
