@@ -173,7 +173,6 @@ impl Store {
     }
 
     fn start_flush(&self, detached: Detached) -> Pending<()> {
-        lock(&self.inner.series).flush_started();
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(handle) => flush_with(handle, &self.inner.series, detached),
@@ -328,6 +327,7 @@ pub(super) fn flush_with(
     buffer: &Arc<Mutex<SeriesBuffer>>,
     detached: Detached,
 ) -> Pending<()> {
+    lock(buffer).flush_started();
     let planned = buffer.clone();
     let finished = buffer.clone();
     handle.submit(
@@ -340,6 +340,7 @@ pub(super) fn flush_with(
         },
         move |outcome: StoreResult<FlushPlan>| {
             let mut buffer = lock(&finished);
+            buffer.flush_finished();
             match outcome {
                 Ok(plan) => {
                     buffer.committed(&plan);

@@ -291,6 +291,8 @@ pub(super) struct SeriesBuffer {
     heartbeat: Option<(u64, bool)>,
     /// Newest sample time and wall time of the last flush started.
     last_flush: Option<(u64, Instant)>,
+    /// Flushes started and not yet finished.
+    in_flight: u32,
     /// Newest sample time appended to any series.
     newest_ms: u64,
     interval: Duration,
@@ -306,6 +308,7 @@ impl SeriesBuffer {
             series: HashMap::new(),
             heartbeat: None,
             last_flush: None,
+            in_flight: 0,
             newest_ms: 0,
             interval,
             failure: None,
@@ -353,9 +356,13 @@ impl SeriesBuffer {
         self.heartbeat.map(|(h, _)| h)
     }
 
-    /// Whether a flush is due: never flushed yet, or the interval passed in
-    /// sample time or in wall time.
+    /// Whether a flush is due: none is running, and either none ran yet or the
+    /// interval passed in sample time or in wall time. (Never two at once: on a
+    /// slow disk flushes follow each other instead of queueing up.)
     pub fn flush_due(&self) -> bool {
+        if self.in_flight > 0 {
+            return false;
+        }
         let interval_ms = self.interval.as_millis() as u64;
         match self.last_flush {
             None => true,
@@ -368,6 +375,12 @@ impl SeriesBuffer {
     /// Notes that a flush was started now (so appends do not start another).
     pub fn flush_started(&mut self) {
         self.last_flush = Some((self.newest_ms, Instant::now()));
+        self.in_flight += 1;
+    }
+
+    /// Notes that a flush finished, stored or failed.
+    pub fn flush_finished(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// Keeps the failure of a flush nobody awaited.
@@ -520,9 +533,15 @@ mod tests {
         assert!(buffer.flush_due());
         buffer.append("x", &samples(0, 1));
         buffer.flush_started();
+        buffer.flush_finished();
         buffer.append("x", &samples(1, 2));
         assert!(!buffer.flush_due());
         buffer.append("x", &samples(3, 1));
+        assert!(buffer.flush_due());
+        buffer.flush_started();
+        buffer.append("x", &samples(4, 10));
+        assert!(!buffer.flush_due(), "one flush at a time");
+        buffer.flush_finished();
         assert!(buffer.flush_due());
     }
 
