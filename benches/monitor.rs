@@ -2,6 +2,10 @@
 //! bytes per sample at rest and growth per day at the default interval (a whole
 //! simulated day of ticks), and history queries over 7 days raw and 30 days of
 //! rollups. A plain timing harness: `cargo bench --bench monitor`.
+//!
+//! Samples are buffered by the store and written every `SERIES_FLUSH` of sample
+//! time, so a simulated day of ticks flushes as often as a real one would; the
+//! `flush()` calls make the measured file sizes include everything appended.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +105,7 @@ async fn ticks_for_a_day() {
         percentile(&mut times, 0.99)
     );
     println!(
-        "growth over one simulated day at 10 s: {} bytes ({:.1} MB/day), {:.2} bytes/sample incl. rollups; {rows} chunk rows, {rollups} rollup rows",
+        "growth over one simulated day at 10 s: {} bytes ({:.1} MB/day), {:.2} bytes/sample incl. rollups; {rows} chunk rows, {rollups} hour rollup rows",
         after.saturating_sub(before),
         after.saturating_sub(before) as f64 / 1e6,
         after.saturating_sub(before) as f64 / samples
@@ -169,7 +173,9 @@ async fn bytes_per_sample_and_queries() {
             .1
             .len()
     });
-    println!("7-day history (minute rollups, downsampled to <= 1000): {t:?} median, {n} points");
+    println!(
+        "7-day history (minute buckets from raw samples, downsampled to <= 1000): {t:?} median, {n} points"
+    );
     let (t, n) = time(&|| {
         store
             .series_rollups(name, now - 30 * DAY, now, SeriesResolution::Hour)

@@ -14,6 +14,8 @@ use super::tables::META;
 mod m0001_initial;
 #[path = "0002_status_and_user_indexes.rs"]
 mod m0002_status_and_user_indexes;
+#[path = "0003_drop_minute_rollups.rs"]
+mod m0003_drop_minute_rollups;
 
 /// Key of the schema version in `meta` (a little-endian u32).
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -34,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "status_and_user_indexes",
         apply: m0002_status_and_user_indexes::apply,
+    },
+    Migration {
+        version: 3,
+        name: "drop_minute_rollups",
+        apply: m0003_drop_minute_rollups::apply,
     },
 ];
 

@@ -11,8 +11,9 @@
 //! function of data with the time passed in; [`Monitor`] gathers the data once per
 //! tick from the [`ServiceContext`] and an injectable [`Clock`].
 //!
-//! Invariants: one tick writes all its samples and the heartbeat in one relaxed
-//! commit; alert state changes are stored durably before their notice is queued;
+//! Invariants: one tick hands all its samples and the heartbeat to the store in
+//! one call (the store buffers them and writes them durably every
+//! [`crate::storage::SERIES_FLUSH`], so a crash loses at most that much); alert state changes are stored durably before their notice is queued;
 //! notices are delivered by a separate task, so a slow Telegram or webhook never
 //! delays a tick; every spawned task ends at shutdown.
 

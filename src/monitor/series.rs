@@ -76,8 +76,8 @@ impl SampleBatch {
     }
 }
 
-/// The cut-offs of retention at `now_ms`: (raw samples and minute rollups before,
-/// hour rollups before).
+/// The cut-offs of retention at `now_ms`: (raw samples — and so minute buckets,
+/// which are computed from them — before, hour rollups before).
 pub fn retention_cutoffs(now_ms: u64, raw_days: u64, rollup_days: u64) -> (u64, u64) {
     (
         now_ms.saturating_sub(raw_days.saturating_mul(DAY_MS)),
@@ -171,7 +171,6 @@ pub fn history_from_store(
     let names: Vec<String> = store
         .series_names()?
         .into_iter()
-        .map(|(name, _)| name)
         .filter(|name| name == metric_type || name.split('{').next() == Some(metric_type))
         .collect();
     if names.is_empty() {

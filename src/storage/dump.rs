@@ -55,7 +55,8 @@ impl Store {
 
     /// Streams decoded rows of `tables` (all when empty) to `sink`, from one read
     /// transaction. `since_ms` keeps only rows with a time at or after it (events,
-    /// tasks by creation, alerts by start); other tables are unaffected.
+    /// tasks by creation, alerts by start); other tables are unaffected. Buffered
+    /// samples are written first (blocking), so the dump holds them.
     pub fn dump(
         &self,
         tables: &[String],
@@ -69,6 +70,9 @@ impl Store {
                     ALL_TABLES.join(", ")
                 )));
             }
+        }
+        if let Err(e) = self.write_buffered_samples() {
+            tracing::warn!(error = %e, "dump taken without the buffered samples");
         }
         self.read(|tx| {
             for name in ALL_TABLES {

@@ -9,6 +9,11 @@
 //!   whatever is waiting and answers each caller only after its commit returned, so
 //!   an acknowledged write is durable.
 //!
+//! The one exception is monitor samples: they are buffered in memory ([`series`])
+//! and written in one durable job every [`SERIES_FLUSH`] and at close, so an
+//! acknowledged sample may be lost in a crash within that interval. Series reads
+//! merge the buffer, so they see every acknowledged sample.
+//!
 //! Values are serde records ([`records`]) encoded by one codec ([`codec`]); tables
 //! are defined in [`tables`]; the schema evolves through the numbered migrations in
 //! the top-level `migrations/` folder, applied at open.
@@ -23,6 +28,7 @@ mod kv;
 mod legacy;
 pub mod records;
 mod series;
+mod series_buffer;
 pub mod series_codec;
 mod sessions;
 mod snapshot;
@@ -46,14 +52,15 @@ pub use legacy::{
     META_LEGACY_IMPORT,
 };
 pub use records::*;
-pub use series::{SeriesPoint, SeriesResolution};
+pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{
     Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
 };
 pub use writer::Pending;
 
-use writer::{Durable, WriterHandle};
+use series_buffer::SeriesBuffer;
+use writer::WriterHandle;
 
 /// Result of a storage operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -93,6 +100,9 @@ struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     event_seq: AtomicU32,
     options: StoreOptions,
+    /// Samples not yet written (see [`series`]); shared with the writer thread,
+    /// which marks what a flush stored once its commit returned.
+    series: Arc<Mutex<SeriesBuffer>>,
 }
 
 impl Store {
@@ -139,6 +149,7 @@ impl Store {
                 writer_thread: Mutex::new(Some(thread)),
                 event_seq: AtomicU32::new(0),
                 options,
+                series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
             }),
         })
     }
@@ -173,41 +184,28 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(Durable::Yes, f)
-    }
-
-    /// Queues a write that may be lost in a crash within a second (samples only).
-    pub(crate) fn write_relaxed<T, F>(&self, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
-        self.submit(Durable::Relaxed, f)
-    }
-
-    fn submit<T, F>(&self, durable: Durable, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
         // The lock only guards the Option around the handle (taken at close); it is
         // held for a channel send, never across an await.
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(handle) => handle.submit(durable, f),
+            Some(handle) => handle.submit(f, |outcome| outcome),
             None => Pending::failed(StoreError::Closed),
         }
+    }
+
+    /// Whether close() has not been called yet (the writer handle is still there).
+    fn is_open_for_writes(&self) -> bool {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Whether writes are still taken: the writer is neither closed nor dead.
     /// O(1), never waits for a commit (health checks call it).
     pub fn is_writable(&self) -> bool {
-        let open = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
+        let open = self.is_open_for_writes();
         let alive = self
             .inner
             .writer_thread
@@ -218,21 +216,22 @@ impl Store {
         open && alive
     }
 
-    /// Makes every relaxed write durable now.
+    /// Writes every buffered sample now (durably); answered after the commit.
     pub fn flush(&self) -> Pending<()> {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(handle) => handle.flush(),
-            None => Pending::failed(StoreError::Closed),
-        }
+        self.flush_series()
     }
 
-    /// Stops the writer after a final durable commit. Later writes fail with
-    /// [`StoreError::Closed`]; the file itself closes when the last clone is dropped.
+    /// Writes the buffered samples, then stops the writer once it has committed
+    /// every job already queued. Later writes fail with [`StoreError::Closed`]; the
+    /// file itself closes when the last clone is dropped.
     pub fn close(&self) {
-        // Dropping the only handle ends the writer thread once it has committed every
-        // job already queued, with a final durable flush. Joining (below) never uses
-        // an async primitive, so close() is safe from async code and plain threads.
+        // Blocking waits only (no async primitive), so close() is safe from async
+        // code and plain threads.
+        if let Err(e) = self.flush_series().wait()
+            && !matches!(e, StoreError::Closed)
+        {
+            tracing::error!(error = %e, "writing buffered samples at close failed");
+        }
         let handle = self
             .inner
             .writer
@@ -274,8 +273,12 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Dropping the handle lets the writer thread finish its last durable flush.
-        self.writer.get_mut().map(|w| w.take()).ok();
+        // A store dropped without close(): write the buffered samples first.
+        if let Ok(Some(handle)) = self.writer.get_mut().map(|w| w.take())
+            && let Err(e) = series::flush_with(&handle, &self.series, series::Detached::No).wait()
+        {
+            tracing::error!(error = %e, "writing buffered samples at drop failed");
+        }
         if let Ok(slot) = self.writer_thread.get_mut()
             && let Some(thread) = slot.take()
         {

@@ -47,6 +47,11 @@ impl Store {
     /// transaction. Blocking: call it from `spawn_blocking`. On error `dest` may
     /// remain; the caller removes it.
     pub fn snapshot_to(&self, dest: &Path) -> StoreResult<SnapshotInfo> {
+        // Buffered samples belong in the snapshot; a store that can no longer
+        // write still has a file worth copying.
+        if let Err(e) = self.write_buffered_samples() {
+            tracing::warn!(error = %e, "snapshot taken without the buffered samples");
+        }
         let source = self.inner.db.begin_read()?;
         check_tables_known(&source)?;
         let source_counts = table_counts_tx(&source)?;

@@ -33,7 +33,9 @@ pub const COSTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("cos
 pub const RESTART_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("restart_state");
 /// (series_id, chunk start ms) → a compressed block of samples.
 pub const SERIES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series");
-/// (series_id, bucket start ms) → [`super::records::Rollup`].
+/// (series_id | 0x8000_0000, hour start ms) → [`super::records::Rollup`] of that
+/// hour. Minute rollups (plain series ids) were stored here up to schema 2; minute
+/// answers are now computed from the raw chunks.
 pub const SERIES_ROLLUP: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series_rollup");
 /// series name with labels → series_id.
 pub const SERIES_NAMES: TableDefinition<&str, u32> = TableDefinition::new("series_names");

@@ -534,6 +534,14 @@ fn writes_after_close_fail_cleanly() {
         store.submit_task(new_task("A", 1, "p", 5), 1).wait(),
         Err(StoreError::Closed)
     ));
+    let sample = Sample {
+        at_ms: 1,
+        value: 1.0,
+    };
+    assert!(matches!(
+        store.append_samples(vec![("x".into(), sample)]).wait(),
+        Err(StoreError::Closed)
+    ));
 }
 
 fn arb_task() -> impl Strategy<Value = Task> {

@@ -12,14 +12,13 @@
 //!   re-applied in a fresh transaction without it, so one bad job never takes its
 //!   neighbours down (jobs are `FnMut` to be re-runnable; their only effects are on
 //!   the transaction, which the abort undoes);
-//! - a batch holding only relaxed jobs (monitor samples) commits without fsync; a
-//!   durable commit follows within [`RELAXED_FLUSH`], and any durable commit also
-//!   persists the relaxed ones before it. That is the documented loss window for
-//!   samples; prompts, tasks, costs and restart state are always durable.
+//! - every commit is durable (fsync before answering). Monitor samples, which
+//!   arrive every few seconds, do not come here one tick at a time: the series
+//!   layer buffers them and writes them in one job per flush interval
+//!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, Sender};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
@@ -28,44 +27,33 @@ use super::error::StoreError;
 
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 512;
-/// Longest time relaxed (non-fsynced) commits may stay unflushed.
-pub(crate) const RELAXED_FLUSH: Duration = Duration::from_secs(1);
-
-/// How durable a job's commit must be before its caller is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durable {
-    /// fsync before answering.
-    Yes,
-    /// May be lost in a crash within [`RELAXED_FLUSH`] (monitor samples only).
-    Relaxed,
-}
-
 /// A write job: applied to a transaction, answered after the commit.
 pub(crate) trait WriteJob: Send {
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
-    fn durability(&self) -> Durable;
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
-struct ClosureJob<T, F> {
+/// A closure applied to the transaction; once the outcome is known (the commit
+/// returned, or the job or commit failed), `then` turns it into the caller's
+/// answer. It runs on the writer thread, so it can release state that must
+/// outlive the commit and no longer, or note a failure nobody awaits.
+struct ClosureJob<T, U, F, C> {
     f: F,
     value: Option<T>,
-    durable: Durable,
-    reply: oneshot::Sender<Result<T, StoreError>>,
+    then: C,
+    reply: oneshot::Sender<Result<U, StoreError>>,
 }
 
-impl<T, F> WriteJob for ClosureJob<T, F>
+impl<T, U, F, C> WriteJob for ClosureJob<T, U, F, C>
 where
     T: Send,
+    U: Send,
     F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
+    C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send,
 {
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
         self.value = Some((self.f)(tx)?);
         Ok(())
-    }
-
-    fn durability(&self) -> Durable {
-        self.durable
     }
 
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>) {
@@ -75,7 +63,7 @@ where
             (Err(e), _) => Err(e),
         };
         // The caller may have gone away (e.g. a timed-out request); the write stands.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send((self.then)(result));
     }
 }
 
@@ -93,6 +81,14 @@ enum PendingInner<T> {
 impl<T> Pending<T> {
     pub(crate) fn failed(e: StoreError) -> Self {
         Pending(PendingInner::Failed(Some(e)))
+    }
+
+    /// An answer known without a write.
+    pub(crate) fn ready(value: T) -> Self {
+        let (reply, rx) = oneshot::channel();
+        // The receiver is alive right here, so the send cannot fail.
+        let _ = reply.send(Ok(value));
+        Pending(PendingInner::Waiting(rx))
     }
 
     /// Blocks the current thread until the write is committed. Works on any
@@ -142,48 +138,36 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-pub(crate) enum Command {
-    Job(Box<dyn WriteJob>),
-    /// Commit durably now (used by shutdown and by tests).
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-}
-
 /// Handle for sending jobs to the writer thread.
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
-    tx: Sender<Command>,
+    tx: Sender<Box<dyn WriteJob>>,
 }
 
 impl WriterHandle {
-    pub(crate) fn submit<T, F>(&self, durable: Durable, f: F) -> Pending<T>
+    pub(crate) fn submit<T, U, F, C>(&self, f: F, then: C) -> Pending<U>
     where
         T: Send + 'static,
+        U: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
             f,
             value: None,
-            durable,
+            then,
             reply,
         };
-        match self.tx.send(Command::Job(Box::new(job))) {
-            Ok(()) => Pending(PendingInner::Waiting(rx)),
-            Err(_) => Pending::failed(StoreError::Closed),
-        }
-    }
-
-    pub(crate) fn flush(&self) -> Pending<()> {
-        let (reply, rx) = oneshot::channel();
-        match self.tx.send(Command::Flush(reply)) {
+        match self.tx.send(Box::new(job)) {
             Ok(()) => Pending(PendingInner::Waiting(rx)),
             Err(_) => Pending::failed(StoreError::Closed),
         }
     }
 }
 
-/// Starts the writer thread. It ends when every [`WriterHandle`] is dropped, after a
-/// final durable commit of anything relaxed.
+/// Starts the writer thread. It ends when every [`WriterHandle`] is dropped, after
+/// committing every job already sent.
 pub(crate) fn start(
     db: Arc<Database>,
     quick_repair: bool,
@@ -200,82 +184,36 @@ struct Writer {
     db: Arc<Database>,
     /// Every commit also saves the allocator state (redb's quick repair).
     quick_repair: bool,
-    /// Oldest relaxed commit not yet followed by a durable one.
-    unflushed_since: Option<Instant>,
 }
 
 impl Writer {
     fn new(db: Arc<Database>, quick_repair: bool) -> Self {
-        Writer {
-            db,
-            quick_repair,
-            unflushed_since: None,
+        Writer { db, quick_repair }
+    }
+
+    fn run(self, rx: Receiver<Box<dyn WriteJob>>) {
+        while let Ok(first) = rx.recv() {
+            self.commit_batch(collect_batch(first, &rx));
         }
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
+    /// Applies and commits a batch; answers every job (a failed commit with its
+    /// error).
+    fn commit_batch(&self, mut jobs: Vec<Box<dyn WriteJob>>) {
         loop {
-            let first = match self.unflushed_since {
-                Some(since) => {
-                    let wait = RELAXED_FLUSH.saturating_sub(since.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(cmd) => cmd,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.flush_relaxed();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(cmd) => cmd,
-                    Err(_) => break,
-                },
-            };
-            let (jobs, flushes) = collect_batch(first, &rx);
-            let force_durable = !flushes.is_empty();
-            let outcome = self.commit_batch(jobs, force_durable);
-            for reply in flushes {
-                let _ = reply.send(outcome.clone());
-            }
-        }
-        self.flush_relaxed();
-    }
-
-    fn flush_relaxed(&mut self) {
-        if self.unflushed_since.is_some()
-            && let Err(e) = self.commit_batch(Vec::new(), true)
-        {
-            tracing::error!(error = %e, "durable flush of relaxed commits failed");
-        }
-    }
-
-    /// Applies and commits a batch; answers every job. Returns the commit outcome.
-    fn commit_batch(
-        &mut self,
-        mut jobs: Vec<Box<dyn WriteJob>>,
-        force_durable: bool,
-    ) -> Result<(), StoreError> {
-        loop {
-            let durable = force_durable || jobs.iter().any(|j| j.durability() == Durable::Yes);
-            match self.try_commit(&mut jobs, durable) {
+            match self.try_commit(&mut jobs) {
                 Ok(()) => {
-                    if durable {
-                        self.unflushed_since = None;
-                    } else if self.unflushed_since.is_none() {
-                        self.unflushed_since = Some(Instant::now());
-                    }
                     for job in jobs {
                         job.answer(Ok(()));
                     }
-                    return Ok(());
+                    return;
                 }
                 Err(BatchError::Job(index, e)) => {
                     // Answer the failed job; retry the rest without it.
                     let failed = jobs.remove(index);
                     failed.answer(Err(e));
-                    if jobs.is_empty() && !force_durable {
-                        return Ok(());
+                    if jobs.is_empty() {
+                        return;
                     }
                 }
                 Err(BatchError::Commit(e)) => {
@@ -283,23 +221,18 @@ impl Writer {
                     for job in jobs {
                         job.answer(Err(e.clone()));
                     }
-                    return Err(e);
+                    return;
                 }
             }
         }
     }
 
-    fn try_commit(&self, jobs: &mut [Box<dyn WriteJob>], durable: bool) -> Result<(), BatchError> {
+    fn try_commit(&self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
         let mut tx = self
             .db
             .begin_write()
             .map_err(|e| BatchError::Commit(e.into()))?;
-        let level = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        tx.set_durability(level)
+        tx.set_durability(Durability::Immediate)
             .map_err(|e| BatchError::Commit(e.into()))?;
         if self.quick_repair {
             tx.set_quick_repair(true);
@@ -320,23 +253,16 @@ enum BatchError {
     Commit(StoreError),
 }
 
-type FlushReply = oneshot::Sender<Result<(), StoreError>>;
-
 fn collect_batch(
-    first: Command,
-    rx: &Receiver<Command>,
-) -> (Vec<Box<dyn WriteJob>>, Vec<FlushReply>) {
-    let mut jobs = Vec::new();
-    let mut flushes = Vec::new();
-    let mut next = Some(first);
-    while let Some(cmd) = next.take() {
-        match cmd {
-            Command::Job(job) => jobs.push(job),
-            Command::Flush(reply) => flushes.push(reply),
-        }
-        if jobs.len() < MAX_BATCH {
-            next = rx.try_recv().ok();
+    first: Box<dyn WriteJob>,
+    rx: &Receiver<Box<dyn WriteJob>>,
+) -> Vec<Box<dyn WriteJob>> {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
         }
     }
-    (jobs, flushes)
+    jobs
 }

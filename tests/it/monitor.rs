@@ -76,14 +76,7 @@ async fn a_tick_writes_every_monitor_to_the_store_and_the_snapshot() {
         "{}",
         snapshot.samples_written
     );
-    let names: Vec<String> = service
-        .ctx
-        .store
-        .series_names()
-        .expect("names")
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names: Vec<String> = service.ctx.store.series_names().expect("names");
     for expected in [
         "process_rss_bytes{proc=\"service\"}",
         "queue_depth",
