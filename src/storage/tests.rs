@@ -641,3 +641,33 @@ proptest! {
         }
     }
 }
+
+/// `Pending::wait` on a runtime worker thread: many waits in one task exhaust
+/// tokio's cooperative budget; the wait must still block and return, not spin on
+/// "pending, wake me at once" (the recovery bench hung here before the fix).
+#[test]
+fn waiting_inside_a_runtime_task_does_not_spin_once_the_budget_is_spent() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (_dir, store) = temp_store();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            for n in 0..2_000u32 {
+                store
+                    .put_meta("budget", n.to_le_bytes().to_vec())
+                    .wait()
+                    .expect("put");
+            }
+        });
+        store.close();
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_ok(),
+        "2,000 waits inside a runtime task did not finish: spinning on the coop budget"
+    );
+}

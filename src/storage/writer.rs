@@ -120,7 +120,13 @@ impl<T> std::future::Future for Pending<T> {
 
 /// Drives a future to completion on the current thread by parking it between
 /// polls. Only for futures that need no runtime (a channel receiver).
+///
+/// The future is polled outside tokio's cooperative budget: on a runtime worker
+/// thread whose task has used up its budget, tokio's channels answer every poll
+/// with "pending, wake me at once" until the task yields to the scheduler, which a
+/// thread blocked here never does, so it would spin forever.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let future = tokio::task::unconstrained(future);
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: std::sync::Arc<Self>) {
