@@ -74,9 +74,11 @@ async fn agent_breaker_opens_holds_prompts_survives_a_restart_and_recovers() {
     // New prompts are held, not failed, and the user is told.
     service.send(0, 111, "held one");
     service.send(0, 112, "held two");
-    service
-        .wait_for_message(0, 111, |t| t.contains("unavailable"))
-        .await;
+    for user in [111, 112] {
+        service
+            .wait_for_message(0, user, |t| t.contains("unavailable"))
+            .await;
+    }
     let (_, queued) = service.get("/api/tasks?status=queued&bot=BOT-A").await;
     assert_eq!(
         queued.as_array().map(Vec::len),
