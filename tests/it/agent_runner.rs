@@ -314,13 +314,13 @@ async fn cancel_stops_a_running_agent() {
 async fn huge_output_stays_on_disk_and_the_result_is_bounded() {
     let high_water_before = peak_memory_bytes();
     let sandbox = Sandbox::new();
-    let outcome = sandbox.run(&sandbox.spec("long:50000000")).await;
+    let outcome = sandbox.run(&sandbox.spec("long:100000000")).await;
     let stdout = sandbox.run_dir().join(agent::STDOUT_FILE);
     assert_eq!(
         std::fs::metadata(&stdout).expect("stdout file").len(),
-        50_000_000
+        100_000_000
     );
-    assert_eq!(outcome.stdout_bytes, 50_000_000);
+    assert_eq!(outcome.stdout_bytes, 100_000_000);
     let result = &outcome.result;
     assert!(!result.parsed_json && !result.complete);
     assert!(
