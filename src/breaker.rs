@@ -32,7 +32,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -213,10 +213,8 @@ impl Clock for SystemClock {
     }
 
     fn wall_ms(&self) -> u64 {
-        // A wall clock set before 1970 reads as the epoch rather than failing.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, duration_to_ms)
+        // The service clock: the wall clock, never running backwards.
+        crate::clock::now_ms()
     }
 }
 

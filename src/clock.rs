@@ -14,6 +14,11 @@
 //! Invariants: readings never decrease, across threads; they advance at least as
 //! fast as the monotonic clock; they are never behind the wall clock.
 //!
+//! The price: a clock that was wrongly fast (a board booting hours ahead before
+//! NTP corrects it) keeps the readings ahead until the wall clock catches up,
+//! across restarts too (bounded by [`MAX_RESUME_AHEAD_MS`]); a warning is logged
+//! whenever the reading runs more than a minute ahead of the wall clock.
+//!
 //! Tests move the wall clock of a running service through the file named by
 //! `AGENTLAB_TEST_CLOCK_SKEW_FILE` (milliseconds to add to the wall clock, re-read
 //! every 50 ms); nothing else reads that variable.
@@ -26,6 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// from; beyond it the stored time is taken as wrong and the wall clock wins.
 pub const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
 
+/// How far ahead of the wall clock the reading may run before a warning.
+const AHEAD_WARNING_MS: u64 = 60_000;
+
 /// Environment variable naming the test skew file.
 pub const TEST_SKEW_FILE_ENV: &str = "AGENTLAB_TEST_CLOCK_SKEW_FILE";
 
@@ -35,6 +43,8 @@ struct ServiceClock {
     offset_ms: AtomicU64,
     /// Test skew added to the wall clock.
     skew_ms: AtomicI64,
+    /// When (elapsed ms) the last "ahead of the wall clock" warning was logged.
+    warned_at_ms: AtomicU64,
 }
 
 static CLOCK: LazyLock<ServiceClock> = LazyLock::new(ServiceClock::new);
@@ -57,15 +67,40 @@ impl ServiceClock {
             origin: Instant::now(),
             offset_ms: AtomicU64::new(0),
             skew_ms: AtomicI64::new(0),
+            warned_at_ms: AtomicU64::new(0),
         }
     }
 
     fn now_ms(&self) -> u64 {
+        // The wall clock first: a pause between the two reads then makes the
+        // offset smaller, never larger than it should be.
+        let wall = self.wall_ms();
         let elapsed = self.elapsed_ms();
-        let wall_offset = self.wall_ms().saturating_sub(elapsed);
+        let wall_offset = wall.saturating_sub(elapsed);
         // Follow the wall clock forward; never back.
         let previous = self.offset_ms.fetch_max(wall_offset, Ordering::AcqRel);
-        elapsed + previous.max(wall_offset)
+        let reading = elapsed + previous.max(wall_offset);
+        if reading > wall + AHEAD_WARNING_MS {
+            self.warn_ahead(reading - wall, elapsed);
+        }
+        reading
+    }
+
+    /// Logs, at most once an hour, that the reading is ahead of the wall clock.
+    fn warn_ahead(&self, ahead_ms: u64, elapsed: u64) {
+        let last = self.warned_at_ms.load(Ordering::Relaxed);
+        let due = last == 0 || elapsed.saturating_sub(last) >= 3_600_000;
+        if due
+            && self
+                .warned_at_ms
+                .compare_exchange(last, elapsed.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                ahead_s = ahead_ms / 1000,
+                "the wall clock was set back: stored times run ahead of it until it catches up"
+            );
+        }
     }
 
     fn resume_after(&self, stored_ms: u64) -> u64 {

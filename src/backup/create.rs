@@ -81,8 +81,13 @@ fn at_low_priority<T: Send>(
 
 #[cfg(target_os = "linux")]
 fn lower_this_threads_priority() {
-    // SAFETY: on Linux, setpriority with who = 0 changes only the calling thread.
-    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE) } != 0;
+    // Relative to the thread's current niceness (an absolute 10 would raise the
+    // priority of a service run at nice 15), at most 19.
+    // SAFETY: getpriority/setpriority with who = 0 read and change only the
+    // calling thread on Linux.
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let target = (current + SNAPSHOT_NICE).min(19);
+    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, target) } != 0;
     if failed {
         let error = std::io::Error::last_os_error();
         tracing::debug!(%error, "the snapshot thread keeps its priority");
@@ -92,7 +97,7 @@ fn lower_this_threads_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_this_threads_priority() {}
 
-/// Niceness of the snapshot thread.
+/// Niceness added for the snapshot thread.
 #[cfg(target_os = "linux")]
 const SNAPSHOT_NICE: libc::c_int = 10;
 
@@ -277,7 +282,7 @@ mod tests {
     fn snapshot_work_runs_niced_and_leaves_the_caller_alone() {
         let before = this_threads_nice();
         let inside = at_low_priority(Path::new("."), || Ok(this_threads_nice())).expect("ran");
-        assert!(inside >= SNAPSHOT_NICE.max(before), "inside {inside}");
+        assert_eq!(inside, (before + SNAPSHOT_NICE).min(19), "inside {inside}");
         assert_eq!(this_threads_nice(), before, "the caller's niceness changed");
     }
 

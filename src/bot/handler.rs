@@ -50,12 +50,14 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
         Command::Restart if already_restarted_for(bot, update_id) => {
             // A /restart re-delivered after the restart it asked for: never loop.
             tracing::info!(update_id, "stale /restart ignored");
+            bot.reply(sender, "That /restart was already carried out.")
+                .await;
         }
         Command::Restart if sender.is_admin => {
             if let Err(e) = bot
                 .ctx
                 .store
-                .set_restart_update_floor(&bot.config.id, update_id)
+                .set_restart_update_floor(&bot.config.id, update_id, now_ms())
                 .await
             {
                 bot.reply(
@@ -132,12 +134,18 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
     None
 }
 
-/// Whether this `/restart` update was already acted on (its update id is at or
-/// below the one recorded before the last restart). Update ids, not dates: the
-/// local clock may be off or jump, Telegram's ids only grow.
+/// How long a recorded `/restart` update id says "already done": Telegram may
+/// start update ids afresh after a week without updates, or a new token may.
+const RESTART_FLOOR_TTL_MS: u64 = 24 * 3_600_000;
+
+/// Whether this `/restart` update was already acted on: its update id is at or
+/// below the one recorded before a restart in the last day. Update ids, not
+/// message dates: the local clock may be off or jump; Telegram's ids grow.
 fn already_restarted_for(bot: &BotRuntime, update_id: i64) -> bool {
     match bot.ctx.store.restart_update_floor(&bot.config.id) {
-        Ok(floor) => floor.is_some_and(|floor| update_id <= floor),
+        Ok(floor) => floor.is_some_and(|(id, at_ms)| {
+            update_id <= id && now_ms().saturating_sub(at_ms) < RESTART_FLOOR_TTL_MS
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the last /restart; acting on this one");
             false

@@ -51,9 +51,9 @@ fn integer_of(number: &serde_json::Number) -> Option<i64> {
         return Some(i);
     }
     let f = number.as_f64()?;
-    // i64::MAX is not exactly representable; 2^63 as f64 is the first value out.
-    let in_range = (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f);
-    (f.fract() == 0.0 && in_range).then_some(f as i64)
+    // Beyond 2^53 a float no longer names one integer (…993.0 reads as …992).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (f.fract() == 0.0 && (-EXACT..=EXACT).contains(&f)).then_some(f as i64)
 }
 
 #[cfg(test)]
@@ -88,6 +88,7 @@ mod tests {
             r#"{"user": 225.5}"#,
             r#"{"user": 9223372036854775808}"#,
             r#"{"user": 1e19}"#,
+            r#"{"user": 9007199254740993.0}"#,
             r#"{"user": -1e19}"#,
             r#"{"user": "7"}"#,
             r#"{"user": 1, "chat": 0.5}"#,

@@ -86,9 +86,15 @@ pub(crate) struct HealthCache(Mutex<Option<(Instant, StatusCode, Bytes)>>);
 
 impl HealthCache {
     /// The cached answer while younger than [`HEALTH_TTL`], else a fresh one from
-    /// `compute` (callers arriving meanwhile wait for it rather than compute too).
+    /// `compute`. Never waits for another caller: while one refreshes the cache
+    /// (microseconds every 100 ms), the others compute their own answer, so a slow
+    /// disk under `statvfs` cannot park every runtime thread on this lock.
     fn get_or_compute(&self, compute: impl FnOnce() -> (StatusCode, Bytes)) -> (StatusCode, Bytes) {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = match self.0.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return compute(),
+        };
         if let Some((at, code, body)) = slot.as_ref()
             && at.elapsed() < HEALTH_TTL
         {

@@ -14,6 +14,14 @@ pub(super) const RESTART_KEY: &str = "pending";
 fn restart_update_key(bot_id: &str) -> String {
     format!("restart_update:{bot_id}")
 }
+
+/// `"<update id> <unix ms>"`, as [`Store::set_restart_update_floor`] writes it
+/// (text, so `dump` shows it as it is).
+fn parse_floor(bytes: &[u8]) -> Option<(i64, u64)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (id, at) = text.split_once(' ')?;
+    Some((id.parse().ok()?, at.parse().ok()?))
+}
 const META_LAST_BACKUP: &str = "last_backup";
 
 impl Store {
@@ -37,19 +45,35 @@ impl Store {
     }
 
     /// The update id of the last `/restart` a bot acted on: a `/restart` with an
-    /// id at or below it was re-delivered after the restart it asked for.
-    pub fn restart_update_floor(&self, bot_id: &str) -> StoreResult<Option<i64>> {
+    /// id at or below it was re-delivered after the restart it asked for. Returns
+    /// `(update id, when it was recorded in unix ms)`.
+    pub fn restart_update_floor(&self, bot_id: &str) -> StoreResult<Option<(i64, u64)>> {
         Ok(self
             .get_meta(&restart_update_key(bot_id))?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map(|b| u64::from_le_bytes(b) as i64))
+            .and_then(|bytes| parse_floor(&bytes)))
     }
 
     /// Records the update id of a `/restart` about to be acted on (durably, before
     /// the restart, so its re-delivery is recognised whatever the clocks say).
-    pub fn set_restart_update_floor(&self, bot_id: &str, update_id: i64) -> Pending<()> {
-        let value = (update_id.max(0) as u64).to_le_bytes().to_vec();
-        self.put_meta(&restart_update_key(bot_id), value)
+    /// Never lowers a newer floor recorded meanwhile (admins in two chats).
+    pub fn set_restart_update_floor(
+        &self,
+        bot_id: &str,
+        update_id: i64,
+        now_ms: u64,
+    ) -> Pending<()> {
+        let key = restart_update_key(bot_id);
+        self.write(move |tx| {
+            let mut table = tx.open_table(META)?;
+            let current = table
+                .get(key.as_str())?
+                .and_then(|v| parse_floor(v.value()));
+            if current.is_none_or(|(id, _)| id < update_id) {
+                let value = format!("{update_id} {now_ms}");
+                table.insert(key.as_str(), value.as_bytes())?;
+            }
+            Ok(())
+        })
     }
 
     /// The last verified backup, if any.
