@@ -676,10 +676,19 @@ fn waiting_inside_a_runtime_task_does_not_spin_once_the_budget_is_spent() {
 fn the_restart_update_floor_never_goes_down_and_remembers_when() {
     let (_dir, store) = temp_store();
     assert_eq!(store.restart_update_floor("b1").unwrap(), None);
-    store.set_restart_update_floor("b1", 10, 1_000).wait().unwrap();
-    store.set_restart_update_floor("b1", 7, 2_000).wait().unwrap();
+    store
+        .set_restart_update_floor("b1", 10, 1_000)
+        .wait()
+        .unwrap();
+    store
+        .set_restart_update_floor("b1", 7, 2_000)
+        .wait()
+        .unwrap();
     assert_eq!(store.restart_update_floor("b1").unwrap(), Some((10, 1_000)));
-    store.set_restart_update_floor("b1", 12, 3_000).wait().unwrap();
+    store
+        .set_restart_update_floor("b1", 12, 3_000)
+        .wait()
+        .unwrap();
     assert_eq!(store.restart_update_floor("b1").unwrap(), Some((12, 3_000)));
     assert_eq!(store.restart_update_floor("b2").unwrap(), None);
     store.close();
