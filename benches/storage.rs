@@ -269,51 +269,13 @@ fn create_task(dir: &Path, table: &mut Table) {
         json_create(dir, records, table);
     }
 
-    let store = open_store(dir, "create.redb");
-    let (lat, elapsed) = run_for(BUDGET, usize::MAX, |i| {
-        store
-            .submit_task(new_task(i, 111), agentlab::storage::now_ms())
-            .wait()
-            .expect("submit");
-    });
-    add_row(
-        table,
-        "create task, sequential",
-        "agentlab (redb, group commit)",
-        &lat,
-        lat.len(),
-        elapsed,
-        "one submitter waits for each fsync",
-    );
-    let (lat, done, elapsed) = concurrently(SUBMITTERS, |thread, i| {
-        store
-            .submit_task(
-                new_task(thread * 1_000_000 + i, thread as i64),
-                agentlab::storage::now_ms(),
-            )
-            .wait()
-            .expect("submit");
-    });
-    add_row(
-        table,
-        "create task, 32 concurrent",
-        "agentlab (redb, group commit)",
-        &lat,
-        done,
-        elapsed,
-        "32 threads, each waits for its durable ack",
-    );
-    let (lat, done, elapsed) = concurrently_async(&store);
-    add_row(
-        table,
-        "create task, 32 concurrent",
-        "agentlab (redb, group commit)",
-        &lat,
-        done,
-        elapsed,
-        "32 tokio tasks on 2 threads, each awaits its durable ack",
-    );
-    store.close();
+    for (journal, engine) in [
+        (true, "agentlab (journal + group commit)"),
+        (false, "agentlab (group commit, no journal)"),
+    ] {
+        agentlab_create(dir, journal, engine, table);
+    }
+    redb_single_record(dir, table);
 
     let conn = open_sqlite(dir, "create.sqlite");
     let (lat, elapsed) = run_for(BUDGET, usize::MAX, |i| {
@@ -347,6 +309,89 @@ fn create_task(dir: &Path, table: &mut Table) {
         done,
         elapsed,
         "32 connections; SQLite serialises writers",
+    );
+}
+
+/// agentlab's submissions: sequential, then 32 threads, then 32 tokio tasks.
+fn agentlab_create(dir: &Path, journal: bool, engine: &str, table: &mut Table) {
+    let options = StoreOptions {
+        journal,
+        ..StoreOptions::default()
+    };
+    let name = format!("create-{journal}.redb");
+    let store = Store::open(&dir.join(name), options).expect("open store");
+    let (lat, elapsed) = run_for(BUDGET, usize::MAX, |i| {
+        store
+            .submit_task(new_task(i, 111), agentlab::storage::now_ms())
+            .wait()
+            .expect("submit");
+    });
+    add_row(
+        table,
+        "create task, sequential",
+        engine,
+        &lat,
+        lat.len(),
+        elapsed,
+        "one submitter waits for each durable ack",
+    );
+    let (lat, done, elapsed) = concurrently(SUBMITTERS, |thread, i| {
+        store
+            .submit_task(
+                new_task(thread * 1_000_000 + i, thread as i64),
+                agentlab::storage::now_ms(),
+            )
+            .wait()
+            .expect("submit");
+    });
+    add_row(
+        table,
+        "create task, 32 concurrent",
+        engine,
+        &lat,
+        done,
+        elapsed,
+        "32 threads, each waits for its durable ack",
+    );
+    let (lat, done, elapsed) = concurrently_async(&store);
+    add_row(
+        table,
+        "create task, 32 concurrent",
+        engine,
+        &lat,
+        done,
+        elapsed,
+        "32 tokio tasks on 2 threads, each awaits its durable ack",
+    );
+    store.close();
+}
+
+/// The reference: redb alone, one task record per durable commit, one table.
+fn redb_single_record(dir: &Path, table: &mut Table) {
+    const TASKS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("tasks");
+    let db = redb::Database::builder()
+        .set_cache_size(32 * 1024 * 1024)
+        .create(dir.join("single.redb"))
+        .expect("open redb");
+    let record = codec::encode(&task_record(1, 111, T0_MS));
+    let (lat, elapsed) = run_for(BUDGET, usize::MAX, |i| {
+        let mut tx = db.begin_write().expect("begin");
+        tx.set_durability(redb::Durability::Immediate)
+            .expect("durability");
+        tx.open_table(TASKS)
+            .expect("table")
+            .insert(i as u64, record.as_slice())
+            .expect("insert");
+        tx.commit().expect("commit");
+    });
+    add_row(
+        table,
+        "create task, sequential",
+        "redb alone: one record, one table",
+        &lat,
+        lat.len(),
+        elapsed,
+        "one Immediate commit per record (the issue's reference)",
     );
 }
 

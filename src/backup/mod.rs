@@ -92,6 +92,7 @@ pub fn store_options(config: &Config) -> StoreOptions {
         cache_mb: config.storage.cache_mb,
         history_messages: config.storage.history_messages,
         quick_repair: config.storage.quick_repair,
+        ..StoreOptions::default()
     }
 }
 

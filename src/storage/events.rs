@@ -100,10 +100,11 @@ pub(super) fn insert_event(
     payload: &serde_json::Value,
 ) -> StoreResult<()> {
     let mut table = tx.open_table(EVENTS)?;
-    let mut seq = seq;
-    while table.get((at_ms, seq))?.is_some() {
-        seq = seq.wrapping_add(1);
-    }
+    // Events of the same millisecond keep their order: after the last one stored.
+    let seq = match table.range((at_ms, 0)..=(at_ms, u32::MAX))?.next_back() {
+        Some(last) => seq.max(last?.0.value().1.saturating_add(1)),
+        None => seq,
+    };
     let event = Event {
         at_ms,
         seq,

@@ -195,3 +195,29 @@ fn take_restart_tx(tx: &WriteTransaction) -> StoreResult<Option<Result<RestartSt
     let decoded = codec::decode(value.value()).map_err(|e| e.to_string());
     Ok(Some(decoded))
 }
+
+/// Meta key: sequence number of the last journal record applied (decimal text),
+/// written in the transaction that applies it (see [`super::journal`]).
+const META_JOURNAL_SEQ: &str = "journal_seq";
+
+pub(super) fn set_journal_seq(tx: &WriteTransaction, seq: u64) -> StoreResult<()> {
+    tx.open_table(META)?
+        .insert(META_JOURNAL_SEQ, seq.to_string().as_bytes())?;
+    Ok(())
+}
+
+pub(super) fn journal_seq(tx: &WriteTransaction) -> StoreResult<u64> {
+    let meta = tx.open_table(META)?;
+    let Some(value) = meta.get(META_JOURNAL_SEQ)? else {
+        return Ok(0);
+    };
+    std::str::from_utf8(value.value())
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            StoreError::decode(
+                "meta",
+                codec::DecodeError::Malformed(format!("{META_JOURNAL_SEQ} is not a number")),
+            )
+        })
+}

@@ -262,8 +262,9 @@ impl Task {
     }
 }
 
-/// What a caller supplies to create a task.
-#[derive(Debug, Clone, PartialEq)]
+/// What a caller supplies to create a task (also the journal's record of a
+/// submission, so it is serde).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTask {
     /// The bot.
     pub bot_id: String,

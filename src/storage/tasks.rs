@@ -9,15 +9,21 @@
 //!   finishes it, and its answer enters the `outbox` until delivered;
 //! - an update id already turned into a task is never turned into another.
 
-use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::codec;
 use super::error::StoreError;
 use super::events::insert_event;
+use super::journal::{Journal, JournalRecord};
+use super::kv::{journal_seq, set_journal_seq};
 use super::records::*;
 use super::sessions::append_message_tx;
 use super::tables::*;
+use super::writer::JournalState;
 use super::{Pending, Store, StoreResult};
 
 /// Most queue entries a claim inspects before giving up (all blocked or future).
@@ -86,8 +92,9 @@ pub struct TaskFilter {
 }
 
 impl Store {
-    /// Stores a new queued task and its queue entry in one durable transaction.
-    /// Only when this returns may the user be told the prompt is queued.
+    /// Stores a new queued task and its queue entry in one transaction, durable
+    /// (through the journal) before this is answered. Only when this returns may
+    /// the user be told the prompt is queued.
     pub fn submit_task(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
         if new.prompt.len() > MAX_PROMPT_BYTES {
             return Pending::failed(StoreError::Invalid(format!(
@@ -95,7 +102,11 @@ impl Store {
                 new.prompt.len()
             )));
         }
-        self.write(move |tx| submit_tx(tx, &new, now_ms))
+        let record = codec::encode(&JournaledSubmission {
+            new: new.clone(),
+            now_ms,
+        });
+        self.write_journaled(record, move |tx| submit_tx(tx, &new, now_ms))
     }
 
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
@@ -473,20 +484,21 @@ fn release_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
     Ok(())
 }
 
+/// The next task id: one above the newest task. Tasks are never deleted, so
+/// ids are never reused. (Up to schema 3 a counter in `meta` was written with
+/// every submission; it is still honoured as a floor but no longer written,
+/// which saves a B-tree update per submission.)
 pub(super) fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
-    let mut meta = tx.open_table(META)?;
-    let stored = meta
+    let floor = tx
+        .open_table(META)?
         .get(META_NEXT_TASK_ID)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes));
-    let next = match stored {
-        Some(n) => n,
-        None => tx
-            .open_table(TASKS)?
-            .last()?
-            .map_or(1, |(k, _)| k.value() + 1),
-    };
-    meta.insert(META_NEXT_TASK_ID, (next + 1).to_le_bytes().as_slice())?;
-    Ok(next)
+        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(1);
+    let after_newest = tx
+        .open_table(TASKS)?
+        .last()?
+        .map_or(1, |(k, _)| k.value() + 1);
+    Ok(floor.max(after_newest))
 }
 
 pub(super) fn submit_tx(
@@ -545,18 +557,85 @@ pub(super) fn submit_tx(
         tx.open_table(UPDATE_DEDUP)?
             .insert((new.bot_id.as_str(), update), id)?;
     }
-    insert_event(
-        tx,
-        now_ms,
-        0,
-        "task_enqueued",
-        Some(&task.bot_id),
-        &json!({"task_id": id, "user_id": task.user_id, "kind": task.kind.as_str()}),
-    )?;
     Ok(TaskSubmitted {
         task,
         duplicate: false,
     })
+}
+
+/// A submission as the journal records it: replaying it redoes [`submit_tx`].
+#[derive(Serialize, Deserialize)]
+struct JournaledSubmission {
+    new: NewTask,
+    now_ms: u64,
+}
+
+/// Opens the journal of the database at `db_path` and redoes, in one durable
+/// commit, the submissions it holds that the database does not (the last run
+/// ended without a checkpoint). Returns the journal, ready for writing, and how
+/// many submissions were redone.
+pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(JournalState, u64)> {
+    let path = Journal::path_for(db_path);
+    let (mut journal, records) = Journal::open(&path)
+        .map_err(|e| StoreError::Io(format!("cannot open the journal {}: {e}", path.display())))?;
+    let applied = {
+        let tx = db.begin_write()?;
+        let seq = journal_seq(&tx)?;
+        tx.abort()?;
+        seq
+    };
+    let pending: Vec<JournalRecord> = records.into_iter().filter(|r| r.seq > applied).collect();
+    let mut redone = 0;
+    // One transaction per record, so one that cannot be redone leaves no trace;
+    // non-durable, made durable together by the last commit.
+    for record in &pending {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        let redo = codec::decode::<JournaledSubmission>(&record.payload)
+            .map_err(|e| StoreError::decode("journal", e))
+            .and_then(|sub| submit_tx(&tx, &sub.new, sub.now_ms));
+        match redo {
+            Ok(_) => {
+                tx.commit()?;
+                redone += 1;
+            }
+            Err(e) => {
+                tx.abort()?;
+                keep_unreadable_journal(&path, record.seq, &e.to_string());
+            }
+        }
+    }
+    let last_seq = pending.last().map_or(applied, |r| r.seq);
+    if !pending.is_empty() {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        set_journal_seq(&tx, last_seq)?;
+        tx.commit()?;
+        tracing::warn!(
+            submissions = redone,
+            journal = %path.display(),
+            "redid submissions the last run acknowledged but had not checkpointed (it did not shut down cleanly)"
+        );
+    }
+    journal.restart();
+    Ok((JournalState { journal, last_seq }, redone))
+}
+
+/// A journal record that cannot be redone (unreadable, or its submission fails):
+/// the file is copied aside for a human (never silently dropped) and the error
+/// logged.
+fn keep_unreadable_journal(path: &Path, seq: u64, why: &str) {
+    let mut aside = path.as_os_str().to_os_string();
+    aside.push(format!(".unreadable-{seq}"));
+    let copied = std::fs::copy(path, &aside);
+    tracing::error!(
+        journal = %path.display(),
+        seq,
+        error = why,
+        kept_at = %std::path::Path::new(&aside).display(),
+        copy_ok = copied.is_ok(),
+        "a journaled submission cannot be read; the journal was copied aside"
+    );
 }
 
 /// Writes a task and its indexes (and its queue entry when queued).

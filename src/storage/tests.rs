@@ -693,3 +693,173 @@ fn the_restart_update_floor_never_goes_down_and_remembers_when() {
     assert_eq!(store.restart_update_floor("b2").unwrap(), None);
     store.close();
 }
+
+/// Checkpoints never happen on their own: only a durable commit makes journaled
+/// submissions durable inside redb.
+fn no_checkpoint_options() -> StoreOptions {
+    StoreOptions {
+        checkpoint_idle: std::time::Duration::from_secs(3600),
+        checkpoint_max_age: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    }
+}
+
+const CRASH_CHILD_ENV: &str = "AGENTLAB_JOURNAL_CRASH_CHILD_DB";
+
+/// The child side of `acknowledged_submissions_survive_a_crash_through_the_journal`:
+/// 40 submissions, a claim (a durable commit), 60 more, each acknowledgement
+/// printed, then an abort: no checkpoint, no close, no destructor.
+#[test]
+#[ignore = "a child process of acknowledged_submissions_survive_a_crash_through_the_journal"]
+fn journal_crash_child() {
+    let Ok(path) = std::env::var(CRASH_CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        if i == 40 {
+            store
+                .claim_next_task(1_000, vec![])
+                .wait()
+                .unwrap()
+                .unwrap();
+        }
+        let task = store
+            .submit_task(
+                new_task("A", i % 7, &format!("prompt {i}"), 5),
+                1_000 + i as u64,
+            )
+            .wait()
+            .unwrap()
+            .task;
+        acked.push(task.id);
+    }
+    println!("ACKED {acked:?}");
+    std::process::abort();
+}
+
+#[test]
+fn acknowledged_submissions_survive_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "storage::tests::journal_crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD_ENV, &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the child must die: {stdout}");
+    let acked: Vec<u64> = stdout
+        .lines()
+        .find_map(|l| l.split_once("ACKED ").map(|(_, ids)| ids))
+        .unwrap_or_else(|| panic!("no ACKED line: {stdout}"))
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(acked.len(), 100);
+    let journal = journal::Journal::path_for(&path);
+    assert_eq!(journal::Journal::open(&journal).unwrap().1.len(), 60);
+
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    // The 60 after the claim's durable commit lived only in the journal.
+    assert_eq!(store.replayed_at_open(), 60);
+    let tasks = store
+        .list_tasks(&TaskFilter {
+            limit: Some(1_000),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    let mut ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids, acked,
+        "replay must recreate exactly the acknowledged tasks"
+    );
+    for task in &tasks {
+        let i = acked.iter().position(|&id| id == task.id).unwrap();
+        assert_eq!(task.prompt, format!("prompt {i}"));
+        assert_eq!(task.created_ms, 1_000 + i as u64);
+    }
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .count(),
+        1
+    );
+    assert_eq!(store.queue_depth().unwrap(), 99);
+    store.close();
+    drop(store);
+    let (_, records) = journal::Journal::open(&journal).unwrap();
+    assert!(records.is_empty(), "a clean close leaves nothing to replay");
+
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.replayed_at_open(), 0);
+    assert_eq!(store.queue_depth().unwrap(), 99);
+    let next = store
+        .submit_task(new_task("A", 1, "after", 5), 5_000)
+        .wait()
+        .unwrap();
+    assert_eq!(next.task.id, acked.iter().max().unwrap() + 1);
+}
+
+#[test]
+fn without_the_journal_every_submission_is_a_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let options = StoreOptions {
+        journal: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&path, options.clone()).unwrap();
+    store
+        .submit_task(new_task("A", 1, "p", 5), 1)
+        .wait()
+        .unwrap();
+    store.close();
+    drop(store);
+    assert!(!journal::Journal::path_for(&path).exists());
+    let store = Store::open(&path, options).unwrap();
+    assert_eq!(store.queue_depth().unwrap(), 1);
+}
+
+#[test]
+fn an_idle_writer_checkpoints_and_the_journal_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        checkpoint_idle: std::time::Duration::from_millis(1),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&dir.path().join("agentlab.redb"), options).unwrap();
+    let journal = journal::Journal::path_for(store.path());
+    // Without a checkpoint every record would follow the first at offset 0; after
+    // one, the next record is written at offset 0 again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut submitted = 0;
+    loop {
+        submitted += 1;
+        store
+            .submit_task(new_task("A", 1, "p", 5), submitted)
+            .wait()
+            .unwrap();
+        let (_, records) = journal::Journal::open(&journal).unwrap();
+        if records.first().is_some_and(|r| r.seq > 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let applied = store.get_meta("journal_seq").unwrap().unwrap();
+    assert_eq!(String::from_utf8(applied).unwrap(), submitted.to_string());
+}

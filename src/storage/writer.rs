@@ -12,18 +12,24 @@
 //!   re-applied in a fresh transaction without it, so one bad job never takes its
 //!   neighbours down (jobs are `FnMut` to be re-runnable; their only effects are on
 //!   the transaction, which the abort undoes);
-//! - every commit is durable (fsync before answering). Monitor samples, which
+//! - every answer follows a durable commit, or, for a batch of journaled jobs
+//!   (task submissions), a non-durable commit whose records the journal has
+//!   fsynced ([`super::journal`]); a later durable commit or checkpoint (idle, or
+//!   at most [`WriterOptions::checkpoint_max_age`] later) persists it in redb and
+//!   lets the journal start over. Monitor samples, which
 //!   arrive every few seconds, do not come here one tick at a time: the series
 //!   layer buffers them and writes them in one job per flush interval
 //!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
+use super::journal::Journal;
 
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -31,6 +37,9 @@ pub(crate) const MAX_BATCH: usize = 512;
 pub(crate) trait WriteJob: Send {
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// The job's redo record, when it can be made durable by the journal (a
+    /// replay of the record redoes the job); `None` needs a durable commit.
+    fn journal_payload(&self) -> Option<&[u8]>;
 }
 
 /// A closure applied to the transaction; once the outcome is known (the commit
@@ -39,6 +48,7 @@ pub(crate) trait WriteJob: Send {
 /// outlive the commit and no longer, or note a failure nobody awaits.
 struct ClosureJob<T, U, F, C> {
     f: F,
+    journal: Option<Vec<u8>>,
     value: Option<T>,
     then: C,
     reply: oneshot::Sender<Result<U, StoreError>>,
@@ -64,6 +74,10 @@ where
         };
         // The caller may have gone away (e.g. a timed-out request); the write stands.
         let _ = self.reply.send((self.then)(result));
+    }
+
+    fn journal_payload(&self) -> Option<&[u8]> {
+        self.journal.as_deref()
     }
 }
 
@@ -158,9 +172,30 @@ impl WriterHandle {
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
         C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
+        self.submit_job(None, f, then)
+    }
+
+    /// Like [`Self::submit`] for a job that `record` redoes (see [`super::journal`]):
+    /// it may be made durable by the journal instead of a durable commit.
+    pub(crate) fn submit_journaled<T, F>(&self, record: Vec<u8>, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_job(Some(record), f, |outcome| outcome)
+    }
+
+    fn submit_job<T, U, F, C>(&self, journal: Option<Vec<u8>>, f: F, then: C) -> Pending<U>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
             f,
+            journal,
             value: None,
             then,
             reply,
@@ -173,41 +208,153 @@ impl WriterHandle {
 }
 
 /// Starts the writer thread. It ends when every [`WriterHandle`] is dropped, after
-/// committing every job already sent.
+/// committing every job already sent (and, with a journal, a last durable commit
+/// that lets the journal be emptied).
 pub(crate) fn start(
     db: Arc<Database>,
-    quick_repair: bool,
+    options: WriterOptions,
+    journal: Option<JournalState>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("agentlab-store-writer".into())
-        .spawn(move || Writer::new(db, quick_repair).run(rx))
+        .spawn(move || Writer::new(db, options, journal).run(rx))
         .unwrap_or_else(|e| panic!("cannot start the storage writer thread: {e}"));
     (WriterHandle { tx }, thread)
 }
 
+/// The journal handed to the writer, with the last sequence number applied.
+pub(crate) struct JournalState {
+    pub journal: Journal,
+    pub last_seq: u64,
+}
+
+/// How the writer commits.
+pub(crate) struct WriterOptions {
+    /// Every durable commit also saves the allocator state (redb's quick repair).
+    pub quick_repair: bool,
+    /// A checkpoint (a durable commit, after which the journal starts over) is made
+    /// when the writer has been idle this long with journaled records pending...
+    pub checkpoint_idle: Duration,
+    /// ...or when the oldest pending record is this old (or the journal holds
+    /// [`CHECKPOINT_MAX_BYTES`]).
+    pub checkpoint_max_age: Duration,
+}
+
+/// Journal size that forces a checkpoint.
+const CHECKPOINT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 struct Writer {
     db: Arc<Database>,
-    /// Every commit also saves the allocator state (redb's quick repair).
-    quick_repair: bool,
+    options: WriterOptions,
+    journal: Option<JournalState>,
+    /// When the oldest journaled record not yet durable in redb was written.
+    pending_since: Option<Instant>,
 }
 
 impl Writer {
-    fn new(db: Arc<Database>, quick_repair: bool) -> Self {
-        Writer { db, quick_repair }
+    fn new(db: Arc<Database>, options: WriterOptions, journal: Option<JournalState>) -> Self {
+        Writer {
+            db,
+            options,
+            journal,
+            pending_since: None,
+        }
     }
 
-    fn run(self, rx: Receiver<Box<dyn WriteJob>>) {
-        while let Ok(first) = rx.recv() {
+    fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
+        loop {
+            let first = match self.pending_since {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+                Some(since) => {
+                    let age_left = self
+                        .options
+                        .checkpoint_max_age
+                        .saturating_sub(since.elapsed());
+                    let wait = self.options.checkpoint_idle.min(age_left);
+                    match rx.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.checkpoint();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
             self.commit_batch(collect_batch(first, &rx));
+            if self.checkpoint_due() {
+                self.checkpoint();
+            }
+        }
+        self.close_journal();
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let Some(since) = self.pending_since else {
+            return false;
+        };
+        since.elapsed() >= self.options.checkpoint_max_age
+            || self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.journal.written() >= CHECKPOINT_MAX_BYTES)
+    }
+
+    /// An empty durable commit: every earlier non-durable one becomes durable, so
+    /// the journal can start over. On failure the journal keeps its records and the
+    /// next checkpoint tries again.
+    fn checkpoint(&mut self) {
+        let committed = (|| -> Result<(), StoreError> {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(Durability::Immediate)?;
+            tx.set_quick_repair(self.options.quick_repair);
+            tx.commit()?;
+            Ok(())
+        })();
+        match committed {
+            Ok(()) => self.durable_commit_done(),
+            Err(e) => {
+                tracing::error!(error = %e, "storage checkpoint failed; the journal keeps its records")
+            }
+        }
+    }
+
+    fn durable_commit_done(&mut self) {
+        self.pending_since = None;
+        if let Some(state) = self.journal.as_mut() {
+            state.journal.restart();
+        }
+    }
+
+    /// At the end: a last checkpoint, then a journal with nothing to replay.
+    fn close_journal(&mut self) {
+        if self.pending_since.is_some() {
+            self.checkpoint();
+        }
+        if self.pending_since.is_none()
+            && let Some(state) = self.journal.as_mut()
+            && let Err(e) = state.journal.clear()
+        {
+            tracing::error!(path = %state.journal.path().display(), error = %e, "cannot empty the journal at close");
         }
     }
 
     /// Applies and commits a batch; answers every job (a failed commit with its
     /// error).
-    fn commit_batch(&self, mut jobs: Vec<Box<dyn WriteJob>>) {
+    fn commit_batch(&mut self, mut jobs: Vec<Box<dyn WriteJob>>) {
         loop {
-            match self.try_commit(&mut jobs) {
+            let journaled =
+                self.journal.is_some() && jobs.iter().all(|j| j.journal_payload().is_some());
+            let outcome = if journaled {
+                self.try_commit_journaled(&mut jobs)
+            } else {
+                self.try_commit(&mut jobs)
+            };
+            match outcome {
                 Ok(()) => {
                     for job in jobs {
                         job.answer(Ok(()));
@@ -233,25 +380,114 @@ impl Writer {
         }
     }
 
-    fn try_commit(&self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+    fn begin(&self, durable: bool) -> Result<WriteTransaction, BatchError> {
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
         let mut tx = self
             .db
             .begin_write()
             .map_err(|e| BatchError::Commit(e.into()))?;
-        tx.set_durability(Durability::Immediate)
+        tx.set_durability(durability)
             .map_err(|e| BatchError::Commit(e.into()))?;
-        if self.quick_repair {
+        if self.options.quick_repair && durable {
             tx.set_quick_repair(true);
         }
-        for (index, job) in jobs.iter_mut().enumerate() {
-            if let Err(e) = job.apply(&tx) {
-                // Dropping the transaction aborts it; every job's writes are undone.
-                let _ = tx.abort();
-                return Err(BatchError::Job(index, e));
-            }
-        }
-        tx.commit().map_err(|e| BatchError::Commit(e.into()))
+        Ok(tx)
     }
+
+    fn try_commit(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+        let tx = self.begin(true)?;
+        if let Err(e) = apply_all(&tx, jobs) {
+            // Aborting undoes every job's writes.
+            let _ = tx.abort();
+            return Err(e);
+        }
+        tx.commit().map_err(|e| BatchError::Commit(e.into()))?;
+        self.durable_commit_done();
+        Ok(())
+    }
+
+    /// A batch of journaled jobs: their records are appended to the journal (on
+    /// the journal's thread) while the jobs are applied in a non-durable
+    /// transaction that also records the last sequence number; once both are
+    /// done the transaction is committed (visible). Any failure erases the
+    /// appended records again before a caller hears of it.
+    fn try_commit_journaled(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+        let tx = self.begin(false)?;
+        let Some(state) = self.journal.as_mut() else {
+            return Err(BatchError::Commit(StoreError::Internal(
+                "no journal".into(),
+            )));
+        };
+        let first_seq = state.last_seq + 1;
+        let last_seq = state.last_seq + jobs.len() as u64;
+        let payloads: Vec<&[u8]> = jobs.iter().filter_map(|j| j.journal_payload()).collect();
+        let records = state.journal.encode(first_seq, &payloads);
+        let bytes = records.len() as u64;
+        let apply = |jobs: &mut [Box<dyn WriteJob>]| {
+            apply_all(&tx, jobs).and_then(|()| {
+                super::kv::set_journal_seq(&tx, last_seq).map_err(BatchError::Commit)
+            })
+        };
+        // A lone job is cheaper to apply than the hand-over to the journal's
+        // thread and back, so it is applied first and appended on this thread; a
+        // batch is applied while the journal's thread writes it.
+        let (applied, synced) = if jobs.len() == 1 {
+            let applied = apply(jobs);
+            let synced = if applied.is_ok() {
+                state.journal.append_encoded(&records).map(|()| true)
+            } else {
+                Ok(false)
+            };
+            (applied, synced)
+        } else {
+            let appending = state.journal.start_append(records);
+            let applied = apply(jobs);
+            (
+                applied,
+                state.journal.finish_append(appending).map(|()| true),
+            )
+        };
+        // `synced` is Ok(whether the records were written).
+        let failure = match (applied, synced) {
+            (Ok(()), Ok(_)) => None,
+            (Err(e), synced) => {
+                if synced.is_ok_and(|written| written) {
+                    state.journal.unappend(bytes);
+                }
+                Some(e)
+            }
+            (Ok(()), Err(e)) => {
+                let path = state.journal.path().display();
+                Some(BatchError::Commit(StoreError::Io(format!("{path}: {e}"))))
+            }
+        };
+        if let Some(e) = failure {
+            let _ = tx.abort();
+            return Err(e);
+        }
+        if let Err(e) = tx.commit() {
+            state.journal.unappend(bytes);
+            return Err(BatchError::Commit(e.into()));
+        }
+        state.last_seq = last_seq;
+        self.pending_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+}
+
+/// Applies every job; the first failure aborts the transaction (undoing every
+/// job's writes) and names the job.
+fn apply_all(tx: &WriteTransaction, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+    for (index, job) in jobs.iter_mut().enumerate() {
+        if let Err(e) = job.apply(tx) {
+            return Err(BatchError::Job(index, e));
+        }
+    }
+    Ok(())
 }
 
 enum BatchError {
