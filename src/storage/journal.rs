@@ -1,11 +1,13 @@
-//! The submission journal: a redo log that makes a prompt durable with one small
-//! fsync, so a lone submitter is not held to redb's cost per durable commit.
+//! The task journal: a redo log that makes a task operation (a submission, a
+//! claim, a finish, a delivery step) durable with one small fsync, so a prompt's
+//! way through the service is not held to redb's cost per durable commit.
 //!
-//! A durable redb commit rewrites every B-tree page a submission touches (the task,
-//! its queue entry, its indexes) and fsyncs them: ~0.3 ms here. Appending the
-//! submission to this file and fsyncing it costs one page (~0.15 ms). So a batch of
-//! submissions only is applied to redb in a *non-durable* commit (visible to every
-//! reader at once, not yet on disk) and made durable by appending it here first.
+//! A durable redb commit rewrites every B-tree page an operation touches (the task,
+//! its queue entry, its indexes) and fsyncs them: ~0.3 ms and ~20 page writes
+//! here. Appending the operation to this file and fsyncing it costs one page
+//! (~0.15 ms). So a batch made only of task operations is applied to redb in a
+//! *non-durable* commit (visible to every reader at once, not yet on disk) and made
+//! durable by appending it here first.
 //! Any later durable redb commit — the next claim, or a checkpoint the writer makes
 //! when idle, every second at most, or when this file grows — makes the batch
 //! durable inside redb too, and the journal starts over from offset 0.
@@ -26,7 +28,9 @@
 //! - a clean close leaves the file empty, so a restored snapshot never receives
 //!   records from the database it replaced. After a crash the file keeps its
 //!   records, and they are replayed into whatever database opens next (even a
-//!   restored snapshot): an acknowledged prompt is never dropped.
+//!   restored snapshot): an acknowledged prompt is never dropped. (Operations on
+//!   tasks the snapshot does not hold fail to redo and are kept aside with the
+//!   journal copy, see `replay_journal`.)
 
 use std::fs::{File, OpenOptions};
 use std::io;

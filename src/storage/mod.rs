@@ -8,11 +8,11 @@
 //! - writes are jobs for the single writer thread ([`writer`]), which group-commits
 //!   whatever is waiting and answers each caller only after its commit returned, so
 //!   an acknowledged write is durable;
-//! - task submissions are made durable by the [`journal`] (`<db>.journal`, one
-//!   small fsync) and applied to redb in a non-durable commit that the next
-//!   durable one (a claim, or the writer's checkpoint within a second) persists;
-//!   after a crash, open redoes the journaled submissions redb lost. Acknowledged
-//!   still means durable.
+//! - task operations (submit, claim, process, finish, delivery steps) are made
+//!   durable by the [`journal`] (`<db>.journal`, one small fsync) and applied to
+//!   redb in a non-durable commit that the next durable one (any other write, or
+//!   the writer's checkpoint within a second) persists; after a crash, open redoes
+//!   the journaled operations redb lost. Acknowledged still means durable.
 //!
 //! The one exception is monitor samples: they are buffered in memory ([`series`])
 //! and written in one durable job every [`SERIES_FLUSH`] and at close, so an
@@ -81,12 +81,12 @@ pub struct StoreOptions {
     /// redb quick repair: commits also save the allocator state, so the first
     /// open after a crash need not rebuild it (faster restart, slower commits).
     pub quick_repair: bool,
-    /// Make task submissions durable through the journal ([`journal`]) instead of
+    /// Make task operations durable through the journal ([`journal`]) instead of
     /// a durable redb commit each. Both are durable before the answer; the journal
-    /// is cheaper per submission. Off only to measure the difference.
+    /// is cheaper per operation. Off only to measure the difference.
     pub journal: bool,
     /// The writer checkpoints (a durable commit that lets the journal start over)
-    /// after this long idle with journaled submissions pending...
+    /// after this long idle with journaled operations pending...
     pub checkpoint_idle: std::time::Duration,
     /// ...and at the latest this long after the oldest of them.
     pub checkpoint_max_age: std::time::Duration,
@@ -121,7 +121,7 @@ struct Inner {
     /// Samples not yet written (see [`series`]); shared with the writer thread,
     /// which marks what a flush stored once its commit returned.
     series: Arc<Mutex<SeriesBuffer>>,
-    /// Journaled submissions redone at open (the last run ended without a
+    /// Journaled task operations redone at open (the last run ended without a
     /// checkpoint: a crash or kill).
     replayed: u64,
 }
@@ -243,8 +243,8 @@ impl Store {
         }
     }
 
-    /// How many journaled submissions were redone when this store opened (after a
-    /// crash: acknowledged but not yet checkpointed into the database).
+    /// How many journaled task operations were redone when this store opened
+    /// (after a crash: acknowledged but not yet checkpointed into the database).
     pub fn replayed_at_open(&self) -> u64 {
         self.inner.replayed
     }

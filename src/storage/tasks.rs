@@ -54,7 +54,7 @@ pub struct Claimed {
 }
 
 /// How a run ended, as recorded by [`Store::finish_task`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TaskFinish {
     /// `succeeded`, `failed` or `cancelled`.
     pub status: Option<TaskStatus>,
@@ -102,11 +102,21 @@ impl Store {
                 new.prompt.len()
             )));
         }
-        let record = codec::encode(&JournaledSubmission {
+        let op = TaskOp::Submit {
             new: new.clone(),
             now_ms,
-        });
-        self.write_journaled(record, move |tx| submit_tx(tx, &new, now_ms))
+        };
+        self.write_op(&op, move |tx| submit_tx(tx, &new, now_ms))
+    }
+
+    /// Queues a journaled write: `f` applies `op` and returns the caller's answer;
+    /// [`TaskOp::redo`] applies the same op again at open after a crash.
+    fn write_op<T, F>(&self, op: &TaskOp, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_journaled(codec::encode(op), f)
     }
 
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
@@ -117,32 +127,48 @@ impl Store {
         now_ms: u64,
         blocked_bots: Vec<String>,
     ) -> Pending<Option<Claimed>> {
-        self.write(move |tx| claim_tx(tx, now_ms, &blocked_bots))
+        // Most claims that find nothing are answered from a read transaction,
+        // without a write (and its fsync). A task that becomes claimable after this
+        // look wakes the dispatcher again, which claims it then.
+        let nothing_to_claim = self.read(|tx| {
+            let queue = tx.open_table(TASK_QUEUE)?;
+            let tasks = tx.open_table(TASKS)?;
+            let active = tx.open_table(ACTIVE_USERS)?;
+            Ok(first_claimable(&queue, &tasks, &active, now_ms, &blocked_bots)?.is_none())
+        });
+        if matches!(nothing_to_claim, Ok(true)) {
+            return Pending::ready(None);
+        }
+        let op = TaskOp::Claim {
+            now_ms,
+            blocked_bots: blocked_bots.clone(),
+        };
+        self.write_op(&op, move |tx| claim_tx(tx, now_ms, &blocked_bots))
     }
 
     /// Records the agent process of a running task (before waiting for it).
     pub fn record_task_process(&self, task_id: u64, pid: u32, start_time: u64) -> Pending<()> {
-        self.write(move |tx| {
-            update_task(tx, task_id, |task| {
-                if task.status != TaskStatus::Running {
-                    return Err(StoreError::Conflict(format!(
-                        "task {task_id} is {}, not running",
-                        task.status
-                    )));
-                }
-                task.pid = Some(pid);
-                task.pid_start_time = Some(start_time);
-                Ok(())
-            })
-            .map(|_| ())
-        })
+        let op = TaskOp::Process {
+            task_id,
+            pid,
+            start_time,
+        };
+        self.write_op(&op, move |tx| process_tx(tx, task_id, pid, start_time))
     }
 
     /// Ends a running (or queued, for a refusal) task: status, result, cost added to
     /// the bot's day, session updated, answer queued for delivery — one transaction.
     pub fn finish_task(&self, task_id: u64, finish: TaskFinish, now_ms: u64) -> Pending<Task> {
         let history = self.options().history_messages;
-        self.write(move |tx| finish_tx(tx, task_id, &finish, now_ms, history))
+        let op = TaskOp::Finish {
+            task_id,
+            finish: finish.clone(),
+            now_ms,
+            history,
+        };
+        self.write_op(&op, move |tx| {
+            finish_tx(tx, task_id, &finish, now_ms, history)
+        })
     }
 
     /// Puts a task back in the queue after a failed or interrupted run, to start no
@@ -249,47 +275,31 @@ impl Store {
 
     /// Remembers the progress message shown for a task.
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
-        self.write(move |tx| {
-            update_task(tx, task_id, |task| {
-                task.progress_message_id = message_id;
-                Ok(())
-            })
-            .map(|_| ())
-        })
+        let op = TaskOp::Progress {
+            task_id,
+            message_id,
+        };
+        self.write_op(&op, move |tx| progress_tx(tx, task_id, message_id))
     }
 
     /// Records that sending a task's answer begins; returns when an earlier attempt
     /// began (and was never marked failed or delivered): that one may have reached
     /// the user before a crash.
     pub fn begin_delivery(&self, task_id: u64, now_ms: u64) -> Pending<Option<u64>> {
-        self.write(move |tx| {
-            let mut previous = None;
-            update_task(tx, task_id, |task| {
-                previous = task.delivery_started_ms;
-                task.delivery_started_ms = Some(now_ms);
-                Ok(())
-            })?;
-            Ok(previous)
-        })
+        let op = TaskOp::BeginDelivery { task_id, now_ms };
+        self.write_op(&op, move |tx| begin_delivery_tx(tx, task_id, now_ms))
     }
 
     /// Records that a delivery attempt failed before reaching the user.
     pub fn delivery_failed(&self, task_id: u64) -> Pending<()> {
-        self.write(move |tx| {
-            update_task(tx, task_id, |task| {
-                task.delivery_started_ms = None;
-                Ok(())
-            })
-            .map(|_| ())
-        })
+        let op = TaskOp::DeliveryFailed { task_id };
+        self.write_op(&op, move |tx| delivery_failed_tx(tx, task_id))
     }
 
     /// Removes a delivered answer from the outbox.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
-        self.write(move |tx| {
-            tx.open_table(OUTBOX)?.remove(task_id)?;
-            Ok(())
-        })
+        let op = TaskOp::Delivered { task_id };
+        self.write_op(&op, move |tx| delivered_tx(tx, task_id))
     }
 
     /// A task by id.
@@ -563,17 +573,129 @@ pub(super) fn submit_tx(
     })
 }
 
-/// A submission as the journal records it: replaying it redoes [`submit_tx`].
-#[derive(Serialize, Deserialize)]
-struct JournaledSubmission {
-    new: NewTask,
-    now_ms: u64,
+/// A task operation as the journal records it. Each is a deterministic function
+/// of the stored state and these inputs, so [`TaskOp::redo`] after a crash
+/// reproduces exactly what was acknowledged (same ids, same outcome).
+#[derive(Debug, Serialize, Deserialize)]
+enum TaskOp {
+    Submit {
+        new: NewTask,
+        now_ms: u64,
+    },
+    Claim {
+        now_ms: u64,
+        blocked_bots: Vec<String>,
+    },
+    Process {
+        task_id: u64,
+        pid: u32,
+        start_time: u64,
+    },
+    Finish {
+        task_id: u64,
+        finish: TaskFinish,
+        now_ms: u64,
+        history: usize,
+    },
+    Progress {
+        task_id: u64,
+        message_id: Option<i32>,
+    },
+    BeginDelivery {
+        task_id: u64,
+        now_ms: u64,
+    },
+    DeliveryFailed {
+        task_id: u64,
+    },
+    Delivered {
+        task_id: u64,
+    },
 }
 
-/// Opens the journal of the database at `db_path` and redoes, in one durable
-/// commit, the submissions it holds that the database does not (the last run
-/// ended without a checkpoint). Returns the journal, ready for writing, and how
-/// many submissions were redone.
+impl TaskOp {
+    /// Applies the operation again, as the [`Store`] method that journaled it did.
+    fn redo(&self, tx: &WriteTransaction) -> StoreResult<()> {
+        match self {
+            TaskOp::Submit { new, now_ms } => submit_tx(tx, new, *now_ms).map(drop),
+            TaskOp::Claim {
+                now_ms,
+                blocked_bots,
+            } => claim_tx(tx, *now_ms, blocked_bots).map(drop),
+            TaskOp::Process {
+                task_id,
+                pid,
+                start_time,
+            } => process_tx(tx, *task_id, *pid, *start_time),
+            TaskOp::Finish {
+                task_id,
+                finish,
+                now_ms,
+                history,
+            } => finish_tx(tx, *task_id, finish, *now_ms, *history).map(drop),
+            TaskOp::Progress {
+                task_id,
+                message_id,
+            } => progress_tx(tx, *task_id, *message_id),
+            TaskOp::BeginDelivery { task_id, now_ms } => {
+                begin_delivery_tx(tx, *task_id, *now_ms).map(drop)
+            }
+            TaskOp::DeliveryFailed { task_id } => delivery_failed_tx(tx, *task_id),
+            TaskOp::Delivered { task_id } => delivered_tx(tx, *task_id),
+        }
+    }
+}
+
+fn process_tx(tx: &WriteTransaction, task_id: u64, pid: u32, start_time: u64) -> StoreResult<()> {
+    update_task(tx, task_id, |task| {
+        if task.status != TaskStatus::Running {
+            return Err(StoreError::Conflict(format!(
+                "task {task_id} is {}, not running",
+                task.status
+            )));
+        }
+        task.pid = Some(pid);
+        task.pid_start_time = Some(start_time);
+        Ok(())
+    })
+    .map(drop)
+}
+
+fn progress_tx(tx: &WriteTransaction, task_id: u64, message_id: Option<i32>) -> StoreResult<()> {
+    update_task(tx, task_id, |task| {
+        task.progress_message_id = message_id;
+        Ok(())
+    })
+    .map(drop)
+}
+
+fn begin_delivery_tx(tx: &WriteTransaction, task_id: u64, now_ms: u64) -> StoreResult<Option<u64>> {
+    let mut previous = None;
+    update_task(tx, task_id, |task| {
+        previous = task.delivery_started_ms;
+        task.delivery_started_ms = Some(now_ms);
+        Ok(())
+    })?;
+    Ok(previous)
+}
+
+fn delivery_failed_tx(tx: &WriteTransaction, task_id: u64) -> StoreResult<()> {
+    update_task(tx, task_id, |task| {
+        task.delivery_started_ms = None;
+        Ok(())
+    })
+    .map(drop)
+}
+
+fn delivered_tx(tx: &WriteTransaction, task_id: u64) -> StoreResult<()> {
+    tx.open_table(OUTBOX)?.remove(task_id)?;
+    Ok(())
+}
+
+/// Opens the journal of the database at `db_path` and redoes the task operations
+/// it holds that the database does not (the last run ended without a
+/// checkpoint), then commits durably. Returns the journal, ready for writing, and
+/// how many operations were redone.
 pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(JournalState, u64)> {
     let path = Journal::path_for(db_path);
     let (mut journal, records) = Journal::open(&path)
@@ -591,11 +713,11 @@ pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(Jour
     for record in &pending {
         let mut tx = db.begin_write()?;
         tx.set_durability(Durability::None)?;
-        let redo = codec::decode::<JournaledSubmission>(&record.payload)
+        let redo = codec::decode::<TaskOp>(&record.payload)
             .map_err(|e| StoreError::decode("journal", e))
-            .and_then(|sub| submit_tx(&tx, &sub.new, sub.now_ms));
+            .and_then(|op| op.redo(&tx));
         match redo {
-            Ok(_) => {
+            Ok(()) => {
                 tx.commit()?;
                 redone += 1;
             }
@@ -612,16 +734,16 @@ pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(Jour
         set_journal_seq(&tx, last_seq)?;
         tx.commit()?;
         tracing::warn!(
-            submissions = redone,
+            operations = redone,
             journal = %path.display(),
-            "redid submissions the last run acknowledged but had not checkpointed (it did not shut down cleanly)"
+            "redid task operations the last run acknowledged but had not checkpointed (it did not shut down cleanly)"
         );
     }
     journal.restart();
     Ok((JournalState { journal, last_seq }, redone))
 }
 
-/// A journal record that cannot be redone (unreadable, or its submission fails):
+/// A journal record that cannot be redone (unreadable, or its operation fails):
 /// the file is copied aside for a human (never silently dropped) and the error
 /// logged.
 fn keep_unreadable_journal(path: &Path, seq: u64, why: &str) {
@@ -634,7 +756,7 @@ fn keep_unreadable_journal(path: &Path, seq: u64, why: &str) {
         error = why,
         kept_at = %std::path::Path::new(&aside).display(),
         copy_ok = copied.is_ok(),
-        "a journaled submission cannot be read; the journal was copied aside"
+        "a journaled task operation cannot be redone; the journal was copied aside"
     );
 }
 
@@ -696,6 +818,17 @@ fn find_claimable(
     let queue = tx.open_table(TASK_QUEUE)?;
     let tasks = tx.open_table(TASKS)?;
     let active = tx.open_table(ACTIVE_USERS)?;
+    first_claimable(&queue, &tasks, &active, now_ms, blocked_bots)
+}
+
+/// The task a claim at `now_ms` would take, from any view of the tables.
+fn first_claimable(
+    queue: &impl ReadableTable<(u8, u64, u64), ()>,
+    tasks: &impl ReadableTable<u64, &'static [u8]>,
+    active: &impl ReadableTable<(&'static str, i64), u64>,
+    now_ms: u64,
+    blocked_bots: &[String],
+) -> StoreResult<Option<Task>> {
     let mut scanned = 0usize;
     let mut priority_start: u8 = 0;
     'priorities: loop {

@@ -706,41 +706,85 @@ fn no_checkpoint_options() -> StoreOptions {
 
 const CRASH_CHILD_ENV: &str = "AGENTLAB_JOURNAL_CRASH_CHILD_DB";
 
-/// The child side of `acknowledged_submissions_survive_a_crash_through_the_journal`:
-/// 40 submissions, a claim (a durable commit), 60 more, each acknowledgement
-/// printed, then an abort: no checkpoint, no close, no destructor.
+/// Every task, oldest first, and the undelivered answers: what a replay must
+/// reproduce exactly.
+fn task_state(store: &Store) -> String {
+    let mut tasks = store
+        .list_tasks(&TaskFilter {
+            limit: Some(10_000),
+            ..TaskFilter::default()
+        })
+        .unwrap();
+    tasks.sort_by_key(|t| t.id);
+    let outbox: Vec<u64> = store
+        .undelivered("A")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    format!("{tasks:?} outbox {outbox:?}")
+}
+
+/// The child side of `acknowledged_task_operations_survive_a_crash_through_the_journal`:
+/// 40 submissions, a durable write, then 60 more submissions and whole task
+/// life-cycles (claim, process, progress, finish, delivery), each acknowledged,
+/// then an abort: no checkpoint, no close, no destructor.
 #[test]
-#[ignore = "a child process of acknowledged_submissions_survive_a_crash_through_the_journal"]
+#[ignore = "a child process of acknowledged_task_operations_survive_a_crash_through_the_journal"]
 fn journal_crash_child() {
     let Ok(path) = std::env::var(CRASH_CHILD_ENV) else {
         return;
     };
     let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..100 {
-        if i == 40 {
-            store
-                .claim_next_task(1_000, vec![])
-                .wait()
-                .unwrap()
-                .unwrap();
-        }
-        let task = store
+    let submit = |i: u64| {
+        store
             .submit_task(
-                new_task("A", i % 7, &format!("prompt {i}"), 5),
-                1_000 + i as u64,
+                new_task("A", (i % 7) as i64, &format!("prompt {i}"), 5),
+                1_000 + i,
             )
             .wait()
             .unwrap()
-            .task;
-        acked.push(task.id);
+            .task
+            .id
+    };
+    for i in 0..40 {
+        submit(i);
     }
-    println!("ACKED {acked:?}");
+    // Not journaled: a durable commit, which persists everything before it.
+    store.put_meta("durable", b"yes".to_vec()).wait().unwrap();
+    for i in 40..100 {
+        submit(i);
+    }
+    for round in 0..5u64 {
+        let now = 10_000 + round;
+        let claimed = store.claim_next_task(now, vec![]).wait().unwrap().unwrap();
+        let id = claimed.task.id;
+        store.record_task_process(id, 4242, 77).wait().unwrap();
+        store.set_progress_message(id, Some(9)).wait().unwrap();
+        let finish = TaskFinish {
+            status: Some(TaskStatus::Succeeded),
+            result: Some(format!("answer {id}")),
+            cost_usd: 0.25,
+            input_tokens: 10,
+            output_tokens: 20,
+            session_id: Some(format!("s-{id}")),
+            deliver: true,
+            ..TaskFinish::default()
+        };
+        store.finish_task(id, finish, now + 1).wait().unwrap();
+        store.begin_delivery(id, now + 2).wait().unwrap();
+        if round % 2 == 0 {
+            store.mark_delivered(id).wait().unwrap();
+        } else {
+            store.delivery_failed(id).wait().unwrap();
+        }
+    }
+    println!("STATE {}", task_state(&store));
     std::process::abort();
 }
 
 #[test]
-fn acknowledged_submissions_survive_a_crash_through_the_journal() {
+fn acknowledged_task_operations_survive_a_crash_through_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentlab.redb");
     let output = std::process::Command::new(std::env::current_exe().unwrap())
@@ -756,46 +800,25 @@ fn acknowledged_submissions_survive_a_crash_through_the_journal() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "the child must die: {stdout}");
-    let acked: Vec<u64> = stdout
+    let acknowledged = stdout
         .lines()
-        .find_map(|l| l.split_once("ACKED ").map(|(_, ids)| ids))
-        .unwrap_or_else(|| panic!("no ACKED line: {stdout}"))
-        .trim_matches(['[', ']'])
-        .split(", ")
-        .map(|id| id.parse().unwrap())
-        .collect();
-    assert_eq!(acked.len(), 100);
+        .find_map(|l| l.split_once("STATE ").map(|(_, state)| state.to_string()))
+        .unwrap_or_else(|| panic!("no STATE line: {stdout}"));
     let journal = journal::Journal::path_for(&path);
-    assert_eq!(journal::Journal::open(&journal).unwrap().1.len(), 60);
+    // 60 submissions and 5 × 6 life-cycle steps lived only in the journal.
+    assert_eq!(journal::Journal::open(&journal).unwrap().1.len(), 90);
 
     let store = Store::open(&path, StoreOptions::default()).unwrap();
-    // The 60 after the claim's durable commit lived only in the journal.
-    assert_eq!(store.replayed_at_open(), 60);
-    let tasks = store
-        .list_tasks(&TaskFilter {
-            limit: Some(1_000),
-            ..TaskFilter::default()
-        })
-        .unwrap();
-    let mut ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
-    ids.sort_unstable();
+    assert_eq!(store.replayed_at_open(), 90);
     assert_eq!(
-        ids, acked,
-        "replay must recreate exactly the acknowledged tasks"
+        task_state(&store),
+        acknowledged,
+        "replay must recreate exactly the acknowledged state"
     );
-    for task in &tasks {
-        let i = acked.iter().position(|&id| id == task.id).unwrap();
-        assert_eq!(task.prompt, format!("prompt {i}"));
-        assert_eq!(task.created_ms, 1_000 + i as u64);
-    }
-    assert_eq!(
-        tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Running)
-            .count(),
-        1
-    );
-    assert_eq!(store.queue_depth().unwrap(), 99);
+    assert_eq!(store.queue_depth().unwrap(), 95);
+    let today = store.cost_day("A", utc_day(10_001)).unwrap();
+    assert_eq!(today.tasks, 5);
+    let max_id = store.list_tasks(&TaskFilter::default()).unwrap()[0].id;
     store.close();
     drop(store);
     let (_, records) = journal::Journal::open(&journal).unwrap();
@@ -803,12 +826,12 @@ fn acknowledged_submissions_survive_a_crash_through_the_journal() {
 
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(store.replayed_at_open(), 0);
-    assert_eq!(store.queue_depth().unwrap(), 99);
+    assert_eq!(task_state(&store), acknowledged);
     let next = store
-        .submit_task(new_task("A", 1, "after", 5), 5_000)
+        .submit_task(new_task("A", 1, "after", 5), 50_000)
         .wait()
         .unwrap();
-    assert_eq!(next.task.id, acked.iter().max().unwrap() + 1);
+    assert_eq!(next.task.id, max_id + 1);
 }
 
 #[test]

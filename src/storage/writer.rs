@@ -13,7 +13,7 @@
 //!   neighbours down (jobs are `FnMut` to be re-runnable; their only effects are on
 //!   the transaction, which the abort undoes);
 //! - every answer follows a durable commit, or, for a batch of journaled jobs
-//!   (task submissions), a non-durable commit whose records the journal has
+//!   (task operations), a non-durable commit whose records the journal has
 //!   fsynced ([`super::journal`]); a later durable commit or checkpoint (idle, or
 //!   at most [`WriterOptions::checkpoint_max_age`] later) persists it in redb and
 //!   lets the journal start over. Monitor samples, which

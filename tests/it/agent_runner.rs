@@ -171,8 +171,8 @@ async fn prompt_on_stdin_is_answered_with_a_parsed_result() {
     assert_eq!(result.input_tokens, "hello agent".len() as u64 / 4);
     assert_eq!(result.output_tokens, result.text.len() as u64 / 4);
     assert!(outcome.stdout_bytes > 0);
-    let prompt = std::fs::read_to_string(sandbox.run_dir().join(agent::PROMPT_FILE));
-    assert_eq!(prompt.expect("prompt file"), "hello agent");
+    // On Linux the prompt reaches the agent from memory; no file is left behind.
+    assert!(!sandbox.run_dir().join(agent::PROMPT_FILE).exists());
 }
 
 #[tokio::test]
