@@ -23,7 +23,6 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -34,7 +33,8 @@ use super::proc_identity::{self, ProcIdentity, UNKNOWN_START_TIME};
 pub const SESSION_ID_PLACEHOLDER: &str = "{session_id}";
 /// Longest accepted session id.
 pub const MAX_SESSION_ID_LEN: usize = 128;
-/// File in the run directory holding the prompt (the agent's stdin).
+/// File in the run directory holding the prompt (the agent's stdin) where an
+/// in-memory file is not available (not Linux).
 pub const PROMPT_FILE: &str = "prompt";
 /// File in the run directory receiving the agent's stdout.
 pub const STDOUT_FILE: &str = "stdout";
@@ -248,10 +248,8 @@ pub fn is_valid_session_id(id: &str) -> bool {
 
 /// Starts the agent for `spec` and returns as soon as it runs.
 ///
-/// Writes the prompt to `<run_dir>/prompt` and starts `cmd` with that file as stdin and
-/// `<run_dir>/stdout`, `<run_dir>/stderr` as outputs. The prompt is a file rather than
-/// a pipe so the agent never depends on this process: it cannot block on a full pipe,
-/// cannot lose the end of its prompt if we exit, and needs no writer task.
+/// Starts `cmd` with the prompt as a complete file on stdin (see [`prompt_stdin`])
+/// and `<run_dir>/stdout`, `<run_dir>/stderr` as outputs.
 #[tracing::instrument(skip_all, fields(task_id = spec.task_id))]
 pub async fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<RunningAgent, SpawnError> {
     let args = command_args(cmd, spec.session_id.as_deref())?;
@@ -410,15 +408,16 @@ fn command_args(cmd: &AgentCommand, session_id: Option<&str>) -> Result<Vec<Stri
     Ok(args)
 }
 
-/// The agent's three standard streams, as files in the run directory.
+/// The agent's three standard streams: the prompt, and its output files in the
+/// run directory.
 struct RunFiles {
     stdin: std::fs::File,
     stdout: std::fs::File,
     stderr: std::fs::File,
 }
 
-/// Creates the run directory (0700) and its files (0600): the prompt, written and
-/// reopened for reading, and empty stdout and stderr.
+/// Creates the run directory (0700) and its empty stdout and stderr files (0600),
+/// and the prompt as the agent's stdin (see [`prompt_stdin`]).
 async fn prepare_run_files(run_dir: &Path, prompt: &str) -> Result<RunFiles, SpawnError> {
     let dir = run_dir.to_path_buf();
     let prompt = prompt.to_owned();
@@ -432,7 +431,6 @@ async fn prepare_run_files(run_dir: &Path, prompt: &str) -> Result<RunFiles, Spa
 }
 
 fn create_run_files(run_dir: &Path, prompt: &str) -> io::Result<RunFiles> {
-    use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 
     std::fs::DirBuilder::new()
@@ -447,14 +445,52 @@ fn create_run_files(run_dir: &Path, prompt: &str) -> io::Result<RunFiles> {
             .mode(0o600)
             .open(run_dir.join(name))
     };
-    let mut prompt_file = create(PROMPT_FILE)?;
-    prompt_file.write_all(prompt.as_bytes())?;
-    drop(prompt_file);
     Ok(RunFiles {
-        stdin: std::fs::File::open(run_dir.join(PROMPT_FILE))?,
+        stdin: prompt_stdin(run_dir, prompt)?,
         stdout: create(STDOUT_FILE)?,
         stderr: create(STDERR_FILE)?,
     })
+}
+
+/// The prompt as a complete file, read from its start: the agent never depends on
+/// this process (it cannot block on a full pipe, cannot lose the end of its
+/// prompt if we exit, and needs no writer task). On Linux an anonymous in-memory
+/// file (`memfd`): no inode to allocate on the data disk, nothing to clean up;
+/// the prompt itself is in the task record. Elsewhere, `<run_dir>/prompt`.
+fn prompt_stdin(run_dir: &Path, prompt: &str) -> io::Result<std::fs::File> {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+
+    let mut file = match memfd() {
+        Some(file) => file,
+        None => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(run_dir.join(PROMPT_FILE))?
+        }
+    };
+    file.write_all(prompt.as_bytes())?;
+    // The agent shares this file position: it must read from the start.
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+#[cfg(target_os = "linux")]
+fn memfd() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: a valid NUL-terminated name and flags; the call has no other inputs.
+    let fd = unsafe { libc::memfd_create(c"agentlab-prompt".as_ptr(), libc::MFD_CLOEXEC) };
+    // SAFETY: a non-negative fd was just created and is owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn memfd() -> Option<std::fs::File> {
+    None
 }
 
 /// `start + timeout`, or `None` (never) if that is beyond what an `Instant` holds.
@@ -568,10 +604,29 @@ impl Ended {
 
 /// Reads the run files into an outcome, with bounded memory.
 async fn collect_outcome(run_dir: &Path, ended: Ended, started: Instant) -> AgentOutcome {
-    let stdout_path = run_dir.join(STDOUT_FILE);
-    let (head, stdout_bytes) = read_head(&stdout_path, MAX_JSON_BYTES).await;
-    let result = agent_result::parse_agent_output(&head, stdout_bytes, &stdout_path);
-    let stderr_tail = read_tail(&run_dir.join(STDERR_FILE), STDERR_TAIL_BYTES).await;
+    // Both files in one blocking call: each tokio::fs step would be a round trip
+    // through the blocking pool of its own.
+    let dir = run_dir.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let stdout_path = dir.join(STDOUT_FILE);
+        let (head, stdout_bytes) = read_head(&stdout_path, MAX_JSON_BYTES);
+        let result = agent_result::parse_agent_output(&head, stdout_bytes, &stdout_path);
+        let stderr_tail = read_tail(&dir.join(STDERR_FILE), STDERR_TAIL_BYTES);
+        (result, stdout_bytes, stderr_tail)
+    })
+    .await;
+    let (result, stdout_bytes, stderr_tail) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            warn!(%error, "reading the agent's output failed");
+            let stdout_path = run_dir.join(STDOUT_FILE);
+            (
+                agent_result::parse_agent_output(&[], 0, &stdout_path),
+                0,
+                String::new(),
+            )
+        }
+    };
     AgentOutcome {
         exit_code: ended.exit_code,
         signal: ended.signal,
@@ -585,15 +640,16 @@ async fn collect_outcome(run_dir: &Path, ended: Ended, started: Instant) -> Agen
 }
 
 /// The first `cap` bytes of `path` and the file's length; empty if unreadable.
-async fn read_head(path: &Path, cap: u64) -> (Vec<u8>, u64) {
-    let read = async {
-        let file = tokio::fs::File::open(path).await?;
-        let len = file.metadata().await?.len();
+fn read_head(path: &Path, cap: u64) -> (Vec<u8>, u64) {
+    use std::io::Read as _;
+    let read = || {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
         let mut head = Vec::new();
-        file.take(cap).read_to_end(&mut head).await?;
+        file.take(cap).read_to_end(&mut head)?;
         io::Result::Ok((head, len))
     };
-    read.await.unwrap_or_else(|error| {
+    read().unwrap_or_else(|error| {
         warn!(%error, path = %path.display(), "cannot read the agent's output");
         (Vec::new(), 0)
     })
@@ -601,17 +657,18 @@ async fn read_head(path: &Path, cap: u64) -> (Vec<u8>, u64) {
 
 /// The last `cap` bytes of `path` as text, prefixed with `…` when cut; empty if
 /// unreadable.
-async fn read_tail(path: &Path, cap: u64) -> String {
-    let read = async {
-        let mut file = tokio::fs::File::open(path).await?;
-        let len = file.metadata().await?.len();
+fn read_tail(path: &Path, cap: u64) -> String {
+    use std::io::{Read as _, Seek as _};
+    let read = || {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
         let skip = len.saturating_sub(cap);
-        file.seek(io::SeekFrom::Start(skip)).await?;
+        file.seek(io::SeekFrom::Start(skip))?;
         let mut tail = Vec::new();
-        file.take(cap).read_to_end(&mut tail).await?;
+        file.take(cap).read_to_end(&mut tail)?;
         io::Result::Ok((tail, skip > 0))
     };
-    match read.await {
+    match read() {
         Ok((tail, cut)) => tail_text(&tail, cut),
         Err(error) => {
             warn!(%error, path = %path.display(), "cannot read the agent's stderr");
