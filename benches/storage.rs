@@ -535,11 +535,11 @@ fn claim_next(dir: &Path, table: &mut Table) {
     add_row(
         table,
         "claim next, 100k queued",
-        "agentlab (redb, group commit)",
+        "agentlab (journal + group commit)",
         &lat,
         lat.len(),
         elapsed,
-        "durable: task -> running + event",
+        "durable (journal): task -> running + event",
     );
     store.close();
 
@@ -604,7 +604,7 @@ fn session_upsert(dir: &Path, table: &mut Table) {
         &lat,
         lat.len(),
         elapsed,
-        "durable, 50 users",
+        "durable redb commit (not journaled), 50 users",
     );
     store.close();
 

@@ -16,6 +16,8 @@ mod m0001_initial;
 mod m0002_status_and_user_indexes;
 #[path = "0003_drop_minute_rollups.rs"]
 mod m0003_drop_minute_rollups;
+#[path = "0004_task_journal.rs"]
+mod m0004_task_journal;
 
 /// Key of the schema version in `meta` (a little-endian u32).
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -41,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "drop_minute_rollups",
         apply: m0003_drop_minute_rollups::apply,
+    },
+    Migration {
+        version: 4,
+        name: "task_journal",
+        apply: m0004_task_journal::apply,
     },
 ];
 

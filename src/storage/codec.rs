@@ -44,6 +44,23 @@ fn unreachable_encode(e: postcard::Error) -> Vec<u8> {
     panic!("record type not encodable by postcard: {e}")
 }
 
+/// Like [`decode`], but bytes left over after the value are an error (for
+/// records whose length is known exactly, like the journal's).
+pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    match postcard::take_from_bytes(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(DecodeError::Malformed(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        ))),
+        Err(e) => Err(DecodeError::Malformed(e.to_string())),
+    }
+}
+
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;

@@ -44,8 +44,9 @@ const HEADER: usize = 24;
 /// `fdatasync` skip the file-size update an append would need (measured here:
 /// ~0.15 ms instead of ~0.2 ms per sync).
 const PREALLOCATE: u64 = 5 * 1024 * 1024;
-/// Largest payload accepted when reading back (a prompt is at most 256 KiB).
-const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+/// Largest payload written or read back (a prompt is at most 256 KiB; larger
+/// jobs take a durable commit instead).
+pub(crate) const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
 /// One record read back from the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +95,18 @@ impl Journal {
             .truncate(false)
             .open(path)?;
         let len = file.metadata()?.len();
-        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-        file.read_exact_at(&mut bytes, 0)?;
-        let records = parse_records(&bytes);
+        let records = read_records(&file, len)?;
         if len < PREALLOCATE {
-            let zeros = vec![0u8; usize::try_from(PREALLOCATE - len).unwrap_or(0)];
-            file.write_all_at(&zeros, len)?;
-            file.sync_all()?;
+            if let Err(e) = preallocate(&file, len) {
+                // Appends still work (a little slower): not a reason to stop.
+                tracing::warn!(journal = %path.display(), error = %e, "cannot preallocate the journal");
+            }
+            if len == 0
+                && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            {
+                // The new file's name must survive a crash like its records.
+                File::open(dir)?.sync_all()?;
+            }
         }
         let file = Arc::new(file);
         let journal = Journal {
@@ -218,6 +224,18 @@ impl Journal {
     }
 }
 
+/// Zero-fills the file from `from` to [`PREALLOCATE`] and syncs it.
+fn preallocate(file: &File, from: u64) -> io::Result<()> {
+    let zeros = [0u8; 64 * 1024];
+    let mut at = from;
+    while at < PREALLOCATE {
+        let n = (PREALLOCATE - at).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    file.sync_all()
+}
+
 /// The journal's writing thread: one request at a time, answered in order.
 struct Syncer {
     requests: Option<Sender<(Vec<u8>, u64)>>,
@@ -304,31 +322,34 @@ fn encode_record(buf: &mut Vec<u8>, seq: u64, epoch: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The valid run of records at the start of `bytes` (see the module comment).
-fn parse_records(bytes: &[u8]) -> Vec<JournalRecord> {
+/// The valid run of records at the start of the file (see the module comment),
+/// read record by record: a clean journal costs one header read.
+fn read_records(file: &File, len: u64) -> io::Result<Vec<JournalRecord>> {
     let mut records: Vec<JournalRecord> = Vec::new();
     let mut run_epoch = None;
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER) {
+    let mut at = 0u64;
+    let mut header = [0u8; HEADER];
+    while at + HEADER as u64 <= len {
+        file.read_exact_at(&mut header, at)?;
         let word = |range: std::ops::Range<usize>| -> u64 {
             header[range]
                 .iter()
                 .rev()
                 .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
         };
-        let len = word(0..4) as usize;
+        let payload_len = word(0..4);
         let crc = word(4..8) as u32;
         let seq = word(8..16);
         let epoch = word(16..24);
-        if len == 0 || len > MAX_PAYLOAD {
+        let end = at + HEADER as u64 + payload_len;
+        if payload_len == 0 || payload_len > MAX_PAYLOAD as u64 || end > len {
             break;
         }
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
+        let mut payload = vec![0u8; payload_len as usize];
+        file.read_exact_at(&mut payload, at + HEADER as u64)?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header[8..HEADER]);
-        hasher.update(payload);
+        hasher.update(&payload);
         if hasher.finalize() != crc {
             break;
         }
@@ -337,13 +358,10 @@ fn parse_records(bytes: &[u8]) -> Vec<JournalRecord> {
             break;
         }
         run_epoch = Some(epoch);
-        records.push(JournalRecord {
-            seq,
-            payload: payload.to_vec(),
-        });
-        at += HEADER + len;
+        records.push(JournalRecord { seq, payload });
+        at = end;
     }
-    records
+    Ok(records)
 }
 
 #[cfg(test)]

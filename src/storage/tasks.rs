@@ -33,7 +33,6 @@ const CLAIM_SCAN_LIMIT: usize = 10_000;
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 /// Longest stored result, bytes (the full output stays in the run files).
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
-const META_NEXT_TASK_ID: &str = "next_task_id";
 
 /// The outcome of a submission.
 #[derive(Debug, Clone)]
@@ -116,7 +115,9 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     {
-        self.write_journaled(codec::encode(op), f)
+        let mut record = vec![JOURNAL_FORMAT];
+        record.extend(codec::encode(op));
+        self.write_journaled(record, f)
     }
 
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
@@ -496,19 +497,12 @@ fn release_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
 
 /// The next task id: one above the newest task. Tasks are never deleted, so
 /// ids are never reused. (Up to schema 3 a counter in `meta` was written with
-/// every submission; it is still honoured as a floor but no longer written,
-/// which saves a B-tree update per submission.)
+/// every submission: a B-tree update per submission, retired by migration 4.)
 pub(super) fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
-    let floor = tx
-        .open_table(META)?
-        .get(META_NEXT_TASK_ID)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
-        .unwrap_or(1);
-    let after_newest = tx
+    Ok(tx
         .open_table(TASKS)?
         .last()?
-        .map_or(1, |(k, _)| k.value() + 1);
-    Ok(floor.max(after_newest))
+        .map_or(1, |(k, _)| k.value() + 1))
 }
 
 pub(super) fn submit_tx(
@@ -572,6 +566,10 @@ pub(super) fn submit_tx(
         duplicate: false,
     })
 }
+
+/// First byte of every journal record this build writes: the layout of
+/// [`TaskOp`]. A record with another value is not redone (it is kept aside).
+const JOURNAL_FORMAT: u8 = 1;
 
 /// A task operation as the journal records it. Each is a deterministic function
 /// of the stored state and these inputs, so [`TaskOp::redo`] after a crash
@@ -707,57 +705,108 @@ pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(Jour
         seq
     };
     let pending: Vec<JournalRecord> = records.into_iter().filter(|r| r.seq > applied).collect();
+    let ready = |journal| JournalState {
+        journal,
+        last_seq: applied,
+        seal: None,
+    };
+    let Some(first) = pending.first() else {
+        journal.restart();
+        return Ok((ready(journal), 0));
+    };
+    if first.seq != applied + 1 {
+        // Records written against another database (this one was restored or
+        // recreated): redoing them here would apply operations to the wrong tasks.
+        let kept = keep_journal_copy(&path, "orphaned");
+        tracing::error!(
+            journal = %path.display(),
+            first_seq = first.seq,
+            database_seq = applied,
+            kept_at = ?kept,
+            "the journal does not continue this database (it was replaced by a restore or recreated); its operations are not redone"
+        );
+        clear_journal(&mut journal);
+        return Ok((ready(journal), 0));
+    }
     let mut redone = 0;
+    let mut failed = Vec::new();
     // One transaction per record, so one that cannot be redone leaves no trace;
     // non-durable, made durable together by the last commit.
     for record in &pending {
         let mut tx = db.begin_write()?;
         tx.set_durability(Durability::None)?;
-        let redo = codec::decode::<TaskOp>(&record.payload)
-            .map_err(|e| StoreError::decode("journal", e))
-            .and_then(|op| op.redo(&tx));
-        match redo {
+        match decode_op(&record.payload).and_then(|op| op.redo(&tx)) {
             Ok(()) => {
                 tx.commit()?;
                 redone += 1;
             }
             Err(e) => {
                 tx.abort()?;
-                keep_unreadable_journal(&path, record.seq, &e.to_string());
+                failed.push(format!("seq {}: {e}", record.seq));
             }
         }
     }
     let last_seq = pending.last().map_or(applied, |r| r.seq);
-    if !pending.is_empty() {
-        let mut tx = db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        set_journal_seq(&tx, last_seq)?;
-        tx.commit()?;
-        tracing::warn!(
-            operations = redone,
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    set_journal_seq(&tx, last_seq)?;
+    tx.commit()?;
+    tracing::warn!(
+        operations = redone,
+        journal = %path.display(),
+        "redid task operations the last run acknowledged but had not checkpointed (it did not shut down cleanly)"
+    );
+    if !failed.is_empty() {
+        let kept = keep_journal_copy(&path, "unredone");
+        tracing::error!(
             journal = %path.display(),
-            "redid task operations the last run acknowledged but had not checkpointed (it did not shut down cleanly)"
+            kept_at = ?kept,
+            failures = ?failed,
+            "journaled task operations could not be redone; the journal was copied aside"
         );
     }
     journal.restart();
-    Ok((JournalState { journal, last_seq }, redone))
+    Ok((
+        JournalState {
+            journal,
+            last_seq,
+            seal: None,
+        },
+        redone,
+    ))
 }
 
-/// A journal record that cannot be redone (unreadable, or its operation fails):
-/// the file is copied aside for a human (never silently dropped) and the error
-/// logged.
-fn keep_unreadable_journal(path: &Path, seq: u64, why: &str) {
+fn decode_op(payload: &[u8]) -> StoreResult<TaskOp> {
+    match payload.split_first() {
+        Some((&JOURNAL_FORMAT, op)) => {
+            codec::decode_exact(op).map_err(|e| StoreError::decode("journal", e))
+        }
+        _ => Err(StoreError::decode(
+            "journal",
+            codec::DecodeError::Malformed("unknown journal record format".into()),
+        )),
+    }
+}
+
+/// A copy of the journal for a human, `<journal>.<label>-<unix ms>`: records this
+/// open does not redo are never silently dropped.
+fn keep_journal_copy(path: &Path, label: &str) -> Option<std::path::PathBuf> {
     let mut aside = path.as_os_str().to_os_string();
-    aside.push(format!(".unreadable-{seq}"));
-    let copied = std::fs::copy(path, &aside);
-    tracing::error!(
-        journal = %path.display(),
-        seq,
-        error = why,
-        kept_at = %std::path::Path::new(&aside).display(),
-        copy_ok = copied.is_ok(),
-        "a journaled task operation cannot be redone; the journal was copied aside"
-    );
+    aside.push(format!(".{label}-{}", super::now_ms()));
+    let aside = std::path::PathBuf::from(aside);
+    match std::fs::copy(path, &aside) {
+        Ok(_) => Some(aside),
+        Err(e) => {
+            tracing::error!(journal = %path.display(), error = %e, "cannot copy the journal aside");
+            None
+        }
+    }
+}
+
+fn clear_journal(journal: &mut Journal) {
+    if let Err(e) = journal.clear() {
+        tracing::error!(journal = %journal.path().display(), error = %e, "cannot clear the journal");
+    }
 }
 
 /// Writes a task and its indexes (and its queue entry when queued).

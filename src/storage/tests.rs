@@ -886,3 +886,71 @@ fn an_idle_writer_checkpoints_and_the_journal_starts_over() {
     let applied = store.get_meta("journal_seq").unwrap().unwrap();
     assert_eq!(String::from_utf8(applied).unwrap(), submitted.to_string());
 }
+
+/// Runs the crash child on `path`: the database holds 40 submissions durably and
+/// the journal the rest.
+fn crashed_store_at(path: &std::path::Path) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "storage::tests::journal_crash_child",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD_ENV, path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the child must die");
+}
+
+#[test]
+fn a_journal_left_by_a_replaced_database_is_kept_aside_not_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    crashed_store_at(&path);
+    // As a restore or a recovery would: another database file takes its place.
+    std::fs::remove_file(&path).unwrap();
+    let fresh = Store::open(&dir.path().join("other.redb"), StoreOptions::default()).unwrap();
+    fresh.close();
+    drop(fresh);
+    std::fs::rename(dir.path().join("other.redb"), &path).unwrap();
+
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.replayed_at_open(), 0);
+    assert_eq!(store.queue_depth().unwrap(), 0, "nothing redone into it");
+    let kept: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(".journal.orphaned-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the journal is kept for a human");
+    // Work goes on, and the next open finds nothing to redo or keep.
+    store
+        .submit_task(new_task("A", 1, "after", 5), 1)
+        .wait()
+        .unwrap();
+    store.close();
+    drop(store);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.replayed_at_open(), 0);
+    assert_eq!(store.queue_depth().unwrap(), 1);
+    let copies = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains(".journal."))
+        })
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[test]
+fn a_store_of_schema_4_is_refused_by_nothing_older_and_has_no_id_counter() {
+    let (_dir, store) = temp_store();
+    assert!(Store::latest_schema_version() >= 4);
+    assert_eq!(store.get_meta("next_task_id").unwrap(), None);
+}

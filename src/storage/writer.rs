@@ -29,7 +29,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
-use super::journal::Journal;
+use super::journal::{self, Journal};
 
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -227,6 +227,11 @@ pub(crate) fn start(
 pub(crate) struct JournalState {
     pub journal: Journal,
     pub last_seq: u64,
+    /// Set after a journaled batch failed once its records may have reached the
+    /// file: the highest sequence number given out. Until a durable commit has
+    /// recorded it as applied (which makes those records unreplayable, however
+    /// the erase went) and the journal has started over, nothing is journaled.
+    pub seal: Option<u64>,
 }
 
 /// How the writer commits.
@@ -243,6 +248,11 @@ pub(crate) struct WriterOptions {
 
 /// Journal size that forces a checkpoint.
 const CHECKPOINT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// Journal size past which (checkpoints failing) writes take durable commits.
+const JOURNAL_MAX_BYTES: u64 = 4 * CHECKPOINT_MAX_BYTES;
+/// First pause after a failed checkpoint; it doubles up to [`CHECKPOINT_MAX_BACKOFF`].
+const CHECKPOINT_BACKOFF: Duration = Duration::from_millis(100);
+const CHECKPOINT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 struct Writer {
     db: Arc<Database>,
@@ -250,6 +260,9 @@ struct Writer {
     journal: Option<JournalState>,
     /// When the oldest journaled record not yet durable in redb was written.
     pending_since: Option<Instant>,
+    /// Checkpoints failed in a row, and when the next may be tried.
+    checkpoint_failures: u32,
+    checkpoint_retry_at: Option<Instant>,
 }
 
 impl Writer {
@@ -259,6 +272,8 @@ impl Writer {
             options,
             journal,
             pending_since: None,
+            checkpoint_failures: 0,
+            checkpoint_retry_at: None,
         }
     }
 
@@ -274,7 +289,10 @@ impl Writer {
                         .options
                         .checkpoint_max_age
                         .saturating_sub(since.elapsed());
-                    let wait = self.options.checkpoint_idle.min(age_left);
+                    let mut wait = self.options.checkpoint_idle.min(age_left);
+                    if let Some(retry_at) = self.checkpoint_retry_at {
+                        wait = wait.max(retry_at.saturating_duration_since(Instant::now()));
+                    }
                     match rx.recv_timeout(wait) {
                         Ok(job) => job,
                         Err(RecvTimeoutError::Timeout) => {
@@ -297,6 +315,12 @@ impl Writer {
         let Some(since) = self.pending_since else {
             return false;
         };
+        if self
+            .checkpoint_retry_at
+            .is_some_and(|at| Instant::now() < at)
+        {
+            return false;
+        }
         since.elapsed() >= self.options.checkpoint_max_age
             || self
                 .journal
@@ -305,29 +329,69 @@ impl Writer {
     }
 
     /// An empty durable commit: every earlier non-durable one becomes durable, so
-    /// the journal can start over. On failure the journal keeps its records and the
-    /// next checkpoint tries again.
+    /// the journal can start over. On failure the journal keeps its records and a
+    /// later checkpoint tries again, after a pause that doubles with each failure.
     fn checkpoint(&mut self) {
+        let seal = self.journal.as_ref().and_then(|state| state.seal);
         let committed = (|| -> Result<(), StoreError> {
             let mut tx = self.db.begin_write()?;
             tx.set_durability(Durability::Immediate)?;
             tx.set_quick_repair(self.options.quick_repair);
+            if let Some(seq) = seal {
+                super::kv::set_journal_seq(&tx, seq)?;
+            }
             tx.commit()?;
             Ok(())
         })();
         match committed {
-            Ok(()) => self.durable_commit_done(),
+            Ok(()) => {
+                if self.checkpoint_failures > 0 {
+                    tracing::info!(
+                        failures = self.checkpoint_failures,
+                        "storage checkpoint succeeded again"
+                    );
+                }
+                self.checkpoint_failures = 0;
+                self.checkpoint_retry_at = None;
+                self.durable_commit_done();
+            }
             Err(e) => {
-                tracing::error!(error = %e, "storage checkpoint failed; the journal keeps its records")
+                self.checkpoint_failures = self.checkpoint_failures.saturating_add(1);
+                let pause = CHECKPOINT_BACKOFF
+                    .saturating_mul(1 << self.checkpoint_failures.min(10))
+                    .min(CHECKPOINT_MAX_BACKOFF);
+                self.checkpoint_retry_at = Some(Instant::now() + pause);
+                if self.checkpoint_failures.is_power_of_two() {
+                    tracing::error!(
+                        error = %e,
+                        failures = self.checkpoint_failures,
+                        "storage checkpoint failed; the journal keeps its records"
+                    );
+                }
             }
         }
     }
 
+    /// After any durable commit (which records a pending seal too).
     fn durable_commit_done(&mut self) {
         self.pending_since = None;
         if let Some(state) = self.journal.as_mut() {
+            state.seal = None;
             state.journal.restart();
         }
+    }
+
+    /// Whether a batch of these jobs may be made durable through the journal.
+    fn can_journal(&self, jobs: &[Box<dyn WriteJob>]) -> bool {
+        let Some(state) = self.journal.as_ref() else {
+            return false;
+        };
+        state.seal.is_none()
+            && state.journal.written() < JOURNAL_MAX_BYTES
+            && jobs.iter().all(|job| {
+                job.journal_payload()
+                    .is_some_and(|p| p.len() <= journal::MAX_PAYLOAD)
+            })
     }
 
     /// At the end: a last checkpoint, then a journal with nothing to replay.
@@ -347,9 +411,7 @@ impl Writer {
     /// error).
     fn commit_batch(&mut self, mut jobs: Vec<Box<dyn WriteJob>>) {
         loop {
-            let journaled =
-                self.journal.is_some() && jobs.iter().all(|j| j.journal_payload().is_some());
-            let outcome = if journaled {
+            let outcome = if self.can_journal(&jobs) {
                 self.try_commit_journaled(&mut jobs)
             } else {
                 self.try_commit(&mut jobs)
@@ -400,7 +462,12 @@ impl Writer {
 
     fn try_commit(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
         let tx = self.begin(true)?;
-        if let Err(e) = apply_all(&tx, jobs) {
+        let seal = self.journal.as_ref().and_then(|state| state.seal);
+        let applied = apply_all(&tx, jobs).and_then(|()| match seal {
+            Some(seq) => super::kv::set_journal_seq(&tx, seq).map_err(BatchError::Commit),
+            None => Ok(()),
+        });
+        if let Err(e) = applied {
             // Aborting undoes every job's writes.
             let _ = tx.abort();
             return Err(e);
@@ -452,6 +519,7 @@ impl Writer {
             )
         };
         // `synced` is Ok(whether the records were written).
+        let attempted = !matches!(synced, Ok(false));
         let failure = match (applied, synced) {
             (Ok(()), Ok(_)) => None,
             (Err(e), synced) => {
@@ -465,13 +533,25 @@ impl Writer {
                 Some(BatchError::Commit(StoreError::Io(format!("{path}: {e}"))))
             }
         };
+        let failure = match failure {
+            Some(e) => {
+                let _ = tx.abort();
+                Some(e)
+            }
+            None => tx.commit().err().map(|e| {
+                state.journal.unappend(bytes);
+                BatchError::Commit(e.into())
+            }),
+        };
         if let Some(e) = failure {
-            let _ = tx.abort();
+            if attempted {
+                // The records may be in the file whatever the erase did: their
+                // numbers are sealed off (see JournalState::seal).
+                state.seal = Some(last_seq);
+                state.last_seq = last_seq;
+                self.pending_since.get_or_insert_with(Instant::now);
+            }
             return Err(e);
-        }
-        if let Err(e) = tx.commit() {
-            state.journal.unappend(bytes);
-            return Err(BatchError::Commit(e.into()));
         }
         state.last_seq = last_seq;
         self.pending_since.get_or_insert_with(Instant::now);
@@ -507,4 +587,96 @@ fn collect_batch(
         }
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tables::META;
+    use redb::ReadableDatabase as _;
+
+    const T: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("t");
+
+    /// A journaled job writing `key` (or failing), answering on the receiver.
+    fn job(key: u64, fail: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = ClosureJob {
+            f: move |tx: &WriteTransaction| {
+                if fail {
+                    return Err(StoreError::Conflict("refused".into()));
+                }
+                tx.open_table(T)?.insert(key, key)?;
+                Ok(())
+            },
+            journal: Some(key.to_le_bytes().to_vec()),
+            value: None,
+            then: |outcome| outcome,
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let (journal, _) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        let options = WriterOptions {
+            quick_repair: false,
+            checkpoint_idle: Duration::from_secs(3600),
+            checkpoint_max_age: Duration::from_secs(3600),
+        };
+        let state = JournalState {
+            journal,
+            last_seq: 0,
+            seal: None,
+        };
+        Writer::new(db, options, Some(state))
+    }
+
+    fn journal_seq(writer: &Writer) -> Option<String> {
+        let tx = writer.db.begin_read().unwrap();
+        let meta = tx.open_table(META).ok()?;
+        let value = meta.get("journal_seq").unwrap()?;
+        Some(String::from_utf8(value.value().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_failed_job_in_a_journaled_batch_can_never_be_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (a, a_rx) = job(1, false);
+        let (b, b_rx) = job(2, true);
+        let (c, c_rx) = job(3, false);
+        // Three jobs: the records are written while the jobs are applied, so the
+        // failing one's record reaches the file before its failure is known.
+        writer.commit_batch(vec![a, b, c]);
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        assert!(b_rx.blocking_recv().unwrap().is_err());
+        assert!(c_rx.blocking_recv().unwrap().is_ok());
+        // The retry of a and c was a durable commit that sealed seqs 1..=3 off.
+        let state = writer.journal.as_ref().unwrap();
+        assert_eq!(state.seal, None);
+        assert_eq!(journal_seq(&writer).as_deref(), Some("3"));
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert!(records.iter().all(|r| r.seq <= 3), "{records:?}");
+
+        // Journaling resumes after the seal, numbering after it.
+        let (d, d_rx) = job(4, false);
+        writer.commit_batch(vec![d]);
+        assert!(d_rx.blocking_recv().unwrap().is_ok());
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
+        assert_eq!(journal_seq(&writer).as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn a_lone_failing_job_writes_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (b, b_rx) = job(2, true);
+        writer.commit_batch(vec![b]);
+        assert!(b_rx.blocking_recv().unwrap().is_err());
+        assert_eq!(writer.journal.as_ref().unwrap().seal, None);
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert!(records.is_empty());
+    }
 }

@@ -1,10 +1,11 @@
 //! The agent runner: starts one agent subprocess and sees it to its end.
 //!
 //! An agent runs without a shell, in its own process group, in the bot's working
-//! directory. Its prompt is a file in the run directory given to it as stdin, and its
-//! stdout and stderr go to files beside it (`<run_dir>/{prompt,stdout,stderr}`), so
-//! nothing ties the agent to this process: if agentlab restarts, the agent keeps
-//! running and the next process [`adopt`]s it by its [`ProcIdentity`].
+//! directory. Its prompt is a complete file given to it as stdin (in memory on
+//! Linux, `<run_dir>/prompt` elsewhere), and its stdout and stderr go to files in
+//! the run directory (`<run_dir>/{stdout,stderr}`), so nothing ties the agent to
+//! this process: if agentlab restarts, the agent keeps running and the next
+//! process [`adopt`]s it by its [`ProcIdentity`].
 //!
 //! Invariants:
 //! - Nothing kills an agent implicitly: dropping a [`RunningAgent`] or the future of
