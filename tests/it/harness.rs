@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentlab::storage::{Store, StoreOptions, Task};
-use agentlab::telegram_sim::{IncomingMessage, SentItem, SentKind, SimHandle, TelegramSim};
+use agentlab::telegram_sim::{
+    IncomingMessage, SentItem, SentKind, SimConfig, SimHandle, TelegramSim,
+};
 use serde_json::Value;
 
 /// Upper bound for anything a test waits for; conditions usually hold in ms.
@@ -99,7 +101,13 @@ pub struct Service {
 impl Service {
     /// Starts a simulator and the service; returns once `/readyz` says ready.
     pub async fn start(options: Options) -> Service {
-        let sim = TelegramSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), Vec::new())
+        // The long crash loop sends ~7,000 items; the default caps (5,000 sent
+        // items) would forget the first answers and make them look lost.
+        let mut config = SimConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), Vec::new());
+        config.limits.max_sent_items = 1_000_000;
+        config.limits.max_calls = 1_000_000;
+        config.limits.max_messages = 1_000_000;
+        let sim = TelegramSim::start_with(config)
             .await
             .expect("start the simulator");
         Self::start_with_sim(sim, options).await

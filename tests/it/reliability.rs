@@ -138,7 +138,11 @@ async fn every_prompt_survives_a_kill_9_loop_and_is_answered_once() {
             assert_eq!(task.status, TaskStatus::Succeeded, "{tag}: {task:?}");
         }
         let answers = answers_for(&service, *user, task);
-        assert!(!answers.is_empty(), "{tag} was answered");
+        assert!(
+            !answers.is_empty(),
+            "{tag} was not answered: {task:#?}\nsent to {user}: {:#?}",
+            service.sent_to(0, *user)
+        );
         let unmarked = answers.iter().filter(|a| !a.contains(REPEAT_MARK)).count();
         assert!(
             unmarked <= 1,
