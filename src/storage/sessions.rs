@@ -9,6 +9,7 @@ use super::codec;
 use super::error::StoreError;
 use super::records::{ChatMessage, Session};
 use super::tables::{MESSAGES, SESSIONS};
+use super::tasks::TaskOp;
 use super::{Pending, Store, StoreResult};
 
 /// Longest stored history message, bytes.
@@ -95,7 +96,18 @@ impl Store {
     ) -> Pending<()> {
         let (bot, role, text) = (bot_id.to_string(), role.to_string(), text.to_string());
         let bound = self.options().history_messages;
-        self.write(move |tx| append_message_tx(tx, &bot, user_id, &role, &text, now_ms, bound))
+        // Journaled like the task it belongs to (one small fsync, not a commit).
+        let op = TaskOp::Message {
+            bot_id: bot.clone(),
+            user_id,
+            role: role.clone(),
+            text: text.clone(),
+            now_ms,
+            history: bound,
+        };
+        self.write_op(&op, move |tx| {
+            append_message_tx(tx, &bot, user_id, &role, &text, now_ms, bound)
+        })
     }
 
     /// The newest `limit` messages of a (bot, user), oldest first.

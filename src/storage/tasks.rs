@@ -110,7 +110,7 @@ impl Store {
 
     /// Queues a journaled write: `f` applies `op` and returns the caller's answer;
     /// [`TaskOp::redo`] applies the same op again at open after a crash.
-    fn write_op<T, F>(&self, op: &TaskOp, f: F) -> Pending<T>
+    pub(super) fn write_op<T, F>(&self, op: &TaskOp, f: F) -> Pending<T>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> StoreResult<T> + Send + 'static,
@@ -575,7 +575,7 @@ const JOURNAL_FORMAT: u8 = 1;
 /// of the stored state and these inputs, so [`TaskOp::redo`] after a crash
 /// reproduces exactly what was acknowledged (same ids, same outcome).
 #[derive(Debug, Serialize, Deserialize)]
-enum TaskOp {
+pub(super) enum TaskOp {
     Submit {
         new: NewTask,
         now_ms: u64,
@@ -609,6 +609,15 @@ enum TaskOp {
     Delivered {
         task_id: u64,
     },
+    /// A conversation message (the user's prompt, recorded beside its task).
+    Message {
+        bot_id: String,
+        user_id: i64,
+        role: String,
+        text: String,
+        now_ms: u64,
+        history: usize,
+    },
 }
 
 impl TaskOp {
@@ -640,6 +649,14 @@ impl TaskOp {
             }
             TaskOp::DeliveryFailed { task_id } => delivery_failed_tx(tx, *task_id),
             TaskOp::Delivered { task_id } => delivered_tx(tx, *task_id),
+            TaskOp::Message {
+                bot_id,
+                user_id,
+                role,
+                text,
+                now_ms,
+                history,
+            } => append_message_tx(tx, bot_id, *user_id, role, text, *now_ms, *history),
         }
     }
 }

@@ -722,11 +722,15 @@ fn task_state(store: &Store) -> String {
         .iter()
         .map(|t| t.id)
         .collect();
-    format!("{tasks:?} outbox {outbox:?}")
+    let history: Vec<_> = (0..7)
+        .map(|user| store.history("A", user, 1_000).unwrap())
+        .collect();
+    format!("{tasks:?} outbox {outbox:?} history {history:?}")
 }
 
 /// The child side of `acknowledged_task_operations_survive_a_crash_through_the_journal`:
-/// 40 submissions, a durable write, then 60 more submissions and whole task
+/// 40 submissions (each with its history message), a durable write, then 60 more
+/// and whole task
 /// life-cycles (claim, process, progress, finish, delivery), each acknowledged,
 /// then an abort: no checkpoint, no close, no destructor.
 #[test]
@@ -737,15 +741,19 @@ fn journal_crash_child() {
     };
     let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
     let submit = |i: u64| {
-        store
-            .submit_task(
-                new_task("A", (i % 7) as i64, &format!("prompt {i}"), 5),
-                1_000 + i,
-            )
+        let user = (i % 7) as i64;
+        let prompt = format!("prompt {i}");
+        let id = store
+            .submit_task(new_task("A", user, &prompt, 5), 1_000 + i)
             .wait()
             .unwrap()
             .task
-            .id
+            .id;
+        store
+            .append_message("A", user, "user", &prompt, 1_000 + i)
+            .wait()
+            .unwrap();
+        id
     };
     for i in 0..40 {
         submit(i);
@@ -805,11 +813,12 @@ fn acknowledged_task_operations_survive_a_crash_through_the_journal() {
         .find_map(|l| l.split_once("STATE ").map(|(_, state)| state.to_string()))
         .unwrap_or_else(|| panic!("no STATE line: {stdout}"));
     let journal = journal::Journal::path_for(&path);
-    // 60 submissions and 5 × 6 life-cycle steps lived only in the journal.
-    assert_eq!(journal::Journal::open(&journal).unwrap().1.len(), 90);
+    // 60 submissions with their history messages and 5 × 6 life-cycle steps
+    // lived only in the journal.
+    assert_eq!(journal::Journal::open(&journal).unwrap().1.len(), 150);
 
     let store = Store::open(&path, StoreOptions::default()).unwrap();
-    assert_eq!(store.replayed_at_open(), 90);
+    assert_eq!(store.replayed_at_open(), 150);
     assert_eq!(
         task_state(&store),
         acknowledged,
