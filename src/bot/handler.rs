@@ -213,14 +213,14 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         chat_id: sender.chat_id,
         kind: TaskKind::Chat,
         source: TaskSource::Telegram,
-        prompt: prompt.clone(),
+        prompt,
         priority: PRIORITY_NORMAL,
         max_attempts: bot.ctx.config.limits.max_attempts,
         reply_to_message_id: Some(sender.message_id),
         update_id: Some(update_id),
     };
     let now = now_ms();
-    let submitted = match bot.ctx.store.submit_task(new, now).await {
+    let submitted = match bot.ctx.store.submit_prompt(new, now).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot store a prompt");
@@ -237,11 +237,6 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
     }
     let task = submitted.task;
     bot.ctx.pool.notify();
-    let _ = bot
-        .ctx
-        .store
-        .append_message(&bot.config.id, sender.user_id, "user", &prompt, now)
-        .await;
     let ack = if bot
         .ctx
         .circuits

@@ -124,6 +124,13 @@ struct Inner {
     /// Journaled task operations redone at open (the last run ended without a
     /// checkpoint: a crash or kill).
     replayed: u64,
+    /// Tasks whose answer this process's `finish_task` queued for delivery: that
+    /// commit also recorded the delivery as begun, so the first
+    /// `begin_delivery` of each needs no write of its own (see
+    /// [`Store::begin_delivery`]). Memory only: after a restart the recorded
+    /// start says an earlier process may have sent the answer. A std Mutex: held
+    /// for a set operation, never across an await.
+    delivery_begun_by_finish: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Store {
@@ -186,6 +193,7 @@ impl Store {
                 options,
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
+                delivery_begun_by_finish: Mutex::default(),
             }),
         })
     }
@@ -239,6 +247,36 @@ impl Store {
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(handle) => handle.submit_journaled(record, f),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
+    /// [`Self::write_journaled`], with `then` run on the writer thread once the
+    /// outcome is known, before the caller is answered.
+    pub(crate) fn write_journaled_then<T, F, C>(&self, record: Vec<u8>, f: F, then: C) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+        C: FnOnce(StoreResult<T>) -> StoreResult<T> + Send + 'static,
+    {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.submit_journaled_then(record, f, then),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
+    /// Queues a write whose loss in a crash is harmless by design (see
+    /// [`writer`]): answered after a non-durable commit, persisted by the next
+    /// durable one, at most a second later.
+    pub(crate) fn write_relaxed<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.submit_relaxed(f),
             None => Pending::failed(StoreError::Closed),
         }
     }

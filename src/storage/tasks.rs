@@ -33,6 +33,8 @@ const CLAIM_SCAN_LIMIT: usize = 10_000;
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 /// Longest stored result, bytes (the full output stays in the run files).
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Most answers remembered as "delivery begun by this process's finish".
+const MAX_FRESH_DELIVERIES: usize = 100_000;
 
 /// The outcome of a submission.
 #[derive(Debug, Clone)]
@@ -108,6 +110,25 @@ impl Store {
         self.write_op(&op, move |tx| submit_tx(tx, &new, now_ms))
     }
 
+    /// [`Self::submit_task`] for a chat prompt, which also enters the user's
+    /// conversation history, in the same transaction and journal record (a
+    /// re-delivered update adds neither twice).
+    pub fn submit_prompt(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
+        if new.prompt.len() > MAX_PROMPT_BYTES {
+            return Pending::failed(StoreError::Invalid(format!(
+                "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
+                new.prompt.len()
+            )));
+        }
+        let history = self.options().history_messages;
+        let op = TaskOp::SubmitPrompt {
+            new: new.clone(),
+            now_ms,
+            history,
+        };
+        self.write_op(&op, move |tx| submit_prompt_tx(tx, &new, now_ms, history))
+    }
+
     /// Queues a journaled write: `f` applies `op` and returns the caller's answer;
     /// [`TaskOp::redo`] applies the same op again at open after a crash.
     pub(super) fn write_op<T, F>(&self, op: &TaskOp, f: F) -> Pending<T>
@@ -123,6 +144,12 @@ impl Store {
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
     /// `blocked_bots`, of users who already have a running task, and retries whose
     /// backoff has not elapsed. The task becomes `running` in the same transaction.
+    ///
+    /// The claim is relaxed (not fsynced): every other claimer sees it at once, and
+    /// what makes it durable is [`Self::record_task_process`], whose journal record
+    /// redoes the claim if a crash lost it. A claim lost before that leaves the
+    /// task queued, which is what recovery does with a run that has no recorded
+    /// process anyway.
     pub fn claim_next_task(
         &self,
         now_ms: u64,
@@ -140,36 +167,76 @@ impl Store {
         if matches!(nothing_to_claim, Ok(true)) {
             return Pending::ready(None);
         }
-        let op = TaskOp::Claim {
-            now_ms,
-            blocked_bots: blocked_bots.clone(),
-        };
-        self.write_op(&op, move |tx| claim_tx(tx, now_ms, &blocked_bots))
+        self.write_relaxed(move |tx| claim_tx(tx, now_ms, &blocked_bots))
     }
 
-    /// Records the agent process of a running task (before waiting for it).
-    pub fn record_task_process(&self, task_id: u64, pid: u32, start_time: u64) -> Pending<()> {
-        let op = TaskOp::Process {
+    /// Records the agent process of a claimed task (before waiting for it),
+    /// durable through the journal together with the claim: `claimed_ms` is the
+    /// task's `started_ms`, so a redo after a crash claims it as it was claimed.
+    pub fn record_task_process(
+        &self,
+        task_id: u64,
+        claimed_ms: u64,
+        pid: u32,
+        start_time: u64,
+    ) -> Pending<()> {
+        let op = TaskOp::Started {
             task_id,
+            claimed_ms,
             pid,
             start_time,
         };
-        self.write_op(&op, move |tx| process_tx(tx, task_id, pid, start_time))
+        self.write_op(&op, move |tx| {
+            started_tx(tx, task_id, claimed_ms, pid, start_time)
+        })
     }
 
     /// Ends a running (or queued, for a refusal) task: status, result, cost added to
     /// the bot's day, session updated, answer queued for delivery — one transaction.
+    ///
+    /// An answer queued for delivery is also recorded as being delivered from now
+    /// on (the outbox sends it at once), which saves its delivery a durable step;
+    /// if a crash comes before the answer is sent, the next process sends it with
+    /// the note that it may be a repeat.
     pub fn finish_task(&self, task_id: u64, finish: TaskFinish, now_ms: u64) -> Pending<Task> {
         let history = self.options().history_messages;
+        let deliver = finish.deliver;
         let op = TaskOp::Finish {
             task_id,
             finish: finish.clone(),
             now_ms,
             history,
         };
-        self.write_op(&op, move |tx| {
-            finish_tx(tx, task_id, &finish, now_ms, history)
-        })
+        let store = self.clone();
+        let mut record = vec![JOURNAL_FORMAT];
+        record.extend(codec::encode(&op));
+        self.write_journaled_then(
+            record,
+            move |tx| finish_tx(tx, task_id, &finish, now_ms, history),
+            // On the writer thread once committed, before the caller hears: the
+            // outbox it wakes finds the mark.
+            move |outcome| {
+                if deliver && let Ok(task) = &outcome {
+                    store.note_delivery_begun_by_finish(task.id);
+                }
+                outcome
+            },
+        )
+    }
+
+    fn note_delivery_begun_by_finish(&self, task_id: u64) {
+        let mut begun = self
+            .inner
+            .delivery_begun_by_finish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Bounded: answers that are never delivered (a bot removed from the
+        // configuration) must not grow it forever; a forgotten mark only costs
+        // the delivery its own durable step and a repeat note.
+        if begun.len() >= MAX_FRESH_DELIVERIES {
+            begun.clear();
+        }
+        begun.insert(task_id);
     }
 
     /// Puts a task back in the queue after a failed or interrupted run, to start no
@@ -274,19 +341,26 @@ impl Store {
         })
     }
 
-    /// Remembers the progress message shown for a task.
+    /// Remembers the progress message shown for a task. Relaxed: lost in a crash,
+    /// the message is merely not cleaned up after the answer.
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
-        let op = TaskOp::Progress {
-            task_id,
-            message_id,
-        };
-        self.write_op(&op, move |tx| progress_tx(tx, task_id, message_id))
+        self.write_relaxed(move |tx| progress_tx(tx, task_id, message_id))
     }
 
     /// Records that sending a task's answer begins; returns when an earlier attempt
     /// began (and was never marked failed or delivered): that one may have reached
     /// the user before a crash.
     pub fn begin_delivery(&self, task_id: u64, now_ms: u64) -> Pending<Option<u64>> {
+        let begun_by_finish = self
+            .inner
+            .delivery_begun_by_finish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task_id);
+        if begun_by_finish {
+            // This process's finish_task recorded the start: a first attempt.
+            return Pending::ready(None);
+        }
         let op = TaskOp::BeginDelivery { task_id, now_ms };
         self.write_op(&op, move |tx| begin_delivery_tx(tx, task_id, now_ms))
     }
@@ -297,10 +371,11 @@ impl Store {
         self.write_op(&op, move |tx| delivery_failed_tx(tx, task_id))
     }
 
-    /// Removes a delivered answer from the outbox.
+    /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (the
+    /// next durable commit is at most a second away), the answer is sent again
+    /// with the note that says so, since [`Self::begin_delivery`] is durable.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
-        let op = TaskOp::Delivered { task_id };
-        self.write_op(&op, move |tx| delivered_tx(tx, task_id))
+        self.write_relaxed(move |tx| delivered_tx(tx, task_id))
     }
 
     /// A task by id.
@@ -618,6 +693,22 @@ pub(super) enum TaskOp {
         now_ms: u64,
         history: usize,
     },
+    // Variants are matched by position in the encoding: add new ones below only.
+    // `Claim`, `Process`, `Progress`, `Delivered` and `Message` are no longer
+    // written; they stay to redo journals an older build left behind.
+    /// A submission whose prompt also enters the conversation history.
+    SubmitPrompt {
+        new: NewTask,
+        now_ms: u64,
+        history: usize,
+    },
+    /// A claimed task's agent process; redoes the (relaxed) claim if it was lost.
+    Started {
+        task_id: u64,
+        claimed_ms: u64,
+        pid: u32,
+        start_time: u64,
+    },
 }
 
 impl TaskOp {
@@ -657,8 +748,57 @@ impl TaskOp {
                 now_ms,
                 history,
             } => append_message_tx(tx, bot_id, *user_id, role, text, *now_ms, *history),
+            TaskOp::SubmitPrompt {
+                new,
+                now_ms,
+                history,
+            } => submit_prompt_tx(tx, new, *now_ms, *history).map(drop),
+            TaskOp::Started {
+                task_id,
+                claimed_ms,
+                pid,
+                start_time,
+            } => started_tx(tx, *task_id, *claimed_ms, *pid, *start_time),
         }
     }
+}
+
+fn submit_prompt_tx(
+    tx: &WriteTransaction,
+    new: &NewTask,
+    now_ms: u64,
+    history: usize,
+) -> StoreResult<TaskSubmitted> {
+    let submitted = submit_tx(tx, new, now_ms)?;
+    if !submitted.duplicate && history > 0 {
+        append_message_tx(
+            tx,
+            &new.bot_id,
+            new.user_id,
+            "user",
+            &new.prompt,
+            now_ms,
+            history,
+        )?;
+    }
+    Ok(submitted)
+}
+
+/// Records a running task's process. After a crash that lost the relaxed claim,
+/// the task is queued again: it is claimed here first, exactly as the claim at
+/// `claimed_ms` did.
+fn started_tx(
+    tx: &WriteTransaction,
+    task_id: u64,
+    claimed_ms: u64,
+    pid: u32,
+    start_time: u64,
+) -> StoreResult<()> {
+    let task = load_task(tx, task_id)?;
+    if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
+        start_claimed(tx, task, claimed_ms)?;
+    }
+    process_tx(tx, task_id, pid, start_time)
 }
 
 fn process_tx(tx: &WriteTransaction, task_id: u64, pid: u32, start_time: u64) -> StoreResult<()> {
@@ -844,9 +984,14 @@ fn claim_tx(
     now_ms: u64,
     blocked_bots: &[String],
 ) -> StoreResult<Option<Claimed>> {
-    let Some(mut task) = find_claimable(tx, now_ms, blocked_bots)? else {
+    let Some(task) = find_claimable(tx, now_ms, blocked_bots)? else {
         return Ok(None);
     };
+    start_claimed(tx, task, now_ms).map(Some)
+}
+
+/// Turns a queued task into a running one (attempt counted, user marked busy).
+fn start_claimed(tx: &WriteTransaction, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
     let old_status = task.status;
     remove_from_queue(tx, &task)?;
     task.status = TaskStatus::Running;
@@ -873,7 +1018,7 @@ fn claim_tx(
         Some(&task.bot_id),
         &json!({"task_id": task.id, "attempt": task.attempts, "wait_ms": now_ms.saturating_sub(task.created_ms), "kind": task.kind.as_str()}),
     )?;
-    Ok(Some(Claimed { task, session_id }))
+    Ok(Claimed { task, session_id })
 }
 
 fn find_claimable(
@@ -963,6 +1108,10 @@ fn finish_tx(
     task.output_tokens += finish.output_tokens;
     if finish.session_id.is_some() {
         task.session_id = finish.session_id.clone();
+    }
+    if finish.deliver {
+        // See Store::finish_task: the outbox sends it from now on.
+        task.delivery_started_ms = Some(now_ms);
     }
     store_task(tx, &task)?;
     reindex_status(tx, task.id, old_status, status)?;

@@ -16,7 +16,13 @@
 //!   (task operations), a non-durable commit whose records the journal has
 //!   fsynced ([`super::journal`]); a later durable commit or checkpoint (idle, or
 //!   at most [`WriterOptions::checkpoint_max_age`] later) persists it in redb and
-//!   lets the journal start over. Monitor samples, which
+//!   lets the journal start over;
+//! - a *relaxed* job ([`Durability::Relaxed`]) is the one exception: bookkeeping
+//!   whose loss in a crash is harmless by design (a claim that a later journaled
+//!   record redoes, a delivered mark whose loss shows as a re-send with a note, a
+//!   progress message id). It is answered after a non-durable commit and reaches
+//!   the disk with the next durable commit or checkpoint, at most
+//!   [`WriterOptions::checkpoint_max_age`] later. Monitor samples, which
 //!   arrive every few seconds, do not come here one tick at a time: the series
 //!   layer buffers them and writes them in one job per flush interval
 //!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
@@ -37,9 +43,35 @@ pub(crate) const MAX_BATCH: usize = 512;
 pub(crate) trait WriteJob: Send {
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
-    /// The job's redo record, when it can be made durable by the journal (a
-    /// replay of the record redoes the job); `None` needs a durable commit.
-    fn journal_payload(&self) -> Option<&[u8]>;
+    /// What the job needs before its caller may be answered.
+    fn durability(&self) -> JobDurability<'_>;
+}
+
+/// What a write job needs before it is answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JobDurability<'a> {
+    /// A durable redb commit.
+    Durable,
+    /// Its redo record fsynced in the journal (or a durable commit).
+    Journaled(&'a [u8]),
+    /// Nothing: a non-durable commit, persisted by the next durable one.
+    Relaxed,
+}
+
+impl<'a> JobDurability<'a> {
+    fn payload(self) -> Option<&'a [u8]> {
+        match self {
+            JobDurability::Journaled(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// How a job asks to be made durable, as given to [`WriterHandle`].
+enum Wanted {
+    Durable,
+    Journaled(Vec<u8>),
+    Relaxed,
 }
 
 /// A closure applied to the transaction; once the outcome is known (the commit
@@ -48,7 +80,7 @@ pub(crate) trait WriteJob: Send {
 /// outlive the commit and no longer, or note a failure nobody awaits.
 struct ClosureJob<T, U, F, C> {
     f: F,
-    journal: Option<Vec<u8>>,
+    wanted: Wanted,
     value: Option<T>,
     then: C,
     reply: oneshot::Sender<Result<U, StoreError>>,
@@ -76,8 +108,12 @@ where
         let _ = self.reply.send((self.then)(result));
     }
 
-    fn journal_payload(&self) -> Option<&[u8]> {
-        self.journal.as_deref()
+    fn durability(&self) -> JobDurability<'_> {
+        match &self.wanted {
+            Wanted::Durable => JobDurability::Durable,
+            Wanted::Journaled(record) => JobDurability::Journaled(record),
+            Wanted::Relaxed => JobDurability::Relaxed,
+        }
     }
 }
 
@@ -172,7 +208,7 @@ impl WriterHandle {
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
         C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
-        self.submit_job(None, f, then)
+        self.submit_job(Wanted::Durable, f, then)
     }
 
     /// Like [`Self::submit`] for a job that `record` redoes (see [`super::journal`]):
@@ -182,10 +218,35 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit_job(Some(record), f, |outcome| outcome)
+        self.submit_job(Wanted::Journaled(record), f, |outcome| outcome)
     }
 
-    fn submit_job<T, U, F, C>(&self, journal: Option<Vec<u8>>, f: F, then: C) -> Pending<U>
+    /// [`Self::submit_journaled`] with a `then` (see [`ClosureJob`]).
+    pub(crate) fn submit_journaled_then<T, F, C>(
+        &self,
+        record: Vec<u8>,
+        f: F,
+        then: C,
+    ) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(Result<T, StoreError>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_job(Wanted::Journaled(record), f, then)
+    }
+
+    /// Like [`Self::submit`] for a job whose loss in a crash is harmless (see the
+    /// module comment): answered after a non-durable commit.
+    pub(crate) fn submit_relaxed<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_job(Wanted::Relaxed, f, |outcome| outcome)
+    }
+
+    fn submit_job<T, U, F, C>(&self, wanted: Wanted, f: F, then: C) -> Pending<U>
     where
         T: Send + 'static,
         U: Send + 'static,
@@ -195,7 +256,7 @@ impl WriterHandle {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
             f,
-            journal,
+            wanted,
             value: None,
             then,
             reply,
@@ -381,17 +442,28 @@ impl Writer {
         }
     }
 
-    /// Whether a batch of these jobs may be made durable through the journal.
-    fn can_journal(&self, jobs: &[Box<dyn WriteJob>]) -> bool {
-        let Some(state) = self.journal.as_ref() else {
-            return false;
-        };
-        state.seal.is_none()
-            && state.journal.written() < JOURNAL_MAX_BYTES
-            && jobs.iter().all(|job| {
-                job.journal_payload()
-                    .is_some_and(|p| p.len() <= journal::MAX_PAYLOAD)
-            })
+    /// How a batch of these jobs is committed.
+    fn plan(&self, jobs: &[Box<dyn WriteJob>]) -> Plan {
+        let mut records = 0;
+        for job in jobs {
+            match job.durability() {
+                JobDurability::Durable => return Plan::Durable,
+                JobDurability::Journaled(p) if p.len() <= journal::MAX_PAYLOAD => records += 1,
+                JobDurability::Journaled(_) => return Plan::Durable,
+                JobDurability::Relaxed => {}
+            }
+        }
+        if records == 0 {
+            return Plan::Relaxed;
+        }
+        let journal_usable = self.journal.as_ref().is_some_and(|state| {
+            state.seal.is_none() && state.journal.written() < JOURNAL_MAX_BYTES
+        });
+        if journal_usable {
+            Plan::Journaled
+        } else {
+            Plan::Durable
+        }
     }
 
     /// At the end: a last checkpoint, then a journal with nothing to replay.
@@ -411,10 +483,10 @@ impl Writer {
     /// error).
     fn commit_batch(&mut self, mut jobs: Vec<Box<dyn WriteJob>>) {
         loop {
-            let outcome = if self.can_journal(&jobs) {
-                self.try_commit_journaled(&mut jobs)
-            } else {
-                self.try_commit(&mut jobs)
+            let outcome = match self.plan(&jobs) {
+                Plan::Durable => self.try_commit(&mut jobs),
+                Plan::Journaled => self.try_commit_journaled(&mut jobs),
+                Plan::Relaxed => self.try_commit_relaxed(&mut jobs),
             };
             match outcome {
                 Ok(()) => {
@@ -477,7 +549,20 @@ impl Writer {
         Ok(())
     }
 
-    /// A batch of journaled jobs: their records are appended to the journal (on
+    /// A batch of relaxed jobs only: a non-durable commit, which the next
+    /// durable commit or checkpoint persists.
+    fn try_commit_relaxed(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+        let tx = self.begin(false)?;
+        if let Err(e) = apply_all(&tx, jobs) {
+            let _ = tx.abort();
+            return Err(e);
+        }
+        tx.commit().map_err(|e| BatchError::Commit(e.into()))?;
+        self.pending_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// A batch of journaled (and relaxed) jobs: their records are appended to the journal (on
     /// the journal's thread) while the jobs are applied in a non-durable
     /// transaction that also records the last sequence number; once both are
     /// done the transaction is committed (visible). Any failure erases the
@@ -489,9 +574,12 @@ impl Writer {
                 "no journal".into(),
             )));
         };
+        let payloads: Vec<&[u8]> = jobs
+            .iter()
+            .filter_map(|j| j.durability().payload())
+            .collect();
         let first_seq = state.last_seq + 1;
-        let last_seq = state.last_seq + jobs.len() as u64;
-        let payloads: Vec<&[u8]> = jobs.iter().filter_map(|j| j.journal_payload()).collect();
+        let last_seq = state.last_seq + payloads.len() as u64;
         let records = state.journal.encode(first_seq, &payloads);
         let bytes = records.len() as u64;
         let apply = |jobs: &mut [Box<dyn WriteJob>]| {
@@ -575,6 +663,13 @@ enum BatchError {
     Commit(StoreError),
 }
 
+/// How one batch is committed: see [`Writer::plan`].
+enum Plan {
+    Durable,
+    Journaled,
+    Relaxed,
+}
+
 fn collect_batch(
     first: Box<dyn WriteJob>,
     rx: &Receiver<Box<dyn WriteJob>>,
@@ -608,7 +703,7 @@ mod tests {
                 tx.open_table(T)?.insert(key, key)?;
                 Ok(())
             },
-            journal: Some(key.to_le_bytes().to_vec()),
+            wanted: Wanted::Journaled(key.to_le_bytes().to_vec()),
             value: None,
             then: |outcome| outcome,
             reply,
@@ -666,6 +761,61 @@ mod tests {
         let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
         assert_eq!(journal_seq(&writer).as_deref(), Some("4"));
+    }
+
+    /// A relaxed job writing `key`, answering on the receiver.
+    fn relaxed_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = ClosureJob {
+            f: move |tx: &WriteTransaction| {
+                tx.open_table(T)?.insert(key, key)?;
+                Ok(())
+            },
+            wanted: Wanted::Relaxed,
+            value: None,
+            then: |outcome| outcome,
+            reply,
+        };
+        (Box::new(job), rx)
+    }
+
+    fn stored(writer: &Writer, key: u64) -> bool {
+        let tx = writer.db.begin_read().unwrap();
+        tx.open_table(T)
+            .ok()
+            .is_some_and(|t| t.get(key).unwrap().is_some())
+    }
+
+    #[test]
+    fn relaxed_jobs_write_no_record_and_the_next_checkpoint_persists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (a, a_rx) = relaxed_job(1);
+        writer.commit_batch(vec![a]);
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        assert!(stored(&writer, 1), "visible at once");
+        assert!(writer.pending_since.is_some(), "a checkpoint is owed");
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert!(records.is_empty());
+
+        // Beside a journaled job: only the journaled one gets a record.
+        let (b, b_rx) = relaxed_job(2);
+        let (c, c_rx) = job(3, false);
+        writer.commit_batch(vec![b, c]);
+        assert!(b_rx.blocking_recv().unwrap().is_ok());
+        assert!(c_rx.blocking_recv().unwrap().is_ok());
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(journal_seq(&writer).as_deref(), Some("1"));
+
+        writer.checkpoint();
+        assert!(writer.pending_since.is_none());
+        let db_path = dir.path().join("db");
+        drop(writer);
+        let db = Database::open(&db_path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let t = tx.open_table(T).unwrap();
+        assert!((1..=3).all(|k| t.get(k).unwrap().is_some()), "all durable");
     }
 
     #[test]

@@ -576,7 +576,8 @@ fn signal_group(pgid: u32, signal: libc::c_int) -> bool {
 
 fn log_ending(ending: Ending, status: Option<ExitStatus>) {
     match ending {
-        Ending::Exited => info!(?status, "agent exited"),
+        // The pool logs the task's end right after; one line per run is enough.
+        Ending::Exited => tracing::debug!(?status, "agent exited"),
         Ending::TimedOut => warn!(?status, "agent timed out and was stopped"),
         Ending::Cancelled => info!(?status, "agent cancelled and stopped"),
     }

@@ -399,7 +399,12 @@ impl Pool {
         if let Err(e) = self
             .shared
             .store
-            .record_task_process(task.id, identity.pid, identity.start_time)
+            .record_task_process(
+                task.id,
+                task.started_ms.unwrap_or_else(now_ms),
+                identity.pid,
+                identity.start_time,
+            )
             .await
         {
             tracing::error!(error = %e, "cannot record the agent's pid");

@@ -171,13 +171,15 @@ async fn a_stored_pid_that_now_belongs_to_another_process_is_not_adopted() {
             .expect("submit")
             .task
             .id;
-        store
+        let claimed = store
             .claim_next_task(now_ms(), vec![])
             .wait()
-            .expect("claim");
+            .expect("claim")
+            .expect("a task to claim");
         // Same pid, another start time: the pid was reused.
+        let claimed_ms = claimed.task.started_ms.expect("started");
         store
-            .record_task_process(id, own.pid, own.start_time + 12345)
+            .record_task_process(id, claimed_ms, own.pid, own.start_time + 12345)
             .wait()
             .expect("pid");
         store.close();
