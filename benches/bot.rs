@@ -65,14 +65,19 @@ async fn bench() {
         "agent CPU ms/msg",
     ]);
     let mut starts = Vec::new();
+    // Every level's files are kept until the end: on an ext4 without a journal
+    // (this machine's disk), each inode freed in the last minutes makes every new
+    // one slower to allocate (`recently_deleted`), so removing a level's run files
+    // would tax the next level's runs.
+    let mut kept = Vec::new();
     for (users, rounds) in LEVELS {
         let bot_id = format!("BOT-U{users}");
         let (service, figures) = start_idle(&sim, &clock, &bot_id, users).await;
         starts.push(figures);
         level(&sim, &clock, &service, users, rounds, &mut table).await;
-        service.stop();
+        kept.push(service.stop());
     }
-    backlog(&sim, &clock, &mut table).await;
+    kept.push(backlog(&sim, &clock, &mut table).await);
 
     let mut start_table = Table::new(&[
         "start",
@@ -94,6 +99,7 @@ async fn bench() {
         common::machine(),
         ms(clock.uncertainty)
     );
+    println!("Files: {}", common::bench_filesystem());
     println!();
     table.print();
     println!();
@@ -261,7 +267,7 @@ async fn level(
     ]);
 }
 
-async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) {
+async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfile::TempDir {
     let bot_id = "BOT-BACKLOG";
     // Register the bot and queue the prompts before the service exists.
     let token = &common::service::bot_token(0, bot_id);
@@ -339,5 +345,5 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) {
         cpu_per_message(cpu, BACKLOG),
         ms(cpu.children / BACKLOG as u32),
     ]);
-    service.stop();
+    service.stop()
 }

@@ -97,9 +97,10 @@ async fn bench() {
         "service log tail (chat-less deliveries left out):\n{}",
         other.join("\n")
     );
-    service.stop();
+    let _removed_at_exit = service.stop();
     println!();
     println!("Machine: {}; pool of {WORKERS} workers", common::machine());
+    println!("Files: {}", common::bench_filesystem());
     println!();
     table.print();
 }

@@ -63,7 +63,7 @@ async fn bench() {
     let during = measure(&sim, &clock, &service, "during snapshots").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = looper.await;
-    service.stop();
+    let _removed = service.stop();
 
     let mut table = Table::new(&["case", "messages", "p50 ms", "p99 ms"]);
     table.row(vec![

@@ -147,6 +147,52 @@ impl Table {
 }
 
 /// The machine, in one line: cores, CPU model, kernel.
+/// Where a bench puts its files: `$AGENTLAB_BENCH_DIR` (to measure on another
+/// filesystem, e.g. a journaled ext4 mount) or `target/tmp`.
+#[allow(dead_code)]
+pub fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("AGENTLAB_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// The filesystem type and options of the disk [`bench_dir`] is on, from
+/// `/proc/mounts` (the longest mount point that prefixes it).
+#[allow(dead_code)]
+pub fn bench_filesystem() -> String {
+    let dir = bench_dir();
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let best = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 4 && dir.starts_with(fields[1])).then(|| (fields[1].len(), fields))
+        })
+        .max_by_key(|(len, _)| *len);
+    match best {
+        Some((_, f)) => {
+            let journal = match f[2] {
+                "ext4" => match journal_of(f[0]) {
+                    Some(true) => ", with a journal",
+                    Some(false) => ", no journal",
+                    None => "",
+                },
+                _ => "",
+            };
+            format!("{} on {} ({}{journal})", dir.display(), f[0], f[2])
+        }
+        None => dir.display().to_string(),
+    }
+}
+
+/// Whether an ext4 device has a journal (`/proc/fs/ext4/<dev>/options`).
+fn journal_of(device: &str) -> Option<bool> {
+    let name = device.rsplit('/').next()?;
+    let options = std::fs::read_to_string(format!("/proc/fs/ext4/{name}/options")).ok()?;
+    Some(options.lines().any(|l| l.starts_with("data=")))
+}
+
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")

@@ -126,7 +126,7 @@ impl Service {
     /// Writes a config for `bots`, registers their tokens with `sim` and spawns the
     /// binary; does not wait.
     pub fn spawn(sim: &SimHandle, bots: &[BotSpec], workers: usize) -> Service {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        let dir = tempfile::tempdir_in(super::bench_dir()).expect("temp dir");
         Self::spawn_in(dir, sim, bots, workers)
     }
 
@@ -301,19 +301,21 @@ command = {agent:?}
         self.spawned_at
     }
 
-    /// SIGTERM, then wait for the exit.
-    pub fn stop(mut self) {
+    /// SIGTERM, then wait for the exit; hands back the directory, which is
+    /// removed when dropped.
+    pub fn stop(mut self) -> tempfile::TempDir {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return self.dir;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.dir
     }
 }
 
