@@ -53,7 +53,7 @@ pub struct Claimed {
 }
 
 /// How a run ended, as recorded by [`Store::finish_task`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskFinish {
     /// `succeeded`, `failed` or `cancelled`.
     pub status: Option<TaskStatus>,
@@ -574,7 +574,7 @@ const JOURNAL_FORMAT: u8 = 1;
 /// A task operation as the journal records it. Each is a deterministic function
 /// of the stored state and these inputs, so [`TaskOp::redo`] after a crash
 /// reproduces exactly what was acknowledged (same ids, same outcome).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(super) enum TaskOp {
     Submit {
         new: NewTask,

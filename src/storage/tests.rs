@@ -544,62 +544,297 @@ fn writes_after_close_fail_cleanly() {
     ));
 }
 
+fn finite_f64() -> impl Strategy<Value = f64> {
+    any::<f64>().prop_filter("finite", |v| v.is_finite())
+}
+
+fn arb_kind() -> impl Strategy<Value = TaskKind> {
+    prop_oneof![Just(TaskKind::Chat), Just(TaskKind::Task)]
+}
+
+fn arb_source() -> impl Strategy<Value = TaskSource> {
+    prop_oneof![
+        Just(TaskSource::Telegram),
+        Just(TaskSource::Api),
+        Just(TaskSource::Legacy)
+    ]
+}
+
+fn arb_status() -> impl Strategy<Value = TaskStatus> {
+    proptest::sample::select(TaskStatus::ALL.to_vec())
+}
+
+fn arb_error_class() -> impl Strategy<Value = Option<FailureClass>> {
+    proptest::option::of(proptest::sample::select(FailureClass::ALL.to_vec()))
+}
+
 fn arb_task() -> impl Strategy<Value = Task> {
-    (
+    let identity = (
         any::<u64>(),
         ".*",
         any::<i64>(),
+        any::<i64>(),
+        arb_kind(),
+        arb_source(),
+        ".*",
+        any::<u8>(),
+        arb_status(),
+        any::<u32>(),
+        any::<u32>(),
+    );
+    let times = (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<i32>()),
+    );
+    let outcome = (
+        proptest::option::of(".*"),
+        arb_error_class(),
+        proptest::option::of(".*"),
+        finite_f64(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(".*"),
+    );
+    let telegram = (
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(".*"),
+    );
+    (identity, times, outcome, telegram).prop_map(
+        |(
+            (
+                id,
+                bot_id,
+                user_id,
+                chat_id,
+                kind,
+                source,
+                prompt,
+                priority,
+                status,
+                attempts,
+                max_attempts,
+            ),
+            (created_ms, enqueued_ms, started_ms, finished_ms, pid, pid_start_time, exit_code),
+            (result, error_class, error, cost_usd, input_tokens, output_tokens, session_id),
+            (
+                reply_to_message_id,
+                update_id,
+                progress_message_id,
+                delivery_started_ms,
+                retry_of,
+                extra,
+            ),
+        )| Task {
+            id,
+            bot_id,
+            user_id,
+            chat_id,
+            kind,
+            source,
+            prompt,
+            priority,
+            status,
+            attempts,
+            max_attempts,
+            created_ms,
+            enqueued_ms,
+            started_ms,
+            finished_ms,
+            pid,
+            pid_start_time,
+            exit_code,
+            result,
+            error_class,
+            error,
+            cost_usd,
+            input_tokens,
+            output_tokens,
+            session_id,
+            reply_to_message_id,
+            update_id,
+            progress_message_id,
+            delivery_started_ms,
+            retry_of,
+            extra,
+        },
+    )
+}
+
+fn arb_new_task() -> impl Strategy<Value = NewTask> {
+    (
+        ".*",
+        any::<i64>(),
+        any::<i64>(),
+        arb_kind(),
+        arb_source(),
         ".*",
         any::<u8>(),
         any::<u32>(),
-        proptest::option::of(".*"),
-        any::<f64>(),
-        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i64>()),
     )
         .prop_map(
-            |(id, bot, user, prompt, priority, attempts, result, cost, pid)| Task {
-                id,
-                bot_id: bot,
-                user_id: user,
-                chat_id: user,
-                kind: TaskKind::Task,
-                source: TaskSource::Api,
+            |(
+                bot_id,
+                user_id,
+                chat_id,
+                kind,
+                source,
                 prompt,
                 priority,
-                status: TaskStatus::Failed,
-                attempts,
-                max_attempts: 3,
-                created_ms: id,
-                enqueued_ms: id,
-                started_ms: Some(id),
-                finished_ms: None,
-                pid,
-                pid_start_time: Some(7),
-                exit_code: Some(-1),
-                result,
-                error_class: Some(FailureClass::Timeout),
-                error: None,
-                cost_usd: cost,
-                input_tokens: 1,
-                output_tokens: 2,
-                session_id: None,
-                reply_to_message_id: Some(3),
-                update_id: Some(-4),
-                progress_message_id: None,
-                delivery_started_ms: None,
-                retry_of: None,
-                extra: Some("{\"a\":1}".into()),
+                max_attempts,
+                reply,
+                update,
+            )| {
+                NewTask {
+                    bot_id,
+                    user_id,
+                    chat_id,
+                    kind,
+                    source,
+                    prompt,
+                    priority,
+                    max_attempts,
+                    reply_to_message_id: reply,
+                    update_id: update,
+                }
             },
         )
+}
+
+fn arb_task_finish() -> impl Strategy<Value = TaskFinish> {
+    (
+        proptest::option::of(arb_status()),
+        proptest::option::of(".*"),
+        arb_error_class(),
+        proptest::option::of(".*"),
+        proptest::option::of(any::<i32>()),
+        finite_f64(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(".*"),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                status,
+                result,
+                error_class,
+                error,
+                exit_code,
+                cost_usd,
+                input_tokens,
+                output_tokens,
+                session_id,
+                deliver,
+            )| {
+                TaskFinish {
+                    status,
+                    result,
+                    error_class,
+                    error,
+                    exit_code,
+                    cost_usd,
+                    input_tokens,
+                    output_tokens,
+                    session_id,
+                    deliver,
+                }
+            },
+        )
+}
+
+fn arb_task_op() -> impl Strategy<Value = tasks::TaskOp> {
+    use tasks::TaskOp;
+    prop_oneof![
+        (arb_new_task(), any::<u64>()).prop_map(|(new, now_ms)| TaskOp::Submit { new, now_ms }),
+        (any::<u64>(), proptest::collection::vec(".*", 0..4)).prop_map(|(now_ms, blocked_bots)| {
+            TaskOp::Claim {
+                now_ms,
+                blocked_bots,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(task_id, pid, start_time)| {
+            TaskOp::Process {
+                task_id,
+                pid,
+                start_time,
+            }
+        }),
+        (
+            any::<u64>(),
+            arb_task_finish(),
+            any::<u64>(),
+            any::<usize>()
+        )
+            .prop_map(|(task_id, finish, now_ms, history)| TaskOp::Finish {
+                task_id,
+                finish,
+                now_ms,
+                history
+            }),
+        (any::<u64>(), proptest::option::of(any::<i32>())).prop_map(|(task_id, message_id)| {
+            TaskOp::Progress {
+                task_id,
+                message_id,
+            }
+        }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(task_id, now_ms)| TaskOp::BeginDelivery { task_id, now_ms }),
+        any::<u64>().prop_map(|task_id| TaskOp::DeliveryFailed { task_id }),
+        any::<u64>().prop_map(|task_id| TaskOp::Delivered { task_id }),
+        (".*", any::<i64>(), ".*", ".*", any::<u64>(), any::<usize>()).prop_map(
+            |(bot_id, user_id, role, text, now_ms, history)| TaskOp::Message {
+                bot_id,
+                user_id,
+                role,
+                text,
+                now_ms,
+                history,
+            }
+        ),
+    ]
 }
 
 proptest! {
     #[test]
     fn task_codec_round_trips(task in arb_task()) {
-        let bytes = codec::encode(&task);
-        let back: Task = codec::decode(&bytes).unwrap();
-        prop_assert!(back.id == task.id && back.prompt == task.prompt && back.result == task.result);
-        prop_assert!(back.cost_usd.to_bits() == task.cost_usd.to_bits());
+        let back: Task = codec::decode(&codec::encode(&task)).unwrap();
+        prop_assert_eq!(back, task);
+    }
+
+    #[test]
+    fn journal_task_ops_round_trip_through_the_codec(op in arb_task_op()) {
+        // As the journal stores them: decoded exactly, nothing left over.
+        let back: tasks::TaskOp = codec::decode_exact(&codec::encode(&op)).unwrap();
+        prop_assert_eq!(back, op);
+    }
+
+    #[test]
+    fn rollups_round_trip(min in finite_f64(), max in finite_f64(), sum in finite_f64(), count in any::<u64>()) {
+        let rollup = Rollup { min, max, sum, count };
+        prop_assert_eq!(codec::decode::<Rollup>(&codec::encode(&rollup)).unwrap(), rollup);
+    }
+
+    #[test]
+    fn backup_records_round_trip(
+        path in ".*",
+        taken_ms in any::<u64>(),
+        size_bytes in any::<u64>(),
+        verified in any::<bool>(),
+        table_counts in proptest::collection::vec((".*", any::<u64>()), 0..20),
+    ) {
+        let record = BackupRecord { path, taken_ms, size_bytes, verified, table_counts };
+        prop_assert_eq!(codec::decode::<BackupRecord>(&codec::encode(&record)).unwrap(), record);
     }
 
     #[test]
