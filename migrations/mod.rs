@@ -57,6 +57,12 @@ pub(crate) fn latest_version() -> u32 {
 
 /// Applies every migration newer than the file's version, in one transaction.
 pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
+    apply_up_to(db, latest_version())
+}
+
+/// Applies the migrations newer than the file's version up to `target`, in one
+/// transaction. Only tests stop short of the latest (to build old files).
+pub(crate) fn apply_up_to(db: &Database, target: u32) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
     let current = read_version(&tx)?;
     let latest = latest_version();
@@ -66,11 +72,14 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
             supported: latest,
         });
     }
-    if current == latest {
+    if current >= target {
         tx.abort()?;
         return Ok(());
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         tracing::info!(
             version = migration.version,
             name = migration.name,
@@ -80,7 +89,7 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
     }
     {
         let mut meta = tx.open_table(META)?;
-        meta.insert(SCHEMA_VERSION_KEY, latest.to_le_bytes().as_slice())?;
+        meta.insert(SCHEMA_VERSION_KEY, target.to_le_bytes().as_slice())?;
     }
     tx.commit()?;
     Ok(())

@@ -147,6 +147,18 @@ impl Store {
                 .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         }
         let started = std::time::Instant::now();
+        // A file of a newer schema is refused before it is opened for writing: the
+        // write open itself touches the file (redb's header), and such a file must
+        // be left exactly as the newer build wrote it. (A file needing repair cannot
+        // be opened read-only; it is checked after the repair, below.)
+        if let Ok(Some(found)) = read_only_schema_version(path)
+            && found > migrations::latest_version()
+        {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: migrations::latest_version(),
+            });
+        }
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
             .set_check_integrity_on_open(check_integrity)
@@ -341,6 +353,21 @@ impl Drop for Inner {
             let _ = thread.join();
         }
     }
+}
+
+/// The schema version of the file at `path` through redb's read-only handle,
+/// which never writes: `None` when there is no file. Fails when the file needs a
+/// repair, is held by another process, or is not a database.
+fn read_only_schema_version(path: &Path) -> StoreResult<Option<u32>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let db = Database::builder()
+        .set_cache_size(4 * 1024 * 1024)
+        .open_read_only(path)
+        .map_err(|e| error::open_error(path, e))?;
+    let version = migrations::current_version_read(&db.begin_read()?)?;
+    Ok(Some(version))
 }
 
 fn with_path(e: StoreError, path: &Path) -> StoreError {

@@ -84,7 +84,7 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only this bot.
     pub bot_id: Option<String>,
-    /// Only this user (with `bot_id`).
+    /// Only this user (read from the user index when `bot_id` is set too).
     pub user_id: Option<i64>,
     /// Newest first, at most this many (default 50).
     pub limit: Option<usize>,
@@ -325,6 +325,7 @@ impl Store {
                     let task = decode_task(v.value())?;
                     if filter.status.is_none_or(|s| s == task.status)
                         && filter.bot_id.as_ref().is_none_or(|b| *b == task.bot_id)
+                        && filter.user_id.is_none_or(|u| u == task.user_id)
                     {
                         out.push(task);
                     }

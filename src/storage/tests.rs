@@ -1198,3 +1198,281 @@ fn a_store_of_schema_4_is_refused_by_nothing_older_and_has_no_id_counter() {
     assert!(Store::latest_schema_version() >= 4);
     assert_eq!(store.get_meta("next_task_id").unwrap(), None);
 }
+
+fn session(agent: &str, at_ms: u64) -> Session {
+    Session {
+        agent_session_id: Some(agent.into()),
+        created_ms: at_ms,
+        last_active_ms: at_ms,
+        message_count: 1,
+        workdir: "/w".into(),
+        extra: None,
+    }
+}
+
+#[test]
+fn upsert_session_creates_then_replaces_and_list_sessions_orders_by_bot_then_user() {
+    let (_dir, store) = temp_store();
+    assert!(store.list_sessions().unwrap().is_empty());
+    store
+        .upsert_session("B", 1, session("b1", 1))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 2, session("a2", 2))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 1, session("a1", 3))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 2, session("a2-new", 4))
+        .wait()
+        .unwrap();
+    let listed = store.list_sessions().unwrap();
+    let keys: Vec<(&str, i64)> = listed.iter().map(|((b, u), _)| (b.as_str(), *u)).collect();
+    assert_eq!(keys, [("A", 1), ("A", 2), ("B", 1)]);
+    assert_eq!(listed[1].1, session("a2-new", 4), "the upsert replaced it");
+    assert_eq!(
+        store.get_session("A", 2).unwrap(),
+        Some(session("a2-new", 4))
+    );
+    assert_eq!(store.get_session("C", 1).unwrap(), None);
+}
+
+#[test]
+fn list_tasks_filters_by_user_and_by_status_newest_first() {
+    let (_dir, store) = temp_store();
+    let submit = |bot: &str, user: i64, prompt: &str, at: u64| {
+        store
+            .submit_task(new_task(bot, user, prompt, 5), at)
+            .wait()
+            .unwrap()
+            .task
+    };
+    let a1_old = submit("A", 1, "a1 old", 1);
+    let a2 = submit("A", 2, "a2", 2);
+    let b1 = submit("B", 1, "b1", 3);
+    let a1_new = submit("A", 1, "a1 new", 4);
+    // The oldest task of A/1 runs and succeeds.
+    let claimed = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
+    assert_eq!(claimed.task.id, a1_old.id);
+    let finish = TaskFinish {
+        status: Some(TaskStatus::Succeeded),
+        result: Some("done".into()),
+        ..Default::default()
+    };
+    store.finish_task(a1_old.id, finish, 11).wait().unwrap();
+
+    let ids = |filter: TaskFilter| -> Vec<u64> {
+        store
+            .list_tasks(&filter)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    let by_user = TaskFilter {
+        bot_id: Some("A".into()),
+        user_id: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_user.clone()), [a1_new.id, a1_old.id]);
+    let queued_of_user = TaskFilter {
+        status: Some(TaskStatus::Queued),
+        ..by_user.clone()
+    };
+    assert_eq!(ids(queued_of_user), [a1_new.id]);
+    let queued = TaskFilter {
+        status: Some(TaskStatus::Queued),
+        ..Default::default()
+    };
+    assert_eq!(ids(queued.clone()), [a1_new.id, b1.id, a2.id]);
+    let queued_of_a = TaskFilter {
+        bot_id: Some("A".into()),
+        ..queued.clone()
+    };
+    assert_eq!(ids(queued_of_a), [a1_new.id, a2.id]);
+    let succeeded = TaskFilter {
+        status: Some(TaskStatus::Succeeded),
+        ..Default::default()
+    };
+    assert_eq!(ids(succeeded), [a1_old.id]);
+    // A user id without a bot still filters (it scans instead of using the index).
+    let user_2 = TaskFilter {
+        user_id: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(ids(user_2), [a2.id]);
+    let limited = TaskFilter {
+        limit: Some(2),
+        ..queued
+    };
+    assert_eq!(ids(limited), [a1_new.id, b1.id]);
+}
+
+#[test]
+fn prune_events_removes_only_older_events_and_at_most_max_rows_per_call() {
+    let (_dir, store) = temp_store();
+    for at in [10, 20, 20, 30, 40] {
+        store
+            .append_event("backup", None, serde_json::json!({"at": at}), at)
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 2);
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 2);
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 0);
+    let left: Vec<u64> = store
+        .events_between(0, u64::MAX, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(left, [40]);
+}
+
+/// A task as a schema-1 build stored it: the record and its queue entry only (the
+/// status and user indexes came with schema 2). Returns the task.
+fn write_schema_1_file(path: &std::path::Path) -> Task {
+    let task = Task {
+        id: 7,
+        bot_id: "A".into(),
+        user_id: 1,
+        chat_id: 1,
+        kind: TaskKind::Chat,
+        source: TaskSource::Telegram,
+        prompt: "from schema 1".into(),
+        priority: 5,
+        status: TaskStatus::Queued,
+        attempts: 0,
+        max_attempts: 3,
+        created_ms: 1_000,
+        enqueued_ms: 1_000,
+        started_ms: None,
+        finished_ms: None,
+        pid: None,
+        pid_start_time: None,
+        exit_code: None,
+        result: None,
+        error_class: None,
+        error: None,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        session_id: None,
+        reply_to_message_id: None,
+        update_id: Some(99),
+        progress_message_id: None,
+        delivery_started_ms: None,
+        retry_of: None,
+        extra: None,
+    };
+    let db = redb::Database::create(path).unwrap();
+    migrations::apply_up_to(&db, 1).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        tx.open_table(tables::TASKS)
+            .unwrap()
+            .insert(task.id, codec::encode(&task).as_slice())
+            .unwrap();
+        tx.open_table(tables::TASK_QUEUE)
+            .unwrap()
+            .insert(task.queue_key(), ())
+            .unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert("next_task_id", 8u64.to_le_bytes().as_slice())
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    task
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_and_its_tasks_are_indexed_by_status_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let task = write_schema_1_file(&path);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::latest_schema_version()
+    );
+    let by_status = store
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_status, std::slice::from_ref(&task));
+    let by_user = store
+        .list_tasks(&TaskFilter {
+            bot_id: Some("A".into()),
+            user_id: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_user, std::slice::from_ref(&task));
+    // The update that created it is known: a resubmission is a duplicate.
+    let mut again = new_task("A", 1, "from schema 1", 5);
+    again.update_id = Some(99);
+    let submitted = store.submit_task(again, 2_000).wait().unwrap();
+    assert!(submitted.duplicate);
+    assert_eq!(submitted.task.id, task.id);
+    // Schema 4 retired the counter; new ids follow the newest task.
+    assert_eq!(store.get_meta("next_task_id").unwrap(), None);
+    let next = store
+        .submit_task(new_task("A", 2, "new", 5), 3_000)
+        .wait()
+        .unwrap();
+    assert_eq!(next.task.id, task.id + 1);
+    store.close();
+}
+
+/// Rewrites the schema version of a closed store file.
+fn set_schema_version(path: &std::path::Path, version: u32) {
+    let db = redb::Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(tables::META)
+        .unwrap()
+        .insert(
+            migrations::SCHEMA_VERSION_KEY,
+            version.to_le_bytes().as_slice(),
+        )
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+#[test]
+fn a_file_of_a_newer_schema_is_refused_with_schema_too_new_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    store
+        .submit_task(new_task("A", 1, "keep me", 5), 1)
+        .wait()
+        .unwrap();
+    store.close();
+    drop(store);
+    let newer = Store::latest_schema_version() + 1;
+    set_schema_version(&path, newer);
+    let before = std::fs::read(&path).unwrap();
+    let journal = journal::Journal::path_for(&path);
+    let journal_before = std::fs::read(&journal).ok();
+
+    match Store::open(&path, StoreOptions::default()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, newer);
+            assert_eq!(supported, Store::latest_schema_version());
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    assert_eq!(std::fs::read(&journal).ok(), journal_before);
+}
