@@ -60,6 +60,16 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
     apply_up_to(db, latest_version())
 }
 
+/// The migrations a file at schema `current` still needs: (version, name), in
+/// the order they would run. Empty when it is up to date (or newer).
+pub(crate) fn pending_after(current: u32) -> Vec<(u32, &'static str)> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current)
+        .map(|m| (m.version, m.name))
+        .collect()
+}
+
 /// Applies the migrations newer than the file's version up to `target`, in one
 /// transaction. Only tests stop short of the latest (to build old files).
 pub(crate) fn apply_up_to(db: &Database, target: u32) -> Result<(), StoreError> {

@@ -157,7 +157,8 @@ pub struct MigrateArgs {
     /// Folder with the old bot's sessions.json, tasks.json, costs.json, restart_state.json.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
-    /// Report what would be imported, write nothing.
+    /// Write nothing: report what would be imported (with --from-json) or which
+    /// schema migrations opening the store would apply.
     #[arg(long)]
     pub dry_run: bool,
     /// Bot the imported records belong to (default: the first configured).

@@ -33,6 +33,7 @@ mod journal;
 mod kv;
 mod legacy;
 pub mod records;
+mod scratch;
 mod series;
 mod series_buffer;
 pub mod series_codec;
@@ -58,6 +59,7 @@ pub use legacy::{
     META_LEGACY_IMPORT,
 };
 pub use records::*;
+pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{

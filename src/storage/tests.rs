@@ -1476,3 +1476,80 @@ fn a_file_of_a_newer_schema_is_refused_with_schema_too_new_and_left_unchanged() 
     );
     assert_eq!(std::fs::read(&journal).ok(), journal_before);
 }
+
+#[test]
+fn a_scratch_copy_previews_what_opening_would_do_and_leaves_the_file_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let task = write_schema_1_file(&path);
+    let before = std::fs::read(&path).unwrap();
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let files_before = listing(dir.path());
+
+    let scratch = Store::open_scratch_copy(&path, StoreOptions::default()).unwrap();
+    assert_eq!(scratch.schema_before(), 1);
+    let pending: Vec<u32> = scratch
+        .pending_migrations()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(
+        pending,
+        (2..=Store::latest_schema_version()).collect::<Vec<_>>()
+    );
+    assert!(!scratch.needs_repair());
+    let steps = scratch.opening_steps().unwrap();
+    assert!(steps.contains("from schema 1"), "{steps}");
+    // The copy is migrated: its tasks are indexed as the real open would index them.
+    let queued = scratch
+        .store()
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(queued, [task]);
+    let copy_dir = scratch.store().path().parent().unwrap().to_path_buf();
+    drop(scratch);
+
+    assert!(!copy_dir.exists(), "the scratch copy is removed");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    assert_eq!(
+        listing(dir.path()),
+        files_before,
+        "no journal or other file appeared"
+    );
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::latest_schema_version()
+    );
+    store.close();
+}
+
+#[test]
+fn a_scratch_copy_of_a_file_the_service_holds_is_refused_as_already_open() {
+    let (dir, store) = temp_store();
+    let path = dir.path().join("agentlab.redb");
+    assert!(matches!(
+        Store::open_scratch_copy(&path, StoreOptions::default()),
+        Err(StoreError::AlreadyOpen { .. })
+    ));
+    store.close();
+    let missing = dir.path().join("missing.redb");
+    assert!(matches!(
+        Store::open_scratch_copy(&missing, StoreOptions::default()),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(!missing.exists());
+}
