@@ -120,8 +120,18 @@ pub enum DumpFormat {
     Json,
     /// One JSON object per line, with a `table` field.
     Ndjson,
-    /// Aligned text columns.
+    /// `== table ==` headers and one `key=value` line per row.
     Table,
+}
+
+impl From<DumpFormat> for crate::storage::DumpFormat {
+    fn from(format: DumpFormat) -> Self {
+        match format {
+            DumpFormat::Json => crate::storage::DumpFormat::Json,
+            DumpFormat::Ndjson => crate::storage::DumpFormat::Ndjson,
+            DumpFormat::Table => crate::storage::DumpFormat::Table,
+        }
+    }
 }
 
 /// `dump`

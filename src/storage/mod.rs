@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
-pub use dump::{DumpRow, TableCount, event_json, iso8601};
+pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use legacy::{
     ImportCounts, KindCounts, LegacyBatch, LegacyCost, LegacyRestart, LegacySession, LegacyTask,
