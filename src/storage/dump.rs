@@ -290,7 +290,13 @@ fn dump_table(
             for row in rows!(tables::META).iter()? {
                 let (k, v) = row?;
                 let bytes = v.value();
+                let key = k.value();
                 let text = match bytes.len() {
+                    // Unmodelled legacy fields: JSON whatever their length.
+                    _ if key.starts_with(super::legacy::LEGACY_EXTRA_PREFIX) => {
+                        serde_json::from_slice(bytes)
+                            .unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+                    }
                     4 => json!(u32::from_le_bytes(bytes.try_into().unwrap_or_default())),
                     8 => json!(u64::from_le_bytes(bytes.try_into().unwrap_or_default())),
                     _ => match codec::decode::<BackupRecord>(bytes) {
@@ -298,7 +304,7 @@ fn dump_table(
                         Err(_) => json!(String::from_utf8_lossy(bytes)),
                     },
                 };
-                emit(&mut sink, name, json!({"key": k.value(), "value": text}))?;
+                emit(&mut sink, name, json!({"key": key, "value": text}))?;
             }
         }
         "sessions" => {

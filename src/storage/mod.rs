@@ -55,8 +55,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use legacy::{
-    ImportCounts, KindCounts, LegacyBatch, LegacyCost, LegacyRestart, LegacySession, LegacyTask,
-    META_LEGACY_IMPORT,
+    ImportCounts, KindCounts, LEGACY_EXTRA_PREFIX, LegacyBatch, LegacyCost, LegacyRestart,
+    LegacySession, LegacyTask, META_LEGACY_IMPORT, cost_extra_key, restart_extra_key,
 };
 pub use records::*;
 pub use scratch::ScratchStore;

@@ -1553,3 +1553,68 @@ fn a_scratch_copy_of_a_file_the_service_holds_is_refused_as_already_open() {
     ));
     assert!(!missing.exists());
 }
+
+#[test]
+fn unmodelled_legacy_cost_and_restart_fields_are_kept_in_meta_and_dumped_as_json() {
+    let (_dir, store) = temp_store();
+    let batch = LegacyBatch {
+        bot_id: "A".into(),
+        source: "/old".into(),
+        now_ms: 1_763_900_000_000,
+        costs: vec![LegacyCost {
+            day: 20251123,
+            cost: CostDay {
+                usd: 1.5,
+                ..CostDay::default()
+            },
+            // Eight bytes long, as a u64 stamp would be: still dumped as JSON.
+            extra: Some("{\"m\":1}".to_string() + " "),
+        }],
+        restart: Some(LegacyRestart {
+            fingerprint: "fp".into(),
+            state: RestartState {
+                requested_ms: 1_763_900_000_000,
+                bot_id: None,
+                chat_id: Some(5),
+                message_id: None,
+                reason: "r".into(),
+            },
+            extra: Some("{\"host\":\"old-mac\"}".into()),
+        }),
+        ..LegacyBatch::default()
+    };
+    store.import_legacy(batch.clone()).wait().unwrap();
+    assert_eq!(
+        store.get_meta(&cost_extra_key("A", 20251123)).unwrap(),
+        Some(b"{\"m\":1} ".to_vec())
+    );
+    assert_eq!(
+        store.get_meta(&restart_extra_key("fp")).unwrap(),
+        Some(b"{\"host\":\"old-mac\"}".to_vec())
+    );
+    let mut meta = Vec::new();
+    store
+        .dump(&["meta".into()], None, &mut |row| {
+            meta.push(row.row);
+            Ok(())
+        })
+        .unwrap();
+    let value_of = |key: String| {
+        meta.iter()
+            .find(|r| r["key"] == key.as_str())
+            .map(|r| r["value"].clone())
+    };
+    assert_eq!(
+        value_of(cost_extra_key("A", 20251123)),
+        Some(serde_json::json!({"m": 1}))
+    );
+    assert_eq!(
+        value_of(restart_extra_key("fp")),
+        Some(serde_json::json!({"host": "old-mac"}))
+    );
+    // A second import writes nothing again.
+    let again = store.import_legacy(batch).wait().unwrap();
+    assert_eq!(again.costs.imported, 0);
+    assert_eq!(again.restart.already_imported, 1);
+    store.close();
+}
