@@ -57,6 +57,22 @@ pub(crate) fn latest_version() -> u32 {
 
 /// Applies every migration newer than the file's version, in one transaction.
 pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
+    apply_up_to(db, latest_version())
+}
+
+/// The migrations a file at schema `current` still needs: (version, name), in
+/// the order they would run. Empty when it is up to date (or newer).
+pub(crate) fn pending_after(current: u32) -> Vec<(u32, &'static str)> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current)
+        .map(|m| (m.version, m.name))
+        .collect()
+}
+
+/// Applies the migrations newer than the file's version up to `target`, in one
+/// transaction. Only tests stop short of the latest (to build old files).
+pub(crate) fn apply_up_to(db: &Database, target: u32) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
     let current = read_version(&tx)?;
     let latest = latest_version();
@@ -66,11 +82,14 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
             supported: latest,
         });
     }
-    if current == latest {
+    if current >= target {
         tx.abort()?;
         return Ok(());
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         tracing::info!(
             version = migration.version,
             name = migration.name,
@@ -80,7 +99,7 @@ pub(crate) fn apply_pending(db: &Database) -> Result<(), StoreError> {
     }
     {
         let mut meta = tx.open_table(META)?;
-        meta.insert(SCHEMA_VERSION_KEY, latest.to_le_bytes().as_slice())?;
+        meta.insert(SCHEMA_VERSION_KEY, target.to_le_bytes().as_slice())?;
     }
     tx.commit()?;
     Ok(())

@@ -120,8 +120,18 @@ pub enum DumpFormat {
     Json,
     /// One JSON object per line, with a `table` field.
     Ndjson,
-    /// Aligned text columns.
+    /// `== table ==` headers and one `key=value` line per row.
     Table,
+}
+
+impl From<DumpFormat> for crate::storage::DumpFormat {
+    fn from(format: DumpFormat) -> Self {
+        match format {
+            DumpFormat::Json => crate::storage::DumpFormat::Json,
+            DumpFormat::Ndjson => crate::storage::DumpFormat::Ndjson,
+            DumpFormat::Table => crate::storage::DumpFormat::Table,
+        }
+    }
 }
 
 /// `dump`
@@ -157,7 +167,8 @@ pub struct MigrateArgs {
     /// Folder with the old bot's sessions.json, tasks.json, costs.json, restart_state.json.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
-    /// Report what would be imported, write nothing.
+    /// Write nothing: report what would be imported (with --from-json) or which
+    /// schema migrations opening the store would apply.
     #[arg(long)]
     pub dry_run: bool,
     /// Bot the imported records belong to (default: the first configured).

@@ -609,7 +609,19 @@ impl Config {
     /// Renders the effective configuration as TOML, plus which secrets are set.
     /// Secrets themselves never appear: only the names of their variables.
     pub fn render_redacted(&self) -> String {
-        let mut out = toml::to_string_pretty(self)
+        // URLs may carry credentials (`user:password@`, `?token=`): shown redacted.
+        let mut shown = self.clone();
+        for url in [
+            &mut shown.alerts.webhook_url,
+            &mut shown.watchdog.ping_url,
+            &mut shown.watchdog.health_url,
+        ] {
+            *url = redact_url(url);
+        }
+        for bot in &mut shown.bots {
+            bot.api_url = redact_url(&bot.api_url);
+        }
+        let mut out = toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));
         out.push_str("\n# secrets (from the environment, values redacted)\n");
         let admin = secret_status(&self.http.admin_token_env);
@@ -626,6 +638,57 @@ impl Config {
         }
         out
     }
+}
+
+/// A URL fit to print: the password of any userinfo (`user:password@`, or the
+/// whole userinfo when it is a single token) and every query value replaced by
+/// `REDACTED`; the scheme, host, path and query names stay, so the shape of the
+/// configuration can still be checked.
+pub fn redact_url(url: &str) -> String {
+    const MASK: &str = "REDACTED";
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((head, _)) => (head, Some(MASK)),
+        None => (url, None),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (before_fragment, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:{MASK}"),
+                        None => MASK.to_string(),
+                    };
+                    format!("{user}@{host}")
+                }
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}={MASK}"),
+                None if pair.is_empty() => String::new(),
+                None => MASK.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
 }
 
 fn secret_status(var: &str) -> &'static str {
@@ -649,7 +712,10 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(key, &format!("`{url}` is not an http(s) URL")))
+        Err(invalid(
+            key,
+            &format!("`{}` is not an http(s) URL", redact_url(url)),
+        ))
     }
 }
 
@@ -742,6 +808,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/agentlab.toml"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_printed_without_passwords_or_query_values() {
+        assert_eq!(
+            redact_url("https://alice:s3cret@hooks.example.com/a/b?token=abc&x=1"),
+            "https://alice:REDACTED@hooks.example.com/a/b?token=REDACTED&x=REDACTED"
+        );
+        assert_eq!(
+            redact_url("https://tok3n@hc-ping.com/uuid"),
+            "https://REDACTED@hc-ping.com/uuid"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/health"),
+            "http://127.0.0.1:8080/health"
+        );
+        assert_eq!(
+            redact_url("https://x.example/p?flag#frag"),
+            "https://x.example/p?REDACTED#REDACTED"
+        );
+        assert_eq!(redact_url(""), "");
+    }
+
+    #[test]
+    fn check_config_output_hides_url_credentials() {
+        let text = "[alerts]\nwebhook_url = \"https://u:hunter2@hooks.example.com/x?key=k3y\"\n\
+                    [watchdog]\nping_url = \"https://hc-ping.com/abc?secret=pingpass\"\n\
+                    [[bots]]\nid = \"A\"\nallowed_users = [1]\n";
+        let (config, _) = parse(text).expect("valid");
+        let rendered = config.render_redacted();
+        for secret in ["hunter2", "k3y", "pingpass"] {
+            assert!(!rendered.contains(secret), "{secret} shown in:\n{rendered}");
+        }
+        assert!(rendered.contains("https://u:REDACTED@hooks.example.com/x?key=REDACTED"));
+        // The configuration itself keeps the real URLs.
+        assert!(config.alerts.webhook_url.contains("hunter2"));
     }
 
     #[test]

@@ -1,24 +1,34 @@
 //! `agentlab dump`: every table decoded to JSON, from one read transaction — from
 //! the file when no service holds it, else from the running service's admin route.
+//!
+//! Both ways write through [`DumpWriter`] (here, or in the service for the admin
+//! route), so `--format json|ndjson|table` prints the same text either way. A data
+//! folder without a database has nothing to dump: that is said, and nothing is
+//! created (exit code 1).
 
 use std::io::Write;
 
 use anyhow::Context;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::cli::{DumpArgs, DumpFormat};
+use crate::cli::DumpArgs;
 use crate::config::Config;
-use crate::storage::{DumpRow, Store, StoreError};
+use crate::storage::{DumpFormat, DumpWriter, Store, StoreError};
 
 /// Runs the command.
 pub async fn run(config: &Config, args: DumpArgs) -> anyhow::Result<i32> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    match Store::open(
-        &config.database_path(),
-        crate::backup::store_options(config),
-    ) {
+    let path = config.database_path();
+    if !path.exists() {
+        eprintln!(
+            "nothing to dump: there is no database at {} yet (it is created when the service first starts)",
+            path.display()
+        );
+        return Ok(1);
+    }
+    match Store::open(&path, crate::backup::store_options(config)) {
         Ok(store) => {
-            let result = dump_store(&store, &args.tables, since, args.format);
+            let result = dump_store(&store, &args.tables, since, args.format.into());
             store.close();
             result?;
             Ok(0)
@@ -38,65 +48,16 @@ fn dump_store(
     format: DumpFormat,
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        DumpFormat::Ndjson => {
-            store.dump(tables, since, &mut |row: DumpRow| {
-                let line = ndjson_line(&row);
-                writeln!(out, "{line}")
-            })?;
-        }
-        DumpFormat::Json => {
-            let mut doc: Map<String, Value> = Map::new();
-            store.dump(tables, since, &mut |row| {
-                let list = doc
-                    .entry(row.table)
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(items) = list {
-                    items.push(row.row);
-                }
-                Ok(())
-            })?;
-            serde_json::to_writer_pretty(&mut out, &doc)?;
-            writeln!(out)?;
-        }
-        DumpFormat::Table => {
-            let mut current = "";
-            store.dump(tables, since, &mut |row| {
-                if row.table != current {
-                    writeln!(out, "== {} ==", row.table)?;
-                    current = row.table;
-                }
-                writeln!(out, "{}", table_line(&row.row))
-            })?;
-        }
-    }
-    out.flush()?;
+    let mut writer = DumpWriter::new(format, std::io::BufWriter::new(stdout.lock()));
+    store.dump(tables, since, &mut |row| writer.row(row))?;
+    writer.finish()?;
     Ok(())
-}
-
-/// One ndjson line: the row with a `table` field (events keep their flat shape).
-pub fn ndjson_line(row: &DumpRow) -> Value {
-    row.ndjson_value()
-}
-
-fn table_line(row: &Value) -> String {
-    match row {
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={}", s.replace('\n', "⏎")),
-                other => format!("{k}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join("  "),
-        other => other.to_string(),
-    }
 }
 
 async fn dump_remote(config: &Config, args: &DumpArgs, since: Option<u64>) -> anyhow::Result<i32> {
     let client = super::remote::ServiceClient::new(config)?;
-    let mut path = String::from("/api/admin/dump?format=ndjson");
+    let format: DumpFormat = args.format.into();
+    let mut path = format!("/api/admin/dump?format={}", format.as_str());
     for t in &args.tables {
         path.push_str(&format!("&table={t}"));
     }
@@ -104,17 +65,34 @@ async fn dump_remote(config: &Config, args: &DumpArgs, since: Option<u64>) -> an
         path.push_str(&format!("&since={s}"));
     }
     let text = client.get_text(&path).await?;
-    match args.format {
-        DumpFormat::Ndjson => print!("{text}"),
-        DumpFormat::Json | DumpFormat::Table => {
-            let rows: Vec<Value> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
+    let (body, failure) = split_stream_error(&text);
+    let mut out = std::io::stdout().lock();
+    out.write_all(body.as_bytes())?;
+    out.flush()?;
+    match failure {
+        Some(message) => {
+            eprintln!("the service's dump ended early: {message}");
+            Ok(1)
         }
+        None => Ok(0),
     }
-    Ok(0)
+}
+
+/// The admin route ends a dump that failed after its first byte with an
+/// `{"error", "code": "dump_failed"}` line: splits it off the body.
+fn split_stream_error(text: &str) -> (&str, Option<String>) {
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let (body, last) = match trimmed.rfind('\n') {
+        Some(i) => (&text[..=i], &trimmed[i + 1..]),
+        None => ("", trimmed),
+    };
+    match serde_json::from_str::<Value>(last) {
+        Ok(v) if v["code"] == "dump_failed" && v.as_object().is_some_and(|m| m.len() == 2) => (
+            body,
+            Some(v["error"].as_str().unwrap_or("unknown error").to_string()),
+        ),
+        _ => (text, None),
+    }
 }
 
 /// Parses `--since`: ISO-8601, unix seconds or milliseconds, or an age (`90s`,
@@ -159,6 +137,19 @@ fn parse_age(t: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_remote_dump_is_told_apart_from_its_rows() {
+        let ok = "{\"table\":\"tasks\",\"id\":1}\n";
+        assert_eq!(split_stream_error(ok), (ok, None));
+        let failed = "{\"table\":\"tasks\",\"id\":1}\n{\"error\":\"dump ended early: disk\",\"code\":\"dump_failed\"}\n";
+        let (body, failure) = split_stream_error(failed);
+        assert_eq!(body, ok);
+        assert_eq!(failure.as_deref(), Some("dump ended early: disk"));
+        let only = "{\"error\":\"x\",\"code\":\"dump_failed\"}\n";
+        assert_eq!(split_stream_error(only), ("", Some("x".to_string())));
+        assert_eq!(split_stream_error(""), ("", None));
+    }
 
     #[test]
     fn since_accepts_the_documented_forms() {

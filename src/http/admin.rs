@@ -5,7 +5,9 @@
 //! [`Admin`] extractor comes first in every handler, so nothing of an
 //! unauthenticated request is parsed or acted on. The dump streams rows from one
 //! read transaction through a bounded channel: memory stays flat whatever the
-//! size of the store, and a client that goes away ends the transaction.
+//! size of the store (ndjson and table text; the JSON document is collected
+//! first, as the CLI does), and a client that goes away ends the transaction. Its
+//! text comes from the same [`DumpWriter`] as `agentlab dump` on the file.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -27,8 +29,8 @@ use super::status::known_bot;
 use super::{Api, AppState};
 use crate::service::RESTART_EXIT_CODE;
 use crate::storage::{
-    DumpRow, MAX_PROMPT_BYTES, NewTask, PRIORITY_NORMAL, RestartState, TaskKind, TaskSource,
-    TaskStatus, now_ms, tables::ALL_TABLES,
+    DumpFormat, DumpWriter, MAX_PROMPT_BYTES, NewTask, PRIORITY_NORMAL, RestartState, TaskKind,
+    TaskSource, TaskStatus, now_ms, tables::ALL_TABLES,
 };
 
 /// Proof that the request carried the admin token.
@@ -191,10 +193,21 @@ pub(crate) async fn backup(_: Admin, State(api): State<AppState>) -> Result<Json
 }
 
 /// Parsed query of the dump route (`table` may repeat or hold a comma list).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DumpQuery {
     tables: Vec<String>,
     since: Option<u64>,
+    format: DumpFormat,
+}
+
+impl Default for DumpQuery {
+    fn default() -> Self {
+        DumpQuery {
+            tables: Vec::new(),
+            since: None,
+            format: DumpFormat::Ndjson,
+        }
+    }
 }
 
 fn parse_dump_query(raw: Option<&str>) -> Result<DumpQuery, ApiError> {
@@ -219,11 +232,12 @@ fn parse_dump_query(raw: Option<&str>) -> Result<DumpQuery, ApiError> {
                     q.tables.push(name.to_string());
                 }
             }
-            "format" if value == "ndjson" => {}
             "format" => {
-                return Err(ApiError::bad_request(format!(
-                    "format `{value}`: only ndjson is served"
-                )));
+                q.format = DumpFormat::parse(&value).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "format `{value}`: use ndjson (the default), json or table"
+                    ))
+                })?;
             }
             "since" => {
                 let since = value.parse().map_err(|_| {
@@ -241,23 +255,29 @@ fn parse_dump_query(raw: Option<&str>) -> Result<DumpQuery, ApiError> {
     Ok(q)
 }
 
-/// Lines buffered between the reading thread and the socket.
+/// Chunks buffered between the reading thread and the socket.
 const DUMP_CHANNEL_LINES: usize = 256;
 
-/// `GET /api/admin/dump?table=&format=ndjson&since=`: every row as one JSON line.
+/// `GET /api/admin/dump?table=&format=ndjson|json|table&since=`: the dump, as
+/// `agentlab dump --format` prints it (ndjson by default: one JSON line per row).
 pub(crate) async fn dump(
     _: Admin,
     State(api): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse_dump_query(raw.as_deref())?;
+    let content_type = match q.format {
+        DumpFormat::Ndjson => "application/x-ndjson",
+        DumpFormat::Json => "application/json",
+        DumpFormat::Table => "text/plain; charset=utf-8",
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(DUMP_CHANNEL_LINES);
     spawn_dump(&api, q, tx);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
     });
     Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        [(header::CONTENT_TYPE, content_type)],
         Body::from_stream(stream),
     )
         .into_response())
@@ -273,15 +293,14 @@ fn spawn_dump(api: &Api, q: DumpQuery, tx: mpsc::Sender<Bytes>) {
     // end, and the store outlives it (the closure holds a clone).
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut sink = |row: DumpRow| -> std::io::Result<()> {
-            let mut line =
-                serde_json::to_vec(&row.ndjson_value()).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            tx.blocking_send(Bytes::from(line)).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
-            })
-        };
-        if let Err(e) = store.dump(&q.tables, q.since, &mut sink) {
+        let chunks =
+            std::io::BufWriter::with_capacity(DUMP_CHUNK_BYTES, ChannelWriter { tx: tx.clone() });
+        let mut writer = DumpWriter::new(q.format, chunks);
+        let dumped = store
+            .dump(&q.tables, q.since, &mut |row| writer.row(row))
+            .map_err(|e| e.to_string())
+            .and_then(|()| writer.finish().map(drop).map_err(|e| e.to_string()));
+        if let Err(e) = dumped {
             tracing::warn!(error = %e, "dump over HTTP ended early");
             let mut line =
                 json!({"error": format!("dump ended early: {e}"), "code": "dump_failed"})
@@ -290,6 +309,27 @@ fn spawn_dump(api: &Api, q: DumpQuery, tx: mpsc::Sender<Bytes>) {
             let _ = tx.blocking_send(Bytes::from(line));
         }
     });
+}
+
+/// Bytes written to the dump's response, in chunks of about this size.
+const DUMP_CHUNK_BYTES: usize = 16 * 1024;
+
+/// The response body's end of the channel, as a blocking [`std::io::Write`].
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -330,7 +370,12 @@ mod tests {
         assert_eq!(q.tables, ["events", "tasks", "alerts"]);
         assert_eq!(q.since, Some(5));
         assert!(parse_dump_query(Some("table=nope")).is_err());
-        assert!(parse_dump_query(Some("format=json")).is_err());
+        assert_eq!(
+            parse_dump_query(Some("format=table")).unwrap().format,
+            DumpFormat::Table
+        );
+        assert_eq!(parse_dump_query(None).unwrap().format, DumpFormat::Ndjson);
+        assert!(parse_dump_query(Some("format=xml")).is_err());
         assert!(parse_dump_query(Some("since=yesterday")).is_err());
         assert!(parse_dump_query(None).unwrap().tables.is_empty());
     }

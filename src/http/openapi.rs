@@ -44,7 +44,17 @@ pub(crate) fn build() -> Value {
 fn operation(route: &Route) -> Value {
     let mut responses = Map::new();
     let content = if route.answer.schema == "Text" {
-        json!({route.answer.content_type: {"schema": {"type": "string"}}})
+        // Text answers; a JSON one among them (the dump's `format=json`) is an object.
+        let mut content = Map::new();
+        for content_type in std::iter::once(&route.answer.content_type).chain(route.answer.also) {
+            let schema = if *content_type == "application/json" {
+                json!({"type": "object"})
+            } else {
+                json!({"type": "string"})
+            };
+            content.insert(content_type.to_string(), json!({"schema": schema}));
+        }
+        Value::Object(content)
     } else {
         json!({route.answer.content_type: {"schema": {"$ref": format!("#/components/schemas/{}", route.answer.schema)}}})
     };

@@ -68,6 +68,8 @@ pub(crate) struct Answer {
     pub status: u16,
     pub content_type: &'static str,
     pub schema: &'static str,
+    /// Other content types the route may answer with (chosen by a parameter).
+    pub also: &'static [&'static str],
 }
 
 /// One route.
@@ -96,6 +98,7 @@ const fn json(schema: &'static str) -> Answer {
         status: 200,
         content_type: JSON,
         schema,
+        also: &[],
     }
 }
 
@@ -139,6 +142,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 200,
             content_type: health::HEALTH_CONTENT_TYPE,
             schema: "Health",
+            also: &[],
         },
         errors: &[503],
         mount: |m| on(m, health::health),
@@ -259,6 +263,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 201,
             content_type: JSON,
             schema: "TaskCreated",
+            also: &[],
         },
         errors: &[400, 401, 403, 404, 413, 415, 503],
         mount: |m| on(m, admin::create_task),
@@ -388,6 +393,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 200,
             content_type: prometheus::PROMETHEUS_CONTENT_TYPE,
             schema: "Text",
+            also: &[],
         },
         errors: &[503],
         mount: |m| on(m, prometheus::metrics),
@@ -405,6 +411,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 202,
             content_type: JSON,
             schema: "Restarting",
+            also: &[],
         },
         errors: &[401, 403, 503],
         mount: |m| on(m, admin::restart),
@@ -426,7 +433,7 @@ pub(crate) static ROUTES: &[Route] = &[
         verb: Verb::Get,
         path: "/api/admin/dump",
         operation_id: "dump",
-        summary: "Every row of the chosen tables as ndjson, streamed from one read transaction",
+        summary: "Every row of the chosen tables, from one read transaction, as `agentlab dump --format` prints it",
         tag: "admin",
         admin: true,
         params: &[
@@ -441,8 +448,8 @@ pub(crate) static ROUTES: &[Route] = &[
                 name: "format",
                 location: In::Query,
                 required: false,
-                kind: Kind::OneOf(&["ndjson"]),
-                description: "Output format; ndjson only.",
+                kind: Kind::OneOf(&["ndjson", "json", "table"]),
+                description: "ndjson (default): one JSON object per row, streamed; json: one document {table: [rows]}; table: `== table ==` headers and key=value lines.",
             },
             Param {
                 name: "since",
@@ -457,6 +464,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 200,
             content_type: "application/x-ndjson",
             schema: "Text",
+            also: &[JSON, "text/plain; charset=utf-8"],
         },
         errors: &[400, 401, 403],
         mount: |m| on(m, admin::dump),
@@ -487,6 +495,7 @@ pub(crate) static ROUTES: &[Route] = &[
             status: 200,
             content_type: "text/html; charset=utf-8",
             schema: "Text",
+            also: &[],
         },
         errors: &[401, 403],
         mount: |m| on(m, dashboard::page_handler),

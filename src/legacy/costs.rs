@@ -23,7 +23,7 @@ use crate::storage::{CostDay, LegacyCost};
 
 use super::ParseOptions;
 use super::report::{FileReport, Implausible};
-use super::shape::{Fields, as_f64, type_name, unwrap};
+use super::shape::{Fields, as_f64, canonical_json, type_name, unwrap};
 use super::timestamp::{self, day_is_plausible, day_of_ms, parse_day};
 
 const WRAPPERS: &[&str] = &["costs", "cost", "data"];
@@ -75,6 +75,8 @@ struct Walk<'a> {
     opts: &'a ParseOptions,
     report: &'a mut FileReport,
     days: BTreeMap<u32, CostDay>,
+    /// Unmodelled fields per day: entry's place in the file → its fields.
+    extras: BTreeMap<u32, Map<String, Value>>,
     entries: u64,
 }
 
@@ -90,6 +92,7 @@ pub(crate) fn convert(
         opts,
         report,
         days: BTreeMap::new(),
+        extras: BTreeMap::new(),
         entries: 0,
     };
     match value {
@@ -102,10 +105,17 @@ pub(crate) fn convert(
             ));
         }
     }
+    let mut extras = walk.extras;
     let costs = walk
         .days
         .into_iter()
-        .map(|(day, cost)| LegacyCost { day, cost })
+        .map(|(day, cost)| LegacyCost {
+            day,
+            cost,
+            extra: extras
+                .remove(&day)
+                .map(|fields| canonical_json(&Value::Object(fields))),
+        })
         .collect();
     Ok((costs, walk.entries))
 }
@@ -231,10 +241,8 @@ impl Walk<'_> {
                 let tasks = f.take_u64(TASKS);
                 let input_tokens = f.take_u64(INPUT_TOKENS);
                 let output_tokens = f.take_u64(OUTPUT_TOKENS);
-                if !f.is_empty() {
-                    let left = f.left_names().join(", ");
-                    f.report().note(format!("{loc}: fields not kept: {left}"));
-                }
+                let left = f.left_names().join(", ");
+                let extra = f.into_extra(Vec::new());
                 if usd.is_none()
                     && tasks.is_none()
                     && input_tokens.is_none()
@@ -243,6 +251,17 @@ impl Walk<'_> {
                     self.report
                         .skip(loc, "no usable cost, task count or token count in it");
                     return;
+                }
+                if !left.is_empty() {
+                    self.report.note(format!(
+                        "{loc}: fields kept in meta `legacy:extra:cost:<bot>:<day>`: {left}"
+                    ));
+                }
+                if let Some(fields) = extra.and_then(|e| serde_json::from_str(&e).ok()) {
+                    self.extras
+                        .entry(day)
+                        .or_default()
+                        .insert(loc.to_string(), fields);
                 }
                 CostDay {
                     usd: usd.unwrap_or(0.0),

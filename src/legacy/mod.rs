@@ -314,48 +314,64 @@ fn import_parsed(
         );
         return Ok(parsed.summary(parsed.batch.preview_into_empty_store(), true, Some(note)));
     }
+    if dry_run {
+        return preview_parsed(&parsed, db_path, options);
+    }
     let store = match Store::open(db_path, options) {
         Ok(store) => store,
         Err(StoreError::AlreadyOpen { path }) => bail!(
-            "the agentlab service is running (it holds {}); stop it before a legacy import{}",
+            "the agentlab service is running (it holds {}); stop it before a legacy import",
             path.display(),
-            if dry_run {
-                ", or a dry run cannot tell which records were imported before"
-            } else {
-                ""
-            }
         ),
         Err(e) => {
             return Err(e).with_context(|| format!("cannot open the store {}", db_path.display()));
         }
     };
-    let outcome = if dry_run {
-        store
-            .preview_legacy_import(&parsed.batch)
-            .map_err(anyhow::Error::from)
-    } else {
-        let spinner = (parsed.batch_len() > progress::LARGE_RECORD_COUNT).then(|| {
-            progress.spinner(format!(
-                "writing {} records in one transaction",
-                parsed.batch_len()
-            ))
-        });
-        // The batch moves to the writer; the summary needs only its identity.
-        let identity = LegacyBatch {
-            bot_id: parsed.batch.bot_id.clone(),
-            source: parsed.batch.source.clone(),
-            now_ms: parsed.batch.now_ms,
-            ..LegacyBatch::default()
-        };
-        let batch = std::mem::replace(&mut parsed.batch, identity);
-        let written = store.import_legacy(batch).wait();
-        if let Some(spinner) = spinner {
-            spinner.finish_and_clear();
-        }
-        written.map_err(anyhow::Error::from)
+    let spinner = (parsed.batch_len() > progress::LARGE_RECORD_COUNT).then(|| {
+        progress.spinner(format!(
+            "writing {} records in one transaction",
+            parsed.batch_len()
+        ))
+    });
+    // The batch moves to the writer; the summary needs only its identity.
+    let identity = LegacyBatch {
+        bot_id: parsed.batch.bot_id.clone(),
+        source: parsed.batch.source.clone(),
+        now_ms: parsed.batch.now_ms,
+        ..LegacyBatch::default()
     };
+    let batch = std::mem::replace(&mut parsed.batch, identity);
+    let outcome = store.import_legacy(batch).wait();
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
     // Close on every path: an unclean close makes the next open walk the file.
     store.close();
     let counts = outcome.context("the legacy import transaction failed; nothing was written")?;
-    Ok(parsed.summary(counts, dry_run, None))
+    Ok(parsed.summary(counts, false, None))
+}
+
+/// A dry run on an existing store: previews against a scratch copy, so the file
+/// stays byte for byte as it was (no migration, no journal replay, no repair),
+/// while the counts are those the real import would see after opening it.
+fn preview_parsed(
+    parsed: &ParsedLegacy,
+    db_path: &Path,
+    options: StoreOptions,
+) -> anyhow::Result<ImportSummary> {
+    let scratch = match Store::open_scratch_copy(db_path, options) {
+        Ok(scratch) => scratch,
+        Err(StoreError::AlreadyOpen { path }) => bail!(
+            "the agentlab service is running (it holds {}); stop it before a legacy import, or a dry run cannot tell which records were imported before",
+            path.display(),
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot read the store {} for a dry run", db_path.display())
+            });
+        }
+    };
+    let counts = scratch.store().preview_legacy_import(&parsed.batch)?;
+    let note = scratch.opening_steps();
+    Ok(parsed.summary(counts, true, note))
 }

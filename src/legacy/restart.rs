@@ -129,11 +129,13 @@ fn convert_one(
     if !f.is_empty() {
         let left = f.left_names().join(", ");
         f.report().note(format!(
-            "{locator}: fields not kept (a restart state has no extra field): {left}"
+            "{locator}: fields kept in meta `legacy:extra:restart:<fingerprint>`: {left}"
         ));
     }
+    let extra = f.into_extra(Vec::new());
     Some(LegacyRestart {
         fingerprint: fp,
+        extra,
         state: RestartState {
             requested_ms,
             bot_id: Some(opts.bot_id.clone()),

@@ -788,3 +788,45 @@ fn a_large_file_imports_in_one_transaction() {
     assert_eq!(again.tasks, counts(0, n as u64, 0));
     store.close();
 }
+
+#[test]
+fn unmodelled_cost_and_restart_fields_are_kept_for_meta_not_dropped() {
+    let legacy = tempfile::tempdir().expect("tempdir");
+    let costs = json!({
+        "2025-10-14": {"cost_usd": 1.5, "model": "sonnet"},
+        "users": {"42": {"2025-10-14": {"cost": 0.5, "region": "eu"}}},
+        "2025-10-15": 0.25,
+    });
+    let restart = json!({"timestamp": 1_760_504_154, "chat_id": 42, "host": "old-mac"});
+    std::fs::write(legacy.path().join("costs.json"), costs.to_string()).expect("write");
+    std::fs::write(
+        legacy.path().join("restart_state.json"),
+        restart.to_string(),
+    )
+    .expect("write");
+    let parsed = parse_dir(legacy.path(), &opts()).expect("parses");
+
+    let day = |d: u32| parsed.batch.costs.iter().find(|c| c.day == d).expect("day");
+    let extra: Value =
+        serde_json::from_str(day(20251014).extra.as_deref().expect("extra")).expect("json");
+    assert_eq!(
+        extra,
+        json!({"2025-10-14": {"model": "sonnet"}, "users/42/2025-10-14": {"region": "eu"}})
+    );
+    assert_eq!(
+        day(20251015).extra,
+        None,
+        "a bare number has nothing left over"
+    );
+    let restart = parsed.batch.restart.as_ref().expect("restart");
+    assert_eq!(restart.extra.as_deref(), Some(r#"{"host":"old-mac"}"#));
+    let notes: Vec<&String> = parsed.files.iter().flat_map(|f| &f.notes).collect();
+    assert!(
+        notes.iter().any(|n| n.contains("legacy:extra:cost")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("legacy:extra:restart")),
+        "{notes:?}"
+    );
+}

@@ -685,6 +685,12 @@ pub fn spawn_monitors(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
                 Ok(rows) => tracing::debug!(rows, "series retention done"),
                 Err(e) => tracing::warn!(error = %e, "series retention failed"),
             }
+            match series::prune_expired_events(&retention_ctx.store, now, m.rollup_retention_days)
+                .await
+            {
+                Ok(rows) => tracing::debug!(rows, "event retention done"),
+                Err(e) => tracing::warn!(error = %e, "event retention failed"),
+            }
         }
     });
 }

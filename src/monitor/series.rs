@@ -4,7 +4,9 @@
 //! Invariants: a series name is `metric` or `metric{k="v",...}` with labels in the
 //! order given (callers give them in a fixed order, so one series has one name);
 //! retention deletes in transactions of at most [`PRUNE_BATCH_ROWS`] rows and
-//! yields between them, so it never holds the writer for long; a history answer
+//! yields between them, so it never holds the writer for long; the event log has
+//! no retention of its own and is kept as long as hour rollups
+//! (`monitor.rollup_retention_days`), pruned by the same job; a history answer
 //! holds at most [`MAX_HISTORY_POINTS`] points per series.
 
 use std::time::Duration;
@@ -104,6 +106,37 @@ pub async fn prune_expired(
             return Ok(total);
         }
         // Let the bot's durable writes in between the batches.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Deletes events older than `days` (the rollups' retention), in small
+/// transactions. Returns the events removed.
+pub async fn prune_expired_events(
+    store: &Store,
+    now_ms: u64,
+    days: u64,
+) -> Result<usize, StoreError> {
+    prune_events_in_batches(
+        store,
+        now_ms.saturating_sub(days.saturating_mul(DAY_MS)),
+        PRUNE_BATCH_ROWS,
+    )
+    .await
+}
+
+async fn prune_events_in_batches(
+    store: &Store,
+    before_ms: u64,
+    batch_rows: usize,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let removed = store.prune_events(before_ms, batch_rows).await?;
+        total += removed;
+        if removed < batch_rows {
+            return Ok(total);
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -236,6 +269,35 @@ mod tests {
         let now = 100 * DAY_MS;
         assert_eq!(retention_cutoffs(now, 7, 90), (93 * DAY_MS, 10 * DAY_MS));
         assert_eq!(retention_cutoffs(5, 7, 90), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn events_older_than_the_rollup_retention_are_pruned_in_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("agentlab.redb"), Default::default()).expect("open");
+        let now = 100 * DAY_MS;
+        for at in [
+            DAY_MS,
+            2 * DAY_MS,
+            3 * DAY_MS,
+            4 * DAY_MS,
+            9 * DAY_MS,
+            11 * DAY_MS,
+        ] {
+            store
+                .append_event("backup", None, serde_json::json!({"at": at}), at)
+                .await
+                .expect("event");
+        }
+        // 90 days back from day 100 is day 10: five events are older, in batches of 2.
+        let cutoff = now - 90 * DAY_MS;
+        assert_eq!(prune_events_in_batches(&store, cutoff, 2).await.unwrap(), 5);
+        let left = store.events_between(0, u64::MAX, 100).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].at_ms, 11 * DAY_MS);
+        assert_eq!(prune_expired_events(&store, now, 90).await.unwrap(), 0);
+        store.close();
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! Used by `agentlab dump`, the admin dump route, backups (row counts) and tests
 //! (backup → restore round trips compare dumps). No raw bytes ever come out: each
 //! row is a JSON object with its key fields and its decoded value.
+//!
+//! [`DumpWriter`] turns rows into the dump's text formats. The CLI (reading the
+//! file) and the admin route (for the CLI when the service holds the file) both
+//! write through it, so a dump reads the same whichever way it was taken.
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
@@ -35,6 +39,109 @@ impl DumpRow {
             map.insert("table".into(), Value::String(self.table.to_string()));
         }
         value
+    }
+}
+
+/// A text format of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// One pretty JSON document: `{table: [rows]}`.
+    Json,
+    /// One JSON object per line, with a `table` field (events keep their flat shape).
+    Ndjson,
+    /// `== table ==` headers and one `key=value` line per row.
+    Table,
+}
+
+impl DumpFormat {
+    /// The name used on the command line and in the admin route's query.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpFormat::Json => "json",
+            DumpFormat::Ndjson => "ndjson",
+            DumpFormat::Table => "table",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [DumpFormat::Json, DumpFormat::Ndjson, DumpFormat::Table]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+}
+
+/// Writes dump rows in one [`DumpFormat`]. ndjson and table text stream row by
+/// row; the JSON document is collected and written by [`DumpWriter::finish`].
+pub struct DumpWriter<W: std::io::Write> {
+    out: W,
+    format: DumpFormat,
+    doc: serde_json::Map<String, Value>,
+    current_table: Option<&'static str>,
+}
+
+impl<W: std::io::Write> DumpWriter<W> {
+    /// A writer of `format` text to `out`.
+    pub fn new(format: DumpFormat, out: W) -> Self {
+        DumpWriter {
+            out,
+            format,
+            doc: serde_json::Map::new(),
+            current_table: None,
+        }
+    }
+
+    /// Writes (or, for JSON, collects) one row.
+    pub fn row(&mut self, row: DumpRow) -> std::io::Result<()> {
+        match self.format {
+            DumpFormat::Ndjson => {
+                serde_json::to_writer(&mut self.out, &row.ndjson_value())?;
+                self.out.write_all(b"\n")
+            }
+            DumpFormat::Json => {
+                let list = self
+                    .doc
+                    .entry(row.table)
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(items) = list {
+                    items.push(row.row);
+                }
+                Ok(())
+            }
+            DumpFormat::Table => {
+                if self.current_table != Some(row.table) {
+                    writeln!(self.out, "== {} ==", row.table)?;
+                    self.current_table = Some(row.table);
+                }
+                writeln!(self.out, "{}", table_line(&row.row))
+            }
+        }
+    }
+
+    /// Writes what is still collected (the JSON document), flushes, and gives the
+    /// output back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if self.format == DumpFormat::Json {
+            serde_json::to_writer_pretty(&mut self.out, &self.doc)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A row as `key=value` pairs on one line (newlines in strings shown as ⏎).
+fn table_line(row: &Value) -> String {
+    match row {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={}", s.replace('\n', "⏎")),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("  "),
+        other => other.to_string(),
     }
 }
 
@@ -183,7 +290,13 @@ fn dump_table(
             for row in rows!(tables::META).iter()? {
                 let (k, v) = row?;
                 let bytes = v.value();
+                let key = k.value();
                 let text = match bytes.len() {
+                    // Unmodelled legacy fields: JSON whatever their length.
+                    _ if key.starts_with(super::legacy::LEGACY_EXTRA_PREFIX) => {
+                        serde_json::from_slice(bytes)
+                            .unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+                    }
                     4 => json!(u32::from_le_bytes(bytes.try_into().unwrap_or_default())),
                     8 => json!(u64::from_le_bytes(bytes.try_into().unwrap_or_default())),
                     _ => match codec::decode::<BackupRecord>(bytes) {
@@ -191,7 +304,7 @@ fn dump_table(
                         Err(_) => json!(String::from_utf8_lossy(bytes)),
                     },
                 };
-                emit(&mut sink, name, json!({"key": k.value(), "value": text}))?;
+                emit(&mut sink, name, json!({"key": key, "value": text}))?;
             }
         }
         "sessions" => {

@@ -13,7 +13,12 @@
 //! - state the running service created is never overwritten: an existing session
 //!   of the same (bot, user) or a pending restart state is kept ("kept existing",
 //!   no marker written, so the decision is the same on every run);
-//! - a cost day is *added* to the bot's existing day, once (its marker).
+//! - a cost day is *added* to the bot's existing day, once (its marker);
+//! - cost and restart records have no `extra` field (their layout is shared with
+//!   the running service), so what the old files held beyond the modelled fields
+//!   is kept in `meta` beside the marker, as a JSON object string:
+//!   `legacy:extra:cost:<bot>:<yyyymmdd>` (keyed by the record's place in
+//!   costs.json) and `legacy:extra:restart:<fingerprint>`.
 
 use std::collections::HashSet;
 
@@ -77,6 +82,9 @@ pub struct LegacyCost {
     pub day: u32,
     /// What is added to the bot's day.
     pub cost: CostDay,
+    /// Unmodelled fields of the day's entries, as a JSON object string keyed by
+    /// each entry's place in the file; kept in `meta` (see the module doc).
+    pub extra: Option<String>,
 }
 
 /// The old bot's pending restart.
@@ -86,6 +94,8 @@ pub struct LegacyRestart {
     pub fingerprint: String,
     /// The converted state.
     pub state: RestartState,
+    /// Unmodelled fields, as a JSON object string; kept in `meta`.
+    pub extra: Option<String>,
 }
 
 /// What happened to the records of one kind.
@@ -150,6 +160,19 @@ pub fn session_marker(bot_id: &str, user_id: i64) -> String {
 /// The meta key marking an imported legacy cost day.
 pub fn cost_marker(bot_id: &str, day: u32) -> String {
     format!("legacy:cost:{bot_id}:{day}")
+}
+
+/// Prefix of the meta keys holding unmodelled legacy fields (JSON object strings).
+pub const LEGACY_EXTRA_PREFIX: &str = "legacy:extra:";
+
+/// The meta key of a legacy cost day's unmodelled fields.
+pub fn cost_extra_key(bot_id: &str, day: u32) -> String {
+    format!("{LEGACY_EXTRA_PREFIX}cost:{bot_id}:{day}")
+}
+
+/// The meta key of a legacy restart state's unmodelled fields.
+pub fn restart_extra_key(fingerprint: &str) -> String {
+    format!("{LEGACY_EXTRA_PREFIX}restart:{fingerprint}")
 }
 
 /// The meta key marking an imported legacy restart state.
@@ -347,18 +370,31 @@ fn import_tx(tx: &WriteTransaction, batch: &LegacyBatch) -> StoreResult<ImportCo
         day.input_tokens += item.cost.input_tokens;
         day.output_tokens += item.cost.output_tokens;
         costs.insert(key, codec::encode(&day).as_slice())?;
-        tx.open_table(META)?.insert(
+        let mut meta = tx.open_table(META)?;
+        meta.insert(
             cost_marker(&batch.bot_id, item.day).as_str(),
             stamp.as_slice(),
         )?;
+        if let Some(extra) = &item.extra {
+            meta.insert(
+                cost_extra_key(&batch.bot_id, item.day).as_str(),
+                extra.as_bytes(),
+            )?;
+        }
     }
     if let (Some(item), Some(Decision::Import)) = (&batch.restart, plan.restart) {
         let mut state = item.state.clone();
         state.bot_id = Some(batch.bot_id.clone());
         tx.open_table(RESTART_STATE)?
             .insert(RESTART_KEY, codec::encode(&state).as_slice())?;
-        tx.open_table(META)?
-            .insert(restart_marker(&item.fingerprint).as_str(), stamp.as_slice())?;
+        let mut meta = tx.open_table(META)?;
+        meta.insert(restart_marker(&item.fingerprint).as_str(), stamp.as_slice())?;
+        if let Some(extra) = &item.extra {
+            meta.insert(
+                restart_extra_key(&item.fingerprint).as_str(),
+                extra.as_bytes(),
+            )?;
+        }
     }
     let payload = json!({
         "source": batch.source,

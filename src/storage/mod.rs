@@ -33,6 +33,7 @@ mod journal;
 mod kv;
 mod legacy;
 pub mod records;
+mod scratch;
 mod series;
 mod series_buffer;
 pub mod series_codec;
@@ -51,13 +52,14 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
-pub use dump::{DumpRow, TableCount, event_json, iso8601};
+pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use legacy::{
-    ImportCounts, KindCounts, LegacyBatch, LegacyCost, LegacyRestart, LegacySession, LegacyTask,
-    META_LEGACY_IMPORT,
+    ImportCounts, KindCounts, LEGACY_EXTRA_PREFIX, LegacyBatch, LegacyCost, LegacyRestart,
+    LegacySession, LegacyTask, META_LEGACY_IMPORT, cost_extra_key, restart_extra_key,
 };
 pub use records::*;
+pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{
@@ -154,6 +156,18 @@ impl Store {
                 .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         }
         let started = std::time::Instant::now();
+        // A file of a newer schema is refused before it is opened for writing: the
+        // write open itself touches the file (redb's header), and such a file must
+        // be left exactly as the newer build wrote it. (A file needing repair cannot
+        // be opened read-only; it is checked after the repair, below.)
+        if let Ok(Some(found)) = read_only_schema_version(path)
+            && found > migrations::latest_version()
+        {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: migrations::latest_version(),
+            });
+        }
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
             .set_check_integrity_on_open(check_integrity)
@@ -379,6 +393,21 @@ impl Drop for Inner {
             let _ = thread.join();
         }
     }
+}
+
+/// The schema version of the file at `path` through redb's read-only handle,
+/// which never writes: `None` when there is no file. Fails when the file needs a
+/// repair, is held by another process, or is not a database.
+fn read_only_schema_version(path: &Path) -> StoreResult<Option<u32>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let db = Database::builder()
+        .set_cache_size(4 * 1024 * 1024)
+        .open_read_only(path)
+        .map_err(|e| error::open_error(path, e))?;
+    let version = migrations::current_version_read(&db.begin_read()?)?;
+    Ok(Some(version))
 }
 
 fn with_path(e: StoreError, path: &Path) -> StoreError {

@@ -55,7 +55,7 @@ pub struct Claimed {
 }
 
 /// How a run ended, as recorded by [`Store::finish_task`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskFinish {
     /// `succeeded`, `failed` or `cancelled`.
     pub status: Option<TaskStatus>,
@@ -86,7 +86,7 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only this bot.
     pub bot_id: Option<String>,
-    /// Only this user (with `bot_id`).
+    /// Only this user (read from the user index when `bot_id` is set too).
     pub user_id: Option<i64>,
     /// Newest first, at most this many (default 50).
     pub limit: Option<usize>,
@@ -400,6 +400,7 @@ impl Store {
                     let task = decode_task(v.value())?;
                     if filter.status.is_none_or(|s| s == task.status)
                         && filter.bot_id.as_ref().is_none_or(|b| *b == task.bot_id)
+                        && filter.user_id.is_none_or(|u| u == task.user_id)
                     {
                         out.push(task);
                     }
@@ -649,7 +650,7 @@ const JOURNAL_FORMAT: u8 = 1;
 /// A task operation as the journal records it. Each is a deterministic function
 /// of the stored state and these inputs, so [`TaskOp::redo`] after a crash
 /// reproduces exactly what was acknowledged (same ids, same outcome).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(super) enum TaskOp {
     Submit {
         new: NewTask,

@@ -544,62 +544,297 @@ fn writes_after_close_fail_cleanly() {
     ));
 }
 
+fn finite_f64() -> impl Strategy<Value = f64> {
+    any::<f64>().prop_filter("finite", |v| v.is_finite())
+}
+
+fn arb_kind() -> impl Strategy<Value = TaskKind> {
+    prop_oneof![Just(TaskKind::Chat), Just(TaskKind::Task)]
+}
+
+fn arb_source() -> impl Strategy<Value = TaskSource> {
+    prop_oneof![
+        Just(TaskSource::Telegram),
+        Just(TaskSource::Api),
+        Just(TaskSource::Legacy)
+    ]
+}
+
+fn arb_status() -> impl Strategy<Value = TaskStatus> {
+    proptest::sample::select(TaskStatus::ALL.to_vec())
+}
+
+fn arb_error_class() -> impl Strategy<Value = Option<FailureClass>> {
+    proptest::option::of(proptest::sample::select(FailureClass::ALL.to_vec()))
+}
+
 fn arb_task() -> impl Strategy<Value = Task> {
-    (
+    let identity = (
         any::<u64>(),
         ".*",
         any::<i64>(),
+        any::<i64>(),
+        arb_kind(),
+        arb_source(),
+        ".*",
+        any::<u8>(),
+        arb_status(),
+        any::<u32>(),
+        any::<u32>(),
+    );
+    let times = (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<i32>()),
+    );
+    let outcome = (
+        proptest::option::of(".*"),
+        arb_error_class(),
+        proptest::option::of(".*"),
+        finite_f64(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(".*"),
+    );
+    let telegram = (
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(".*"),
+    );
+    (identity, times, outcome, telegram).prop_map(
+        |(
+            (
+                id,
+                bot_id,
+                user_id,
+                chat_id,
+                kind,
+                source,
+                prompt,
+                priority,
+                status,
+                attempts,
+                max_attempts,
+            ),
+            (created_ms, enqueued_ms, started_ms, finished_ms, pid, pid_start_time, exit_code),
+            (result, error_class, error, cost_usd, input_tokens, output_tokens, session_id),
+            (
+                reply_to_message_id,
+                update_id,
+                progress_message_id,
+                delivery_started_ms,
+                retry_of,
+                extra,
+            ),
+        )| Task {
+            id,
+            bot_id,
+            user_id,
+            chat_id,
+            kind,
+            source,
+            prompt,
+            priority,
+            status,
+            attempts,
+            max_attempts,
+            created_ms,
+            enqueued_ms,
+            started_ms,
+            finished_ms,
+            pid,
+            pid_start_time,
+            exit_code,
+            result,
+            error_class,
+            error,
+            cost_usd,
+            input_tokens,
+            output_tokens,
+            session_id,
+            reply_to_message_id,
+            update_id,
+            progress_message_id,
+            delivery_started_ms,
+            retry_of,
+            extra,
+        },
+    )
+}
+
+fn arb_new_task() -> impl Strategy<Value = NewTask> {
+    (
+        ".*",
+        any::<i64>(),
+        any::<i64>(),
+        arb_kind(),
+        arb_source(),
         ".*",
         any::<u8>(),
         any::<u32>(),
-        proptest::option::of(".*"),
-        any::<f64>(),
-        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i64>()),
     )
         .prop_map(
-            |(id, bot, user, prompt, priority, attempts, result, cost, pid)| Task {
-                id,
-                bot_id: bot,
-                user_id: user,
-                chat_id: user,
-                kind: TaskKind::Task,
-                source: TaskSource::Api,
+            |(
+                bot_id,
+                user_id,
+                chat_id,
+                kind,
+                source,
                 prompt,
                 priority,
-                status: TaskStatus::Failed,
-                attempts,
-                max_attempts: 3,
-                created_ms: id,
-                enqueued_ms: id,
-                started_ms: Some(id),
-                finished_ms: None,
-                pid,
-                pid_start_time: Some(7),
-                exit_code: Some(-1),
-                result,
-                error_class: Some(FailureClass::Timeout),
-                error: None,
-                cost_usd: cost,
-                input_tokens: 1,
-                output_tokens: 2,
-                session_id: None,
-                reply_to_message_id: Some(3),
-                update_id: Some(-4),
-                progress_message_id: None,
-                delivery_started_ms: None,
-                retry_of: None,
-                extra: Some("{\"a\":1}".into()),
+                max_attempts,
+                reply,
+                update,
+            )| {
+                NewTask {
+                    bot_id,
+                    user_id,
+                    chat_id,
+                    kind,
+                    source,
+                    prompt,
+                    priority,
+                    max_attempts,
+                    reply_to_message_id: reply,
+                    update_id: update,
+                }
             },
         )
+}
+
+fn arb_task_finish() -> impl Strategy<Value = TaskFinish> {
+    (
+        proptest::option::of(arb_status()),
+        proptest::option::of(".*"),
+        arb_error_class(),
+        proptest::option::of(".*"),
+        proptest::option::of(any::<i32>()),
+        finite_f64(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(".*"),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                status,
+                result,
+                error_class,
+                error,
+                exit_code,
+                cost_usd,
+                input_tokens,
+                output_tokens,
+                session_id,
+                deliver,
+            )| {
+                TaskFinish {
+                    status,
+                    result,
+                    error_class,
+                    error,
+                    exit_code,
+                    cost_usd,
+                    input_tokens,
+                    output_tokens,
+                    session_id,
+                    deliver,
+                }
+            },
+        )
+}
+
+fn arb_task_op() -> impl Strategy<Value = tasks::TaskOp> {
+    use tasks::TaskOp;
+    prop_oneof![
+        (arb_new_task(), any::<u64>()).prop_map(|(new, now_ms)| TaskOp::Submit { new, now_ms }),
+        (any::<u64>(), proptest::collection::vec(".*", 0..4)).prop_map(|(now_ms, blocked_bots)| {
+            TaskOp::Claim {
+                now_ms,
+                blocked_bots,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(task_id, pid, start_time)| {
+            TaskOp::Process {
+                task_id,
+                pid,
+                start_time,
+            }
+        }),
+        (
+            any::<u64>(),
+            arb_task_finish(),
+            any::<u64>(),
+            any::<usize>()
+        )
+            .prop_map(|(task_id, finish, now_ms, history)| TaskOp::Finish {
+                task_id,
+                finish,
+                now_ms,
+                history
+            }),
+        (any::<u64>(), proptest::option::of(any::<i32>())).prop_map(|(task_id, message_id)| {
+            TaskOp::Progress {
+                task_id,
+                message_id,
+            }
+        }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(task_id, now_ms)| TaskOp::BeginDelivery { task_id, now_ms }),
+        any::<u64>().prop_map(|task_id| TaskOp::DeliveryFailed { task_id }),
+        any::<u64>().prop_map(|task_id| TaskOp::Delivered { task_id }),
+        (".*", any::<i64>(), ".*", ".*", any::<u64>(), any::<usize>()).prop_map(
+            |(bot_id, user_id, role, text, now_ms, history)| TaskOp::Message {
+                bot_id,
+                user_id,
+                role,
+                text,
+                now_ms,
+                history,
+            }
+        ),
+    ]
 }
 
 proptest! {
     #[test]
     fn task_codec_round_trips(task in arb_task()) {
-        let bytes = codec::encode(&task);
-        let back: Task = codec::decode(&bytes).unwrap();
-        prop_assert!(back.id == task.id && back.prompt == task.prompt && back.result == task.result);
-        prop_assert!(back.cost_usd.to_bits() == task.cost_usd.to_bits());
+        let back: Task = codec::decode(&codec::encode(&task)).unwrap();
+        prop_assert_eq!(back, task);
+    }
+
+    #[test]
+    fn journal_task_ops_round_trip_through_the_codec(op in arb_task_op()) {
+        // As the journal stores them: decoded exactly, nothing left over.
+        let back: tasks::TaskOp = codec::decode_exact(&codec::encode(&op)).unwrap();
+        prop_assert_eq!(back, op);
+    }
+
+    #[test]
+    fn rollups_round_trip(min in finite_f64(), max in finite_f64(), sum in finite_f64(), count in any::<u64>()) {
+        let rollup = Rollup { min, max, sum, count };
+        prop_assert_eq!(codec::decode::<Rollup>(&codec::encode(&rollup)).unwrap(), rollup);
+    }
+
+    #[test]
+    fn backup_records_round_trip(
+        path in ".*",
+        taken_ms in any::<u64>(),
+        size_bytes in any::<u64>(),
+        verified in any::<bool>(),
+        table_counts in proptest::collection::vec((".*", any::<u64>()), 0..20),
+    ) {
+        let record = BackupRecord { path, taken_ms, size_bytes, verified, table_counts };
+        prop_assert_eq!(codec::decode::<BackupRecord>(&codec::encode(&record)).unwrap(), record);
     }
 
     #[test]
@@ -1003,4 +1238,424 @@ fn a_store_of_schema_4_is_refused_by_nothing_older_and_has_no_id_counter() {
     let (_dir, store) = temp_store();
     assert!(Store::latest_schema_version() >= 4);
     assert_eq!(store.get_meta("next_task_id").unwrap(), None);
+}
+
+fn session(agent: &str, at_ms: u64) -> Session {
+    Session {
+        agent_session_id: Some(agent.into()),
+        created_ms: at_ms,
+        last_active_ms: at_ms,
+        message_count: 1,
+        workdir: "/w".into(),
+        extra: None,
+    }
+}
+
+#[test]
+fn upsert_session_creates_then_replaces_and_list_sessions_orders_by_bot_then_user() {
+    let (_dir, store) = temp_store();
+    assert!(store.list_sessions().unwrap().is_empty());
+    store
+        .upsert_session("B", 1, session("b1", 1))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 2, session("a2", 2))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 1, session("a1", 3))
+        .wait()
+        .unwrap();
+    store
+        .upsert_session("A", 2, session("a2-new", 4))
+        .wait()
+        .unwrap();
+    let listed = store.list_sessions().unwrap();
+    let keys: Vec<(&str, i64)> = listed.iter().map(|((b, u), _)| (b.as_str(), *u)).collect();
+    assert_eq!(keys, [("A", 1), ("A", 2), ("B", 1)]);
+    assert_eq!(listed[1].1, session("a2-new", 4), "the upsert replaced it");
+    assert_eq!(
+        store.get_session("A", 2).unwrap(),
+        Some(session("a2-new", 4))
+    );
+    assert_eq!(store.get_session("C", 1).unwrap(), None);
+}
+
+#[test]
+fn list_tasks_filters_by_user_and_by_status_newest_first() {
+    let (_dir, store) = temp_store();
+    let submit = |bot: &str, user: i64, prompt: &str, at: u64| {
+        store
+            .submit_task(new_task(bot, user, prompt, 5), at)
+            .wait()
+            .unwrap()
+            .task
+    };
+    let a1_old = submit("A", 1, "a1 old", 1);
+    let a2 = submit("A", 2, "a2", 2);
+    let b1 = submit("B", 1, "b1", 3);
+    let a1_new = submit("A", 1, "a1 new", 4);
+    // The oldest task of A/1 runs and succeeds.
+    let claimed = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
+    assert_eq!(claimed.task.id, a1_old.id);
+    let finish = TaskFinish {
+        status: Some(TaskStatus::Succeeded),
+        result: Some("done".into()),
+        ..Default::default()
+    };
+    store.finish_task(a1_old.id, finish, 11).wait().unwrap();
+
+    let ids = |filter: TaskFilter| -> Vec<u64> {
+        store
+            .list_tasks(&filter)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    let by_user = TaskFilter {
+        bot_id: Some("A".into()),
+        user_id: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_user.clone()), [a1_new.id, a1_old.id]);
+    let queued_of_user = TaskFilter {
+        status: Some(TaskStatus::Queued),
+        ..by_user.clone()
+    };
+    assert_eq!(ids(queued_of_user), [a1_new.id]);
+    let queued = TaskFilter {
+        status: Some(TaskStatus::Queued),
+        ..Default::default()
+    };
+    assert_eq!(ids(queued.clone()), [a1_new.id, b1.id, a2.id]);
+    let queued_of_a = TaskFilter {
+        bot_id: Some("A".into()),
+        ..queued.clone()
+    };
+    assert_eq!(ids(queued_of_a), [a1_new.id, a2.id]);
+    let succeeded = TaskFilter {
+        status: Some(TaskStatus::Succeeded),
+        ..Default::default()
+    };
+    assert_eq!(ids(succeeded), [a1_old.id]);
+    // A user id without a bot still filters (it scans instead of using the index).
+    let user_2 = TaskFilter {
+        user_id: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(ids(user_2), [a2.id]);
+    let limited = TaskFilter {
+        limit: Some(2),
+        ..queued
+    };
+    assert_eq!(ids(limited), [a1_new.id, b1.id]);
+}
+
+#[test]
+fn prune_events_removes_only_older_events_and_at_most_max_rows_per_call() {
+    let (_dir, store) = temp_store();
+    for at in [10, 20, 20, 30, 40] {
+        store
+            .append_event("backup", None, serde_json::json!({"at": at}), at)
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 2);
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 2);
+    assert_eq!(store.prune_events(35, 2).wait().unwrap(), 0);
+    let left: Vec<u64> = store
+        .events_between(0, u64::MAX, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(left, [40]);
+}
+
+/// A task as a schema-1 build stored it: the record and its queue entry only (the
+/// status and user indexes came with schema 2). Returns the task.
+fn write_schema_1_file(path: &std::path::Path) -> Task {
+    let task = Task {
+        id: 7,
+        bot_id: "A".into(),
+        user_id: 1,
+        chat_id: 1,
+        kind: TaskKind::Chat,
+        source: TaskSource::Telegram,
+        prompt: "from schema 1".into(),
+        priority: 5,
+        status: TaskStatus::Queued,
+        attempts: 0,
+        max_attempts: 3,
+        created_ms: 1_000,
+        enqueued_ms: 1_000,
+        started_ms: None,
+        finished_ms: None,
+        pid: None,
+        pid_start_time: None,
+        exit_code: None,
+        result: None,
+        error_class: None,
+        error: None,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        session_id: None,
+        reply_to_message_id: None,
+        update_id: Some(99),
+        progress_message_id: None,
+        delivery_started_ms: None,
+        retry_of: None,
+        extra: None,
+    };
+    let db = redb::Database::create(path).unwrap();
+    migrations::apply_up_to(&db, 1).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        tx.open_table(tables::TASKS)
+            .unwrap()
+            .insert(task.id, codec::encode(&task).as_slice())
+            .unwrap();
+        tx.open_table(tables::TASK_QUEUE)
+            .unwrap()
+            .insert(task.queue_key(), ())
+            .unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert("next_task_id", 8u64.to_le_bytes().as_slice())
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    task
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_and_its_tasks_are_indexed_by_status_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let task = write_schema_1_file(&path);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::latest_schema_version()
+    );
+    let by_status = store
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_status, std::slice::from_ref(&task));
+    let by_user = store
+        .list_tasks(&TaskFilter {
+            bot_id: Some("A".into()),
+            user_id: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_user, std::slice::from_ref(&task));
+    // The update that created it is known: a resubmission is a duplicate.
+    let mut again = new_task("A", 1, "from schema 1", 5);
+    again.update_id = Some(99);
+    let submitted = store.submit_task(again, 2_000).wait().unwrap();
+    assert!(submitted.duplicate);
+    assert_eq!(submitted.task.id, task.id);
+    // Schema 4 retired the counter; new ids follow the newest task.
+    assert_eq!(store.get_meta("next_task_id").unwrap(), None);
+    let next = store
+        .submit_task(new_task("A", 2, "new", 5), 3_000)
+        .wait()
+        .unwrap();
+    assert_eq!(next.task.id, task.id + 1);
+    store.close();
+}
+
+/// Rewrites the schema version of a closed store file.
+fn set_schema_version(path: &std::path::Path, version: u32) {
+    let db = redb::Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(tables::META)
+        .unwrap()
+        .insert(
+            migrations::SCHEMA_VERSION_KEY,
+            version.to_le_bytes().as_slice(),
+        )
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+#[test]
+fn a_file_of_a_newer_schema_is_refused_with_schema_too_new_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    store
+        .submit_task(new_task("A", 1, "keep me", 5), 1)
+        .wait()
+        .unwrap();
+    store.close();
+    drop(store);
+    let newer = Store::latest_schema_version() + 1;
+    set_schema_version(&path, newer);
+    let before = std::fs::read(&path).unwrap();
+    let journal = journal::Journal::path_for(&path);
+    let journal_before = std::fs::read(&journal).ok();
+
+    match Store::open(&path, StoreOptions::default()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, newer);
+            assert_eq!(supported, Store::latest_schema_version());
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    assert_eq!(std::fs::read(&journal).ok(), journal_before);
+}
+
+#[test]
+fn a_scratch_copy_previews_what_opening_would_do_and_leaves_the_file_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let task = write_schema_1_file(&path);
+    let before = std::fs::read(&path).unwrap();
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let files_before = listing(dir.path());
+
+    let scratch = Store::open_scratch_copy(&path, StoreOptions::default()).unwrap();
+    assert_eq!(scratch.schema_before(), 1);
+    let pending: Vec<u32> = scratch
+        .pending_migrations()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(
+        pending,
+        (2..=Store::latest_schema_version()).collect::<Vec<_>>()
+    );
+    assert!(!scratch.needs_repair());
+    let steps = scratch.opening_steps().unwrap();
+    assert!(steps.contains("from schema 1"), "{steps}");
+    // The copy is migrated: its tasks are indexed as the real open would index them.
+    let queued = scratch
+        .store()
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(queued, [task]);
+    let copy_dir = scratch.store().path().parent().unwrap().to_path_buf();
+    drop(scratch);
+
+    assert!(!copy_dir.exists(), "the scratch copy is removed");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    assert_eq!(
+        listing(dir.path()),
+        files_before,
+        "no journal or other file appeared"
+    );
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::latest_schema_version()
+    );
+    store.close();
+}
+
+#[test]
+fn a_scratch_copy_of_a_file_the_service_holds_is_refused_as_already_open() {
+    let (dir, store) = temp_store();
+    let path = dir.path().join("agentlab.redb");
+    assert!(matches!(
+        Store::open_scratch_copy(&path, StoreOptions::default()),
+        Err(StoreError::AlreadyOpen { .. })
+    ));
+    store.close();
+    let missing = dir.path().join("missing.redb");
+    assert!(matches!(
+        Store::open_scratch_copy(&missing, StoreOptions::default()),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn unmodelled_legacy_cost_and_restart_fields_are_kept_in_meta_and_dumped_as_json() {
+    let (_dir, store) = temp_store();
+    let batch = LegacyBatch {
+        bot_id: "A".into(),
+        source: "/old".into(),
+        now_ms: 1_763_900_000_000,
+        costs: vec![LegacyCost {
+            day: 20251123,
+            cost: CostDay {
+                usd: 1.5,
+                ..CostDay::default()
+            },
+            // Eight bytes long, as a u64 stamp would be: still dumped as JSON.
+            extra: Some("{\"m\":1}".to_string() + " "),
+        }],
+        restart: Some(LegacyRestart {
+            fingerprint: "fp".into(),
+            state: RestartState {
+                requested_ms: 1_763_900_000_000,
+                bot_id: None,
+                chat_id: Some(5),
+                message_id: None,
+                reason: "r".into(),
+            },
+            extra: Some("{\"host\":\"old-mac\"}".into()),
+        }),
+        ..LegacyBatch::default()
+    };
+    store.import_legacy(batch.clone()).wait().unwrap();
+    assert_eq!(
+        store.get_meta(&cost_extra_key("A", 20251123)).unwrap(),
+        Some(b"{\"m\":1} ".to_vec())
+    );
+    assert_eq!(
+        store.get_meta(&restart_extra_key("fp")).unwrap(),
+        Some(b"{\"host\":\"old-mac\"}".to_vec())
+    );
+    let mut meta = Vec::new();
+    store
+        .dump(&["meta".into()], None, &mut |row| {
+            meta.push(row.row);
+            Ok(())
+        })
+        .unwrap();
+    let value_of = |key: String| {
+        meta.iter()
+            .find(|r| r["key"] == key.as_str())
+            .map(|r| r["value"].clone())
+    };
+    assert_eq!(
+        value_of(cost_extra_key("A", 20251123)),
+        Some(serde_json::json!({"m": 1}))
+    );
+    assert_eq!(
+        value_of(restart_extra_key("fp")),
+        Some(serde_json::json!({"host": "old-mac"}))
+    );
+    // A second import writes nothing again.
+    let again = store.import_legacy(batch).wait().unwrap();
+    assert_eq!(again.costs.imported, 0);
+    assert_eq!(again.restart.already_imported, 1);
+    store.close();
 }

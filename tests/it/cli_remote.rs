@@ -28,7 +28,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
-    let service = Service::start(Options::default()).await;
+    let mut service = Service::start(Options::default()).await;
     let env = service.env();
     let config = service.config_path.clone();
 
@@ -93,6 +93,72 @@ async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
     assert!(
         rows.iter().any(|r| r["id"] == id && r["table"] == "tasks"),
         "{rows:?}"
+    );
+
+    // Every format prints through the service exactly what it prints from the file.
+    const FORMATS: [&str; 3] = ["json", "ndjson", "table"];
+    let mut remote = Vec::new();
+    for format in FORMATS {
+        let dump = agentlab(
+            &config,
+            &env,
+            &["dump", "--table", "tasks", "--format", format],
+        )
+        .await;
+        assert!(dump.status.success(), "{format}: {}", text(&dump.stderr));
+        assert!(text(&dump.stderr).contains("admin API"), "{format}");
+        remote.push(text(&dump.stdout));
+    }
+    let json: serde_json::Value = serde_json::from_str(&remote[0]).expect("one JSON document");
+    assert!(
+        json["tasks"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["id"] == id)),
+        "{json}"
+    );
+    assert!(remote[2].starts_with("== tasks ==\n"), "{}", remote[2]);
+    assert!(remote[2].contains(&format!("id={id}")), "{}", remote[2]);
+
+    assert_eq!(service.stop().await, Some(0));
+    for (format, through_service) in FORMATS.iter().zip(&remote) {
+        let dump = agentlab(
+            &config,
+            &env,
+            &["dump", "--table", "tasks", "--format", format],
+        )
+        .await;
+        assert!(dump.status.success(), "{format}: {}", text(&dump.stderr));
+        assert!(!text(&dump.stderr).contains("admin API"), "{format}");
+        assert_eq!(
+            &text(&dump.stdout),
+            through_service,
+            "--format {format} differs between the file and the service"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_of_a_data_dir_without_a_database_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agentlab.toml");
+    let data = dir.path().join("data");
+    let root = dir.path().display();
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n[[bots]]\nid = \"BOT-001\"\n"),
+    )
+    .expect("config");
+    let dump = agentlab(&config, &[], &["dump"]).await;
+    assert_eq!(dump.status.code(), Some(1), "{}", text(&dump.stderr));
+    assert!(
+        text(&dump.stderr).contains("nothing to dump"),
+        "{}",
+        text(&dump.stderr)
+    );
+    assert!(text(&dump.stdout).is_empty());
+    assert!(
+        !data.join("agentlab.redb").exists(),
+        "a database was created"
     );
 }
 

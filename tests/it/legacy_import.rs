@@ -215,3 +215,75 @@ fn bot_must_be_configured() {
     let chosen = migrate(&config, "good", true, Some("BOT-001")).expect("configured bot");
     assert_eq!(chosen.bot_id, "BOT-001");
 }
+
+/// The database file and its journal, byte for byte.
+fn file_bytes(config: &Config) -> (Vec<u8>, Option<Vec<u8>>) {
+    let db = config.database_path();
+    let mut journal = db.clone().into_os_string();
+    journal.push(".journal");
+    (
+        std::fs::read(&db).expect("database bytes"),
+        std::fs::read(journal).ok(),
+    )
+}
+
+#[test]
+fn a_dry_run_on_an_existing_store_leaves_its_file_byte_for_byte_unchanged() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = config_in(data.path());
+    open(&config).close();
+    let fresh = file_bytes(&config);
+    let dry = migrate(&config, "good", true, None).expect("dry run");
+    assert!(file_bytes(&config) == fresh, "a dry run changed the file");
+    assert!(dry.counts().tasks.imported > 0);
+
+    let real = migrate(&config, "good", false, None).expect("import");
+    assert_eq!(real.counts(), dry.counts());
+    let imported = file_bytes(&config);
+    let again = migrate(&config, "good", true, None).expect("second dry run");
+    assert!(
+        file_bytes(&config) == imported,
+        "a dry run changed the file"
+    );
+    assert_eq!(again.counts().tasks.imported, 0);
+    assert_eq!(
+        again.counts().tasks.already_imported,
+        real.counts().tasks.imported
+    );
+
+    // Nor does `migrate --dry-run` without `--from-json`.
+    let report = agentlab::commands::migrate::dry_run_report(
+        &config.database_path(),
+        StoreOptions::default(),
+    )
+    .expect("report");
+    assert!(report.contains("up to date"), "{report}");
+    assert!(
+        file_bytes(&config) == imported,
+        "migrate --dry-run changed the file"
+    );
+}
+
+#[test]
+fn migrate_dry_run_without_a_database_creates_none() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = config_in(data.path());
+    let report = agentlab::commands::migrate::dry_run_report(
+        &config.database_path(),
+        StoreOptions::default(),
+    )
+    .expect("report");
+    assert!(report.contains("no database yet"), "{report}");
+    assert!(!config.database_path().exists());
+}
+
+#[test]
+fn a_dry_run_refuses_while_the_service_holds_the_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = config_in(data.path());
+    let held = open(&config);
+    let err = migrate(&config, "good", true, None).expect_err("store is held");
+    let message = format!("{err:#}");
+    assert!(message.contains("service is running"), "{message}");
+    held.close();
+}
