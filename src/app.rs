@@ -32,24 +32,35 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Runs a subcommand; the exit code on success (e.g. 42 for a restart).
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config_path = cli.config.clone();
+    // The configuration comes first: it says how many threads the runtime gets.
+    let config = match cli.command {
+        Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => None,
+        _ => Some(load_config(config_path.as_deref())?),
+    };
+    let threads = config.as_ref().map_or_else(
+        || crate::config::RuntimeConfig::default().async_threads,
+        |c| c.runtime.async_threads,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name("agentlab")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(dispatch(cli))
+    runtime.block_on(dispatch(cli.command, config_path, config))
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let config_path = cli.config.clone();
-    match cli.command {
-        Command::Demo(args) => commands::demo::run(args).await,
-        Command::CheckConfig => commands::check_config::run(config_path.as_deref()),
-        command => {
-            let config = load_config(config_path.as_deref())?;
-            run_with_config(command, config).await
-        }
+async fn dispatch(
+    command: Command,
+    config_path: Option<PathBuf>,
+    config: Option<Config>,
+) -> anyhow::Result<i32> {
+    match (command, config) {
+        (Command::Demo(args), _) => commands::demo::run(args).await,
+        (Command::CheckConfig, _) => commands::check_config::run(config_path.as_deref()),
+        (command, Some(config)) => run_with_config(command, config).await,
+        (_, None) => unreachable_command(),
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// The storage layer.
     pub storage: StorageConfig,
+    /// The process's async runtime.
+    pub runtime: RuntimeConfig,
     /// Defaults for every (bot, dependency) circuit breaker.
     pub breaker: BreakerSettings,
     /// Sampling and retention of the monitors.
@@ -87,6 +89,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             backup: BackupConfig::default(),
             storage: StorageConfig::default(),
+            runtime: RuntimeConfig::default(),
             breaker: BreakerSettings::default(),
             monitor: MonitorConfig::default(),
             alerts: AlertsConfig::default(),
@@ -198,6 +201,23 @@ impl Default for StorageConfig {
             min_free_mb: 100,
             quick_repair: false,
         }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads of the async runtime: the bots, the HTTP server, the pool's
+    /// dispatcher. Storage, the journal, snapshots, file work and the agents run
+    /// on threads and processes of their own, so one thread is enough for a
+    /// self-hosted service and costs the least CPU per message (BENCHMARKS.md).
+    pub async_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { async_threads: 1 }
     }
 }
 
@@ -506,6 +526,9 @@ impl Config {
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if self.runtime.async_threads == 0 || self.runtime.async_threads > 64 {
+            return Err(invalid("runtime.async_threads", "must be between 1 and 64"));
+        }
         if l.workers == 0 || l.workers > 256 {
             return Err(invalid("limits.workers", "must be between 1 and 256"));
         }

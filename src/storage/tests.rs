@@ -802,6 +802,21 @@ fn arb_task_op() -> impl Strategy<Value = tasks::TaskOp> {
                 history,
             }
         ),
+        (arb_new_task(), any::<u64>(), any::<usize>()).prop_map(|(new, now_ms, history)| {
+            TaskOp::SubmitPrompt {
+                new,
+                now_ms,
+                history,
+            }
+        }),
+        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
+            |(task_id, claimed_ms, pid, start_time)| TaskOp::Started {
+                task_id,
+                claimed_ms,
+                pid,
+                start_time,
+            }
+        ),
     ]
 }
 

@@ -205,7 +205,6 @@ impl AgentOutcome {
 pub struct RunningAgent {
     child: tokio::process::Child,
     identity: ProcIdentity,
-    task_id: u64,
     run_dir: PathBuf,
     started: Instant,
     timeout: Duration,
@@ -251,7 +250,9 @@ pub fn is_valid_session_id(id: &str) -> bool {
 ///
 /// Starts `cmd` with the prompt as a complete file on stdin (see [`prompt_stdin`])
 /// and `<run_dir>/stdout`, `<run_dir>/stderr` as outputs.
-#[tracing::instrument(skip_all, fields(task_id = spec.task_id))]
+///
+/// No span of its own: the caller's (the pool's, with task and bot id) covers it,
+/// and a span per step of every run costs more than its lines are worth.
 pub async fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<RunningAgent, SpawnError> {
     let args = command_args(cmd, spec.session_id.as_deref())?;
     let files = prepare_run_files(&spec.run_dir, &spec.prompt).await?;
@@ -291,7 +292,6 @@ pub async fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<RunningAgent, S
     Ok(RunningAgent {
         child,
         identity,
-        task_id: spec.task_id,
         run_dir: spec.run_dir.clone(),
         started: Instant::now(),
         timeout: spec.timeout,
@@ -315,7 +315,6 @@ impl RunningAgent {
     ///
     /// A dropped cancel sender means "never cancelled". Dropping this future leaves
     /// the agent running.
-    #[tracing::instrument(skip_all, fields(task_id = self.task_id, pid = self.identity.pid))]
     pub async fn wait(mut self, mut cancel: watch::Receiver<bool>) -> AgentOutcome {
         let deadline = deadline_after(self.started, self.timeout);
         let (ending, exit) = tokio::select! {
@@ -328,7 +327,7 @@ impl RunningAgent {
             Some(Ok(status)) => Some(status),
             Some(Err(error)) => {
                 // The leftover sweep below still stops the group if the leader lives.
-                warn!(%error, "cannot wait for the agent");
+                warn!(%error, pid = self.identity.pid, "cannot wait for the agent");
                 None
             }
             None => self.stop().await,
@@ -350,7 +349,10 @@ impl RunningAgent {
         match tokio::time::timeout(AFTER_KILL_WAIT, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
             _ => {
-                warn!("the agent did not exit after SIGKILL; leaving it to be reaped later");
+                warn!(
+                    pid = self.identity.pid,
+                    "the agent did not exit after SIGKILL; leaving it to be reaped later"
+                );
                 None
             }
         }
