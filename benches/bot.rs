@@ -99,7 +99,11 @@ async fn bench() {
         common::machine(),
         ms(clock.uncertainty)
     );
-    println!("Files: {}", common::bench_filesystem());
+    println!(
+        "Files: {}; service runtime: {} async thread(s)",
+        common::bench_filesystem(),
+        common::async_threads()
+    );
     println!();
     table.print();
     println!();

@@ -100,7 +100,11 @@ async fn bench() {
     let _removed_at_exit = service.stop();
     println!();
     println!("Machine: {}; pool of {WORKERS} workers", common::machine());
-    println!("Files: {}", common::bench_filesystem());
+    println!(
+        "Files: {}; service runtime: {} async thread(s)",
+        common::bench_filesystem(),
+        common::async_threads()
+    );
     println!();
     table.print();
 }

@@ -156,6 +156,16 @@ pub fn bench_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
+/// The service's `[runtime] async_threads` in the benches that start it:
+/// `$AGENTLAB_BENCH_ASYNC_THREADS`, else the configuration's default.
+#[allow(dead_code)]
+pub fn async_threads() -> usize {
+    std::env::var("AGENTLAB_BENCH_ASYNC_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| agentlab::config::RuntimeConfig::default().async_threads)
+}
+
 /// The filesystem type and options of the disk [`bench_dir`] is on, from
 /// `/proc/mounts` (the longest mount point that prefixes it).
 #[allow(dead_code)]

@@ -201,6 +201,10 @@ command = {agent:?}
             tokens.push(token);
         }
         config.push_str(extra_toml);
+        config.push_str(&format!(
+            "\n[runtime]\nasync_threads = {}\n",
+            super::async_threads()
+        ));
         let config_path = root.join("agentlab.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr = std::fs::File::create(root.join("service.stderr")).expect("stderr file");

@@ -123,7 +123,23 @@ pub fn admit_prompt(config: &Config, store: &Store) -> Result<(), DiskFull> {
     if health_check(config).level != DiskLevel::Fail {
         return Ok(());
     }
-    prune(config, store);
+    // Pruning walks every run folder: it runs on the caller's (async) thread, so
+    // at most once a minute, not once per refused prompt.
+    static LAST_PRUNE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST_PRUNE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST_PRUNE_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        prune(config, store);
+    }
     let health = health_check(config);
     if health.level == DiskLevel::Fail {
         Err(DiskFull {

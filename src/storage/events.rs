@@ -75,12 +75,17 @@ impl Store {
     pub fn prune_events(&self, before_ms: u64, max_rows: usize) -> Pending<usize> {
         self.write(move |tx| {
             let mut table = tx.open_table(EVENTS)?;
-            let mut removed = 0usize;
-            table.retain_in((0, 0)..(before_ms, 0), |_, _| {
-                removed += 1;
-                removed > max_rows
-            })?;
-            Ok(removed.min(max_rows))
+            // Only the first `max_rows` keys are visited (retain_in would walk
+            // every old row on each call: quadratic on a backlog).
+            let keys = table
+                .range((0, 0)..(before_ms, 0))?
+                .take(max_rows)
+                .map(|row| row.map(|(key, _)| key.value()))
+                .collect::<Result<Vec<(u64, u32)>, _>>()?;
+            for key in &keys {
+                table.remove(key)?;
+            }
+            Ok(keys.len())
         })
     }
 }

@@ -132,7 +132,7 @@ struct Inner {
     /// [`Store::begin_delivery`]). Memory only: after a restart the recorded
     /// start says an earlier process may have sent the answer. A std Mutex: held
     /// for a set operation, never across an await.
-    delivery_begun_by_finish: Mutex<std::collections::HashSet<u64>>,
+    delivery_begun_by_finish: tasks::FreshDeliveries,
 }
 
 impl Store {
@@ -207,7 +207,7 @@ impl Store {
                 options,
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
-                delivery_begun_by_finish: Mutex::default(),
+                delivery_begun_by_finish: tasks::FreshDeliveries::default(),
             }),
         })
     }

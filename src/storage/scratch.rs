@@ -110,7 +110,7 @@ impl Store {
                 what: format!("database {}", path.display()),
             });
         }
-        let dir = scratch_dir()?;
+        let dir = scratch_dir(path)?;
         let copy = dir.join("agentlab.redb");
         let copied = copy_under_read_lock(path, &copy);
         let schema_before = match copied {
@@ -179,16 +179,53 @@ fn repair_and_read_version(copy: &Path) -> StoreResult<u32> {
     Ok(version)
 }
 
-fn scratch_dir() -> StoreResult<PathBuf> {
+/// Prefix of scratch folders, beside the database.
+const SCRATCH_PREFIX: &str = ".agentlab-dry-run-";
+/// A scratch folder older than this was left by a dry run that was killed.
+const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A new scratch folder beside the database (same filesystem, same permissions
+/// as the data it copies: conversations are private), after removing those
+/// that killed dry runs left behind.
+fn scratch_dir(db_path: &Path) -> StoreResult<PathBuf> {
+    let parent = db_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    remove_stale_scratch(parent);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("agentlab-dry-run-{}-{nanos}", std::process::id()));
-    std::fs::create_dir(&dir).map_err(|e| {
+    let dir = parent.join(format!("{SCRATCH_PREFIX}{}-{nanos}", std::process::id()));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&dir).map_err(|e| {
         StoreError::Io(format!(
             "cannot create a scratch folder {} for a dry run: {e}",
             dir.display()
         ))
     })?;
     Ok(dir)
+}
+
+fn remove_stale_scratch(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SCRATCH_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_SCRATCH);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -511,12 +511,16 @@ fn prune_tx(
             return Ok(changed);
         }
         let key_id = *id | HOUR_FLAG;
-        let mut removed = 0usize;
-        rollups.retain_in((key_id, 0)..(key_id, rollup_before), |_, _| {
-            removed += 1;
-            removed > budget
-        })?;
-        changed += removed.min(budget);
+        // The first `budget` old rows only (see prune_events).
+        let keys = rollups
+            .range((key_id, 0)..(key_id, rollup_before))?
+            .take(budget)
+            .map(|row| row.map(|(key, _)| key.value()))
+            .collect::<Result<Vec<(u32, u64)>, _>>()?;
+        for key in &keys {
+            rollups.remove(key)?;
+        }
+        changed += keys.len();
     }
     Ok(changed)
 }

@@ -36,6 +36,35 @@ pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// Most answers remembered as "delivery begun by this process's finish".
 const MAX_FRESH_DELIVERIES: usize = 100_000;
 
+/// The answers whose delivery this process's `finish_task` recorded as begun
+/// (see [`Store::begin_delivery`]). Shared with the writer thread, which marks a
+/// task inside the transaction that finishes it; never holds a `Store`, so a
+/// job can never keep the store alive on its own writer thread.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FreshDeliveries(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u64>>>);
+
+impl FreshDeliveries {
+    /// A std Mutex: held for one set operation, never across an await.
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, task_id: u64) {
+        let mut set = self.lock();
+        // Bounded: answers that are never delivered (a bot removed from the
+        // configuration) must not grow it forever; a forgotten mark only costs a
+        // delivery its own durable step and a repeat note.
+        if set.len() >= MAX_FRESH_DELIVERIES {
+            set.clear();
+        }
+        set.insert(task_id);
+    }
+
+    fn remove(&self, task_id: u64) -> bool {
+        self.lock().remove(&task_id)
+    }
+}
+
 /// The outcome of a submission.
 #[derive(Debug, Clone)]
 pub struct TaskSubmitted {
@@ -207,36 +236,28 @@ impl Store {
             now_ms,
             history,
         };
-        let store = self.clone();
         let mut record = vec![JOURNAL_FORMAT];
         record.extend(codec::encode(&op));
+        let fresh = self.inner.delivery_begun_by_finish.clone();
+        let forget = fresh.clone();
         self.write_journaled_then(
             record,
-            move |tx| finish_tx(tx, task_id, &finish, now_ms, history),
-            // On the writer thread once committed, before the caller hears: the
-            // outbox it wakes finds the mark.
+            move |tx| {
+                let task = finish_tx(tx, task_id, &finish, now_ms, history)?;
+                // Marked before the commit makes the answer visible to the
+                // outbox, so the outbox never finds it unmarked.
+                if deliver {
+                    fresh.insert(task_id);
+                }
+                Ok(task)
+            },
             move |outcome| {
-                if deliver && let Ok(task) = &outcome {
-                    store.note_delivery_begun_by_finish(task.id);
+                if outcome.is_err() {
+                    forget.remove(task_id);
                 }
                 outcome
             },
         )
-    }
-
-    fn note_delivery_begun_by_finish(&self, task_id: u64) {
-        let mut begun = self
-            .inner
-            .delivery_begun_by_finish
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Bounded: answers that are never delivered (a bot removed from the
-        // configuration) must not grow it forever; a forgotten mark only costs
-        // the delivery its own durable step and a repeat note.
-        if begun.len() >= MAX_FRESH_DELIVERIES {
-            begun.clear();
-        }
-        begun.insert(task_id);
     }
 
     /// Puts a task back in the queue after a failed or interrupted run, to start no
@@ -351,13 +372,9 @@ impl Store {
     /// began (and was never marked failed or delivered): that one may have reached
     /// the user before a crash.
     pub fn begin_delivery(&self, task_id: u64, now_ms: u64) -> Pending<Option<u64>> {
-        let begun_by_finish = self
-            .inner
-            .delivery_begun_by_finish
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&task_id);
-        if begun_by_finish {
+        if self.inner.delivery_begun_by_finish.remove(task_id)
+            && matches!(self.get_task(task_id), Ok(Some(t)) if t.delivery_started_ms.is_some())
+        {
             // This process's finish_task recorded the start: a first attempt.
             return Pending::ready(None);
         }
@@ -367,6 +384,7 @@ impl Store {
 
     /// Records that a delivery attempt failed before reaching the user.
     pub fn delivery_failed(&self, task_id: u64) -> Pending<()> {
+        self.inner.delivery_begun_by_finish.remove(task_id);
         let op = TaskOp::DeliveryFailed { task_id };
         self.write_op(&op, move |tx| delivery_failed_tx(tx, task_id))
     }
@@ -375,6 +393,7 @@ impl Store {
     /// next durable commit is at most a second away), the answer is sent again
     /// with the note that says so, since [`Self::begin_delivery`] is durable.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
+        self.inner.delivery_begun_by_finish.remove(task_id);
         self.write_relaxed(move |tx| delivered_tx(tx, task_id))
     }
 

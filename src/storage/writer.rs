@@ -444,6 +444,15 @@ impl Writer {
 
     /// How a batch of these jobs is committed.
     fn plan(&self, jobs: &[Box<dyn WriteJob>]) -> Plan {
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|state| state.seal.is_some())
+        {
+            // Sealed-off records must be made unreplayable by the very next
+            // commit (a durable one records the seal), relaxed jobs or not.
+            return Plan::Durable;
+        }
         let mut records = 0;
         for job in jobs {
             match job.durability() {
