@@ -100,9 +100,10 @@ async fn bench() {
         ms(clock.uncertainty)
     );
     println!(
-        "Files: {}; service runtime: {} async thread(s)",
+        "Files: {}; service runtime: {} async thread(s); binary: {}",
         common::bench_filesystem(),
-        common::async_threads()
+        common::async_threads(),
+        common::service::release_binary().display()
     );
     println!();
     table.print();

@@ -316,7 +316,7 @@ async fn latency(service: &Service, table: &mut Table) {
         ms(to_start.median()),
         ms(to_start.p99()),
         "-".into(),
-        "HTTP + durable submit + durable claim + spawn".into(),
+        "HTTP + durable submit + relaxed claim + spawn".into(),
     ]);
 }
 

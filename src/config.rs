@@ -211,9 +211,8 @@ pub struct RuntimeConfig {
     /// Threads of the async runtime: the bots, the HTTP server, the pool's
     /// dispatcher. Storage, the journal, snapshots, file work and the agents run
     /// on threads and processes of their own. Two keep the HTTP API's tail
-    /// latency low under load; one costs a fifth to a third less CPU per
-    /// message (no hand-overs to an idle second thread). Both are measured in
-    /// BENCHMARKS.md.
+    /// latency low under load (measured in BENCHMARKS.md); one made no
+    /// difference to the CPU per message that this machine's noise could show.
     pub async_threads: usize,
 }
 

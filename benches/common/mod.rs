@@ -160,10 +160,17 @@ pub fn bench_dir() -> std::path::PathBuf {
 /// `$AGENTLAB_BENCH_ASYNC_THREADS`, else the configuration's default.
 #[allow(dead_code)]
 pub fn async_threads() -> usize {
+    async_threads_override()
+        .unwrap_or_else(|| agentlab::config::RuntimeConfig::default().async_threads)
+}
+
+/// `$AGENTLAB_BENCH_ASYNC_THREADS`, if set (only then is `[runtime]` written, so
+/// an older binary without that section can be measured too).
+#[allow(dead_code)]
+pub fn async_threads_override() -> Option<usize> {
     std::env::var("AGENTLAB_BENCH_ASYNC_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| agentlab::config::RuntimeConfig::default().async_threads)
 }
 
 /// The filesystem type and options of the disk [`bench_dir`] is on, from

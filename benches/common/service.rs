@@ -17,8 +17,12 @@ pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The release binary (`cargo build --release` first).
+/// `$AGENTLAB_BIN` (an older build, for a baseline in the same harness) or the
+/// release build.
 pub fn release_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/agentlab");
+    let path = std::env::var_os("AGENTLAB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/agentlab"));
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --release` first",
@@ -201,10 +205,9 @@ command = {agent:?}
             tokens.push(token);
         }
         config.push_str(extra_toml);
-        config.push_str(&format!(
-            "\n[runtime]\nasync_threads = {}\n",
-            super::async_threads()
-        ));
+        if let Some(threads) = super::async_threads_override() {
+            config.push_str(&format!("\n[runtime]\nasync_threads = {threads}\n"));
+        }
         let config_path = root.join("agentlab.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr = std::fs::File::create(root.join("service.stderr")).expect("stderr file");
