@@ -140,14 +140,8 @@ async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_of_a_data_dir_without_a_database_says_so_and_creates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("agentlab.toml");
+    let config = write_config(dir.path(), "");
     let data = dir.path().join("data");
-    let root = dir.path().display();
-    std::fs::write(
-        &config,
-        format!("data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n[[bots]]\nid = \"BOT-001\"\n"),
-    )
-    .expect("config");
     let dump = agentlab(&config, &[], &["dump"]).await;
     assert_eq!(dump.status.code(), Some(1), "{}", text(&dump.stderr));
     assert!(
@@ -180,13 +174,10 @@ async fn cli_says_plainly_when_the_service_is_not_running() {
         .local_addr()
         .expect("addr")
         .port();
-    let config = dir.path().join("agentlab.toml");
-    let root = dir.path().display();
-    std::fs::write(
-        &config,
-        format!("data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n[http]\nbind = \"127.0.0.1:{port}\"\n[[bots]]\nid = \"BOT-001\"\n"),
-    )
-    .expect("config");
+    let config = write_config(
+        dir.path(),
+        &format!("[http]\nbind = \"127.0.0.1:{port}\"\n"),
+    );
     let status = agentlab(&config, &[], &["status"]).await;
     assert_eq!(
         status.status.code(),
@@ -210,4 +201,19 @@ async fn cli_says_plainly_when_the_service_is_not_running() {
             text(&out.stderr)
         );
     }
+}
+
+/// `<dir>/agentlab.toml` for a service that is not running: folders under `dir`,
+/// one bot, and `sections` (TOML tables) before the bot.
+fn write_config(dir: &std::path::Path, sections: &str) -> std::path::PathBuf {
+    let config = dir.join("agentlab.toml");
+    let root = dir.display();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n{sections}[[bots]]\nid = \"BOT-001\"\n"
+        ),
+    )
+    .expect("config");
+    config
 }
