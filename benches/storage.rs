@@ -335,6 +335,16 @@ fn agentlab_create(dir: &Path, journal: bool, engine: &str, table: &mut Table) {
         elapsed,
         "one submitter waits for each durable ack",
     );
+    let (lat, elapsed) = sequential_async(&store);
+    add_row(
+        table,
+        "create task, sequential",
+        engine,
+        &lat,
+        lat.len(),
+        elapsed,
+        "one tokio task (2 runtime threads, as the service) awaits each durable ack",
+    );
     let (lat, done, elapsed) = concurrently(SUBMITTERS, |thread, i| {
         store
             .submit_task(
@@ -425,6 +435,36 @@ fn json_create(dir: &Path, records: usize, table: &mut Table) {
 
 /// [`SUBMITTERS`] tokio tasks on a two-thread runtime (as in the service), each
 /// submitting and awaiting one task after another for [`BUDGET`].
+/// One tokio task on the service's runtime shape submitting one task after
+/// another: the path of a bot handler or an API request, which `.await`.
+fn sequential_async(store: &Store) -> (Latencies, Duration) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let store = store.clone();
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut lat = Latencies::with_capacity(8192);
+            let mut i = 0;
+            while started.elapsed() < BUDGET {
+                let t = Instant::now();
+                store
+                    .submit_task(new_task(90_000_000 + i, 111), agentlab::storage::now_ms())
+                    .await
+                    .expect("submit");
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            (lat, started.elapsed())
+        })
+        .await
+        .expect("sequential submitter")
+    })
+}
+
 fn concurrently_async(store: &Store) -> (Latencies, usize, Duration) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
