@@ -46,8 +46,6 @@ pub(crate) trait WriteJob: Send {
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
     /// What the job needs before its caller may be answered.
     fn durability(&self) -> JobDurability<'_>;
-    /// When the job was sent to the writer.
-    fn sent(&self) -> Instant;
 }
 
 /// What a write job needs before it is answered.
@@ -87,7 +85,6 @@ struct ClosureJob<T, U, F, C> {
     value: Option<T>,
     then: C,
     reply: oneshot::Sender<Result<U, StoreError>>,
-    sent: Instant,
 }
 
 impl<T, U, F, C> WriteJob for ClosureJob<T, U, F, C>
@@ -118,10 +115,6 @@ where
             Wanted::Journaled(record) => JobDurability::Journaled(record),
             Wanted::Relaxed => JobDurability::Relaxed,
         }
-    }
-
-    fn sent(&self) -> Instant {
-        self.sent
     }
 }
 
@@ -326,7 +319,6 @@ impl WriterHandle {
             value: None,
             then,
             reply,
-            sent: Instant::now(),
         };
         match self.tx.send(Box::new(job)) {
             Ok(()) => Pending(PendingInner::Waiting(rx)),
@@ -391,17 +383,7 @@ struct Writer {
     /// Checkpoints failed in a row, and when the next may be tried.
     checkpoint_failures: u32,
     checkpoint_retry_at: Option<Instant>,
-    /// Whether to spin for the next job before sleeping (see [`WRITER_SPIN`]).
-    spin_for_next: bool,
 }
-
-/// How long the writer looks for the next job before it sleeps, when the last
-/// one came this soon after the batch before it: a caller that submits its
-/// next write as soon as it hears of the last (a sequence of steps, a bulk
-/// submitter) then finds the writer awake instead of paying its wake-up
-/// (~20–50 µs on a VM, where waking a sleeping CPU is an interrupt through the
-/// host). A caller that comes later never makes the writer spin.
-const WRITER_SPIN: Duration = Duration::from_micros(50);
 
 impl Writer {
     fn new(db: Arc<Database>, options: WriterOptions, journal: Option<JournalState>) -> Self {
@@ -412,44 +394,20 @@ impl Writer {
             pending_since: None,
             checkpoint_failures: 0,
             checkpoint_retry_at: None,
-            spin_for_next: false,
-        }
-    }
-
-    /// The next job if one comes within [`WRITER_SPIN`] (and spinning is on).
-    fn spin_for_job(&self, rx: &Receiver<Box<dyn WriteJob>>) -> Option<Box<dyn WriteJob>> {
-        if !self.spin_for_next {
-            return None;
-        }
-        let until = Instant::now() + WRITER_SPIN;
-        loop {
-            match rx.try_recv() {
-                Ok(job) => return Some(job),
-                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < until => {
-                    std::thread::yield_now()
-                }
-                Err(_) => return None,
-            }
         }
     }
 
     fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
-        let mut batch_done = Instant::now();
         loop {
-            let first = match self.spin_for_job(&rx) {
-                Some(job) => job,
-                None => match self.next_job(&rx) {
-                    Next::Job(job) => job,
-                    Next::Idle => continue,
-                    Next::Closed => break,
-                },
+            let first = match self.next_job(&rx) {
+                Next::Job(job) => job,
+                Next::Idle => continue,
+                Next::Closed => break,
             };
-            self.spin_for_next = first.sent().saturating_duration_since(batch_done) < WRITER_SPIN;
             self.commit_batch(collect_batch(first, &rx));
             if self.checkpoint_due() {
                 self.checkpoint();
             }
-            batch_done = Instant::now();
         }
         self.close_journal();
     }
@@ -472,7 +430,6 @@ impl Writer {
             Ok(job) => Next::Job(job),
             Err(RecvTimeoutError::Timeout) => {
                 self.checkpoint();
-                self.spin_for_next = false;
                 Next::Idle
             }
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
@@ -832,7 +789,6 @@ mod tests {
             value: None,
             then: |outcome| outcome,
             reply,
-            sent: Instant::now(),
         };
         (Box::new(job), rx)
     }
@@ -901,7 +857,6 @@ mod tests {
             value: None,
             then: |outcome| outcome,
             reply,
-            sent: Instant::now(),
         };
         (Box::new(job), rx)
     }
