@@ -256,14 +256,12 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         .await
     {
         Ok(message_id) => {
-            if let Err(e) = bot
-                .ctx
+            // Relaxed bookkeeping (see Store::set_progress_message). Awaiting it
+            // would order nothing: the task may be running or done already.
+            bot.ctx
                 .store
                 .set_progress_message(task.id, Some(message_id))
-                .await
-            {
-                tracing::debug!(error = %e, task_id = task.id, "cannot remember the progress message");
-            }
+                .detach();
         }
         Err(e) => {
             tracing::warn!(error = %e, task_id = task.id, "cannot acknowledge the prompt; it is stored and will run")

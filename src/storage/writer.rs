@@ -148,6 +148,13 @@ impl<T> Pending<T> {
     pub fn wait(self) -> Result<T, StoreError> {
         block_on(self)
     }
+
+    /// Lets the write go ahead without anyone waiting for it: its outcome is
+    /// dropped (a failed commit is still logged by the writer). For bookkeeping
+    /// whose caller would do nothing with the answer; it saves the wake-up of a
+    /// task that would only end. Later writes are still applied after it: the
+    /// writer takes jobs in the order they were sent.
+    pub fn detach(self) {}
 }
 
 impl<T> std::future::Future for Pending<T> {

@@ -94,7 +94,13 @@ mod platform {
         if pid == 0 {
             return None;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        use std::io::Read as _;
+        // /proc files report no size, so read_to_string would start with a
+        // series of small reads; a stat line is a few hundred bytes.
+        let mut stat = String::with_capacity(1024);
+        std::fs::File::open(format!("/proc/{pid}/stat"))
+            .and_then(|mut file| file.read_to_string(&mut stat))
+            .ok()?;
         parse_proc_stat(&stat)
     }
 }
