@@ -333,12 +333,12 @@ fn agentlab_create(dir: &Path, journal: bool, engine: &str, table: &mut Table) {
         &lat,
         lat.len(),
         elapsed,
-        "one submitter waits for each durable ack",
+        "one thread blocks on each durable ack (Pending::wait)",
     );
     let (lat, elapsed) = sequential_async(&store);
     add_row(
         table,
-        "create task, sequential",
+        "create task, sequential, awaited",
         engine,
         &lat,
         lat.len(),
@@ -433,8 +433,6 @@ fn json_create(dir: &Path, records: usize, table: &mut Table) {
     );
 }
 
-/// [`SUBMITTERS`] tokio tasks on a two-thread runtime (as in the service), each
-/// submitting and awaiting one task after another for [`BUDGET`].
 /// One tokio task on the service's runtime shape submitting one task after
 /// another: the path of a bot handler or an API request, which `.await`.
 fn sequential_async(store: &Store) -> (Latencies, Duration) {
@@ -465,6 +463,8 @@ fn sequential_async(store: &Store) -> (Latencies, Duration) {
     })
 }
 
+/// [`SUBMITTERS`] tokio tasks on a two-thread runtime (as in the service), each
+/// submitting and awaiting one task after another for [`BUDGET`].
 fn concurrently_async(store: &Store) -> (Latencies, usize, Duration) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -143,14 +143,16 @@ impl<T> Pending<T> {
     }
 
     /// Blocks the current thread until the write is committed. Works on any
-    /// thread, inside an async runtime too (it parks the thread rather than using
-    /// the runtime), but async code should `.await` instead of blocking a worker.
+    /// thread, inside an async runtime too (it yields, then parks the thread,
+    /// rather than using the runtime; see [`WAIT_SPIN`]), but async code should
+    /// `.await` instead of blocking a worker.
     pub fn wait(self) -> Result<T, StoreError> {
         block_on(self)
     }
 
     /// Lets the write go ahead without anyone waiting for it: its outcome is
-    /// dropped (a failed commit is still logged by the writer). For bookkeeping
+    /// dropped (a failed commit is still logged by the writer; a job that fails,
+    /// e.g. on a task that is gone, is not). For bookkeeping
     /// whose caller would do nothing with the answer; it saves the wake-up of a
     /// task that would only end. Later writes are still applied after it: the
     /// writer takes jobs in the order they were sent.
@@ -176,8 +178,9 @@ impl<T> std::future::Future for Pending<T> {
     }
 }
 
-/// Drives a future to completion on the current thread by parking it between
-/// polls. Only for futures that need no runtime (a channel receiver).
+/// Drives a future to completion on the current thread, yielding (for at most
+/// [`WAIT_SPIN`]) and then parking between polls. Only for futures that need no
+/// runtime (a channel receiver).
 ///
 /// The future is polled outside tokio's cooperative budget: on a runtime worker
 /// thread whose task has used up its budget, tokio's channels answer every poll
@@ -215,15 +218,15 @@ static SPINNING: AtomicBool = AtomicBool::new(false);
 
 impl Spinner {
     fn claim() -> Self {
-        Self::claim_from(&SPINNING)
+        Self::claim_from(&SPINNING, WAIT_SPIN)
     }
 
-    fn claim_from(right: &'static AtomicBool) -> Self {
+    fn claim_from(right: &'static AtomicBool, spin: Duration) -> Self {
         let free = right
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
         Spinner {
-            until: free.then(|| Instant::now() + WAIT_SPIN),
+            until: free.then(|| Instant::now() + spin),
             right,
         }
     }
@@ -256,8 +259,9 @@ impl Drop for Spinner {
 /// How long a blocking wait yields instead of parking. A durable write takes
 /// about one fsync (~0.1–0.2 ms); a parked thread on a VM costs its waker an
 /// inter-processor interrupt and itself a wake-up of ~50 µs, a third of that.
-/// Only plain threads wait this way (start-up, backups, the CLI): async callers
-/// `.await` and never spin.
+/// Only blocking waits spin (the CLI, importers, start-up, backups, and
+/// `Store::close`, also when called from async code); the service's prompts and
+/// API requests `.await` and never spin.
 const WAIT_SPIN: Duration = Duration::from_micros(500);
 
 /// Handle for sending jobs to the writer thread.
@@ -923,7 +927,8 @@ mod tests {
     fn one_blocking_waiter_spins_at_a_time_and_gives_the_right_back() {
         // Its own right, so that other tests' waits cannot take it meanwhile.
         static RIGHT: AtomicBool = AtomicBool::new(false);
-        let claim = || Spinner::claim_from(&RIGHT);
+        // A long spin, so that a preempted test thread cannot see it run out.
+        let claim = || Spinner::claim_from(&RIGHT, Duration::from_secs(600));
         let mut first = claim();
         let mut second = claim();
         assert!(first.again(), "the first waiter may spin");

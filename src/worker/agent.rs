@@ -427,7 +427,10 @@ struct RunFiles {
 /// On the calling thread, not the blocking pool: a directory, two empty files
 /// and an in-memory file are a few metadata calls that wait for no disk (no
 /// fsync), cheaper than the two thread hand-overs of `spawn_blocking` (each a
-/// wake-up of a sleeping thread, ~15–50 µs on a VM).
+/// wake-up of a sleeping thread, ~15–50 µs on a VM). What this can cost: a
+/// retry truncates its earlier attempt's output here, and on a journaled
+/// filesystem a metadata change may wait for the journal's commit; both are
+/// rare and short next to the agent's run.
 async fn prepare_run_files(run_dir: &Path, prompt: &str) -> Result<RunFiles, SpawnError> {
     create_run_files(run_dir, prompt).map_err(|source| SpawnError::RunFiles {
         path: run_dir.to_path_buf(),
@@ -625,12 +628,17 @@ async fn collect_outcome(run_dir: &Path, ended: Ended, started: Instant) -> Agen
     // page cache cost less than the blocking pool's two hand-overs. A long one,
     // whose JSON may take milliseconds to parse, goes to the blocking pool, both
     // files in one call (each tokio::fs step would be a round trip of its own).
+    // Either way a panic in the parser ends in an outcome (an unreadable
+    // answer), never in a task left running.
     let stdout_len = std::fs::metadata(run_dir.join(STDOUT_FILE)).map_or(0, |m| m.len());
     let read = if stdout_len <= INLINE_OUTPUT_BYTES {
-        Ok(read_both(run_dir))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_both(run_dir)))
+            .map_err(|_| "the output reader panicked".to_string())
     } else {
         let dir = run_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || read_both(&dir)).await
+        tokio::task::spawn_blocking(move || read_both(&dir))
+            .await
+            .map_err(|e| e.to_string())
     };
     let (result, stdout_bytes, stderr_tail) = match read {
         Ok(read) => read,
