@@ -46,6 +46,8 @@ pub(crate) trait WriteJob: Send {
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
     /// What the job needs before its caller may be answered.
     fn durability(&self) -> JobDurability<'_>;
+    /// When the job was sent to the writer.
+    fn sent(&self) -> Instant;
 }
 
 /// What a write job needs before it is answered.
@@ -85,6 +87,7 @@ struct ClosureJob<T, U, F, C> {
     value: Option<T>,
     then: C,
     reply: oneshot::Sender<Result<U, StoreError>>,
+    sent: Instant,
 }
 
 impl<T, U, F, C> WriteJob for ClosureJob<T, U, F, C>
@@ -115,6 +118,10 @@ where
             Wanted::Journaled(record) => JobDurability::Journaled(record),
             Wanted::Relaxed => JobDurability::Relaxed,
         }
+    }
+
+    fn sent(&self) -> Instant {
+        self.sent
     }
 }
 
@@ -330,6 +337,7 @@ impl WriterHandle {
             value: None,
             then,
             reply,
+            sent: Instant::now(),
         };
         match self.tx.send(Box::new(job)) {
             Ok(()) => Pending(PendingInner::Waiting(rx)),
@@ -394,7 +402,23 @@ struct Writer {
     /// Checkpoints failed in a row, and when the next may be tried.
     checkpoint_failures: u32,
     checkpoint_retry_at: Option<Instant>,
+    /// One-job batches in a row whose job came within [`WRITER_SPIN`] of the
+    /// batch before it: a lone caller submitting step after step.
+    quick_lone_jobs: u32,
 }
+
+/// How long the writer looks for the next job before it sleeps, once
+/// [`SPIN_AFTER_QUICK_JOBS`] lone jobs in a row each came this soon after the
+/// answer to the one before: a lone caller submitting write after write (an
+/// awaited loop, an import) then finds the writer awake instead of paying its
+/// wake-up (~20–50 µs on a VM, where waking a sleeping CPU is an interrupt
+/// through the host). A spin that finds nothing ends the streak, so a service
+/// whose writes come a millisecond apart (the bot: submit, claim, pid, finish,
+/// each after a Bot API call or the agent's run) does not spin: on 2 cores a
+/// spinning writer takes the CPU the tokio threads and the agent need. Many
+/// callers at once do not need it: their jobs meet in one batch.
+const WRITER_SPIN: Duration = Duration::from_micros(100);
+const SPIN_AFTER_QUICK_JOBS: u32 = 4;
 
 impl Writer {
     fn new(db: Arc<Database>, options: WriterOptions, journal: Option<JournalState>) -> Self {
@@ -405,20 +429,60 @@ impl Writer {
             pending_since: None,
             checkpoint_failures: 0,
             checkpoint_retry_at: None,
+            quick_lone_jobs: 0,
         }
     }
 
-    fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
+    /// The next job if a streak of quick lone jobs makes one likely within
+    /// [`WRITER_SPIN`]; a spin that finds none ends the streak.
+    fn spin_for_job(&mut self, rx: &Receiver<Box<dyn WriteJob>>) -> Option<Box<dyn WriteJob>> {
+        if self.quick_lone_jobs < SPIN_AFTER_QUICK_JOBS {
+            return None;
+        }
+        let until = Instant::now() + WRITER_SPIN;
         loop {
-            let first = match self.next_job(&rx) {
-                Next::Job(job) => job,
-                Next::Idle => continue,
-                Next::Closed => break,
+            match rx.try_recv() {
+                Ok(job) => return Some(job),
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < until => {
+                    std::thread::yield_now()
+                }
+                Err(_) => {
+                    self.quick_lone_jobs = 0;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Counts the streak [`Self::spin_for_job`] looks for.
+    fn note_batch(&mut self, first_sent: Instant, batch_len: usize, previous_done: Instant) {
+        let quick = first_sent.saturating_duration_since(previous_done) < WRITER_SPIN;
+        self.quick_lone_jobs = if quick && batch_len == 1 {
+            self.quick_lone_jobs.saturating_add(1)
+        } else {
+            0
+        };
+    }
+
+    fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
+        let mut batch_done = Instant::now();
+        loop {
+            let first = match self.spin_for_job(&rx) {
+                Some(job) => job,
+                None => match self.next_job(&rx) {
+                    Next::Job(job) => job,
+                    Next::Idle => continue,
+                    Next::Closed => break,
+                },
             };
-            self.commit_batch(collect_batch(first, &rx));
+            let first_sent = first.sent();
+            let batch = collect_batch(first, &rx);
+            self.note_batch(first_sent, batch.len(), batch_done);
+            self.commit_batch(batch);
             if self.checkpoint_due() {
                 self.checkpoint();
             }
+            batch_done = Instant::now();
         }
         self.close_journal();
     }
@@ -441,6 +505,7 @@ impl Writer {
             Ok(job) => Next::Job(job),
             Err(RecvTimeoutError::Timeout) => {
                 self.checkpoint();
+                self.quick_lone_jobs = 0;
                 Next::Idle
             }
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
@@ -800,6 +865,7 @@ mod tests {
             value: None,
             then: |outcome| outcome,
             reply,
+            sent: Instant::now(),
         };
         (Box::new(job), rx)
     }
@@ -868,6 +934,7 @@ mod tests {
             value: None,
             then: |outcome| outcome,
             reply,
+            sent: Instant::now(),
         };
         (Box::new(job), rx)
     }
@@ -943,5 +1010,47 @@ mod tests {
         third.until = Some(Instant::now());
         assert!(!third.again(), "spinning ends when its time is over");
         assert!(claim().again(), "and the right is given back then");
+    }
+
+    #[test]
+    fn the_writer_spins_only_after_a_streak_of_quick_lone_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
+        let done = Instant::now();
+        for _ in 1..SPIN_AFTER_QUICK_JOBS {
+            writer.note_batch(done, 1, done);
+        }
+        assert!(writer.spin_for_job(&rx).is_none());
+        assert_eq!(
+            writer.quick_lone_jobs,
+            SPIN_AFTER_QUICK_JOBS - 1,
+            "too short a streak: no spin (a spin that found nothing would end it)"
+        );
+        writer.note_batch(done, 1, done);
+        assert!(writer.spin_for_job(&rx).is_none());
+        assert_eq!(
+            writer.quick_lone_jobs, 0,
+            "a spin that finds nothing ends the streak"
+        );
+
+        for _ in 0..SPIN_AFTER_QUICK_JOBS {
+            writer.note_batch(done, 1, done);
+        }
+        let (job, _answer) = relaxed_job(1);
+        tx.send(job).unwrap();
+        assert!(
+            writer.spin_for_job(&rx).is_some(),
+            "the spin takes a waiting job"
+        );
+
+        writer.note_batch(done, 2, done);
+        assert_eq!(
+            writer.quick_lone_jobs, 0,
+            "a batch of several ends the streak"
+        );
+        writer.note_batch(done, 1, done);
+        writer.note_batch(done + WRITER_SPIN, 1, done);
+        assert_eq!(writer.quick_lone_jobs, 0, "so does a job that came late");
     }
 }
