@@ -13,6 +13,20 @@
 //! - **Idle RSS** (VmRSS) of a service with one bot, after a second of idleness, and
 //!   **start → first poll** (spawn to the first `getUpdates` the simulator sees).
 //!
+//! - **Baseline, same run**: a bare teloxide echo bot (this bench binary in
+//!   `echo-bot` mode, its own process): long polling, one `sendMessage`
+//!   "You said: …" per text, nothing stored, no agent. It is the issue's
+//!   reference bot measured on this machine, so the service's figures can be
+//!   read against it; each level runs it right after the service.
+//!
+//! - **What a prompt needs, each part alone** (in this process, whose CPU is
+//!   read with `getrusage`; the simulator idles meanwhile): the store's writes of
+//!   one prompt in the order the service makes them, a bare `tokio::process`
+//!   spawn and wait of the test agent, and the pool's own `agent::spawn` + `wait`
+//!   (run files, process identity, output read). With the echo bot's cost per
+//!   Bot API exchange, they show how much of the service's CPU per message any
+//!   implementation of this design pays on this machine.
+//!
 //! A fresh service (and bot) per level keeps each level's CPU and log apart.
 //! Run with `cargo build --release && cargo bench --bench bot`.
 
@@ -22,7 +36,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agentlab::telegram_sim::{SentItem, SentKind, SimHandle};
-use common::service::{BotSpec, CpuTimes, PATIENCE, Service, SimClock, rss_kib, start_sim};
+use common::service::{
+    BotSpec, CpuTimes, PATIENCE, Service, SimClock, ThreadTimes, rss_kib, start_sim,
+};
 use common::{Latencies, Table, ms, thousands};
 
 /// (concurrent users, rounds).
@@ -31,7 +47,17 @@ const BACKLOG: usize = 1_000;
 const BACKLOG_USERS: i64 = 100;
 const WORKERS: usize = 3;
 
+/// The argument that makes this binary the baseline echo bot.
+const ECHO_ARG: &str = "echo-bot";
+
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(ECHO_ARG) {
+        let token = args.next().expect("echo-bot TOKEN API_URL");
+        let api_url = args.next().expect("echo-bot TOKEN API_URL");
+        echo_bot(token, &api_url);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -49,6 +75,11 @@ struct StartFigures {
 
 async fn bench() {
     eprintln!("bot bench on {}", common::machine());
+    if std::env::var("AGENTLAB_BENCH_ONLY").as_deref() == Ok("parts") {
+        // The parts alone (e.g. to profile one): `AGENTLAB_BENCH_ONLY=parts`.
+        prompt_parts().await.print();
+        return;
+    }
     let sim = start_sim().await;
     let clock = SimClock::calibrate(&sim).await;
     eprintln!(
@@ -61,7 +92,7 @@ async fn bench() {
         "p50 ms",
         "p99 ms",
         "messages/s",
-        "service CPU ms/msg (kernel part)",
+        "process CPU ms/msg (kernel part)",
         "agent CPU ms/msg",
     ]);
     let mut starts = Vec::new();
@@ -70,14 +101,32 @@ async fn bench() {
     // one slower to allocate (`recently_deleted`), so removing a level's run files
     // would tax the next level's runs.
     let mut kept = Vec::new();
+    let mut echo_figures = Vec::new();
     for (users, rounds) in LEVELS {
         let bot_id = format!("BOT-U{users}");
         let (service, figures) = start_idle(&sim, &clock, &bot_id, users).await;
         starts.push(figures);
-        level(&sim, &clock, &service, users, rounds, &mut table).await;
+        let measured = Measured {
+            label: format!("{users} concurrent user(s)"),
+            pid: service.pid(),
+            token: service.tokens[0].clone(),
+            sends_per_prompt: 2,
+        };
+        level(&sim, &clock, &measured, users, rounds, &mut table).await;
         kept.push(service.stop());
+
+        let echo = EchoBot::spawn(&sim, &format!("ECHO-U{users}")).await;
+        let measured = Measured {
+            label: format!("baseline: bare teloxide echo bot, {users} user(s)"),
+            pid: echo.pid(),
+            token: echo.token.clone(),
+            sends_per_prompt: 1,
+        };
+        level(&sim, &clock, &measured, users, rounds, &mut table).await;
+        echo_figures.push((users, echo.idle_rss_kib));
     }
     kept.push(backlog(&sim, &clock, &mut table).await);
+    let parts = prompt_parts().await;
 
     let mut start_table = Table::new(&[
         "start",
@@ -109,6 +158,114 @@ async fn bench() {
     table.print();
     println!();
     start_table.print();
+    println!();
+    parts.print();
+    println!();
+    for (users, rss) in echo_figures {
+        println!(
+            "Baseline echo bot of the {users}-user level: VmRSS {:.1} MiB after its first poll",
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+/// What a level measures: a process polling the simulator with one token.
+struct Measured {
+    label: String,
+    pid: u32,
+    token: String,
+    /// `sendMessage` calls per prompt: the service acknowledges and answers, the
+    /// echo bot only answers.
+    sends_per_prompt: u64,
+}
+
+/// The baseline bot as a child process; killed when dropped.
+struct EchoBot {
+    child: std::process::Child,
+    token: String,
+    idle_rss_kib: u64,
+}
+
+impl EchoBot {
+    /// Registers a token for it, starts it and waits for its first poll.
+    async fn spawn(sim: &SimHandle, bot_id: &str) -> EchoBot {
+        let token = common::service::bot_token(0, bot_id);
+        sim.register_bot_as(&token, "echo_bot", bot_id)
+            .expect("register the echo bot");
+        let child = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .arg(ECHO_ARG)
+            .arg(&token)
+            .arg(sim.url())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the echo bot");
+        sim.wait_for_calls(
+            &token,
+            |calls| calls.iter().any(|c| c.method == "getUpdates"),
+            PATIENCE,
+        )
+        .await
+        .expect("the echo bot polls");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle_rss_kib = rss_kib(child.id());
+        EchoBot {
+            child,
+            token,
+            idle_rss_kib,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EchoBot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare teloxide echo bot, the shape of the reference: a default
+/// multi-threaded runtime, long polling, every text of a batch answered
+/// concurrently with one `sendMessage`, then the next poll.
+fn echo_bot(token: String, api_url: &str) {
+    use teloxide::payloads::GetUpdatesSetters;
+    use teloxide::prelude::Requester;
+    use teloxide::types::UpdateKind;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let url = reqwest::Url::parse(api_url).expect("api url");
+        let bot = teloxide::Bot::new(token).set_api_url(url);
+        let mut offset = 0;
+        loop {
+            let Ok(updates) = bot.get_updates().offset(offset).timeout(10).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut sends = tokio::task::JoinSet::new();
+            for update in updates {
+                offset = update.id.0 as i32 + 1;
+                if let UpdateKind::Message(message) = update.kind
+                    && let Some(text) = message.text()
+                {
+                    let (bot, chat, answer) =
+                        (bot.clone(), message.chat.id, format!("You said: {text}"));
+                    sends.spawn(async move {
+                        let _ = bot.send_message(chat, answer).await;
+                    });
+                }
+            }
+            while sends.join_next().await.is_some() {}
+        }
+    });
 }
 
 /// Starts a service with one bot for users `1..=users`; waits until it polls, then
@@ -200,13 +357,15 @@ async fn wait_send_count(sim: &SimHandle, token: &str, count: u64) {
 async fn level(
     sim: &SimHandle,
     clock: &SimClock,
-    service: &Service,
+    measured: &Measured,
     users: i64,
     rounds: usize,
     table: &mut Table,
 ) {
-    let token = &service.tokens[0];
-    let cpu_before = CpuTimes::of(service.pid());
+    let token = &measured.token;
+    let pid = measured.pid;
+    let cpu_before = CpuTimes::of(pid);
+    let threads_before = ThreadTimes::of(pid);
     let mut injected: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
     let mut sends = sim.call_count(token, "sendMessage").unwrap_or(0);
     for round in 0..rounds {
@@ -216,8 +375,7 @@ async fn level(
                 .expect("inject");
             injected.entry(user).or_default().push(at);
         }
-        // Each prompt is acknowledged ("queued") and answered: two new messages.
-        sends += 2 * users as u64;
+        sends += measured.sends_per_prompt * users as u64;
         wait_send_count(sim, token, sends).await;
     }
     let total = users as usize * rounds;
@@ -231,7 +389,17 @@ async fn level(
         .await
         .expect("all answers");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu = CpuTimes::of(service.pid()).since(cpu_before);
+    let cpu = CpuTimes::of(pid).since(cpu_before);
+    let threads = ThreadTimes::of(pid).since(&threads_before);
+    let by_thread: Vec<String> = threads
+        .iter()
+        .map(|(name, spent)| format!("{name} {}", ms(*spent / total as u32)))
+        .collect();
+    eprintln!(
+        "  {}: CPU ms per message by thread: {}",
+        measured.label,
+        by_thread.join(", ")
+    );
 
     let calls = sim.call_counts(token).unwrap_or_default();
     let per_message: Vec<String> = calls
@@ -240,7 +408,8 @@ async fn level(
         .map(|(method, n)| format!("{method} {:.2}", *n as f64 / total as f64))
         .collect();
     eprintln!(
-        "  Bot API calls per message at {users} user(s): {}",
+        "  {}: Bot API calls per message: {}",
+        measured.label,
         per_message.join(", ")
     );
     let mut answers: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
@@ -262,7 +431,7 @@ async fn level(
         }
     }
     table.row(vec![
-        format!("{users} concurrent user(s)"),
+        measured.label.clone(),
         total.to_string(),
         ms(lat.median()),
         ms(lat.p99()),
@@ -351,4 +520,132 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
         ms(cpu.children / BACKLOG as u32),
     ]);
     service.stop()
+}
+
+/// This process's CPU time so far (user + system, all threads), microsecond grain.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Repetitions of each part in [`prompt_parts`].
+const PART_RUNS: usize = 500;
+
+/// Each part of a prompt's work alone: CPU of this process per repetition.
+async fn prompt_parts() -> Table {
+    use agentlab::storage::{
+        NewTask, PRIORITY_NORMAL, Store, StoreOptions, TaskFinish, TaskKind, TaskSource, TaskStatus,
+    };
+    use agentlab::worker::agent::{self, AgentCommand, RunSpec};
+
+    let mut table = Table::new(&[
+        "part of one prompt, alone",
+        "runs",
+        "CPU ms per run (this process)",
+    ]);
+    let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
+    let store =
+        Store::open(&dir.path().join("parts.redb"), StoreOptions::default()).expect("store");
+    let started = own_cpu();
+    for i in 0..PART_RUNS {
+        let new = NewTask {
+            bot_id: "PARTS".into(),
+            user_id: 1,
+            chat_id: 1,
+            kind: TaskKind::Chat,
+            source: TaskSource::Telegram,
+            prompt: format!("hello {i}"),
+            priority: PRIORITY_NORMAL,
+            max_attempts: 3,
+            reply_to_message_id: Some(i as i32),
+            update_id: Some(i as i64),
+        };
+        let now = agentlab::storage::now_ms();
+        let task = store.submit_prompt(new, now).await.expect("submit").task;
+        store.set_progress_message(task.id, Some(i as i32)).detach();
+        let claimed = store
+            .claim_next_task(now, Vec::new())
+            .await
+            .expect("claim")
+            .expect("a task");
+        store
+            .record_task_process(claimed.task.id, now, 1, 1)
+            .await
+            .expect("pid record");
+        let finish = TaskFinish {
+            status: Some(TaskStatus::Succeeded),
+            result: Some(format!("You said: hello {i}")),
+            deliver: true,
+            ..TaskFinish::default()
+        };
+        store
+            .finish_task(task.id, finish, now)
+            .await
+            .expect("finish");
+        store
+            .begin_delivery(task.id, now)
+            .await
+            .expect("begin delivery");
+        store.mark_delivered(task.id).await.expect("delivered");
+    }
+    table.row(vec![
+        "store: submit, progress id, claim, pid record, finish, delivered".into(),
+        PART_RUNS.to_string(),
+        ms((own_cpu() - started) / PART_RUNS as u32),
+    ]);
+    drop(store);
+
+    let binary = common::service::release_binary();
+    let started = own_cpu();
+    for _ in 0..PART_RUNS {
+        let status = tokio::process::Command::new(&binary)
+            .arg("test-agent")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("run the test agent");
+        assert!(status.success(), "test agent failed");
+    }
+    table.row(vec![
+        "tokio::process spawn + wait of the test agent (no files)".into(),
+        PART_RUNS.to_string(),
+        ms((own_cpu() - started) / PART_RUNS as u32),
+    ]);
+
+    let command = AgentCommand {
+        program: binary.display().to_string(),
+        args: vec!["test-agent".into()],
+        resume_args: Vec::new(),
+        scrub_env: Vec::new(),
+    };
+    let cancel = tokio::sync::watch::channel(false).1;
+    let started = own_cpu();
+    for i in 0..PART_RUNS {
+        let spec = RunSpec {
+            task_id: i as u64,
+            prompt: format!("hello {i}"),
+            workdir: dir.path().to_path_buf(),
+            run_dir: dir.path().join("runs").join(i.to_string()),
+            session_id: None,
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(1),
+        };
+        let running = agent::spawn(&command, &spec).await.expect("spawn");
+        let outcome = running.wait(cancel.clone()).await;
+        assert!(outcome.succeeded(), "agent run failed");
+    }
+    table.row(vec![
+        "the pool's agent::spawn + wait (run files, identity, output read)".into(),
+        PART_RUNS.to_string(),
+        ms((own_cpu() - started) / PART_RUNS as u32),
+    ]);
+    table
 }

@@ -3,6 +3,7 @@
 //! (`tests/it/harness.rs`), plus what the benches read from outside: `/proc` CPU
 //! time and RSS, and the simulator's clock.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -366,6 +367,49 @@ impl CpuTimes {
             system: self.system.saturating_sub(earlier.system),
             children: self.children.saturating_sub(earlier.children),
         }
+    }
+}
+
+/// On-CPU time of a process's live threads (`/proc/<pid>/task/*/schedstat`), to
+/// show where a level's CPU went. Threads that exited in between are missing:
+/// the caller compares the sum with [`CpuTimes`].
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTimes(BTreeMap<u32, (String, Duration)>);
+
+impl ThreadTimes {
+    /// Reads the current values, per thread id.
+    pub fn of(pid: u32) -> ThreadTimes {
+        let mut threads = BTreeMap::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return ThreadTimes(threads);
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let on_cpu_ns: u64 = std::fs::read_to_string(dir.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse().ok()))
+                .unwrap_or(0);
+            threads.insert(
+                tid,
+                (name.trim().to_string(), Duration::from_nanos(on_cpu_ns)),
+            );
+        }
+        ThreadTimes(threads)
+    }
+
+    /// The time each thread name spent since `earlier`, summed over its threads
+    /// (a thread new since then counts from zero).
+    pub fn since(&self, earlier: &ThreadTimes) -> BTreeMap<String, Duration> {
+        let mut by_name = BTreeMap::new();
+        for (tid, (name, now)) in &self.0 {
+            let before = earlier.0.get(tid).map(|(_, t)| *t).unwrap_or_default();
+            *by_name.entry(name.clone()).or_insert(Duration::ZERO) += now.saturating_sub(before);
+        }
+        by_name
     }
 }
 
