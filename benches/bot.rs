@@ -23,8 +23,10 @@
 //!   read with `getrusage`; the simulator idles meanwhile): the store's writes of
 //!   one prompt in the order the service makes them, a bare `tokio::process`
 //!   spawn and wait of the test agent, and the pool's own `agent::spawn` + `wait`
-//!   (run files, process identity, output read). With the echo bot's cost per
-//!   Bot API exchange, they show how much of the service's CPU per message any
+//!   (run files, process identity, output read); and the bare system calls the
+//!   design asks for (a 4 KiB overwrite + `fdatasync`, as a journal record; a
+//!   run directory with two files). With the echo bot's cost per Bot API
+//!   exchange, they show how much of the service's CPU per message any
 //!   implementation of this design pays on this machine.
 //!
 //! A fresh service (and bot) per level keeps each level's CPU and log apart.
@@ -600,6 +602,48 @@ async fn prompt_parts() -> Table {
         ms((own_cpu() - started) / PART_RUNS as u32),
     ]);
     drop(store);
+
+    // The system calls the design asks for, with no code around them: the
+    // journal's fsync'd overwrite (three per prompt) and a run directory with its
+    // two output files (one per prompt).
+    {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("fsync-probe"))
+            .expect("probe file");
+        let page = [7u8; 4096];
+        file.write_all_at(&page, 0).expect("write");
+        file.sync_data().expect("fdatasync");
+        let started = own_cpu();
+        for _ in 0..PART_RUNS {
+            file.write_all_at(&page, 0).expect("write");
+            file.sync_data().expect("fdatasync");
+        }
+        table.row(vec![
+            "system calls only: 4 KiB overwrite + fdatasync (a journal record)".into(),
+            PART_RUNS.to_string(),
+            ms((own_cpu() - started) / PART_RUNS as u32),
+        ]);
+    }
+    let probes = dir.path().join("mkdir-probe");
+    std::fs::create_dir(&probes).expect("probe dir");
+    let started = own_cpu();
+    for i in 0..PART_RUNS {
+        let run = probes.join(i.to_string());
+        std::fs::create_dir(&run).expect("mkdir");
+        for name in ["stdout", "stderr"] {
+            std::fs::File::create(run.join(name)).expect("create");
+        }
+    }
+    table.row(vec![
+        "system calls only: mkdir + 2 file creates (a run directory)".into(),
+        PART_RUNS.to_string(),
+        ms((own_cpu() - started) / PART_RUNS as u32),
+    ]);
 
     let binary = common::service::release_binary();
     let started = own_cpu();
