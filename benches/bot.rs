@@ -7,17 +7,22 @@
 //!   update to the simulator's receipt of the answer (`SentItem::at`), both on the
 //!   simulator's clock; messages/s over the whole level.
 //! - **CPU per message**: utime + stime of the service from `/proc/<pid>/stat` over a
-//!   level, divided by its messages; the agents' CPU (reaped children) apart.
+//!   level, divided by its messages (10 ms ticks); the agents' CPU (reaped
+//!   children) apart. Beside it the nanosecond on-CPU time of the process's live
+//!   threads (`schedstat`), also split by thread name on stderr (the service's
+//!   async workers and blocking-pool threads share the name `agentlab`).
 //! - **Backlog drain**: 1,000 prompts injected before the service starts; durable
 //!   acknowledgements ("⏳ Queued as task #N.") per second from the first poll.
 //! - **Idle RSS** (VmRSS) of a service with one bot, after a second of idleness, and
 //!   **start → first poll** (spawn to the first `getUpdates` the simulator sees).
 //!
 //! - **Baseline, same run**: a bare teloxide echo bot (this bench binary in
-//!   `echo-bot` mode, its own process): long polling, one `sendMessage`
-//!   "You said: …" per text, nothing stored, no agent. It is the issue's
-//!   reference bot measured on this machine, so the service's figures can be
-//!   read against it; each level runs it right after the service.
+//!   `echo-bot` mode, its own process, as many async threads as the service):
+//!   a hand-written `getUpdates` / `sendMessage` loop on teloxide's `Bot` (not
+//!   its Dispatcher), one `sendMessage` "You said: …" per text, nothing stored,
+//!   no agent. It stands for the reference bot, measured on this
+//!   machine; each level runs it right after the service. Its RSS is that of
+//!   the whole bench binary, so not comparable with the reference's.
 //!
 //! - **What a prompt needs, each part alone** (in this process, whose CPU is
 //!   read with `getrusage`; the simulator idles meanwhile): the store's writes of
@@ -25,9 +30,12 @@
 //!   spawn and wait of the test agent, and the pool's own `agent::spawn` + `wait`
 //!   (run files, process identity, output read); and the bare system calls the
 //!   design asks for (a 4 KiB overwrite + `fdatasync`, as a journal record; a
-//!   run directory with two files). With the echo bot's cost per Bot API
-//!   exchange, they show how much of the service's CPU per message any
-//!   implementation of this design pays on this machine.
+//!   run directory with two files). The pool's run includes the bare spawn.
+//!   Beside the echo bot's CPU per message (one exchange and a share of a
+//!   poll; the service makes three exchanges per prompt besides polling), they
+//!   show how much of the service's CPU per message any implementation of
+//!   this design pays on this machine. (With `AGENTLAB_BIN`, the parts still
+//!   measure this source's store, not that binary's.)
 //!
 //! A fresh service (and bot) per level keeps each level's CPU and log apart.
 //! Run with `cargo build --release && cargo bench --bench bot`.
@@ -95,6 +103,7 @@ async fn bench() {
         "p99 ms",
         "messages/s",
         "process CPU ms/msg (kernel part)",
+        "on-CPU ms/msg (schedstat)",
         "agent CPU ms/msg",
     ]);
     let mut starts = Vec::new();
@@ -203,20 +212,22 @@ impl EchoBot {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn the echo bot");
+        // Owned (killed on drop) before anything can panic.
+        let mut echo = EchoBot {
+            child,
+            token,
+            idle_rss_kib: 0,
+        };
         sim.wait_for_calls(
-            &token,
+            &echo.token,
             |calls| calls.iter().any(|c| c.method == "getUpdates"),
             PATIENCE,
         )
         .await
         .expect("the echo bot polls");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle_rss_kib = rss_kib(child.id());
-        EchoBot {
-            child,
-            token,
-            idle_rss_kib,
-        }
+        echo.idle_rss_kib = rss_kib(echo.pid());
+        echo
     }
 
     fn pid(&self) -> u32 {
@@ -231,15 +242,21 @@ impl Drop for EchoBot {
     }
 }
 
-/// A bare teloxide echo bot, the shape of the reference: a default
-/// multi-threaded runtime, long polling, every text of a batch answered
-/// concurrently with one `sendMessage`, then the next poll.
+/// Consecutive failed polls after which the echo bot gives up (the simulator
+/// is gone: the bench ended or died), so it never outlives the bench for long.
+const ECHO_MAX_FAILED_POLLS: u32 = 50;
+
+/// A bare teloxide echo bot, the shape of the reference: a
+/// multi-threaded runtime with the service's thread count, long polling, every
+/// text of a batch answered concurrently with one `sendMessage`, then the next
+/// poll.
 fn echo_bot(token: String, api_url: &str) {
     use teloxide::payloads::GetUpdatesSetters;
     use teloxide::prelude::Requester;
     use teloxide::types::UpdateKind;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common::async_threads())
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -247,11 +264,14 @@ fn echo_bot(token: String, api_url: &str) {
         let url = reqwest::Url::parse(api_url).expect("api url");
         let bot = teloxide::Bot::new(token).set_api_url(url);
         let mut offset = 0;
-        loop {
+        let mut failed_polls = 0;
+        while failed_polls < ECHO_MAX_FAILED_POLLS {
             let Ok(updates) = bot.get_updates().offset(offset).timeout(10).await else {
+                failed_polls += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            failed_polls = 0;
             let mut sends = tokio::task::JoinSet::new();
             for update in updates {
                 offset = update.id.0 as i32 + 1;
@@ -393,14 +413,16 @@ async fn level(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu = CpuTimes::of(pid).since(cpu_before);
     let threads = ThreadTimes::of(pid).since(&threads_before);
+    let on_cpu: Duration = threads.values().sum();
     let by_thread: Vec<String> = threads
         .iter()
         .map(|(name, spent)| format!("{name} {}", ms(*spent / total as u32)))
         .collect();
     eprintln!(
-        "  {}: CPU ms per message by thread: {}",
+        "  {}: on-CPU ms per message by thread: {}; not in live threads (ticks minus schedstat, ±10 ms in all): {}",
         measured.label,
-        by_thread.join(", ")
+        by_thread.join(", "),
+        signed_ms(cpu.own.as_secs_f64() - on_cpu.as_secs_f64(), total),
     );
 
     let calls = sim.call_counts(token).unwrap_or_default();
@@ -439,8 +461,14 @@ async fn level(
         ms(lat.p99()),
         thousands(total as f64 / (last - first).as_secs_f64()),
         cpu_per_message(cpu, total),
+        ms(on_cpu / total as u32),
         ms(cpu.children / total as u32),
     ]);
+}
+
+/// `seconds` spread over `messages`, in ms, with its sign.
+fn signed_ms(seconds: f64, messages: usize) -> String {
+    format!("{:+.3} ms", seconds * 1000.0 / messages as f64)
 }
 
 async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfile::TempDir {
@@ -506,6 +534,7 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
         ),
         "-".into(),
         "-".into(),
+        "-".into(),
     ]);
     let answered = last_answer.saturating_sub(first_poll_at);
     table.row(vec![
@@ -519,6 +548,7 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
             ms(answered)
         ),
         cpu_per_message(cpu, BACKLOG),
+        "-".into(),
         ms(cpu.children / BACKLOG as u32),
     ]);
     service.stop()
@@ -569,6 +599,9 @@ async fn prompt_parts() -> Table {
             update_id: Some(i as i64),
         };
         let now = agentlab::storage::now_ms();
+        // The handler's budget check reads the day's and the month's cost.
+        let _ = store.cost_today("PARTS", now).expect("cost today");
+        let _ = store.cost_month("PARTS", now).expect("cost month");
         let task = store.submit_prompt(new, now).await.expect("submit").task;
         store.set_progress_message(task.id, Some(i as i32)).detach();
         let claimed = store
@@ -580,9 +613,19 @@ async fn prompt_parts() -> Table {
             .record_task_process(claimed.task.id, now, 1, 1)
             .await
             .expect("pid record");
+        // As the pool records the test agent's answer: the session is kept and
+        // resumed by the next claim.
         let finish = TaskFinish {
             status: Some(TaskStatus::Succeeded),
             result: Some(format!("You said: hello {i}")),
+            exit_code: Some(0),
+            input_tokens: 2,
+            output_tokens: 4,
+            session_id: Some(
+                claimed
+                    .session_id
+                    .unwrap_or_else(|| "test-parts-session".into()),
+            ),
             deliver: true,
             ..TaskFinish::default()
         };
@@ -590,6 +633,9 @@ async fn prompt_parts() -> Table {
             .finish_task(task.id, finish, now)
             .await
             .expect("finish");
+        // The outbox reads what is undelivered, then begins the delivery.
+        let pending = store.undelivered("PARTS").expect("undelivered");
+        assert_eq!(pending.len(), 1, "one answer to deliver");
         store
             .begin_delivery(task.id, now)
             .await
@@ -597,7 +643,7 @@ async fn prompt_parts() -> Table {
         store.mark_delivered(task.id).await.expect("delivered");
     }
     table.row(vec![
-        "store: submit, progress id, claim, pid record, finish, delivered".into(),
+        "store: cost reads, submit, progress id, claim, pid record, finish, outbox read, delivered (no disk-space check)".into(),
         PART_RUNS.to_string(),
         ms((own_cpu() - started) / PART_RUNS as u32),
     ]);
@@ -687,7 +733,7 @@ async fn prompt_parts() -> Table {
         assert!(outcome.succeeded(), "agent run failed");
     }
     table.row(vec![
-        "the pool's agent::spawn + wait (run files, identity, output read)".into(),
+        "the pool's agent::spawn + wait (the spawn above, run files, identity, output read)".into(),
         PART_RUNS.to_string(),
         ms((own_cpu() - started) / PART_RUNS as u32),
     ]);
