@@ -28,7 +28,8 @@
 //!   read with `getrusage`; the simulator idles meanwhile): the store's writes of
 //!   one prompt in the order the service makes them, a bare `tokio::process`
 //!   spawn and wait of the test agent, and the pool's own `agent::spawn` + `wait`
-//!   (run files, process identity, output read); and the bare system calls the
+//!   (run files, process identity, output read); redb alone, one record per
+//!   non-durable commit; and the bare system calls the
 //!   design asks for (a 4 KiB overwrite + `fdatasync`, as a journal record; a
 //!   run directory with two files). The pool's run includes the bare spawn.
 //!   Beside the echo bot's CPU per message (one exchange and a share of a
@@ -648,6 +649,31 @@ async fn prompt_parts() -> Table {
         ms((own_cpu() - started) / PART_RUNS as u32),
     ]);
     drop(store);
+
+    // The engine's own floor: redb alone, one small record per non-durable
+    // commit (the store makes six commits' worth of writes per prompt; under
+    // load, group commit shares them).
+    {
+        const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+        let db = redb::Database::create(dir.path().join("floor.redb")).expect("open redb");
+        let record = [7u8; 200];
+        let started = own_cpu();
+        for i in 0..PART_RUNS {
+            let mut tx = db.begin_write().expect("begin");
+            tx.set_durability(redb::Durability::None)
+                .expect("durability");
+            tx.open_table(RECORDS)
+                .expect("table")
+                .insert(i as u64, record.as_slice())
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        table.row(vec![
+            "redb alone: one 200-byte record per non-durable commit".into(),
+            PART_RUNS.to_string(),
+            ms((own_cpu() - started) / PART_RUNS as u32),
+        ]);
+    }
 
     // The system calls the design asks for, with no code around them: the
     // journal's fsync'd overwrite (three per prompt) and a run directory with its
