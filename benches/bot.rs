@@ -572,19 +572,58 @@ const PART_RUNS: usize = 500;
 
 /// Each part of a prompt's work alone: CPU of this process per repetition.
 async fn prompt_parts() -> Table {
-    use agentlab::storage::{
-        NewTask, PRIORITY_NORMAL, Store, StoreOptions, TaskFinish, TaskKind, TaskSource, TaskStatus,
-    };
-    use agentlab::worker::agent::{self, AgentCommand, RunSpec};
-
     let mut table = Table::new(&[
         "part of one prompt, alone",
         "runs",
         "CPU ms per run (this process)",
     ]);
     let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
-    let store =
-        Store::open(&dir.path().join("parts.redb"), StoreOptions::default()).expect("store");
+    let binary = common::service::release_binary();
+    let parts = [
+        (
+            "store: cost reads, submit, progress id, claim, pid record, finish, outbox read, delivered (no disk-space check)",
+            store_part(dir.path()).await,
+        ),
+        (
+            "redb alone: one 200-byte record per non-durable commit",
+            redb_part(dir.path()),
+        ),
+        (
+            "system calls only: 4 KiB overwrite + fdatasync (a journal record)",
+            fsync_part(dir.path()),
+        ),
+        (
+            "system calls only: mkdir + 2 file creates (a run directory)",
+            run_dir_part(dir.path()),
+        ),
+        (
+            "tokio::process spawn + wait of the test agent (no files)",
+            bare_spawn_part(&binary).await,
+        ),
+        (
+            "the pool's agent::spawn + wait (the spawn above, run files, identity, output read)",
+            agent_run_part(&binary, dir.path()).await,
+        ),
+    ];
+    for (part, per_run) in parts {
+        table.row(vec![part.into(), PART_RUNS.to_string(), ms(per_run)]);
+    }
+    table
+}
+
+/// CPU of this process per run since `started`.
+fn per_run_since(started: Duration) -> Duration {
+    (own_cpu() - started) / PART_RUNS as u32
+}
+
+/// The store's work for one prompt, in the order the service does it (the
+/// handler, the pool, the outbox), one prompt at a time.
+async fn store_part(dir: &std::path::Path) -> Duration {
+    use agentlab::storage::{
+        NewTask, PRIORITY_NORMAL, Store, StoreOptions, TaskFinish, TaskKind, TaskSource, TaskStatus,
+    };
+
+    let store = Store::open(&dir.join("parts.redb"), StoreOptions::default()).expect("store");
     let started = own_cpu();
     for i in 0..PART_RUNS {
         let new = NewTask {
@@ -643,65 +682,56 @@ async fn prompt_parts() -> Table {
             .expect("begin delivery");
         store.mark_delivered(task.id).await.expect("delivered");
     }
-    table.row(vec![
-        "store: cost reads, submit, progress id, claim, pid record, finish, outbox read, delivered (no disk-space check)".into(),
-        PART_RUNS.to_string(),
-        ms((own_cpu() - started) / PART_RUNS as u32),
-    ]);
-    drop(store);
+    per_run_since(started)
+}
 
-    // The engine's own floor: redb alone, one small record per non-durable
-    // commit (the store makes six commits' worth of writes per prompt; under
-    // load, group commit shares them).
-    {
-        const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
-        let db = redb::Database::create(dir.path().join("floor.redb")).expect("open redb");
-        let record = [7u8; 200];
-        let started = own_cpu();
-        for i in 0..PART_RUNS {
-            let mut tx = db.begin_write().expect("begin");
-            tx.set_durability(redb::Durability::None)
-                .expect("durability");
-            tx.open_table(RECORDS)
-                .expect("table")
-                .insert(i as u64, record.as_slice())
-                .expect("insert");
-            tx.commit().expect("commit");
-        }
-        table.row(vec![
-            "redb alone: one 200-byte record per non-durable commit".into(),
-            PART_RUNS.to_string(),
-            ms((own_cpu() - started) / PART_RUNS as u32),
-        ]);
+/// The engine's own floor: redb alone, one small record per non-durable commit
+/// (the store makes six commits' worth of writes per prompt; under load, group
+/// commit shares them).
+fn redb_part(dir: &std::path::Path) -> Duration {
+    const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    let db = redb::Database::create(dir.join("floor.redb")).expect("open redb");
+    let record = [7u8; 200];
+    let started = own_cpu();
+    for i in 0..PART_RUNS {
+        let mut tx = db.begin_write().expect("begin");
+        tx.set_durability(redb::Durability::None)
+            .expect("durability");
+        tx.open_table(RECORDS)
+            .expect("table")
+            .insert(i as u64, record.as_slice())
+            .expect("insert");
+        tx.commit().expect("commit");
     }
+    per_run_since(started)
+}
 
-    // The system calls the design asks for, with no code around them: the
-    // journal's fsync'd overwrite (three per prompt) and a run directory with its
-    // two output files (one per prompt).
-    {
-        use std::os::unix::fs::FileExt as _;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("fsync-probe"))
-            .expect("probe file");
-        let page = [7u8; 4096];
+/// What a journal record costs the system, with no code around it: a 4 KiB
+/// overwrite of written blocks and its `fdatasync` (three per prompt).
+fn fsync_part(dir: &std::path::Path) -> Duration {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("fsync-probe"))
+        .expect("probe file");
+    let page = [7u8; 4096];
+    file.write_all_at(&page, 0).expect("write");
+    file.sync_data().expect("fdatasync");
+    let started = own_cpu();
+    for _ in 0..PART_RUNS {
         file.write_all_at(&page, 0).expect("write");
         file.sync_data().expect("fdatasync");
-        let started = own_cpu();
-        for _ in 0..PART_RUNS {
-            file.write_all_at(&page, 0).expect("write");
-            file.sync_data().expect("fdatasync");
-        }
-        table.row(vec![
-            "system calls only: 4 KiB overwrite + fdatasync (a journal record)".into(),
-            PART_RUNS.to_string(),
-            ms((own_cpu() - started) / PART_RUNS as u32),
-        ]);
     }
-    let probes = dir.path().join("mkdir-probe");
+    per_run_since(started)
+}
+
+/// What a run directory costs the system: `mkdir` and two file creates (one per
+/// prompt).
+fn run_dir_part(dir: &std::path::Path) -> Duration {
+    let probes = dir.join("mkdir-probe");
     std::fs::create_dir(&probes).expect("probe dir");
     let started = own_cpu();
     for i in 0..PART_RUNS {
@@ -711,16 +741,14 @@ async fn prompt_parts() -> Table {
             std::fs::File::create(run.join(name)).expect("create");
         }
     }
-    table.row(vec![
-        "system calls only: mkdir + 2 file creates (a run directory)".into(),
-        PART_RUNS.to_string(),
-        ms((own_cpu() - started) / PART_RUNS as u32),
-    ]);
+    per_run_since(started)
+}
 
-    let binary = common::service::release_binary();
+/// A bare `tokio::process` spawn and wait of the test agent, no files.
+async fn bare_spawn_part(binary: &std::path::Path) -> Duration {
     let started = own_cpu();
     for _ in 0..PART_RUNS {
-        let status = tokio::process::Command::new(&binary)
+        let status = tokio::process::Command::new(binary)
             .arg("test-agent")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -730,11 +758,13 @@ async fn prompt_parts() -> Table {
             .expect("run the test agent");
         assert!(status.success(), "test agent failed");
     }
-    table.row(vec![
-        "tokio::process spawn + wait of the test agent (no files)".into(),
-        PART_RUNS.to_string(),
-        ms((own_cpu() - started) / PART_RUNS as u32),
-    ]);
+    per_run_since(started)
+}
+
+/// The pool's way to run the agent: `agent::spawn` (run files, the prompt,
+/// the process identity) and `wait` (the output read and parsed).
+async fn agent_run_part(binary: &std::path::Path, dir: &std::path::Path) -> Duration {
+    use agentlab::worker::agent::{self, AgentCommand, RunSpec};
 
     let command = AgentCommand {
         program: binary.display().to_string(),
@@ -742,14 +772,15 @@ async fn prompt_parts() -> Table {
         resume_args: Vec::new(),
         scrub_env: Vec::new(),
     };
+    // The sender is dropped at once: "never cancelled".
     let cancel = tokio::sync::watch::channel(false).1;
     let started = own_cpu();
     for i in 0..PART_RUNS {
         let spec = RunSpec {
             task_id: i as u64,
             prompt: format!("hello {i}"),
-            workdir: dir.path().to_path_buf(),
-            run_dir: dir.path().join("runs").join(i.to_string()),
+            workdir: dir.to_path_buf(),
+            run_dir: dir.join("runs").join(i.to_string()),
             session_id: None,
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(1),
@@ -758,10 +789,5 @@ async fn prompt_parts() -> Table {
         let outcome = running.wait(cancel.clone()).await;
         assert!(outcome.succeeded(), "agent run failed");
     }
-    table.row(vec![
-        "the pool's agent::spawn + wait (the spawn above, run files, identity, output read)".into(),
-        PART_RUNS.to_string(),
-        ms((own_cpu() - started) / PART_RUNS as u32),
-    ]);
-    table
+    per_run_since(started)
 }
