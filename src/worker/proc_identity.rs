@@ -70,11 +70,13 @@ pub(crate) fn read_status(pid: u32) -> Option<ProcStatus> {
 /// Parses the content of `/proc/<pid>/stat`.
 ///
 /// The second field (`comm`) is the executable name in parentheses and may itself
-/// contain spaces and parentheses, so the fixed fields are those after the *last*
-/// `')'`: state is field 3 and starttime field 22 (1-based, see proc(5)).
+/// contain spaces, parentheses and bytes that are not UTF-8, so the fixed fields
+/// are those after the *last* `')'`: state is field 3 and starttime field 22
+/// (1-based, see proc(5)). Only those fields need to be text.
 #[cfg(any(target_os = "linux", test))]
-pub(crate) fn parse_proc_stat(stat: &str) -> Option<ProcStatus> {
-    let (_, after_comm) = stat.rsplit_once(')')?;
+pub(crate) fn parse_proc_stat(stat: &[u8]) -> Option<ProcStatus> {
+    let after_paren = stat.iter().rposition(|&b| b == b')')? + 1;
+    let after_comm = std::str::from_utf8(&stat[after_paren..]).ok()?;
     let mut fields = after_comm.split_ascii_whitespace();
     let state = fields.next()?;
     // `fields` now starts at field 4; starttime is field 22.
@@ -90,18 +92,32 @@ pub(crate) fn parse_proc_stat(stat: &str) -> Option<ProcStatus> {
 mod platform {
     use super::{ProcStatus, parse_proc_stat};
 
+    /// Room for a stat line: 52 numbers and a `comm` of at most 64 bytes.
+    const STAT_BUFFER_BYTES: usize = 2048;
+
     pub(super) fn read_status(pid: u32) -> Option<ProcStatus> {
         if pid == 0 {
             return None;
         }
         use std::io::Read as _;
-        // /proc files report no size, so read_to_string would start with a
-        // series of small reads; a stat line is a few hundred bytes.
-        let mut stat = String::with_capacity(1024);
-        std::fs::File::open(format!("/proc/{pid}/stat"))
-            .and_then(|mut file| file.read_to_string(&mut stat))
-            .ok()?;
-        parse_proc_stat(&stat)
+        // One open, one read, one close: a stat line is a few hundred bytes and
+        // the kernel hands it over whole, so no size query or second read is
+        // needed. A line that fills the buffer is not one we can trust.
+        let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        let mut stat = [0u8; STAT_BUFFER_BYTES];
+        let mut len = 0;
+        while len < stat.len() && stat[..len].last() != Some(&b'\n') {
+            match file.read(&mut stat[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        if len == stat.len() {
+            return None;
+        }
+        parse_proc_stat(&stat[..len])
     }
 }
 
@@ -153,11 +169,18 @@ mod tests {
     use super::*;
 
     /// A stat line shaped like the kernel's, with `comm` and starttime substituted.
-    fn stat_line(comm: &str, state: char, start_time: u64) -> String {
-        format!(
-            "4242 ({comm}) {state} 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
-             {start_time} 10000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
-        )
+    fn stat_line(comm: &str, state: char, start_time: u64) -> Vec<u8> {
+        stat_bytes(comm.as_bytes(), state, start_time)
+    }
+
+    fn stat_bytes(comm: &[u8], state: char, start_time: u64) -> Vec<u8> {
+        let mut line = b"4242 (".to_vec();
+        line.extend_from_slice(comm);
+        line.extend(format!(
+            ") {state} 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+             {start_time} 10000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+        ).bytes());
+        line
     }
 
     #[test]
@@ -181,12 +204,50 @@ mod tests {
     }
 
     #[test]
+    fn comm_that_is_not_utf8_does_not_hide_the_fields() {
+        let status = parse_proc_stat(&stat_bytes(b"ag\xffent\xfe)x", 'S', 77)).expect("parses");
+        assert_eq!(status.start_time, 77);
+    }
+
+    #[test]
     fn truncated_or_garbled_stat_is_rejected() {
-        assert_eq!(parse_proc_stat(""), None);
-        assert_eq!(parse_proc_stat("12 (no closing paren S 1 2 3"), None);
-        assert_eq!(parse_proc_stat("12 (x) S 1 2 3"), None);
-        let bad_start = stat_line("x", 'S', 1).replace(" 1 10000000 ", " 1x 10000000 ");
-        assert_eq!(parse_proc_stat(&bad_start), None);
+        assert_eq!(parse_proc_stat(b""), None);
+        assert_eq!(parse_proc_stat(b"12 (no closing paren S 1 2 3"), None);
+        assert_eq!(parse_proc_stat(b"12 (x) S 1 2 3"), None);
+        let bad_start = String::from_utf8(stat_line("x", 'S', 1))
+            .expect("ascii")
+            .replace(" 1 10000000 ", " 1x 10000000 ");
+        assert_eq!(parse_proc_stat(bad_start.as_bytes()), None);
+        let bad_fields = stat_bytes(b"x", 'S', 1)
+            .into_iter()
+            .map(|b| if b == b'7' { 0xff } else { b })
+            .collect::<Vec<u8>>();
+        assert_eq!(
+            parse_proc_stat(&bad_fields),
+            None,
+            "fields after comm must be text"
+        );
+    }
+
+    /// A process whose executable name is not UTF-8 (its `comm`) still has an
+    /// identity, so it can be adopted after a restart like any other.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_still_read() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = std::ffi::OsStr::from_bytes(b"agent\xff\xfe)x");
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink to sleep");
+        let mut child = std::process::Command::new(&link)
+            .arg("30")
+            .spawn()
+            .expect("spawn through the symlink");
+        let identity = read_identity(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let identity = identity.expect("identity read");
+        assert_ne!(identity.start_time, UNKNOWN_START_TIME);
     }
 
     #[test]
