@@ -160,7 +160,8 @@ impl Store {
         // write open itself touches the file (redb's header), and such a file must
         // be left exactly as the newer build wrote it. (A file needing repair cannot
         // be opened read-only; it is checked after the repair, below.)
-        if let Ok(Some(found)) = read_only_schema_version(path)
+        let read_only = read_only_schema_version(path);
+        if let Ok(Some(found)) = read_only
             && found > migrations::latest_version()
         {
             return Err(StoreError::SchemaTooNew {
@@ -168,14 +169,25 @@ impl Store {
                 supported: migrations::latest_version(),
             });
         }
+        // redb reports its full check on open through the repair callback too, so
+        // only a file that did not open read-only (it was not shut down cleanly)
+        // is being repaired; a clean one is only being verified.
+        let only_verifying = check_integrity && matches!(read_only, Ok(Some(_)));
         let db = Database::builder()
             .set_cache_size(options.cache_mb.max(1) * 1024 * 1024)
             .set_check_integrity_on_open(check_integrity)
-            .set_repair_callback(|session| {
-                tracing::warn!(
-                    progress = session.progress(),
-                    "repairing database after an unclean exit"
-                );
+            .set_repair_callback(move |session| {
+                if only_verifying {
+                    tracing::debug!(
+                        progress = session.progress(),
+                        "verifying every page of the database file"
+                    );
+                } else {
+                    tracing::warn!(
+                        progress = session.progress(),
+                        "repairing database after an unclean exit"
+                    );
+                }
             })
             .create(path)
             .map_err(|e| error::open_error(path, e))?;

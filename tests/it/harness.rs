@@ -228,10 +228,14 @@ impl Service {
         }
     }
 
+    /// Everything the service's runs wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.stderr")).unwrap_or_default()
+    }
+
     /// The last lines the service wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("service.stderr")).unwrap_or_default();
+        let text = self.stderr_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

@@ -91,6 +91,33 @@ async fn tasks_queued_before_the_pool_starts_all_run() {
         .await;
 }
 
+/// The start-up check of the whole file goes through redb's repair path, so the
+/// log must say "repairing" only when there is something to repair: after a
+/// kill -9, not after a clean stop (an operator would chase a crash that never was).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_start_after_kill_9_logs_a_repair() {
+    const REPAIR: &str = "repairing database after an unclean exit";
+    let mut service = Service::start(Options::default()).await;
+    let id = submit(&service, 111, "before a clean stop").await;
+    service.wait_task_done(id).await;
+    assert_eq!(service.stop().await, Some(0), "{}", service.stderr_tail());
+    service.restart().await;
+    assert_eq!(
+        service.stderr_text().matches(REPAIR).count(),
+        0,
+        "a clean stop needs no repair: {}",
+        service.stderr_tail()
+    );
+    service.kill9();
+    service.restart().await;
+    assert!(
+        service.stderr_text().contains(REPAIR),
+        "a start after kill -9 says it repairs: {}",
+        service.stderr_tail()
+    );
+    assert_eq!(service.stop().await, Some(0), "{}", service.stderr_tail());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_running_at_kill_9_is_adopted_and_its_answer_recorded() {
     let mut service = Service::start(Options::default()).await;
