@@ -611,10 +611,16 @@ pub(super) fn submit_tx(
             .get((new.bot_id.as_str(), update))?
             .map(|v| v.value());
         if let Some(id) = existing {
-            return Ok(TaskSubmitted {
-                task: load_task(tx, id)?,
-                duplicate: true,
-            });
+            let task = load_task(tx, id)?;
+            // A re-delivery is the same message. Telegram picks update ids at
+            // random again after a week without updates, so an id seen before
+            // on another message is a new prompt, never one to drop.
+            if task.chat_id == new.chat_id && task.reply_to_message_id == new.reply_to_message_id {
+                return Ok(TaskSubmitted {
+                    task,
+                    duplicate: true,
+                });
+            }
         }
     }
     let id = next_task_id(tx)?;

@@ -235,6 +235,28 @@ fn duplicate_update_returns_the_first_task() {
     assert_eq!(store.queue_depth().unwrap(), 1);
 }
 
+/// Telegram chooses update ids at random again after a week without updates:
+/// an old id on a different message is a new prompt, not a re-delivery.
+#[test]
+fn an_update_id_seen_before_on_another_message_is_a_new_task() {
+    let (_dir, store) = temp_store();
+    let mut old = new_task("A", 1, "last week", 5);
+    old.update_id = Some(77);
+    old.reply_to_message_id = Some(10);
+    let mut fresh = old.clone();
+    fresh.prompt = "today".into();
+    fresh.reply_to_message_id = Some(11);
+    let first = store.submit_task(old, 1).wait().unwrap();
+    let second = store.submit_task(fresh.clone(), 2).wait().unwrap();
+    assert!(!second.duplicate, "a new message is not dropped");
+    assert_ne!(first.task.id, second.task.id);
+    assert_eq!(second.task.prompt, "today");
+    let again = store.submit_task(fresh, 3).wait().unwrap();
+    assert!(again.duplicate, "its own re-delivery still is one");
+    assert_eq!(again.task.id, second.task.id);
+    assert_eq!(store.queue_depth().unwrap(), 2);
+}
+
 #[test]
 fn cancel_and_retry() {
     let (_dir, store) = temp_store();
