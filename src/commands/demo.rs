@@ -18,7 +18,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::cli::DemoArgs;
 use crate::config::{AgentConfig, BotConfig, Config};
 use crate::service::{RunOptions, Shutdown};
-use crate::telegram_sim::{SentItem, SentKind, SimHandle, TelegramSim};
+use crate::telegram_sim::{SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
 
 /// The demo bot's id.
 pub const DEMO_BOT: &str = "DEMO";
@@ -28,13 +28,43 @@ const DEMO_TOKEN: &str = "100000:demo-token-not-secret";
 /// Longest wait for one scripted prompt's answer.
 const SCRIPT_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// File in the demo's data directory that keeps where the next run's
+/// simulator ids start.
+const SIM_IDS_FILE: &str = "simulator-ids";
+/// Ids reserved per run: far more updates and messages than a demo makes.
+const SIM_IDS_PER_RUN: u32 = 100_000;
+
+/// Where this run's update and message ids start, reserving a block of them.
+///
+/// The data directory outlives the simulator, and the bot rightly takes an
+/// update it has stored before as a re-delivery; a fresh simulator counting
+/// from the same start would have the next run's first prompts taken for the
+/// last run's. Telegram never repeats an id, so each run takes the next block
+/// (after ~21,000 runs it starts over, within Telegram's 32-bit ids).
+fn reserve_sim_ids(data_dir: &Path) -> anyhow::Result<u32> {
+    let path = data_dir.join(SIM_IDS_FILE);
+    let start = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|start| *start <= i32::MAX as u32 - 2 * SIM_IDS_PER_RUN)
+        .unwrap_or(0);
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::write(&path, format!("{}\n", start + SIM_IDS_PER_RUN))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(start)
+}
+
 /// Runs the demo until the input ends (script) or the user types `/quit` / Ctrl-D.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let _guard = crate::telemetry::init_service(&args.data_dir.join("logs"), "warn");
-    let sim = TelegramSim::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        vec![DEMO_TOKEN.to_string()],
-    )
+    let sim = TelegramSim::start_with(SimConfig {
+        id_offset: reserve_sim_ids(&args.data_dir)?,
+        ..SimConfig::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            vec![DEMO_TOKEN.to_string()],
+        )
+    })
     .await
     .context("starting the built-in Telegram simulator")?;
     let config = demo_config(&args, &sim.url())?;

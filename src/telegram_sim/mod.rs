@@ -142,6 +142,11 @@ pub struct SimConfig {
     pub tokens: Vec<String>,
     /// Memory caps.
     pub limits: SimLimits,
+    /// Added to the first update id (1000) and to every chat's first message id
+    /// (1). Telegram never repeats either, so a client that keeps state across
+    /// simulator restarts (the demo, on its data directory) passes a value that
+    /// grows with time, so a new run never repeats an id an earlier one used.
+    pub id_offset: u32,
 }
 
 impl SimConfig {
@@ -151,6 +156,7 @@ impl SimConfig {
             addr,
             tokens,
             limits: SimLimits::default(),
+            id_offset: 0,
         }
     }
 }
@@ -169,7 +175,7 @@ impl TelegramSim {
 
     /// Starts a simulator with a full configuration.
     pub async fn start_with(config: SimConfig) -> Result<SimHandle, SimError> {
-        let state = SimState::new(config.limits);
+        let state = SimState::new(config.limits, config.id_offset);
         for token in &config.tokens {
             state.register(token, None, None)?;
         }

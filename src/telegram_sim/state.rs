@@ -97,10 +97,10 @@ pub(crate) struct UpdateQueue {
 }
 
 impl UpdateQueue {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, id_offset: u32) -> Self {
         Self {
             pending: VecDeque::new(),
-            next_id: FIRST_UPDATE_ID,
+            next_id: FIRST_UPDATE_ID + u64::from(id_offset),
             last_batch: Vec::new(),
             allowed: None,
             cap,
@@ -240,13 +240,15 @@ pub(crate) struct BotState {
     call_counts: BTreeMap<String, u64>,
     faults: VecDeque<Fault>,
     limits: SimLimits,
+    /// Added to every chat's first message id (see [`super::SimConfig::id_offset`]).
+    id_offset: u32,
 }
 
 impl BotState {
-    fn new(info: BotInfo, limits: &SimLimits) -> Self {
+    fn new(info: BotInfo, limits: &SimLimits, id_offset: u32) -> Self {
         Self {
             info,
-            updates: UpdateQueue::new(limits.max_pending_updates),
+            updates: UpdateQueue::new(limits.max_pending_updates, id_offset),
             chats: BoundedMap::new(limits.max_chats),
             messages: BoundedMap::new(limits.max_messages),
             commands: BTreeMap::new(),
@@ -262,6 +264,7 @@ impl BotState {
             call_counts: BTreeMap::new(),
             faults: VecDeque::new(),
             limits: limits.clone(),
+            id_offset,
         }
     }
 
@@ -284,8 +287,10 @@ impl BotState {
     /// private chat, `-100…`: supergroup, other negative: group).
     pub(crate) fn chat_or_default(&mut self, chat_id: i64) -> &mut ChatState {
         if self.chats.get(&chat_id).is_none() {
-            self.chats
-                .insert(chat_id, new_chat(default_chat_json(chat_id)));
+            self.chats.insert(
+                chat_id,
+                new_chat(default_chat_json(chat_id), self.id_offset),
+            );
         }
         self.chats
             .get_mut(&chat_id)
@@ -296,7 +301,9 @@ impl BotState {
     pub(crate) fn upsert_chat(&mut self, chat_id: i64, chat_json: Value) -> &mut ChatState {
         match self.chats.get_mut(&chat_id) {
             Some(chat) => chat.json = chat_json,
-            None => self.chats.insert(chat_id, new_chat(chat_json)),
+            None => self
+                .chats
+                .insert(chat_id, new_chat(chat_json, self.id_offset)),
         }
         self.chats
             .get_mut(&chat_id)
@@ -487,10 +494,12 @@ fn fault_matches(fault: &Fault, method: &str) -> bool {
     method_ok && kind_ok
 }
 
-fn new_chat(json: Value) -> ChatState {
+fn new_chat(json: Value, id_offset: u32) -> ChatState {
     ChatState {
         json,
-        next_message_id: 1,
+        next_message_id: i32::try_from(id_offset)
+            .unwrap_or(i32::MAX / 2)
+            .saturating_add(1),
         message_ids: VecDeque::new(),
     }
 }
@@ -518,6 +527,7 @@ struct Registry {
 pub(crate) struct SimState {
     started: Instant,
     limits: SimLimits,
+    id_offset: u32,
     registry: Mutex<Registry>,
     updates_changed: watch::Sender<u64>,
     log_changed: watch::Sender<u64>,
@@ -525,10 +535,11 @@ pub(crate) struct SimState {
 }
 
 impl SimState {
-    pub(crate) fn new(limits: SimLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: SimLimits, id_offset: u32) -> Arc<Self> {
         Arc::new(Self {
             started: Instant::now(),
             limits,
+            id_offset,
             registry: Mutex::new(Registry {
                 bots: HashMap::new(),
                 used_ids: HashSet::new(),
@@ -585,8 +596,10 @@ impl SimState {
             username: username.unwrap_or_else(|| format!("sim{ordinal}_bot")),
             first_name: first_name.unwrap_or_else(|| format!("Sim Bot {ordinal}")),
         };
-        reg.bots
-            .insert(token.to_owned(), BotState::new(info.clone(), &self.limits));
+        reg.bots.insert(
+            token.to_owned(),
+            BotState::new(info.clone(), &self.limits, self.id_offset),
+        );
         tracing::debug!(bot = %redact_token(token), id, "telegram sim: bot registered");
         Ok(info)
     }
@@ -706,7 +719,7 @@ mod tests {
 
     #[test]
     fn offsets_confirm_and_negative_offsets_keep_tail() {
-        let mut q = UpdateQueue::new(10);
+        let mut q = UpdateQueue::new(10, 0);
         let ids: Vec<u64> = (0..5).map(|_| q.push(update("message"))).collect();
         q.confirm(i64::try_from(ids[2]).unwrap());
         assert_eq!(
@@ -722,7 +735,7 @@ mod tests {
 
     #[test]
     fn queue_is_bounded_and_filters_types() {
-        let mut q = UpdateQueue::new(3);
+        let mut q = UpdateQueue::new(3, 0);
         for _ in 0..5 {
             q.push(update("message"));
         }
@@ -762,6 +775,7 @@ mod tests {
                 first_name: "B".into(),
             },
             &limits,
+            0,
         );
         bot.push_fault(Fault::new(FaultKind::Conflict).on("getupdates").times(2));
         bot.push_fault(Fault::new(FaultKind::DuplicateUpdates));
@@ -788,6 +802,7 @@ mod tests {
                 first_name: "B".into(),
             },
             &limits,
+            0,
         );
         let first = bot.begin_call("getMe", Duration::ZERO);
         let second = bot.begin_call("getMe", Duration::ZERO);
@@ -816,6 +831,7 @@ mod tests {
                 first_name: "B".into(),
             },
             &limits,
+            0,
         );
         let item = |n: u8| SentItem {
             seq: 0,

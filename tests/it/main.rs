@@ -8,6 +8,7 @@ mod breaker;
 mod cli_remote;
 mod clock;
 mod dashboard;
+mod demo;
 mod harness;
 mod http_api;
 mod legacy_import;

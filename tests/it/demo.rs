@@ -1,0 +1,43 @@
+//! `agentlab demo`: the whole service with the built-in simulator and test
+//! agent, driven by a script, as a newcomer runs it.
+
+use std::process::Command;
+
+use crate::harness::binary;
+
+/// Runs `demo --script` on `data_dir`; returns its exit code and stdout.
+fn run_demo(data_dir: &std::path::Path, script: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(binary())
+        .args(["demo", "--port", "0", "--script"])
+        .arg(script)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("AGENTLAB_CONFIG")
+        .output()
+        .expect("run agentlab demo");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// A second run on the same data directory (its tasks and update records kept)
+/// answers its prompts like the first: a fresh simulator must not make the new
+/// prompts look like re-deliveries of the old ones.
+#[test]
+fn a_second_demo_run_on_the_same_data_answers_every_prompt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("script.txt");
+    std::fs::write(&script, "hello agentlab\nsecond prompt\n").expect("script");
+    let data = dir.path().join("demo-data");
+    for run in 1..=2 {
+        let (code, out) = run_demo(&data, &script);
+        assert_eq!(code, Some(0), "run {run}:\n{out}");
+        for prompt in ["hello agentlab", "second prompt"] {
+            assert!(
+                out.contains(&format!("You said: {prompt}")),
+                "run {run} has no answer to {prompt:?}:\n{out}"
+            );
+        }
+    }
+}
