@@ -120,11 +120,18 @@ fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// How much earlier than the clock a file's modification time may read.
+const ADDR_CLOCK_MARGIN: Duration = Duration::from_millis(50);
+
 async fn wait_for_address(
     config: &Config,
     service: &tokio::task::JoinHandle<anyhow::Result<i32>>,
 ) -> anyhow::Result<String> {
     let file = crate::service::addr_file(config);
+    // A file left by an earlier run that did not stop cleanly names a port
+    // nobody listens on: only one written since this run started counts
+    // (less a margin for the file system's coarse clock).
+    let since = std::time::SystemTime::now() - ADDR_CLOCK_MARGIN;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if service.is_finished() {
@@ -133,7 +140,11 @@ async fn wait_for_address(
                 config.http.bind
             );
         }
-        if let Ok(addr) = std::fs::read_to_string(&file)
+        let fresh = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|written| written >= since);
+        if fresh
+            && let Ok(addr) = std::fs::read_to_string(&file)
             && !addr.trim().is_empty()
         {
             return Ok(addr.trim().to_string());

@@ -41,3 +41,26 @@ fn a_second_demo_run_on_the_same_data_answers_every_prompt() {
         }
     }
 }
+
+/// An address file left by a run that was killed names a dead port: the banner
+/// must show where this run listens, and the script must still be answered.
+#[test]
+fn a_stale_address_file_from_a_killed_run_is_not_believed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("script.txt");
+    std::fs::write(&script, "hello after a crash\n").expect("script");
+    let data = dir.path().join("demo-data");
+    let stale = data.join("data").join("agentlab.addr");
+    std::fs::create_dir_all(stale.parent().expect("parent")).expect("data dir");
+    std::fs::write(&stale, "127.0.0.1:1").expect("stale address");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(old))
+        .expect("age the stale file");
+    let (code, out) = run_demo(&data, &script);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("127.0.0.1:1/"), "stale address shown:\n{out}");
+    assert!(out.contains("You said: hello after a crash"), "{out}");
+}
