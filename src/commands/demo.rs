@@ -69,18 +69,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     .context("starting the built-in Telegram simulator")?;
     let config = demo_config(&args, &sim.url())?;
     let shutdown = Shutdown::new();
-    let options = RunOptions {
-        shutdown: Some(shutdown.clone()),
-        systemd_notify: false,
-        tokens: BTreeMap::from([(DEMO_BOT.to_string(), DEMO_TOKEN.to_string())]),
-    };
-    let service = tokio::spawn(crate::service::run(config.clone(), options));
+    let service = tokio::spawn(supervise(config.clone(), shutdown.clone()));
     let addr = wait_for_address(&config, &service).await?;
     print_banner(&config, &addr);
 
     let mut printer = Printer::default();
     let outcome = match &args.script {
-        Some(path) => run_script(&sim, &mut printer, path, &addr).await,
+        Some(path) => run_script(&sim, &mut printer, path, &config).await,
         None => run_interactive(&sim, &mut printer).await,
     };
     shutdown.request(0);
@@ -88,6 +83,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     sim.shutdown().await;
     outcome?;
     Ok(code)
+}
+
+/// Runs the service as launchd or systemd would: started again when it exits
+/// for a `/restart` (exit code 42), until `stop` is requested.
+async fn supervise(config: Config, stop: Shutdown) -> anyhow::Result<i32> {
+    loop {
+        let this_run = Shutdown::new();
+        let options = RunOptions {
+            shutdown: Some(this_run.clone()),
+            systemd_notify: false,
+            tokens: BTreeMap::from([(DEMO_BOT.to_string(), DEMO_TOKEN.to_string())]),
+        };
+        let service = crate::service::run(config.clone(), options);
+        tokio::pin!(service);
+        let code = tokio::select! {
+            code = &mut service => code?,
+            () = stop.wait() => {
+                this_run.request(0);
+                service.await?
+            }
+        };
+        if code != crate::service::RESTART_EXIT_CODE || stop.is_requested() {
+            return Ok(code);
+        }
+        println!(
+            "  (the service exited for a restart; starting it again, as launchd or systemd would)"
+        );
+    }
 }
 
 fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
@@ -202,7 +225,7 @@ async fn run_script(
     sim: &SimHandle,
     printer: &mut Printer,
     path: &Path,
-    addr: &str,
+    config: &Config,
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -213,7 +236,7 @@ async fn run_script(
     {
         println!("you> {line}");
         sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
-        wait_until_settled(sim, printer, addr).await?;
+        wait_until_settled(sim, printer, config).await?;
     }
     Ok(())
 }
@@ -223,15 +246,18 @@ async fn run_script(
 async fn wait_until_settled(
     sim: &SimHandle,
     printer: &mut Printer,
-    addr: &str,
+    config: &Config,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    let addr_file = crate::service::addr_file(config);
     let deadline = tokio::time::Instant::now() + SCRIPT_STEP_TIMEOUT;
     let mut quiet_rounds = 0;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let printed = printer.print_new(sim)?;
-        let busy = open_tasks(&client, addr).await.unwrap_or(1);
+        // Read each time: a /restart starts the service on a new port.
+        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        let busy = open_tasks(&client, addr.trim()).await.unwrap_or(1);
         quiet_rounds = if printed == 0 && busy == 0 {
             quiet_rounds + 1
         } else {

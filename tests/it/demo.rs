@@ -64,3 +64,16 @@ fn a_stale_address_file_from_a_killed_run_is_not_believed() {
     assert!(!out.contains("127.0.0.1:1/"), "stale address shown:\n{out}");
     assert!(out.contains("You said: hello after a crash"), "{out}");
 }
+
+/// `/restart` in the demo restarts the service the way launchd or systemd
+/// would: the chat is told it is back, and the next prompt is answered.
+#[test]
+fn restart_in_the_demo_comes_back_and_answers_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("script.txt");
+    std::fs::write(&script, "/restart\nhello after the restart\n").expect("script");
+    let (code, out) = run_demo(&dir.path().join("demo-data"), &script);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Back after"), "no restart notice:\n{out}");
+    assert!(out.contains("You said: hello after the restart"), "{out}");
+}
