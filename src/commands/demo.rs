@@ -76,7 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let mut printer = Printer::default();
     let outcome = match &args.script {
         Some(path) => run_script(&sim, &mut printer, path, &config).await,
-        None => run_interactive(&sim, &mut printer).await,
+        None => run_interactive(&sim, &mut printer, &config).await,
     };
     shutdown.request(0);
     let code = service.await.context("the service task failed")??;
@@ -191,7 +191,11 @@ fn print_banner(config: &Config, addr: &str) {
     );
 }
 
-async fn run_interactive(sim: &SimHandle, printer: &mut Printer) -> anyhow::Result<()> {
+async fn run_interactive(
+    sim: &SimHandle,
+    printer: &mut Printer,
+    config: &Config,
+) -> anyhow::Result<()> {
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut lines = stdin.lines();
     let prompt_visible = std::io::stdin().is_terminal();
@@ -201,7 +205,15 @@ async fn run_interactive(sim: &SimHandle, printer: &mut Printer) -> anyhow::Resu
         }
         tokio::select! {
             line = lines.next_line() => {
-                let Some(line) = line.context("reading the terminal")? else { break };
+                let Some(line) = line.context("reading the terminal")? else {
+                    if !prompt_visible {
+                        // Piped input that ended: its prompts are still owed
+                        // their answers (a person at a terminal pressing
+                        // Ctrl-D wants out at once).
+                        return wait_until_settled(sim, printer, config).await;
+                    }
+                    break;
+                };
                 let line = line.trim().to_string();
                 if line == "/quit" || line == "/exit" {
                     break;

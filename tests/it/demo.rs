@@ -77,3 +77,26 @@ fn restart_in_the_demo_comes_back_and_answers_again() {
     assert!(out.contains("Back after"), "no restart notice:\n{out}");
     assert!(out.contains("You said: hello after the restart"), "{out}");
 }
+
+/// Input piped into the interactive demo that ends at once is still answered
+/// before the demo exits.
+#[test]
+fn piped_input_is_answered_before_the_demo_exits() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(binary())
+        .args(["demo", "--port", "0", "--data-dir"])
+        .arg(dir.path().join("demo-data"))
+        .env_remove("AGENTLAB_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run agentlab demo");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"sleep:1 piped in\n").expect("write");
+    drop(stdin);
+    let output = child.wait_with_output().expect("demo output");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("You said: piped in"), "{out}");
+}
