@@ -26,10 +26,12 @@ pub async fn run(config: &Config, args: DumpArgs) -> anyhow::Result<i32> {
         );
         return Ok(1);
     }
-    match Store::open(&path, crate::backup::store_options(config)) {
-        Ok(store) => {
-            let result = dump_store(&store, &args.tables, since, args.format.into());
-            store.close();
+    // A private copy, never the file itself: opening the file would write to it
+    // (redb's header, the journal) though a dump only reads.
+    match Store::open_scratch_copy(&path, crate::backup::store_options(config)) {
+        Ok(scratch) => {
+            let result = dump_store(scratch.store(), &args.tables, since, args.format.into());
+            scratch.store().close();
             result?;
             Ok(0)
         }

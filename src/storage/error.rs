@@ -6,7 +6,7 @@
 //! snapshot), and [`StoreError::Io`] (the disk: full, read-only, gone). Errors are
 //! `Clone` because one failed group commit answers every caller in the batch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::codec::DecodeError;
 
@@ -85,6 +85,29 @@ impl StoreError {
     /// Whether the file itself is damaged (and a restore is the remedy).
     pub fn is_corrupt(&self) -> bool {
         matches!(self, StoreError::Corrupt { .. })
+    }
+
+    /// The same error naming `shown` where it named `actual` (or no file): for
+    /// work done on a private copy of `shown`.
+    pub(crate) fn with_path_shown(self, actual: &Path, shown: &Path) -> Self {
+        let named = |path: PathBuf| {
+            if path == actual || path.as_os_str().is_empty() {
+                shown.to_path_buf()
+            } else {
+                path
+            }
+        };
+        match self {
+            StoreError::Corrupt { path, detail } => StoreError::Corrupt {
+                path: named(path),
+                detail,
+            },
+            StoreError::AlreadyOpen { path } => StoreError::AlreadyOpen { path: named(path) },
+            StoreError::Io(text) => StoreError::Io(
+                text.replace(&actual.display().to_string(), &shown.display().to_string()),
+            ),
+            other => other,
+        }
     }
 }
 

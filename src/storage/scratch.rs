@@ -187,7 +187,7 @@ const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
 /// A new scratch folder beside the database (same filesystem, same permissions
 /// as the data it copies: conversations are private), after removing those
 /// that killed dry runs left behind.
-fn scratch_dir(db_path: &Path) -> StoreResult<PathBuf> {
+pub(super) fn scratch_dir(db_path: &Path) -> StoreResult<PathBuf> {
     let parent = db_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -202,7 +202,7 @@ fn scratch_dir(db_path: &Path) -> StoreResult<PathBuf> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(&dir).map_err(|e| {
         StoreError::Io(format!(
-            "cannot create a scratch folder {} for a dry run: {e}",
+            "cannot create a scratch folder {} for a private copy: {e}",
             dir.display()
         ))
     })?;

@@ -80,7 +80,7 @@ impl Store {
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError::Io(format!("fsync of snapshot {}: {e}", dest.display())))?;
 
-        let info = inspect_snapshot(dest)?;
+        let info = inspect_in_place(dest)?;
         if info.table_counts != source_counts {
             return Err(StoreError::Corrupt {
                 path: dest.to_path_buf(),
@@ -94,11 +94,26 @@ impl Store {
     }
 }
 
-/// Verifies a closed snapshot (or database) file: opens it exclusively, runs
-/// redb's integrity check and counts the rows of every table. A file that needed
-/// repair is reported corrupt: a snapshot is written once and closed cleanly, so
-/// it never should. Blocking.
+/// Verifies a closed snapshot (or database) file without changing it: redb's
+/// integrity check commits to the file it checks, and a snapshot must stay
+/// byte for byte as it was written (its hash, a read-only or immutable copy),
+/// so the check runs on a private copy beside it, removed afterwards. See
+/// [`inspect_in_place`] for what is checked. Blocking.
 pub fn inspect_snapshot(path: &Path) -> StoreResult<SnapshotInfo> {
+    let dir = super::scratch::scratch_dir(path)?;
+    let copy = dir.join("snapshot.redb");
+    let inspected = std::fs::copy(path, &copy)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))
+        .and_then(|_| inspect_in_place(&copy))
+        .map_err(|e| e.with_path_shown(&copy, path));
+    let _ = std::fs::remove_dir_all(&dir);
+    inspected
+}
+
+/// Opens a closed file exclusively, runs redb's integrity check and counts the
+/// rows of every table. A file that needed repair is reported corrupt: a
+/// snapshot is written once and closed cleanly, so it never should.
+fn inspect_in_place(path: &Path) -> StoreResult<SnapshotInfo> {
     let size_bytes = std::fs::metadata(path)
         .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?
         .len();

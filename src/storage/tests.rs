@@ -257,6 +257,40 @@ fn an_update_id_seen_before_on_another_message_is_a_new_task() {
     assert_eq!(store.queue_depth().unwrap(), 2);
 }
 
+/// Verifying a snapshot (listing backups, picking one to restore) leaves it
+/// byte for byte as it was, and leaves nothing beside it.
+#[test]
+fn inspecting_a_snapshot_does_not_change_it() {
+    let (dir, store) = temp_store();
+    let mut n = new_task("A", 1, "kept", 5);
+    n.update_id = Some(5);
+    store.submit_task(n, 1).wait().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let snapshot = backups.join("snap.redb");
+    store.snapshot_to(&snapshot).unwrap();
+    let written = std::fs::read(&snapshot).unwrap();
+    for _ in 0..2 {
+        let info = inspect_snapshot(&snapshot).expect("verified");
+        assert!(
+            info.table_counts
+                .iter()
+                .any(|c| c.table == "tasks" && c.rows == 1)
+        );
+    }
+    assert!(
+        std::fs::read(&snapshot).unwrap() == written,
+        "the snapshot changed"
+    );
+    let left: Vec<_> = std::fs::read_dir(&backups).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the snapshot stays: {left:?}");
+    std::fs::write(&snapshot, b"not a database at all, just bytes").unwrap();
+    match inspect_snapshot(&snapshot) {
+        Err(StoreError::Corrupt { path, .. }) => assert_eq!(path, snapshot, "names the snapshot"),
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
 #[test]
 fn cancel_and_retry() {
     let (_dir, store) = temp_store();

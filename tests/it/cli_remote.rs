@@ -120,6 +120,10 @@ async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
     assert!(remote[2].contains(&format!("id={id}")), "{}", remote[2]);
 
     assert_eq!(service.stop().await, Some(0));
+    // A dump only reads: the stopped service's file stays byte for byte.
+    let db = service.data_dir().join("agentlab.redb");
+    let file_before = std::fs::read(&db).expect("database file");
+    let entries_before = dir_entries(&service.data_dir());
     for (format, through_service) in FORMATS.iter().zip(&remote) {
         let dump = agentlab(
             &config,
@@ -135,6 +139,25 @@ async fn cli_status_ask_tasks_and_dump_work_through_the_running_service() {
             "--format {format} differs between the file and the service"
         );
     }
+    assert!(
+        std::fs::read(&db).expect("database file") == file_before,
+        "dump changed the database file"
+    );
+    assert_eq!(
+        dir_entries(&service.data_dir()),
+        entries_before,
+        "dump left files behind"
+    );
+}
+
+/// The names in a folder, sorted.
+fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
