@@ -118,7 +118,7 @@ pub struct LogsArgs {
 pub enum DumpFormat {
     /// One JSON document: {table: [rows]}.
     Json,
-    /// One JSON object per line, with a `table` field.
+    /// One JSON object per line, with a `table` field (event rows keep their flat shape: `timestamp`, `bot_id`, `event`, ...).
     Ndjson,
     /// `== table ==` headers and one `key=value` line per row.
     Table,
