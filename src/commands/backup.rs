@@ -20,7 +20,17 @@ use crate::storage::{Store, StoreError, inspect_snapshot, iso8601};
 
 /// Takes a snapshot now.
 pub async fn backup(config: &Config) -> anyhow::Result<i32> {
-    match Store::open(&config.database_path(), backup::store_options(config)) {
+    let path = config.database_path();
+    if !path.exists() {
+        // Run from the wrong folder, a backup would create an empty database and
+        // a "verified" empty snapshot, the newest one `restore --latest` picks.
+        eprintln!(
+            "nothing to back up: there is no database at {} (it is created when the service first starts)",
+            path.display()
+        );
+        return Ok(1);
+    }
+    match Store::open(&path, backup::store_options(config)) {
         Ok(store) => {
             let config = config.clone();
             let outcome = tokio::task::spawn_blocking(move || {
@@ -43,6 +53,7 @@ pub async fn backup(config: &Config) -> anyhow::Result<i32> {
             let text = answer["message"]
                 .as_str()
                 .or_else(|| answer["result"].as_str())
+                .or_else(|| answer["path"].as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| answer.to_string());
             println!("{text}");

@@ -180,6 +180,31 @@ async fn dump_of_a_data_dir_without_a_database_says_so_and_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_of_a_data_dir_without_a_database_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let backup = agentlab(&config, &[], &["backup"]).await;
+    assert_eq!(backup.status.code(), Some(1), "{}", text(&backup.stderr));
+    assert!(
+        text(&backup.stderr).contains("nothing to back up"),
+        "{}",
+        text(&backup.stderr)
+    );
+    assert!(
+        !dir.path().join("data").join("agentlab.redb").exists(),
+        "a database was created"
+    );
+    assert!(
+        !dir.path().join("backups").exists()
+            || std::fs::read_dir(dir.path().join("backups"))
+                .expect("backups")
+                .next()
+                .is_none(),
+        "a snapshot was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_restart_asks_the_service_to_exit_with_42() {
     let mut service = Service::start(Options::default()).await;
     let restart = agentlab(&service.config_path.clone(), &service.env(), &["restart"]).await;
