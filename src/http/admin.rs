@@ -101,7 +101,7 @@ pub(crate) async fn create_task(
     let new = NewTask {
         bot_id: req.bot_id,
         user_id: req.user_id,
-        chat_id: req.chat_id.unwrap_or(0),
+        chat_id: req.chat_id.unwrap_or(crate::storage::NO_CHAT),
         kind: TaskKind::Task,
         source: TaskSource::Api,
         prompt: req.prompt,

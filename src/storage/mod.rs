@@ -63,7 +63,7 @@ pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
 pub use tasks::{
-    Claimed, MAX_PROMPT_BYTES, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
+    Claimed, MAX_PROMPT_BYTES, NO_CHAT, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
 };
 pub use writer::Pending;
 

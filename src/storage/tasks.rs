@@ -108,6 +108,11 @@ pub struct TaskFinish {
     pub deliver: bool,
 }
 
+/// The chat of a task that came from no chat (the HTTP API or `ask` without
+/// one): its answer is kept with the task and never sent to Telegram, which
+/// has no chat 0.
+pub const NO_CHAT: i64 = 0;
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
@@ -246,7 +251,7 @@ impl Store {
                 let task = finish_tx(tx, task_id, &finish, now_ms, history)?;
                 // Marked before the commit makes the answer visible to the
                 // outbox, so the outbox never finds it unmarked.
-                if deliver {
+                if deliver && task.chat_id != NO_CHAT {
                     fresh.insert(task_id);
                 }
                 Ok(task)
@@ -1135,7 +1140,7 @@ fn finish_tx(
     if finish.session_id.is_some() {
         task.session_id = finish.session_id.clone();
     }
-    if finish.deliver {
+    if finish.deliver && task.chat_id != NO_CHAT {
         // See Store::finish_task: the outbox sends it from now on.
         task.delivery_started_ms = Some(now_ms);
     }
@@ -1161,7 +1166,7 @@ fn finish_tx(
             history,
         )?;
     }
-    if finish.deliver {
+    if finish.deliver && task.chat_id != NO_CHAT {
         tx.open_table(OUTBOX)?.insert(task.id, ())?;
     }
     insert_event(

@@ -222,6 +222,27 @@ fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     assert!(matches!(again, Err(StoreError::Conflict(_))));
 }
 
+/// A task from no chat (the HTTP API, `ask`) keeps its answer with the task:
+/// nothing is queued for Telegram, which would refuse chat 0 every time.
+#[test]
+fn a_task_from_no_chat_is_not_queued_for_delivery() {
+    let (_dir, store) = temp_store();
+    let mut new = new_task("A", 1, "from the API", 5);
+    new.chat_id = NO_CHAT;
+    new.source = TaskSource::Api;
+    let t = store.submit_task(new, 1).wait().unwrap().task;
+    store.claim_next_task(2, vec![]).wait().unwrap();
+    let finish = TaskFinish {
+        status: Some(TaskStatus::Succeeded),
+        result: Some("answer".into()),
+        deliver: true,
+        ..Default::default()
+    };
+    let done = store.finish_task(t.id, finish, 3).wait().unwrap();
+    assert_eq!(done.result.as_deref(), Some("answer"));
+    assert!(store.undelivered("A").unwrap().is_empty());
+}
+
 #[test]
 fn duplicate_update_returns_the_first_task() {
     let (_dir, store) = temp_store();
