@@ -1092,7 +1092,7 @@ fn journal_crash_child() {
     };
     let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
     let submit = |i: u64| {
-        let user = (i % 7) as i64;
+        let user = (i % 7) as i64 + 1;
         let prompt = format!("prompt {i}");
         let id = store
             .submit_task(new_task("A", user, &prompt, 5), 1_000 + i)
