@@ -85,7 +85,12 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
         Command::Backup => commands::backup::backup(&config).await,
         Command::Backups => commands::backup::list(&config).await,
         Command::Restore(args) => commands::backup::restore(&config, args).await,
-        Command::Watchdog(args) => commands::watchdog::run(&config, args).await,
+        Command::Watchdog(args) => {
+            // Long-lived under launchd or systemd: what it checks and restarts
+            // must reach their logs (stderr).
+            let _guard = crate::telemetry::init_terminal("info");
+            commands::watchdog::run(&config, args).await
+        }
         Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => unreachable_command(),
     }
 }

@@ -23,12 +23,20 @@ pub struct TelemetryGuard {
     _file: Option<WorkerGuard>,
 }
 
+/// Colours only for a person at a terminal: a file or the journal that stderr
+/// goes to (launchd, systemd, a pipe) gets plain text.
+fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+}
+
 /// Terminal logging only, at `default_level` unless `RUST_LOG` says otherwise.
 pub fn init_terminal(default_level: &str) -> TelemetryGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let terminal = tracing_subscriber::fmt::layer()
         .compact()
+        .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter);
     let _ = tracing_subscriber::registry().with(terminal).try_init();
@@ -52,6 +60,7 @@ pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
     let terminal = tracing_subscriber::fmt::layer()
         .compact()
+        .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(terminal_filter);
     match appender {

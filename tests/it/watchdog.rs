@@ -134,3 +134,30 @@ fn watchdog_once_fails_when_nothing_listens() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
     assert!(!marker.exists(), "--once never restarts");
 }
+
+/// The long-running watchdog says on stderr what it found and that it restarts
+/// the service (launchd and systemd keep stderr), in plain text, not colours.
+#[test]
+fn the_watchdog_logs_its_checks_and_restarts_on_stderr() {
+    let dir = TempDir::new().expect("temp dir");
+    let marker = dir.path().join("restarted");
+    let config = config_file(dir.path(), free_port(), &marker);
+    let log = dir.path().join("watchdog.stderr");
+    let mut running = watchdog(&config, false)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("stderr file"))
+        .spawn()
+        .expect("watchdog");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(marker.exists(), "the restart command ran");
+    let said = std::fs::read_to_string(&log).expect("stderr");
+    assert!(said.contains("service check failed"), "{said}");
+    assert!(said.contains("restarting the service"), "{said}");
+    assert!(!said.contains('\u{1b}'), "colour codes in a file: {said}");
+}

@@ -108,6 +108,11 @@ async fn only_a_start_after_kill_9_logs_a_repair() {
         "a clean stop needs no repair: {}",
         service.stderr_tail()
     );
+    assert!(
+        !service.stderr_text().contains('\u{1b}'),
+        "colour codes in a log file: {}",
+        service.stderr_tail()
+    );
     service.kill9();
     service.restart().await;
     assert!(
