@@ -22,7 +22,7 @@ pub const CONFIG_ENV: &str = "AGENTLAB_CONFIG";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Unreadable {
         /// The file.
         path: PathBuf,

@@ -52,7 +52,7 @@ pub enum BackupError {
         source: std::io::Error,
     },
     /// The snapshot to restore failed verification.
-    #[error("snapshot {path} failed verification: {source}; nothing was changed")]
+    #[error("snapshot {path} failed verification, nothing was changed")]
     SnapshotInvalid {
         /// The snapshot.
         path: PathBuf,

@@ -205,6 +205,21 @@ async fn backup_of_a_data_dir_without_a_database_says_so_and_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_file_is_one_clear_error_with_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nowhere.toml");
+    let check = agentlab(&missing, &[], &["check-config"]).await;
+    assert_eq!(check.status.code(), Some(1));
+    let stderr = text(&check.stderr);
+    assert!(stderr.contains("cannot read config file"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_restart_asks_the_service_to_exit_with_42() {
     let mut service = Service::start(Options::default()).await;
     let restart = agentlab(&service.config_path.clone(), &service.env(), &["restart"]).await;
