@@ -87,8 +87,8 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
         Command::Restore(args) => commands::backup::restore(&config, args).await,
         Command::Watchdog(args) => {
             // Long-lived under launchd or systemd: what it checks and restarts
-            // must reach their logs (stderr).
-            let _guard = crate::telemetry::init_terminal("info");
+            // must reach their logs (stderr) and its own files in log_dir.
+            let _guard = crate::telemetry::init_watchdog(&config.log_dir, "info");
             commands::watchdog::run(&config, args).await
         }
         Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => unreachable_command(),

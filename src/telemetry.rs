@@ -1,5 +1,7 @@
 //! Logging: JSON lines to `<log_dir>/agentlab.log` (rotated daily, 7 kept) for the
-//! service, and a compact human format on the terminal.
+//! service, to `<log_dir>/watchdog.log` for the watchdog (its own files, so the two
+//! processes never interleave and the watchdog's lines never count as the service's
+//! log advancing), and a compact human format on the terminal.
 //!
 //! Tokens never reach a log line: the Bot API client redacts them from errors, and
 //! nothing logs a configuration value that holds a secret (secrets live only in
@@ -15,8 +17,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// Log files kept.
 pub const LOG_FILES_KEPT: usize = 7;
-/// Base name of the log files.
+/// Base name of the service's log files.
 pub const LOG_FILE: &str = "agentlab.log";
+/// Base name of the watchdog's log files.
+pub const WATCHDOG_LOG_FILE: &str = "watchdog.log";
 
 /// Keeps the background log writer alive; drop it last (flushes on drop).
 pub struct TelemetryGuard {
@@ -43,15 +47,25 @@ pub fn init_terminal(default_level: &str) -> TelemetryGuard {
     TelemetryGuard { _file: None }
 }
 
-/// Terminal plus daily-rotated JSON files in `log_dir`. Falls back to the terminal
-/// alone (with a warning) when the folder cannot be used.
+/// Terminal plus the service's daily-rotated JSON files ([`LOG_FILE`]) in `log_dir`.
+/// Falls back to the terminal alone (with a warning) when the folder cannot be used.
 pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
+    init_with_files(log_dir, LOG_FILE, terminal_level)
+}
+
+/// Terminal plus the watchdog's own daily-rotated JSON files ([`WATCHDOG_LOG_FILE`])
+/// in `log_dir`, with the same fallback as [`init_service`].
+pub fn init_watchdog(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
+    init_with_files(log_dir, WATCHDOG_LOG_FILE, terminal_level)
+}
+
+fn init_with_files(log_dir: &Path, file_prefix: &str, terminal_level: &str) -> TelemetryGuard {
     let appender = std::fs::create_dir_all(log_dir)
         .map_err(|e| e.to_string())
         .and_then(|_| {
             tracing_appender::rolling::Builder::new()
                 .rotation(tracing_appender::rolling::Rotation::DAILY)
-                .filename_prefix(LOG_FILE)
+                .filename_prefix(file_prefix)
                 .max_log_files(LOG_FILES_KEPT)
                 .build(log_dir)
                 .map_err(|e| e.to_string())

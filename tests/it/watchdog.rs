@@ -161,3 +161,52 @@ fn the_watchdog_logs_its_checks_and_restarts_on_stderr() {
     assert!(said.contains("restarting the service"), "{said}");
     assert!(!said.contains('\u{1b}'), "colour codes in a file: {said}");
 }
+
+/// The watchdog also keeps its own JSON log in `log_dir` (`watchdog.log.<date>`),
+/// apart from the service's `agentlab.log.*`: its lines never pass for the service's
+/// log advancing, and the two processes never interleave in one file.
+#[test]
+fn the_watchdog_logs_its_restarts_to_its_own_file_in_log_dir() {
+    let dir = TempDir::new().expect("temp dir");
+    let marker = dir.path().join("restarted");
+    let config = config_file(dir.path(), free_port(), &marker);
+    let logs = dir.path().join("logs");
+    let mut running = watchdog(&config, false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watchdog");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut said = String::new();
+    while !said.contains("restarting the service") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        said = log_files(&logs, "watchdog.log")
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect();
+    }
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(said.contains("service check failed"), "{said}");
+    assert!(said.contains("restarting the service"), "{said}");
+    assert!(
+        log_files(&logs, "agentlab.log").is_empty(),
+        "the watchdog wrote to the service's log files"
+    );
+}
+
+fn log_files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
