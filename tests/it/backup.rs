@@ -528,6 +528,36 @@ fn restore_command_asks_refuses_without_a_terminal_and_restores_with_yes() {
     store.close();
 }
 
+/// A snapshot that fails verification is one error that names the snapshot, says
+/// nothing was changed, and gives its cause once (not in the message and again as
+/// the source of the printed chain).
+#[test]
+fn restore_of_a_damaged_snapshot_names_its_cause_once_and_changes_nothing() {
+    let site = Site::new();
+    std::fs::create_dir_all(&site.config.backup_dir).expect("backup dir");
+    let damaged = site
+        .config
+        .backup_dir
+        .join("agentlab-20250101T120000.000Z.redb");
+    std::fs::write(&damaged, b"not a redb file").expect("damaged snapshot");
+    let out = site
+        .agentlab(&["restore", damaged.to_str().expect("utf-8 path"), "--yes"])
+        .output()
+        .expect("run restore");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("failed verification").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("nothing was changed").count(), 1, "{stderr}");
+    let cause = stderr
+        .lines()
+        .find_map(|l| l.split_once("nothing was changed: "))
+        .map(|(_, cause)| cause.trim())
+        .unwrap_or_default();
+    assert!(!cause.is_empty(), "no cause given: {stderr}");
+    assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+    assert!(files_named(&site.config.data_dir, "pre-restore").is_empty());
+}
+
 #[test]
 fn restore_command_refuses_while_the_store_is_held() {
     let site = Site::new();
