@@ -54,9 +54,16 @@ pub fn init_service(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
 }
 
 /// Terminal plus the watchdog's own daily-rotated JSON files ([`WATCHDOG_LOG_FILE`])
-/// in `log_dir`, with the same fallback as [`init_service`].
+/// in `log_dir`, with the same fallback as [`init_service`]. It never creates
+/// `log_dir`: it may run as root (systemd/agentlab-watchdog.service), and a
+/// root-owned folder would lock the service out of its own log.
 pub fn init_watchdog(log_dir: &Path, terminal_level: &str) -> TelemetryGuard {
-    init_with_files(log_dir, WATCHDOG_LOG_FILE, terminal_level)
+    if log_dir.is_dir() {
+        return init_with_files(log_dir, WATCHDOG_LOG_FILE, terminal_level);
+    }
+    let guard = init_terminal(terminal_level);
+    tracing::warn!(dir = %log_dir.display(), "no log folder (yet); logging to the terminal only");
+    guard
 }
 
 fn init_with_files(log_dir: &Path, file_prefix: &str, terminal_level: &str) -> TelemetryGuard {

@@ -133,6 +133,11 @@ fn watchdog_once_fails_when_nothing_listens() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
     assert!(!marker.exists(), "--once never restarts");
+    // It may run as root: a log_dir it created would be the service's no more.
+    assert!(
+        !dir.path().join("logs").exists(),
+        "the watchdog created log_dir"
+    );
 }
 
 /// The long-running watchdog says on stderr what it found and that it restarts
@@ -170,7 +175,9 @@ fn the_watchdog_logs_its_restarts_to_its_own_file_in_log_dir() {
     let dir = TempDir::new().expect("temp dir");
     let marker = dir.path().join("restarted");
     let config = config_file(dir.path(), free_port(), &marker);
+    // The service creates log_dir; the watchdog only writes into it.
     let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("log dir");
     let mut running = watchdog(&config, false)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
