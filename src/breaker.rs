@@ -90,26 +90,45 @@ impl Default for BreakerSettings {
     }
 }
 
+/// A `[breaker]` setting out of its accepted range.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{field} = {value}: {expected}")]
+#[non_exhaustive]
+pub struct InvalidSetting {
+    /// The field, as named in the `[breaker]` table (`failure_threshold`, ...).
+    pub field: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is accepted.
+    pub expected: String,
+}
+
 impl BreakerSettings {
-    /// Checks every field; the error names the first bad field and the accepted range.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every field; the error names the first bad field, its value and the
+    /// accepted range.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         at_least_one("failure_threshold", self.failure_threshold.into())?;
         // Written so that NaN is rejected too.
         let rate_in_range = self.failure_rate > 0.0 && self.failure_rate <= 1.0;
         if !rate_in_range {
-            return Err(format!(
-                "failure_rate must be in (0, 1], got {}",
-                self.failure_rate
-            ));
+            return Err(InvalidSetting {
+                field: "failure_rate",
+                value: self.failure_rate.to_string(),
+                expected: "must be above 0 and at most 1".into(),
+            });
         }
         at_least_one("window_s", self.window_s)?;
         at_least_one("min_calls", self.min_calls.into())?;
         at_least_one("recovery_timeout_s", self.recovery_timeout_s)?;
         if self.max_recovery_timeout_s < self.recovery_timeout_s {
-            return Err(format!(
-                "max_recovery_timeout_s must be at least recovery_timeout_s ({}), got {}",
-                self.recovery_timeout_s, self.max_recovery_timeout_s
-            ));
+            return Err(InvalidSetting {
+                field: "max_recovery_timeout_s",
+                value: self.max_recovery_timeout_s.to_string(),
+                expected: format!(
+                    "must be at least recovery_timeout_s ({})",
+                    self.recovery_timeout_s
+                ),
+            });
         }
         at_least_one("success_threshold", self.success_threshold.into())?;
         at_least_one("half_open_max_calls", self.half_open_max_calls.into())?;
@@ -117,11 +136,15 @@ impl BreakerSettings {
     }
 }
 
-fn at_least_one(field: &str, value: u64) -> Result<(), String> {
+fn at_least_one(field: &'static str, value: u64) -> Result<(), InvalidSetting> {
     if value >= 1 {
         Ok(())
     } else {
-        Err(format!("{field} must be at least 1, got {value}"))
+        Err(InvalidSetting {
+            field,
+            value: value.to_string(),
+            expected: "must be at least 1".into(),
+        })
     }
 }
 
@@ -1410,7 +1433,8 @@ mod tests {
         ];
         for (settings, field) in cases {
             let error = settings.validate().expect_err(field);
-            assert!(error.starts_with(field), "{field}: {error}");
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.to_string().starts_with(field), "{field}: {error}");
         }
         assert_eq!(
             BreakerSettings {

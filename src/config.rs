@@ -38,10 +38,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is out of range or inconsistent with another.
-    #[error("invalid config value `{key}`: {problem}")]
+    #[error("invalid config value `{key}` = {value}: {problem}")]
     Invalid {
-        /// Dotted key, e.g. `bots[0].id`.
+        /// The full key path, e.g. `bots[0].id` or `breaker.failure_threshold`.
         key: String,
+        /// The value found, as TOML would write it (URLs redacted).
+        value: String,
         /// What is wrong and what is expected.
         problem: String,
     },
@@ -456,23 +458,27 @@ impl Config {
     }
 
     /// Checks every value; returns warnings for legal but suspicious settings.
+    /// An error names the full key (`breaker.failure_threshold`, `bots[1].id`)
+    /// and the value found there.
     pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
         let mut warnings = Vec::new();
         self.validate_http()?;
         self.validate_limits()?;
         self.validate_backup()?;
-        if self.storage.cache_mb == 0 {
-            return Err(invalid("storage.cache_mb", "must be at least 1"));
-        }
-        if self.monitor.sample_interval_s == 0 {
-            return Err(invalid("monitor.sample_interval_s", "must be at least 1"));
-        }
-        self.breaker
-            .validate()
-            .map_err(|problem| invalid("breaker", &problem))?;
+        at_least_one("storage.cache_mb", self.storage.cache_mb as u64)?;
+        at_least_one("monitor.sample_interval_s", self.monitor.sample_interval_s)?;
+        self.breaker.validate().map_err(|e| ConfigError::Invalid {
+            key: format!("breaker.{}", e.field),
+            value: e.value,
+            problem: e.expected,
+        })?;
         self.validate_monitor()?;
         if !self.alerts.webhook_url.is_empty() {
-            check_url("alerts.webhook_url", &self.alerts.webhook_url)?;
+            check_url(
+                "alerts.webhook_url",
+                &self.alerts.webhook_url,
+                redact_secret_url,
+            )?;
         }
         self.validate_bots(&mut warnings)?;
         Ok(warnings)
@@ -487,38 +493,44 @@ impl Config {
             ("alerts.disk_used_ratio", a.disk_used_ratio),
             ("alerts.cost_ratio", a.cost_ratio),
         ] {
+            // Written so that NaN is refused too.
             if !(v > 0.0 && v <= 1.0) {
-                return Err(invalid(key, "must be above 0 and at most 1"));
+                return Err(invalid(key, v, "must be above 0 and at most 1"));
             }
         }
-        if m.leak_window_hours == 0 || m.leak_min_samples < 3 {
+        at_least_one("monitor.leak_window_hours", m.leak_window_hours)?;
+        if m.leak_min_samples < 3 {
             return Err(invalid(
-                "monitor.leak_window_hours",
-                "needs a window of at least 1 h and 3 samples",
+                "monitor.leak_min_samples",
+                m.leak_min_samples,
+                "must be at least 3",
             ));
         }
-        if m.api_degraded_factor <= 1.0 {
-            return Err(invalid("monitor.api_degraded_factor", "must be above 1"));
+        if m.api_degraded_factor.is_nan() || m.api_degraded_factor <= 1.0 {
+            return Err(invalid(
+                "monitor.api_degraded_factor",
+                m.api_degraded_factor,
+                "must be above 1",
+            ));
         }
-        if m.anomaly_z <= 0.0 {
-            return Err(invalid("monitor.anomaly_z", "must be above 0"));
+        if m.anomaly_z.is_nan() || m.anomaly_z <= 0.0 {
+            return Err(invalid("monitor.anomaly_z", m.anomaly_z, "must be above 0"));
         }
-        if a.webhook_attempts == 0 {
-            return Err(invalid("alerts.webhook_attempts", "must be at least 1"));
-        }
-        Ok(())
+        at_least_one("alerts.webhook_attempts", a.webhook_attempts.into())
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {
         self.http.bind.parse::<SocketAddr>().map_err(|e| {
             invalid(
                 "http.bind",
-                &format!("`{}` is not host:port ({e})", self.http.bind),
+                quoted(&self.http.bind),
+                &format!("not host:port ({e})"),
             )
         })?;
         if self.http.admin_token_env.trim().is_empty() {
             return Err(invalid(
                 "http.admin_token_env",
+                quoted(&self.http.admin_token_env),
                 "must name an environment variable",
             ));
         }
@@ -527,76 +539,85 @@ impl Config {
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        if self.runtime.async_threads == 0 || self.runtime.async_threads > 64 {
-            return Err(invalid("runtime.async_threads", "must be between 1 and 64"));
-        }
-        if l.workers == 0 || l.workers > 256 {
-            return Err(invalid("limits.workers", "must be between 1 and 256"));
-        }
-        if l.rate_per_minute == 0 || l.rate_per_hour == 0 {
+        if !(1..=64).contains(&self.runtime.async_threads) {
             return Err(invalid(
-                "limits.rate_per_minute",
-                "rates must be at least 1",
+                "runtime.async_threads",
+                self.runtime.async_threads,
+                "must be between 1 and 64",
             ));
         }
-        if !(l.daily_cost_usd >= 0.0 && l.daily_cost_usd.is_finite()) {
+        if !(1..=256).contains(&l.workers) {
             return Err(invalid(
-                "limits.daily_cost_usd",
-                "must be a finite number >= 0",
+                "limits.workers",
+                l.workers,
+                "must be between 1 and 256",
             ));
         }
-        if !(l.monthly_cost_usd >= 0.0 && l.monthly_cost_usd.is_finite()) {
-            return Err(invalid(
-                "limits.monthly_cost_usd",
-                "must be a finite number >= 0",
-            ));
+        at_least_one("limits.rate_per_minute", l.rate_per_minute.into())?;
+        at_least_one("limits.rate_per_hour", l.rate_per_hour.into())?;
+        for (key, usd) in [
+            ("limits.daily_cost_usd", l.daily_cost_usd),
+            ("limits.monthly_cost_usd", l.monthly_cost_usd),
+        ] {
+            if !(usd >= 0.0 && usd.is_finite()) {
+                return Err(invalid(key, usd, "must be a finite number >= 0"));
+            }
         }
-        if l.max_attempts == 0 {
-            return Err(invalid("limits.max_attempts", "must be at least 1"));
-        }
-        if l.task_timeout_s == 0 {
-            return Err(invalid("limits.task_timeout_s", "must be at least 1"));
-        }
-        Ok(())
+        at_least_one("limits.max_attempts", l.max_attempts.into())?;
+        at_least_one("limits.task_timeout_s", l.task_timeout_s)
     }
 
     fn validate_backup(&self) -> Result<(), ConfigError> {
-        parse_cron(&self.backup.schedule).map_err(|e| invalid("backup.schedule", &e))?;
-        if self.backup.keep == 0 {
-            return Err(invalid("backup.keep", "must be at least 1"));
-        }
-        Ok(())
+        let schedule = &self.backup.schedule;
+        parse_cron(schedule).map_err(|e| invalid("backup.schedule", quoted(schedule), &e))?;
+        at_least_one("backup.keep", self.backup.keep as u64)
     }
 
     fn validate_bots(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for (i, bot) in self.bots.iter().enumerate() {
             let key = |field: &str| format!("bots[{i}].{field}");
+            let id = quoted(&bot.id);
             if bot.id.trim().is_empty() {
-                return Err(invalid(&key("id"), "every bot needs an id"));
+                return Err(invalid(&key("id"), id, "every bot needs an id"));
             }
             if !bot
                 .id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(invalid(&key("id"), "use letters, digits, '-' and '_' only"));
+                return Err(invalid(
+                    &key("id"),
+                    id,
+                    "use letters, digits, '-' and '_' only",
+                ));
             }
             if !seen.insert(bot.id.as_str()) {
                 return Err(invalid(
                     &key("id"),
-                    &format!("duplicate bot id `{}`", bot.id),
+                    id,
+                    "duplicate bot id (each bot needs its own)",
                 ));
             }
             if bot.token_env.trim().is_empty() {
                 return Err(invalid(
                     &key("token_env"),
+                    quoted(&bot.token_env),
                     "must name an environment variable",
                 ));
             }
-            check_url(&key("api_url"), &bot.api_url)?;
-            if bot.agent.command.is_empty() || bot.agent.command[0].trim().is_empty() {
-                return Err(invalid(&key("agent.command"), "must name a program"));
+            check_url(&key("api_url"), &bot.api_url, redact_url)?;
+            if bot
+                .agent
+                .command
+                .first()
+                .is_none_or(|p| p.trim().is_empty())
+            {
+                return Err(invalid(
+                    &key("agent.command"),
+                    format!("{:?}", bot.agent.command),
+                    "must name a program",
+                ));
             }
             if bot.allowed_users.is_empty() {
                 warnings.push(ConfigWarning(format!(
@@ -747,40 +768,54 @@ fn secret_status(var: &str) -> &'static str {
     }
 }
 
-fn invalid(key: &str, problem: &str) -> ConfigError {
+fn invalid(key: &str, value: impl std::fmt::Display, problem: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
+        value: value.to_string(),
         problem: problem.to_string(),
     }
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+/// A count or duration that must be at least 1.
+fn at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(invalid(key, value, "must be at least 1"))
+    }
+}
+
+/// A string value as TOML would write it.
+fn quoted(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// `redact` makes the URL fit to print: the value may carry a secret.
+fn check_url(key: &str, url: &str, redact: fn(&str) -> String) -> Result<(), ConfigError> {
     let ok = (url.starts_with("http://") || url.starts_with("https://"))
         && url.len() > "https://".len()
         && !url.chars().any(char::is_whitespace);
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            key,
-            &format!("`{}` is not an http(s) URL", redact_url(url)),
-        ))
+        Err(invalid(key, quoted(&redact(url)), "not an http(s) URL"))
     }
 }
 
-/// Parses a six-field (seconds first) cron expression.
+/// Parses a six-field (seconds first) cron expression; the error says what is
+/// wrong with it, the caller says which one it is.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     let fields = expr.split_whitespace().count();
     if fields != 6 {
         return Err(format!(
-            "`{expr}` has {fields} fields; expected 6 (sec min hour day month weekday)"
+            "{fields} fields; expected 6 (sec min hour day month weekday)"
         ));
     }
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .build()
         .parse(expr)
-        .map_err(|e| format!("`{expr}` is not a valid cron expression: {e}"))
+        .map_err(|e| format!("not a valid cron expression: {e}"))
 }
 
 /// Reads a secret from the environment; `None` when unset or empty.
@@ -830,6 +865,71 @@ mod tests {
             err.contains("bots[1].id") && err.contains("duplicate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn invalid_values_are_named_by_their_full_key_and_value() {
+        for (text, expected) in [
+            (
+                "[breaker]\nfailure_threshold = 0\n",
+                "invalid config value `breaker.failure_threshold` = 0: must be at least 1",
+            ),
+            (
+                "[breaker]\nfailure_rate = 1.5\n",
+                "`breaker.failure_rate` = 1.5: ",
+            ),
+            (
+                "[breaker]\nhalf_open_max_calls = 0\n",
+                "`breaker.half_open_max_calls` = 0: ",
+            ),
+            (
+                "[breaker]\nrecovery_timeout_s = 60\nmax_recovery_timeout_s = 10\n",
+                "`breaker.max_recovery_timeout_s` = 10: must be at least recovery_timeout_s (60)",
+            ),
+            ("[limits]\nworkers = 0\n", "`limits.workers` = 0: "),
+            (
+                "[limits]\nrate_per_hour = 0\n",
+                "`limits.rate_per_hour` = 0: ",
+            ),
+            (
+                "[limits]\ndaily_cost_usd = -1.0\n",
+                "`limits.daily_cost_usd` = -1: ",
+            ),
+            (
+                "[monitor]\nleak_min_samples = 2\n",
+                "`monitor.leak_min_samples` = 2: ",
+            ),
+            (
+                "[alerts]\ncost_ratio = 1.5\n",
+                "`alerts.cost_ratio` = 1.5: ",
+            ),
+            ("[storage]\ncache_mb = 0\n", "`storage.cache_mb` = 0: "),
+            (
+                "[http]\nbind = \"localhost\"\n",
+                "`http.bind` = \"localhost\": not host:port",
+            ),
+            (
+                "[backup]\nschedule = \"every hour\"\n",
+                "`backup.schedule` = \"every hour\": 2 fields; expected 6",
+            ),
+            ("[[bots]]\nid = \"a b\"\n", "`bots[0].id` = \"a b\": "),
+            (
+                "[[bots]]\nid = \"A\"\napi_url = \"telegram\"\n",
+                "`bots[0].api_url` = \"telegram\": not an http(s) URL",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_webhook_url_is_shown_without_its_secret_path() {
+        let err = parse("[alerts]\nwebhook_url = \"hooks.example.com/s3cret\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`alerts.webhook_url` = "), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn spawn(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
     let cron = match parse_cron(&ctx.config.backup.schedule) {
         Ok(cron) => cron,
         Err(e) => {
-            tracing::error!(error = %e, "backup schedule is invalid; no scheduled snapshots");
+            tracing::error!(schedule = %ctx.config.backup.schedule, error = %e, "backup schedule is invalid; no scheduled snapshots");
             return;
         }
     };
