@@ -1,15 +1,18 @@
 //! The command line: what was typed, parsed into plain data (no I/O here).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// agentlab: drive an AI coding agent from Telegram, durably, 24/7.
 #[derive(Debug, Parser)]
 #[command(name = "agentlab", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file (TOML). Default: $AGENTLAB_CONFIG, else ./agentlab.toml if
-    /// it exists, else built-in defaults.
+    /// it exists, else built-in defaults. `demo` takes none: it runs on built-in
+    /// defaults.
     #[arg(long, short = 'c', global = true, env = "AGENTLAB_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -18,13 +21,59 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments; on a bad command line prints the usage
+    /// error and exits with code 2, as clap does (or 0 for `--help`).
+    pub fn parse_args() -> Cli {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first), with the checks clap's
+    /// declarations cannot express.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        if let (Command::Demo(_), Some(file)) = (&cli.command, &cli.config)
+            && typed_on_the_command_line(&matches, "config")
+        {
+            // The demo's configuration is built in (simulator URL, test agent,
+            // its own folders): a file could not be honoured without turning
+            // the demo into `run`. Ignoring it silently would mislead; the
+            // variable $AGENTLAB_CONFIG, set for the service, is ignored.
+            let message = format!(
+                "`demo` runs on built-in defaults and reads no configuration file; \
+                 to run the service with {file}, use `agentlab run -c {file}`",
+                file = file.display()
+            );
+            let kind = clap::error::ErrorKind::ArgumentConflict;
+            return Err(match command.find_subcommand_mut("demo") {
+                Some(demo) => demo.error(kind, message),
+                None => command.error(kind, message),
+            });
+        }
+        Ok(cli)
+    }
+}
+
+/// Whether `arg` was typed (as opposed to taken from its environment variable),
+/// before or after the subcommand: a global argument may be either.
+fn typed_on_the_command_line(matches: &ArgMatches, arg: &str) -> bool {
+    let typed = |m: &ArgMatches| m.value_source(arg) == Some(ValueSource::CommandLine);
+    typed(matches) || matches.subcommand().is_some_and(|(_, sub)| typed(sub))
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: bots, worker pool, monitors, backups, HTTP API.
     Run,
     /// Run the whole service locally with a built-in Telegram simulator and demo
-    /// agent: no token needed.
+    /// agent, on built-in defaults (no configuration file): no token needed.
     Demo(DemoArgs),
     /// Send a prompt through the running service's HTTP API and print the answer.
     Ask(AskArgs),
@@ -190,4 +239,41 @@ pub struct TestAgentArgs {
     /// Arguments a real agent would get (`-p`, `--resume ID`, ...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_named_for_the_demo_is_a_usage_error_pointing_to_run() {
+        for args in [
+            &["agentlab", "demo", "-c", "mine.toml"][..],
+            &["agentlab", "demo", "--config", "mine.toml"][..],
+            &["agentlab", "--config", "mine.toml", "demo", "--port", "0"][..],
+        ] {
+            let err = Cli::try_parse_args(args).expect_err("refused");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(text.contains("built-in defaults"), "{args:?}: {text}");
+            assert!(
+                text.contains("agentlab run -c mine.toml"),
+                "{args:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_commands_take_the_config_file_before_or_after_the_command() {
+        for args in [
+            &["agentlab", "run", "-c", "mine.toml"][..],
+            &["agentlab", "-c", "mine.toml", "check-config"][..],
+        ] {
+            let cli = Cli::try_parse_args(args).expect("parsed");
+            assert_eq!(cli.config, Some(PathBuf::from("mine.toml")), "{args:?}");
+        }
+        let demo = Cli::try_parse_args(["agentlab", "demo"]).expect("parsed");
+        assert!(matches!(demo.command, Command::Demo(_)));
+    }
 }

@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = agentlab::cli::Cli::parse();
+    let cli = agentlab::cli::Cli::parse_args();
     agentlab::app::main(cli)
 }

@@ -100,3 +100,36 @@ fn piped_input_is_answered_before_the_demo_exits() {
     assert_eq!(output.status.code(), Some(0), "{out}");
     assert!(out.contains("You said: piped in"), "{out}");
 }
+
+/// The demo runs on built-in defaults: a configuration file named on its
+/// command line (before or after `demo`) is a usage error, exit 2, that says so
+/// and how to run the service with that file, and nothing is started.
+#[test]
+fn a_config_file_given_to_the_demo_is_a_usage_error_pointing_to_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("mine.toml");
+    std::fs::write(&config, "[limits]\nworkers = 1\n").expect("config");
+    let data = dir.path().join("demo-data");
+    let config_arg = config.to_str().expect("utf-8 path");
+    for args in [
+        &["demo", "-c", config_arg][..],
+        &["--config", config_arg, "demo"][..],
+    ] {
+        let output = Command::new(binary())
+            .args(args)
+            .args(["--port", "0", "--data-dir"])
+            .arg(&data)
+            .env_remove("AGENTLAB_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run agentlab demo");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("built-in defaults"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("agentlab run -c {config_arg}")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!data.exists(), "{args:?}: the demo started");
+    }
+}
