@@ -433,6 +433,26 @@ impl Default for AgentConfig {
     }
 }
 
+/// A bot whose token variable is unset or empty: `agentlab run` cannot start it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bot `{bot_id}`: the token variable ${var} is not set")]
+pub struct MissingToken {
+    /// The bot.
+    pub bot_id: String,
+    /// The environment variable its `token_env` names.
+    pub var: String,
+}
+
+impl MissingToken {
+    /// The missing token of `bot`.
+    pub fn of(bot: &BotConfig) -> Self {
+        Self {
+            bot_id: bot.id.clone(),
+            var: bot.token_env.clone(),
+        }
+    }
+}
+
 /// A warning that does not stop the service (e.g. a bot nobody may use).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigWarning(pub String);
@@ -634,6 +654,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The bots whose token variable is unset or empty in this process's
+    /// environment, in configuration order.
+    pub fn missing_tokens(&self) -> Vec<MissingToken> {
+        self.bots
+            .iter()
+            .filter(|bot| secret_from_env(&bot.token_env).is_none())
+            .map(MissingToken::of)
+            .collect()
     }
 
     /// The bot with this id.

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{ServiceContext, Shutdown};
 use crate::circuits::Circuits;
-use crate::config::{Config, secret_from_env};
+use crate::config::{Config, MissingToken, secret_from_env};
 use crate::storage::{Store, now_ms};
 use crate::worker::{Pool, recovery};
 
@@ -100,12 +100,7 @@ fn resolve_tokens(
             .get(&bot.id)
             .cloned()
             .or_else(|| secret_from_env(&bot.token_env))
-            .with_context(|| {
-                format!(
-                    "bot `{}`: the token variable ${} is not set",
-                    bot.id, bot.token_env
-                )
-            })?;
+            .ok_or_else(|| MissingToken::of(bot))?;
         tokens.insert(bot.id.clone(), token);
     }
     Ok(tokens)

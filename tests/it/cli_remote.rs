@@ -219,6 +219,42 @@ async fn a_missing_config_file_is_one_clear_error_with_its_cause_once() {
     );
 }
 
+/// `run` refuses to start while a bot's token variable is unset (or empty), so
+/// `check-config` fails too (exit 1), naming the bot and the variable; it still
+/// prints the configuration, and passes once the variable is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_fails_naming_the_variable_when_a_bot_token_is_unset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let var = "AGENTLAB_TEST_CHECK_CONFIG_TOKEN";
+    let config = dir.path().join("agentlab.toml");
+    std::fs::write(
+        &config,
+        format!("[[bots]]\nid = \"BOT-001\"\ntoken_env = \"{var}\"\nallowed_users = [1]\n"),
+    )
+    .expect("config");
+    for value in [None, Some("")] {
+        let env: Vec<(String, String)> = value
+            .map(|v| (var.to_string(), v.to_string()))
+            .into_iter()
+            .collect();
+        let check = agentlab(&config, &env, &["check-config"]).await;
+        let (stdout, stderr) = (text(&check.stdout), text(&check.stderr));
+        assert_eq!(check.status.code(), Some(1), "{value:?}: {stdout}{stderr}");
+        assert!(stdout.contains("[[bots]]"), "{value:?}: {stdout}");
+        assert!(stdout.contains(&format!("${var} is NOT set")), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "bot `BOT-001`: the token variable ${var} is not set"
+            )),
+            "{value:?}: {stderr}"
+        );
+    }
+    let env = [(var.to_string(), "123:abc".to_string())];
+    let check = agentlab(&config, &env, &["check-config"]).await;
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert!(!text(&check.stdout).contains("123:abc"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_restart_asks_the_service_to_exit_with_42() {
     let mut service = Service::start(Options::default()).await;
