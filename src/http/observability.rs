@@ -45,6 +45,17 @@ pub(crate) async fn history(
     let from = q
         .from
         .unwrap_or_else(|| to.saturating_sub(DEFAULT_HISTORY_RANGE_MS));
+    // A reversed range is a mistake (swapped bounds, seconds for ms), not a
+    // question whose answer is "no points"; `from == to` is an empty range.
+    if from > to {
+        let to_shown = match q.to {
+            Some(_) => format!("`to` ({to})"),
+            None => format!("`to` (now, {to})"),
+        };
+        return Err(ApiError::bad_request(format!(
+            "`from` ({from}) is after {to_shown}; give from <= to, in unix milliseconds"
+        )));
+    }
     let max_points = match q.step {
         None => MAX_HISTORY_POINTS,
         Some(0) => return Err(ApiError::bad_request("`step` must be at least 1 ms")),

@@ -327,7 +327,7 @@ pub(crate) static ROUTES: &[Route] = &[
                 location: In::Query,
                 required: false,
                 kind: Kind::Unsigned { min: 0, max: None },
-                description: "Start, unix ms (default: an hour before `to`); a range with `from` at or after `to` is empty.",
+                description: "Start, unix ms (default: an hour before `to`); at most `to` (400 otherwise); `from` equal to `to` is an empty range.",
             },
             Param {
                 name: "to",
