@@ -1,5 +1,6 @@
 //! Runs one subcommand: resolves the configuration, sets up logging, and reports
-//! errors at the edge with their whole chain.
+//! errors at the edge with their whole chain, once: on stderr, and as a record
+//! in the log files when the command writes them (never twice on the terminal).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,8 +24,8 @@ pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
+            // Once, with the whole chain; the log files got their record in `run`.
             eprintln!("error: {e:#}");
-            tracing::error!(error = %format!("{e:#}"), "agentlab failed");
             ExitCode::from(1)
         }
     }
@@ -42,13 +43,46 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         || crate::config::RuntimeConfig::default().async_threads,
         |c| c.runtime.async_threads,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Held until the command has finished and its failure, if any, is recorded:
+    // a record logged after the guard is dropped never reaches the file.
+    let telemetry = init_telemetry(&cli.command, config.as_ref());
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(threads)
         .thread_name("agentlab")
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(dispatch(cli.command, config_path, config))
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(dispatch(cli.command, config_path, config)));
+    if let (Err(e), Some(guard)) = (&outcome, &telemetry)
+        && guard.writes_files()
+    {
+        crate::telemetry::record_failure(e);
+    }
+    outcome
+}
+
+/// Logging for the long-lived commands: the service (and the demo, which runs
+/// it) and the watchdog log to the terminal and to their files in a log folder;
+/// the others print what they have to say and log nothing.
+fn init_telemetry(
+    command: &Command,
+    config: Option<&Config>,
+) -> Option<crate::telemetry::TelemetryGuard> {
+    match (command, config) {
+        (Command::Run, Some(config)) => {
+            Some(crate::telemetry::init_service(&config.log_dir, "info"))
+        }
+        // Long-lived under launchd or systemd: what it checks and restarts
+        // must reach their logs (stderr) and its own files in log_dir.
+        (Command::Watchdog(_), Some(config)) => {
+            Some(crate::telemetry::init_watchdog(&config.log_dir, "info"))
+        }
+        (Command::Demo(args), _) => Some(crate::telemetry::init_service(
+            &commands::demo::log_dir(args),
+            "warn",
+        )),
+        _ => None,
+    }
 }
 
 async fn dispatch(
@@ -67,7 +101,6 @@ async fn dispatch(
 async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32> {
     match command {
         Command::Run => {
-            let _guard = crate::telemetry::init_service(&config.log_dir, "info");
             let options = crate::service::RunOptions {
                 shutdown: None,
                 systemd_notify: true,
@@ -85,12 +118,7 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
         Command::Backup => commands::backup::backup(&config).await,
         Command::Backups => commands::backup::list(&config).await,
         Command::Restore(args) => commands::backup::restore(&config, args).await,
-        Command::Watchdog(args) => {
-            // Long-lived under launchd or systemd: what it checks and restarts
-            // must reach their logs (stderr) and its own files in log_dir.
-            let _guard = crate::telemetry::init_watchdog(&config.log_dir, "info");
-            commands::watchdog::run(&config, args).await
-        }
+        Command::Watchdog(args) => commands::watchdog::run(&config, args).await,
         Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => unreachable_command(),
     }
 }

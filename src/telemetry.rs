@@ -10,10 +10,12 @@
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Log files kept.
 pub const LOG_FILES_KEPT: usize = 7;
@@ -22,9 +24,36 @@ pub const LOG_FILE: &str = "agentlab.log";
 /// Base name of the watchdog's log files.
 pub const WATCHDOG_LOG_FILE: &str = "watchdog.log";
 
-/// Keeps the background log writer alive; drop it last (flushes on drop).
+/// Target of the record of why a command failed. The terminal never shows it:
+/// the edge prints the error there once (`error: ...`), and this record is for
+/// the log files, which operators read.
+pub const FAILURE_TARGET: &str = "agentlab::failure";
+
+/// Keeps the background log writer alive; drop it last (flushes on drop):
+/// anything logged after the drop never reaches the file.
 pub struct TelemetryGuard {
-    _file: Option<WorkerGuard>,
+    file: Option<WorkerGuard>,
+}
+
+impl TelemetryGuard {
+    /// Whether log records go to files (not only to the terminal).
+    pub fn writes_files(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+/// Records why the command failed, with its whole cause chain, in the log
+/// files only (see [`FAILURE_TARGET`]).
+pub fn record_failure(error: &anyhow::Error) {
+    tracing::error!(target: FAILURE_TARGET, error = %format!("{error:#}"), "agentlab failed");
+}
+
+/// The terminal's filter: `RUST_LOG`, else `default_level`; never the failure
+/// record, which the edge has printed already.
+fn terminal_filter(default_level: &str) -> impl Filter<Registry> + use<> {
+    let levels =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    levels.and(filter_fn(|meta| meta.target() != FAILURE_TARGET))
 }
 
 /// Colours only for a person at a terminal: a file or the journal that stderr
@@ -36,15 +65,13 @@ fn stderr_is_terminal() -> bool {
 
 /// Terminal logging only, at `default_level` unless `RUST_LOG` says otherwise.
 pub fn init_terminal(default_level: &str) -> TelemetryGuard {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let terminal = tracing_subscriber::fmt::layer()
         .compact()
         .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr)
-        .with_filter(filter);
+        .with_filter(terminal_filter(default_level));
     let _ = tracing_subscriber::registry().with(terminal).try_init();
-    TelemetryGuard { _file: None }
+    TelemetryGuard { file: None }
 }
 
 /// Terminal plus the service's daily-rotated JSON files ([`LOG_FILE`]) in `log_dir`.
@@ -77,13 +104,11 @@ fn init_with_files(log_dir: &Path, file_prefix: &str, terminal_level: &str) -> T
                 .build(log_dir)
                 .map_err(|e| e.to_string())
         });
-    let terminal_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
     let terminal = tracing_subscriber::fmt::layer()
         .compact()
         .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr)
-        .with_filter(terminal_filter);
+        .with_filter(terminal_filter(terminal_level));
     match appender {
         Ok(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);
@@ -97,12 +122,12 @@ fn init_with_files(log_dir: &Path, file_prefix: &str, terminal_level: &str) -> T
                 .with(terminal)
                 .with(file)
                 .try_init();
-            TelemetryGuard { _file: Some(guard) }
+            TelemetryGuard { file: Some(guard) }
         }
         Err(e) => {
             let _ = tracing_subscriber::registry().with(terminal).try_init();
             tracing::warn!(error = %e, dir = %log_dir.display(), "cannot write log files; logging to the terminal only");
-            TelemetryGuard { _file: None }
+            TelemetryGuard { file: None }
         }
     }
 }

@@ -44,12 +44,13 @@ pub enum BackupError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A file or folder could not be used.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: in the message, and so not a `source`, or a printed
+        /// chain would name it twice.
+        error: std::io::Error,
     },
     /// The snapshot to restore failed verification.
     #[error("snapshot {path} failed verification, nothing was changed")]
@@ -70,10 +71,10 @@ pub enum BackupError {
 }
 
 impl BackupError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         BackupError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }
@@ -245,5 +246,20 @@ pub fn resolve_alerts(store: &Store, rule: &str) {
         if let Err(e) = store.upsert_alert(alert).wait() {
             tracing::warn!(rule, error = %e, "cannot resolve the alert");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_is_named_once_in_the_printed_chain() {
+        let cause = std::io::Error::other("No space left on device");
+        let error = anyhow::Error::from(BackupError::io(Path::new("/b/x.redb.tmp"), cause));
+        let printed = format!("{error:#}");
+        assert_eq!(printed, "/b/x.redb.tmp: No space left on device");
+        // Logged on its own (`error = %e`), it keeps its cause.
+        assert_eq!(error.to_string(), printed);
     }
 }

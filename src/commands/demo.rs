@@ -55,9 +55,13 @@ fn reserve_sim_ids(data_dir: &Path) -> anyhow::Result<u32> {
     Ok(start)
 }
 
+/// The demo's log folder (its logging is set up by the caller, `app`).
+pub fn log_dir(args: &DemoArgs) -> std::path::PathBuf {
+    args.data_dir.join("logs")
+}
+
 /// Runs the demo until the input ends (script) or the user types `/quit` / Ctrl-D.
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
-    let _guard = crate::telemetry::init_service(&args.data_dir.join("logs"), "warn");
     let sim = TelegramSim::start_with(SimConfig {
         id_offset: reserve_sim_ids(&args.data_dir)?,
         ..SimConfig::new(
@@ -119,7 +123,7 @@ fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
     let mut config = Config {
         data_dir: data_dir.join("data"),
         backup_dir: data_dir.join("backups"),
-        log_dir: data_dir.join("logs"),
+        log_dir: log_dir(args),
         ..Config::default()
     };
     config.http.bind = format!("127.0.0.1:{}", args.port);

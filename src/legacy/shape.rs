@@ -26,12 +26,13 @@ pub enum LegacyError {
     )]
     NotADirectory(PathBuf),
     /// A file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why: in the message, and so not a `source`, or a printed chain
+        /// would name it twice.
+        error: std::io::Error,
     },
     /// A file is not valid JSON. Nothing was imported.
     #[error(
@@ -69,7 +70,7 @@ pub(crate) fn read_json(
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileContent::Missing),
-        Err(source) => return Err(LegacyError::Read { path, source }),
+        Err(error) => return Err(LegacyError::Read { path, error }),
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(FileContent::Empty);

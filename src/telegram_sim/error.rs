@@ -16,13 +16,13 @@ use super::{html::HtmlError, redact::redact_token};
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The listening socket could not be bound.
-    #[error("cannot bind the Telegram simulator to {addr}: {source}")]
+    #[error("cannot bind the Telegram simulator to {addr}: {error}")]
     Bind {
         /// Requested address.
         addr: SocketAddr,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        /// Underlying error: in the message, and so not a `source`, or a
+        /// printed chain would name it twice.
+        error: std::io::Error,
     },
     /// The token is not registered (shown redacted).
     #[error("bot token {0} is not registered in the simulator")]

@@ -179,9 +179,9 @@ impl TelegramSim {
         for token in &config.tokens {
             state.register(token, None, None)?;
         }
-        let bind_error = |source| SimError::Bind {
+        let bind_error = |error| SimError::Bind {
             addr: config.addr,
-            source,
+            error,
         };
         let listener = TcpListener::bind(config.addr).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;

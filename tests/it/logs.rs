@@ -115,3 +115,55 @@ async fn logs_are_daily_json_files_with_seven_kept() {
         "logs showed: {shown}"
     );
 }
+
+/// A start-up error reaches the terminal once (the `error:` line, its cause
+/// chain once), not again as a log line, and is still recorded in the log file
+/// for the operator who reads that.
+#[test]
+fn a_start_up_error_is_printed_once_and_recorded_in_the_log_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().display();
+    let var = "AGENTLAB_TEST_START_UP_ERROR_TOKEN";
+    let config = dir.path().join("agentlab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{root}/data\"\nlog_dir = \"{root}/logs\"\nbackup_dir = \"{root}/backups\"\n\
+             [http]\nbind = \"127.0.0.1:0\"\n\
+             [[bots]]\nid = \"BOT-001\"\ntoken_env = \"{var}\"\nallowed_users = [1]\n"
+        ),
+    )
+    .expect("config");
+    let output = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("AGENTLAB_CONFIG")
+        .env_remove(var)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run agentlab");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let cause = format!("the token variable ${var} is not set");
+    assert_eq!(stderr.matches(&cause).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("error: bot `BOT-001`: {cause}")),
+        "{stderr}"
+    );
+
+    let logs = dir.path().join("logs");
+    let text: String = log_files(&logs)
+        .iter()
+        .map(|name| std::fs::read_to_string(logs.join(name)).expect("log file"))
+        .collect();
+    let failures: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["fields"]["message"] == "agentlab failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "{text}");
+    assert_eq!(failures[0]["level"], "ERROR");
+    let recorded = failures[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert_eq!(recorded.matches(&cause).count(), 1, "{recorded}");
+}
