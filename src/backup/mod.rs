@@ -53,12 +53,15 @@ pub enum BackupError {
         error: std::io::Error,
     },
     /// The snapshot to restore failed verification.
-    #[error("snapshot {path} failed verification, nothing was changed")]
+    #[error(
+        "snapshot {path} failed verification ({defect}); nothing was changed. \
+         Choose another snapshot: `agentlab backups` lists them and whether each verifies"
+    )]
     SnapshotInvalid {
         /// The snapshot.
         path: PathBuf,
-        /// Why.
-        source: StoreError,
+        /// Why (in the message, so not a `source`: a printed chain names it once).
+        defect: SnapshotDefect,
     },
     /// The service holds the database.
     #[error(
@@ -66,8 +69,37 @@ pub enum BackupError {
     )]
     ServiceRunning(PathBuf),
     /// There is no snapshot to restore.
-    #[error("no verified snapshot in {0}")]
+    #[error(
+        "no verified snapshot in {0} (`agentlab backups` lists the snapshots there and why each fails verification)"
+    )]
     NoSnapshot(PathBuf),
+}
+
+/// Why a snapshot cannot be used, worded for someone choosing a snapshot.
+///
+/// The storage layer's message for a corrupt file advises restoring a
+/// snapshot, which is right for a damaged *database* but not for a snapshot
+/// that is itself damaged, least of all inside `restore`: this says only what
+/// is wrong, and the restore error adds the advice that fits.
+#[derive(Debug, Clone)]
+pub struct SnapshotDefect(pub StoreError);
+
+impl std::fmt::Display for SnapshotDefect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            StoreError::Corrupt { detail, .. } => write!(f, "corrupt: {detail}"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// What is wrong with a database file, without the storage layer's advice to
+/// restore a snapshot: for start-up recovery, which restores one itself.
+pub(crate) fn damage(error: &StoreError) -> String {
+    match error {
+        StoreError::Corrupt { path, detail } => format!("{}: {detail}", path.display()),
+        other => other.to_string(),
+    }
 }
 
 impl BackupError {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::files::{self, SnapshotFile};
-use super::{BackupError, OpenedStore, raise_alert, store_options};
+use super::{BackupError, OpenedStore, SnapshotDefect, damage, raise_alert, store_options};
 use crate::config::Config;
 use crate::storage::{
     SnapshotInfo, Store, StoreError, TableCount, inspect_snapshot, iso8601, now_ms,
@@ -76,8 +76,9 @@ pub fn newest_verified_snapshot(
         match inspect_snapshot(&file.path) {
             Ok(info) => return Ok((Some((file, info)), rejected)),
             Err(e) => {
-                tracing::warn!(path = %file.path.display(), error = %e, "snapshot failed verification; trying an older one");
-                rejected.push((file.path.clone(), e.to_string()));
+                let defect = SnapshotDefect(e).to_string();
+                tracing::warn!(path = %file.path.display(), error = %defect, "snapshot failed verification; trying an older one");
+                rejected.push((file.path.clone(), defect));
             }
         }
     }
@@ -92,7 +93,7 @@ pub fn restore_snapshot(config: &Config, snapshot: &Path) -> Result<RestoreOutco
     let db_path = config.database_path();
     let info = inspect_snapshot(snapshot).map_err(|e| BackupError::SnapshotInvalid {
         path: snapshot.to_path_buf(),
-        source: e,
+        defect: SnapshotDefect(e),
     })?;
     // Hold the current file (if it opens) while it is moved aside: redb's lock
     // follows the open file, so the service cannot take it meanwhile.
@@ -144,6 +145,9 @@ pub(super) fn recover_corrupt_database(
     why: &StoreError,
 ) -> Result<OpenedStore, BackupError> {
     let db_path = config.database_path();
+    // Restoring is what this does: the storage layer's advice to restore is
+    // left out of what the operator is told.
+    let why = damage(why);
     tracing::error!(error = %why, "the database is corrupt; moving it aside and restoring the newest snapshot");
     let corrupt = move_aside(&db_path, "corrupt")?;
     let corrupt_text = corrupt
@@ -162,9 +166,8 @@ pub(super) fn recover_corrupt_database(
     let Some((file, info)) = found else {
         let store = Store::open(&db_path, store_options(config))?;
         let message = format!(
-            "DATABASE LOST: {} was corrupt ({why}) and no verified snapshot exists in {}{skipped}. \
+            "DATABASE LOST: the database was corrupt ({why}) and no verified snapshot exists in {}{skipped}. \
              agentlab started with an EMPTY database. The corrupt file is kept at {corrupt_text}.",
-            db_path.display(),
             config.backup_dir.display(),
         );
         raise_alert(&store, "database_restored", "critical", &message);

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use super::remote::ServiceClient;
 use crate::backup::create::human_size;
 use crate::backup::files::list_snapshots;
-use crate::backup::{self, BackupError};
+use crate::backup::{self, BackupError, SnapshotDefect};
 use crate::cli::RestoreArgs;
 use crate::config::Config;
 use crate::storage::{Store, StoreError, inspect_snapshot, iso8601};
@@ -85,7 +85,10 @@ pub async fn list(config: &Config) -> anyhow::Result<i32> {
                         .collect();
                     ("verified".to_string(), counts.join(" "))
                 }
-                Err(e) => (format!("NOT VERIFIED ({e})"), String::new()),
+                Err(e) => (
+                    format!("NOT VERIFIED ({})", SnapshotDefect(e)),
+                    String::new(),
+                ),
             };
             rows.push(format!(
                 "{}  {:>9}  {}  {}  {}",
@@ -126,7 +129,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<i32> 
         .context("verification task")?
         .map_err(|e| BackupError::SnapshotInvalid {
             path: snapshot.clone(),
-            source: e,
+            defect: SnapshotDefect(e),
         })?;
     let tasks = info
         .table_counts

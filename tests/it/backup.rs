@@ -549,12 +549,59 @@ fn restore_of_a_damaged_snapshot_names_its_cause_once_and_changes_nothing() {
     assert_eq!(stderr.matches("failed verification").count(), 1, "{stderr}");
     assert_eq!(stderr.matches("nothing was changed").count(), 1, "{stderr}");
     let cause = stderr
-        .lines()
-        .find_map(|l| l.split_once("nothing was changed: "))
-        .map(|(_, cause)| cause.trim())
+        .split_once("failed verification (")
+        .and_then(|(_, rest)| rest.split_once("); nothing was changed"))
+        .map(|(cause, _)| cause.trim())
         .unwrap_or_default();
     assert!(!cause.is_empty(), "no cause given: {stderr}");
     assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+    assert!(files_named(&site.config.data_dir, "pre-restore").is_empty());
+}
+
+/// Inside `restore` and `backups`, a damaged snapshot is not met with the
+/// storage layer's advice for a damaged database (`restore --latest`, which the
+/// user may be running): `restore` suggests choosing another snapshot and where
+/// to see them, `restore --latest` skips it and says where to look, and
+/// `backups` just says what is wrong with it.
+#[test]
+fn a_damaged_snapshot_gets_advice_that_fits_restore() {
+    let site = Site::new();
+    std::fs::create_dir_all(&site.config.backup_dir).expect("backup dir");
+    let damaged = site
+        .config
+        .backup_dir
+        .join("agentlab-20250101T120000.000Z.redb");
+    std::fs::write(&damaged, b"not a redb file").expect("damaged snapshot");
+    let run = |args: &[&str]| {
+        let out = site.agentlab(args).output().expect("run agentlab");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    let (code, named) = run(&["restore", damaged.to_str().expect("utf-8 path"), "--yes"]);
+    assert_eq!(code, Some(1), "{named}");
+    assert!(named.contains("corrupt"), "{named}");
+    assert!(named.contains("Choose another snapshot"), "{named}");
+    assert!(named.contains("`agentlab backups`"), "{named}");
+
+    let (code, latest) = run(&["restore", "--latest", "--yes"]);
+    assert_eq!(code, Some(1), "{latest}");
+    assert!(latest.contains("skipping"), "{latest}");
+    assert!(latest.contains("no verified snapshot"), "{latest}");
+    assert!(latest.contains("`agentlab backups`"), "{latest}");
+
+    let (code, listed) = run(&["backups"]);
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(listed.contains("NOT VERIFIED (corrupt: "), "{listed}");
+
+    for text in [&named, &latest, &listed] {
+        assert!(!text.contains("restore --latest"), "{text}");
+        assert!(!text.contains("restore a snapshot"), "{text}");
+    }
     assert!(files_named(&site.config.data_dir, "pre-restore").is_empty());
 }
 
