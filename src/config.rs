@@ -872,6 +872,84 @@ mod tests {
         assert!(warnings.is_empty());
     }
 
+    /// Every key path of a TOML document (`limits.workers`, `bots.agent.command`;
+    /// arrays of tables by their table keys).
+    fn key_paths(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        for (key, value) in table {
+            let path = format!("{prefix}{key}");
+            match value {
+                toml::Value::Table(inner) => key_paths(inner, &format!("{path}."), out),
+                toml::Value::Array(items)
+                    if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+                {
+                    for item in items.iter().filter_map(toml::Value::as_table) {
+                        key_paths(item, &format!("{path}."), out);
+                    }
+                }
+                _ => {
+                    out.insert(path);
+                }
+            }
+        }
+    }
+
+    /// examples/agentlab.toml is the file newcomers copy: it must load with the
+    /// real loader, hold every key there is (a key added to the configuration
+    /// and not to the example fails here), and give each its default, except
+    /// the bot's placeholders.
+    #[test]
+    fn the_example_config_is_valid_complete_and_shows_the_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/agentlab.toml"
+        ));
+        let (config, warnings) = Config::load(path).expect("the example loads");
+        assert_eq!(warnings, Vec::new());
+
+        let example: toml::Table = std::fs::read_to_string(path)
+            .expect("read the example")
+            .parse()
+            .expect("the example is TOML");
+        let mut in_example = std::collections::BTreeSet::new();
+        key_paths(&example, "", &mut in_example);
+        let mut every_key = std::collections::BTreeSet::new();
+        let full = Config {
+            bots: vec![BotConfig::default()],
+            ..Config::default()
+        };
+        match toml::Value::try_from(&full).expect("serialise the defaults") {
+            toml::Value::Table(table) => key_paths(&table, "", &mut every_key),
+            other => panic!("not a table: {other}"),
+        }
+        let missing: Vec<_> = every_key.difference(&in_example).collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from the example: {missing:?}"
+        );
+
+        assert_eq!(
+            Config {
+                bots: Vec::new(),
+                ..config.clone()
+            },
+            Config::default(),
+            "a value in the example is not the default"
+        );
+        let [bot] = config.bots.as_slice() else {
+            panic!("the example has one bot: {:?}", config.bots);
+        };
+        assert!(!bot.allowed_users.is_empty() && !bot.admins.is_empty());
+        assert_eq!(
+            *bot,
+            BotConfig {
+                id: bot.id.clone(),
+                allowed_users: bot.allowed_users.clone(),
+                admins: bot.admins.clone(),
+                ..BotConfig::default()
+            }
+        );
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = parse("[limits]\nworkerz = 3\n").unwrap_err().to_string();
