@@ -97,16 +97,33 @@ async fn bench() {
         "simulator clock calibrated to ±{} ms",
         ms(clock.uncertainty)
     );
-    let mut table = Table::new(&[
-        "case",
-        "messages",
-        "p50 ms",
-        "p99 ms",
-        "messages/s",
-        "process CPU ms/msg (kernel part)",
-        "on-CPU ms/msg (schedstat)",
-        "agent CPU ms/msg",
-    ]);
+    let mut table = level_table();
+    if let Some((users, rounds)) = only_level("service:") {
+        let (service, _) = start_idle(&sim, &clock, &format!("BOT-U{users}"), users).await;
+        let measured = Measured {
+            label: format!("{users} concurrent user(s)"),
+            pid: service.pid(),
+            token: service.tokens[0].clone(),
+            sends_per_prompt: 2,
+        };
+        level(&sim, &clock, &measured, users, rounds, &mut table).await;
+        service.stop();
+        table.print();
+        return;
+    }
+    if let Some((users, rounds)) = only_level("echo:") {
+        let echo = EchoBot::spawn(&sim, &format!("ECHO-U{users}")).await;
+        let measured = Measured {
+            label: format!("baseline: bare teloxide echo bot, {users} user(s)"),
+            pid: echo.pid(),
+            token: echo.token.clone(),
+            sends_per_prompt: 1,
+        };
+        level(&sim, &clock, &measured, users, rounds, &mut table).await;
+        echo.stop();
+        table.print();
+        return;
+    }
     let mut starts = Vec::new();
     // Every level's files are kept until the end: on an ext4 without a journal
     // (this machine's disk), each inode freed in the last minutes makes every new
@@ -181,6 +198,30 @@ async fn bench() {
     }
 }
 
+/// The columns of the levels' table.
+fn level_table() -> Table {
+    Table::new(&[
+        "case",
+        "messages",
+        "p50 ms",
+        "p99 ms",
+        "messages/s",
+        "process CPU ms/msg (kernel part)",
+        "on-CPU ms/msg (schedstat)",
+        "agent CPU ms/msg",
+    ])
+}
+
+/// `AGENTLAB_BENCH_ONLY=service:USERS:ROUNDS` (or `echo:USERS:ROUNDS`): only the
+/// service (or the baseline echo bot) at one level, e.g. under a profiler such as
+/// callgrind, through an `AGENTLAB_BIN` (or `AGENTLAB_BENCH_ECHO_WRAPPER`) wrapper.
+fn only_level(prefix: &str) -> Option<(i64, usize)> {
+    let only = std::env::var("AGENTLAB_BENCH_ONLY").ok()?;
+    let (users, rounds) = only.strip_prefix(prefix)?.split_once(':')?;
+    let usage = "AGENTLAB_BENCH_ONLY=service:USERS:ROUNDS or echo:USERS:ROUNDS";
+    Some((users.parse().expect(usage), rounds.parse().expect(usage)))
+}
+
 /// What a level measures: a process polling the simulator with one token.
 struct Measured {
     label: String,
@@ -204,7 +245,18 @@ impl EchoBot {
         let token = common::service::bot_token(0, bot_id);
         sim.register_bot_as(&token, "echo_bot", bot_id)
             .expect("register the echo bot");
-        let child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        let own = std::env::current_exe().expect("own path");
+        // `AGENTLAB_BENCH_ECHO_WRAPPER`: a program the echo bot runs under (e.g. a
+        // callgrind wrapper), given the bench binary and its arguments.
+        let mut command = match std::env::var_os("AGENTLAB_BENCH_ECHO_WRAPPER") {
+            Some(wrapper) => {
+                let mut c = std::process::Command::new(wrapper);
+                c.arg(own);
+                c
+            }
+            None => std::process::Command::new(own),
+        };
+        let child = command
             .arg(ECHO_ARG)
             .arg(&token)
             .arg(sim.url())
@@ -233,6 +285,21 @@ impl EchoBot {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+impl EchoBot {
+    /// Ends it with SIGTERM, so that a profiler it runs under writes its output.
+    fn stop(mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
