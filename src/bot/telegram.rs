@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use teloxide::payloads::{EditMessageText, GetUpdatesSetters, SendDocumentSetters, SendMessage};
+use teloxide::payloads::{
+    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
 use teloxide::prelude::Requester;
-use teloxide::requests::{JsonRequest, Payload};
 use teloxide::types::{
     BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
 };
@@ -24,36 +24,6 @@ use crate::metrics::{self, CallOutcome};
 const MAX_RETRIES: u32 = 4;
 /// Longest flood-control wait honoured inline; longer ones are returned to the caller.
 const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
-
-/// teloxide's own `sendMessage` payload (so the request is teloxide's, byte for
-/// byte), with an answer type that reads only the new message's id. Parsing the
-/// whole `Message` teloxide would return was the largest single cost of a send
-/// (by callgrind, see BENCHMARKS.md), and the bot needs only the id.
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct ForMessageId<P>(P);
-
-impl Payload for ForMessageId<SendMessage> {
-    type Output = SentMessageId;
-    const NAME: &'static str = SendMessage::NAME;
-}
-
-/// The part of a sent `Message` the bot uses.
-#[derive(Debug, Deserialize)]
-struct SentMessageId {
-    message_id: i32,
-}
-
-/// A teloxide payload whose answer (an edited `Message`) the bot does not use:
-/// it is checked to be a successful answer and otherwise skipped unparsed.
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct AnswerIgnored<P>(P);
-
-impl Payload for AnswerIgnored<EditMessageText> {
-    type Output = serde::de::IgnoredAny;
-    const NAME: &'static str = EditMessageText::NAME;
-}
 
 /// Why a Bot API call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -198,15 +168,19 @@ impl TelegramApi {
         parse_mode: Option<ParseMode>,
         reply_to: Option<i32>,
     ) -> Result<i32, SendError> {
-        let sent = self
+        let message = self
             .call("sendMessage", || {
-                let mut payload = SendMessage::new(ChatId(chat_id), text);
-                payload.parse_mode = parse_mode;
-                payload.reply_parameters = reply_to.map(reply_parameters);
-                JsonRequest::new(self.bot.clone(), ForMessageId(payload))
+                let mut req = self.bot.send_message(ChatId(chat_id), text);
+                if let Some(mode) = parse_mode {
+                    req = req.parse_mode(mode);
+                }
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
             })
             .await?;
-        Ok(sent.message_id)
+        Ok(message.id.0)
     }
 
     /// Replaces the text of a message the bot sent.
@@ -218,8 +192,8 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                let payload = EditMessageText::new(ChatId(chat_id), MessageId(message_id), text);
-                JsonRequest::new(self.bot.clone(), AnswerIgnored(payload))
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
             })
             .await
         {
@@ -237,10 +211,9 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                let mut payload =
-                    EditMessageText::new(ChatId(chat_id), MessageId(message_id), html);
-                payload.parse_mode = Some(ParseMode::Html);
-                JsonRequest::new(self.bot.clone(), AnswerIgnored(payload))
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
+                    .parse_mode(ParseMode::Html)
             })
             .await
         {
@@ -438,40 +411,5 @@ mod tests {
         let redacted = redact_token(text, token);
         assert!(!redacted.contains("ABCDEFGHsecret"));
         assert!(redacted.contains("<redacted-token>"));
-    }
-
-    /// A `sendMessage` answer as Telegram documents it, with fields the lean
-    /// answer type does not name.
-    const SENT: &str = r#"{"message_id":4711,"from":{"id":42,"is_bot":true,"first_name":"b"},
-        "chat":{"id":7,"type":"private","first_name":"u"},"date":1700000000,
-        "text":"hi <b>","entities":[{"type":"bold","offset":0,"length":2}]}"#;
-
-    #[test]
-    fn a_sent_message_is_read_for_its_id_alone() {
-        let sent: SentMessageId = serde_json::from_str(SENT).unwrap();
-        assert_eq!(sent.message_id, 4711);
-        let full: teloxide::types::Message = serde_json::from_str(SENT).unwrap();
-        assert_eq!(
-            full.id.0, sent.message_id,
-            "the id teloxide's own type reads"
-        );
-    }
-
-    #[test]
-    fn the_lean_payloads_serialize_as_teloxides_own() {
-        let mut payload = SendMessage::new(ChatId(7), "hi <b>");
-        payload.parse_mode = Some(ParseMode::Html);
-        payload.reply_parameters = Some(reply_parameters(3));
-        assert_eq!(
-            serde_json::to_value(ForMessageId(payload.clone())).unwrap(),
-            serde_json::to_value(payload).unwrap()
-        );
-        assert_eq!(ForMessageId::<SendMessage>::NAME, "SendMessage");
-        let edit = EditMessageText::new(ChatId(7), MessageId(3), "x");
-        assert_eq!(
-            serde_json::to_value(AnswerIgnored(edit.clone())).unwrap(),
-            serde_json::to_value(edit).unwrap()
-        );
-        assert_eq!(AnswerIgnored::<EditMessageText>::NAME, "EditMessageText");
     }
 }
