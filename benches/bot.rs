@@ -831,12 +831,14 @@ async fn bare_spawn_part(binary: &std::path::Path) -> Duration {
 /// The pool's way to run the agent: `agent::spawn` (run files, the prompt,
 /// the process identity) and `wait` (the output read and parsed).
 async fn agent_run_part(binary: &std::path::Path, dir: &std::path::Path) -> Duration {
-    use agentlab::worker::agent::{self, AgentCommand, RunSpec};
+    use agentlab::worker::agent::{self, AgentCommand, PromptFormat, RunSpec};
 
     let command = AgentCommand {
         program: binary.display().to_string(),
         args: vec!["test-agent".into()],
         resume_args: Vec::new(),
+        trailing_args: Vec::new(),
+        prompt_format: PromptFormat::Raw,
         scrub_env: Vec::new(),
     };
     // The sender is dropped at once: "never cancelled".

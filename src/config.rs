@@ -413,23 +413,151 @@ impl Default for BotConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Program and arguments; the prompt goes to stdin, never here.
+    /// The protocol the agent speaks.
+    pub kind: AgentKind,
+    /// The program and its own arguments; the prompt goes to stdin, never here.
+    /// For [`AgentKind::Claude`] agentlab adds the protocol flags itself.
     pub command: Vec<String>,
-    /// Arguments added when resuming; `{session_id}` is substituted.
+    /// `--model` for Claude Code; empty: the CLI's default.
+    pub model: String,
+    /// `--permission-mode` for Claude Code.
+    pub permission_mode: PermissionMode,
+    /// Tools Claude Code may use without asking (its syntax: `Bash(git log:*)`).
+    pub allowed_tools: Vec<String>,
+    /// Tools Claude Code may never use.
+    pub disallowed_tools: Vec<String>,
+    /// Arguments added after everything else.
+    pub extra_args: Vec<String>,
+    /// [`AgentKind::Plain`] only: arguments added to continue a session, with
+    /// `{session_id}` substituted. Claude Code is resumed with `--resume`.
     pub resume_args: Vec<String>,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            command: vec![
-                "claude".into(),
-                "-p".into(),
-                "--output-format".into(),
-                "json".into(),
-            ],
+            kind: AgentKind::Claude,
+            command: vec!["claude".into()],
+            model: String::new(),
+            permission_mode: PermissionMode::Default,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            extra_args: Vec::new(),
             resume_args: vec!["--resume".into(), "{session_id}".into()],
         }
+    }
+}
+
+/// The protocol an agent speaks (`[bots.agent] kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// Claude Code's stream-json protocol: JSON messages on stdin, JSON events on
+    /// stdout (docs/claude-code-protocol.md).
+    #[default]
+    Claude,
+    /// Any program: the prompt on stdin, the answer on stdout, the exit code says
+    /// whether it succeeded.
+    Plain,
+}
+
+/// Claude Code's permission modes (`[bots.agent] permission_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PermissionMode {
+    /// Ask before tools that change things.
+    #[default]
+    Default,
+    /// Edits are allowed without asking.
+    AcceptEdits,
+    /// Plan only: nothing is changed.
+    Plan,
+    /// Nothing is asked: every tool runs.
+    BypassPermissions,
+}
+
+impl PermissionMode {
+    /// The mode as Claude Code spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionMode::Default => "default",
+            PermissionMode::AcceptEdits => "acceptEdits",
+            PermissionMode::Plan => "plan",
+            PermissionMode::BypassPermissions => "bypassPermissions",
+        }
+    }
+}
+
+/// Claude Code flags that agentlab sets itself for `kind = "claude"`, each with
+/// the key that sets it instead (empty: nothing to set, agentlab owns it).
+pub const CLAUDE_PROTOCOL_FLAGS: &[(&str, &str)] = &[
+    ("-p", ""),
+    ("--print", ""),
+    ("--verbose", ""),
+    ("--input-format", ""),
+    ("--output-format", ""),
+    ("--permission-prompt-tool", ""),
+    ("--resume", ""),
+    ("-r", ""),
+    ("--continue", ""),
+    ("-c", ""),
+    ("--session-id", ""),
+    ("--model", "model"),
+    ("--permission-mode", "permission_mode"),
+    ("--allowedTools", "allowed_tools"),
+    ("--allowed-tools", "allowed_tools"),
+    ("--disallowedTools", "disallowed_tools"),
+    ("--disallowed-tools", "disallowed_tools"),
+];
+
+/// The first protocol flag in `args` (also as `--flag=value`), with its key.
+fn claude_protocol_flag(args: &[String]) -> Option<(&'static str, &'static str)> {
+    args.iter().find_map(|arg| {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        CLAUDE_PROTOCOL_FLAGS
+            .iter()
+            .find(|(flag, _)| *flag == name)
+            .copied()
+    })
+}
+
+/// Checks what the agent's keys say together; `key` names a key of this bot.
+fn check_agent(agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if agent.kind != AgentKind::Claude {
+        return Ok(());
+    }
+    for (name, args) in [
+        ("command", &agent.command),
+        ("extra_args", &agent.extra_args),
+    ] {
+        if let Some((flag, own_key)) = claude_protocol_flag(args) {
+            let fix = if own_key.is_empty() {
+                "agentlab adds it itself for kind = \"claude\"".to_owned()
+            } else {
+                format!("set it with `{own_key}` instead")
+            };
+            return Err(invalid(
+                &key(&format!("agent.{name}")),
+                format!("{args:?}"),
+                &format!(
+                    "`{flag}` is a protocol flag: remove it ({fix}); `command` is just the CLI, \
+                     e.g. [\"claude\"]; kind = \"plain\" runs a command exactly as written"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `agent` with the Claude-only keys at their defaults.
+fn plain_defaults(agent: &AgentConfig) -> AgentConfig {
+    let defaults = AgentConfig::default();
+    AgentConfig {
+        model: defaults.model,
+        permission_mode: defaults.permission_mode,
+        allowed_tools: defaults.allowed_tools,
+        disallowed_tools: defaults.disallowed_tools,
+        ..agent.clone()
     }
 }
 
@@ -638,6 +766,13 @@ impl Config {
                     format!("{:?}", bot.agent.command),
                     "must name a program",
                 ));
+            }
+            check_agent(&bot.agent, &key)?;
+            if bot.agent.kind == AgentKind::Plain && bot.agent != plain_defaults(&bot.agent) {
+                warnings.push(ConfigWarning(format!(
+                    "bots[{i}].agent: model, permission_mode, allowed_tools and disallowed_tools \
+                     apply to kind = \"claude\" only; kind = \"plain\" ignores them"
+                )));
             }
             if bot.allowed_users.is_empty() {
                 warnings.push(ConfigWarning(format!(
@@ -972,6 +1107,43 @@ mod tests {
         assert!(
             err.contains("bots[1].id") && err.contains("duplicate"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_claude_command_carrying_protocol_flags_is_refused_with_the_fix() {
+        let old = "[[bots]]\nid = \"B\"\n[bots.agent]\ncommand = [\"claude\", \"-p\", \"--output-format\", \"json\"]\n";
+        let err = parse(old).expect_err("refused").to_string();
+        assert!(err.contains("bots[0].agent.command"), "{err}");
+        assert!(err.contains("`-p` is a protocol flag"), "{err}");
+        assert!(err.contains("agentlab adds it itself"), "{err}");
+        let model = "[[bots]]\nid = \"B\"\n[bots.agent]\nextra_args = [\"--model=opus\"]\n";
+        let err = parse(model).expect_err("refused").to_string();
+        assert!(err.contains("bots[0].agent.extra_args"), "{err}");
+        assert!(err.contains("set it with `model` instead"), "{err}");
+        // A plain agent runs its command as written.
+        let plain = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\nkind = \"plain\"\ncommand = [\"claude\", \"-p\"]\n";
+        let (config, warnings) = parse(plain).expect("plain is as written");
+        assert_eq!(config.bots[0].agent.kind, AgentKind::Plain);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn agent_kind_and_permission_mode_are_read_as_claude_spells_them() {
+        let text = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\npermission_mode = \"acceptEdits\"\nmodel = \"claude-x\"\n";
+        let (config, _) = parse(text).expect("valid");
+        let agent = &config.bots[0].agent;
+        assert_eq!(agent.kind, AgentKind::Claude);
+        assert_eq!(agent.permission_mode, PermissionMode::AcceptEdits);
+        assert!(parse("[[bots]]\nid = \"B\"\n[bots.agent]\npermission_mode = \"yolo\"\n").is_err());
+        assert!(parse("[[bots]]\nid = \"B\"\n[bots.agent]\nkind = \"codex\"\n").is_err());
+        let plain_with_model = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\nkind = \"plain\"\ncommand = [\"x\"]\nmodel = \"m\"\n";
+        let (_, warnings) = parse(plain_with_model).expect("valid");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.0.contains("kind = \"plain\" ignores them")),
+            "{warnings:?}"
         );
     }
 

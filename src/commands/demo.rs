@@ -136,9 +136,10 @@ fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
         allowed_users: vec![DEMO_USER],
         admins: vec![DEMO_USER],
         workdir: data_dir.clone(),
+        // The built-in test agent speaks Claude Code's protocol, like the default agent.
         agent: AgentConfig {
             command: vec![exe.to_string_lossy().into_owned(), "test-agent".into()],
-            resume_args: vec!["--resume".into(), "{session_id}".into()],
+            ..AgentConfig::default()
         },
     }];
     std::fs::create_dir_all(&data_dir)

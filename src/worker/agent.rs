@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::agent_result::{self, AgentResult, MAX_JSON_BYTES};
 use super::proc_identity::{self, ProcIdentity, UNKNOWN_START_TIME};
+use crate::config::{AgentConfig, AgentKind, PermissionMode};
 
 /// Placeholder in [`AgentCommand::resume_args`] replaced by the session id.
 pub const SESSION_ID_PLACEHOLDER: &str = "{session_id}";
@@ -54,14 +55,107 @@ const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 pub struct AgentCommand {
     /// The program, found on `PATH` unless it contains a `/`.
     pub program: String,
-    /// Arguments for every run, e.g. `["-p", "--output-format", "json"]`.
+    /// Arguments for every run, e.g. `["-p", "--verbose", "--input-format", ...]`.
     pub args: Vec<String>,
     /// Arguments added when resuming, with [`SESSION_ID_PLACEHOLDER`] replaced by the
     /// session id, e.g. `["--resume", "{session_id}"]`.
     pub resume_args: Vec<String>,
+    /// Arguments after the resume arguments (the configuration's `extra_args`).
+    #[serde(default)]
+    pub trailing_args: Vec<String>,
+    /// How the prompt is written to the agent's stdin.
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
     /// Environment variables removed before the agent starts (agentlab's own
     /// secrets); everything else is inherited.
     pub scrub_env: Vec<String>,
+}
+
+/// How the prompt reaches the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PromptFormat {
+    /// The prompt's text as it is.
+    #[default]
+    Raw,
+    /// One Claude Code stream-json user message (a JSON line); the end of stdin
+    /// after it ends the session once the turn is answered.
+    StreamJson,
+}
+
+impl PromptFormat {
+    /// The bytes the agent reads on stdin for `prompt`.
+    pub fn encode(self, prompt: &str) -> Vec<u8> {
+        match self {
+            PromptFormat::Raw => prompt.as_bytes().to_vec(),
+            PromptFormat::StreamJson => {
+                let message = serde_json::json!({
+                    "type": "user",
+                    "message": {"role": "user", "content": prompt},
+                });
+                let mut line = message.to_string().into_bytes();
+                line.push(b'\n');
+                line
+            }
+        }
+    }
+}
+
+/// The flags that make Claude Code speak stream-json on both sides, in print mode.
+pub const CLAUDE_STREAM_JSON_ARGS: [&str; 6] = [
+    "-p",
+    "--verbose",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+];
+
+impl AgentCommand {
+    /// The command for an agent configuration; `scrub_env` as in the field.
+    ///
+    /// `kind = "claude"`: `<command> -p --verbose --input-format stream-json
+    /// --output-format stream-json [--permission-mode M] [--model M] [--allowedTools
+    /// T..] [--disallowedTools T..] [--resume ID] <extra_args>`, the prompt as one
+    /// stream-json message. `kind = "plain"`: `<command> [resume_args] <extra_args>`,
+    /// the prompt as it is.
+    pub fn from_config(agent: &AgentConfig, scrub_env: Vec<String>) -> AgentCommand {
+        let mut parts = agent.command.iter().cloned();
+        let program = parts.next().unwrap_or_default();
+        let mut args: Vec<String> = parts.collect();
+        let (resume_args, prompt_format) = match agent.kind {
+            AgentKind::Plain => (agent.resume_args.clone(), PromptFormat::Raw),
+            AgentKind::Claude => {
+                args.extend(CLAUDE_STREAM_JSON_ARGS.map(String::from));
+                if agent.permission_mode != PermissionMode::Default {
+                    args.push("--permission-mode".into());
+                    args.push(agent.permission_mode.as_str().into());
+                }
+                if !agent.model.trim().is_empty() {
+                    args.push("--model".into());
+                    args.push(agent.model.trim().into());
+                }
+                for (flag, tools) in [
+                    ("--allowedTools", &agent.allowed_tools),
+                    ("--disallowedTools", &agent.disallowed_tools),
+                ] {
+                    if !tools.is_empty() {
+                        args.push(flag.into());
+                        args.extend(tools.iter().cloned());
+                    }
+                }
+                let resume = vec!["--resume".into(), SESSION_ID_PLACEHOLDER.into()];
+                (resume, PromptFormat::StreamJson)
+            }
+        };
+        AgentCommand {
+            program,
+            args,
+            resume_args,
+            trailing_args: agent.extra_args.clone(),
+            prompt_format,
+            scrub_env,
+        }
+    }
 }
 
 /// One run of the agent.
@@ -255,7 +349,8 @@ pub fn is_valid_session_id(id: &str) -> bool {
 /// and a span per step of every run costs more than its lines are worth.
 pub async fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<RunningAgent, SpawnError> {
     let args = command_args(cmd, spec.session_id.as_deref())?;
-    let files = prepare_run_files(&spec.run_dir, &spec.prompt).await?;
+    let prompt = cmd.prompt_format.encode(&spec.prompt);
+    let files = prepare_run_files(&spec.run_dir, &prompt).await?;
     let mut command = tokio::process::Command::new(&cmd.program);
     command
         .args(&args)
@@ -399,7 +494,8 @@ pub fn kill_group(identity: &ProcIdentity, signal: GroupSignal) -> bool {
     signal_group(identity.pid, signal)
 }
 
-/// `cmd.args`, plus the resume arguments when resuming a (valid) session.
+/// `cmd.args`, plus the resume arguments when resuming a (valid) session, then
+/// `cmd.trailing_args`.
 fn command_args(cmd: &AgentCommand, session_id: Option<&str>) -> Result<Vec<String>, SpawnError> {
     let mut args = cmd.args.clone();
     if let Some(id) = session_id {
@@ -410,6 +506,7 @@ fn command_args(cmd: &AgentCommand, session_id: Option<&str>) -> Result<Vec<Stri
         let resume = cmd.resume_args.iter();
         args.extend(resume.map(|arg| arg.replace(SESSION_ID_PLACEHOLDER, id)));
     }
+    args.extend(cmd.trailing_args.iter().cloned());
     Ok(args)
 }
 
@@ -431,14 +528,14 @@ struct RunFiles {
 /// retry truncates its earlier attempt's output here, and on a journaled
 /// filesystem a metadata change may wait for the journal's commit; both are
 /// rare and short next to the agent's run.
-async fn prepare_run_files(run_dir: &Path, prompt: &str) -> Result<RunFiles, SpawnError> {
+async fn prepare_run_files(run_dir: &Path, prompt: &[u8]) -> Result<RunFiles, SpawnError> {
     create_run_files(run_dir, prompt).map_err(|source| SpawnError::RunFiles {
         path: run_dir.to_path_buf(),
         source,
     })
 }
 
-fn create_run_files(run_dir: &Path, prompt: &str) -> io::Result<RunFiles> {
+fn create_run_files(run_dir: &Path, prompt: &[u8]) -> io::Result<RunFiles> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 
     std::fs::DirBuilder::new()
@@ -465,7 +562,7 @@ fn create_run_files(run_dir: &Path, prompt: &str) -> io::Result<RunFiles> {
 /// prompt if we exit, and needs no writer task). On Linux an anonymous in-memory
 /// file (`memfd`): no inode to allocate on the data disk, nothing to clean up;
 /// the prompt itself is in the task record. Elsewhere, `<run_dir>/prompt`.
-fn prompt_stdin(run_dir: &Path, prompt: &str) -> io::Result<std::fs::File> {
+fn prompt_stdin(run_dir: &Path, prompt: &[u8]) -> io::Result<std::fs::File> {
     use std::io::{Seek as _, SeekFrom, Write as _};
 
     let mut file = match memfd() {
@@ -481,7 +578,7 @@ fn prompt_stdin(run_dir: &Path, prompt: &str) -> io::Result<std::fs::File> {
                 .open(run_dir.join(PROMPT_FILE))?
         }
     };
-    file.write_all(prompt.as_bytes())?;
+    file.write_all(prompt)?;
     // The agent shares this file position: it must read from the start.
     file.seek(SeekFrom::Start(0))?;
     Ok(file)
@@ -620,7 +717,13 @@ async fn collect_outcome(run_dir: &Path, ended: Ended, started: Instant) -> Agen
     let read_both = |dir: &Path| {
         let stdout_path = dir.join(STDOUT_FILE);
         let (head, stdout_bytes) = read_head(&stdout_path, MAX_JSON_BYTES);
-        let result = agent_result::parse_agent_output(&head, stdout_bytes, &stdout_path);
+        // A long event stream ends in its result line: read the end too.
+        let result = if stdout_bytes > MAX_JSON_BYTES {
+            let tail = read_tail_bytes(&stdout_path, MAX_JSON_BYTES);
+            agent_result::parse_agent_output_with_tail(&head, &tail, stdout_bytes, &stdout_path)
+        } else {
+            agent_result::parse_agent_output(&head, stdout_bytes, &stdout_path)
+        };
         let stderr_tail = read_tail(&dir.join(STDERR_FILE), STDERR_TAIL_BYTES);
         (result, stdout_bytes, stderr_tail)
     };
@@ -681,20 +784,33 @@ fn read_head(path: &Path, cap: u64) -> (Vec<u8>, u64) {
     })
 }
 
+/// The last `cap` bytes of `path`, and whether anything before them was left out.
+fn read_end(path: &Path, cap: u64) -> io::Result<(Vec<u8>, bool)> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let skip = len.saturating_sub(cap);
+    file.seek(io::SeekFrom::Start(skip))?;
+    let mut tail = Vec::with_capacity(usize::try_from(len - skip).unwrap_or(0) + 1);
+    file.take(cap).read_to_end(&mut tail)?;
+    Ok((tail, skip > 0))
+}
+
+/// The last `cap` bytes of the agent's stdout; empty if unreadable.
+fn read_tail_bytes(path: &Path, cap: u64) -> Vec<u8> {
+    read_end(path, cap).map_or_else(
+        |error| {
+            warn!(%error, path = %path.display(), "cannot read the agent's output");
+            Vec::new()
+        },
+        |(tail, _)| tail,
+    )
+}
+
 /// The last `cap` bytes of `path` as text, prefixed with `…` when cut; empty if
 /// unreadable.
 fn read_tail(path: &Path, cap: u64) -> String {
-    use std::io::{Read as _, Seek as _};
-    let read = || {
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        let skip = len.saturating_sub(cap);
-        file.seek(io::SeekFrom::Start(skip))?;
-        let mut tail = Vec::with_capacity(usize::try_from(len - skip).unwrap_or(0) + 1);
-        file.take(cap).read_to_end(&mut tail)?;
-        io::Result::Ok((tail, skip > 0))
-    };
-    match read() {
+    match read_end(path, cap) {
         Ok((tail, cut)) => tail_text(&tail, cut),
         Err(error) => {
             warn!(%error, path = %path.display(), "cannot read the agent's stderr");
@@ -741,8 +857,90 @@ mod tests {
             program: "claude".into(),
             args: vec!["-p".into(), "--output-format".into(), "json".into()],
             resume_args: vec!["--resume".into(), SESSION_ID_PLACEHOLDER.into()],
+            trailing_args: vec![],
+            prompt_format: PromptFormat::Raw,
             scrub_env: vec![],
         }
+    }
+
+    #[test]
+    fn claude_kind_speaks_stream_json_with_options_then_resume_then_extra_args() {
+        let agent = AgentConfig {
+            command: vec!["/opt/claude".into(), "--debug".into()],
+            model: "claude-test-1".into(),
+            permission_mode: PermissionMode::AcceptEdits,
+            allowed_tools: vec!["Bash(git log:*)".into(), "Read".into()],
+            disallowed_tools: vec!["WebFetch".into()],
+            extra_args: vec!["--max-turns".into(), "5".into()],
+            ..AgentConfig::default()
+        };
+        let cmd = AgentCommand::from_config(&agent, vec!["TOKEN".into()]);
+        assert_eq!(cmd.program, "/opt/claude");
+        assert_eq!(cmd.prompt_format, PromptFormat::StreamJson);
+        let args = command_args(&cmd, Some("s-1")).expect("valid");
+        let expected = [
+            "--debug",
+            "-p",
+            "--verbose",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--permission-mode",
+            "acceptEdits",
+            "--model",
+            "claude-test-1",
+            "--allowedTools",
+            "Bash(git log:*)",
+            "Read",
+            "--disallowedTools",
+            "WebFetch",
+            "--resume",
+            "s-1",
+            "--max-turns",
+            "5",
+        ];
+        assert_eq!(args, expected);
+        let fresh = command_args(&cmd, None).expect("valid");
+        assert!(!fresh.iter().any(|a| a == "--resume"));
+        assert_eq!(cmd.scrub_env, ["TOKEN"]);
+    }
+
+    #[test]
+    fn default_claude_command_adds_only_the_protocol_flags() {
+        let cmd = AgentCommand::from_config(&AgentConfig::default(), vec![]);
+        assert_eq!(cmd.program, "claude");
+        assert_eq!(
+            command_args(&cmd, None).expect("valid"),
+            CLAUDE_STREAM_JSON_ARGS
+        );
+    }
+
+    #[test]
+    fn plain_kind_runs_the_command_as_written_with_its_resume_args() {
+        let agent = AgentConfig {
+            kind: AgentKind::Plain,
+            command: vec!["my-agent".into(), "--quiet".into()],
+            resume_args: vec!["--session={session_id}".into()],
+            extra_args: vec!["--last".into()],
+            ..AgentConfig::default()
+        };
+        let cmd = AgentCommand::from_config(&agent, vec![]);
+        assert_eq!(cmd.prompt_format, PromptFormat::Raw);
+        let args = command_args(&cmd, Some("abc")).expect("valid");
+        assert_eq!(args, ["--quiet", "--session=abc", "--last"]);
+    }
+
+    #[test]
+    fn stream_json_prompt_is_one_user_message_line() {
+        let bytes = PromptFormat::StreamJson.encode("say \"hi\"\nand go");
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let message: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(message["type"], "user");
+        assert_eq!(message["message"]["role"], "user");
+        assert_eq!(message["message"]["content"], "say \"hi\"\nand go");
+        assert_eq!(PromptFormat::Raw.encode("as is"), b"as is");
     }
 
     #[test]

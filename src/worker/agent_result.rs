@@ -1,8 +1,10 @@
-//! Reading what an agent printed: Claude Code's `--output-format json` result object.
+//! Reading what an agent printed: Claude Code's result, or a plain answer.
 //!
-//! Claude Code prints one JSON object (`type: "result"`, `result`, `is_error`,
-//! `session_id`, `total_cost_usd`, `usage`, ...). Anything else on stdout (plain text,
-//! broken JSON, nothing at all) is taken as the answer text itself, with cost 0.
+//! Claude Code in stream-json prints one event a line and ends each turn with a
+//! `result` event (`result`, `is_error`, `subtype`, `session_id`, `total_cost_usd`,
+//! `usage`, ...; docs/claude-code-protocol.md); with `--output-format json` it prints
+//! the result object alone. Anything else on stdout (plain text, broken JSON,
+//! nothing at all) is taken as the answer text itself, with cost 0.
 //!
 //! Invariants:
 //! - Parsing only ever sees a bounded head of stdout ([`MAX_JSON_BYTES`]); output
@@ -41,6 +43,16 @@ pub struct AgentResult {
     pub parsed_json: bool,
     /// Stdout held a whole result object: the run got to the end and said so.
     pub complete: bool,
+    /// The result's `subtype` (`success`, `error_max_turns`, `error_max_budget_usd`,
+    /// ...); empty when there was none.
+    pub subtype: String,
+}
+
+impl AgentResult {
+    /// The agent stopped because its budget (`--max-budget-usd`) ran out.
+    pub fn hit_budget_limit(&self) -> bool {
+        self.subtype == "error_max_budget_usd"
+    }
 }
 
 /// Builds the result from the first bytes of an agent's stdout.
@@ -54,6 +66,24 @@ pub fn parse_agent_output(head: &[u8], total_len: u64, full_output: &Path) -> Ag
         return result;
     }
     text_result(head, total_len, full_output)
+}
+
+/// Like [`parse_agent_output`], for output too large to parse whole: a stream of
+/// events whose last line, in `tail` (the output's last bytes), is the result.
+pub fn parse_agent_output_with_tail(
+    head: &[u8],
+    tail: &[u8],
+    total_len: u64,
+    full_output: &Path,
+) -> AgentResult {
+    let whole = total_len <= head.len() as u64 && total_len <= MAX_JSON_BYTES;
+    if !whole
+        && let Ok(text) = std::str::from_utf8(tail.trim_ascii())
+        && let Some(result) = last_result_line(text)
+    {
+        return result_from_object(&result, full_output);
+    }
+    parse_agent_output(head, total_len, full_output)
 }
 
 /// True if `message` (an answer or stderr) says a resumed session does not exist.
@@ -163,6 +193,7 @@ fn result_from_object(object: &Value, full_output: &Path) -> AgentResult {
         output_tokens: count("output_tokens"),
         parsed_json: true,
         complete: true,
+        subtype: subtype.to_owned(),
     }
 }
 
@@ -230,6 +261,7 @@ mod tests {
                 output_tokens: 20,
                 parsed_json: true,
                 complete: true,
+                subtype: "success".into(),
             }
         );
     }
@@ -310,6 +342,37 @@ mod tests {
                 .text
                 .contains(&format!("of {} bytes", MAX_JSON_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn a_large_event_stream_is_read_from_its_last_line() {
+        let events = "{\"type\":\"assistant\",\"message\":{\"content\":[]}}\n".repeat(40_000);
+        let result_line = r#"{"type":"result","subtype":"success","is_error":false,"result":"big done","session_id":"s-9","total_cost_usd":0.5}"#;
+        let output = format!("{events}{result_line}\n");
+        let total = output.len() as u64;
+        assert!(total > MAX_JSON_BYTES);
+        let head = &output.as_bytes()[..MAX_JSON_BYTES as usize];
+        let tail = &output.as_bytes()[output.len() - 64 * 1024..];
+        let result = parse_agent_output_with_tail(head, tail, total, Path::new("/o"));
+        assert_eq!(result.text, "big done");
+        assert_eq!(result.session_id.as_deref(), Some("s-9"));
+        assert_eq!(result.cost_usd, 0.5);
+        assert!(result.complete);
+        let no_result =
+            parse_agent_output_with_tail(head, b"{\"type\":\"user\"}\n", total, Path::new("/o"));
+        assert!(!no_result.complete);
+    }
+
+    #[test]
+    fn an_api_failure_reported_as_success_with_is_error_is_an_error() {
+        // What Claude Code 2.1.328 prints when the API fails for good.
+        let result = parse(
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":500,"terminal_reason":"api_error","result":"API Error: 500 Internal server error.","session_id":"s","total_cost_usd":0}"#,
+        );
+        assert!(result.is_error && result.complete);
+        assert_eq!(result.text, "API Error: 500 Internal server error.");
+        let budget = parse(r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true}"#);
+        assert!(budget.hit_budget_limit());
     }
 
     #[test]

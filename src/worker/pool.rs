@@ -316,13 +316,6 @@ impl Pool {
     }
 
     fn agent_command(&self, bot: &BotConfig) -> AgentCommand {
-        let mut parts = bot.agent.command.clone();
-        // Validated non-empty at config load.
-        let program = if parts.is_empty() {
-            String::new()
-        } else {
-            parts.remove(0)
-        };
         let mut scrub_env: Vec<String> = self
             .shared
             .config
@@ -331,12 +324,7 @@ impl Pool {
             .map(|b| b.token_env.clone())
             .collect();
         scrub_env.push(self.shared.config.http.admin_token_env.clone());
-        AgentCommand {
-            program,
-            args: parts,
-            resume_args: bot.agent.resume_args.clone(),
-            scrub_env,
-        }
+        AgentCommand::from_config(&bot.agent, scrub_env)
     }
 
     fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
@@ -455,6 +443,8 @@ impl Pool {
         }
         let class = if outcome.timed_out {
             FailureClass::Timeout
+        } else if result.hit_budget_limit() {
+            FailureClass::CostLimit
         } else if looks_rate_limited(&result.text) || looks_rate_limited(&outcome.stderr_tail) {
             FailureClass::RateLimited
         } else {

@@ -2,9 +2,13 @@
 //! controls, run as the hidden `test-agent` subcommand of the agentlab binary.
 //!
 //! Tests use it as a real subprocess, and `agentlab demo` uses it as the agent, so
-//! its ordinary answer is friendly: it echoes the prompt. It reads the whole prompt
-//! from stdin and prints one Claude-Code-shaped JSON result on stdout. With
-//! `--resume ID` it continues session `ID`, otherwise it makes up a fresh one.
+//! its ordinary answer is friendly: it echoes the prompt. It reads the whole of stdin
+//! and answers on stdout. It speaks Claude Code's stream-json protocol when given its
+//! flags (`--input-format stream-json`: stdin holds `{"type":"user",...}` messages;
+//! `--output-format stream-json`: stdout gets a `system`/`init` event, an `assistant`
+//! event and the `result`, one JSON object a line); otherwise the prompt is stdin's
+//! text and the answer one JSON result object. With `--resume ID` it continues
+//! session `ID`, otherwise it makes up a fresh one.
 //!
 //! Leading words of the prompt (case-insensitive, any number, e.g.
 //! `sleep:2 cost:0.5 hello`) are directives; the rest is the message:
@@ -58,15 +62,31 @@ pub fn run() -> i32 {
 /// exit code.
 pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     let started = Instant::now();
-    let resume = resume_arg(args);
-    let mut prompt_bytes = Vec::new();
-    if let Err(error) = io::stdin().read_to_end(&mut prompt_bytes) {
+    let args: Vec<String> = args.into_iter().collect();
+    let resume = flag_value(&args, "--resume");
+    let protocol = Protocol {
+        stream_json_in: flag_value(&args, "--input-format").as_deref() == Some("stream-json"),
+        stream_json_out: flag_value(&args, "--output-format").as_deref() == Some("stream-json"),
+    };
+    let mut stdin = Vec::new();
+    if let Err(error) = io::stdin().read_to_end(&mut stdin) {
         eprintln!("test-agent: cannot read the prompt from stdin: {error}");
         return 2;
     }
-    let prompt = String::from_utf8_lossy(&prompt_bytes);
+    let stdin = String::from_utf8_lossy(&stdin);
+    let prompt = if protocol.stream_json_in {
+        match prompt_of_messages(&stdin) {
+            Ok(prompt) => prompt,
+            Err(error) => {
+                eprintln!("test-agent: {error}");
+                return 2;
+            }
+        }
+    } else {
+        stdin.into_owned()
+    };
     let directives = Directives::parse(&prompt);
-    match act(&directives, resume.as_deref(), &prompt, started) {
+    match act(&directives, resume.as_deref(), &prompt, started, protocol) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("test-agent: cannot write the answer: {error}");
@@ -75,11 +95,42 @@ pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     }
 }
 
-/// The value after `--resume`, if any.
-fn resume_arg(args: impl IntoIterator<Item = String>) -> Option<String> {
-    let mut args = args.into_iter();
-    args.by_ref().find(|arg| arg == "--resume")?;
-    args.next()
+/// The value after `flag`, if any.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let at = args.iter().position(|arg| arg == flag)?;
+    args.get(at + 1).cloned()
+}
+
+/// Which sides speak Claude Code's stream-json.
+#[derive(Debug, Clone, Copy, Default)]
+struct Protocol {
+    stream_json_in: bool,
+    stream_json_out: bool,
+}
+
+/// The prompt in stream-json input: the text of every user message, in order.
+fn prompt_of_messages(stdin: &str) -> Result<String, String> {
+    let mut texts = Vec::new();
+    for line in stdin.lines().filter(|line| !line.trim().is_empty()) {
+        let message: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("stdin is not stream-json ({e}): {line}"))?;
+        if message["type"] != "user" {
+            continue;
+        }
+        match &message["message"]["content"] {
+            serde_json::Value::String(text) => texts.push(text.clone()),
+            serde_json::Value::Array(blocks) => texts.extend(
+                blocks
+                    .iter()
+                    .filter_map(|block| block["text"].as_str().map(str::to_owned)),
+            ),
+            _ => return Err(format!("a user message without content: {line}")),
+        }
+    }
+    if texts.is_empty() {
+        return Err("stdin holds no user message".into());
+    }
+    Ok(texts.join("\n"))
 }
 
 /// The directives at the start of a prompt, and the message after them.
@@ -160,7 +211,13 @@ fn parse_seconds(value: &str) -> Option<Duration> {
 }
 
 /// Does what the directives say; returns the exit code.
-fn act(d: &Directives, resume: Option<&str>, prompt: &str, started: Instant) -> io::Result<i32> {
+fn act(
+    d: &Directives,
+    resume: Option<&str>,
+    prompt: &str,
+    started: Instant,
+    protocol: Protocol,
+) -> io::Result<i32> {
     for text in &d.stderr {
         eprintln!("{text}");
     }
@@ -188,6 +245,10 @@ fn act(d: &Directives, resume: Option<&str>, prompt: &str, started: Instant) -> 
     if let Some(code) = d.exit {
         return Ok(code);
     }
+    let session_id = resume.map_or_else(fresh_session_id, str::to_owned);
+    if protocol.stream_json_out {
+        print_init(&session_id)?;
+    }
     if d.bad_json {
         print_stdout(b"{\"type\":\"result\",\"result\": this is not JSON }}\n")?;
         return Ok(0);
@@ -197,7 +258,10 @@ fn act(d: &Directives, resume: Option<&str>, prompt: &str, started: Instant) -> 
         return Ok(0);
     }
     let text = answer_text(d, grandchild);
-    print_result(d, resume, prompt, &text, started, grandchild)?;
+    if protocol.stream_json_out {
+        print_assistant_text(&session_id, &text)?;
+    }
+    print_result(d, &session_id, prompt, &text, started, grandchild)?;
     Ok(if d.fail { 1 } else { 0 })
 }
 
@@ -218,8 +282,8 @@ fn answer_text(d: &Directives, grandchild: Option<u32>) -> String {
     } else {
         format!(
             "You said: {}\n\n(This answer comes from agentlab's built-in test agent, which \
-             echoes your prompt. Configure a real agent command, such as \
-             `claude -p --output-format json`, for real answers.)",
+             echoes your prompt. Configure a real agent, such as Claude Code \
+             (`[bots.agent] command = [\"claude\"]`), for real answers.)",
             d.message
         )
     };
@@ -252,15 +316,41 @@ fn long_text(len: u64) -> String {
         .collect()
 }
 
+/// The `system`/`init` event that opens a stream-json turn.
+fn print_init(session_id: &str) -> io::Result<()> {
+    let cwd = std::env::current_dir().map_or_else(|_| String::new(), |d| d.display().to_string());
+    let init = json!({
+        "type": "system", "subtype": "init", "session_id": session_id, "cwd": cwd,
+        "model": "test-agent", "tools": ["Bash", "Read", "Edit", "Write"],
+        "permissionMode": "default", "claude_code_version": "test-agent",
+    });
+    print_line(&init)
+}
+
+/// The answer as an `assistant` event with one text block.
+fn print_assistant_text(session_id: &str, text: &str) -> io::Result<()> {
+    let message = json!({
+        "type": "assistant", "session_id": session_id, "parent_tool_use_id": null,
+        "message": {"role": "assistant", "model": "test-agent",
+                    "content": [{"type": "text", "text": text}]},
+    });
+    print_line(&message)
+}
+
+fn print_line(value: &serde_json::Value) -> io::Result<()> {
+    let mut line = value.to_string();
+    line.push('\n');
+    print_stdout(line.as_bytes())
+}
+
 fn print_result(
     d: &Directives,
-    resume: Option<&str>,
+    session_id: &str,
     prompt: &str,
     text: &str,
     started: Instant,
     grandchild: Option<u32>,
 ) -> io::Result<()> {
-    let session_id = resume.map_or_else(fresh_session_id, str::to_owned);
     let mut result = json!({
         "type": "result",
         "subtype": if d.fail { "error_during_execution" } else { "success" },
@@ -393,8 +483,26 @@ mod tests {
     #[test]
     fn resume_id_follows_the_flag() {
         let args = ["test-agent", "-p", "--resume", "abc"].map(String::from);
-        assert_eq!(resume_arg(args).as_deref(), Some("abc"));
-        assert_eq!(resume_arg(["test-agent".to_owned()]), None);
+        assert_eq!(flag_value(&args, "--resume").as_deref(), Some("abc"));
+        assert_eq!(flag_value(&["test-agent".to_owned()], "--resume"), None);
+    }
+
+    #[test]
+    fn stream_json_prompt_is_the_text_of_the_user_messages() {
+        let stdin = concat!(
+            r#"{"type":"user","message":{"role":"user","content":"sleep:0 hello"}}"#,
+            "\n",
+            r#"{"type":"control_request","request_id":"x","request":{"subtype":"interrupt"}}"#,
+            "\n",
+            r#"{"type":"user","message":{"role":"user","content":[{"type":"text","text":"more"}]}}"#,
+            "\n"
+        );
+        assert_eq!(
+            prompt_of_messages(stdin).as_deref(),
+            Ok("sleep:0 hello\nmore")
+        );
+        assert!(prompt_of_messages("plain words").is_err());
+        assert!(prompt_of_messages("").is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use agentlab::worker::agent::{
-    self, AdoptSpec, AgentCommand, AgentOutcome, GroupSignal, RunSpec, RunningAgent, SpawnError,
+    self, AdoptSpec, AgentCommand, AgentOutcome, GroupSignal, PromptFormat, RunSpec, RunningAgent,
+    SpawnError,
 };
 use agentlab::worker::agent_result::MAX_RESULT_TEXT_BYTES;
 use agentlab::worker::proc_identity::{self, ProcIdentity};
@@ -102,6 +103,8 @@ fn test_agent() -> AgentCommand {
         program: env!("CARGO_BIN_EXE_agentlab").to_owned(),
         args: vec!["test-agent".to_owned()],
         resume_args: vec!["--resume".to_owned(), "{session_id}".to_owned()],
+        trailing_args: Vec::new(),
+        prompt_format: PromptFormat::Raw,
         scrub_env: vec![],
     }
 }
@@ -246,6 +249,8 @@ async fn agent_that_never_reads_stdin_is_fine() {
         program: "true".to_owned(),
         args: vec![],
         resume_args: vec![],
+        trailing_args: Vec::new(),
+        prompt_format: PromptFormat::Raw,
         scrub_env: vec![],
     };
     let big_prompt = "x".repeat(1024 * 1024);

@@ -63,6 +63,8 @@ pub struct Options {
     pub admin_token: bool,
     /// More environment for the binary.
     pub extra_env: Vec<(String, String)>,
+    /// The body of every bot's `[bots.agent]`; `None`: the built-in test agent.
+    pub agent_toml: Option<String>,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             extra_toml: String::new(),
             admin_token: true,
             extra_env: Vec::new(),
+            agent_toml: None,
         }
     }
 }
@@ -478,14 +481,16 @@ admins = {admins:?}
 workdir = "{root}"
 
 [bots.agent]
-command = ["{bin}", "test-agent"]
-resume_args = ["--resume", "{{session_id}}"]
+{agent}
 "#,
             id = bot.id,
             allowed = bot.allowed,
             admins = bot.admins,
             root = root.display(),
-            bin = binary(),
+            agent = options.agent_toml.clone().unwrap_or_else(|| format!(
+                "command = [\"{bin}\", \"test-agent\"]",
+                bin = binary()
+            )),
         ));
     }
     out.push_str(&options.extra_toml);

@@ -5,6 +5,7 @@ mod backup;
 mod backup_schedule;
 mod bot;
 mod breaker;
+mod claude_code;
 mod cli_remote;
 mod clock;
 mod dashboard;

@@ -326,10 +326,9 @@ async fn huge_output_is_bounded_in_the_store_and_complete_in_the_run_file() {
         .join("runs")
         .join(id.to_string())
         .join("stdout");
-    assert_eq!(
-        std::fs::metadata(stdout).expect("run file").len(),
-        50_000_000
-    );
+    // The whole output: the 50 MB answer after the agent's one-line `init` event.
+    let len = std::fs::metadata(stdout).expect("run file").len();
+    assert!((50_000_000..50_004_096).contains(&len), "{len} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
