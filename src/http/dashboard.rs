@@ -196,6 +196,8 @@ pub(crate) async fn summary(
     let leak = snapshot.as_ref().map(|s| {
         json!({
             "suspected": s.leak.suspected,
+            "judged": s.leak.judged,
+            "needs_minutes": s.leak.needs_minutes,
             "mb_per_hour": s.leak.mb_per_hour,
             "r2": s.leak.r2,
             "span_minutes": s.leak.span_minutes,

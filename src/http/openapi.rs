@@ -84,11 +84,16 @@ fn operation(route: &Route) -> Value {
         .params
         .iter()
         .map(|p| {
+            let description = if p.name == "metric_type" {
+                format!("{} {}", p.description, metric_types_text())
+            } else {
+                p.description.to_string()
+            };
             let mut param = json!({
                 "name": p.name,
                 "in": match p.location { In::Path => "path", In::Query => "query" },
                 "required": p.required,
-                "description": p.description,
+                "description": description,
                 "schema": kind_schema(p.kind),
             });
             if matches!(p.kind, Kind::SomeOf(_)) {
@@ -117,6 +122,15 @@ fn operation(route: &Route) -> Value {
         op["security"] = json!([{"bearerAuth": []}]);
     }
     op
+}
+
+/// The metric types the history route answers for, as one sentence.
+fn metric_types_text() -> String {
+    let listed: Vec<String> = crate::monitor::series::METRIC_TYPES
+        .iter()
+        .map(|(name, what)| format!("`{name}` ({what})"))
+        .collect();
+    format!("Metric types: {}.", listed.join("; "))
 }
 
 fn kind_schema(kind: Kind) -> Value {
@@ -282,6 +296,16 @@ fn schemas() -> Value {
                 "from": {"type": "integer"},
                 "to": {"type": "integer"},
                 "resolution": {"type": "string", "enum": ["raw", "minute", "hour"]},
+                "step": nullable_int,
+                "down": {
+                    "description": "Periods of the range when the service was not running: no line belongs across them.",
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["from_ms", "to_ms"],
+                        "properties": {"from_ms": {"type": "integer"}, "to_ms": {"type": "integer"}},
+                    },
+                },
                 "series": {"type": "array", "items": {
                     "type": "object",
                     "required": ["name", "points"],
@@ -310,4 +334,34 @@ fn schemas() -> Value {
             "required": ["status", "uptime_s", "bots", "queue", "cost", "alerts", "tasks"],
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::monitor::series::METRIC_TYPES;
+
+    #[test]
+    fn every_metric_type_is_listed_in_the_document_and_the_readme() {
+        let doc = super::build();
+        let params = doc["paths"]["/api/observability/history/{metric_type}"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .clone();
+        let metric = params
+            .iter()
+            .find(|p| p["name"] == "metric_type")
+            .expect("metric_type");
+        let described = metric["description"].as_str().expect("description");
+        let readme = include_str!("../../README.md");
+        for (name, _) in METRIC_TYPES {
+            assert!(
+                described.contains(&format!("`{name}`")),
+                "{name} not in the document"
+            );
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} not in the README"
+            );
+        }
+    }
 }

@@ -215,14 +215,19 @@ pub fn linear_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
 pub struct LeakVerdict {
     /// A steady climb was found.
     pub suspected: bool,
-    /// Fitted growth, MB per hour.
-    pub mb_per_hour: f64,
-    /// Fit quality.
-    pub r2: f64,
+    /// The window holds enough samples over a long enough span to mean
+    /// something; until then there is no trend to show.
+    pub judged: bool,
+    /// Fitted growth, MB per hour, once judged.
+    pub mb_per_hour: Option<f64>,
+    /// Fit quality, once judged.
+    pub r2: Option<f64>,
     /// Samples in the window.
     pub samples: usize,
     /// Minutes the samples span.
     pub span_minutes: f64,
+    /// Minutes the samples must span before a verdict (`leak_min_span_minutes`).
+    pub needs_minutes: u64,
 }
 
 /// Judges `(unix ms, rss bytes)` samples (any order of arrival, within the window).
@@ -235,23 +240,25 @@ pub fn assess_leak(samples: &[(u64, f64)], config: &MonitorConfig) -> LeakVerdic
         .iter()
         .map(|(t, v)| ((t - first) as f64 / HOUR_MS, v / MB))
         .collect();
-    let fit = linear_fit(&points);
-    let (mb_per_hour, r2) = fit.map_or((0.0, 0.0), |f| (f.slope, f.r2));
-    let suspected = samples.len() >= config.leak_min_samples
-        && span_minutes >= config.leak_min_span_minutes as f64
-        && mb_per_hour >= config.leak_min_mb_per_hour
-        && r2 >= config.leak_min_r2;
+    let judged = samples.len() >= config.leak_min_samples
+        && span_minutes >= config.leak_min_span_minutes as f64;
+    let fit = if judged { linear_fit(&points) } else { None };
+    let suspected =
+        fit.is_some_and(|f| f.slope >= config.leak_min_mb_per_hour && f.r2 >= config.leak_min_r2);
     LeakVerdict {
         suspected,
-        mb_per_hour,
-        r2,
+        judged: fit.is_some(),
+        mb_per_hour: fit.map(|f| f.slope),
+        r2: fit.map(|f| f.r2),
         samples: samples.len(),
         span_minutes,
+        needs_minutes: config.leak_min_span_minutes,
     }
 }
 
-/// The service's resident memory over the leak window, in memory (seeded from the
-/// store at start so a restart does not blind the detector for hours).
+/// The service's resident memory over the leak window, this process's samples
+/// only: a new process starts with fresh memory, so a line fitted across a
+/// restart would measure the restart, not a leak.
 #[derive(Debug, Default)]
 pub struct RssWindow {
     samples: VecDeque<(u64, f64)>,
@@ -308,7 +315,8 @@ mod tests {
         });
         let verdict = assess_leak(&w.samples(), &config);
         assert!(verdict.suspected, "{verdict:?}");
-        assert!((verdict.mb_per_hour - 5.0).abs() < 0.1, "{verdict:?}");
+        let slope = verdict.mb_per_hour.expect("judged");
+        assert!((slope - 5.0).abs() < 0.1, "{verdict:?}");
     }
 
     #[test]
@@ -337,7 +345,7 @@ mod tests {
         let w = window(&config, |i, _| 200.0 * MB * (1.0 + 0.2 * noise(i)));
         let verdict = assess_leak(&w.samples(), &config);
         assert!(!verdict.suspected, "{verdict:?}");
-        assert!(verdict.r2 < 0.1, "{verdict:?}");
+        assert!(verdict.r2.expect("judged") < 0.1, "{verdict:?}");
     }
 
     #[test]
@@ -347,6 +355,25 @@ mod tests {
             .map(|i| (i * 600_000, i as f64 * 10.0 * MB))
             .collect();
         assert!(!assess_leak(&samples, &config).suspected);
+    }
+
+    #[test]
+    fn no_trend_is_given_before_the_window_is_long_enough() {
+        let config = MonitorConfig::default();
+        // Eight seconds after start: a steep, noisy climb of start-up allocations.
+        let samples: Vec<(u64, f64)> = (0..9)
+            .map(|i| {
+                (
+                    i * 1_000,
+                    20.0 * MB + (i % 3) as f64 * 0.4 * MB + i as f64 * 0.2 * MB,
+                )
+            })
+            .collect();
+        let verdict = assess_leak(&samples, &config);
+        assert!(!verdict.judged && !verdict.suspected, "{verdict:?}");
+        assert_eq!((verdict.mb_per_hour, verdict.r2), (None, None));
+        assert_eq!(verdict.needs_minutes, config.leak_min_span_minutes);
+        assert_eq!(verdict.samples, 9);
     }
 
     #[test]
