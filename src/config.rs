@@ -109,6 +109,9 @@ pub struct HttpConfig {
     pub bind: String,
     /// Name of the environment variable holding the admin bearer token.
     pub admin_token_env: String,
+    /// Name of the environment variable holding the read-only bearer token, which
+    /// opens the read routes (not the admin ones) when `bind` is not loopback.
+    pub read_token_env: String,
 }
 
 impl Default for HttpConfig {
@@ -116,6 +119,7 @@ impl Default for HttpConfig {
         Self {
             bind: "127.0.0.1:8080".into(),
             admin_token_env: "AGENTLAB_ADMIN_TOKEN".into(),
+            read_token_env: "AGENTLAB_READ_TOKEN".into(),
         }
     }
 }
@@ -549,12 +553,17 @@ impl Config {
                 &format!("not host:port ({e})"),
             )
         })?;
-        if self.http.admin_token_env.trim().is_empty() {
-            return Err(invalid(
-                "http.admin_token_env",
-                quoted(&self.http.admin_token_env),
-                "must name an environment variable",
-            ));
+        for (key, var) in [
+            ("http.admin_token_env", &self.http.admin_token_env),
+            ("http.read_token_env", &self.http.read_token_env),
+        ] {
+            if var.trim().is_empty() {
+                return Err(invalid(
+                    key,
+                    quoted(var),
+                    "must name an environment variable",
+                ));
+            }
         }
         Ok(())
     }
@@ -746,6 +755,11 @@ impl Config {
         out.push_str(&format!(
             "# http admin token: ${} {admin}\n",
             self.http.admin_token_env
+        ));
+        out.push_str(&format!(
+            "# http read token: ${} {}\n",
+            self.http.read_token_env,
+            secret_status(&self.http.read_token_env)
         ));
         for bot in &self.bots {
             let status = secret_status(&bot.token_env);
