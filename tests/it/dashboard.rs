@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// Every chart the page draws.
 const CHARTS: [&str; 7] = [
     "memory",
@@ -274,7 +274,7 @@ fn chart_points(dom: &str, chart: &str) -> u64 {
 }
 
 /// Runs headless Chromium with `args` (after the common flags); its stdout.
-async fn chromium(args: &[&str]) -> String {
+pub(crate) async fn chromium(args: &[&str]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut command = tokio::process::Command::new(CHROMIUM);
     command

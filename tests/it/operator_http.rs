@@ -456,3 +456,45 @@ async fn history_names_the_downtime_between_runs_and_only_documented_metrics() {
         "the down period lies between two points: {points:?} {down:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_chart_breaks_at_downtime_and_waits_for_a_trend_in_chromium() {
+    use crate::dashboard::{CHROMIUM, chromium};
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("skipped: chromium not installed ({CHROMIUM})");
+        return;
+    }
+    let mut service = Service::start(Options::default()).await;
+    wait_snapshot(&service, "three memory samples", |s| {
+        s["leak"]["samples"].as_u64().is_some_and(|n| n >= 3)
+    })
+    .await;
+    service.stop().await;
+    let gap_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < gap_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    service.restart().await;
+    let restarted_ms = agentlab::storage::now_ms();
+    wait_snapshot(&service, "three ticks after the restart", |s| {
+        s["leak"]["samples"].as_u64().is_some_and(|n| n >= 3)
+            && s["at_ms"].as_u64().is_some_and(|at| at > restarted_ms)
+    })
+    .await;
+
+    let dom = chromium(&["--dump-dom", &format!("{}/", service.base_url)]).await;
+    assert!(dom.contains("data-loaded=\"true\""), "no refresh:\n{dom}");
+    let start = dom.find("data-chart=\"memory\"").expect("memory chart");
+    let end = dom[start + 1..]
+        .find("data-chart=")
+        .map_or(dom.len(), |i| start + 1 + i);
+    let memory = &dom[start..end];
+    assert!(
+        memory.contains("data-segments=\"2\""),
+        "the line is not broken at the downtime:\n{memory}"
+    );
+    assert!(
+        memory.contains("trend after") && !memory.contains("MB/h"),
+        "a trend is shown before its window is long enough:\n{memory}"
+    );
+}
