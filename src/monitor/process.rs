@@ -2,13 +2,15 @@
 //! of each running agent, and the leak detector over the service's resident memory.
 //!
 //! Invariants: a process that vanished between listing and reading is skipped,
-//! never an error; fd counts and limits come from `/proc` on Linux and are `None`
-//! elsewhere (the fd rule then never holds); the leak verdict needs at least
+//! never an error; threads, fd counts and limits come from `/proc` where it
+//! exists (Linux), else fd counts and limits from sysinfo (macOS), and a figure
+//! neither tells is `None` (the fd rule then never holds for that process); the leak verdict needs at least
 //! `leak_min_samples` samples spanning `leak_min_span_minutes`, a slope of at least
 //! `leak_min_mb_per_hour` and a fit of at least `leak_min_r2`, so a noisy flat line
 //! is never a leak.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -54,6 +56,7 @@ impl ProcessSample {
 /// Reads process resources; keeps sysinfo's state between ticks for CPU %.
 pub struct ProcessSampler {
     system: Option<System>,
+    proc_root: PathBuf,
 }
 
 impl Default for ProcessSampler {
@@ -63,10 +66,19 @@ impl Default for ProcessSampler {
 }
 
 impl ProcessSampler {
-    /// A sampler (sysinfo unavailable: only `/proc` figures).
+    /// A sampler reading `/proc` where it exists (sysinfo unavailable: only
+    /// `/proc` figures).
     pub fn new() -> Self {
+        Self::with_proc_root("/proc")
+    }
+
+    /// A sampler reading `<proc_root>/<pid>/…`; where that is absent the fd
+    /// figures come from sysinfo. The root is a parameter so that the sysinfo
+    /// path is exercised on Linux too.
+    pub fn with_proc_root(proc_root: impl Into<PathBuf>) -> Self {
         ProcessSampler {
             system: System::new().ok(),
+            proc_root: proc_root.into(),
         }
     }
 
@@ -102,33 +114,38 @@ impl ProcessSampler {
                 rss_bytes: process.map_or(0, |p| p.memory()),
                 virtual_bytes: process.map_or(0, |p| p.virtual_memory()),
                 cpu_percent: process.map_or(0.0, |p| f64::from(p.cpu_usage())),
-                threads: proc_fs::threads(raw),
-                open_fds: proc_fs::open_fds(raw),
-                fd_limit: proc_fs::fd_limit(raw),
+                threads: proc_fs::threads(&self.proc_root, raw),
+                open_fds: proc_fs::open_fds(&self.proc_root, raw)
+                    .or_else(|| process?.open_files().map(|n| n as u64)),
+                fd_limit: proc_fs::fd_limit(&self.proc_root, raw)
+                    .or_else(|| process?.open_files_limit().map(|n| n as u64)),
             });
         }
         out
     }
 }
 
-/// `/proc` readings (Linux); `None` elsewhere or when the process is gone.
+/// `/proc` readings (Linux; `root` is `/proc` but for tests); `None` elsewhere
+/// or when the process is gone.
 pub mod proc_fs {
-    /// Threads of a process, from `/proc/<pid>/status`.
-    pub fn threads(pid: u32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    use std::path::Path;
+
+    /// Threads of a process, from `<root>/<pid>/status`.
+    pub fn threads(root: &Path, pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(root.join(format!("{pid}/status"))).ok()?;
         parse_threads(&text)
     }
 
-    /// Open file descriptors, the entries of `/proc/<pid>/fd`.
-    pub fn open_fds(pid: u32) -> Option<u64> {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
+    /// Open file descriptors, the entries of `<root>/<pid>/fd`.
+    pub fn open_fds(root: &Path, pid: u32) -> Option<u64> {
+        std::fs::read_dir(root.join(format!("{pid}/fd")))
             .ok()
             .map(|dir| dir.count() as u64)
     }
 
-    /// The soft limit on open files, from `/proc/<pid>/limits`.
-    pub fn fd_limit(pid: u32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    /// The soft limit on open files, from `<root>/<pid>/limits`.
+    pub fn fd_limit(root: &Path, pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(root.join(format!("{pid}/limits"))).ok()?;
         parse_open_files_limit(&text)
     }
 
@@ -388,6 +405,20 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn without_proc_the_fd_figures_come_from_sysinfo() {
+        let mut sampler = ProcessSampler::with_proc_root("/no/proc/here");
+        let samples = sampler.sample(&[]);
+        let own = &samples[0];
+        assert_eq!(own.threads, None, "threads come from /proc only");
+        if cfg!(any(target_os = "linux", target_os = "macos")) {
+            assert!(own.rss_bytes > 0, "{own:?}");
+            assert!(own.open_fds.is_some_and(|n| n > 0), "{own:?}");
+            assert!(own.fd_limit.is_some_and(|n| n > 0), "{own:?}");
+            assert!(own.fd_ratio().is_some(), "the fd rule can hold: {own:?}");
+        }
     }
 
     #[test]
