@@ -109,6 +109,9 @@ pub struct HttpConfig {
     pub bind: String,
     /// Name of the environment variable holding the admin bearer token.
     pub admin_token_env: String,
+    /// Name of the environment variable holding the read-only bearer token, which
+    /// opens the read routes (not the admin ones) when `bind` is not loopback.
+    pub read_token_env: String,
 }
 
 impl Default for HttpConfig {
@@ -116,6 +119,7 @@ impl Default for HttpConfig {
         Self {
             bind: "127.0.0.1:8080".into(),
             admin_token_env: "AGENTLAB_ADMIN_TOKEN".into(),
+            read_token_env: "AGENTLAB_READ_TOKEN".into(),
         }
     }
 }
@@ -351,7 +355,8 @@ impl Default for AlertsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchdogConfig {
-    /// The health endpoint checked.
+    /// The health endpoint checked; empty: `/health` at `http.bind`'s address
+    /// (see [`Config::watchdog_health_url`]).
     pub health_url: String,
     /// Optional dead man's switch pinged after each healthy check.
     pub ping_url: String,
@@ -366,7 +371,7 @@ pub struct WatchdogConfig {
 impl Default for WatchdogConfig {
     fn default() -> Self {
         Self {
-            health_url: "http://127.0.0.1:8080/health".into(),
+            health_url: String::new(),
             ping_url: String::new(),
             restart_command: Vec::new(),
             interval_s: 60,
@@ -621,6 +626,7 @@ impl Config {
             problem: e.expected,
         })?;
         self.validate_monitor()?;
+        self.validate_watchdog()?;
         if !self.alerts.webhook_url.is_empty() {
             check_url(
                 "alerts.webhook_url",
@@ -675,14 +681,60 @@ impl Config {
                 &format!("not host:port ({e})"),
             )
         })?;
-        if self.http.admin_token_env.trim().is_empty() {
-            return Err(invalid(
-                "http.admin_token_env",
-                quoted(&self.http.admin_token_env),
-                "must name an environment variable",
-            ));
+        for (key, var) in [
+            ("http.admin_token_env", &self.http.admin_token_env),
+            ("http.read_token_env", &self.http.read_token_env),
+        ] {
+            if var.trim().is_empty() {
+                return Err(invalid(
+                    key,
+                    quoted(var),
+                    "must name an environment variable",
+                ));
+            }
         }
         Ok(())
+    }
+
+    fn validate_watchdog(&self) -> Result<(), ConfigError> {
+        let w = &self.watchdog;
+        if !w.health_url.is_empty() {
+            check_url("watchdog.health_url", &w.health_url, redact_url)?;
+        }
+        if !w.ping_url.is_empty() {
+            check_url("watchdog.ping_url", &w.ping_url, redact_secret_url)?;
+        }
+        if !w.restart_command.is_empty()
+            && w.restart_command
+                .first()
+                .is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "watchdog.restart_command",
+                format!("{:?}", w.restart_command),
+                "must name a program (or be empty for launchctl/systemctl)",
+            ));
+        }
+        at_least_one("watchdog.interval_s", w.interval_s)?;
+        at_least_one(
+            "watchdog.failures_before_restart",
+            w.failures_before_restart.into(),
+        )
+    }
+
+    /// The URL the watchdog checks: `watchdog.health_url` when set, else `/health`
+    /// at `http.bind`'s address, a wildcard bind (`0.0.0.0`, `[::]`) checked on
+    /// the loopback address of its family.
+    pub fn watchdog_health_url(&self) -> String {
+        if !self.watchdog.health_url.is_empty() {
+            return self.watchdog.health_url.clone();
+        }
+        let bind = &self.http.bind;
+        match bind.parse::<SocketAddr>() {
+            Ok(addr) => health_url_at(addr),
+            // Validation refuses such a bind; shown as typed.
+            Err(_) => format!("http://{bind}/health"),
+        }
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
@@ -826,7 +878,8 @@ impl Config {
         for url in [&mut shown.alerts.webhook_url, &mut shown.watchdog.ping_url] {
             *url = redact_secret_url(url);
         }
-        shown.watchdog.health_url = redact_url(&shown.watchdog.health_url);
+        // The URL the watchdog will check, even when it follows http.bind.
+        shown.watchdog.health_url = redact_url(&self.watchdog_health_url());
         for bot in &mut shown.bots {
             bot.api_url = redact_url(&bot.api_url);
         }
@@ -837,6 +890,11 @@ impl Config {
         out.push_str(&format!(
             "# http admin token: ${} {admin}\n",
             self.http.admin_token_env
+        ));
+        out.push_str(&format!(
+            "# http read token: ${} {}\n",
+            self.http.read_token_env,
+            secret_status(&self.http.read_token_env)
         ));
         for bot in &self.bots {
             let status = secret_status(&bot.token_env);
@@ -948,6 +1006,18 @@ fn at_least_one(key: &str, value: u64) -> Result<(), ConfigError> {
     } else {
         Err(invalid(key, value, "must be at least 1"))
     }
+}
+
+/// `/health` of a service listening on `addr`, reached on loopback when `addr`
+/// is a wildcard (`0.0.0.0`, `[::]`).
+pub fn health_url_at(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/health")
 }
 
 /// A string value as TOML would write it.
@@ -1083,6 +1153,71 @@ mod tests {
                 ..BotConfig::default()
             }
         );
+    }
+
+    #[test]
+    fn the_watchdog_follows_http_bind_unless_its_url_is_set() {
+        let url = |text: &str| parse(text).expect("valid").0.watchdog_health_url();
+        assert_eq!(url(""), "http://127.0.0.1:8080/health");
+        assert_eq!(
+            url("[http]\nbind = \"127.0.0.1:9100\"\n"),
+            "http://127.0.0.1:9100/health"
+        );
+        assert_eq!(
+            url("[http]\nbind = \"0.0.0.0:9100\"\n"),
+            "http://127.0.0.1:9100/health"
+        );
+        assert_eq!(
+            url("[http]\nbind = \"[::]:9100\"\n"),
+            "http://[::1]:9100/health"
+        );
+        assert_eq!(
+            url("[http]\nbind = \"192.168.1.4:9100\"\n"),
+            "http://192.168.1.4:9100/health"
+        );
+        assert_eq!(
+            url(
+                "[http]\nbind = \"127.0.0.1:9100\"\n[watchdog]\nhealth_url = \"http://10.0.0.2:80/health\"\n"
+            ),
+            "http://10.0.0.2:80/health"
+        );
+        let (config, _) =
+            Config::parse("[http]\nbind = \"0.0.0.0:9100\"\n", Path::new("t.toml")).expect("valid");
+        assert!(
+            config
+                .render_redacted()
+                .contains("health_url = \"http://127.0.0.1:9100/health\""),
+            "check-config shows the effective URL"
+        );
+    }
+
+    #[test]
+    fn watchdog_keys_are_validated() {
+        for (text, expected) in [
+            (
+                "[watchdog]\ninterval_s = 0\n",
+                "`watchdog.interval_s` = 0: must be at least 1",
+            ),
+            (
+                "[watchdog]\nfailures_before_restart = 0\n",
+                "`watchdog.failures_before_restart` = 0: must be at least 1",
+            ),
+            (
+                "[watchdog]\nhealth_url = \"localhost:8080/health\"\n",
+                "`watchdog.health_url` = \"localhost:8080/health\": not an http(s) URL",
+            ),
+            (
+                "[watchdog]\nping_url = \"hc-ping.com/secret\"\n",
+                "`watchdog.ping_url` = \"REDACTED\": not an http(s) URL",
+            ),
+            (
+                "[watchdog]\nrestart_command = [\"\", \"x\"]\n",
+                "`watchdog.restart_command` = [\"\", \"x\"]: must name a program",
+            ),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! Cheap enough for every call (one short lock per observation); read by the
 //! Prometheus exposition and sampled into the store by the monitors. Nothing here
 //! is persisted: the monitors write what matters to the `series` table.
+//!
+//! Invariants: every count only grows for the life of the process, so the
+//! Prometheus counters and histograms built from it are monotonic. A long poll
+//! (`getUpdates`) is counted as a call but its latency — mostly the server's
+//! wait for updates — is kept out of the latency histogram, so a quiet chat does
+//! not read as a 30 s p95.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -12,6 +18,9 @@ use std::sync::{Mutex, OnceLock};
 pub const LATENCY_BUCKETS_MS: [f64; 14] = [
     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
 ];
+
+/// Calls whose duration is a wait by design (long polls): counted, not timed.
+const UNTIMED_CALLS: [(&str, &str); 1] = [("telegram", "getUpdates")];
 
 /// Counts and latency histogram of one (dependency, method).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,12 +33,19 @@ pub struct CallStats {
     pub timeouts: u64,
     /// Sum of latencies, ms.
     pub latency_sum_ms: f64,
-    /// Calls per bucket of [`LATENCY_BUCKETS_MS`] (not cumulative), plus one for +Inf.
+    /// Timed calls per bucket of [`LATENCY_BUCKETS_MS`] (not cumulative), plus
+    /// one for +Inf. Long polls are not timed, so the buckets may sum to fewer
+    /// than `calls`.
     pub buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
 }
 
 impl CallStats {
-    fn observe(&mut self, latency_ms: f64, outcome: CallOutcome) {
+    /// Calls whose latency is in the histogram.
+    pub fn timed_calls(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    fn count(&mut self, outcome: CallOutcome) {
         self.calls += 1;
         match outcome {
             CallOutcome::Ok => {}
@@ -39,6 +55,10 @@ impl CallStats {
                 self.timeouts += 1;
             }
         }
+    }
+
+    fn observe(&mut self, latency_ms: f64, outcome: CallOutcome) {
+        self.count(outcome);
         self.latency_sum_ms += latency_ms;
         let index = LATENCY_BUCKETS_MS
             .iter()
@@ -47,23 +67,27 @@ impl CallStats {
         self.buckets[index] += 1;
     }
 
-    /// Estimated quantile (0..1) from the histogram, ms.
-    pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.calls == 0 {
-            return 0.0;
+    /// Estimated quantile (0..1) of the timed calls from the histogram, ms;
+    /// `None` without timed calls.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let timed = self.timed_calls();
+        if timed == 0 {
+            return None;
         }
-        let target = (q * self.calls as f64).ceil().max(1.0) as u64;
+        let target = (q * timed as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= target {
-                return LATENCY_BUCKETS_MS
-                    .get(i)
-                    .copied()
-                    .unwrap_or(LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]);
+                return Some(
+                    LATENCY_BUCKETS_MS
+                        .get(i)
+                        .copied()
+                        .unwrap_or(LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]),
+                );
             }
         }
-        LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1]
+        Some(LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1])
     }
 
     /// The difference since an earlier reading (for per-interval rates).
@@ -104,9 +128,51 @@ fn registry() -> &'static Mutex<BTreeMap<Key, CallStats>> {
 pub fn observe(dependency: &'static str, method: &str, latency_ms: f64, outcome: CallOutcome) {
     // A std Mutex: held for a map update, never across an await.
     let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
-    map.entry((dependency, method.to_string()))
-        .or_default()
-        .observe(latency_ms, outcome);
+    let stats = map.entry((dependency, method.to_string())).or_default();
+    if UNTIMED_CALLS.contains(&(dependency, method)) {
+        stats.count(outcome);
+    } else {
+        stats.observe(latency_ms, outcome);
+    }
+}
+
+/// Upper bounds of the task run-time buckets, seconds.
+pub const TASK_DURATION_BUCKETS_S: [f64; 11] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// Run times of the tasks finished by this process, for one terminal status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationHistogram {
+    /// Tasks per bucket of [`TASK_DURATION_BUCKETS_S`] (not cumulative), plus +Inf.
+    pub buckets: [u64; TASK_DURATION_BUCKETS_S.len() + 1],
+    /// Sum of run times, seconds.
+    pub sum_s: f64,
+}
+
+fn task_durations() -> &'static Mutex<BTreeMap<&'static str, DurationHistogram>> {
+    static DURATIONS: OnceLock<Mutex<BTreeMap<&'static str, DurationHistogram>>> = OnceLock::new();
+    DURATIONS.get_or_init(Default::default)
+}
+
+/// Records the run time of a task this process finished with `status`.
+pub fn observe_task_duration(status: &'static str, run_ms: u64) {
+    let seconds = run_ms as f64 / 1000.0;
+    let index = TASK_DURATION_BUCKETS_S
+        .iter()
+        .position(|&b| seconds <= b)
+        .unwrap_or(TASK_DURATION_BUCKETS_S.len());
+    // A std Mutex: held for a map update, never across an await.
+    let mut map = task_durations().lock().unwrap_or_else(|p| p.into_inner());
+    let histogram = map.entry(status).or_default();
+    histogram.buckets[index] += 1;
+    histogram.sum_s += seconds;
+}
+
+/// The run-time histogram of tasks finished with `status` by this process.
+pub fn task_duration_histogram(status: &str) -> DurationHistogram {
+    let map = task_durations().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(status).cloned().unwrap_or_default()
 }
 
 /// Every (dependency, method) with its stats so far.
@@ -149,9 +215,27 @@ mod tests {
         }
         assert_eq!(s.calls, 100);
         assert_eq!(s.timeouts, 10);
-        assert_eq!(s.quantile_ms(0.5), 5.0);
-        assert_eq!(s.quantile_ms(0.95), 500.0);
+        assert_eq!(s.quantile_ms(0.5), Some(5.0));
+        assert_eq!(s.quantile_ms(0.95), Some(500.0));
         let later = s.clone();
         assert_eq!(later.since(&s).calls, 0);
+        assert_eq!(CallStats::default().quantile_ms(0.95), None);
+    }
+
+    #[test]
+    fn long_polls_are_counted_but_not_timed() {
+        for _ in 0..20 {
+            observe("telegram", "getUpdates", 30_000.0, CallOutcome::Ok);
+        }
+        observe("telegram", "getUpdates", 10.0, CallOutcome::Error);
+        let polls = snapshot()
+            .into_iter()
+            .find(|(d, m, _)| *d == "telegram" && m == "getUpdates")
+            .map(|(_, _, s)| s)
+            .expect("recorded");
+        assert!(polls.calls >= 21 && polls.errors >= 1, "{polls:?}");
+        assert_eq!(polls.timed_calls(), 0, "{polls:?}");
+        assert_eq!(polls.latency_sum_ms, 0.0);
+        assert_eq!(polls.quantile_ms(0.95), None);
     }
 }

@@ -1,6 +1,10 @@
 //! `agentlab watchdog`: an independent process that watches the service from
 //! outside and restarts it when it stops answering.
 //!
+//! The health URL is `watchdog.health_url`, or `/health` at `http.bind`'s address
+//! when that is unset ([`Config::watchdog_health_url`]; a bind on port 0 is found
+//! through the address file the service writes).
+//!
 //! Every `watchdog.interval_s` one check: the process accepts connections on the
 //! health URL's address, `GET health_url` answers `pass`/`warn` within the interval
 //! (a hung process — e.g. SIGSTOPped — still accepts connections from the kernel's
@@ -23,7 +27,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::WatchdogArgs;
-use crate::config::{Config, secret_from_env};
+use crate::config::{Config, health_url_at, secret_from_env};
 
 /// A log not written for this long counts as a failed check (the service logs a
 /// heartbeat every minute).
@@ -118,10 +122,27 @@ impl Watchdog {
         }
     }
 
+    /// The URL checked: see the module comment.
+    pub fn health_url(&self) -> String {
+        if self.config.watchdog.health_url.is_empty()
+            && self
+                .config
+                .http
+                .bind
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.port() == 0)
+            && let Ok(addr) = std::fs::read_to_string(crate::service::addr_file(&self.config))
+            && let Ok(addr) = addr.trim().parse::<std::net::SocketAddr>()
+        {
+            return health_url_at(addr);
+        }
+        self.config.watchdog_health_url()
+    }
+
     /// One check of the process, `/health` and the log.
     pub async fn check(&self) -> CheckResult {
         let mut problems = Vec::new();
-        let url = &self.config.watchdog.health_url;
+        let url = &self.health_url();
         match reqwest::Url::parse(url) {
             Ok(parsed) => {
                 if let Some(problem) = self.check_process(&parsed).await {

@@ -3,22 +3,19 @@
 //!
 //! The page (HTML, CSS and JS under `dashboard/`) is embedded in the binary and
 //! needs nothing from the internet: the browser draws its charts as inline SVG
-//! from the history route. Invariant: when `http.bind` is not a loopback address
-//! both routes need the admin token (bearer header or `?token=`), so costs and
-//! prompts are not shown to the network; on loopback they are open, like the
-//! other read-only routes.
+//! from the history route. Both are read routes (see `access`): off loopback they
+//! need the read or admin token (the page also takes `?token=`, which its script
+//! then sends as a bearer header), so costs and prompts are not shown to the
+//! network.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
@@ -44,61 +41,8 @@ fn page() -> &'static str {
     })
 }
 
-/// Proof that the caller may see the dashboard: the server listens on loopback
-/// only, or the request carried the admin token.
-pub(crate) struct Viewer;
-
-impl FromRequestParts<AppState> for Viewer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, api: &AppState) -> Result<Self, ApiError> {
-        if is_loopback(&api.ctx.config.http.bind) {
-            return Ok(Viewer);
-        }
-        let Some(expected) = api.ctx.admin_token.as_deref() else {
-            return Err(ApiError::forbidden(format!(
-                "the dashboard is only open on a loopback http.bind unless ${} is set",
-                api.ctx.config.http.admin_token_env
-            )));
-        };
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let given = bearer.or_else(|| token_from_query(parts.uri.query()));
-        match given {
-            Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => Ok(Viewer),
-            Some(_) => Err(ApiError::unauthorized("wrong token")),
-            None => Err(ApiError::unauthorized(
-                "the dashboard needs the admin token: open /?token=<token>",
-            )),
-        }
-    }
-}
-
-/// Whether `bind` only accepts connections from this machine.
-fn is_loopback(bind: &str) -> bool {
-    match bind.parse::<SocketAddr>() {
-        Ok(addr) => addr.ip().is_loopback(),
-        Err(_) => bind
-            .rsplit_once(':')
-            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
-    }
-}
-
-/// The `token` parameter of a query string (tokens are URL-safe, not decoded).
-fn token_from_query(query: Option<&str>) -> Option<&str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "token")
-        .map(|(_, v)| v)
-}
-
 /// `GET /`
-pub(crate) async fn page_handler(_: Viewer) -> Response {
+pub(crate) async fn page_handler() -> Response {
     (
         [(header::CACHE_CONTROL, "no-cache")],
         Html(page().to_string()),
@@ -107,10 +51,7 @@ pub(crate) async fn page_handler(_: Viewer) -> Response {
 }
 
 /// `GET /api/dashboard`: what the page shows besides the charts.
-pub(crate) async fn summary(
-    _: Viewer,
-    State(api): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn summary(State(api): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ctx = &api.ctx;
     let now = now_ms();
     let (_, health) = super::health::health_document(&api);
@@ -196,6 +137,8 @@ pub(crate) async fn summary(
     let leak = snapshot.as_ref().map(|s| {
         json!({
             "suspected": s.leak.suspected,
+            "judged": s.leak.judged,
+            "needs_minutes": s.leak.needs_minutes,
             "mb_per_hour": s.leak.mb_per_hour,
             "r2": s.leak.r2,
             "span_minutes": s.leak.span_minutes,
@@ -239,24 +182,7 @@ pub(crate) async fn summary(
 
 #[cfg(test)]
 mod tests {
-    use super::{is_loopback, page, token_from_query};
-
-    #[test]
-    fn loopback_binds_are_recognised() {
-        assert!(is_loopback("127.0.0.1:8080"));
-        assert!(is_loopback("[::1]:8080"));
-        assert!(is_loopback("localhost:8080"));
-        assert!(!is_loopback("0.0.0.0:8080"));
-        assert!(!is_loopback("192.168.1.4:8080"));
-        assert!(!is_loopback("example.org:80"));
-    }
-
-    #[test]
-    fn the_token_is_read_from_the_query() {
-        assert_eq!(token_from_query(Some("range=1h&token=abc")), Some("abc"));
-        assert_eq!(token_from_query(Some("tokens=abc")), None);
-        assert_eq!(token_from_query(None), None);
-    }
+    use super::page;
 
     #[test]
     fn the_page_inlines_its_style_and_script() {

@@ -8,12 +8,14 @@
 //!
 //! Invariants: binds `http.bind` (loopback by default); admin routes need the
 //! bearer token (constant-time compare) and are refused when none is configured;
+//! off loopback every route but the health probes needs a token ([`access`]);
 //! every error is JSON `{"error", "code"}` with a fitting status, never a 500 for
 //! bad input (bodies axum or tower produce bare — no route, wrong method, too
 //! large, timed out — are rewritten here); query strings and bodies are bounded;
 //! every route has a timeout; every request's latency is recorded in
 //! [`crate::metrics`] under the route's template, so label cardinality is bounded.
 
+mod access;
 mod admin;
 mod dashboard;
 mod error;
@@ -57,6 +59,10 @@ pub(crate) struct Api {
     pub backup_interval_ms: Option<u64>,
     /// The last `/health` answer.
     pub health_cache: health::HealthCache,
+    /// The read-only bearer token (`http.read_token_env`), when set.
+    pub read_token: Option<String>,
+    /// `http.bind` is a loopback address: read routes need no token.
+    pub loopback: bool,
 }
 
 pub(crate) type AppState = Arc<Api>;
@@ -65,6 +71,8 @@ impl Api {
     pub(crate) fn new(ctx: Arc<ServiceContext>) -> Self {
         let backup_interval_ms = backup_interval_ms(&ctx.config.backup.schedule);
         Api {
+            read_token: crate::config::secret_from_env(&ctx.config.http.read_token_env),
+            loopback: access::is_loopback(&ctx.config.http.bind),
             ctx,
             backup_interval_ms,
             health_cache: health::HealthCache::default(),
@@ -106,9 +114,17 @@ pub async fn serve(
 
 /// The whole API, built from the route table.
 pub fn router(ctx: Arc<ServiceContext>) -> Router {
+    let state: AppState = Arc::new(Api::new(ctx));
     let mut router: Router<AppState> = Router::new();
     for route in routes::ROUTES {
-        router = router.route(route.path, (route.mount)(route.verb.filter()));
+        let mut handler = (route.mount)(route.verb.filter());
+        if route.access == access::Access::Read {
+            handler = handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                access::require_reader,
+            ));
+        }
+        router = router.route(route.path, handler);
     }
     router
         .fallback(|| async { ApiError::for_bare_status(StatusCode::NOT_FOUND) })
@@ -122,7 +138,7 @@ pub fn router(ctx: Arc<ServiceContext>) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(bound_query))
         .layer(middleware::from_fn(record_latency))
-        .with_state(Arc::new(Api::new(ctx)))
+        .with_state(state)
 }
 
 /// Records each request's latency under its route template (`http`, `GET /api/tasks/{id}`).

@@ -2,7 +2,9 @@
 //!
 //! The data belongs to the monitors (`crate::monitor`); these handlers only parse
 //! parameters, call it, and shape the answer. History is bounded: at most
-//! [`MAX_HISTORY_POINTS`] points per series, fewer when `step` asks for it.
+//! [`MAX_HISTORY_POINTS`] points per series, fewer when `step` asks for it, and
+//! names the periods of the range when the service was not running (`down`), so
+//! a chart does not join the points on either side.
 
 use axum::Json;
 use axum::extract::State;
@@ -86,6 +88,7 @@ pub(crate) async fn history(
         "step": q.step,
         "resolution": found.resolution,
         "series": series,
+        "down": monitor::down_periods(&api.ctx, from, to),
     })))
 }
 

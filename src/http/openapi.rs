@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use serde_json::{Map, Value, json};
 
-use super::routes::{In, Kind, ROUTES, Route};
+use super::routes::{Access, In, Kind, ROUTES, Route};
 
 /// `GET /api/openapi.json`
 pub(crate) async fn document() -> Json<Value> {
@@ -31,7 +31,10 @@ pub(crate) fn build() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Health, status, observability and admin API of an agentlab service. \
                 Errors are JSON {\"error\", \"code\"}. Admin routes need `Authorization: Bearer <token>` \
-                (the token from http.admin_token_env); they answer 403 when no token is configured.",
+                (the token from http.admin_token_env); they answer 403 when no token is configured. \
+                When http.bind is not a loopback address every other route but /health, /livez and /readyz \
+                needs a bearer token too, the read-only one (http.read_token_env) or the admin one \
+                (401 without it, 403 when neither is configured); on loopback they are open.",
         },
         "paths": paths,
         "components": {
@@ -62,7 +65,15 @@ fn operation(route: &Route) -> Value {
         route.answer.status.to_string(),
         json!({"description": "success", "content": content}),
     );
-    for status in route.errors {
+    let refusals: &[u16] = if route.access == Access::Read {
+        &[401, 403]
+    } else {
+        &[]
+    };
+    let mut errors: Vec<u16> = route.errors.iter().chain(refusals).copied().collect();
+    errors.sort_unstable();
+    errors.dedup();
+    for status in &errors {
         let content = if route.path == "/health" && *status == 503 {
             json!({"application/health+json": {"schema": {"$ref": "#/components/schemas/Health"}}})
         } else if route.path == "/readyz" && *status == 503 {
@@ -84,11 +95,16 @@ fn operation(route: &Route) -> Value {
         .params
         .iter()
         .map(|p| {
+            let description = if p.name == "metric_type" {
+                format!("{} {}", p.description, metric_types_text())
+            } else {
+                p.description.to_string()
+            };
             let mut param = json!({
                 "name": p.name,
                 "in": match p.location { In::Path => "path", In::Query => "query" },
                 "required": p.required,
-                "description": p.description,
+                "description": description,
                 "schema": kind_schema(p.kind),
             });
             if matches!(p.kind, Kind::SomeOf(_)) {
@@ -113,10 +129,22 @@ fn operation(route: &Route) -> Value {
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
         });
     }
-    if route.admin {
-        op["security"] = json!([{"bearerAuth": []}]);
+    match route.access {
+        Access::Open => {}
+        // Open on a loopback bind, a token on any other: either is acceptable.
+        Access::Read => op["security"] = json!([{}, {"bearerAuth": []}]),
+        Access::Admin => op["security"] = json!([{"bearerAuth": []}]),
     }
     op
+}
+
+/// The metric types the history route answers for, as one sentence.
+fn metric_types_text() -> String {
+    let listed: Vec<String> = crate::monitor::series::METRIC_TYPES
+        .iter()
+        .map(|(name, what)| format!("`{name}` ({what})"))
+        .collect();
+    format!("Metric types: {}.", listed.join("; "))
 }
 
 fn kind_schema(kind: Kind) -> Value {
@@ -136,7 +164,7 @@ fn error_description(status: u16) -> &'static str {
     match status {
         400 => "bad parameter or body",
         401 => "missing or wrong bearer token",
-        403 => "admin routes are disabled (no token configured)",
+        403 => "no token is configured for this route (admin routes; read routes off loopback)",
         404 => "unknown bot, task or metric",
         409 => "the task is not in a state that allows this",
         413 => "body too large",
@@ -282,6 +310,16 @@ fn schemas() -> Value {
                 "from": {"type": "integer"},
                 "to": {"type": "integer"},
                 "resolution": {"type": "string", "enum": ["raw", "minute", "hour"]},
+                "step": nullable_int,
+                "down": {
+                    "description": "Periods of the range when the service was not running: no line belongs across them.",
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["from_ms", "to_ms"],
+                        "properties": {"from_ms": {"type": "integer"}, "to_ms": {"type": "integer"}},
+                    },
+                },
                 "series": {"type": "array", "items": {
                     "type": "object",
                     "required": ["name", "points"],
@@ -310,4 +348,60 @@ fn schemas() -> Value {
             "required": ["status", "uptime_s", "bots", "queue", "cost", "alerts", "tasks"],
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::monitor::series::METRIC_TYPES;
+
+    #[test]
+    fn every_metric_type_is_listed_in_the_document_and_the_readme() {
+        let doc = super::build();
+        let params = doc["paths"]["/api/observability/history/{metric_type}"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .clone();
+        let metric = params
+            .iter()
+            .find(|p| p["name"] == "metric_type")
+            .expect("metric_type");
+        let described = metric["description"].as_str().expect("description");
+        let readme = include_str!("../../README.md");
+        for (name, _) in METRIC_TYPES {
+            assert!(
+                described.contains(&format!("`{name}`")),
+                "{name} not in the document"
+            );
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} not in the README"
+            );
+        }
+    }
+
+    #[test]
+    fn read_routes_document_their_token_and_refusals() {
+        let doc = super::build();
+        for path in ["/metrics", "/api/tasks", "/api/openapi.json", "/"] {
+            let op = &doc["paths"][path]["get"];
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{}, {"bearerAuth": []}]),
+                "{path}"
+            );
+            assert!(
+                op["responses"]["401"].is_object() && op["responses"]["403"].is_object(),
+                "{path}"
+            );
+        }
+        for path in ["/health", "/livez", "/readyz"] {
+            let op = &doc["paths"][path]["get"];
+            assert!(op["security"].is_null(), "{path}");
+            assert!(op["responses"]["401"].is_null(), "{path}");
+        }
+        assert_eq!(
+            doc["paths"]["/api/restart"]["post"]["security"],
+            serde_json::json!([{"bearerAuth": []}])
+        );
+    }
 }

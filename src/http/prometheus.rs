@@ -1,13 +1,15 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
 //!
-//! Two kinds of metrics: the standard `process_*` ones, read from `/proc/self`,
-//! and agentlab's own (tasks by status, queue depth, task durations, breakers,
-//! cost, Telegram links, and the latency histograms of every dependency call and
-//! HTTP route from [`crate::metrics`]). Counters only grow while the process lives;
-//! the task-duration histogram is the exception, being computed from a window of
-//! recent finished tasks (its HELP says so).
+//! Two kinds of metrics: the standard `process_*` ones, read from `/proc/self`
+//! where it exists and from sysinfo elsewhere (macOS), and agentlab's own (tasks
+//! by status, queue depth, task durations, breakers, cost, Telegram links, and
+//! the latency histograms of every dependency call and HTTP route from
+//! [`crate::metrics`]). Invariant: every counter and histogram only grows for the
+//! life of the process (they count what this process saw, from
+//! [`crate::metrics`]), so `rate()` and `histogram_quantile()` read them right.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -16,18 +18,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::LATENCY_BUCKETS_MS;
+use crate::metrics::{LATENCY_BUCKETS_MS, TASK_DURATION_BUCKETS_S};
 use crate::service::ServiceContext;
-use crate::storage::{TaskFilter, TaskStatus, now_ms};
+use crate::storage::{TaskStatus, now_ms};
 
 /// Content type of the text exposition format.
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Finished tasks (per terminal status) the duration histogram looks at.
-const DURATION_WINDOW_TASKS: usize = 500;
-/// Upper bounds of the task-duration buckets, seconds.
-const TASK_DURATION_BUCKETS_S: [f64; 11] = [
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
-];
 
 /// `GET /metrics`
 pub(crate) async fn metrics(State(api): State<AppState>) -> Result<Response, ApiError> {
@@ -38,7 +34,8 @@ pub(crate) async fn metrics(State(api): State<AppState>) -> Result<Response, Api
 /// The whole exposition.
 pub(crate) fn render(ctx: &ServiceContext) -> Result<String, ApiError> {
     let mut out = Exposition::default();
-    process_metrics(&mut out, ctx);
+    let figures = ProcessFigures::read(Path::new("/proc"));
+    process_metrics(&mut out, &figures, ctx.started_ms);
     service_metrics(&mut out, ctx)?;
     call_metrics(&mut out);
     Ok(out.text)
@@ -124,71 +121,132 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// The standard process metrics, from `/proc/self` (absent where it is missing).
-fn process_metrics(out: &mut Exposition, ctx: &ServiceContext) {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
-    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+/// The figures of the standard `process_*` metrics; `None` where the platform
+/// does not tell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ProcessFigures {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<f64>,
+    virtual_bytes: Option<f64>,
+    threads: Option<f64>,
+    start_time_s: Option<f64>,
+    open_fds: Option<f64>,
+}
+
+impl ProcessFigures {
+    /// This process's figures: from `<proc_root>/self` when it exists (Linux),
+    /// else from sysinfo (macOS and the other platforms without `/proc`). The
+    /// root is a parameter so that the sysinfo path is exercised on Linux too.
+    pub(crate) fn read(proc_root: &Path) -> ProcessFigures {
+        Self::from_proc(proc_root).unwrap_or_else(Self::from_sysinfo)
+    }
+
+    fn from_proc(proc_root: &Path) -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string(proc_root.join("self/stat")).ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // SAFETY: as above.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+        // Fields after the command name, which may itself hold spaces and parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        let boot_time = std::fs::read_to_string(proc_root.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+        Some(ProcessFigures {
+            cpu_seconds: field(14)
+                .zip(field(15))
+                .map(|(utime, stime)| (utime + stime) / ticks),
+            resident_bytes: field(24).map(|rss| rss * page),
+            virtual_bytes: field(23),
+            threads: field(20),
+            start_time_s: boot_time
+                .zip(field(22))
+                .map(|(boot, start_ticks)| boot + start_ticks / ticks),
+            open_fds: std::fs::read_dir(proc_root.join("self/fd"))
+                .ok()
+                .map(|dir| dir.count() as f64),
+        })
+    }
+
+    fn from_sysinfo() -> ProcessFigures {
+        let pid = sysinfo::Pid::from_u32(std::process::id());
+        let Ok(mut system) = sysinfo::System::new() else {
+            return ProcessFigures::default();
+        };
+        let kind = sysinfo::ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu()
+            .with_tasks();
+        system.refresh_processes_specifics(sysinfo::ProcessesToUpdate::Some(&[pid]), true, kind);
+        let Some(process) = system.process(pid) else {
+            return ProcessFigures::default();
+        };
+        ProcessFigures {
+            cpu_seconds: Some(process.accumulated_cpu_time() as f64 / 1000.0),
+            resident_bytes: Some(process.memory() as f64),
+            virtual_bytes: Some(process.virtual_memory() as f64),
+            // The threads are the process's tasks, plus the main one they omit.
+            threads: process.tasks().map(|t| (t.len() + 1) as f64),
+            start_time_s: Some(process.start_time() as f64).filter(|s| *s > 0.0),
+            open_fds: process.open_files().map(|n| n as f64),
+        }
+    }
+}
+
+/// The standard process metrics (see [`ProcessFigures::read`]); a figure the
+/// platform does not tell is left out.
+fn process_metrics(out: &mut Exposition, figures: &ProcessFigures, started_ms: u64) {
+    if let Some(v) = figures.cpu_seconds {
         out.single(
             "process_cpu_seconds_total",
             "counter",
             "Total user and system CPU time spent in seconds.",
-            (utime + stime) / ticks,
+            v,
         );
     }
-    if let Some(rss) = field(24) {
+    if let Some(v) = figures.resident_bytes {
         out.single(
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size in bytes.",
-            rss * page,
+            v,
         );
     }
-    if let Some(vsize) = field(23) {
+    if let Some(v) = figures.virtual_bytes {
         out.single(
             "process_virtual_memory_bytes",
             "gauge",
             "Virtual memory size in bytes.",
-            vsize,
+            v,
         );
     }
-    if let Some(threads) = field(20) {
+    if let Some(v) = figures.threads {
         out.single(
             "process_threads",
             "gauge",
             "Number of OS threads in the process.",
-            threads,
+            v,
         );
     }
-    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    });
-    let start = match (boot_time, field(22)) {
-        (Some(boot), Some(start_ticks)) => boot + start_ticks / ticks,
-        _ => ctx.started_ms as f64 / 1000.0,
-    };
     out.single(
         "process_start_time_seconds",
         "gauge",
         "Start time of the process since unix epoch in seconds.",
-        start,
+        figures.start_time_s.unwrap_or(started_ms as f64 / 1000.0),
     );
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+    if let Some(v) = figures.open_fds {
         out.single(
             "process_open_fds",
             "gauge",
             "Number of open file descriptors.",
-            dir.count() as f64,
+            v,
         );
     }
     let mut limit = libc::rlimit {
@@ -270,7 +328,7 @@ fn service_metrics(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), Api
         ctx.pool.busy() as f64,
     );
 
-    task_durations(out, ctx)?;
+    task_durations(out);
 
     let now = now_ms();
     out.family(
@@ -387,41 +445,23 @@ fn service_metrics(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), Api
     Ok(())
 }
 
-/// Run time of recent finished tasks, by terminal status.
-fn task_durations(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), ApiError> {
+/// Run time of the tasks this process finished, by terminal status.
+fn task_durations(out: &mut Exposition) {
     out.family(
         "agentlab_task_duration_seconds",
         "histogram",
-        "Agent run time of the most recent finished tasks (a window of at most 500 per status, not cumulative).",
+        "Agent run time of the tasks finished since this process started.",
     );
     for status in [TaskStatus::Succeeded, TaskStatus::Failed] {
-        let filter = TaskFilter {
-            status: Some(status),
-            bot_id: None,
-            user_id: None,
-            limit: Some(DURATION_WINDOW_TASKS),
-        };
-        let mut counts = [0u64; TASK_DURATION_BUCKETS_S.len() + 1];
-        let mut sum = 0.0;
-        for task in ctx.store.list_tasks(&filter)? {
-            let Some(ms) = task.run_ms() else { continue };
-            let seconds = ms as f64 / 1000.0;
-            sum += seconds;
-            let i = TASK_DURATION_BUCKETS_S
-                .iter()
-                .position(|&b| seconds <= b)
-                .unwrap_or(TASK_DURATION_BUCKETS_S.len());
-            counts[i] += 1;
-        }
+        let histogram = crate::metrics::task_duration_histogram(status.as_str());
         out.histogram(
             "agentlab_task_duration_seconds",
             &[("status", status.as_str())],
             &TASK_DURATION_BUCKETS_S,
-            &counts,
-            sum,
+            &histogram.buckets,
+            histogram.sum_s,
         );
     }
-    Ok(())
 }
 
 /// Calls to the Telegram API, the agent and our own HTTP routes, from
@@ -432,7 +472,7 @@ fn call_metrics(out: &mut Exposition) {
     out.family(
         "agentlab_call_duration_seconds",
         "histogram",
-        "Latency of calls per dependency (telegram: the Bot API, http: our routes) and method.",
+        "Latency of calls per dependency (telegram: the Bot API, http: our routes) and method; Telegram long polls (getUpdates) are not timed.",
     );
     for (dependency, method, s) in &stats {
         out.histogram(
@@ -441,6 +481,18 @@ fn call_metrics(out: &mut Exposition) {
             &bounds_s,
             &s.buckets,
             s.latency_sum_ms / 1000.0,
+        );
+    }
+    out.family(
+        "agentlab_calls_total",
+        "counter",
+        "Calls per dependency and method, long polls included (the duration histogram leaves them out).",
+    );
+    for (dependency, method, s) in &stats {
+        out.sample(
+            "agentlab_calls_total",
+            &[("dependency", dependency), ("method", method)],
+            s.calls as f64,
         );
     }
     out.family(
@@ -478,6 +530,60 @@ mod tests {
         let mut out = Exposition::default();
         out.sample("m", &[("a", "x\"y\\z\nw")], 1.5);
         assert_eq!(out.text, "m{a=\"x\\\"y\\\\z\\nw\"} 1.5\n");
+    }
+
+    fn rendered(figures: &ProcessFigures) -> String {
+        let mut out = Exposition::default();
+        process_metrics(&mut out, figures, 0);
+        out.text
+    }
+
+    #[test]
+    fn process_metrics_come_from_sysinfo_where_proc_is_absent() {
+        let figures = ProcessFigures::read(Path::new("/no/proc/here"));
+        assert!(
+            figures.resident_bytes.is_some_and(|b| b > 0.0),
+            "{figures:?}"
+        );
+        assert!(
+            figures.virtual_bytes.is_some_and(|b| b > 0.0),
+            "{figures:?}"
+        );
+        assert!(figures.cpu_seconds.is_some_and(|s| s >= 0.0), "{figures:?}");
+        let started = figures.start_time_s.expect("start time");
+        let now = now_ms() as f64 / 1000.0;
+        assert!(started > 1.6e9 && started <= now + 1.0, "{figures:?}");
+        let text = rendered(&figures);
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_start_time_seconds",
+            "process_max_fds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn proc_and_sysinfo_agree_on_linux() {
+        if !Path::new("/proc/self/stat").exists() {
+            return;
+        }
+        let proc = ProcessFigures::read(Path::new("/proc"));
+        let sysinfo = ProcessFigures::from_sysinfo();
+        let (a, b) = (
+            proc.start_time_s.expect("proc start"),
+            sysinfo.start_time_s.expect("sysinfo start"),
+        );
+        assert!((a - b).abs() <= 2.0, "start {a} vs {b}");
+        assert!(
+            proc.threads.is_some() && proc.open_fds.is_some(),
+            "{proc:?}"
+        );
     }
 
     #[test]

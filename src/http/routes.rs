@@ -2,10 +2,12 @@
 //!
 //! Invariant: the router is built from [`ROUTES`] and the OpenAPI document is
 //! generated from [`ROUTES`], so a route cannot exist undocumented, nor a
-//! documented route be missing or take another method.
+//! documented route be missing or take another method, nor its access differ
+//! from what the document says.
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
+pub(crate) use super::access::Access;
 use super::{AppState, admin, dashboard, health, observability, prometheus, status};
 
 /// An HTTP method the API uses.
@@ -79,8 +81,8 @@ pub(crate) struct Route {
     pub operation_id: &'static str,
     pub summary: &'static str,
     pub tag: &'static str,
-    /// Needs the admin bearer token.
-    pub admin: bool,
+    /// Who may call it.
+    pub access: Access,
     pub params: &'static [Param],
     /// Schema name of the JSON body, if any.
     pub body: Option<&'static str>,
@@ -135,7 +137,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "health",
         summary: "Health of the service and its parts (IETF health-check draft); 503 when failing",
         tag: "health",
-        admin: false,
+        access: Access::Open,
         params: &[],
         body: None,
         answer: Answer {
@@ -153,7 +155,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "livez",
         summary: "Liveness: the process answers",
         tag: "health",
-        admin: false,
+        access: Access::Open,
         params: &[],
         body: None,
         answer: json("Probe"),
@@ -166,7 +168,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "readyz",
         summary: "Readiness: 503 until the start-up barrier has passed, and during shutdown",
         tag: "health",
-        admin: false,
+        access: Access::Open,
         params: &[],
         body: None,
         answer: json("Probe"),
@@ -179,7 +181,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "listBots",
         summary: "The configured bots and their states",
         tag: "status",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: json("Bots"),
@@ -192,7 +194,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "botStatus",
         summary: "One bot: state, uptime, queue depth, busy workers, today's cost, circuit",
         tag: "status",
-        admin: false,
+        access: Access::Read,
         params: &[BOT_ID],
         body: None,
         answer: json("BotStatus"),
@@ -205,7 +207,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "circuitStatus",
         summary: "One bot's circuit breakers: state, failure count and rate, last transition, next probe",
         tag: "status",
-        admin: false,
+        access: Access::Read,
         params: &[BOT_ID],
         body: None,
         answer: json("CircuitStatus"),
@@ -218,7 +220,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "listTasks",
         summary: "Tasks, newest first",
         tag: "tasks",
-        admin: false,
+        access: Access::Read,
         params: &[
             Param {
                 name: "status",
@@ -256,7 +258,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "createTask",
         summary: "Queue a prompt for a bot's agent; the answer is read from GET /api/tasks/{id}",
         tag: "admin",
-        admin: true,
+        access: Access::Admin,
         params: &[],
         body: Some("CreateTask"),
         answer: Answer {
@@ -274,7 +276,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "getTask",
         summary: "One task, with its answer once finished",
         tag: "tasks",
-        admin: false,
+        access: Access::Read,
         params: &[TASK_ID],
         body: None,
         answer: json("Task"),
@@ -287,7 +289,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "cancelTask",
         summary: "Cancel a queued task, or stop a running one",
         tag: "admin",
-        admin: true,
+        access: Access::Admin,
         params: &[TASK_ID],
         body: None,
         answer: json("TaskCancelled"),
@@ -300,7 +302,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "monitorSnapshot",
         summary: "A snapshot of every monitor",
         tag: "observability",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: json("Snapshot"),
@@ -313,7 +315,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "metricHistory",
         summary: "Time series of a metric, raw or rolled up by range, bounded in points",
         tag: "observability",
-        admin: false,
+        access: Access::Read,
         params: &[
             Param {
                 name: "metric_type",
@@ -355,7 +357,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "listAlerts",
         summary: "Current and past alerts, newest first",
         tag: "observability",
-        admin: false,
+        access: Access::Read,
         params: &[
             Param {
                 name: "state",
@@ -386,7 +388,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "prometheus",
         summary: "Prometheus text exposition: process and agentlab metrics",
         tag: "observability",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: Answer {
@@ -404,7 +406,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "restart",
         summary: "Record the restart state and exit with code 42 for the service manager to restart",
         tag: "admin",
-        admin: true,
+        access: Access::Admin,
         params: &[],
         body: None,
         answer: Answer {
@@ -422,7 +424,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "backup",
         summary: "Take a verified snapshot now",
         tag: "admin",
-        admin: true,
+        access: Access::Admin,
         params: &[],
         body: None,
         answer: json("BackupTaken"),
@@ -435,7 +437,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "dump",
         summary: "Every row of the chosen tables, from one read transaction, as `agentlab dump --format` prints it",
         tag: "admin",
-        admin: true,
+        access: Access::Admin,
         params: &[
             Param {
                 name: "table",
@@ -475,7 +477,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "openapi",
         summary: "This document",
         tag: "meta",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: json("OpenApi"),
@@ -486,9 +488,9 @@ pub(crate) static ROUTES: &[Route] = &[
         verb: Verb::Get,
         path: "/",
         operation_id: "dashboard",
-        summary: "The dashboard page (HTML); needs the admin token (bearer or `?token=`) unless http.bind is loopback",
+        summary: "The dashboard page (HTML); off a loopback http.bind it needs the read or admin token (bearer or `?token=`)",
         tag: "dashboard",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: Answer {
@@ -506,7 +508,7 @@ pub(crate) static ROUTES: &[Route] = &[
         operation_id: "dashboardSummary",
         summary: "What the dashboard shows besides its charts: status, bots, queue, cost, alerts (firing first), recent tasks, last backup",
         tag: "dashboard",
-        admin: false,
+        access: Access::Read,
         params: &[],
         body: None,
         answer: json("Dashboard"),

@@ -2,8 +2,9 @@
 //! agent, our own HTTP routes), each against its own baseline.
 //!
 //! Each tick takes the calls made since the previous tick from [`crate::metrics`]
-//! and keeps the last [`WINDOW_TICKS`] of them; the p95 of that window is compared
-//! with the dependency's baseline (an EWMA of earlier windows' p95). Invariants: a
+//! and keeps the last [`WINDOW_TICKS`] of them; the p95 of that window (shown
+//! whenever the window holds a timed call) is compared with the dependency's
+//! baseline (an EWMA of earlier windows' p95). Invariants: a
 //! dependency is `degraded` only after its p95 stayed above `factor` × baseline
 //! (and at least [`MIN_EXCESS_MS`] above it) for `degraded_for`; the baseline
 //! learns only from healthy windows with at least [`MIN_CALLS`] calls, so an
@@ -35,8 +36,8 @@ pub struct DependencyHealth {
     pub timeouts: u64,
     /// Errors / calls in the window.
     pub error_rate: f64,
-    /// p95 latency of the window, ms.
-    pub p95_ms: f64,
+    /// p95 latency of the window's timed calls, ms; `None` when it has none.
+    pub p95_ms: Option<f64>,
     /// The baseline p95, ms, once learnt.
     pub baseline_p95_ms: Option<f64>,
     /// Since when p95 has been above the threshold, unix ms.
@@ -134,17 +135,20 @@ fn judge(health: &mut DependencyHealth, window: &CallStats, now_ms: u64, params:
     } else {
         0.0
     };
-    if window.calls < MIN_CALLS {
-        // Too little traffic to judge: keep the verdict, but a degraded state
-        // without traffic to prove it ends.
-        if window.calls == 0 {
-            health.slow_since_ms = None;
-            health.degraded = false;
+    health.p95_ms = window.quantile_ms(0.95);
+    let timed = window.timed_calls();
+    let p95 = match health.p95_ms {
+        Some(p95) if timed >= MIN_CALLS => p95,
+        _ => {
+            // Too little traffic to judge: keep the verdict, but a degraded state
+            // without traffic to prove it ends.
+            if timed == 0 {
+                health.slow_since_ms = None;
+                health.degraded = false;
+            }
+            return;
         }
-        return;
-    }
-    let p95 = window.quantile_ms(0.95);
-    health.p95_ms = p95;
+    };
     let slow = health
         .baseline_p95_ms
         .is_some_and(|base| p95 > base * params.factor && p95 - base >= MIN_EXCESS_MS);
@@ -227,6 +231,25 @@ mod tests {
             Some(100.0),
             "the outage is not learnt"
         );
+    }
+
+    #[test]
+    fn a_few_calls_have_a_p95_before_they_can_be_judged() {
+        let mut health = ApiHealth::default();
+        let mut agent = CallStats::default();
+        add(&mut agent, 4, 45.0);
+        health.update(&[("agent".into(), agent.clone())], 10_000, &PARAMS);
+        let report = health.report();
+        assert_eq!(report["agent"].calls, 4);
+        assert_eq!(report["agent"].p95_ms, Some(50.0));
+        assert_eq!(
+            report["agent"].baseline_p95_ms, None,
+            "too few to learn from"
+        );
+        for tick in 2..=WINDOW_TICKS as u64 + 1 {
+            health.update(&[("agent".into(), agent.clone())], tick * 10_000, &PARAMS);
+        }
+        assert_eq!(health.report()["agent"].p95_ms, None, "the window emptied");
     }
 
     #[test]

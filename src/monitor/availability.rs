@@ -187,6 +187,31 @@ pub fn report(events: &[Event], now_ms: u64) -> AvailabilityReport {
     }
 }
 
+/// A period within a history range when no run of the service was up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DownPeriod {
+    /// Start (the end of a run, or `from_ms`), unix ms.
+    pub from_ms: u64,
+    /// End (the next start), unix ms.
+    pub to_ms: u64,
+}
+
+/// The periods of `[from_ms, to_ms]` between the ends and starts of `runs` (any
+/// order), so charts do not draw a line across them.
+pub fn down_periods(runs: &[UpInterval], from_ms: u64, to_ms: u64) -> Vec<DownPeriod> {
+    let mut runs: Vec<&UpInterval> = runs.iter().collect();
+    runs.sort_by_key(|r| r.start_ms);
+    runs.windows(2)
+        .filter_map(|pair| {
+            let (down_from, down_to) = (pair[0].end_ms.max(from_ms), pair[1].start_ms.min(to_ms));
+            (down_from < down_to).then_some(DownPeriod {
+                from_ms: down_from,
+                to_ms: down_to,
+            })
+        })
+        .collect()
+}
+
 fn payload_u64(event: &Event, key: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(&event.payload_json)
         .ok()?
@@ -206,6 +231,28 @@ mod tests {
             bot_id: None,
             payload_json: payload.to_string(),
         }
+    }
+
+    #[test]
+    fn down_periods_lie_between_runs_within_the_range() {
+        let run = |start_ms, end_ms| UpInterval {
+            start_ms,
+            end_ms,
+            cause: EndCause::CleanStop,
+            exit_code: Some(0),
+        };
+        let runs = [run(500, 900), run(100, 200), run(300, 400)];
+        let down = |from_ms, to_ms| DownPeriod { from_ms, to_ms };
+        assert_eq!(
+            down_periods(&runs, 0, 1_000),
+            vec![down(200, 300), down(400, 500)]
+        );
+        assert_eq!(
+            down_periods(&runs, 250, 450),
+            vec![down(250, 300), down(400, 450)]
+        );
+        assert_eq!(down_periods(&runs, 600, 800), vec![]);
+        assert_eq!(down_periods(&[run(0, 10), run(10, 20)], 0, 30), vec![]);
     }
 
     #[test]

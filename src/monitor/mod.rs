@@ -137,7 +137,7 @@ pub struct Monitor {
 
 impl Monitor {
     /// A monitor over `ctx` with its state rebuilt from the store: the last 25 h of
-    /// events, the leak window of memory samples, the open alerts; and a crash of
+    /// events, this process's memory samples, the open alerts; and a crash of
     /// the previous run recorded (call before the first tick writes a heartbeat).
     pub async fn start(
         ctx: Arc<ServiceContext>,
@@ -163,13 +163,12 @@ impl Monitor {
         };
         monitor.load_lifecycle(now)?;
         monitor.record_crash(now).await?;
+        // This process's samples only (see `RssWindow`): none unless the monitor
+        // is started again within the same process.
         let window_ms = monitor.leak_window_ms();
+        let since = now.saturating_sub(window_ms).max(monitor.ctx.started_ms);
         let rss_name = series_name("process_rss_bytes", &[("proc", "service")]);
-        for s in monitor
-            .ctx
-            .store
-            .series_range(&rss_name, now.saturating_sub(window_ms), now)?
-        {
+        for s in monitor.ctx.store.series_range(&rss_name, since, now)? {
             monitor.rss.push(s.at_ms, s.value, window_ms);
         }
         Ok(monitor)
@@ -280,7 +279,9 @@ impl Monitor {
             batch.push("api_calls", &labels, h.calls as f64);
             batch.push("api_error_rate", &labels, h.error_rate);
             batch.push("api_timeouts", &labels, h.timeouts as f64);
-            batch.push("api_p95_ms", &labels, h.p95_ms);
+            if let Some(p95) = h.p95_ms {
+                batch.push("api_p95_ms", &labels, p95);
+            }
         }
 
         // Events: failures, queue movements, lifecycle.
@@ -376,9 +377,11 @@ impl Monitor {
             &params,
         );
         for (dep, h) in &api {
-            if h.calls >= api_health::MIN_CALLS {
+            if let Some(p95) = h.p95_ms
+                && h.calls >= api_health::MIN_CALLS
+            {
                 self.anomalies
-                    .observe(&format!("{dep}_p95_ms"), h.p95_ms, 25.0, &params);
+                    .observe(&format!("{dep}_p95_ms"), p95, 25.0, &params);
             }
         }
         for (kind, (sum, n)) in &runs {
@@ -421,7 +424,10 @@ impl Monitor {
             failures_last_minute: failure_report.last_minute,
             queue_depth: queue_report.depth,
             disk_used_ratio: disk,
-            leak: Some((leak.suspected, leak.mb_per_hour, leak.r2)),
+            leak: leak
+                .mb_per_hour
+                .zip(leak.r2)
+                .map(|(mb_per_hour, r2)| (leak.suspected, mb_per_hour, r2)),
             fd_ratios: processes
                 .iter()
                 .filter_map(|p| {
@@ -737,6 +743,27 @@ pub fn history(
     series::history_from_store(&ctx.store, metric_type, from_ms, to_ms, None)
 }
 
+/// The periods of `[from_ms, to_ms]` when the service was not running, from the
+/// last tick's availability report (none before the first tick).
+pub fn down_periods(
+    ctx: &ServiceContext,
+    from_ms: u64,
+    to_ms: u64,
+) -> Vec<availability::DownPeriod> {
+    let Some(snapshot) = ctx.monitor.latest() else {
+        return Vec::new();
+    };
+    let report = &snapshot.availability;
+    let mut runs = report.restarts.clone();
+    runs.push(availability::UpInterval {
+        start_ms: report.current_start_ms,
+        end_ms: snapshot.at_ms.max(report.current_start_ms),
+        cause: availability::EndCause::Running,
+        exit_code: None,
+    });
+    availability::down_periods(&runs, from_ms, to_ms)
+}
+
 /// [`history`] with a step (ms between points asked for), which may pick coarser rollups.
 pub fn history_with_step(
     ctx: &ServiceContext,
@@ -821,14 +848,18 @@ pub fn prometheus_lines(ctx: &ServiceContext) -> String {
     gauge(
         "memory_growth_mb_per_hour",
         "Fitted growth of resident memory over the leak window.",
-        vec![(String::new(), s.leak.mb_per_hour)],
+        s.leak
+            .mb_per_hour
+            .map(|mb| (String::new(), mb))
+            .into_iter()
+            .collect(),
     );
     gauge(
         "dependency_p95_ms",
         "p95 latency of the last minute per dependency.",
         s.api
             .iter()
-            .map(|(d, h)| (label("dependency", d), h.p95_ms))
+            .filter_map(|(d, h)| h.p95_ms.map(|p95| (label("dependency", d), p95)))
             .collect(),
     );
     gauge(

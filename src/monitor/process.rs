@@ -2,13 +2,15 @@
 //! of each running agent, and the leak detector over the service's resident memory.
 //!
 //! Invariants: a process that vanished between listing and reading is skipped,
-//! never an error; fd counts and limits come from `/proc` on Linux and are `None`
-//! elsewhere (the fd rule then never holds); the leak verdict needs at least
+//! never an error; threads, fd counts and limits come from `/proc` where it
+//! exists (Linux), else fd counts and limits from sysinfo (macOS), and a figure
+//! neither tells is `None` (the fd rule then never holds for that process); the leak verdict needs at least
 //! `leak_min_samples` samples spanning `leak_min_span_minutes`, a slope of at least
 //! `leak_min_mb_per_hour` and a fit of at least `leak_min_r2`, so a noisy flat line
 //! is never a leak.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -54,6 +56,7 @@ impl ProcessSample {
 /// Reads process resources; keeps sysinfo's state between ticks for CPU %.
 pub struct ProcessSampler {
     system: Option<System>,
+    proc_root: PathBuf,
 }
 
 impl Default for ProcessSampler {
@@ -63,10 +66,19 @@ impl Default for ProcessSampler {
 }
 
 impl ProcessSampler {
-    /// A sampler (sysinfo unavailable: only `/proc` figures).
+    /// A sampler reading `/proc` where it exists (sysinfo unavailable: only
+    /// `/proc` figures).
     pub fn new() -> Self {
+        Self::with_proc_root("/proc")
+    }
+
+    /// A sampler reading `<proc_root>/<pid>/…`; where that is absent the fd
+    /// figures come from sysinfo. The root is a parameter so that the sysinfo
+    /// path is exercised on Linux too.
+    pub fn with_proc_root(proc_root: impl Into<PathBuf>) -> Self {
         ProcessSampler {
             system: System::new().ok(),
+            proc_root: proc_root.into(),
         }
     }
 
@@ -102,33 +114,38 @@ impl ProcessSampler {
                 rss_bytes: process.map_or(0, |p| p.memory()),
                 virtual_bytes: process.map_or(0, |p| p.virtual_memory()),
                 cpu_percent: process.map_or(0.0, |p| f64::from(p.cpu_usage())),
-                threads: proc_fs::threads(raw),
-                open_fds: proc_fs::open_fds(raw),
-                fd_limit: proc_fs::fd_limit(raw),
+                threads: proc_fs::threads(&self.proc_root, raw),
+                open_fds: proc_fs::open_fds(&self.proc_root, raw)
+                    .or_else(|| process?.open_files().map(|n| n as u64)),
+                fd_limit: proc_fs::fd_limit(&self.proc_root, raw)
+                    .or_else(|| process?.open_files_limit().map(|n| n as u64)),
             });
         }
         out
     }
 }
 
-/// `/proc` readings (Linux); `None` elsewhere or when the process is gone.
+/// `/proc` readings (Linux; `root` is `/proc` but for tests); `None` elsewhere
+/// or when the process is gone.
 pub mod proc_fs {
-    /// Threads of a process, from `/proc/<pid>/status`.
-    pub fn threads(pid: u32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    use std::path::Path;
+
+    /// Threads of a process, from `<root>/<pid>/status`.
+    pub fn threads(root: &Path, pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(root.join(format!("{pid}/status"))).ok()?;
         parse_threads(&text)
     }
 
-    /// Open file descriptors, the entries of `/proc/<pid>/fd`.
-    pub fn open_fds(pid: u32) -> Option<u64> {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
+    /// Open file descriptors, the entries of `<root>/<pid>/fd`.
+    pub fn open_fds(root: &Path, pid: u32) -> Option<u64> {
+        std::fs::read_dir(root.join(format!("{pid}/fd")))
             .ok()
             .map(|dir| dir.count() as u64)
     }
 
-    /// The soft limit on open files, from `/proc/<pid>/limits`.
-    pub fn fd_limit(pid: u32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    /// The soft limit on open files, from `<root>/<pid>/limits`.
+    pub fn fd_limit(root: &Path, pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(root.join(format!("{pid}/limits"))).ok()?;
         parse_open_files_limit(&text)
     }
 
@@ -215,14 +232,19 @@ pub fn linear_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
 pub struct LeakVerdict {
     /// A steady climb was found.
     pub suspected: bool,
-    /// Fitted growth, MB per hour.
-    pub mb_per_hour: f64,
-    /// Fit quality.
-    pub r2: f64,
+    /// The window holds enough samples over a long enough span to mean
+    /// something; until then there is no trend to show.
+    pub judged: bool,
+    /// Fitted growth, MB per hour, once judged.
+    pub mb_per_hour: Option<f64>,
+    /// Fit quality, once judged.
+    pub r2: Option<f64>,
     /// Samples in the window.
     pub samples: usize,
     /// Minutes the samples span.
     pub span_minutes: f64,
+    /// Minutes the samples must span before a verdict (`leak_min_span_minutes`).
+    pub needs_minutes: u64,
 }
 
 /// Judges `(unix ms, rss bytes)` samples (any order of arrival, within the window).
@@ -235,23 +257,25 @@ pub fn assess_leak(samples: &[(u64, f64)], config: &MonitorConfig) -> LeakVerdic
         .iter()
         .map(|(t, v)| ((t - first) as f64 / HOUR_MS, v / MB))
         .collect();
-    let fit = linear_fit(&points);
-    let (mb_per_hour, r2) = fit.map_or((0.0, 0.0), |f| (f.slope, f.r2));
-    let suspected = samples.len() >= config.leak_min_samples
-        && span_minutes >= config.leak_min_span_minutes as f64
-        && mb_per_hour >= config.leak_min_mb_per_hour
-        && r2 >= config.leak_min_r2;
+    let judged = samples.len() >= config.leak_min_samples
+        && span_minutes >= config.leak_min_span_minutes as f64;
+    let fit = if judged { linear_fit(&points) } else { None };
+    let suspected =
+        fit.is_some_and(|f| f.slope >= config.leak_min_mb_per_hour && f.r2 >= config.leak_min_r2);
     LeakVerdict {
         suspected,
-        mb_per_hour,
-        r2,
+        judged: fit.is_some(),
+        mb_per_hour: fit.map(|f| f.slope),
+        r2: fit.map(|f| f.r2),
         samples: samples.len(),
         span_minutes,
+        needs_minutes: config.leak_min_span_minutes,
     }
 }
 
-/// The service's resident memory over the leak window, in memory (seeded from the
-/// store at start so a restart does not blind the detector for hours).
+/// The service's resident memory over the leak window, this process's samples
+/// only: a new process starts with fresh memory, so a line fitted across a
+/// restart would measure the restart, not a leak.
 #[derive(Debug, Default)]
 pub struct RssWindow {
     samples: VecDeque<(u64, f64)>,
@@ -308,7 +332,8 @@ mod tests {
         });
         let verdict = assess_leak(&w.samples(), &config);
         assert!(verdict.suspected, "{verdict:?}");
-        assert!((verdict.mb_per_hour - 5.0).abs() < 0.1, "{verdict:?}");
+        let slope = verdict.mb_per_hour.expect("judged");
+        assert!((slope - 5.0).abs() < 0.1, "{verdict:?}");
     }
 
     #[test]
@@ -337,7 +362,7 @@ mod tests {
         let w = window(&config, |i, _| 200.0 * MB * (1.0 + 0.2 * noise(i)));
         let verdict = assess_leak(&w.samples(), &config);
         assert!(!verdict.suspected, "{verdict:?}");
-        assert!(verdict.r2 < 0.1, "{verdict:?}");
+        assert!(verdict.r2.expect("judged") < 0.1, "{verdict:?}");
     }
 
     #[test]
@@ -347,6 +372,25 @@ mod tests {
             .map(|i| (i * 600_000, i as f64 * 10.0 * MB))
             .collect();
         assert!(!assess_leak(&samples, &config).suspected);
+    }
+
+    #[test]
+    fn no_trend_is_given_before_the_window_is_long_enough() {
+        let config = MonitorConfig::default();
+        // Eight seconds after start: a steep, noisy climb of start-up allocations.
+        let samples: Vec<(u64, f64)> = (0..9)
+            .map(|i| {
+                (
+                    i * 1_000,
+                    20.0 * MB + (i % 3) as f64 * 0.4 * MB + i as f64 * 0.2 * MB,
+                )
+            })
+            .collect();
+        let verdict = assess_leak(&samples, &config);
+        assert!(!verdict.judged && !verdict.suspected, "{verdict:?}");
+        assert_eq!((verdict.mb_per_hour, verdict.r2), (None, None));
+        assert_eq!(verdict.needs_minutes, config.leak_min_span_minutes);
+        assert_eq!(verdict.samples, 9);
     }
 
     #[test]
@@ -361,6 +405,20 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn without_proc_the_fd_figures_come_from_sysinfo() {
+        let mut sampler = ProcessSampler::with_proc_root("/no/proc/here");
+        let samples = sampler.sample(&[]);
+        let own = &samples[0];
+        assert_eq!(own.threads, None, "threads come from /proc only");
+        if cfg!(any(target_os = "linux", target_os = "macos")) {
+            assert!(own.rss_bytes > 0, "{own:?}");
+            assert!(own.open_fds.is_some_and(|n| n > 0), "{own:?}");
+            assert!(own.fd_limit.is_some_and(|n| n > 0), "{own:?}");
+            assert!(own.fd_ratio().is_some(), "the fd rule can hold: {own:?}");
+        }
     }
 
     #[test]

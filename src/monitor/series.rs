@@ -21,6 +21,109 @@ pub const MAX_HISTORY_POINTS: usize = 1000;
 pub const PRUNE_BATCH_ROWS: usize = 256;
 const DAY_MS: u64 = 86_400_000;
 
+/// Every metric type the monitors sample — the names the history route answers
+/// for — with its labels and unit. The OpenAPI document and the README list them
+/// from here; [`SampleBatch::push`] refuses (in debug builds) a name not listed.
+pub const METRIC_TYPES: &[(&str, &str)] = &[
+    (
+        "process_rss_bytes",
+        "resident memory of the service (`proc=\"service\"`), bytes",
+    ),
+    (
+        "process_virtual_bytes",
+        "virtual memory of the service, bytes",
+    ),
+    (
+        "process_cpu_percent",
+        "CPU of the service since the previous sample, % of one core",
+    ),
+    (
+        "process_threads",
+        "threads of the service (where the platform tells)",
+    ),
+    (
+        "process_open_fds",
+        "open file descriptors of the service (where the platform tells)",
+    ),
+    (
+        "process_fd_limit",
+        "the service's soft limit on open files (where the platform tells)",
+    ),
+    ("agents_running", "agent subprocesses running"),
+    (
+        "agents_rss_bytes",
+        "resident memory of all agents together, bytes",
+    ),
+    (
+        "agents_cpu_percent",
+        "CPU of all agents together, % of one core",
+    ),
+    (
+        "agents_max_open_fds",
+        "open file descriptors of the agent holding most",
+    ),
+    (
+        "api_calls",
+        "calls in the last minute per dependency (`dep`: telegram, agent, http)",
+    ),
+    (
+        "api_error_rate",
+        "failed share of the last minute's calls per `dep`, 0..1",
+    ),
+    (
+        "api_timeouts",
+        "timed-out calls in the last minute per `dep`",
+    ),
+    (
+        "api_p95_ms",
+        "p95 latency of the last minute's calls per `dep`, ms (Telegram long polls excluded)",
+    ),
+    ("failures_per_min", "task failures in the last minute"),
+    ("failures_last_hour", "task failures in the last hour"),
+    ("queue_depth", "queued tasks, in total and per `bot`"),
+    ("workers_busy", "agent runs in progress"),
+    ("throughput_per_min", "tasks finished in the last minute"),
+    (
+        "task_wait_ms",
+        "mean wait in the queue of the tasks started since the previous sample, per `kind`, ms",
+    ),
+    (
+        "task_run_ms",
+        "mean run time of the tasks finished since the previous sample, per `kind`, ms",
+    ),
+    (
+        "task_wait_p95_ms",
+        "p95 wait in the queue over the last hour, per `kind`, ms",
+    ),
+    (
+        "task_run_p95_ms",
+        "p95 run time over the last hour, per `kind`, ms",
+    ),
+    (
+        "service_up",
+        "1 at every sample while the service runs (gaps are downtime)",
+    ),
+    ("uptime_24h_pct", "uptime over the last 24 h, %"),
+    (
+        "bot_poll_failures",
+        "consecutive failed getUpdates per `bot`",
+    ),
+    (
+        "cost_today_usd",
+        "agent cost of the current UTC day per `bot`, USD",
+    ),
+    (
+        "disk_used_ratio",
+        "used share of the data directory's file system, 0..1",
+    ),
+    ("alerts_firing", "alerts firing"),
+];
+
+/// Whether `metric` (a name without labels) is one of [`METRIC_TYPES`].
+pub fn is_metric_type(metric: &str) -> bool {
+    METRIC_TYPES.iter().any(|(name, _)| *name == metric)
+}
+
 /// The name of a series with labels, e.g. `task_wait_ms{kind="chat",bot="b1"}`.
 pub fn series_name(metric: &str, labels: &[(&str, &str)]) -> String {
     if labels.is_empty() {
@@ -51,6 +154,10 @@ impl SampleBatch {
 
     /// Adds one value (non-finite values are skipped).
     pub fn push(&mut self, metric: &str, labels: &[(&str, &str)], value: f64) {
+        debug_assert!(
+            is_metric_type(metric),
+            "metric `{metric}` is not listed in METRIC_TYPES"
+        );
         if value.is_finite() {
             self.samples.push((
                 series_name(metric, labels),

@@ -486,6 +486,9 @@ impl Pool {
                 match self.shared.store.finish_task(task.id, finish, now).await {
                     Ok(done) => {
                         tracing::info!(status = %done.status, "task finished");
+                        if let Some(run_ms) = done.run_ms() {
+                            crate::metrics::observe_task_duration(done.status.as_str(), run_ms);
+                        }
                         let hook = lock(&self.shared.on_finished).clone();
                         if let Some(hook) = hook {
                             hook(&done);

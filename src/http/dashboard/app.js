@@ -9,6 +9,9 @@ const COLORS = ["var(--c1)", "var(--c2)", "var(--c3)", "var(--c4)", "var(--c5)"]
 const token = new URLSearchParams(location.search).get("token");
 let range = "1h";
 let refreshing = false;
+// Periods of the shown range when the service was not running (from the
+// history route): no line is drawn across them.
+let downPeriods = [];
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -187,15 +190,19 @@ function drawLines(figure, series, from, to, trend) {
     const color = COLORS[i % COLORS.length];
     s.color = color;
     total += s.points.length;
-    const line = svg("polyline", {
-      points: s.points.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" "),
-      stroke: color, "data-series": s.label, "data-points": s.points.length,
+    const segments = splitAtDownPeriods(s.points);
+    segments.forEach((segment) => {
+      const line = svg("polyline", {
+        points: segment.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" "),
+        stroke: color, "data-series": s.label, "data-points": segment.length,
+        "data-segments": segments.length,
+      });
+      root.append(line);
+      if (segment.length === 1) {
+        const p = segment[0];
+        root.append(svg("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: color }));
+      }
     });
-    root.append(line);
-    if (s.points.length === 1) {
-      const p = s.points[0];
-      root.append(svg("circle", { cx: x(p[0]), cy: y(p[1]), r: 2.5, fill: color }));
-    }
   });
   const items = series.map((s) => ({ label: s.label, color: s.color }));
   if (trend) {
@@ -206,6 +213,22 @@ function drawLines(figure, series, from, to, trend) {
     items.push({ label: "leak trend", color: "var(--c5)" });
   }
   place(figure, root, total, items, series.length === 0 ? "no data in this range" : null);
+}
+
+// Splits [[t, v]...] where a down period lies between two points.
+function splitAtDownPeriods(points) {
+  const segments = [];
+  let current = [];
+  for (const p of points) {
+    const previous = current[current.length - 1];
+    if (previous && downPeriods.some((d) => d.from_ms < p[0] && d.to_ms > previous[0])) {
+      segments.push(current);
+      current = [];
+    }
+    current.push(p);
+  }
+  if (current.length) segments.push(current);
+  return segments;
 }
 
 // bars: [{label, value}]
@@ -249,6 +272,7 @@ function labelOf(name) {
 async function history(metric, from, to) {
   const step = Math.max(1000, Math.floor((to - from) / 240));
   const doc = await getJson(`/api/observability/history/${metric}?from=${from}&to=${to}&step=${step}`);
+  if (doc && doc.down) downPeriods = doc.down;
   return doc ? doc.series : [];
 }
 
@@ -277,7 +301,10 @@ async function renderCharts(summary) {
   const leak = summary && summary.leak;
   const note = fig("memory").querySelector(".note");
   note.textContent = "";
-  if (leak && mem.length && leak.span_minutes > 0) {
+  if (leak && !leak.judged) {
+    // A line fitted to the first minutes measures start-up, not a leak.
+    note.textContent = `trend after ${leak.needs_minutes} min of samples (${Math.floor(leak.span_minutes)} so far)`;
+  } else if (leak && mem.length && leak.span_minutes > 0) {
     const since = to - leak.span_minutes * 60e3;
     const window = mem[0].points.filter((p) => p[0] >= since);
     if (window.length >= 2) {
