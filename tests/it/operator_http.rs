@@ -14,8 +14,8 @@ use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service, binary};
 
 const READ_TOKEN: &str = "test-read-token-9876543210";
 
-async fn start_sim() -> agentlab::telegram_sim::SimHandle {
-    agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+async fn start_sim() -> telegram_sim::SimHandle {
+    telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
         .await
         .expect("sim")
 }
