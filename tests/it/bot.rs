@@ -395,14 +395,14 @@ async fn hand_picked_odd_inputs_are_answered_intact_or_ignored() {
     service
         .wait_for_message(0, 111, |t| t.contains("attached as answer.md"))
         .await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let file = loop {
-        if let Some(doc) = service.sent_to(0, 111).into_iter().find_map(|i| i.document) {
-            break String::from_utf8_lossy(&doc.content).into_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no answer file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let file = wait_until("the answer file", || {
+        let doc = service
+            .sent_to(0, 111)
+            .into_iter()
+            .find_map(|i| i.document)?;
+        Some(String::from_utf8_lossy(&doc.content).into_owned())
+    })
+    .await;
     // Answers are bounded (64 KiB) with a visible marker; the run files keep all.
     assert!(file.starts_with("You said: longxxx"), "{}", &file[..40]);
     assert!(

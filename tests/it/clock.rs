@@ -4,7 +4,6 @@
 //! stored times stay in order across a clock set back while the service was down.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use agentlab::clock::TEST_SKEW_FILE_ENV;
 use agentlab::telegram_sim::SentKind;
@@ -43,18 +42,6 @@ async fn submit(service: &Service, user: i64, prompt: &str) -> u64 {
     created["id"].as_u64().expect("task id")
 }
 
-async fn wait_running(service: &Service, id: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (_, task) = service.get(&format!("/api/tasks/{id}")).await;
-        if task["status"] == "running" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "task {id} never ran: {task}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn started_ms(task: &Value) -> u64 {
     task["started_ms"]
         .as_u64()
@@ -70,7 +57,7 @@ async fn a_clock_jump_back_or_forward_keeps_the_queue_in_order_and_moving() {
 
     // One worker, kept busy, so the next tasks wait in the queue.
     let blocker = submit(&service, 111, "sleep:1").await;
-    wait_running(&service, blocker).await;
+    service.wait_task_status(blocker, "running").await;
     let before_jump = submit(&service, 222, "queued before the jump").await;
     set_skew(&service, &skew, -2 * HOUR_MS).await;
     let after_back = submit(&service, 333, "queued after the jump back").await;

@@ -417,6 +417,22 @@ impl Service {
         }
     }
 
+    /// Waits until task `id` has `status` (via the API); returns it.
+    pub async fn wait_task_status(&self, id: u64, status: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (_, task) = self.get(&format!("/api/tasks/{id}")).await;
+            if task["status"] == status {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never {status}: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Opens the store directly (the service must be stopped).
     pub fn open_store(&self) -> Store {
         Store::open(
