@@ -3,7 +3,8 @@
 //! in the test process) and the binary's own test agent.
 //!
 //! Everything between the simulator and the agent is the production code path.
-//! Waits are on conditions with deadlines, never fixed sleeps.
+//! Waits are on conditions with deadlines, never fixed sleeps. A test that fails
+//! (panics) while it holds a [`Service`] prints the service's log.
 
 #![allow(dead_code)]
 
