@@ -1,5 +1,5 @@
 //! Snapshot and restore of a store with 100,000 tasks and 1,000,000 samples
-//! (BENCHMARKS.md, "Backups (issue 8)"). Run: `cargo bench --bench backup`.
+//! (BENCHMARKS.md, "Backups"). Run: `cargo bench --bench backup`.
 
 use std::time::Instant;
 

@@ -46,11 +46,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use agentlab::telegram_sim::{SentItem, SentKind, SimHandle};
 use common::service::{
     BotSpec, CpuTimes, PATIENCE, Service, SimClock, ThreadTimes, rss_kib, start_sim,
 };
 use common::{Latencies, Table, ms, thousands};
+use telegram_sim::{SentItem, SentKind, SimHandle};
 
 /// (concurrent users, rounds).
 const LEVELS: [(i64, usize); 3] = [(1, 200), (10, 50), (100, 8)];

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use agentlab::telegram_sim::{SentKind, SimHandle};
 use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
 use common::{Latencies, Table, ms};
+use telegram_sim::{SentKind, SimHandle};
 
 const TASKS: u64 = 100_000;
 const SAMPLES: u64 = 1_000_000;

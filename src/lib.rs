@@ -14,6 +14,10 @@
 //!   operations. It names nothing above it.
 //! - [`config`] is the TOML configuration, parsed and validated.
 //! - [`legacy`] imports the old bot's JSON files (`agentlab migrate --from-json`).
+//!
+//! Beside the product, in the workspace: `crates/telegram-sim`, the Telegram Bot API
+//! simulator that `agentlab demo` and the tests run the bots against, and
+//! `crates/testkit`, test doubles (a scripted Anthropic Messages API).
 
 #![warn(missing_docs)]
 
@@ -32,6 +36,5 @@ pub mod metrics;
 pub mod monitor;
 pub mod service;
 pub mod storage;
-pub mod telegram_sim;
 pub mod telemetry;
 pub mod worker;

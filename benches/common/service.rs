@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentlab::telegram_sim::{SimConfig, SimHandle, SimLimits, TelegramSim};
 use serde_json::Value;
+use telegram_sim::{SimConfig, SimHandle, SimLimits, TelegramSim};
 
 /// The admin bearer token configured for the HTTP API.
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";

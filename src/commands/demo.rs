@@ -18,7 +18,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::cli::DemoArgs;
 use crate::config::{AgentConfig, BotConfig, Config};
 use crate::service::{RunOptions, Shutdown};
-use crate::telegram_sim::{SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
+use telegram_sim::{SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
 
 /// The demo bot's id.
 pub const DEMO_BOT: &str = "DEMO";

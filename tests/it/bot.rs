@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use agentlab::telegram_sim::{Fault, FaultKind, IncomingMessage, SentKind};
 use serde_json::json;
+use telegram_sim::{Fault, FaultKind, IncomingMessage, SentKind};
 
 use crate::harness::{BotSpec, Options, PATIENCE, Service, wait_until};
 
@@ -96,7 +96,7 @@ async fn five_users_sending_at_once_get_their_answers_in_the_order_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_sent_while_the_service_was_down_are_answered_after_start() {
-    let sim = agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+    let sim = telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
         .await
         .expect("sim");
     let mut service = Service::prepare(sim, Options::default());

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use agentlab::clock::TEST_SKEW_FILE_ENV;
-use agentlab::telegram_sim::SentKind;
 use serde_json::{Value, json};
+use telegram_sim::SentKind;
 
 use crate::harness::{Options, PATIENCE, Service};
 

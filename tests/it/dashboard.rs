@@ -302,7 +302,7 @@ async fn chromium(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_loopback_the_dashboard_needs_the_admin_token() {
-    let sim = agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+    let sim = telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
         .await
         .expect("sim");
     let mut service = Service::prepare(sim, Options::default());

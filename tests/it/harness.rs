@@ -14,10 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentlab::storage::{Store, StoreOptions, Task};
-use agentlab::telegram_sim::{
-    IncomingMessage, SentItem, SentKind, SimConfig, SimHandle, TelegramSim,
-};
 use serde_json::Value;
+use telegram_sim::{IncomingMessage, SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
 
 /// Upper bound for anything a test waits for; conditions usually hold in ms.
 pub const PATIENCE: Duration = Duration::from_secs(30);

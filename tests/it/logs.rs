@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use agentlab::telegram_sim::TelegramSim;
+use telegram_sim::TelegramSim;
 
 use crate::harness::{Options, Service, binary};
 

@@ -1,7 +1,7 @@
 //! Telegram faults: the simulator answers 5xx, 429, drops connections and
 //! re-delivers updates; the bot answers every prompt exactly once.
 
-use agentlab::telegram_sim::{Fault, FaultKind};
+use telegram_sim::{Fault, FaultKind};
 
 use crate::harness::{Options, Service};
 

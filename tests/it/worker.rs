@@ -60,7 +60,7 @@ async fn ten_tasks_with_three_workers_never_run_more_than_three_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_queued_before_the_pool_starts_all_run() {
-    let sim = agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+    let sim = telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
         .await
         .expect("sim");
     let mut service = Service::prepare(sim, Options::default());
@@ -176,7 +176,7 @@ async fn a_task_whose_agent_died_with_the_service_is_run_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_pid_that_now_belongs_to_another_process_is_not_adopted() {
-    let sim = agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+    let sim = telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
         .await
         .expect("sim");
     let mut service = Service::prepare(sim, Options::default());
@@ -257,7 +257,7 @@ async fn a_timed_out_task_is_killed_with_its_grandchildren() {
         ..Options::default()
     };
     let mut service = Service::prepare(
-        agentlab::telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
+        telegram_sim::TelegramSim::start(([127, 0, 0, 1], 0).into(), Vec::new())
             .await
             .expect("sim"),
         options,

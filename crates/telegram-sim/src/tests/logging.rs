@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing_subscriber::{filter::Targets, fmt::MakeWriter, layer::SubscriberExt};
 
 use super::{TOKEN, USER, call, start};
-use crate::telegram_sim::{Fault, FaultKind};
+use crate::{Fault, FaultKind};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

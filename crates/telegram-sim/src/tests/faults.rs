@@ -7,7 +7,7 @@ use serde_json::json;
 use teloxide::{ApiError, RequestError, prelude::*, types::UpdateKind};
 
 use super::{TOKEN, USER, WAIT, bot, bot_with_timeout, call, start};
-use crate::telegram_sim::{Fault, FaultKind, SentKind};
+use crate::{Fault, FaultKind, SentKind};
 
 #[tokio::test]
 async fn retry_after_is_reported_and_backoff_is_measurable() {

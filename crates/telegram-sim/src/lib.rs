@@ -55,7 +55,7 @@
 //!   capped; the oldest entries are forgotten first.
 //! * No input makes it panic; malformed bodies answer 400 with a description.
 //! * Tokens are never logged in full (see [`redact_token`]); logging is at
-//!   `debug` level (target `agentlab::telegram_sim` or the crate's path).
+//!   `debug` level (target `telegram_sim`).
 
 mod bot_api;
 mod control;

@@ -17,7 +17,7 @@ use teloxide::{
 };
 
 use super::{TOKEN, USER, WAIT, bot, start};
-use crate::telegram_sim::{Content, IncomingMessage, SentKind};
+use crate::{Content, IncomingMessage, SentKind};
 
 #[tokio::test]
 async fn get_me_deserializes() {

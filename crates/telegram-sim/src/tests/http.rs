@@ -6,7 +6,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::{TOKEN, USER, call, start};
-use crate::telegram_sim::{SimConfig, SimLimits, TelegramSim};
+use crate::{SimConfig, SimLimits, TelegramSim};
 
 #[tokio::test]
 async fn envelopes_for_unknown_method_token_and_path() {
@@ -222,7 +222,7 @@ async fn curl_style_multipart_upload() {
 }
 
 async fn control(
-    sim: &crate::telegram_sim::SimHandle,
+    sim: &crate::SimHandle,
     method: &str,
     path: &str,
     body: Option<Value>,
