@@ -148,7 +148,11 @@ pub fn watch_test_skew() {
         if let Ok(text) = std::fs::read_to_string(path)
             && let Ok(skew) = text.trim().parse::<i64>()
         {
-            CLOCK.skew_ms.store(skew, Ordering::Relaxed);
+            let previous = CLOCK.skew_ms.swap(skew, Ordering::Relaxed);
+            // Tests wait for this line instead of sleeping past the next re-read.
+            if previous != skew {
+                tracing::info!(skew_ms = skew, "test clock skew applied");
+            }
         }
     };
     // Once now, so start-up already runs on the skewed clock.

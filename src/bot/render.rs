@@ -23,9 +23,11 @@
 //! 2. **Splitting** ([`split_for_telegram`], [`plain_fallback`]) into parts that
 //!    each fit the limit, cutting preferably after a paragraph break (a blank
 //!    line, or just before/after a code block), else after a line break, else
-//!    after a whitespace run, else anywhere: but never inside a `char` and,
-//!    when a boundary is within a few characters, not inside a grapheme cluster
-//!    (ZWJ emoji, flags, combining marks, `\r\n`). A preferred boundary is only
+//!    after a whitespace run, else anywhere: but never inside an extended
+//!    grapheme cluster (UAX #29, by `unicode-segmentation`: ZWJ emoji, flags,
+//!    combining marks, Indic conjuncts and vowel signs, Thai marks, Hangul
+//!    jamo, `\r\n`) unless that one cluster is longer than the limit, and then
+//!    never inside a `char`. A preferred boundary is only
 //!    used if it keeps the part at least half full; otherwise the part is cut
 //!    at the limit. A code block (or bold/code span) that straddles a cut is
 //!    closed at the end of one part and reopened, with the same language, at
@@ -40,6 +42,8 @@
 //! outside the Basic Multilingual Plane, so it is raised to 2):
 //!
 //! * every [`Part`] has a non-empty `plain` with `telegram_len(&plain) <= limit'`;
+//! * every cut between parts is a grapheme cluster boundary of the whole text,
+//!   except inside a cluster whose own length exceeds `limit'`;
 //! * every `html` is well-formed Telegram HTML: only `<b>`, `<code>`, `<pre>`
 //!   and `<pre><code class="language-…">`, all opened and closed within the
 //!   part, properly nested, no empty elements, and `<`, `>`, `&`, `"` escaped
@@ -58,6 +62,8 @@
 
 use std::ops::Range;
 
+use unicode_segmentation::GraphemeCursor;
+
 /// Telegram's maximum message length, in UTF-16 code units of visible text.
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
@@ -73,13 +79,8 @@ const MIN_LIMIT: usize = 2;
 /// Longest language name kept from a fence's info string.
 const MAX_LANG_LEN: usize = 32;
 
-/// How many characters a hard cut may move back to avoid splitting a grapheme.
-const GRAPHEME_BACKOFF: usize = 32;
-
 /// Markdown of the note that replaces the parts beyond `max_parts`.
 const OVERFLOW_NOTE: &str = "The full answer is attached as `answer.md`.";
-
-const ZWJ: char = '\u{200D}';
 
 /// One Telegram message of a split answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -678,7 +679,8 @@ fn preferred_cut(
     let mut p = max_end;
     while p > start && units >= min_units {
         let level = boundary_level(text, p, strong);
-        if level > best.map_or(Level::None, |(l, _)| l) {
+        // Every cut is a grapheme boundary (a space may carry combining marks).
+        if level > best.map_or(Level::None, |(l, _)| l) && is_grapheme_boundary(text, p) {
             best = Some((level, p));
             if level == Level::Paragraph {
                 break;
@@ -710,82 +712,34 @@ fn boundary_level(text: &str, p: usize, strong: &[usize]) -> Level {
         } else {
             Level::Line
         }
-    } else if prev.is_whitespace() && !next.is_whitespace() && !is_extender(next) {
+    } else if prev.is_whitespace() && !next.is_whitespace() {
         Level::Word
     } else {
         Level::None
     }
 }
 
-/// Cuts at `max_end`, or a little before it if that avoids splitting a
-/// grapheme cluster.
+/// Cuts at the last grapheme cluster boundary in `start+1..=max_end`; at
+/// `max_end` (a char boundary) when one cluster covers the whole window.
 fn hard_cut(text: &str, start: usize, max_end: usize) -> usize {
-    let mut p = max_end;
-    for _ in 0..GRAPHEME_BACKOFF {
-        if is_grapheme_boundary(text, start, p) {
-            return p;
-        }
-        p -= prev_char(text, p).len_utf8();
-        if p <= start {
-            break;
-        }
+    let mut cursor = GraphemeCursor::new(max_end, text.len(), true);
+    // With the whole text as the one chunk, the cursor never asks for more context.
+    if cursor.is_boundary(text, 0) == Ok(true) {
+        return max_end;
     }
-    max_end
+    match cursor.prev_boundary(text, 0) {
+        Ok(Some(p)) if p > start => p,
+        _ => max_end,
+    }
 }
 
-/// A cheap approximation of extended grapheme cluster boundaries at `p`,
-/// inside a part starting at `start` (`start < p < text.len()`).
-fn is_grapheme_boundary(text: &str, start: usize, p: usize) -> bool {
-    let prev = prev_char(text, p);
-    let Some(next) = text[p..].chars().next() else {
-        return true;
-    };
-    if (prev == '\r' && next == '\n') || prev == ZWJ || is_extender(next) {
-        return false;
-    }
-    if is_regional_indicator(prev) && is_regional_indicator(next) {
-        let run = text[start..p]
-            .chars()
-            .rev()
-            .take_while(|c| is_regional_indicator(*c))
-            .count();
-        return run % 2 == 0;
-    }
-    true
+/// Whether the char boundary `p` is an extended grapheme cluster boundary of `text`.
+fn is_grapheme_boundary(text: &str, p: usize) -> bool {
+    GraphemeCursor::new(p, text.len(), true).is_boundary(text, 0) == Ok(true)
 }
 
 fn prev_char(text: &str, p: usize) -> char {
     text[..p].chars().next_back().unwrap_or('\0')
-}
-
-/// Characters that attach to the previous one: combining marks (Latin,
-/// Hebrew, Arabic), ZWJ/ZWNJ, variation selectors, emoji modifiers, tags.
-fn is_extender(c: char) -> bool {
-    matches!(c,
-        '\u{0300}'..='\u{036F}'
-        | '\u{0483}'..='\u{0489}'
-        | '\u{0591}'..='\u{05BD}'
-        | '\u{05BF}'
-        | '\u{05C1}'..='\u{05C2}'
-        | '\u{05C4}'..='\u{05C5}'
-        | '\u{05C7}'
-        | '\u{0610}'..='\u{061A}'
-        | '\u{064B}'..='\u{065F}'
-        | '\u{0670}'
-        | '\u{1AB0}'..='\u{1AFF}'
-        | '\u{1DC0}'..='\u{1DFF}'
-        | '\u{200C}'..='\u{200D}'
-        | '\u{20D0}'..='\u{20FF}'
-        | '\u{FE00}'..='\u{FE0F}'
-        | '\u{FE20}'..='\u{FE2F}'
-        | '\u{1F3FB}'..='\u{1F3FF}'
-        | '\u{E0020}'..='\u{E007F}'
-        | '\u{E0100}'..='\u{E01EF}'
-    )
-}
-
-fn is_regional_indicator(c: char) -> bool {
-    ('\u{1F1E6}'..='\u{1F1FF}').contains(&c)
 }
 
 #[cfg(test)]
@@ -1194,11 +1148,77 @@ mod tests {
     #[test]
     fn rtl_text_is_split_at_words() {
         let md = "שָׁלוֹם עוֹלָם, مرحبا بالعالم ".repeat(200);
-        for part in check_split(&md, 100) {
-            assert!(part.plain.ends_with(' ') || part.plain == md[md.len() - part.plain.len()..]);
-            assert!(!part.plain.starts_with(is_extender));
+        let plain: Vec<String> = check_split(&md, 100).into_iter().map(|p| p.plain).collect();
+        for part in &plain {
+            assert!(part.ends_with(' ') || *part == md[md.len() - part.len()..]);
         }
-        check_fallback(&md, 100);
+        assert_cuts_on_graphemes(&md, &plain, 100);
+        assert_cuts_on_graphemes(&md, &check_fallback(&md, 100), 100);
+    }
+
+    /// Words whose grapheme clusters span several chars: Devanagari conjuncts
+    /// and vowel signs, Thai vowel and tone marks, Hangul syllables written as
+    /// conjoining jamo (L V T), beside precomposed Hangul.
+    const CLUSTERED_WORDS: &[&str] = &[
+        "नमस्ते",
+        "क्षत्रिय",
+        "हिन्दी",
+        "श्रीमान्",
+        "ที่นี่",
+        "น้ำ",
+        "กำลัง",
+        "สวัสดีครับ",
+        "\u{1112}\u{1161}\u{11AB}\u{1100}\u{1173}\u{11AF}",
+        "\u{1100}\u{1161}\u{11A8}",
+        "한국어",
+    ];
+
+    /// Asserts that every cut between `parts` (which concatenate to `text`) is
+    /// an extended grapheme cluster boundary, or lies inside a cluster that
+    /// alone is longer than `limit`.
+    fn assert_cuts_on_graphemes<S: AsRef<str>>(text: &str, parts: &[S], limit: usize) {
+        use unicode_segmentation::UnicodeSegmentation;
+        let clusters: Vec<(usize, &str)> = text.grapheme_indices(true).collect();
+        let mut cut = 0;
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            cut += part.as_ref().len();
+            let at = clusters.partition_point(|(start, _)| *start <= cut) - 1;
+            let (start, cluster) = clusters[at];
+            assert!(
+                start == cut || telegram_len(cluster) > limit.max(2),
+                "cut at byte {cut} splits the cluster {cluster:?} (limit {limit}) in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn indic_thai_and_hangul_clusters_are_not_broken() {
+        for word in CLUSTERED_WORDS {
+            let text = word.repeat(60);
+            for limit in [2, 3, 5, 7, 11, 64] {
+                let plain: Vec<String> = check_split(&text, limit)
+                    .into_iter()
+                    .map(|p| p.plain)
+                    .collect();
+                assert_cuts_on_graphemes(&text, &plain, limit);
+                assert_cuts_on_graphemes(&text, &check_fallback(&text, limit), limit);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_longer_than_the_limit_is_cut_at_chars() {
+        let zalgo = format!("a{}b", "\u{301}".repeat(50));
+        let parts = check_fallback(&zalgo, 8);
+        assert_eq!(parts.len(), 7);
+        assert_cuts_on_graphemes(&zalgo, &parts, 8);
+    }
+
+    #[test]
+    fn a_space_carrying_a_combining_mark_is_not_a_word_break() {
+        let text = format!("{} \u{301}{}", "a".repeat(10), "b".repeat(20));
+        let parts = check_fallback(&text, 16);
+        assert_eq!(parts[0], "a".repeat(10) + " \u{301}" + &"b".repeat(4));
     }
 
     #[test]
@@ -1321,6 +1341,17 @@ mod tests {
         prop::collection::vec(atom, 0..80).prop_map(|atoms| atoms.concat())
     }
 
+    /// Devanagari, Thai and Hangul: whole words, single code points of those
+    /// blocks in any order (marks after marks, a vowel sign first), spaces and
+    /// line breaks.
+    fn clustered_atom() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(CLUSTERED_WORDS).prop_map(String::from),
+            3 => "[\u{0900}-\u{097F}\u{0E00}-\u{0E7F}\u{1100}-\u{11FF}\u{AC00}-\u{D7A3}]{1,6}",
+            2 => prop::sample::select(&[" ", "\n", "\n\n", "  "][..]).prop_map(String::from),
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -1333,6 +1364,17 @@ mod tests {
         fn split_handles_arbitrary_unicode(md in any::<String>(), limit in 0usize..60) {
             check_split(&md, limit);
             check_fallback(&md, limit);
+        }
+
+        #[test]
+        fn clustered_scripts_are_cut_between_clusters(
+            words in prop::collection::vec(clustered_atom(), 0..120),
+            limit in 2usize..80,
+        ) {
+            let text = words.concat();
+            let plain: Vec<String> = check_split(&text, limit).into_iter().map(|p| p.plain).collect();
+            assert_cuts_on_graphemes(&markdown_to_plain(&text), &plain, limit);
+            assert_cuts_on_graphemes(&text, &check_fallback(&text, limit), limit);
         }
 
         #[test]

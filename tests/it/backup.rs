@@ -623,13 +623,11 @@ fn restore_command_refuses_while_the_store_is_held() {
 }
 
 #[test]
+#[cfg_attr(missing_tool = "root", ignore = "needs root, to mount a tmpfs")]
 fn disk_full_refuses_prompts_cleanly_and_loses_nothing() {
     let mut site = Site::new();
     let data = site.config.data_dir.clone();
-    if !mount_tmpfs(&data, "48m") {
-        eprintln!("SKIPPED disk_full test: cannot mount a tmpfs (needs root)");
-        return;
-    }
+    assert!(mount_tmpfs(&data, "48m"), "cannot mount a tmpfs");
     site.config.storage.min_free_mb = 16;
     site.config.log_dir = data.join("logs");
     let store = site.open();
@@ -692,13 +690,11 @@ fn disk_full_refuses_prompts_cleanly_and_loses_nothing() {
 /// with its exact prompt, nothing unacknowledged is half there, and the file
 /// passes its integrity check.
 #[test]
+#[cfg_attr(missing_tool = "root", ignore = "needs root, to mount a tmpfs")]
 fn a_disk_filling_up_while_tasks_are_written_loses_no_acknowledged_task() {
     let site = Site::new();
     let data = site.config.data_dir.clone();
-    if !mount_tmpfs(&data, "24m") {
-        eprintln!("SKIPPED disk-full-while-writing test: cannot mount a tmpfs (needs root)");
-        return;
-    }
+    assert!(mount_tmpfs(&data, "24m"), "cannot mount a tmpfs");
     let store = site.open();
     let acknowledged = std::sync::Mutex::new(Vec::<(u64, String)>::new());
     let errors = std::sync::Mutex::new(Vec::<String>::new());

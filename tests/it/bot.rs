@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use telegram_sim::{Fault, FaultKind, IncomingMessage, SentKind};
 
-use crate::harness::{BotSpec, Options, PATIENCE, Service};
+use crate::harness::{BotSpec, Options, PATIENCE, Service, wait_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn allowed_user_prompt_is_answered_after_a_queued_acknowledgement() {
@@ -131,16 +131,19 @@ async fn a_long_answer_with_code_blocks_is_split_and_reassembles() {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    let parts = service
-        .wait_for_count(0, 111, 2, |t| t.contains("Paragraph") || t.contains("fn f"))
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let items: Vec<_> = service
-        .sent_to(0, 111)
-        .into_iter()
-        .filter(|i| i.kind == SentKind::Message && i.parse_mode.as_deref() == Some("HTML"))
-        .collect();
-    assert!(items.len() >= 2, "split into several messages: {parts:#?}");
+    // The whole answer has arrived once its last code block has.
+    let last_block = "fn f39() -> u32 {\n    39 // a < b && c > d\n}";
+    let items = wait_until("the last part of the answer", || {
+        let items: Vec<_> = service
+            .sent_to(0, 111)
+            .into_iter()
+            .filter(|i| i.kind == SentKind::Message && i.parse_mode.as_deref() == Some("HTML"))
+            .collect();
+        let joined: String = items.iter().filter_map(|i| i.plain_text.clone()).collect();
+        joined.contains(last_block).then_some(items)
+    })
+    .await;
+    assert!(items.len() >= 2, "split into several messages: {items:#?}");
     let mut joined = String::new();
     for item in &items {
         let plain = item.plain_text.clone().unwrap_or_default();
@@ -392,14 +395,14 @@ async fn hand_picked_odd_inputs_are_answered_intact_or_ignored() {
     service
         .wait_for_message(0, 111, |t| t.contains("attached as answer.md"))
         .await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let file = loop {
-        if let Some(doc) = service.sent_to(0, 111).into_iter().find_map(|i| i.document) {
-            break String::from_utf8_lossy(&doc.content).into_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no answer file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let file = wait_until("the answer file", || {
+        let doc = service
+            .sent_to(0, 111)
+            .into_iter()
+            .find_map(|i| i.document)?;
+        Some(String::from_utf8_lossy(&doc.content).into_owned())
+    })
+    .await;
     // Answers are bounded (64 KiB) with a visible marker; the run files keep all.
     assert!(file.starts_with("You said: longxxx"), "{}", &file[..40]);
     assert!(

@@ -4,7 +4,6 @@
 //! stored times stay in order across a clock set back while the service was down.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use agentlab::clock::TEST_SKEW_FILE_ENV;
 use serde_json::{Value, json};
@@ -22,11 +21,14 @@ fn skewed_options(skew_file: &Path, workers: usize) -> Options {
     }
 }
 
-/// Sets the service's wall-clock skew and waits until it has surely been read
-/// (the service re-reads the file every 50 ms).
-async fn set_skew(file: &Path, ms: i64) {
+/// Sets the service's wall-clock skew and waits until the service says it
+/// applied it (it re-reads the file every 50 ms and logs each new value).
+async fn set_skew(service: &Service, file: &Path, ms: i64) {
     std::fs::write(file, ms.to_string()).expect("skew file");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let value = format!("skew_ms={ms}");
+    service
+        .wait_for_log_line(|line| line.contains("test clock skew applied") && line.contains(&value))
+        .await;
 }
 
 async fn submit(service: &Service, user: i64, prompt: &str) -> u64 {
@@ -38,18 +40,6 @@ async fn submit(service: &Service, user: i64, prompt: &str) -> u64 {
         .await;
     assert_eq!(status, 201, "{created}");
     created["id"].as_u64().expect("task id")
-}
-
-async fn wait_running(service: &Service, id: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (_, task) = service.get(&format!("/api/tasks/{id}")).await;
-        if task["status"] == "running" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "task {id} never ran: {task}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn started_ms(task: &Value) -> u64 {
@@ -67,11 +57,11 @@ async fn a_clock_jump_back_or_forward_keeps_the_queue_in_order_and_moving() {
 
     // One worker, kept busy, so the next tasks wait in the queue.
     let blocker = submit(&service, 111, "sleep:1").await;
-    wait_running(&service, blocker).await;
+    service.wait_task_status(blocker, "running").await;
     let before_jump = submit(&service, 222, "queued before the jump").await;
-    set_skew(&skew, -2 * HOUR_MS).await;
+    set_skew(&service, &skew, -2 * HOUR_MS).await;
     let after_back = submit(&service, 333, "queued after the jump back").await;
-    set_skew(&skew, 3 * HOUR_MS).await;
+    set_skew(&service, &skew, 3 * HOUR_MS).await;
     let after_forward = submit(&service, 444, "queued after the jump forward").await;
 
     let mut done = Vec::new();

@@ -3,7 +3,8 @@
 //! in the test process) and the binary's own test agent.
 //!
 //! Everything between the simulator and the agent is the production code path.
-//! Waits are on conditions with deadlines, never fixed sleeps.
+//! Waits are on conditions with deadlines, never fixed sleeps. A test that fails
+//! (panics) while it holds a [`Service`] prints the service's log.
 
 #![allow(dead_code)]
 
@@ -418,6 +419,22 @@ impl Service {
         }
     }
 
+    /// Waits until task `id` has `status` (via the API); returns it.
+    pub async fn wait_task_status(&self, id: u64, status: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (_, task) = self.get(&format!("/api/tasks/{id}")).await;
+            if task["status"] == status {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never {status}: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Opens the store directly (the service must be stopped).
     pub fn open_store(&self) -> Store {
         Store::open(
@@ -444,7 +461,100 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test (any panic, from an assertion here or in the test) shows
+        // what the service said: the log dies with the temporary directory.
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_report());
+        }
     }
+}
+
+/// How many of the service's last stderr lines a failing test prints.
+const LOG_LINES_ON_FAILURE: usize = 400;
+
+impl Service {
+    /// The service's stderr (all its runs), the last [`LOG_LINES_ON_FAILURE`]
+    /// lines, framed for a test failure.
+    fn log_report(&self) -> String {
+        let text = self.stderr_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
+        let omitted = lines.len() - shown.len();
+        format!(
+            "---- agentlab service log ({} lines{}) ----\n{}\n---- end of the service log ----",
+            lines.len(),
+            if omitted > 0 {
+                format!(", the first {omitted} left out")
+            } else {
+                String::new()
+            },
+            shown.join("\n")
+        )
+    }
+
+    /// Waits until the service's stderr (all its runs) has a line that
+    /// satisfies `pred`; returns that line.
+    pub async fn wait_for_log_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        let text = wait_until("a matching line in the service log", || {
+            let text = self.stderr_text();
+            text.lines().any(&pred).then_some(text)
+        })
+        .await;
+        text.lines()
+            .find(|l| pred(l))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Polls `probe` until it gives a value; panics after [`PATIENCE`] naming `what`.
+pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The blocking twin of [`wait_until`], for tests without a runtime.
+pub fn wait_until_blocking<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The path of an optional program a test drives (schemathesis, chromium,
+/// moto_server, python3), found on `PATH`.
+///
+/// `build.rs` sets `missing_tool = "NAME"` when one is absent (except with `CI`
+/// set), and the tests that need it are marked
+/// `#[cfg_attr(missing_tool = "NAME", ignore = "NAME not installed: HOW")]`, so
+/// cargo's summary counts them as ignored. Those tests call this first: where
+/// they run without the tool (in CI) they fail here, naming it.
+pub fn require_tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: this test needs it (see the README's Tests section; \
+                 with CI set no test may skip)"
+            )
+        })
 }
 
 fn config_toml(root: &Path, api_url: &str, options: &Options) -> String {

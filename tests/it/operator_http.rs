@@ -458,12 +458,13 @@ async fn history_names_the_downtime_between_runs_and_only_documented_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_tool = "chromium",
+    ignore = "chromium not installed: apt-get install chromium"
+)]
 async fn the_memory_chart_breaks_at_downtime_and_waits_for_a_trend_in_chromium() {
-    use crate::dashboard::{CHROMIUM, chromium};
-    if !std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: chromium not installed ({CHROMIUM})");
-        return;
-    }
+    use crate::dashboard::chromium;
+    crate::harness::require_tool("chromium");
     let mut service = Service::start(Options::default()).await;
     wait_snapshot(&service, "three memory samples", |s| {
         s["leak"]["samples"].as_u64().is_some_and(|n| n >= 3)

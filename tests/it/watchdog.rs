@@ -3,9 +3,10 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::harness::{require_tool, wait_until_blocking};
 
 struct StandIn {
     child: Child,
@@ -31,11 +32,11 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Starts the stand-in; `None` when python3 is missing.
-fn start_stand_in(dir: &Path) -> Option<StandIn> {
+/// Starts the stand-in and waits until it accepts connections.
+fn start_stand_in(dir: &Path) -> StandIn {
     std::fs::write(dir.join("health"), br#"{"status":"pass"}"#).expect("health file");
     let port = free_port();
-    let child = Command::new("python3")
+    let child = Command::new(require_tool("python3"))
         .args([
             "-m",
             "http.server",
@@ -47,14 +48,12 @@ fn start_stand_in(dir: &Path) -> Option<StandIn> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+        .expect("start python3 -m http.server");
     let stand_in = StandIn { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "stand-in did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(stand_in)
+    wait_until_blocking("the stand-in to accept connections", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stand_in
 }
 
 fn config_file(dir: &Path, port: u16, marker: &Path) -> std::path::PathBuf {
@@ -84,14 +83,15 @@ fn watchdog(config: &Path, once: bool) -> Command {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "python3",
+    ignore = "python3 not installed (the stand-in service): apt-get install python3"
+)]
 fn watchdog_detects_a_hung_service_and_runs_the_restart_command() {
     let dir = TempDir::new().expect("temp dir");
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).expect("www");
-    let Some(stand_in) = start_stand_in(&www) else {
-        eprintln!("SKIPPED: python3 is not available for the stand-in HTTP server");
-        return;
-    };
+    let stand_in = start_stand_in(&www);
     let marker = dir.path().join("restarted");
     let config = config_file(dir.path(), stand_in.port, &marker);
 
@@ -115,13 +115,9 @@ fn watchdog_detects_a_hung_service_and_runs_the_restart_command() {
         .stderr(Stdio::null())
         .spawn()
         .expect("watchdog");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_blocking("the restart command", || marker.exists().then_some(()));
     let _ = running.kill();
     let _ = running.wait();
-    assert!(marker.exists(), "the restart command ran");
 }
 
 #[test]
@@ -153,17 +149,15 @@ fn the_watchdog_logs_its_checks_and_restarts_on_stderr() {
         .stderr(std::fs::File::create(&log).expect("stderr file"))
         .spawn()
         .expect("watchdog");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    // The restart command runs after the line that announces it is written.
+    wait_until_blocking("the restart command", || marker.exists().then_some(()));
+    let said = wait_until_blocking("the check and the restart on stderr", || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        (said.contains("service check failed") && said.contains("restarting the service"))
+            .then_some(said)
+    });
     let _ = running.kill();
     let _ = running.wait();
-    assert!(marker.exists(), "the restart command ran");
-    let said = std::fs::read_to_string(&log).expect("stderr");
-    assert!(said.contains("service check failed"), "{said}");
-    assert!(said.contains("restarting the service"), "{said}");
     assert!(!said.contains('\u{1b}'), "colour codes in a file: {said}");
 }
 
@@ -183,19 +177,16 @@ fn the_watchdog_logs_its_restarts_to_its_own_file_in_log_dir() {
         .stderr(Stdio::null())
         .spawn()
         .expect("watchdog");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut said = String::new();
-    while !said.contains("restarting the service") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        said = log_files(&logs, "watchdog.log")
+    wait_until_blocking("the check and the restart in watchdog.log", || {
+        let said: String = log_files(&logs, "watchdog.log")
             .iter()
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect();
-    }
+        (said.contains("service check failed") && said.contains("restarting the service"))
+            .then_some(())
+    });
     let _ = running.kill();
     let _ = running.wait();
-    assert!(said.contains("service check failed"), "{said}");
-    assert!(said.contains("restarting the service"), "{said}");
     assert!(
         log_files(&logs, "agentlab.log").is_empty(),
         "the watchdog wrote to the service's log files"

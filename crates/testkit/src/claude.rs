@@ -3,8 +3,9 @@
 //! `.ci/run` installs the pinned version with npm into `.tools/claude-code/` at the
 //! top of the repository (`npm install --prefix .tools/claude-code
 //! @anthropic-ai/claude-code@VERSION`); `AGENTLAB_CLAUDE_BIN` names another binary.
-//! In CI (`CI` set) a missing CLI is a failure; elsewhere a test skips with one line
-//! saying how to install it.
+//! In CI (`CI` set) a missing CLI is a failure; elsewhere the tests that need it
+//! are ignored, with how to install it as the reason (`build.rs` sets
+//! `missing_tool = "claude"`), so cargo's summary counts them as not run.
 //!
 //! The CLI runs with a cleared environment: a private `HOME`, the stand-in model as
 //! `ANTHROPIC_BASE_URL`, telemetry and non-essential traffic off, API retries off (a

@@ -125,6 +125,10 @@ fn tool_uses(events: &[Value]) -> Vec<&Value> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn a_prompt_is_answered_with_init_then_result_in_one_session() {
     let Some(binary) = require_claude("a_prompt_is_answered") else {
         return;
@@ -153,6 +157,10 @@ async fn a_prompt_is_answered_with_init_then_result_in_one_session() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn an_allowed_bash_call_runs_in_the_working_directory() {
     let Some(binary) = require_claude("an_allowed_bash_call_runs") else {
         return;
@@ -183,6 +191,10 @@ async fn an_allowed_bash_call_runs_in_the_working_directory() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn total_cost_is_cumulative_for_the_process() {
     let Some(binary) = require_claude("total_cost_is_cumulative") else {
         return;
@@ -217,6 +229,10 @@ async fn total_cost_is_cumulative_for_the_process() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn an_api_error_ends_the_turn_as_an_error_result_with_the_clis_message() {
     let Some(binary) = require_claude("an_api_error_ends_the_turn") else {
         return;
@@ -235,6 +251,10 @@ async fn an_api_error_ends_the_turn_as_an_error_result_with_the_clis_message() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn a_tool_that_needs_permission_is_asked_for_on_stdout_and_the_answer_obeyed() {
     let Some(binary) = require_claude("a_tool_that_needs_permission") else {
         return;
@@ -285,6 +305,10 @@ async fn a_tool_that_needs_permission_is_asked_for_on_stdout_and_the_answer_obey
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn resume_shows_the_model_the_earlier_turns_of_the_session() {
     let Some(binary) = require_claude("resume_shows_the_model") else {
         return;
@@ -325,6 +349,10 @@ async fn resume_shows_the_model_the_earlier_turns_of_the_session() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn an_interrupt_ends_the_running_tool_and_the_session_answers_the_next_prompt() {
     let Some(binary) = require_claude("an_interrupt_ends_the_running_tool") else {
         return;
