@@ -4,7 +4,7 @@
 //! summary (`ignored`) instead of passing without having checked anything.
 //!
 //! For each tool in [`TOOLS`] not found on `PATH` (for `root`: not running as
-//! root), this sets the cfg
+//! root; for `claude`: the pinned Claude Code CLI not installed), this sets the cfg
 //! `missing_tool = "NAME"`; a test that needs it carries
 //! `#[cfg_attr(missing_tool = "NAME", ignore = "NAME not installed: HOW")]` and
 //! calls `harness::require_tool("NAME")` first (see the README's Tests section).
@@ -24,6 +24,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("moto_server", "pip install 'moto[server]'"),
     ("python3", "apt-get install python3"),
     ("root", "run the tests as root, to mount a tmpfs"),
+    (
+        "claude",
+        "npm install --prefix .tools/claude-code @anthropic-ai/claude-code (the version .ci/run pins)",
+    ),
 ];
 
 fn main() {
@@ -41,6 +45,7 @@ fn main() {
     for (name, install) in TOOLS {
         let found = match *name {
             "root" => is_root(),
+            "claude" => claude_installed(),
             program => match find(program, &dirs) {
                 Some(path) => {
                     println!("cargo::rerun-if-changed={}", path.display());
@@ -66,6 +71,17 @@ fn main() {
             println!("cargo::rerun-if-changed={}", dir.display());
         }
     }
+}
+
+/// Whether the pinned Claude Code CLI is where the tests look for it
+/// (`crates/testkit/src/claude.rs`): `.tools/claude-code/`, or `AGENTLAB_CLAUDE_BIN`.
+fn claude_installed() -> bool {
+    println!("cargo::rerun-if-env-changed=AGENTLAB_CLAUDE_BIN");
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/claude-code/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    // Watched whether or not it exists, so an install is noticed by the next build.
+    println!("cargo::rerun-if-changed={}", pinned.display());
+    std::env::var_os("AGENTLAB_CLAUDE_BIN").is_some() || pinned.is_file()
 }
 
 /// Whether the effective user is root (Linux; elsewhere the tests that mount a

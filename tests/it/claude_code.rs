@@ -44,6 +44,10 @@ async fn tasks(service: &Service) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn a_prompt_is_answered_by_the_real_claude_code() {
     let Some(binary) = require_claude("a_prompt_is_answered_by_the_real_claude_code") else {
         return;
@@ -64,6 +68,10 @@ async fn a_prompt_is_answered_by_the_real_claude_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn an_allowed_bash_call_runs_in_the_workdir_before_the_answer() {
     let Some(binary) = require_claude("an_allowed_bash_call_runs_in_the_workdir") else {
         return;
@@ -83,6 +91,10 @@ async fn an_allowed_bash_call_runs_in_the_workdir_before_the_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn the_next_prompt_continues_the_same_conversation() {
     let Some(binary) = require_claude("the_next_prompt_continues_the_same_conversation") else {
         return;
@@ -110,6 +122,10 @@ async fn the_next_prompt_continues_the_same_conversation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
 async fn a_model_api_error_fails_the_task_with_the_clis_message_and_counts_on_the_breaker() {
     let Some(binary) = require_claude("a_model_api_error_fails_the_task") else {
         return;
