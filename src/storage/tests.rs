@@ -278,6 +278,40 @@ fn an_update_id_seen_before_on_another_message_is_a_new_task() {
     assert_eq!(store.queue_depth().unwrap(), 2);
 }
 
+/// The size a new snapshot reports is the size of the file it leaves (what
+/// `backups` and `restore` later show), not of the file before its check.
+#[test]
+fn a_new_snapshot_reports_the_size_of_the_file_it_leaves() {
+    let (dir, store) = temp_store();
+    for i in 0..50 {
+        store
+            .submit_task(new_task("A", 1, &format!("prompt {i}"), 5), 1)
+            .wait()
+            .unwrap();
+        store
+            .append_event("backup", Some("A"), serde_json::json!({"i": i}), i)
+            .wait()
+            .unwrap();
+        let samples = (0..40)
+            .map(|s| {
+                (
+                    format!("metric_{s}"),
+                    Sample {
+                        at_ms: i * 10_000,
+                        value: s as f64,
+                    },
+                )
+            })
+            .collect();
+        store.append_samples(samples).wait().unwrap();
+    }
+    let snapshot = dir.path().join("snap.redb");
+    let info = store.snapshot_to(&snapshot).unwrap();
+    let on_disk = std::fs::metadata(&snapshot).unwrap().len();
+    assert_eq!(info.size_bytes, on_disk);
+    assert_eq!(inspect_snapshot(&snapshot).unwrap().size_bytes, on_disk);
+}
+
 /// Verifying a snapshot (listing backups, picking one to restore) leaves it
 /// byte for byte as it was, and leaves nothing beside it.
 #[test]
