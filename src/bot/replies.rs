@@ -189,7 +189,7 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                 Err(e) => format!("Could not cancel task #{}: {e}", task.id),
             }
         }
-        status => format!("Task #{} is already {status}.", task.id),
+        status => format!("Task #{} {}.", task.id, status.already()),
     }
 }
 

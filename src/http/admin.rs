@@ -153,7 +153,7 @@ pub(crate) async fn cancel_task(
             let t = ctx.store.cancel_queued_task(id, now_ms()).await?;
             Ok(Json(json!({"id": id, "status": t.status})))
         }
-        other => Err(ApiError::conflict(format!("task {id} is already {other}"))),
+        other => Err(ApiError::conflict(format!("task {id} {}", other.already()))),
     }
 }
 

@@ -219,7 +219,29 @@ fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let again = store
         .finish_task(t.id, TaskFinish::default(), now + 6)
         .wait();
-    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    match again {
+        Err(StoreError::Conflict(message)) => assert!(
+            message.ends_with(&format!("task {} has already succeeded", t.id)),
+            "{message}"
+        ),
+        other => panic!("finished twice: {other:?}"),
+    }
+}
+
+#[test]
+fn a_finished_status_reads_as_a_sentence() {
+    let sentences: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.already()).collect();
+    assert_eq!(
+        sentences,
+        [
+            "is already queued",
+            "is already running",
+            "has already succeeded",
+            "has already failed",
+            "was already cancelled",
+            "was already interrupted"
+        ]
+    );
 }
 
 /// A task from no chat (the HTTP API, `ask`) keeps its answer with the task:
