@@ -45,6 +45,8 @@ pub struct ServiceContext {
     pub links: BTreeMap<String, Arc<TelegramLink>>,
     /// Each bot's outbox wake-up.
     pub outbox_wake: BTreeMap<String, Arc<Notify>>,
+    /// Each bot's tasks re-queued for another attempt, for its progress messages.
+    pub retried: BTreeMap<String, Arc<RetriedTasks>>,
     /// The start-up barrier has passed.
     pub ready: AtomicBool,
     /// Shutdown was requested.
@@ -71,6 +73,10 @@ impl ServiceContext {
             outbox_wake: bot_ids
                 .iter()
                 .map(|id| (id.clone(), Arc::new(Notify::new())))
+                .collect(),
+            retried: bot_ids
+                .iter()
+                .map(|id| (id.clone(), Arc::default()))
                 .collect(),
             config,
             store,
@@ -104,6 +110,18 @@ impl ServiceContext {
         }
     }
 
+    /// Tells a bot's progress updater that `task` was re-queued for another attempt.
+    pub fn task_retried(&self, task: &crate::storage::Task) {
+        if let Some(retried) = self.retried.get(&task.bot_id) {
+            retried
+                .ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task.id);
+            retried.wake.notify_one();
+        }
+    }
+
     /// Records a notice for operators (shown in health and logs).
     pub fn add_notice(&self, notice: String) {
         tracing::warn!(notice = %notice, "start-up notice");
@@ -111,6 +129,24 @@ impl ServiceContext {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(notice);
+    }
+}
+
+/// Tasks of one bot re-queued for another attempt since its progress updater
+/// last looked, so the chat is told of the retry at once (a failing attempt can
+/// last milliseconds, far less than the updater's tick).
+#[derive(Debug, Default)]
+pub struct RetriedTasks {
+    /// Their ids. A std Mutex: held for a push or a drain, never across an await.
+    pub ids: Mutex<Vec<u64>>,
+    /// Woken on each push.
+    pub wake: Notify,
+}
+
+impl RetriedTasks {
+    /// The ids pushed since the last call.
+    pub fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

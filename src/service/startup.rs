@@ -140,6 +140,12 @@ async fn run_with_store(
                 ctx.wake_outbox(&task.bot_id);
             }
         }));
+        let hook_ctx = Arc::downgrade(&ctx);
+        pool.set_on_retry(Arc::new(move |task| {
+            if let Some(ctx) = hook_ctx.upgrade() {
+                ctx.task_retried(task);
+            }
+        }));
     }
     record_start(&ctx).await;
 
