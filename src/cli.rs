@@ -160,6 +160,9 @@ pub struct LogsArgs {
     /// Lines from the end.
     #[arg(short = 'n', long, default_value_t = 50)]
     pub lines: usize,
+    /// Print the stored JSON records as they are (default: one readable line each).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Output format of `dump`.
