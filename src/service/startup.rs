@@ -49,7 +49,9 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
         bots = config.bots.len(),
         "agentlab starting"
     );
-    // 1. Configuration: the tokens too, so a missing one fails before anything starts.
+    // 1. Configuration: the bots and their tokens too, so a missing one fails
+    //    before anything starts.
+    config.require_bots()?;
     let tokens = resolve_tokens(&config, &options.tokens)?;
 
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
