@@ -36,6 +36,9 @@ pub struct RunOptions {
     /// Bot tokens given in-process (the demo's simulator), by bot id; other bots'
     /// tokens come from their `token_env` variables.
     pub tokens: BTreeMap<String, String>,
+    /// Set to the HTTP server's address once it listens (the demo waits on it: an
+    /// address file may be another process's).
+    pub bound: Option<Arc<std::sync::OnceLock<SocketAddr>>>,
 }
 
 /// Runs the service until shutdown; returns the process exit code.
@@ -174,6 +177,9 @@ async fn run_with_store(
         .await
         .context("starting the HTTP server")?;
     write_addr_file(&config, addr);
+    if let Some(bound) = &options.bound {
+        let _ = bound.set(addr);
+    }
 
     // 6. Restart notices, then 7. ready and polling.
     let bots = crate::bot::BotSet::connect(ctx.clone()).context("setting up the Telegram bots")?;
