@@ -14,6 +14,7 @@ mod http_api;
 mod legacy_import;
 mod logs;
 mod monitor;
+mod newcomer;
 mod reliability;
 mod telegram_faults;
 mod watchdog;
