@@ -49,9 +49,13 @@ pub async fn run(config: &Config, args: LogsArgs) -> anyhow::Result<i32> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let lines: Vec<&str> = text.lines().collect();
+    let mut out = std::io::stdout().lock();
     for line in &lines[lines.len().saturating_sub(args.lines)..] {
-        println!("{}", show(line));
+        if !print_line(&mut out, &show(line))? {
+            return Ok(0);
+        }
     }
+    drop(out);
     if !args.follow {
         return Ok(0);
     }
@@ -68,11 +72,24 @@ pub async fn run(config: &Config, args: LogsArgs) -> anyhow::Result<i32> {
             let mut reader = std::io::BufReader::new(&file);
             let mut line = String::new();
             while reader.read_line(&mut line)? > 0 {
-                println!("{}", show(line.trim_end_matches(['\n', '\r'])));
+                let shown = show(line.trim_end_matches(['\n', '\r']));
+                if !print_line(&mut std::io::stdout().lock(), &shown)? {
+                    return Ok(0);
+                }
                 line.clear();
             }
             pos = len;
         }
+    }
+}
+
+/// Writes one line; `false` when the reader has gone (`logs | head`), which
+/// ends the command quietly.
+fn print_line(out: &mut impl std::io::Write, line: &str) -> std::io::Result<bool> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

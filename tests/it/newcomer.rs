@@ -120,6 +120,20 @@ fn the_demo_config_points_the_command_line_at_the_demo() {
         !readable.contains("\"fields\""),
         "raw JSON by default:\n{readable}"
     );
+    // A reader that goes away (`logs | head`) ends the command quietly.
+    let mut cut = Command::new(binary())
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(demo_toml())
+        .args(["logs", "-n", "200"])
+        .env_remove("AGENTLAB_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run agentlab logs");
+    drop(cut.stdout.take());
+    let cut = cut.wait_with_output().expect("logs ends");
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
     let raw = cli_on_demo(dir.path(), &["logs", "--json", "-n", "1"]);
     let line = text(&raw.stdout);
     let record: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON record");
