@@ -185,9 +185,16 @@ impl Shutdown {
         *self.tx.borrow()
     }
 
-    /// A receiver that turns true at shutdown.
+    /// A receiver that turns true at shutdown. Subscribed after the request (a
+    /// task first polled just after a stop right after start), it reports the
+    /// request as a change still to be seen: a plain subscription counts the
+    /// current value as seen, and its `changed()` would wait forever.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
+        let mut rx = self.tx.subscribe();
+        if *rx.borrow() {
+            rx.mark_changed();
+        }
+        rx
     }
 
     /// Waits until shutdown is asked for.
@@ -253,5 +260,37 @@ impl TelegramLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A part whose loop first runs after a stop that came right after start
+    /// must still see the stop, or the shutdown waits for it forever.
+    #[tokio::test]
+    async fn a_receiver_subscribed_after_the_request_sees_it() {
+        let shutdown = Shutdown::new();
+        let mut before = shutdown.subscribe();
+        shutdown.request(0);
+        let mut after = shutdown.subscribe();
+        for rx in [&mut before, &mut after] {
+            tokio::time::timeout(Duration::from_secs(5), rx.changed())
+                .await
+                .expect("the request is seen")
+                .expect("the sender is alive");
+            assert!(*rx.borrow_and_update());
+        }
+        let untouched = Shutdown::new();
+        let mut idle = untouched.subscribe();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), idle.changed())
+                .await
+                .is_err(),
+            "a change reported with no request"
+        );
     }
 }
