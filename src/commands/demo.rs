@@ -273,7 +273,15 @@ async fn run_interactive(
                 prompt.after_line();
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                prompt.after_output(printer.print_new(sim)?);
+                // The bot's lines replace a prompt on screen rather than
+                // follow it on its line.
+                let on_screen = prompt_visible && prompt.on_screen;
+                let printed = printer.print_new_after(sim, || {
+                    if on_screen {
+                        eprint!("\r\x1b[K");
+                    }
+                })?;
+                prompt.after_output(printed);
             }
         }
     }
@@ -287,29 +295,38 @@ async fn run_interactive(
 #[derive(Debug)]
 struct Prompt {
     owed: bool,
+    /// Shown and still the last thing on its line.
+    on_screen: bool,
 }
 
 impl Default for Prompt {
     fn default() -> Self {
-        Prompt { owed: true }
+        Prompt {
+            owed: true,
+            on_screen: false,
+        }
     }
 }
 
 impl Prompt {
     /// Whether to show the prompt now (then it is no longer owed).
     fn take(&mut self) -> bool {
-        std::mem::take(&mut self.owed)
+        let show = std::mem::take(&mut self.owed);
+        self.on_screen |= show;
+        show
     }
 
     /// The user's line was handled (and what followed it printed).
     fn after_line(&mut self) {
         self.owed = true;
+        self.on_screen = false;
     }
 
     /// A tick printed `lines` lines of the bot's.
     fn after_output(&mut self, lines: usize) {
         if lines > 0 {
             self.owed = true;
+            self.on_screen = false;
         }
     }
 }
@@ -381,12 +398,21 @@ struct Printer {
 
 impl Printer {
     fn print_new(&mut self, sim: &SimHandle) -> anyhow::Result<usize> {
+        self.print_new_after(sim, || {})
+    }
+
+    /// Like [`Self::print_new`], running `before` once before the first line.
+    fn print_new_after(&mut self, sim: &SimHandle, before: impl FnOnce()) -> anyhow::Result<usize> {
         let items = sim.sent(DEMO_TOKEN)?;
         let mut printed = 0;
         let seen = self.seen;
+        let mut before = Some(before);
         for item in items.into_iter().filter(|i| i.seq > seen) {
             self.seen = item.seq;
             if let Some(line) = render_item(&item) {
+                if let Some(before) = before.take() {
+                    before();
+                }
                 println!("{line}");
                 printed += 1;
             }
@@ -452,7 +478,9 @@ mod tests {
             prompt.after_output(0);
             assert!(!prompt.take(), "shown again on a quiet tick");
         }
+        assert!(prompt.on_screen, "the prompt is on its line");
         prompt.after_output(2);
+        assert!(!prompt.on_screen, "the bot's lines replaced it");
         assert!(prompt.take(), "shown after the bot's lines");
         assert!(!prompt.take());
         prompt.after_line();
