@@ -105,6 +105,7 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
                 shutdown: None,
                 systemd_notify: true,
                 tokens: Default::default(),
+                bound: None,
             };
             crate::service::run(config, options).await
         }

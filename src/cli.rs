@@ -160,6 +160,9 @@ pub struct LogsArgs {
     /// Lines from the end.
     #[arg(short = 'n', long, default_value_t = 50)]
     pub lines: usize,
+    /// Print the stored JSON records as they are (default: one readable line each).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Output format of `dump`.
@@ -192,9 +195,18 @@ pub struct DumpArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DumpFormat::Json)]
     pub format: DumpFormat,
-    /// Only rows at or after this time (ISO-8601, unix seconds or ms, or an age like 2h).
-    #[arg(long)]
+    /// Only rows at or after this time (ISO-8601, a date, unix seconds or ms, or an
+    /// age like 90s, 15m, 2h, 7d).
+    #[arg(long, value_parser = since_argument)]
     pub since: Option<String>,
+}
+
+/// Checks `dump --since` as it is parsed, so a time it cannot read is a usage
+/// error (exit code 2, with the accepted forms) like any other bad argument.
+fn since_argument(text: &str) -> Result<String, String> {
+    crate::commands::dump::parse_since(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `restore`
@@ -261,6 +273,21 @@ mod tests {
                 text.contains("agentlab run -c mine.toml"),
                 "{args:?}: {text}"
             );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_dump_since_is_a_usage_error_naming_the_accepted_forms() {
+        let err =
+            Cli::try_parse_args(["agentlab", "dump", "--since", "yesterday"]).expect_err("refused");
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("yesterday"), "{text}");
+        assert!(text.contains("ISO-8601") && text.contains("2h"), "{text}");
+        let cli = Cli::try_parse_args(["agentlab", "dump", "--since", "2h"]).expect("parsed");
+        match cli.command {
+            Command::Dump(args) => assert_eq!(args.since.as_deref(), Some("2h")),
+            other => panic!("parsed as {other:?}"),
         }
     }
 

@@ -566,6 +566,18 @@ fn plain_defaults(agent: &AgentConfig) -> AgentConfig {
     }
 }
 
+/// A configuration without a `[[bots]]` section: `agentlab run` refuses it, since
+/// every prompt (Telegram, `POST /api/tasks`, `ask`) names a configured bot, so
+/// such a service could only sit there; most often it is `run` started in a
+/// folder with no `agentlab.toml`, on built-in defaults.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no bots are configured, so nothing could send the service a prompt: add a [[bots]] \
+     section (examples/agentlab.toml has one to copy), or name the file that has it with \
+     --config or $AGENTLAB_CONFIG"
+)]
+pub struct NoBots;
+
 /// A bot whose token variable is unset or empty: `agentlab run` cannot start it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bot `{bot_id}`: the token variable ${var} is not set")]
@@ -851,6 +863,15 @@ impl Config {
             .filter(|bot| secret_from_env(&bot.token_env).is_none())
             .map(MissingToken::of)
             .collect()
+    }
+
+    /// [`NoBots`] when no bot is configured (`agentlab run` refuses to start).
+    pub fn require_bots(&self) -> Result<(), NoBots> {
+        if self.bots.is_empty() {
+            Err(NoBots)
+        } else {
+            Ok(())
+        }
     }
 
     /// The bot with this id.

@@ -23,6 +23,8 @@ use crate::storage::{Task, TaskStatus, now_ms};
 const EDIT_EVERY: Duration = Duration::from_secs(10);
 /// How often the progress updater looks at running tasks.
 const PROGRESS_TICK: Duration = Duration::from_secs(2);
+/// How soon a retried task without a progress message yet is looked at again.
+const RETRY_MESSAGE_RECHECK: Duration = Duration::from_millis(100);
 /// Typing actions expire after about 5 s on the client.
 const TYPING_EVERY: Duration = Duration::from_secs(5);
 /// Messages per answer before the rest goes as a document.
@@ -118,8 +120,13 @@ pub(crate) fn answer_markdown(task: &Task) -> String {
         _ => {
             let class = task.error_class.map_or("error", |c| c.as_str());
             let error = task.error.as_deref().unwrap_or("no details");
+            let attempts = if task.attempts > 1 {
+                format!(" after {} attempts", task.attempts)
+            } else {
+                String::new()
+            };
             format!(
-                "❌ Task #{} failed ({class}): {error}\n\nSend /retry {} to run it again.",
+                "❌ Task #{} failed{attempts} ({class}): {error}\n\nSend /retry {} to run it again.",
                 task.id, task.id
             )
         }
@@ -182,21 +189,44 @@ async fn send_answer(bot: &BotRuntime, task: &Task, markdown: &str) -> Result<()
     Ok(())
 }
 
-/// Keeps each running task's progress message and typing action current.
+/// Keeps each running task's progress message and typing action current, and
+/// tells the chat at once when an attempt failed and another one is coming.
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
 pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
     let mut shutdown = bot.ctx.shutdown.subscribe();
+    let retried = bot
+        .ctx
+        .retried
+        .get(&bot.config.id)
+        .cloned()
+        .unwrap_or_default();
     let mut shown: HashMap<u64, Shown> = HashMap::new();
+    // Tasks waiting for their next attempt, shown until it starts.
+    let mut retrying: Vec<u64> = Vec::new();
     let mut paused_until: Option<Instant> = None;
+    // A retry can come before the "Queued" message is recorded as the task's
+    // progress message; it is then looked at again soon, not a tick later.
+    let mut awaiting_message = false;
     loop {
+        let tick = if awaiting_message {
+            RETRY_MESSAGE_RECHECK
+        } else {
+            PROGRESS_TICK
+        };
         tokio::select! {
-            _ = tokio::time::sleep(PROGRESS_TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
+            _ = retried.wake.notified() => {}
             _ = shutdown.changed() => break,
+        }
+        for id in retried.take() {
+            if !retrying.contains(&id) {
+                retrying.push(id);
+            }
         }
         if paused_until.is_some_and(|t| Instant::now() < t) {
             continue;
         }
-        let running: Vec<Task> = bot
+        let mut tasks: Vec<Task> = bot
             .ctx
             .store
             .tasks_in_status(TaskStatus::Running)
@@ -204,8 +234,21 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
             .into_iter()
             .filter(|t| t.bot_id == bot.config.id)
             .collect();
-        shown.retain(|id, _| running.iter().any(|t| t.id == *id));
-        for task in running {
+        retrying.retain(|id| !tasks.iter().any(|t| t.id == *id));
+        retrying.retain(|id| match bot.ctx.store.get_task(*id) {
+            Ok(Some(task))
+                if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) =>
+            {
+                tasks.push(task);
+                true
+            }
+            _ => false,
+        });
+        awaiting_message = tasks
+            .iter()
+            .any(|t| t.status != TaskStatus::Running && t.progress_message_id.is_none());
+        shown.retain(|id, _| tasks.iter().any(|t| t.id == *id));
+        for task in tasks {
             if let Err(wait) = update_progress(&bot, &task, shown.entry(task.id).or_default()).await
             {
                 paused_until = Some(Instant::now() + wait);
@@ -219,14 +262,20 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
 struct Shown {
     edited: Option<Instant>,
     typing: Option<Instant>,
+    /// The phase last shown: running or waiting, and the attempt.
+    phase: Option<(bool, u32)>,
 }
 
 /// One progress step for a task; `Err(wait)` when Telegram asked us to slow down.
+/// A new phase (an attempt failed, the next one started) is shown at once; the
+/// running time at most every [`EDIT_EVERY`].
 async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Result<(), Duration> {
     let now = Instant::now();
-    if shown
-        .typing
-        .is_none_or(|t| now.duration_since(t) >= TYPING_EVERY)
+    let running = task.status == TaskStatus::Running;
+    if running
+        && shown
+            .typing
+            .is_none_or(|t| now.duration_since(t) >= TYPING_EVERY)
     {
         shown.typing = Some(now);
         if let Err(SendError::RetryAfter(wait)) = bot.api.typing(task.chat_id).await {
@@ -236,17 +285,150 @@ async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Re
     let Some(message_id) = task.progress_message_id else {
         return Ok(());
     };
-    if shown
-        .edited
-        .is_some_and(|t| now.duration_since(t) < EDIT_EVERY)
+    let phase = (running, task.attempts);
+    if shown.phase == Some(phase)
+        && shown
+            .edited
+            .is_some_and(|t| now.duration_since(t) < EDIT_EVERY)
     {
         return Ok(());
     }
     shown.edited = Some(now);
-    let elapsed_s = now_ms().saturating_sub(task.started_ms.unwrap_or_else(now_ms)) / 1000;
-    let text = format!("⚙️ Running task #{}… {elapsed_s} s", task.id);
+    shown.phase = Some(phase);
+    let text = progress_text(task, now_ms());
     match bot.api.edit_text(task.chat_id, message_id, &text).await {
         Err(SendError::RetryAfter(wait)) => Err(wait),
         _ => Ok(()),
+    }
+}
+
+/// Longest failure text quoted in a progress message, in characters.
+const PROGRESS_ERROR_CHARS: usize = 200;
+
+/// The progress message of a running task, or of one waiting for its next
+/// attempt: which attempt of how many, and why the previous one failed.
+fn progress_text(task: &Task, now_ms: u64) -> String {
+    let failure = || {
+        let class = task.error_class.map_or("failed", |c| c.as_str());
+        let error: String = task
+            .error
+            .as_deref()
+            .unwrap_or("no details")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let error = if error.chars().count() > PROGRESS_ERROR_CHARS {
+            let cut: String = error.chars().take(PROGRESS_ERROR_CHARS - 1).collect();
+            format!("{cut}…")
+        } else {
+            error
+        };
+        format!("{class}: {error}")
+    };
+    if task.status == TaskStatus::Running {
+        let elapsed_s = now_ms.saturating_sub(task.started_ms.unwrap_or(now_ms)) / 1000;
+        if task.attempts <= 1 {
+            return format!("⚙️ Running task #{}… {elapsed_s} s", task.id);
+        }
+        return format!(
+            "⚙️ Running task #{}, attempt {} of {}… {elapsed_s} s\nAttempt {} failed ({})",
+            task.id,
+            task.attempts,
+            task.max_attempts,
+            task.attempts - 1,
+            failure()
+        );
+    }
+    let wait_s = task.enqueued_ms.saturating_sub(now_ms).div_ceil(1000);
+    let when = if wait_s == 0 {
+        "now".to_string()
+    } else {
+        format!("in {wait_s} s")
+    };
+    format!(
+        "🔁 Task #{}: attempt {} of {} failed ({}). Trying again {when}, attempt {} of {}.",
+        task.id,
+        task.attempts,
+        task.max_attempts,
+        failure(),
+        task.attempts + 1,
+        task.max_attempts
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FailureClass;
+
+    fn failed_once(status: TaskStatus) -> Task {
+        use crate::storage::{TaskKind, TaskSource};
+        Task {
+            id: 7,
+            bot_id: "B".into(),
+            user_id: 1,
+            chat_id: 1,
+            kind: TaskKind::Chat,
+            source: TaskSource::Telegram,
+            prompt: "fail".into(),
+            priority: 5,
+            status,
+            attempts: 1,
+            max_attempts: 3,
+            created_ms: 1_000,
+            enqueued_ms: 1_000,
+            started_ms: Some(1_000),
+            finished_ms: None,
+            pid: None,
+            pid_start_time: None,
+            exit_code: None,
+            result: None,
+            error_class: Some(FailureClass::AgentError),
+            error: Some("the agent exited with code 1:\nboom".into()),
+            cost_usd: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
+            session_id: None,
+            reply_to_message_id: None,
+            update_id: None,
+            progress_message_id: Some(3),
+            delivery_started_ms: None,
+            retry_of: None,
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_says_which_attempt_failed_why_and_what_comes_next() {
+        let mut task = failed_once(TaskStatus::Queued);
+        task.enqueued_ms = 11_000;
+        assert_eq!(
+            progress_text(&task, 10_000),
+            "🔁 Task #7: attempt 1 of 3 failed (agent_error: the agent exited with code 1: boom). \
+             Trying again in 1 s, attempt 2 of 3."
+        );
+        task.status = TaskStatus::Running;
+        task.attempts = 2;
+        task.started_ms = Some(11_000);
+        assert_eq!(
+            progress_text(&task, 14_500),
+            "⚙️ Running task #7, attempt 2 of 3… 3 s\nAttempt 1 failed (agent_error: the agent exited with code 1: boom)"
+        );
+        task.attempts = 1;
+        assert_eq!(progress_text(&task, 14_500), "⚙️ Running task #7… 3 s");
+    }
+
+    #[test]
+    fn a_failure_after_retries_says_how_many_attempts_it_had() {
+        let mut task = failed_once(TaskStatus::Failed);
+        task.attempts = 3;
+        assert!(
+            answer_markdown(&task)
+                .starts_with("❌ Task #7 failed after 3 attempts (agent_error): "),
+            "{}",
+            answer_markdown(&task)
+        );
+        task.attempts = 1;
+        assert!(answer_markdown(&task).starts_with("❌ Task #7 failed (agent_error): "));
     }
 }

@@ -135,7 +135,12 @@ fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                 preview(&task.prompt, 200)
             );
             if let Some(ms) = task.run_ms() {
-                out.push_str(&format!("Ran for {:.1} s\n", ms as f64 / 1000.0));
+                let which = if task.attempts > 1 {
+                    format!(" (attempt {} of {})", task.attempts, task.max_attempts)
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!("Ran for {}{which}\n", run_duration(ms)));
             }
             if task.cost_usd > 0.0 {
                 out.push_str(&format!("Cost: ${:.4}\n", task.cost_usd));
@@ -189,7 +194,7 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                 Err(e) => format!("Could not cancel task #{}: {e}", task.id),
             }
         }
-        status => format!("Task #{} is already {status}.", task.id),
+        status => format!("Task #{} {}.", task.id, status.already()),
     }
 }
 
@@ -327,6 +332,17 @@ fn preview(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// How long a run took, to a precision that never shows a real run as zero:
+/// "27 ms", "2.0 s", "3 min 5 s". The built-in test agent answers in tens of
+/// milliseconds, which tenths of a second would show as "0.0 s".
+pub fn run_duration(ms: u64) -> String {
+    match ms {
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms => human_duration(ms / 1000),
+    }
+}
+
 /// "3 h 5 min", "42 s".
 pub fn human_duration(secs: u64) -> String {
     match secs {
@@ -334,5 +350,18 @@ pub fn human_duration(secs: u64) -> String {
         s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
         s if s < 86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
         s => format!("{} d {} h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_run_is_shown_in_milliseconds_not_as_zero() {
+        assert_eq!(run_duration(27), "27 ms");
+        assert_eq!(run_duration(0), "0 ms");
+        assert_eq!(run_duration(2_024), "2.0 s");
+        assert_eq!(run_duration(185_000), "3 min 5 s");
     }
 }

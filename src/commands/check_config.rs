@@ -1,15 +1,16 @@
 //! `agentlab check-config`: validate and print the effective configuration.
 //!
-//! Exit code 0 when `agentlab run` could start with it (valid, every bot's
-//! token variable set), 1 otherwise; the configuration is printed either way
-//! when it is valid.
+//! Exit code 0 when `agentlab run` could start with it (valid, at least one
+//! bot, every bot's token variable set), 1 otherwise; the configuration is
+//! printed either way when it is valid.
 
 use std::path::Path;
 
 use crate::app::{load_config, resolve_config_path};
 
-/// Prints the effective configuration with secrets redacted; 1 when a bot's
-/// token variable is unset, since `run` would refuse to start.
+/// Prints the effective configuration with secrets redacted; 1 when no bot is
+/// configured or a bot's token variable is unset, since `run` would refuse to
+/// start.
 pub fn run(named: Option<&Path>) -> anyhow::Result<i32> {
     let config = load_config(named)?;
     match resolve_config_path(named) {
@@ -17,6 +18,10 @@ pub fn run(named: Option<&Path>) -> anyhow::Result<i32> {
         None => println!("# no configuration file: built-in defaults"),
     }
     print!("{}", config.render_redacted());
+    if let Err(no_bots) = config.require_bots() {
+        eprintln!("error: {no_bots}; `agentlab run` would refuse to start");
+        return Ok(1);
+    }
     let missing = config.missing_tokens();
     for token in &missing {
         eprintln!(

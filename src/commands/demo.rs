@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -57,7 +58,7 @@ fn reserve_sim_ids(data_dir: &Path) -> anyhow::Result<u32> {
 
 /// The demo's log folder (its logging is set up by the caller, `app`).
 pub fn log_dir(args: &DemoArgs) -> std::path::PathBuf {
-    args.data_dir.join("logs")
+    demo_config_in(&args.data_dir, args.port, "", Vec::new()).log_dir
 }
 
 /// Runs the demo until the input ends (script) or the user types `/quit` / Ctrl-D.
@@ -73,8 +74,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     .context("starting the built-in Telegram simulator")?;
     let config = demo_config(&args, &sim.url())?;
     let shutdown = Shutdown::new();
-    let service = tokio::spawn(supervise(config.clone(), shutdown.clone()));
-    let addr = wait_for_address(&config, &service).await?;
+    let bound = Arc::new(OnceLock::new());
+    let mut service = tokio::spawn(supervise(config.clone(), shutdown.clone(), bound.clone()));
+    let addr = wait_for_address(&config, &bound, &mut service).await?;
     print_banner(&config, &addr);
 
     let mut printer = Printer::default();
@@ -91,13 +93,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
 /// Runs the service as launchd or systemd would: started again when it exits
 /// for a `/restart` (exit code 42), until `stop` is requested.
-async fn supervise(config: Config, stop: Shutdown) -> anyhow::Result<i32> {
+/// `bound` is set to the first run's HTTP address.
+async fn supervise(
+    config: Config,
+    stop: Shutdown,
+    bound: Arc<OnceLock<SocketAddr>>,
+) -> anyhow::Result<i32> {
     loop {
         let this_run = Shutdown::new();
         let options = RunOptions {
             shutdown: Some(this_run.clone()),
             systemd_notify: false,
             tokens: BTreeMap::from([(DEMO_BOT.to_string(), DEMO_TOKEN.to_string())]),
+            bound: Some(bound.clone()),
         };
         let service = crate::service::run(config.clone(), options);
         tokio::pin!(service);
@@ -119,14 +127,25 @@ async fn supervise(config: Config, stop: Shutdown) -> anyhow::Result<i32> {
 
 fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
     let exe = std::env::current_exe().context("locating the agentlab binary for the demo agent")?;
-    let data_dir = args.data_dir.clone();
+    let agent = vec![exe.to_string_lossy().into_owned(), "test-agent".into()];
+    let config = demo_config_in(&args.data_dir, args.port, api_url, agent);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The demo's configuration for its folder `data_dir` (`--data-dir`), without
+/// touching the disk. `examples/demo.toml` names the same folders, port and
+/// bot for the other commands.
+fn demo_config_in(data_dir: &Path, port: u16, api_url: &str, agent_command: Vec<String>) -> Config {
     let mut config = Config {
         data_dir: data_dir.join("data"),
         backup_dir: data_dir.join("backups"),
-        log_dir: log_dir(args),
+        log_dir: data_dir.join("logs"),
         ..Config::default()
     };
-    config.http.bind = format!("127.0.0.1:{}", args.port);
+    config.http.bind = format!("127.0.0.1:{port}");
     config.limits.workers = 2;
     config.limits.task_timeout_s = 300;
     config.bots = vec![BotConfig {
@@ -135,52 +154,75 @@ fn demo_config(args: &DemoArgs, api_url: &str) -> anyhow::Result<Config> {
         api_url: api_url.to_string(),
         allowed_users: vec![DEMO_USER],
         admins: vec![DEMO_USER],
-        workdir: data_dir.clone(),
+        workdir: data_dir.to_path_buf(),
         // The built-in test agent speaks Claude Code's protocol, like the default agent.
         agent: AgentConfig {
-            command: vec![exe.to_string_lossy().into_owned(), "test-agent".into()],
+            command: agent_command,
             ..AgentConfig::default()
         },
     }];
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    config.validate()?;
-    Ok(config)
+    config
 }
 
-/// How much earlier than the clock a file's modification time may read.
-const ADDR_CLOCK_MARGIN: Duration = Duration::from_millis(50);
-
+/// Waits until this run's service listens (not another process's: an address
+/// file on the same folder may be a running demo's, or a killed one's), or
+/// says why it stopped first.
 async fn wait_for_address(
     config: &Config,
-    service: &tokio::task::JoinHandle<anyhow::Result<i32>>,
+    bound: &OnceLock<SocketAddr>,
+    service: &mut tokio::task::JoinHandle<anyhow::Result<i32>>,
 ) -> anyhow::Result<String> {
-    let file = crate::service::addr_file(config);
-    // A file left by an earlier run that did not stop cleanly names a port
-    // nobody listens on: only one written since this run started counts
-    // (less a margin for the file system's coarse clock).
-    let since = std::time::SystemTime::now() - ADDR_CLOCK_MARGIN;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if service.is_finished() {
-            anyhow::bail!(
-                "the service stopped during start-up (is port {} free? try --port 0)",
-                config.http.bind
-            );
+        if let Some(addr) = bound.get() {
+            return Ok(addr.to_string());
         }
-        let fresh = std::fs::metadata(&file)
-            .and_then(|m| m.modified())
-            .is_ok_and(|written| written >= since);
-        if fresh
-            && let Ok(addr) = std::fs::read_to_string(&file)
-            && !addr.trim().is_empty()
-        {
-            return Ok(addr.trim().to_string());
+        if service.is_finished() {
+            let outcome = service.await.context("the service task failed")?;
+            return Err(start_up_failure(config, outcome));
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("the service did not become ready within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Why the service stopped before it was ready, said for the demo: another
+/// agentlab holding the demo's database, or its port taken, each with what to
+/// do; anything else as it is.
+fn start_up_failure(config: &Config, outcome: anyhow::Result<i32>) -> anyhow::Error {
+    let error = match outcome {
+        Ok(code) => {
+            return anyhow::anyhow!("the service stopped during start-up (exit code {code})");
+        }
+        Err(error) => error,
+    };
+    let folder_in_use = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<crate::storage::StoreError>(),
+            Some(crate::storage::StoreError::AlreadyOpen { .. })
+        )
+    });
+    let port_taken = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    });
+    let folder = config.data_dir.parent().unwrap_or(&config.data_dir);
+    if folder_in_use {
+        error.context(format!(
+            "{} is in use by another agentlab (another `agentlab demo` on the same folder?): \
+             stop that one, or give this one a folder of its own with --data-dir",
+            folder.display()
+        ))
+    } else if port_taken {
+        error.context(format!(
+            "{} is taken by another program: try --port 0 (a free port)",
+            config.http.bind
+        ))
+    } else {
+        error.context("the service stopped during start-up")
     }
 }
 
@@ -204,8 +246,9 @@ async fn run_interactive(
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut lines = stdin.lines();
     let prompt_visible = std::io::stdin().is_terminal();
+    let mut prompt = Prompt::default();
     loop {
-        if prompt_visible {
+        if prompt_visible && prompt.take() {
             eprint!("you> ");
         }
         tokio::select! {
@@ -228,14 +271,65 @@ async fn run_interactive(
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 printer.print_new(sim)?;
+                prompt.after_line();
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                printer.print_new(sim)?;
+                // The bot's lines replace a prompt on screen rather than
+                // follow it on its line.
+                let on_screen = prompt_visible && prompt.on_screen;
+                let printed = printer.print_new_after(sim, || {
+                    if on_screen {
+                        eprint!("\r\x1b[K");
+                    }
+                })?;
+                prompt.after_output(printed);
             }
         }
     }
     printer.print_new(sim)?;
     Ok(())
+}
+
+/// When the interactive demo shows `you> `: at the start, after each line the
+/// user sends, and after the bot said something — never on a quiet tick, where
+/// prompts would pile up and what the user types would land after dozens.
+#[derive(Debug)]
+struct Prompt {
+    owed: bool,
+    /// Shown and still the last thing on its line.
+    on_screen: bool,
+}
+
+impl Default for Prompt {
+    fn default() -> Self {
+        Prompt {
+            owed: true,
+            on_screen: false,
+        }
+    }
+}
+
+impl Prompt {
+    /// Whether to show the prompt now (then it is no longer owed).
+    fn take(&mut self) -> bool {
+        let show = std::mem::take(&mut self.owed);
+        self.on_screen |= show;
+        show
+    }
+
+    /// The user's line was handled (and what followed it printed).
+    fn after_line(&mut self) {
+        self.owed = true;
+        self.on_screen = false;
+    }
+
+    /// A tick printed `lines` lines of the bot's.
+    fn after_output(&mut self, lines: usize) {
+        if lines > 0 {
+            self.owed = true;
+            self.on_screen = false;
+        }
+    }
 }
 
 async fn run_script(
@@ -305,12 +399,21 @@ struct Printer {
 
 impl Printer {
     fn print_new(&mut self, sim: &SimHandle) -> anyhow::Result<usize> {
+        self.print_new_after(sim, || {})
+    }
+
+    /// Like [`Self::print_new`], running `before` once before the first line.
+    fn print_new_after(&mut self, sim: &SimHandle, before: impl FnOnce()) -> anyhow::Result<usize> {
         let items = sim.sent(DEMO_TOKEN)?;
         let mut printed = 0;
         let seen = self.seen;
+        let mut before = Some(before);
         for item in items.into_iter().filter(|i| i.seq > seen) {
             self.seen = item.seq;
             if let Some(line) = render_item(&item) {
+                if let Some(before) = before.take() {
+                    before();
+                }
                 println!("{line}");
                 printed += 1;
             }
@@ -340,5 +443,48 @@ fn render_item(item: &SentItem) -> Option<String> {
             Some(format!("bot [{id}] 📎 {name}: {}", text()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `examples/demo.toml` points the other commands at the demo's default
+    /// folders, port and bot: it must name what the demo really uses.
+    #[test]
+    fn the_example_demo_config_names_the_demos_folders_port_and_bot() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
+        let (example, warnings) = Config::load(&path).expect("examples/demo.toml loads");
+        assert_eq!(warnings, Vec::new());
+        let demo = demo_config_in(Path::new("demo-data"), 8080, "", Vec::new());
+        assert_eq!(example.data_dir, demo.data_dir);
+        assert_eq!(example.backup_dir, demo.backup_dir);
+        assert_eq!(example.log_dir, demo.log_dir);
+        assert_eq!(example.http.bind, demo.http.bind);
+        assert_eq!(example.http.admin_token_env, demo.http.admin_token_env);
+        let (ours, theirs) = (&example.bots, &demo.bots);
+        assert_eq!(ours.len(), 1);
+        assert_eq!(ours[0].id, theirs[0].id);
+        assert_eq!(ours[0].allowed_users, theirs[0].allowed_users);
+        assert_eq!(ours[0].admins, theirs[0].admins);
+        assert_eq!(ours[0].token_env, theirs[0].token_env);
+    }
+
+    #[test]
+    fn the_prompt_is_shown_after_input_or_output_never_on_a_quiet_tick() {
+        let mut prompt = Prompt::default();
+        assert!(prompt.take(), "shown at the start");
+        for _ in 0..10 {
+            prompt.after_output(0);
+            assert!(!prompt.take(), "shown again on a quiet tick");
+        }
+        assert!(prompt.on_screen, "the prompt is on its line");
+        prompt.after_output(2);
+        assert!(!prompt.on_screen, "the bot's lines replaced it");
+        assert!(prompt.take(), "shown after the bot's lines");
+        assert!(!prompt.take());
+        prompt.after_line();
+        assert!(prompt.take(), "shown after the user's line");
     }
 }

@@ -50,7 +50,7 @@ fn dump_store(
     format: DumpFormat,
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut writer = DumpWriter::new(format, std::io::BufWriter::new(stdout.lock()));
+    let mut writer = DumpWriter::new(format, std::io::BufWriter::new(stdout.lock()), tables);
     store.dump(tables, since, &mut |row| writer.row(row))?;
     writer.finish()?;
     Ok(())
@@ -119,7 +119,8 @@ pub fn parse_since(text: &str) -> anyhow::Result<u64> {
         return u64::try_from(ms).context("time before 1970");
     }
     anyhow::bail!(
-        "--since `{text}`: use ISO-8601 (2025-10-14T12:00:00Z), a date, unix seconds/ms, or an age like 2h"
+        "`{text}` is not a time: use ISO-8601 (2025-10-14T12:00:00Z), a date (2025-10-14), \
+         unix seconds or milliseconds, or an age (90s, 15m, 2h, 7d)"
     )
 }
 

@@ -316,24 +316,68 @@ pub async fn tasks(config: &Config, args: TasksArgs) -> anyhow::Result<i32> {
     let list = tasks.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         println!("no tasks");
+    } else {
+        print!("{}", tasks_table(&list));
     }
-    for t in list {
+    Ok(0)
+}
+
+/// Longest prompt preview in `agentlab tasks`, in characters.
+const PROMPT_PREVIEW_CHARS: usize = 50;
+
+/// The `tasks` listing: a header and one line per task, each column as wide as
+/// its widest cell (counted in characters), the prompt last and on one line.
+fn tasks_table(tasks: &[Value]) -> String {
+    let text = |v: &Value| v.as_str().map_or_else(|| "-".to_string(), str::to_string);
+    let mut rows: Vec<[String; 5]> = vec![[
+        "ID".into(),
+        "STATUS".into(),
+        "BOT".into(),
+        "ERROR".into(),
+        "PROMPT".into(),
+    ]];
+    for t in tasks {
         let prompt: String = t["prompt"]
             .as_str()
             .unwrap_or("")
-            .chars()
-            .take(50)
-            .collect();
-        println!(
-            "#{:<6} {:<11} {:<8} {:<10} {}",
-            t["id"],
-            t["status"].as_str().unwrap_or("?"),
-            t["bot_id"].as_str().unwrap_or("?"),
-            t["error_class"].as_str().unwrap_or("-"),
-            prompt.replace('\n', " ")
-        );
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let preview = if prompt.chars().count() > PROMPT_PREVIEW_CHARS {
+            let cut: String = prompt.chars().take(PROMPT_PREVIEW_CHARS - 1).collect();
+            format!("{cut}…")
+        } else {
+            prompt
+        };
+        rows.push([
+            t["id"]
+                .as_u64()
+                .map_or_else(|| "?".into(), |id| format!("#{id}")),
+            text(&t["status"]),
+            text(&t["bot_id"]),
+            text(&t["error_class"]),
+            preview,
+        ]);
     }
-    Ok(0)
+    let widths: Vec<usize> = (0..4)
+        .map(|col| {
+            rows.iter()
+                .map(|r| r[col].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        for (cell, width) in row.iter().zip(&widths) {
+            let pad = width - cell.chars().count();
+            out.push_str(cell);
+            out.push_str(&" ".repeat(pad + 2));
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
+    }
+    out
 }
 
 /// `agentlab restart`
@@ -353,4 +397,46 @@ pub async fn backup(config: &Config) -> anyhow::Result<i32> {
     let taken = client.post("/api/backup", serde_json::json!({})).await?;
     println!("{}", taken["path"].as_str().unwrap_or("snapshot taken"));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_columns_line_up_whatever_the_widths() {
+        let tasks = [
+            json!({"id": 7, "status": "succeeded", "bot_id": "DEMO", "error_class": null, "prompt": "hello\nthere"}),
+            json!({"id": 12345, "status": "failed", "bot_id": "BOT-LONG-NAME", "error_class": "agent_error", "prompt": "fail"}),
+            json!({"id": 88, "status": "queued", "bot_id": "B", "prompt": "ü".repeat(80)}),
+        ];
+        let table = tasks_table(&tasks);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("ID "), "{table}");
+        // Each column starts at the same character on every line.
+        for header in ["STATUS", "BOT", "ERROR", "PROMPT"] {
+            let at = lines[0].find(header).expect("header");
+            let col = lines[0][..at].chars().count();
+            for line in &lines[1..] {
+                let before: String = line.chars().take(col).collect();
+                assert!(
+                    before.ends_with("  ")
+                        && !line.chars().nth(col).is_some_and(char::is_whitespace),
+                    "column {header} misaligned:\n{table}"
+                );
+            }
+        }
+        assert!(
+            lines[1].contains("#7 ") && lines[1].ends_with("hello there"),
+            "{table}"
+        );
+        assert!(lines[2].contains("agent_error"), "{table}");
+        assert!(lines[3].ends_with('…'), "{table}");
+        assert_eq!(
+            lines[3].chars().filter(|c| *c == 'ü').count(),
+            PROMPT_PREVIEW_CHARS - 1
+        );
+    }
 }

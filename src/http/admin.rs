@@ -153,7 +153,7 @@ pub(crate) async fn cancel_task(
             let t = ctx.store.cancel_queued_task(id, now_ms()).await?;
             Ok(Json(json!({"id": id, "status": t.status})))
         }
-        other => Err(ApiError::conflict(format!("task {id} is already {other}"))),
+        other => Err(ApiError::conflict(format!("task {id} {}", other.already()))),
     }
 }
 
@@ -295,7 +295,7 @@ fn spawn_dump(api: &Api, q: DumpQuery, tx: mpsc::Sender<Bytes>) {
         let _entered = span.enter();
         let chunks =
             std::io::BufWriter::with_capacity(DUMP_CHUNK_BYTES, ChannelWriter { tx: tx.clone() });
-        let mut writer = DumpWriter::new(q.format, chunks);
+        let mut writer = DumpWriter::new(q.format, chunks, &q.tables);
         let dumped = store
             .dump(&q.tables, q.since, &mut |row| writer.row(row))
             .map_err(|e| e.to_string())

@@ -45,6 +45,8 @@ pub struct ServiceContext {
     pub links: BTreeMap<String, Arc<TelegramLink>>,
     /// Each bot's outbox wake-up.
     pub outbox_wake: BTreeMap<String, Arc<Notify>>,
+    /// Each bot's tasks re-queued for another attempt, for its progress messages.
+    pub retried: BTreeMap<String, Arc<RetriedTasks>>,
     /// The start-up barrier has passed.
     pub ready: AtomicBool,
     /// Shutdown was requested.
@@ -71,6 +73,10 @@ impl ServiceContext {
             outbox_wake: bot_ids
                 .iter()
                 .map(|id| (id.clone(), Arc::new(Notify::new())))
+                .collect(),
+            retried: bot_ids
+                .iter()
+                .map(|id| (id.clone(), Arc::default()))
                 .collect(),
             config,
             store,
@@ -104,6 +110,18 @@ impl ServiceContext {
         }
     }
 
+    /// Tells a bot's progress updater that `task` was re-queued for another attempt.
+    pub fn task_retried(&self, task: &crate::storage::Task) {
+        if let Some(retried) = self.retried.get(&task.bot_id) {
+            retried
+                .ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task.id);
+            retried.wake.notify_one();
+        }
+    }
+
     /// Records a notice for operators (shown in health and logs).
     pub fn add_notice(&self, notice: String) {
         tracing::warn!(notice = %notice, "start-up notice");
@@ -111,6 +129,24 @@ impl ServiceContext {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(notice);
+    }
+}
+
+/// Tasks of one bot re-queued for another attempt since its progress updater
+/// last looked, so the chat is told of the retry at once (a failing attempt can
+/// last milliseconds, far less than the updater's tick).
+#[derive(Debug, Default)]
+pub struct RetriedTasks {
+    /// Their ids. A std Mutex: held for a push or a drain, never across an await.
+    pub ids: Mutex<Vec<u64>>,
+    /// Woken on each push.
+    pub wake: Notify,
+}
+
+impl RetriedTasks {
+    /// The ids pushed since the last call.
+    pub fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -149,9 +185,16 @@ impl Shutdown {
         *self.tx.borrow()
     }
 
-    /// A receiver that turns true at shutdown.
+    /// A receiver that turns true at shutdown. Subscribed after the request (a
+    /// task first polled just after a stop right after start), it reports the
+    /// request as a change still to be seen: a plain subscription counts the
+    /// current value as seen, and its `changed()` would wait forever.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
+        let mut rx = self.tx.subscribe();
+        if *rx.borrow() {
+            rx.mark_changed();
+        }
+        rx
     }
 
     /// Waits until shutdown is asked for.
@@ -217,5 +260,37 @@ impl TelegramLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A part whose loop first runs after a stop that came right after start
+    /// must still see the stop, or the shutdown waits for it forever.
+    #[tokio::test]
+    async fn a_receiver_subscribed_after_the_request_sees_it() {
+        let shutdown = Shutdown::new();
+        let mut before = shutdown.subscribe();
+        shutdown.request(0);
+        let mut after = shutdown.subscribe();
+        for rx in [&mut before, &mut after] {
+            tokio::time::timeout(Duration::from_secs(5), rx.changed())
+                .await
+                .expect("the request is seen")
+                .expect("the sender is alive");
+            assert!(*rx.borrow_and_update());
+        }
+        let untouched = Shutdown::new();
+        let mut idle = untouched.subscribe();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), idle.changed())
+                .await
+                .is_err(),
+            "a change reported with no request"
+        );
     }
 }

@@ -36,6 +36,9 @@ pub struct RunOptions {
     /// Bot tokens given in-process (the demo's simulator), by bot id; other bots'
     /// tokens come from their `token_env` variables.
     pub tokens: BTreeMap<String, String>,
+    /// Set to the HTTP server's address once it listens (the demo waits on it: an
+    /// address file may be another process's).
+    pub bound: Option<Arc<std::sync::OnceLock<SocketAddr>>>,
 }
 
 /// Runs the service until shutdown; returns the process exit code.
@@ -49,7 +52,9 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
         bots = config.bots.len(),
         "agentlab starting"
     );
-    // 1. Configuration: the tokens too, so a missing one fails before anything starts.
+    // 1. Configuration: the bots and their tokens too, so a missing one fails
+    //    before anything starts.
+    config.require_bots()?;
     let tokens = resolve_tokens(&config, &options.tokens)?;
 
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
@@ -140,6 +145,12 @@ async fn run_with_store(
                 ctx.wake_outbox(&task.bot_id);
             }
         }));
+        let hook_ctx = Arc::downgrade(&ctx);
+        pool.set_on_retry(Arc::new(move |task| {
+            if let Some(ctx) = hook_ctx.upgrade() {
+                ctx.task_retried(task);
+            }
+        }));
     }
     record_start(&ctx).await;
 
@@ -166,6 +177,9 @@ async fn run_with_store(
         .await
         .context("starting the HTTP server")?;
     write_addr_file(&config, addr);
+    if let Some(bound) = &options.bound {
+        let _ = bound.set(addr);
+    }
 
     // 6. Restart notices, then 7. ready and polling.
     let bots = crate::bot::BotSet::connect(ctx.clone()).context("setting up the Telegram bots")?;

@@ -73,21 +73,32 @@ impl DumpFormat {
 
 /// Writes dump rows in one [`DumpFormat`]. ndjson and table text stream row by
 /// row; the JSON document is collected and written by [`DumpWriter::finish`].
+///
+/// Every selected table is shown, empty ones too, as the format shows no rows:
+/// `"table": []` in the JSON document, its `== table ==` header and `(no rows)`
+/// in the table text, and no line in ndjson (one line per row).
 pub struct DumpWriter<W: std::io::Write> {
     out: W,
     format: DumpFormat,
     doc: serde_json::Map<String, Value>,
-    current_table: Option<&'static str>,
+    /// The selected tables in dump order, and whether each was shown yet.
+    selected: Vec<(&'static str, bool)>,
 }
 
 impl<W: std::io::Write> DumpWriter<W> {
-    /// A writer of `format` text to `out`.
-    pub fn new(format: DumpFormat, out: W) -> Self {
+    /// A writer of `format` text to `out` for a dump of `tables` (every table when
+    /// empty), given as to [`Store::dump`].
+    pub fn new(format: DumpFormat, out: W, tables: &[String]) -> Self {
+        let selected = ALL_TABLES
+            .iter()
+            .filter(|name| tables.is_empty() || tables.iter().any(|t| t == *name))
+            .map(|name| (*name, false))
+            .collect();
         DumpWriter {
             out,
             format,
             doc: serde_json::Map::new(),
-            current_table: None,
+            selected,
         }
     }
 
@@ -109,24 +120,63 @@ impl<W: std::io::Write> DumpWriter<W> {
                 Ok(())
             }
             DumpFormat::Table => {
-                if self.current_table != Some(row.table) {
+                if !self.shown(row.table) {
+                    self.show_empty_tables_before(Some(row.table))?;
                     writeln!(self.out, "== {} ==", row.table)?;
-                    self.current_table = Some(row.table);
+                    self.mark_shown(row.table);
                 }
                 writeln!(self.out, "{}", table_line(&row.row))
             }
         }
     }
 
-    /// Writes what is still collected (the JSON document), flushes, and gives the
-    /// output back.
+    /// Writes what is still collected (the JSON document) and the empty tables,
+    /// flushes, and gives the output back.
     pub fn finish(mut self) -> std::io::Result<W> {
-        if self.format == DumpFormat::Json {
-            serde_json::to_writer_pretty(&mut self.out, &self.doc)?;
-            self.out.write_all(b"\n")?;
+        match self.format {
+            DumpFormat::Json => {
+                for (name, _) in &self.selected {
+                    self.doc
+                        .entry(*name)
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                }
+                serde_json::to_writer_pretty(&mut self.out, &self.doc)?;
+                self.out.write_all(b"\n")?;
+            }
+            DumpFormat::Table => self.show_empty_tables_before(None)?,
+            DumpFormat::Ndjson => {}
         }
         self.out.flush()?;
         Ok(self.out)
+    }
+
+    fn shown(&self, table: &str) -> bool {
+        self.selected
+            .iter()
+            .any(|(name, shown)| *name == table && *shown)
+    }
+
+    fn mark_shown(&mut self, table: &str) {
+        for (name, shown) in &mut self.selected {
+            if *name == table {
+                *shown = true;
+            }
+        }
+    }
+
+    /// Table text: headers of the selected tables before `table` (all, at the
+    /// end) that had no rows. Tables come in dump order, so those are empty.
+    fn show_empty_tables_before(&mut self, table: Option<&str>) -> std::io::Result<()> {
+        for (name, shown) in &mut self.selected {
+            if Some(*name) == table {
+                break;
+            }
+            if !*shown {
+                writeln!(self.out, "== {name} ==\n(no rows)")?;
+                *shown = true;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -527,4 +577,65 @@ pub fn event_json(event: &Event) -> Value {
         "event": event.kind,
     });
     merge(head, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(format: DumpFormat, tables: &[&str], rows: Vec<DumpRow>) -> String {
+        let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        let mut writer = DumpWriter::new(format, Vec::new(), &tables);
+        for row in rows {
+            writer.row(row).expect("row written");
+        }
+        String::from_utf8(writer.finish().expect("finished")).expect("utf-8")
+    }
+
+    fn task_row() -> DumpRow {
+        DumpRow {
+            table: "tasks",
+            row: json!({"id": 1}),
+        }
+    }
+
+    #[test]
+    fn an_empty_table_asked_for_is_shown_with_no_rows_in_every_format() {
+        let json_doc: Value =
+            serde_json::from_str(&written(DumpFormat::Json, &["alerts"], Vec::new()))
+                .expect("one JSON document");
+        assert_eq!(json_doc, json!({"alerts": []}));
+        assert_eq!(
+            written(DumpFormat::Table, &["alerts"], Vec::new()),
+            "== alerts ==\n(no rows)\n"
+        );
+        assert_eq!(written(DumpFormat::Ndjson, &["alerts"], Vec::new()), "");
+    }
+
+    #[test]
+    fn empty_tables_keep_their_place_beside_tables_with_rows() {
+        let text = written(
+            DumpFormat::Table,
+            &["meta", "tasks", "events"],
+            vec![task_row()],
+        );
+        assert_eq!(
+            text,
+            "== meta ==\n(no rows)\n== tasks ==\nid=1\n== events ==\n(no rows)\n"
+        );
+        let json_doc: Value = serde_json::from_str(&written(
+            DumpFormat::Json,
+            &["tasks", "events"],
+            vec![task_row()],
+        ))
+        .expect("JSON");
+        assert_eq!(json_doc, json!({"tasks": [{"id": 1}], "events": []}));
+        let every: Value =
+            serde_json::from_str(&written(DumpFormat::Json, &[], Vec::new())).expect("JSON");
+        assert_eq!(
+            every.as_object().map(|m| m.len()),
+            Some(ALL_TABLES.len()),
+            "{every}"
+        );
+    }
 }

@@ -60,6 +60,19 @@ impl TaskStatus {
         )
     }
 
+    /// The status in a sentence about a task that cannot change any more:
+    /// "Task #7 has already succeeded", "... was already cancelled".
+    pub fn already(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "is already queued",
+            TaskStatus::Running => "is already running",
+            TaskStatus::Succeeded => "has already succeeded",
+            TaskStatus::Failed => "has already failed",
+            TaskStatus::Cancelled => "was already cancelled",
+            TaskStatus::Interrupted => "was already interrupted",
+        }
+    }
+
     pub(crate) fn index(self) -> u8 {
         match self {
             TaskStatus::Queued => 0,

@@ -287,8 +287,8 @@ impl Store {
             }
             if task.status.is_terminal() {
                 return Err(StoreError::Conflict(format!(
-                    "task {task_id} is already {}",
-                    task.status
+                    "task {task_id} {}",
+                    task.status.already()
                 )));
             }
             let old_status = task.status;
@@ -1117,8 +1117,8 @@ fn finish_tx(
     let mut task = load_task(tx, task_id)?;
     if task.status.is_terminal() {
         return Err(StoreError::Conflict(format!(
-            "task {task_id} is already {}",
-            task.status
+            "task {task_id} {}",
+            task.status.already()
         )));
     }
     let old_status = task.status;

@@ -219,7 +219,29 @@ fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let again = store
         .finish_task(t.id, TaskFinish::default(), now + 6)
         .wait();
-    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    match again {
+        Err(StoreError::Conflict(message)) => assert!(
+            message.ends_with(&format!("task {} has already succeeded", t.id)),
+            "{message}"
+        ),
+        other => panic!("finished twice: {other:?}"),
+    }
+}
+
+#[test]
+fn a_finished_status_reads_as_a_sentence() {
+    let sentences: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.already()).collect();
+    assert_eq!(
+        sentences,
+        [
+            "is already queued",
+            "is already running",
+            "has already succeeded",
+            "has already failed",
+            "was already cancelled",
+            "was already interrupted"
+        ]
+    );
 }
 
 /// A task from no chat (the HTTP API, `ask`) keeps its answer with the task:
@@ -276,6 +298,40 @@ fn an_update_id_seen_before_on_another_message_is_a_new_task() {
     assert!(again.duplicate, "its own re-delivery still is one");
     assert_eq!(again.task.id, second.task.id);
     assert_eq!(store.queue_depth().unwrap(), 2);
+}
+
+/// The size a new snapshot reports is the size of the file it leaves (what
+/// `backups` and `restore` later show), not of the file before its check.
+#[test]
+fn a_new_snapshot_reports_the_size_of_the_file_it_leaves() {
+    let (dir, store) = temp_store();
+    for i in 0..50 {
+        store
+            .submit_task(new_task("A", 1, &format!("prompt {i}"), 5), 1)
+            .wait()
+            .unwrap();
+        store
+            .append_event("backup", Some("A"), serde_json::json!({"i": i}), i)
+            .wait()
+            .unwrap();
+        let samples = (0..40)
+            .map(|s| {
+                (
+                    format!("metric_{s}"),
+                    Sample {
+                        at_ms: i * 10_000,
+                        value: s as f64,
+                    },
+                )
+            })
+            .collect();
+        store.append_samples(samples).wait().unwrap();
+    }
+    let snapshot = dir.path().join("snap.redb");
+    let info = store.snapshot_to(&snapshot).unwrap();
+    let on_disk = std::fs::metadata(&snapshot).unwrap().len();
+    assert_eq!(info.size_bytes, on_disk);
+    assert_eq!(inspect_snapshot(&snapshot).unwrap().size_bytes, on_disk);
 }
 
 /// Verifying a snapshot (listing backups, picking one to restore) leaves it

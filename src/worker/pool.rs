@@ -63,6 +63,7 @@ struct Shared {
     /// Earliest instant a delayed retry becomes due.
     next_due: Mutex<Option<Instant>>,
     on_finished: Mutex<Option<FinishedHook>>,
+    on_retry: Mutex<Option<FinishedHook>>,
     runs_dir: std::path::PathBuf,
 }
 
@@ -89,6 +90,7 @@ impl Pool {
                 cancels: Mutex::new(HashMap::new()),
                 next_due: Mutex::new(None),
                 on_finished: Mutex::new(None),
+                on_retry: Mutex::new(None),
                 runs_dir,
             }),
         }
@@ -97,6 +99,12 @@ impl Pool {
     /// Sets the hook told about every finished task.
     pub fn set_on_finished(&self, hook: FinishedHook) {
         *lock(&self.shared.on_finished) = Some(hook);
+    }
+
+    /// Sets the hook told about every task re-queued for another attempt (with
+    /// the failed attempt's class and error, and when the next one is due).
+    pub fn set_on_retry(&self, hook: FinishedHook) {
+        *lock(&self.shared.on_retry) = Some(hook);
     }
 
     /// Wakes the dispatcher: a task was queued, or something it waits for changed.
@@ -510,13 +518,19 @@ impl Pool {
                     TaskStatus::Queued
                 };
                 let due = now + delay.as_millis() as u64;
-                if let Err(e) = self
+                match self
                     .shared
                     .store
                     .requeue_task(task.id, status, class, error, due, now, false)
                     .await
                 {
-                    tracing::error!(error = %e, "cannot re-queue the task");
+                    Ok(requeued) => {
+                        let hook = lock(&self.shared.on_retry).clone();
+                        if let Some(hook) = hook {
+                            hook(&requeued);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot re-queue the task"),
                 }
                 self.schedule_wake(delay);
             }

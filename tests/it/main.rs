@@ -15,6 +15,7 @@ mod http_api;
 mod legacy_import;
 mod logs;
 mod monitor;
+mod newcomer;
 mod operator_http;
 mod reliability;
 mod telegram_faults;
