@@ -232,6 +232,15 @@ pub(crate) async fn summary(
             "size_bytes": b.size_bytes,
             "verified": b.verified,
         })),
+        "offsite": ctx.offsite.report(now).map(|r| json!({
+            "url": r.url,
+            "encrypted": r.encrypted,
+            "circuit": r.circuit,
+            "age_s": r.age_s,
+            "stale": r.stale,
+            "newest": r.status.newest,
+            "last_error": r.status.last_error,
+        })),
         "leak": leak,
         "failures_by_class": failures_by_class,
     })))
