@@ -50,11 +50,7 @@ fn row(copy: &RemoteCopy) -> String {
         } else {
             "INCOMPLETE (no manifest: an upload that did not finish)"
         },
-        if copy.encrypted {
-            "encrypted"
-        } else {
-            "plain"
-        },
+        if copy.encrypted { "encrypted" } else { "plain" },
         copy.object,
     )
 }

@@ -308,11 +308,12 @@ pub(crate) fn health_document(api: &super::Api) -> (Status, Value) {
 
     // The offsite copies: a warning at worst, the service runs without them.
     if let Some(report) = ctx.offsite.report(now) {
-        let status = if report.stale || report.circuit != "closed" || report.status.last_error.is_some() {
-            Status::Warn
-        } else {
-            Status::Pass
-        };
+        let status =
+            if report.stale || report.circuit != "closed" || report.status.last_error.is_some() {
+                Status::Warn
+            } else {
+                Status::Pass
+            };
         checks.add(
             "backup:offsite",
             status,

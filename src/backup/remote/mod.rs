@@ -258,8 +258,8 @@ impl Remote {
                     path: dir.clone(),
                     error: e,
                 })?;
-                let local =
-                    object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(store_error)?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(store_error)?;
                 (Arc::new(local), Path::default())
             }
             "s3" | "s3a" => {
@@ -591,7 +591,14 @@ impl Remote {
                 object: object.to_string(),
                 detail: format!(
                     "it does not match its manifest: {} bytes with SHA-256 {} (snapshot {} bytes, {}), the manifest says {} bytes, {} (snapshot {} bytes, {})",
-                    found.0, found.1, found.2, found.3, expected.0, expected.1, expected.2, expected.3
+                    found.0,
+                    found.1,
+                    found.2,
+                    found.3,
+                    expected.0,
+                    expected.1,
+                    expected.2,
+                    expected.3
                 ),
             });
         }
@@ -607,7 +614,12 @@ impl Remote {
         name: Option<&str>,
         backup_dir: &FsPath,
     ) -> Result<FetchedSnapshot, RemoteError> {
-        let copies: Vec<RemoteCopy> = self.list().await?.into_iter().filter(|c| c.complete).collect();
+        let copies: Vec<RemoteCopy> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| c.complete)
+            .collect();
         let candidates: Vec<&RemoteCopy> = match name {
             Some(name) => {
                 let wanted = name.trim_end_matches(MANIFEST_SUFFIX);
@@ -828,7 +840,6 @@ fn read_and_seal(
     if let Some(enc) = encryptor.take() {
         send(enc.finish())?;
     }
-    drop(send);
     Ok(Digests {
         plain_size,
         plain_sha256: hex(&plain_hash.finalize()),
@@ -885,7 +896,6 @@ fn open_and_write(
     if let Some(dec) = decryptor.take() {
         write(&dec.finish().map_err(crypt)?)?;
     }
-    drop(write);
     file.sync_all().map_err(io)?;
     Ok(Digests {
         plain_size,
@@ -941,7 +951,10 @@ mod tests {
             parse_object_name(&format!("{snapshot}.enc")),
             Some((snapshot.clone(), true))
         );
-        assert_eq!(parse_object_name(&format!("{snapshot}.manifest.json")), None);
+        assert_eq!(
+            parse_object_name(&format!("{snapshot}.manifest.json")),
+            None
+        );
         assert_eq!(parse_object_name("agentlab.redb"), None);
     }
 }

@@ -340,7 +340,10 @@ impl Inner {
                 {
                     tracing::warn!(error = %e, "cannot record the offsite_backup event");
                 }
-                if newest.as_ref().is_none_or(|n| n.taken_ms <= manifest.taken_ms) {
+                if newest
+                    .as_ref()
+                    .is_none_or(|n| n.taken_ms <= manifest.taken_ms)
+                {
                     newest = Some(NewestCopy {
                         object: manifest.object,
                         taken_ms: manifest.taken_ms,
@@ -397,7 +400,11 @@ pub async fn upload_newest_now(config: &Config) -> Result<Option<String>, Remote
         manifest.object,
         remote.url(),
         manifest.size_bytes,
-        if manifest.encrypted { ", encrypted" } else { "" }
+        if manifest.encrypted {
+            ", encrypted"
+        } else {
+            ""
+        }
     )))
 }
 
