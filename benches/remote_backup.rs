@@ -22,8 +22,8 @@ use agentlab::telegram_sim::{SentKind, SimHandle};
 use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
 use common::{Latencies, Table, ms};
 
-const TASKS: u64 = 100_000;
-const SAMPLES: u64 = 1_000_000;
+const TASKS: u64 = 250_000;
+const SAMPLES: u64 = 2_500_000;
 const ROUNDS: usize = 150;
 const RUNS: usize = 3;
 const BUCKET: &str = "bench";
@@ -124,7 +124,11 @@ async fn bench() {
     store.close();
     let file: SnapshotFile = snapshot.file.clone();
     let size = file.size_bytes;
-    eprintln!("snapshot {} ({:.1} MB)", file.path.display(), size as f64 / 1e6);
+    eprintln!(
+        "snapshot {} ({:.1} MB)",
+        file.path.display(),
+        size as f64 / 1e6
+    );
 
     let mut table = Table::new(&["operation", "runs (s)", "median MB/s"]);
     // The baseline: a copy of the same file on the same disk, fsynced.
@@ -353,7 +357,11 @@ async fn measure(sim: &SimHandle, clock: &SimClock, service: &Service, label: &s
             )
             .await
             .expect("answer");
-        let answer = log.iter().rev().find(|i| is_answer(i)).expect("answer item");
+        let answer = log
+            .iter()
+            .rev()
+            .find(|i| is_answer(i))
+            .expect("answer item");
         lat.push(answer.at.saturating_sub(at));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
