@@ -263,8 +263,6 @@ async fn latency(moto: &Moto, filled: &Path) -> (Latencies, Latencies, usize) {
     );
     let mut service = Service::spawn_in_with(dir, &sim, &bots, 3, &extra);
     service.wait_ready().await;
-    // The start-up upload of whatever is there, out of the way first.
-    wait_uploaded(&service, None).await;
     let idle = measure(&sim, &clock, &service, "idle").await;
 
     let cycles = Arc::new(AtomicUsize::new(0));
@@ -313,19 +311,6 @@ async fn wait_newest(http: &reqwest::Client, base: &str, name: &str, stop: &Atom
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_uploaded(service: &Service, name: Option<&str>) {
-    let deadline = Instant::now() + PATIENCE * 5;
-    loop {
-        let health = service.get("/health").await;
-        let newest = health["checks"]["backup:offsite"][0]["newest"].as_str();
-        if newest.is_some_and(|n| name.is_none_or(|want| n.starts_with(want))) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no upload: {health}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
