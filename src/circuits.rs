@@ -147,6 +147,29 @@ impl Circuits {
     }
 }
 
+/// The bot id under which breakers of service-wide dependencies (not tied to one
+/// bot, such as the remote backup store) are persisted and logged. `@` cannot
+/// appear in a configured bot id, so it never collides with one.
+pub const SERVICE_BOT_ID: &str = "@service";
+
+/// A breaker for a service-wide dependency (`dependency` names it in the store,
+/// events and logs), persisted under [`SERVICE_BOT_ID`] like the bots' breakers.
+pub fn service_breaker(
+    store: &Store,
+    dependency: &'static str,
+    settings: &BreakerSettings,
+    clock: Arc<dyn Clock>,
+) -> CircuitBreaker {
+    build_named_breaker(
+        store,
+        SERVICE_BOT_ID,
+        dependency,
+        settings,
+        clock,
+        Arc::new(AtomicU64::new(0)),
+    )
+}
+
 fn build_breaker(
     store: &Store,
     bot: &str,
@@ -155,8 +178,19 @@ fn build_breaker(
     clock: Arc<dyn Clock>,
     transitions: Arc<AtomicU64>,
 ) -> CircuitBreaker {
-    let name = format!("{bot}/{}", dep.as_str());
-    let saved = match store.get_breaker(bot, dep.as_str()) {
+    build_named_breaker(store, bot, dep.as_str(), settings, clock, transitions)
+}
+
+fn build_named_breaker(
+    store: &Store,
+    bot: &str,
+    dep_name: &'static str,
+    settings: &BreakerSettings,
+    clock: Arc<dyn Clock>,
+    transitions: Arc<AtomicU64>,
+) -> CircuitBreaker {
+    let name = format!("{bot}/{dep_name}");
+    let saved = match store.get_breaker(bot, dep_name) {
         Ok(saved) => saved,
         Err(e) => {
             tracing::warn!(breaker = %name, error = %e, "cannot read persisted breaker; starting closed");
@@ -173,7 +207,7 @@ fn build_breaker(
         None => CircuitBreaker::new(name.clone(), settings.clone(), clock),
     };
     let store = store.clone();
-    let (bot, dep_name) = (bot.to_string(), dep.as_str());
+    let bot = bot.to_string();
     breaker.with_observer(Arc::new(move |transition, snapshot| {
         transitions.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(

@@ -87,8 +87,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// Take a verified snapshot now.
     Backup,
-    /// List snapshots.
-    Backups,
+    /// List snapshots (`--remote`: the copies in object storage).
+    Backups(BackupsArgs),
     /// Restore a snapshot (the service must be stopped).
     Restore(RestoreArgs),
     /// Apply schema migrations, or import the old bot's JSON files.
@@ -209,14 +209,26 @@ fn since_argument(text: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `backups`
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// List the copies in `[backup.remote]` instead of the local snapshots.
+    #[arg(long)]
+    pub remote: bool,
+}
+
 /// `restore`
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The newest verified snapshot.
     #[arg(long, conflicts_with = "file")]
     pub latest: bool,
-    /// A snapshot file.
+    /// A snapshot file (with `--remote`: the name of a remote copy).
     pub file: Option<PathBuf>,
+    /// Download the snapshot from `[backup.remote]`, check and decrypt it, then
+    /// restore it like a local one.
+    #[arg(long)]
+    pub remote: bool,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,

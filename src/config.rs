@@ -170,6 +170,8 @@ pub struct BackupConfig {
     pub keep_daily: usize,
     /// Extra weekly snapshots kept (the newest of each ISO week), 0 = none.
     pub keep_weekly: usize,
+    /// Copies in object storage (`[backup.remote]`).
+    pub remote: RemoteBackupConfig,
 }
 
 impl Default for BackupConfig {
@@ -179,9 +181,62 @@ impl Default for BackupConfig {
             keep: 24,
             keep_daily: 0,
             keep_weekly: 0,
+            remote: RemoteBackupConfig::default(),
         }
     }
 }
+
+/// `[backup.remote]`: verified (optionally encrypted) copies of each snapshot in
+/// object storage. Credentials come from each provider's standard environment
+/// variables (`AWS_ACCESS_KEY_ID`, `GOOGLE_APPLICATION_CREDENTIALS`,
+/// `AZURE_STORAGE_ACCOUNT_KEY`, ...), never from this file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteBackupConfig {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `file:///path`; empty = no remote copies.
+    pub url: String,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, R2, ...); empty = AWS.
+    pub endpoint: String,
+    /// S3 region; empty = the environment's (`AWS_REGION`) or `us-east-1`.
+    pub region: String,
+    /// Newest remote copies kept.
+    pub keep: usize,
+    /// Name of the environment variable holding the encryption key (64 hex
+    /// characters, e.g. from `openssl rand -hex 32`); empty = copies are not encrypted.
+    pub encryption_key_env: String,
+    /// `backup_offsite_stale` fires when the newest remote copy is older than this.
+    pub stale_after_s: u64,
+    /// Longest pause between retries of a failed upload (the pauses double up to it).
+    pub retry_max_s: u64,
+    /// Multipart upload part size, MiB (S3 needs at least 5).
+    pub part_size_mb: usize,
+}
+
+impl Default for RemoteBackupConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            keep: 48,
+            encryption_key_env: String::new(),
+            stale_after_s: 7200,
+            retry_max_s: 300,
+            part_size_mb: 8,
+        }
+    }
+}
+
+impl RemoteBackupConfig {
+    /// Whether remote copies are configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+}
+
+/// The URL schemes `[backup.remote] url` accepts.
+pub const REMOTE_SCHEMES: [&str; 6] = ["s3", "s3a", "gs", "az", "abfs", "file"];
 
 /// `[storage]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -782,7 +837,44 @@ impl Config {
     fn validate_backup(&self) -> Result<(), ConfigError> {
         let schedule = &self.backup.schedule;
         parse_cron(schedule).map_err(|e| invalid("backup.schedule", quoted(schedule), &e))?;
-        at_least_one("backup.keep", self.backup.keep as u64)
+        at_least_one("backup.keep", self.backup.keep as u64)?;
+        self.validate_backup_remote()
+    }
+
+    fn validate_backup_remote(&self) -> Result<(), ConfigError> {
+        let r = &self.backup.remote;
+        if !r.enabled() {
+            return Ok(());
+        }
+        let scheme = r.url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|s| REMOTE_SCHEMES.contains(&s)) {
+            return Err(invalid(
+                "backup.remote.url",
+                quoted(&redact_secret_url(&r.url)),
+                "expected s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or file:///path",
+            ));
+        }
+        if url::Url::parse(&r.url).is_err() {
+            return Err(invalid(
+                "backup.remote.url",
+                quoted(&redact_secret_url(&r.url)),
+                "not a valid URL",
+            ));
+        }
+        if !r.endpoint.is_empty() {
+            check_url("backup.remote.endpoint", &r.endpoint, redact_secret_url)?;
+        }
+        at_least_one("backup.remote.keep", r.keep as u64)?;
+        at_least_one("backup.remote.stale_after_s", r.stale_after_s)?;
+        at_least_one("backup.remote.retry_max_s", r.retry_max_s)?;
+        if !(5..=1024).contains(&r.part_size_mb) {
+            return Err(invalid(
+                "backup.remote.part_size_mb",
+                r.part_size_mb,
+                "must be between 5 and 1024 (S3 parts are at least 5 MiB)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_bots(&self, warnings: &mut Vec<ConfigWarning>) -> Result<(), ConfigError> {
@@ -1373,6 +1465,37 @@ mod tests {
         let (_, warnings) = parse("[[bots]]\nid = \"A\"\n").expect("valid");
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].0.contains("nobody"));
+    }
+
+    #[test]
+    fn backup_remote_is_off_by_default_and_its_values_are_checked() {
+        let (config, _) = parse("").expect("empty config");
+        assert!(!config.backup.remote.enabled());
+        assert_eq!(config.backup.remote.keep, 48);
+        let (ok, _) = parse(
+            "[backup.remote]\nurl = \"s3://bucket/agentlab\"\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\nkeep = 3\nencryption_key_env = \"KEY\"\n",
+        )
+        .expect("valid remote");
+        assert!(ok.backup.remote.enabled());
+        for (text, key) in [
+            ("url = \"ftp://host/x\"", "backup.remote.url"),
+            ("url = \"bucket/prefix\"", "backup.remote.url"),
+            ("url = \"s3://b\"\nkeep = 0", "backup.remote.keep"),
+            (
+                "url = \"s3://b\"\nendpoint = \"minio:9000\"",
+                "backup.remote.endpoint",
+            ),
+            (
+                "url = \"s3://b\"\npart_size_mb = 1",
+                "backup.remote.part_size_mb",
+            ),
+            ("url = \"s3://b\"\naccess_key = \"x\"", "access_key"),
+        ] {
+            let err = parse(&format!("[backup.remote]\n{text}\n"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -79,8 +79,10 @@ fn at_low_priority<T: Send>(
     })
 }
 
+/// Lowers the calling thread's CPU priority (see [`at_low_priority`]); for
+/// threads of their own that do a snapshot's heavy lifting.
 #[cfg(target_os = "linux")]
-fn lower_this_threads_priority() {
+pub(super) fn lower_this_threads_priority() {
     // Relative to the thread's current niceness (an absolute 10 would raise the
     // priority of a service run at nice 15), at most 19.
     // SAFETY: getpriority/setpriority with who = 0 read and change only the
@@ -94,8 +96,9 @@ fn lower_this_threads_priority() {
     }
 }
 
+/// Lowers the calling thread's CPU priority (Linux only).
 #[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {}
+pub(super) fn lower_this_threads_priority() {}
 
 /// Niceness added for the snapshot thread.
 #[cfg(target_os = "linux")]

@@ -9,7 +9,9 @@
 //!   tokio-cron-scheduler), with retries and the `backup_failed` alert;
 //! - [`restore`]: `agentlab restore`, and the automatic recovery of
 //!   [`open_store_or_restore`];
-//! - [`disk`]: pruning and refusing prompts when the disk is nearly full.
+//! - [`disk`]: pruning and refusing prompts when the disk is nearly full;
+//! - [`remote`]: verified, optionally encrypted copies in object storage, uploaded
+//!   in the background after each snapshot, and restored from there.
 //!
 //! Invariants: a snapshot file named `.redb` has passed verification; nothing here
 //! ever deletes a database file or a snapshot except rotation after a verified
@@ -19,6 +21,7 @@
 pub mod create;
 pub mod disk;
 pub mod files;
+pub mod remote;
 pub mod restore;
 pub mod rotation;
 pub mod schedule;
@@ -208,10 +211,12 @@ fn open_catching_panics(path: &Path, options: StoreOptions) -> Result<Store, Sto
     }
 }
 
-/// Starts the backup schedule and the disk guard's periodic check.
+/// Starts the backup schedule, the disk guard's periodic check and the offsite
+/// uploader.
 pub fn spawn_scheduler(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
     schedule::spawn(ctx, tasks);
     disk::spawn(ctx, tasks);
+    ctx.offsite.spawn(&ctx.shutdown, tasks);
 }
 
 /// Takes a snapshot now (`/backup`, `POST /api/backup`): on a blocking thread, so
@@ -229,6 +234,7 @@ pub async fn take_snapshot(ctx: &ServiceContext) -> anyhow::Result<String> {
         result
     })
     .await??;
+    ctx.offsite.snapshot_taken();
     Ok(outcome.summary())
 }
 

@@ -1,5 +1,7 @@
-//! Restoring a snapshot: by hand (`agentlab restore`) and automatically at start
-//! when the database is corrupt.
+//! Restoring a snapshot: by hand (`agentlab restore`, local or `--remote`) and
+//! automatically at start when the database is corrupt — from the newest local
+//! snapshot that verifies, else from the newest remote copy that passes every
+//! check ([`super::remote`]), else an empty store, each said by an alert.
 //!
 //! Invariants: nothing is ever deleted — the file being replaced is renamed aside
 //! (`agentlab.redb.pre-restore-<time>` by hand, `agentlab.redb.corrupt-<time>` at
@@ -138,8 +140,8 @@ pub fn restore_snapshot(config: &Config, snapshot: &Path) -> Result<RestoreOutco
 }
 
 /// Start-up step 2 after the database failed to open as corrupt: moves it aside,
-/// restores the newest verified snapshot (or starts empty when there is none) and
-/// raises the `database_restored` alert saying which.
+/// restores the newest verified snapshot — local, else remote — (or starts empty
+/// when there is none) and raises the `database_restored` alert saying which.
 pub(super) fn recover_corrupt_database(
     config: &Config,
     why: &StoreError,
@@ -154,6 +156,29 @@ pub(super) fn recover_corrupt_database(
         .as_ref()
         .map_or_else(|| "(no file)".to_string(), |p| p.display().to_string());
     let (found, rejected) = newest_verified_snapshot(config)?;
+    // No local snapshot verifies: the newest remote copy that passes every check.
+    let mut from_remote = None;
+    let mut remote_failure = String::new();
+    let found = match found {
+        Some(found) => Some(found),
+        None => match super::remote::fetch_newest_blocking(config) {
+            Ok(Some(fetched)) => {
+                let file = SnapshotFile {
+                    path: fetched.path,
+                    taken_ms: fetched.manifest.taken_ms,
+                    size_bytes: fetched.info.size_bytes,
+                };
+                from_remote = Some(fetched.manifest.object);
+                Some((file, fetched.info))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "no remote copy could be restored either");
+                remote_failure = format!(" No remote copy could be used either: {e}.");
+                None
+            }
+        },
+    };
     let skipped = if rejected.is_empty() {
         String::new()
     } else {
@@ -167,7 +192,7 @@ pub(super) fn recover_corrupt_database(
         let store = Store::open(&db_path, store_options(config))?;
         let message = format!(
             "DATABASE LOST: the database was corrupt ({why}) and no verified snapshot exists in {}{skipped}. \
-             agentlab started with an EMPTY database. The corrupt file is kept at {corrupt_text}.",
+             agentlab started with an EMPTY database. The corrupt file is kept at {corrupt_text}.{remote_failure}",
             config.backup_dir.display(),
         );
         raise_alert(&store, "database_restored", "critical", &message);
@@ -185,11 +210,23 @@ pub(super) fn recover_corrupt_database(
         .iter()
         .find(|c| c.table == "tasks")
         .map_or(0, |c| c.rows);
+    let source = match &from_remote {
+        Some(object) => format!(
+            "no local snapshot verified{skipped}, so the remote copy {object} from {} (downloaded to {}) \
+             taken {} was restored ({tasks} tasks)",
+            crate::config::redact_secret_url(&config.backup.remote.url),
+            file.path.display(),
+            iso8601(file.taken_ms),
+        ),
+        None => format!(
+            "snapshot {} taken {} was restored ({tasks} tasks){skipped}",
+            file.path.display(),
+            iso8601(file.taken_ms),
+        ),
+    };
     let message = format!(
-        "The database was corrupt ({why}); it was moved aside to {corrupt_text} and snapshot {} \
-         taken {} was restored ({tasks} tasks){skipped}. Changes after that time are lost.",
-        file.path.display(),
-        iso8601(file.taken_ms),
+        "The database was corrupt ({why}); it was moved aside to {corrupt_text} and {source}. \
+         Changes after that time are lost."
     );
     raise_alert(&store, "database_restored", "warning", &message);
     record_recovery_event(&store, Some(&file.path), corrupt.as_deref());

@@ -69,7 +69,10 @@ async fn scheduled_backup(ctx: &ServiceContext) {
         let result =
             tokio::task::spawn_blocking(move || super::backup_now(&store2, &config2)).await;
         let error = match result {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => {
+                ctx.offsite.snapshot_taken();
+                return;
+            }
             Ok(Err(e)) => e,
             Err(join) => {
                 tracing::error!(error = %join, "snapshot task panicked");

@@ -32,9 +32,9 @@ pub async fn backup(config: &Config) -> anyhow::Result<i32> {
     }
     match Store::open(&path, backup::store_options(config)) {
         Ok(store) => {
-            let config = config.clone();
+            let owned = config.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                let result = backup::backup_now(&store, &config);
+                let result = backup::backup_now(&store, &owned);
                 if let Err(e) = &result {
                     backup::create::report_backup_failure(&store, e, 1);
                 }
@@ -44,6 +44,17 @@ pub async fn backup(config: &Config) -> anyhow::Result<i32> {
             .await
             .context("snapshot task")??;
             println!("{}", outcome.summary());
+            // No service runs to upload it in the background: upload it now.
+            match backup::remote::offsite::upload_newest_now(config).await {
+                Ok(Some(copy)) => println!("{copy}"),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!(
+                        "the snapshot is kept locally, but its remote copy failed: {e:#} (the service uploads it when it runs)"
+                    );
+                    return Ok(1);
+                }
+            }
             Ok(0)
         }
         Err(StoreError::AlreadyOpen { .. }) => {

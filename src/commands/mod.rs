@@ -6,5 +6,6 @@ pub mod demo;
 pub mod dump;
 pub mod logs;
 pub mod migrate;
+pub mod offsite;
 pub mod remote;
 pub mod watchdog;

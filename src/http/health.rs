@@ -306,6 +306,31 @@ pub(crate) fn health_document(api: &super::Api) -> (Status, Value) {
         );
     }
 
+    // The offsite copies: a warning at worst, the service runs without them.
+    if let Some(report) = ctx.offsite.report(now) {
+        let status =
+            if report.stale || report.circuit != "closed" || report.status.last_error.is_some() {
+                Status::Warn
+            } else {
+                Status::Pass
+            };
+        checks.add(
+            "backup:offsite",
+            status,
+            &time,
+            json!({
+                "componentType": "component",
+                "componentId": report.url,
+                "observedValue": report.age_s,
+                "observedUnit": "s",
+                "circuit": report.circuit,
+                "encrypted": report.encrypted,
+                "lastError": report.status.last_error,
+                "newest": report.status.newest.as_ref().map(|n| n.object.clone()),
+            }),
+        );
+    }
+
     checks.add(
         "process:uptime",
         Status::Pass,

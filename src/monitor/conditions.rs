@@ -43,6 +43,9 @@ pub struct TickFacts {
     pub open_circuits: Vec<String>,
     /// Hours since the last verified backup, once one exists.
     pub backup_age_hours: Option<f64>,
+    /// With `[backup.remote]`: (age of the newest remote copy, `stale_after_s`),
+    /// seconds, once an age is known.
+    pub offsite_age_s: Option<(u64, u64)>,
     /// The failure analyzer's cascade risk: (risk, failures last hour, per hour before).
     pub failure_cascade: (bool, u64, f64),
     /// Dependencies degraded together.
@@ -169,6 +172,18 @@ pub fn conditions(
             format!("no verified backup for {age:.1} h"),
         );
     }
+    if let Some((age, limit)) = facts.offsite_age_s.filter(|(age, limit)| age > limit) {
+        hold(
+            "backup_offsite_stale",
+            "",
+            age as f64,
+            format!(
+                "the newest offsite backup copy is {:.1} h old (limit {:.1} h)",
+                age as f64 / 3600.0,
+                limit as f64 / 3600.0
+            ),
+        );
+    }
     let (risk, last_hour, before) = facts.failure_cascade;
     if risk {
         hold(
@@ -205,6 +220,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_offsite_copy_within_its_limit_holds_nothing() {
+        let (a, m) = (AlertsConfig::default(), MonitorConfig::default());
+        let facts = |age| TickFacts {
+            offsite_age_s: Some((age, 60)),
+            ..TickFacts::default()
+        };
+        assert!(conditions(&facts(60), &a, &m).is_empty());
+        let held = conditions(&facts(61), &a, &m);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].rule, "backup_offsite_stale");
+    }
+
+    #[test]
     fn quiet_facts_hold_nothing_and_each_fact_holds_its_rule() {
         let (a, m) = (AlertsConfig::default(), MonitorConfig::default());
         assert!(conditions(&TickFacts::default(), &a, &m).is_empty());
@@ -223,6 +251,7 @@ mod tests {
             fd_ratios: vec![("service".into(), 0.85), ("agent 7".into(), 0.1)],
             open_circuits: vec!["b1/agent".into()],
             backup_age_hours: Some(3.0),
+            offsite_age_s: Some((7201, 7200)),
             failure_cascade: (true, 20, 1.0),
             degraded_dependencies: vec!["agent".into(), "telegram".into()],
             anomalies: vec![("agent_p95_ms".into(), 900.0, 100.0, 6.0)],
@@ -241,6 +270,7 @@ mod tests {
                 "fd_exhaustion",
                 "circuit_open",
                 "backup_stale",
+                "backup_offsite_stale",
                 "cascade_risk",
                 "anomaly"
             ]

@@ -411,13 +411,24 @@ impl Monitor {
             .store
             .last_backup()?
             .map(|b| now.saturating_sub(b.taken_ms) as f64 / HOUR_MS as f64);
-        let open_circuits: Vec<String> = ctx
+        let mut open_circuits: Vec<String> = ctx
             .circuits
             .snapshots()
             .into_iter()
             .filter(|(_, _, s)| s.state == State::Open)
             .map(|(bot, dep, _)| format!("{bot}/{}", dep.as_str()))
             .collect();
+        if ctx.offsite.circuit_open() {
+            open_circuits.push(format!(
+                "{}/{}",
+                crate::circuits::SERVICE_BOT_ID,
+                crate::backup::remote::offsite::DEPENDENCY
+            ));
+        }
+        let offsite_age_s = ctx
+            .offsite
+            .report(now)
+            .and_then(|r| r.age_s.map(|age| (age, r.stale_after_s)));
         let facts = TickFacts {
             bots: now_bots,
             daily_cost_limit_usd: config.limits.daily_cost_usd,
@@ -440,6 +451,7 @@ impl Monitor {
                 .collect(),
             open_circuits,
             backup_age_hours,
+            offsite_age_s,
             failure_cascade: (
                 failure_report.cascade_risk,
                 failure_report.last_hour,

@@ -17,7 +17,7 @@ use crate::config::AlertsConfig;
 use crate::storage::{Alert, AlertState};
 
 /// Every rule the monitors evaluate.
-pub const RULES: [&str; 11] = [
+pub const RULES: [&str; 12] = [
     "bot_down",
     "high_error_rate",
     "worker_pool_saturated",
@@ -27,6 +27,7 @@ pub const RULES: [&str; 11] = [
     "fd_exhaustion",
     "circuit_open",
     "backup_stale",
+    "backup_offsite_stale",
     "cascade_risk",
     "anomaly",
 ];
@@ -64,6 +65,7 @@ pub fn rule_specs(config: &AlertsConfig) -> BTreeMap<&'static str, RuleSpec> {
         s("fd_exhaustion", "critical", config.fd_for_s),
         s("circuit_open", "warning", config.circuit_open_for_s),
         s("backup_stale", "warning", 0),
+        s("backup_offsite_stale", "warning", 0),
         s("cascade_risk", "critical", 0),
         s("anomaly", "warning", config.anomaly_for_s),
     ])

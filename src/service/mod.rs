@@ -57,6 +57,8 @@ pub struct ServiceContext {
     pub bot_tokens: BTreeMap<String, String>,
     /// The monitors' latest snapshot.
     pub monitor: crate::monitor::MonitorHandle,
+    /// The offsite backup uploader (disabled without `[backup.remote]`).
+    pub offsite: crate::backup::remote::offsite::Offsite,
 }
 
 impl ServiceContext {
@@ -90,6 +92,7 @@ impl ServiceContext {
             notices: Mutex::default(),
             bot_tokens: BTreeMap::new(),
             monitor: Default::default(),
+            offsite: Default::default(),
         }
     }
 

@@ -56,6 +56,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     //    before anything starts.
     config.require_bots()?;
     let tokens = resolve_tokens(&config, &options.tokens)?;
+    crate::backup::remote::key_from_env(&config.backup.remote)?;
 
     // 2. The store; a corrupt file is moved aside and the newest snapshot restored.
     let opened = crate::backup::open_store_or_restore(&config).context("opening the store")?;
@@ -127,7 +128,10 @@ async fn run_with_store(
     let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
     let circuits = Circuits::load(&store, &bot_ids, &config.breaker);
     let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
+    let offsite = crate::backup::remote::offsite::Offsite::new(&config, &store)
+        .context("setting up [backup.remote]")?;
     let ctx = Arc::new(ServiceContext {
+        offsite,
         admin_token: secret_from_env(&config.http.admin_token_env),
         started,
         started_ms,

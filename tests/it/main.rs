@@ -2,6 +2,7 @@
 
 mod agent_runner;
 mod backup;
+mod backup_remote;
 mod backup_schedule;
 mod bot;
 mod breaker;

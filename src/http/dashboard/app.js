@@ -116,6 +116,21 @@ function renderSummary(d) {
     backup.className = "muted";
     backup.textContent = "No backup yet";
   }
+  const offsite = document.getElementById("offsite");
+  if (d.offsite) {
+    const o = d.offsite;
+    const bad = o.stale || o.circuit !== "closed" || o.last_error;
+    offsite.className = bad ? "state-warn" : "";
+    offsite.textContent = "Offsite: " + (o.newest
+      ? "newest copy " + duration((o.age_s || 0) * 1000) + " old (" + o.newest.object + ")"
+      : "no copy yet") +
+      (o.encrypted ? ", encrypted" : "") +
+      (o.circuit !== "closed" ? ", circuit " + o.circuit : "") +
+      (o.last_error ? ", last upload failed: " + o.last_error : "");
+  } else {
+    offsite.className = "muted";
+    offsite.textContent = "Offsite: not configured";
+  }
 
   const tasks = document.getElementById("tasks");
   tasks.replaceChildren();
