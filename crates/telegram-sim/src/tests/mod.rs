@@ -3,7 +3,6 @@
 
 mod faults;
 mod http;
-mod logging;
 mod polling;
 mod teloxide_api;
 

@@ -1,4 +1,8 @@
 //! Debug logging happens and never contains a token in full.
+//!
+//! A test binary of its own: tracing caches per call site whether anyone listens,
+//! so a thread-local subscriber in a binary whose other tests run the same call
+//! sites on other threads at the same time may miss events.
 
 use std::{
     io::Write,
@@ -8,8 +12,23 @@ use std::{
 use serde_json::json;
 use tracing_subscriber::{filter::Targets, fmt::MakeWriter, layer::SubscriberExt};
 
-use super::{TOKEN, USER, call, start};
-use crate::{Fault, FaultKind};
+use serde_json::Value;
+use telegram_sim::{Fault, FaultKind, SimHandle, TelegramSim};
+
+const TOKEN: &str = "123456:TEST-secret-token";
+const USER: i64 = 4242;
+
+async fn start() -> SimHandle {
+    TelegramSim::start("127.0.0.1:0".parse().expect("addr"), vec![TOKEN.to_owned()])
+        .await
+        .expect("simulator starts")
+}
+
+async fn call(sim: &SimHandle, method: &str, body: &Value) {
+    let url = format!("{}/bot{TOKEN}/{method}", sim.url());
+    let response = reqwest::Client::new().post(url).json(body).send().await;
+    response.expect("request");
+}
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -38,14 +57,13 @@ impl<'a> MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn debug_logs_redact_tokens() {
     let captured = Captured::default();
-    let crate_name = module_path!().split("::").next().unwrap_or_default();
     let subscriber = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(captured.clone())
                 .with_ansi(false),
         )
-        .with(Targets::new().with_target(crate_name, tracing::Level::TRACE));
+        .with(Targets::new().with_target("telegram_sim", tracing::Level::TRACE));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let sim = start().await;
