@@ -123,8 +123,8 @@ pub async fn list(config: &Config) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Restores a snapshot (the service must be stopped).
-pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<i32> {
+/// Fails when the service answers: a restore replaces the file it holds.
+pub(crate) async fn refuse_while_the_service_runs(config: &Config) -> anyhow::Result<()> {
     if let Ok(client) = ServiceClient::new(config)
         && client.get("/livez").await.is_ok()
     {
@@ -133,6 +133,12 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<i32> 
             client.base()
         );
     }
+    Ok(())
+}
+
+/// Restores a snapshot (the service must be stopped).
+pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<i32> {
+    refuse_while_the_service_runs(config).await?;
     let snapshot = pick_snapshot(config, &args).await?;
     let shown = snapshot.clone();
     let info = tokio::task::spawn_blocking(move || inspect_snapshot(&shown))

@@ -10,7 +10,6 @@
 
 use anyhow::{Context, bail};
 
-use super::remote::ServiceClient;
 use crate::backup::create::human_size;
 use crate::backup::remote::{Remote, RemoteCopy};
 use crate::backup::{self, BackupError};
@@ -57,14 +56,7 @@ fn row(copy: &RemoteCopy) -> String {
 
 /// Downloads, checks and restores a remote copy (the service must be stopped).
 pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<i32> {
-    if let Ok(client) = ServiceClient::new(config)
-        && client.get("/livez").await.is_ok()
-    {
-        bail!(
-            "the agentlab service is running (it answers at {}); stop it before restoring",
-            client.base()
-        );
-    }
+    super::backup::refuse_while_the_service_runs(config).await?;
     let name = match (&args.file, args.latest) {
         (Some(name), _) => Some(name.to_string_lossy().into_owned()),
         (None, true) => None,
