@@ -14,10 +14,12 @@ use agentlab::breaker::{Clock, ManualClock};
 use agentlab::circuits::Circuits;
 use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::Monitor;
+use agentlab::monitor::MonitorContext;
 use agentlab::monitor::series::history_from_store;
-use agentlab::service::ServiceContext;
+use agentlab::shutdown::Shutdown;
+use agentlab::status::{Started, TelegramLinks};
 use agentlab::storage::{Sample, SeriesResolution, Store, StoreOptions};
-use agentlab::worker::Pool;
+use agentlab::worker::{Pool, pool_events};
 
 const HOUR: u64 = 3_600_000;
 const DAY: u64 = 24 * HOUR;
@@ -28,7 +30,7 @@ fn percentile(times: &mut [Duration], q: f64) -> Duration {
     times[((times.len() - 1) as f64 * q) as usize]
 }
 
-fn context(dir: &std::path::Path) -> Arc<ServiceContext> {
+fn context(dir: &std::path::Path) -> Arc<MonitorContext> {
     let store = Store::open(&dir.join("agentlab.redb"), StoreOptions::default()).expect("store");
     let config = Config {
         data_dir: dir.to_path_buf(),
@@ -43,10 +45,18 @@ fn context(dir: &std::path::Path) -> Arc<ServiceContext> {
     let config = Arc::new(config);
     let ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
     let circuits = Circuits::load(&store, &ids, &config.breaker);
-    let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
-    Arc::new(ServiceContext {
-        started_ms: T0,
-        ..ServiceContext::new(config, store, circuits, pool)
+    let (events, _) = pool_events();
+    let pool = Pool::new(config.clone(), store.clone(), circuits.clone(), events);
+    Arc::new(MonitorContext {
+        links: TelegramLinks::new(ids.iter().map(String::as_str)),
+        started: Started::at(std::time::Instant::now(), T0),
+        shutdown: Shutdown::new(),
+        monitor: Default::default(),
+        offsite: Default::default(),
+        config,
+        store,
+        circuits,
+        pool,
     })
 }
 

@@ -7,12 +7,17 @@
 //! - [`cli`] parses the command line; [`app`] runs a subcommand.
 //! - [`service`] is `agentlab run`: the start-up barrier and shutdown, wiring every
 //!   part below to one [`storage::Store`].
-//! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in.
+//! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in;
+//!   both hand prompts to [`intake`], the one place they are validated, admitted
+//!   (rate, [`budget`], disk) and stored.
 //! - `worker` claims tasks from the store and runs agent subprocesses.
 //! - `breaker`, `monitor`, `backup` watch and protect the service.
 //! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
 //!   operations. It names nothing above it.
 //! - [`config`] is the TOML configuration, parsed and validated.
+//! - [`shutdown`] (the stop signal) and [`status`] (readiness, start time,
+//!   Telegram links, notices) are handles below every part; [`systemd`] speaks
+//!   the notify protocol.
 //! - [`legacy`] imports the old bot's JSON files (`agentlab migrate --from-json`).
 //!
 //! Beside the product, in the workspace: `crates/telegram-sim`, the Telegram Bot API
@@ -25,16 +30,21 @@ pub mod app;
 pub mod backup;
 pub mod bot;
 pub mod breaker;
+pub mod budget;
 pub mod circuits;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod intake;
 pub mod legacy;
 pub mod metrics;
 pub mod monitor;
 pub mod service;
+pub mod shutdown;
+pub mod status;
 pub mod storage;
+pub mod systemd;
 pub mod telemetry;
 pub mod worker;

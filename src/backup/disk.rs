@@ -5,12 +5,12 @@
 //! below it, run output of tasks finished more than [`PRUNE_RUNS_AFTER`] ago and
 //! rotated log files are pruned (every [`CHECK_EVERY`] by the service, and whenever
 //! a prompt finds the disk low); if still below, health is `fail`, the `disk_full`
-//! alert fires and [`admit_prompt`] refuses new prompts *before* anything is
-//! written, so nothing is half-stored. Stored data is never pruned here, only files
+//! alert fires and the intake's admission (`crate::intake::admission`) refuses new
+//! prompts *before* anything is written, so nothing is half-stored. Stored data is never pruned here, only files
 //! that can be regenerated or are already in the store (a run's result is).
 //!
-//! Callers: the bot handler and `POST /api/tasks` call [`admit_prompt`] before
-//! `submit_task`; `/health` reports [`health_check`] as its `disk` check.
+//! Callers: the intake measures [`health_check`] (and prunes) before it stores a
+//! prompt; `/health` reports [`health_check`] as its `disk` check.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::service::ServiceContext;
+use crate::shutdown::Shutdown;
+use crate::status::Started;
 use crate::storage::{Store, TaskStatus, now_ms};
 
 /// Finished runs whose output is older than this may be pruned.
@@ -58,18 +59,6 @@ pub struct DiskHealth {
     pub free_bytes: u64,
     /// The configured minimum, bytes.
     pub min_free_bytes: u64,
-}
-
-/// Why a prompt was refused.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "The server's disk is almost full ({free_mb} MB free, {min_mb} MB needed), so new prompts are refused until space is freed. Nothing you sent earlier is lost."
-)]
-pub struct DiskFull {
-    /// Free MiB.
-    pub free_mb: u64,
-    /// Required MiB.
-    pub min_mb: u64,
 }
 
 /// Bytes available to unprivileged users on the file system holding `path` (the
@@ -114,40 +103,6 @@ pub fn health_check(config: &Config) -> DiskHealth {
         level,
         free_bytes,
         min_free_bytes,
-    }
-}
-
-/// Whether a new prompt may be stored. When the disk is below the minimum, prunes
-/// first and measures again. Blocking (statvfs; pruning only when low).
-pub fn admit_prompt(config: &Config, store: &Store) -> Result<(), DiskFull> {
-    if health_check(config).level != DiskLevel::Fail {
-        return Ok(());
-    }
-    // Pruning walks every run folder: it runs on the caller's (async) thread, so
-    // at most once a minute, not once per refused prompt.
-    static LAST_PRUNE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = now_ms();
-    let last = LAST_PRUNE_MS.load(std::sync::atomic::Ordering::Relaxed);
-    if now.saturating_sub(last) >= 60_000
-        && LAST_PRUNE_MS
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        prune(config, store);
-    }
-    let health = health_check(config);
-    if health.level == DiskLevel::Fail {
-        Err(DiskFull {
-            free_mb: health.free_bytes / (1024 * 1024),
-            min_mb: config.storage.min_free_mb,
-        })
-    } else {
-        Ok(())
     }
 }
 
@@ -226,19 +181,24 @@ fn prune_rotated_logs(log_dir: &Path) -> usize {
 /// Checks the disk every [`CHECK_EVERY`]: prunes when low, raises `disk_full` when
 /// pruning was not enough, resolves it when space is back, and logs a heartbeat
 /// line (the watchdog watches the log advance).
-pub fn spawn(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
-    let ctx = ctx.clone();
+pub fn spawn(
+    config: Arc<Config>,
+    store: Store,
+    shutdown: &Shutdown,
+    started: Started,
+    tasks: &mut JoinSet<()>,
+) {
+    let mut shutdown = shutdown.subscribe();
     tasks.spawn(async move {
-        let mut shutdown = ctx.shutdown.subscribe();
         loop {
-            let (config, store) = (ctx.config.clone(), ctx.store.clone());
+            let (config, store) = (config.clone(), store.clone());
             let checked =
                 tokio::task::spawn_blocking(move || check_and_alert(&config, &store)).await;
             if let Ok(health) = checked {
                 tracing::info!(
                     disk = health.level.as_str(),
                     free_mb = health.free_bytes / (1024 * 1024),
-                    uptime_s = ctx.uptime_s(),
+                    uptime_s = started.uptime_s(),
                     "heartbeat"
                 );
             }

@@ -9,9 +9,13 @@
 //!   tokio-cron-scheduler), with retries and the `backup_failed` alert;
 //! - [`restore`]: `agentlab restore`, and the automatic recovery of
 //!   [`open_store_or_restore`];
-//! - [`disk`]: pruning and refusing prompts when the disk is nearly full;
+//! - [`disk`]: measuring free space and pruning when the disk is nearly full;
 //! - [`remote`]: verified, optionally encrypted copies in object storage, uploaded
 //!   in the background after each snapshot, and restored from there.
+//!
+//! The running service holds one [`Backups`] handle (the store, the configuration,
+//! the offsite uploader): it starts the schedule and takes snapshots on demand
+//! for `/backup` and `POST /api/backup`.
 //!
 //! Invariants: a snapshot file named `.redb` has passed verification; nothing here
 //! ever deletes a database file or a snapshot except rotation after a verified
@@ -25,7 +29,6 @@ pub mod remote;
 pub mod restore;
 pub mod rotation;
 pub mod schedule;
-pub mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +36,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::service::ServiceContext;
+use crate::shutdown::Shutdown;
+use crate::status::Started;
 use crate::storage::{Alert, AlertState, Store, StoreError, StoreOptions, now_ms};
 
 pub use create::{BackupOutcome, backup_now, backup_with_retries};
@@ -211,31 +215,62 @@ fn open_catching_panics(path: &Path, options: StoreOptions) -> Result<Store, Sto
     }
 }
 
-/// Starts the backup schedule, the disk guard's periodic check and the offsite
-/// uploader.
-pub fn spawn_scheduler(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
-    schedule::spawn(ctx, tasks);
-    disk::spawn(ctx, tasks);
-    ctx.offsite.spawn(&ctx.shutdown, tasks);
+/// The backups of a running service: what the schedule and on-demand snapshots use.
+#[derive(Clone)]
+pub struct Backups {
+    config: Arc<Config>,
+    store: Store,
+    offsite: remote::offsite::Offsite,
 }
 
-/// Takes a snapshot now (`/backup`, `POST /api/backup`): on a blocking thread, so
-/// the service keeps serving. A failure raises `backup_failed`.
-pub async fn take_snapshot(ctx: &ServiceContext) -> anyhow::Result<String> {
-    let store = ctx.store.clone();
-    let config = ctx.config.clone();
-    let span = tracing::Span::current();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let result = backup_now(&store, &config);
-        if let Err(e) = &result {
-            create::report_backup_failure(&store, e, 1);
+impl Backups {
+    /// Backups of `store` as `config` says, copied offsite by `offsite`.
+    pub fn new(config: Arc<Config>, store: Store, offsite: remote::offsite::Offsite) -> Self {
+        Backups {
+            config,
+            store,
+            offsite,
         }
-        result
-    })
-    .await??;
-    ctx.offsite.snapshot_taken();
-    Ok(outcome.summary())
+    }
+
+    /// The offsite uploader (its report is part of health).
+    pub fn offsite(&self) -> &remote::offsite::Offsite {
+        &self.offsite
+    }
+
+    /// Starts the backup schedule, the disk guard's periodic check (its heartbeat
+    /// log line tells the uptime since `started`) and the offsite uploader; all
+    /// end at `shutdown`.
+    pub fn spawn(&self, shutdown: &Shutdown, started: Started, tasks: &mut JoinSet<()>) {
+        schedule::spawn(self.clone(), shutdown, tasks);
+        disk::spawn(
+            self.config.clone(),
+            self.store.clone(),
+            shutdown,
+            started,
+            tasks,
+        );
+        self.offsite.spawn(shutdown, tasks);
+    }
+
+    /// Takes a snapshot now (`/backup`, `POST /api/backup`): on a blocking thread,
+    /// so the service keeps serving. A failure raises `backup_failed`.
+    pub async fn take_snapshot(&self) -> anyhow::Result<String> {
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let span = tracing::Span::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let result = backup_now(&store, &config);
+            if let Err(e) = &result {
+                create::report_backup_failure(&store, e, 1);
+            }
+            result
+        })
+        .await??;
+        self.offsite.snapshot_taken();
+        Ok(outcome.summary())
+    }
 }
 
 /// Raises a firing alert of `rule`, unless one is already open (then its message

@@ -16,15 +16,15 @@
 //! A failed snapshot is retried after each of [`RETRY_DELAYS`]; when all failed,
 //! the `backup_failed` alert is raised (and resolved by the next success).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Backups;
 use crate::config::parse_cron;
-use crate::service::ServiceContext;
+use crate::shutdown::Shutdown;
 
 /// Longest single sleep before the wall clock is read again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -37,31 +37,30 @@ pub const RETRY_DELAYS: [Duration; 3] = [
 
 /// Starts the scheduled snapshots (a no-op with a logged error if the schedule
 /// does not parse; configuration validation refuses that earlier).
-pub fn spawn(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
-    let cron = match parse_cron(&ctx.config.backup.schedule) {
+pub fn spawn(backups: Backups, shutdown: &Shutdown, tasks: &mut JoinSet<()>) {
+    let cron = match parse_cron(&backups.config.backup.schedule) {
         Ok(cron) => cron,
         Err(e) => {
-            tracing::error!(schedule = %ctx.config.backup.schedule, error = %e, "backup schedule is invalid; no scheduled snapshots");
+            tracing::error!(schedule = %backups.config.backup.schedule, error = %e, "backup schedule is invalid; no scheduled snapshots");
             return;
         }
     };
-    let ctx = ctx.clone();
+    let shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let shutdown = ctx.shutdown.subscribe();
-        let job_ctx = ctx.clone();
-        run_on_schedule(cron, shutdown, move || {
-            let ctx = job_ctx.clone();
-            async move { scheduled_backup(&ctx).await }
+        let stop = shutdown.subscribe();
+        run_on_schedule(cron, stop, move || {
+            let (backups, shutdown) = (backups.clone(), shutdown.clone());
+            async move { scheduled_backup(&backups, &shutdown).await }
         })
         .await;
     });
 }
 
 #[tracing::instrument(skip_all)]
-async fn scheduled_backup(ctx: &ServiceContext) {
-    let store = ctx.store.clone();
-    let config = ctx.config.clone();
-    let mut shutdown = ctx.shutdown.subscribe();
+async fn scheduled_backup(backups: &Backups, shutdown: &Shutdown) {
+    let store = backups.store.clone();
+    let config = backups.config.clone();
+    let mut shutdown = shutdown.subscribe();
     let mut attempt = 0usize;
     loop {
         attempt += 1;
@@ -70,7 +69,7 @@ async fn scheduled_backup(ctx: &ServiceContext) {
             tokio::task::spawn_blocking(move || super::backup_now(&store2, &config2)).await;
         let error = match result {
             Ok(Ok(_)) => {
-                ctx.offsite.snapshot_taken();
+                backups.offsite.snapshot_taken();
                 return;
             }
             Ok(Err(e)) => e,

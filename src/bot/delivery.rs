@@ -23,8 +23,6 @@ use crate::storage::{Task, TaskStatus, now_ms};
 const EDIT_EVERY: Duration = Duration::from_secs(10);
 /// How often the progress updater looks at running tasks.
 const PROGRESS_TICK: Duration = Duration::from_secs(2);
-/// How soon a retried task without a progress message yet is looked at again.
-const RETRY_MESSAGE_RECHECK: Duration = Duration::from_millis(100);
 /// Typing actions expire after about 5 s on the client.
 const TYPING_EVERY: Duration = Duration::from_secs(5);
 /// Messages per answer before the rest goes as a document.
@@ -35,12 +33,7 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Delivers finished tasks' answers until shutdown.
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
 pub(super) async fn run_outbox(bot: Arc<BotRuntime>) {
-    let wake = bot
-        .ctx
-        .outbox_wake
-        .get(&bot.config.id)
-        .cloned()
-        .unwrap_or_default();
+    let wake = &bot.outbox_wake;
     let mut shutdown = bot.ctx.shutdown.subscribe();
     let mut retry = Duration::from_millis(500);
     loop {
@@ -74,6 +67,7 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
     for task in pending {
         match deliver(bot, &task).await {
             Ok(()) => {
+                bot.progress_messages.remove(task.id);
                 if let Err(e) = bot.ctx.store.mark_delivered(task.id).await {
                     tracing::error!(error = %e, task_id = task.id, "answer sent but not marked delivered");
                 }
@@ -91,6 +85,7 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
                         now_ms(),
                     )
                     .await;
+                bot.progress_messages.remove(task.id);
                 let _ = bot.ctx.store.mark_delivered(task.id).await;
             }
             Err(SendError::CircuitOpen(wait) | SendError::RetryAfter(wait)) => {
@@ -181,7 +176,10 @@ async fn send_answer(bot: &BotRuntime, task: &Task, markdown: &str) -> Result<()
             .send_document(task.chat_id, name, content, &caption, None)
             .await?;
     }
-    if let Some(progress) = task.progress_message_id
+    let progress = task
+        .progress_message_id
+        .or_else(|| bot.progress_messages.get(task.id));
+    if let Some(progress) = progress
         && let Err(e) = bot.api.delete(task.chat_id, progress).await
     {
         tracing::debug!(error = %e, "cannot delete the progress message");
@@ -194,28 +192,19 @@ async fn send_answer(bot: &BotRuntime, task: &Task, markdown: &str) -> Result<()
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
 pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
     let mut shutdown = bot.ctx.shutdown.subscribe();
-    let retried = bot
-        .ctx
-        .retried
-        .get(&bot.config.id)
-        .cloned()
-        .unwrap_or_default();
+    let retried = &bot.retried;
     let mut shown: HashMap<u64, Shown> = HashMap::new();
     // Tasks waiting for their next attempt, shown until it starts.
     let mut retrying: Vec<u64> = Vec::new();
     let mut paused_until: Option<Instant> = None;
-    // A retry can come before the "Queued" message is recorded as the task's
-    // progress message; it is then looked at again soon, not a tick later.
+    // A retry can come before the handler sent the "Queued" message; the updater
+    // then looks again when that message arrives, not a tick later.
     let mut awaiting_message = false;
     loop {
-        let tick = if awaiting_message {
-            RETRY_MESSAGE_RECHECK
-        } else {
-            PROGRESS_TICK
-        };
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(PROGRESS_TICK) => {}
             _ = retried.wake.notified() => {}
+            _ = bot.progress_messages.wake.notified(), if awaiting_message => {}
             _ = shutdown.changed() => break,
         }
         for id in retried.take() {
@@ -235,10 +224,14 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
             .filter(|t| t.bot_id == bot.config.id)
             .collect();
         retrying.retain(|id| !tasks.iter().any(|t| t.id == *id));
+        tasks
+            .iter_mut()
+            .for_each(|task| bot.progress_messages.fill(task));
         retrying.retain(|id| match bot.ctx.store.get_task(*id) {
-            Ok(Some(task))
+            Ok(Some(mut task))
                 if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) =>
             {
+                bot.progress_messages.fill(&mut task);
                 tasks.push(task);
                 true
             }

@@ -1,23 +1,22 @@
 //! One incoming message: who sent it, what it asks, and the answer.
 //!
-//! Deny by default: a user not in `allowed_users` (or `admins`) gets one polite
-//! refusal and an event; nothing of theirs reaches the agent. A prompt passes the
-//! rate limit and the budget, is stored as a task (durable), and only then is
-//! acknowledged. Control commands are answered at once: they never wait for the
-//! user's running prompt.
+//! Deny by default: a user the intake does not authorise (not in `allowed_users`
+//! nor `admins`) gets one polite refusal and an event; nothing of theirs reaches
+//! the agent. A prompt goes through the intake (rate limit, budget, disk, stored
+//! durably, pool woken) and only then is acknowledged; each refusal is worded
+//! here for the chat. Control commands are answered at once: they never wait for
+//! the user's running prompt.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use teloxide::types::Message;
 
 use super::BotRuntime;
 use super::commands::{self, Command};
+use crate::budget::Exceeded;
 use crate::circuits::Dependency;
-use crate::storage::{NewTask, PRIORITY_NORMAL, StoreError, TaskKind, TaskSource, now_ms};
-
-/// Share of a budget at which the user is warned (once a day).
-const BUDGET_WARNING: f64 = 0.8;
+use crate::intake::{Authorised, BudgetWarning, Door, Prompt, Refusal};
+use crate::storage::{MAX_PROMPT_BYTES, StoreError, now_ms};
 
 /// Who sent a message, once authorised.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +25,8 @@ pub(super) struct Sender {
     pub chat_id: i64,
     pub message_id: i32,
     pub is_admin: bool,
+    /// The intake's proof of it.
+    pub authorised: Authorised,
 }
 
 pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, message: Message) {
@@ -91,15 +92,14 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
     }
     let user_id = from.id.0 as i64;
     let chat_id = message.chat.id.0;
-    let is_admin = bot.config.admins.contains(&user_id);
-    let sender = Sender {
-        user_id,
-        chat_id,
-        message_id: message.id.0,
-        is_admin,
-    };
-    if is_admin || bot.config.allowed_users.contains(&user_id) {
-        return Some(sender);
+    if let Some(authorised) = bot.ctx.intake.authorise(&bot.config.id, user_id) {
+        return Some(Sender {
+            user_id,
+            chat_id,
+            message_id: message.id.0,
+            is_admin: authorised.is_admin(),
+            authorised,
+        });
     }
     let first_time = bot
         .denied_told
@@ -122,8 +122,9 @@ async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
                 now_ms(),
             )
             .await;
-        bot.reply(
-            sender,
+        bot.reply_to(
+            chat_id,
+            message.id.0,
             &format!(
                 "Sorry, this bot is private and you are not on its list of users. \
                  If you should be, ask its owner to add your user id {user_id}."
@@ -170,73 +171,37 @@ fn describe_non_text(message: &Message) -> &'static str {
 }
 
 async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, prompt: String) {
-    if prompt.trim().is_empty() {
-        bot.reply(
-            sender,
-            "That message is empty: there is nothing to send to the agent.",
-        )
-        .await;
-        return;
-    }
-    let rate = bot.limiter.lock().unwrap_or_else(|p| p.into_inner()).check(
-        &bot.config.id,
-        sender.user_id,
-        Instant::now(),
-    );
-    if let Err(limited) = rate {
-        let window = if limited.per_hour { "hour" } else { "minute" };
-        let secs = limited.retry_after.as_secs().max(1);
-        bot.reply(
-            sender,
-            &format!(
-                "Slow down: you reached the limit of prompts per {window}. Try again in {secs} s."
-            ),
-        )
-        .await;
-        return;
-    }
-    if let Some(refusal) = budget_check(bot, sender).await {
-        bot.reply(sender, &refusal).await;
-        return;
-    }
-    if let Err(full) = crate::backup::disk::admit_prompt(&bot.ctx.config, &bot.ctx.store) {
-        bot.reply(
-            sender,
-            &format!("Your prompt was NOT queued: {full}. Please try again later."),
-        )
-        .await;
-        return;
-    }
-    let new = NewTask {
+    let prompt = Prompt {
         bot_id: bot.config.id.clone(),
-        user_id: sender.user_id,
-        chat_id: sender.chat_id,
-        kind: TaskKind::Chat,
-        source: TaskSource::Telegram,
-        prompt,
-        priority: PRIORITY_NORMAL,
-        max_attempts: bot.ctx.config.limits.max_attempts,
-        reply_to_message_id: Some(sender.message_id),
-        update_id: Some(update_id),
+        text: prompt,
+        door: Door::Telegram {
+            sender: sender.authorised,
+            chat_id: sender.chat_id,
+            message_id: sender.message_id,
+            update_id,
+        },
     };
-    let now = now_ms();
-    let submitted = match bot.ctx.store.submit_prompt(new, now).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store a prompt");
-            bot.reply(sender, &storage_refusal(&e)).await;
+    let accepted = match bot.ctx.intake.submit(prompt).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            if let Refusal::Store(e) = &refusal {
+                tracing::error!(error = %e, "cannot store a prompt");
+            }
+            bot.reply(sender, &refusal_text(&refusal)).await;
             return;
         }
     };
-    if submitted.duplicate {
+    if accepted.duplicate {
         tracing::info!(
-            task_id = submitted.task.id,
+            task_id = accepted.task.id,
             "update already stored; not acknowledged twice"
         );
         return;
     }
-    let task = submitted.task;
-    bot.ctx.pool.notify();
+    if let Some(warning) = accepted.budget_warning {
+        bot.reply(sender, &budget_warning_text(&warning)).await;
+    }
+    let task = accepted.task;
     let ack = if bot
         .ctx
         .circuits
@@ -256,8 +221,9 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         .await
     {
         Ok(message_id) => {
-            // Relaxed bookkeeping (see Store::set_progress_message). Awaiting it
-            // would order nothing: the task may be running or done already.
+            bot.progress_messages.insert(task.id, message_id);
+            // Relaxed bookkeeping (see Store::set_progress_message): the progress
+            // updater has the id already; the store keeps it for the next process.
             bot.ctx
                 .store
                 .set_progress_message(task.id, Some(message_id))
@@ -265,6 +231,36 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
         }
         Err(e) => {
             tracing::warn!(error = %e, task_id = task.id, "cannot acknowledge the prompt; it is stored and will run")
+        }
+    }
+}
+
+/// What the chat is told when the intake refused a prompt.
+fn refusal_text(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Empty => "That message is empty: there is nothing to send to the agent.".into(),
+        Refusal::RateLimited(limited) => {
+            let window = if limited.per_hour { "hour" } else { "minute" };
+            let secs = limited.retry_after.as_secs().max(1);
+            format!(
+                "Slow down: you reached the limit of prompts per {window}. Try again in {secs} s."
+            )
+        }
+        Refusal::Budget(Exceeded::Daily { spent, limit }) => format!(
+            "The daily budget is spent: ${spent:.2} of ${limit:.2} today. Your prompt was not queued; try again tomorrow (UTC)."
+        ),
+        Refusal::Budget(Exceeded::Monthly { spent, limit }) => format!(
+            "The monthly budget is spent: ${spent:.2} of ${limit:.2} this month. Your prompt was not queued."
+        ),
+        Refusal::DiskFull(full) => {
+            format!("Your prompt was NOT queued: {full}. Please try again later.")
+        }
+        Refusal::TooLong { bytes } => format!(
+            "I could not take that prompt: prompt is {bytes} bytes; at most {MAX_PROMPT_BYTES} are accepted."
+        ),
+        Refusal::Store(e) => storage_refusal(e),
+        Refusal::UnknownBot(bot_id) => {
+            format!("Your prompt was NOT queued: bot `{bot_id}` is not configured.")
         }
     }
 }
@@ -281,64 +277,24 @@ fn storage_refusal(e: &StoreError) -> String {
     }
 }
 
-/// Refuses when a budget is spent; warns once a day at 80%.
-async fn budget_check(bot: &Arc<BotRuntime>, sender: Sender) -> Option<String> {
-    let limits = &bot.ctx.config.limits;
-    let now = now_ms();
-    let store = &bot.ctx.store;
-    let today = store
-        .cost_today(&bot.config.id, now)
-        .map(|c| c.usd)
-        .unwrap_or(0.0);
-    let month = store
-        .cost_month(&bot.config.id, now)
-        .map(|c| c.usd)
-        .unwrap_or(0.0);
-    if today >= limits.daily_cost_usd {
-        return Some(format!(
-            "The daily budget is spent: ${today:.2} of ${:.2} today. Your prompt was not queued; try again tomorrow (UTC).",
-            limits.daily_cost_usd
-        ));
-    }
-    if month >= limits.monthly_cost_usd {
-        return Some(format!(
-            "The monthly budget is spent: ${month:.2} of ${:.2} this month. Your prompt was not queued.",
-            limits.monthly_cost_usd
-        ));
-    }
-    let near_day = limits.daily_cost_usd > 0.0 && today >= limits.daily_cost_usd * BUDGET_WARNING;
-    let near_month =
-        limits.monthly_cost_usd > 0.0 && month >= limits.monthly_cost_usd * BUDGET_WARNING;
-    if near_day || near_month {
-        let day = crate::storage::utc_day(now);
-        let first = bot
-            .budget_warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((sender.user_id, day));
-        if first {
-            bot.reply(
-                sender,
-                &format!(
-                    "Heads up: ${today:.2} of the ${:.2} daily budget and ${month:.2} of the ${:.2} monthly budget are spent.",
-                    limits.daily_cost_usd, limits.monthly_cost_usd
-                ),
-            )
-            .await;
-        }
-    }
-    None
+/// The once-a-day notice that a budget is nearly spent.
+fn budget_warning_text(warning: &BudgetWarning) -> String {
+    format!(
+        "Heads up: ${:.2} of the ${:.2} daily budget and ${:.2} of the ${:.2} monthly budget are spent.",
+        warning.spend.today, warning.daily_limit, warning.spend.month, warning.monthly_limit
+    )
 }
 
 impl BotRuntime {
     /// Sends a plain-text reply; failures are logged (the reply is not critical).
     pub(super) async fn reply(&self, sender: Sender, text: &str) {
-        if let Err(e) = self
-            .api
-            .send_plain(sender.chat_id, text, Some(sender.message_id))
-            .await
-        {
-            tracing::warn!(error = %e, chat_id = sender.chat_id, "cannot send a reply");
+        self.reply_to(sender.chat_id, sender.message_id, text).await;
+    }
+
+    /// Sends a plain-text reply to `message_id` in `chat_id`; failures are logged.
+    async fn reply_to(&self, chat_id: i64, message_id: i32, text: &str) {
+        if let Err(e) = self.api.send_plain(chat_id, text, Some(message_id)).await {
+            tracing::warn!(error = %e, chat_id, "cannot send a reply");
         }
     }
 }

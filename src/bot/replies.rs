@@ -214,17 +214,8 @@ async fn retry(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
             }
         }
     };
-    let max_attempts = bot.ctx.config.limits.max_attempts;
-    match bot
-        .ctx
-        .store
-        .retry_task(task.id, max_attempts, now_ms())
-        .await
-    {
-        Ok(new) => {
-            bot.ctx.pool.notify();
-            format!("Retrying task #{} as task #{}.", task.id, new.id)
-        }
+    match bot.ctx.intake.retry(task.id).await {
+        Ok(new) => format!("Retrying task #{} as task #{}.", task.id, new.id),
         Err(e) => format!("Could not retry task #{}: {e}", task.id),
     }
 }
@@ -310,14 +301,14 @@ async fn restart(bot: &BotRuntime, sender: Sender) {
         )
         .await;
     tracing::info!(user_id = sender.user_id, "restart requested from Telegram");
-    bot.ctx.shutdown.request(crate::service::RESTART_EXIT_CODE);
+    bot.ctx.shutdown.request(crate::shutdown::RESTART_EXIT_CODE);
 }
 
 async fn backup(bot: &BotRuntime, sender: Sender) -> String {
     if !sender.is_admin {
         return "Only admins may take backups.".into();
     }
-    match crate::backup::take_snapshot(&bot.ctx).await {
+    match bot.ctx.backups.take_snapshot().await {
         Ok(report) => format!("Backup taken: {report}"),
         Err(e) => format!("Backup failed: {e:#}"),
     }

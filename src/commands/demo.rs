@@ -18,7 +18,8 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::cli::DemoArgs;
 use crate::config::{AgentConfig, BotConfig, Config};
-use crate::service::{RunOptions, Shutdown};
+use crate::service::RunOptions;
+use crate::shutdown::{RESTART_EXIT_CODE, Shutdown};
 use telegram_sim::{SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
 
 /// The demo bot's id.
@@ -116,7 +117,7 @@ async fn supervise(
                 service.await?
             }
         };
-        if code != crate::service::RESTART_EXIT_CODE || stop.is_requested() {
+        if code != RESTART_EXIT_CODE || stop.is_requested() {
             return Ok(code);
         }
         println!(

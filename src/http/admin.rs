@@ -25,12 +25,12 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, json_integer, optional_json_integer};
-use super::status::known_bot;
+use super::status::unknown_bot;
 use super::{Api, AppState};
-use crate::service::RESTART_EXIT_CODE;
+use crate::intake::{Door, Prompt, Refusal};
+use crate::shutdown::RESTART_EXIT_CODE;
 use crate::storage::{
-    DumpFormat, DumpWriter, MAX_PROMPT_BYTES, NewTask, PRIORITY_NORMAL, RestartState, TaskKind,
-    TaskSource, TaskStatus, now_ms, tables::ALL_TABLES,
+    DumpFormat, DumpWriter, MAX_PROMPT_BYTES, RestartState, TaskStatus, now_ms, tables::ALL_TABLES,
 };
 
 /// Proof that the request carried the admin token.
@@ -82,42 +82,43 @@ pub(crate) struct CreateTask {
     chat_id: Option<i64>,
 }
 
-/// `POST /api/tasks`: queue a prompt; answers 201 with the task id once durable.
+/// `POST /api/tasks`: queue a prompt through the intake; answers 201 with the
+/// task id once durable.
 pub(crate) async fn create_task(
     _: Admin,
     State(api): State<AppState>,
     ApiJson(req): ApiJson<CreateTask>,
 ) -> Result<Response, ApiError> {
-    let ctx = &api.ctx;
-    known_bot(ctx, &req.bot_id)?;
-    if req.prompt.trim().is_empty() {
-        return Err(ApiError::bad_request("prompt is empty"));
-    }
-    if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "prompt is longer than {MAX_PROMPT_BYTES} bytes"
-        )));
-    }
-    let new = NewTask {
+    let prompt = Prompt {
         bot_id: req.bot_id,
-        user_id: req.user_id,
-        chat_id: req.chat_id.unwrap_or(crate::storage::NO_CHAT),
-        kind: TaskKind::Task,
-        source: TaskSource::Api,
-        prompt: req.prompt,
-        priority: PRIORITY_NORMAL,
-        max_attempts: ctx.config.limits.max_attempts,
-        reply_to_message_id: None,
-        update_id: None,
+        text: req.prompt,
+        door: Door::Http {
+            user_id: req.user_id,
+            chat_id: req.chat_id,
+        },
     };
-    // Low on disk: refuse cleanly rather than half-write (nothing stored is lost).
-    crate::backup::disk::admit_prompt(&ctx.config, &ctx.store)
-        .map_err(|full| ApiError::unavailable(full.to_string()))?;
-    let submitted = ctx.store.submit_task(new, now_ms()).await?;
-    ctx.pool.notify();
-    tracing::info!(task_id = submitted.task.id, bot_id = %submitted.task.bot_id, "task submitted over HTTP");
-    let body = json!({"id": submitted.task.id, "status": submitted.task.status});
+    let accepted = api.ctx.intake.submit(prompt).await.map_err(refusal_error)?;
+    tracing::info!(task_id = accepted.task.id, bot_id = %accepted.task.bot_id, "task submitted over HTTP");
+    let body = json!({"id": accepted.task.id, "status": accepted.task.status});
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The answer to a prompt the intake refused.
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::UnknownBot(bot_id) => unknown_bot(&bot_id),
+        Refusal::Empty => ApiError::bad_request("prompt is empty"),
+        Refusal::TooLong { .. } => {
+            ApiError::bad_request(format!("prompt is longer than {MAX_PROMPT_BYTES} bytes"))
+        }
+        // Low on disk: refused cleanly rather than half-written (nothing stored is lost).
+        Refusal::DiskFull(full) => ApiError::unavailable(full.to_string()),
+        Refusal::Store(e) => e.into(),
+        // Not applied to an admin's task (see `crate::intake`); worded if they ever are.
+        other @ (Refusal::RateLimited(_) | Refusal::Budget(_)) => {
+            ApiError::unavailable(other.to_string())
+        }
+    }
 }
 
 /// Longest a cancel waits for a just-claimed task to register with the pool.
@@ -178,7 +179,7 @@ pub(crate) async fn restart(_: Admin, State(api): State<AppState>) -> Result<Res
 
 /// `POST /api/backup`: takes a verified snapshot now.
 pub(crate) async fn backup(_: Admin, State(api): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match crate::backup::take_snapshot(&api.ctx).await {
+    match api.ctx.backups.take_snapshot().await {
         Ok(path) => Ok(Json(json!({"status": "ok", "path": path}))),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "backup over HTTP failed");

@@ -175,7 +175,7 @@ pub(crate) async fn summary(State(api): State<AppState>) -> Result<Json<Value>, 
             "size_bytes": b.size_bytes,
             "verified": b.verified,
         })),
-        "offsite": ctx.offsite.report(now).map(|r| json!({
+        "offsite": ctx.offsite().report(now).map(|r| json!({
             "url": r.url,
             "encrypted": r.encrypted,
             "circuit": r.circuit,

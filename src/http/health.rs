@@ -126,11 +126,7 @@ pub(crate) fn health_document(api: &super::Api) -> (Status, Value) {
     let now = now_ms();
     let time = iso8601(now);
     let mut checks = Checks::default();
-    let mut notes: Vec<String> = ctx
-        .notices
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let mut notes: Vec<String> = ctx.notices.list();
 
     // Storage: a real read, timed, and a writer that still takes writes.
     let started = Instant::now();
@@ -307,7 +303,7 @@ pub(crate) fn health_document(api: &super::Api) -> (Status, Value) {
     }
 
     // The offsite copies: a warning at worst, the service runs without them.
-    if let Some(report) = ctx.offsite.report(now) {
+    if let Some(report) = ctx.offsite().report(now) {
         let status =
             if report.stale || report.circuit != "closed" || report.status.last_error.is_some() {
                 Status::Warn
@@ -425,7 +421,6 @@ mod tests {
     }
 
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
 
     use axum::extract::State;
     use axum::http::StatusCode;
@@ -435,8 +430,8 @@ mod tests {
     use crate::breaker::ManualClock;
     use crate::circuits::{Circuits, Dependency};
     use crate::config::{BotConfig, Config};
+    use crate::http::HttpContext;
     use crate::http::{Api, AppState};
-    use crate::service::ServiceContext;
     use crate::storage::{Store, StoreOptions};
     use crate::worker::Pool;
 
@@ -457,8 +452,24 @@ mod tests {
         let bots = vec!["BOT-001".to_string()];
         let clock = Arc::new(ManualClock::new(1_760_000_000_000));
         let circuits = Circuits::load_with_clock(&store, &bots, &config.breaker, clock);
-        let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
-        let ctx = ServiceContext::new(config, store, circuits, pool);
+        let (events, _) = crate::worker::pool_events();
+        let pool = Pool::new(config.clone(), store.clone(), circuits.clone(), events);
+        let shutdown = crate::shutdown::Shutdown::new();
+        let ctx = HttpContext {
+            intake: crate::intake::Intake::new(config.clone(), store.clone(), pool.clone()),
+            backups: crate::backup::Backups::new(config.clone(), store.clone(), Default::default()),
+            readiness: crate::status::Readiness::new(shutdown.clone()),
+            started: crate::status::Started::now(),
+            links: crate::status::TelegramLinks::new(bots.iter().map(String::as_str)),
+            notices: Default::default(),
+            monitor: Default::default(),
+            admin_token: None,
+            shutdown,
+            config,
+            store,
+            circuits,
+            pool,
+        };
         Arc::new(Api::new(Arc::new(ctx)))
     }
 
@@ -477,7 +488,7 @@ mod tests {
         assert_eq!(starting.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body_json(starting).await["reason"], "starting");
 
-        api.ctx.ready.store(true, Ordering::SeqCst);
+        api.ctx.readiness.set(true);
         assert_eq!(readyz(State(api.clone())).await.status(), StatusCode::OK);
 
         api.ctx.shutdown.request(0);
@@ -491,7 +502,11 @@ mod tests {
     async fn health_passes_then_warns_while_a_breaker_is_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = test_api(&dir);
-        api.ctx.links["BOT-001"].poll_ok(crate::storage::now_ms());
+        api.ctx
+            .links
+            .get("BOT-001")
+            .expect("link")
+            .poll_ok(crate::storage::now_ms());
 
         let response = health(State(api.clone())).await;
         assert_eq!(response.status(), StatusCode::OK);

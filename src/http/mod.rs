@@ -6,6 +6,13 @@
 //! `admin`, `dashboard`); [`error`] is the one error type; `extract` wraps axum's extractors so
 //! their rejections are ours.
 //!
+//! Handles: the server is built from an [`HttpContext`] — the store, the pool,
+//! the intake (`POST /api/tasks` submits through it), the backups, the breakers,
+//! the monitors' latest snapshot, the readiness flag, the start time, each bot's
+//! Telegram link, the operator notices, the shutdown signal and the admin token —
+//! and keeps it, with what it derives from the configuration once, in its own
+//! state ([`AppState`]). It names nothing that builds it.
+//!
 //! Invariants: binds `http.bind` (loopback by default); admin routes need the
 //! bearer token (constant-time compare) and are refused when none is configured;
 //! off loopback every route but the health probes needs a token ([`access`]);
@@ -39,8 +46,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::task::JoinSet;
 
+use crate::backup::Backups;
+use crate::backup::remote::offsite::Offsite;
+use crate::circuits::Circuits;
+use crate::config::Config;
+use crate::intake::Intake;
 use crate::metrics::{self, CallOutcome};
-use crate::service::ServiceContext;
+use crate::monitor::MonitorHandle;
+use crate::shutdown::Shutdown;
+use crate::status::{Notices, Readiness, Started, TelegramLinks};
+use crate::storage::Store;
+use crate::worker::Pool;
 
 pub use error::ApiError;
 
@@ -51,10 +67,57 @@ pub const MAX_QUERY_BYTES: usize = 2048;
 /// Longest any route may take to produce its response head.
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every handler shares: the service and what was derived from its
+/// The handles the HTTP layer is built from.
+pub struct HttpContext {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// The circuit breakers.
+    pub circuits: Circuits,
+    /// The worker pool (busy workers, cancelling a run).
+    pub pool: Pool,
+    /// Where `POST /api/tasks` submits.
+    pub intake: Intake,
+    /// Snapshots on demand and the offsite uploader's report.
+    pub backups: Backups,
+    /// The shutdown signal (`POST /api/restart` requests it; the server stops on it).
+    pub shutdown: Shutdown,
+    /// Whether the start-up barrier has passed.
+    pub readiness: Readiness,
+    /// When the process started.
+    pub started: Started,
+    /// Each bot's Telegram link.
+    pub links: TelegramLinks,
+    /// Operator notices, shown by `/health`.
+    pub notices: Notices,
+    /// The monitors' latest snapshot.
+    pub monitor: MonitorHandle,
+    /// The admin bearer token (`http.admin_token_env`), if configured.
+    pub admin_token: Option<String>,
+}
+
+impl HttpContext {
+    /// Whether the service takes work (ready and not shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
+    /// Seconds since start.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.uptime_s()
+    }
+
+    /// The offsite uploader.
+    pub fn offsite(&self) -> &Offsite {
+        self.backups.offsite()
+    }
+}
+
+/// What every handler shares: the handles and what was derived from the
 /// configuration once.
 pub(crate) struct Api {
-    pub ctx: Arc<ServiceContext>,
+    pub ctx: Arc<HttpContext>,
     /// Expected time between scheduled backups, for the backup-age check.
     pub backup_interval_ms: Option<u64>,
     /// The last `/health` answer.
@@ -68,7 +131,7 @@ pub(crate) struct Api {
 pub(crate) type AppState = Arc<Api>;
 
 impl Api {
-    pub(crate) fn new(ctx: Arc<ServiceContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<HttpContext>) -> Self {
         let backup_interval_ms = backup_interval_ms(&ctx.config.backup.schedule);
         Api {
             read_token: crate::config::secret_from_env(&ctx.config.http.read_token_env),
@@ -89,10 +152,7 @@ fn backup_interval_ms(schedule: &str) -> Option<u64> {
 }
 
 /// Binds the server and spawns it; returns the bound address (port 0 → chosen).
-pub async fn serve(
-    ctx: Arc<ServiceContext>,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<SocketAddr> {
+pub async fn serve(ctx: Arc<HttpContext>, tasks: &mut JoinSet<()>) -> anyhow::Result<SocketAddr> {
     let bind = &ctx.config.http.bind;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -113,7 +173,7 @@ pub async fn serve(
 }
 
 /// The whole API, built from the route table.
-pub fn router(ctx: Arc<ServiceContext>) -> Router {
+pub fn router(ctx: Arc<HttpContext>) -> Router {
     let state: AppState = Arc::new(Api::new(ctx));
     let mut router: Router<AppState> = Router::new();
     for route in routes::ROUTES {

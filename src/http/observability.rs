@@ -25,7 +25,12 @@ pub(crate) const MAX_ALERT_LIMIT: usize = 1000;
 
 /// `GET /api/observability/metrics`
 pub(crate) async fn metrics_snapshot(State(api): State<AppState>) -> Json<Value> {
-    Json(monitor::snapshot_json(&api.ctx))
+    Json(monitor::snapshot_json(
+        &api.ctx.monitor,
+        &api.ctx.store,
+        &api.ctx.pool,
+        api.ctx.uptime_s(),
+    ))
 }
 
 /// Query of the history route: unix ms, `step` in ms.
@@ -65,12 +70,13 @@ pub(crate) async fn history(
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_HISTORY_POINTS),
     };
-    let mut found = monitor::history(&api.ctx, &metric_type, from, to).map_err(|e| match e {
-        HistoryError::UnknownMetric(m) => {
-            ApiError::not_found(format!("no series of metric type `{m}`"))
-        }
-        HistoryError::Store(e) => e.into(),
-    })?;
+    let mut found =
+        monitor::history(&api.ctx.store, &metric_type, from, to).map_err(|e| match e {
+            HistoryError::UnknownMetric(m) => {
+                ApiError::not_found(format!("no series of metric type `{m}`"))
+            }
+            HistoryError::Store(e) => e.into(),
+        })?;
     found.series = found
         .series
         .into_iter()
@@ -88,7 +94,7 @@ pub(crate) async fn history(
         "step": q.step,
         "resolution": found.resolution,
         "series": series,
-        "down": monitor::down_periods(&api.ctx, from, to),
+        "down": monitor::down_periods(&api.ctx.monitor, from, to),
     })))
 }
 

@@ -17,9 +17,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::HttpContext;
 use super::error::ApiError;
 use crate::metrics::{LATENCY_BUCKETS_MS, TASK_DURATION_BUCKETS_S};
-use crate::service::ServiceContext;
 use crate::storage::{TaskStatus, now_ms};
 
 /// Content type of the text exposition format.
@@ -32,10 +32,10 @@ pub(crate) async fn metrics(State(api): State<AppState>) -> Result<Response, Api
 }
 
 /// The whole exposition.
-pub(crate) fn render(ctx: &ServiceContext) -> Result<String, ApiError> {
+pub(crate) fn render(ctx: &HttpContext) -> Result<String, ApiError> {
     let mut out = Exposition::default();
     let figures = ProcessFigures::read(Path::new("/proc"));
-    process_metrics(&mut out, &figures, ctx.started_ms);
+    process_metrics(&mut out, &figures, ctx.started.unix_ms());
     service_metrics(&mut out, ctx)?;
     call_metrics(&mut out);
     Ok(out.text)
@@ -264,7 +264,7 @@ fn process_metrics(out: &mut Exposition, figures: &ProcessFigures, started_ms: u
     }
 }
 
-fn service_metrics(out: &mut Exposition, ctx: &ServiceContext) -> Result<(), ApiError> {
+fn service_metrics(out: &mut Exposition, ctx: &HttpContext) -> Result<(), ApiError> {
     out.family(
         "agentlab_build_info",
         "gauge",

@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::HttpContext;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::breaker::BreakerSnapshot;
 use crate::circuits::Dependency;
-use crate::service::ServiceContext;
 use crate::storage::{TaskFilter, TaskStatus, iso8601, now_ms};
 
 /// Most tasks one list answer holds.
@@ -149,7 +149,7 @@ fn breaker_json(dependency: &str, s: &BreakerSnapshot, now: u64) -> Value {
 }
 
 /// `{"agent": "closed", "telegram": "open"}`
-fn circuit_summary(ctx: &ServiceContext, bot_id: &str) -> Value {
+fn circuit_summary(ctx: &HttpContext, bot_id: &str) -> Value {
     let mut map = serde_json::Map::new();
     for (dependency, snapshot) in ctx.circuits.bot_snapshots(bot_id) {
         map.insert(
@@ -162,7 +162,7 @@ fn circuit_summary(ctx: &ServiceContext, bot_id: &str) -> Value {
 
 /// One word for a bot: `starting`, `polling`, `conflict`, `degraded` (a breaker
 /// is not closed), `disconnected` (polls fail), `stopping`.
-pub(super) fn bot_state(ctx: &ServiceContext, bot_id: &str) -> &'static str {
+pub(super) fn bot_state(ctx: &HttpContext, bot_id: &str) -> &'static str {
     if ctx.shutdown.is_requested() {
         return "stopping";
     }
@@ -187,13 +187,16 @@ pub(super) fn bot_state(ctx: &ServiceContext, bot_id: &str) -> &'static str {
     "polling"
 }
 
-pub(crate) fn known_bot(ctx: &ServiceContext, bot_id: &str) -> Result<(), ApiError> {
+pub(crate) fn known_bot(ctx: &HttpContext, bot_id: &str) -> Result<(), ApiError> {
     match ctx.config.bot(bot_id) {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!(
-            "bot `{bot_id}` is not configured"
-        ))),
+        None => Err(unknown_bot(bot_id)),
     }
+}
+
+/// The answer naming a bot that is not configured.
+pub(crate) fn unknown_bot(bot_id: &str) -> ApiError {
+    ApiError::not_found(format!("bot `{bot_id}` is not configured"))
 }
 
 /// Query of `GET /api/tasks`.

@@ -16,7 +16,7 @@ use crate::storage::Event;
 
 const HOUR_MS: u64 = 3_600_000;
 /// Exit code of a restart asked for by an admin.
-const RESTART_EXIT: i64 = crate::service::RESTART_EXIT_CODE as i64;
+const RESTART_EXIT: i64 = crate::shutdown::RESTART_EXIT_CODE as i64;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,7 +9,9 @@
 //! (which rules hold; pending → firing → resolved), [`notify`] (Telegram and the
 //! webhook), [`series`] (names, retention, history). Each judgement is a pure
 //! function of data with the time passed in; [`Monitor`] gathers the data once per
-//! tick from the [`ServiceContext`] and an injectable [`Clock`].
+//! tick from its [`MonitorContext`] (the handles it is built from: the store, the
+//! pool, the breakers, the offsite uploader, the bots' Telegram links, the start
+//! time, the shutdown signal, and the [`MonitorHandle`] it publishes to) and an injectable [`Clock`].
 //!
 //! Invariants: one tick hands all its samples and the heartbeat to the store in
 //! one call (the store buffers them and writes them durably every
@@ -37,10 +39,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::instrument;
 
+use crate::backup::remote::offsite::Offsite;
 use crate::breaker::{Clock, State, SystemClock};
+use crate::circuits::Circuits;
+use crate::config::Config;
 use crate::metrics::{self, CallStats};
-use crate::service::ServiceContext;
-use crate::storage::{Event, StoreError, TaskStatus};
+use crate::shutdown::Shutdown;
+use crate::status::{Started, TelegramLinks};
+use crate::storage::{Event, Store, StoreError, TaskStatus};
+use crate::worker::Pool;
 
 use anomaly::{AnomalyDetector, AnomalyParams};
 use api_health::{ApiHealth, DependencyHealth, HealthParams};
@@ -118,9 +125,38 @@ pub struct Snapshot {
     pub samples_written: usize,
 }
 
+/// The handles the monitors are built from.
+pub struct MonitorContext {
+    /// The configuration (`monitor`, `alerts`, the bots, `limits`).
+    pub config: Arc<Config>,
+    /// The store the samples go to.
+    pub store: Store,
+    /// The circuit breakers (their states are sampled; their timer ticks here).
+    pub circuits: Circuits,
+    /// The worker pool (busy workers).
+    pub pool: Pool,
+    /// The shutdown signal.
+    pub shutdown: Shutdown,
+    /// Where each tick's snapshot is published.
+    pub monitor: MonitorHandle,
+    /// The offsite uploader (its breaker feeds a rule).
+    pub offsite: Offsite,
+    /// When the process started.
+    pub started: Started,
+    /// Each bot's Telegram link (the `bot_down` rule reads it).
+    pub links: TelegramLinks,
+}
+
+impl MonitorContext {
+    /// Seconds since start.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.uptime_s()
+    }
+}
+
 /// The monitors' state between ticks.
 pub struct Monitor {
-    ctx: Arc<ServiceContext>,
+    ctx: Arc<MonitorContext>,
     clock: Arc<dyn Clock>,
     sampler: ProcessSampler,
     rss: RssWindow,
@@ -140,7 +176,7 @@ impl Monitor {
     /// events, this process's memory samples, the open alerts; and a crash of
     /// the previous run recorded (call before the first tick writes a heartbeat).
     pub async fn start(
-        ctx: Arc<ServiceContext>,
+        ctx: Arc<MonitorContext>,
         clock: Arc<dyn Clock>,
     ) -> Result<Monitor, StoreError> {
         let now = clock.wall_ms();
@@ -166,7 +202,9 @@ impl Monitor {
         // This process's samples only (see `RssWindow`): none unless the monitor
         // is started again within the same process.
         let window_ms = monitor.leak_window_ms();
-        let since = now.saturating_sub(window_ms).max(monitor.ctx.started_ms);
+        let since = now
+            .saturating_sub(window_ms)
+            .max(monitor.ctx.started.unix_ms());
         let rss_name = series_name("process_rss_bytes", &[("proc", "service")]);
         for s in monitor.ctx.store.series_range(&rss_name, since, now)? {
             monitor.rss.push(s.at_ms, s.value, window_ms);
@@ -205,7 +243,7 @@ impl Monitor {
     async fn record_crash(&mut self, now: u64) -> Result<(), StoreError> {
         let heartbeat = self.ctx.store.last_heartbeat()?;
         let Some((run_start, last_heartbeat)) =
-            availability::detect_crash(&self.lifecycle, self.ctx.started_ms, heartbeat)
+            availability::detect_crash(&self.lifecycle, self.ctx.started.unix_ms(), heartbeat)
         else {
             return Ok(());
         };
@@ -217,7 +255,12 @@ impl Monitor {
         let payload =
             serde_json::json!({"run_started_ms": run_start, "last_heartbeat_ms": last_heartbeat});
         // Stamped just before the current start so the history reads in order.
-        let at = self.ctx.started_ms.saturating_sub(1).max(last_heartbeat);
+        let at = self
+            .ctx
+            .started
+            .unix_ms()
+            .saturating_sub(1)
+            .max(last_heartbeat);
         self.ctx
             .store
             .append_event("service_crashed", None, payload.clone(), at)
@@ -636,7 +679,7 @@ fn write_process_samples(batch: &mut SampleBatch, processes: &[ProcessSample]) {
 
 /// Starts the monitors: the breaker timer, the sampling tick with its alert
 /// notifier, and retention. All end at shutdown.
-pub fn spawn_monitors(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
+pub fn spawn_monitors(ctx: &Arc<MonitorContext>, tasks: &mut JoinSet<()>) {
     let breaker_ctx = ctx.clone();
     tasks.spawn(async move {
         let mut shutdown = breaker_ctx.shutdown.subscribe();
@@ -729,14 +772,19 @@ pub async fn run_notifier(targets: Targets, mut notices: mpsc::Receiver<Notice>)
 }
 
 /// The current snapshot of every monitor, for `GET /api/observability/metrics`.
-pub fn snapshot_json(ctx: &ServiceContext) -> serde_json::Value {
+pub fn snapshot_json(
+    monitor: &MonitorHandle,
+    store: &Store,
+    pool: &Pool,
+    uptime_s: u64,
+) -> serde_json::Value {
     let mut value = serde_json::json!({
-        "uptime_s": ctx.uptime_s(),
-        "queue_depth": ctx.store.queue_depth().unwrap_or(0),
-        "busy_workers": ctx.pool.busy(),
-        "workers": ctx.pool.workers(),
+        "uptime_s": uptime_s,
+        "queue_depth": store.queue_depth().unwrap_or(0),
+        "busy_workers": pool.busy(),
+        "workers": pool.workers(),
     });
-    if let (Some(snapshot), Some(map)) = (ctx.monitor.latest(), value.as_object_mut())
+    if let (Some(snapshot), Some(map)) = (monitor.latest(), value.as_object_mut())
         && let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&*snapshot)
     {
         map.extend(fields);
@@ -747,22 +795,22 @@ pub fn snapshot_json(ctx: &ServiceContext) -> serde_json::Value {
 /// Time series of `metric_type` (a series name, or its prefix before `{labels}`)
 /// between `from_ms` and `to_ms`, at most [`MAX_HISTORY_POINTS`] points per series.
 pub fn history(
-    ctx: &ServiceContext,
+    store: &Store,
     metric_type: &str,
     from_ms: u64,
     to_ms: u64,
 ) -> Result<History, HistoryError> {
-    series::history_from_store(&ctx.store, metric_type, from_ms, to_ms, None)
+    series::history_from_store(store, metric_type, from_ms, to_ms, None)
 }
 
 /// The periods of `[from_ms, to_ms]` when the service was not running, from the
 /// last tick's availability report (none before the first tick).
 pub fn down_periods(
-    ctx: &ServiceContext,
+    monitor: &MonitorHandle,
     from_ms: u64,
     to_ms: u64,
 ) -> Vec<availability::DownPeriod> {
-    let Some(snapshot) = ctx.monitor.latest() else {
+    let Some(snapshot) = monitor.latest() else {
         return Vec::new();
     };
     let report = &snapshot.availability;
@@ -778,17 +826,17 @@ pub fn down_periods(
 
 /// [`history`] with a step (ms between points asked for), which may pick coarser rollups.
 pub fn history_with_step(
-    ctx: &ServiceContext,
+    store: &Store,
     metric_type: &str,
     from_ms: u64,
     to_ms: u64,
     step_ms: Option<u64>,
 ) -> Result<History, HistoryError> {
-    series::history_from_store(&ctx.store, metric_type, from_ms, to_ms, step_ms)
+    series::history_from_store(store, metric_type, from_ms, to_ms, step_ms)
 }
 
 /// The monitors' figures in the Prometheus text format (gauges), for `/metrics`.
-pub fn prometheus_lines(ctx: &ServiceContext) -> String {
+pub fn prometheus_lines(ctx: &MonitorContext) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
         out.push_str(&format!(

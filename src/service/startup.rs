@@ -1,6 +1,6 @@
 //! The start-up barrier and the shutdown of `agentlab run`.
 //!
-//! Order (DESIGN.md): configuration (done by the caller) → store (with automatic
+//! Order: configuration (done by the caller) → store (with automatic
 //! restore of a corrupt file) → recovery of tasks left running → worker pool,
 //! monitors, backups → HTTP (not ready yet) → restart notices → ready, Telegram
 //! polling. A prompt is a stored task before it is acknowledged, so whatever arrives
@@ -14,17 +14,22 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use super::{ServiceContext, Shutdown};
+use crate::backup::Backups;
+use crate::bot::{BotContext, BotSet};
 use crate::circuits::Circuits;
 use crate::config::{Config, MissingToken, secret_from_env};
+use crate::http::HttpContext;
+use crate::intake::Intake;
+use crate::monitor::{MonitorContext, MonitorHandle};
+use crate::shutdown::Shutdown;
+use crate::status::{Notices, Readiness, Started, TelegramLinks};
 use crate::storage::{Store, now_ms};
-use crate::worker::{Pool, recovery};
+use crate::worker::{Pool, pool_events, recovery};
 
 /// How `run` was invoked (beyond the configuration).
 #[derive(Debug, Clone, Default)]
@@ -70,13 +75,11 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the newest event time"),
     }
-    let started_ms = now_ms();
     let base = Base {
         config,
         store: store.clone(),
         shutdown,
-        started,
-        started_ms,
+        started: Started::at(started, now_ms()),
         tokens,
     };
     let outcome = run_with_store(base, opened.notices, &options).await;
@@ -86,13 +89,12 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<i32> {
     outcome
 }
 
-/// What start-up has before the service context exists.
+/// What start-up has once the store is open, before the parts are built.
 struct Base {
     config: Arc<Config>,
     store: Store,
     shutdown: Shutdown,
-    started: Instant,
-    started_ms: u64,
+    started: Started,
     tokens: BTreeMap<String, String>,
 }
 
@@ -122,41 +124,24 @@ async fn run_with_store(
         store,
         shutdown,
         started,
-        started_ms,
         tokens,
     } = base;
     let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
     let circuits = Circuits::load(&store, &bot_ids, &config.breaker);
-    let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
+    let (events_tx, events_rx) = pool_events();
+    let pool = Pool::new(config.clone(), store.clone(), circuits.clone(), events_tx);
+    let intake = Intake::new(config.clone(), store.clone(), pool.clone());
     let offsite = crate::backup::remote::offsite::Offsite::new(&config, &store)
         .context("setting up [backup.remote]")?;
-    let ctx = Arc::new(ServiceContext {
-        offsite,
-        admin_token: secret_from_env(&config.http.admin_token_env),
-        started,
-        started_ms,
-        shutdown: shutdown.clone(),
-        bot_tokens: tokens,
-        ..ServiceContext::new(config.clone(), store.clone(), circuits, pool.clone())
-    });
+    let backups = Backups::new(config.clone(), store.clone(), offsite.clone());
+    let readiness = Readiness::new(shutdown.clone());
+    let links = TelegramLinks::new(bot_ids.iter().map(String::as_str));
+    let monitor = MonitorHandle::default();
+    let operator_notices = Notices::default();
     for notice in notices {
-        ctx.add_notice(notice);
+        operator_notices.add(notice);
     }
-    {
-        let hook_ctx = Arc::downgrade(&ctx);
-        pool.set_on_finished(Arc::new(move |task| {
-            if let Some(ctx) = hook_ctx.upgrade() {
-                ctx.wake_outbox(&task.bot_id);
-            }
-        }));
-        let hook_ctx = Arc::downgrade(&ctx);
-        pool.set_on_retry(Arc::new(move |task| {
-            if let Some(ctx) = hook_ctx.upgrade() {
-                ctx.task_retried(task);
-            }
-        }));
-    }
-    record_start(&ctx).await;
+    record_start(&store, started).await;
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     listen_for_signals(&mut tasks, shutdown.clone());
@@ -173,11 +158,37 @@ async fn run_with_store(
 
     // 4. Pool, monitors, backups.
     tasks.spawn(pool.clone().run(recovered.adopt, shutdown.subscribe()));
-    crate::monitor::spawn_monitors(&ctx, &mut tasks);
-    crate::backup::spawn_scheduler(&ctx, &mut tasks);
+    let monitor_ctx = MonitorContext {
+        config: config.clone(),
+        store: store.clone(),
+        circuits: circuits.clone(),
+        pool: pool.clone(),
+        shutdown: shutdown.clone(),
+        monitor: monitor.clone(),
+        offsite,
+        started,
+        links: links.clone(),
+    };
+    crate::monitor::spawn_monitors(&Arc::new(monitor_ctx), &mut tasks);
+    backups.spawn(&shutdown, started, &mut tasks);
 
     // 5. HTTP (answers /readyz 503 until ready).
-    let addr = crate::http::serve(ctx.clone(), &mut tasks)
+    let http_ctx = HttpContext {
+        config: config.clone(),
+        store: store.clone(),
+        circuits: circuits.clone(),
+        pool: pool.clone(),
+        intake: intake.clone(),
+        backups: backups.clone(),
+        shutdown: shutdown.clone(),
+        readiness: readiness.clone(),
+        started,
+        links: links.clone(),
+        notices: operator_notices.clone(),
+        monitor,
+        admin_token: secret_from_env(&config.http.admin_token_env),
+    };
+    let addr = crate::http::serve(Arc::new(http_ctx), &mut tasks)
         .await
         .context("starting the HTTP server")?;
     write_addr_file(&config, addr);
@@ -186,21 +197,34 @@ async fn run_with_store(
     }
 
     // 6. Restart notices, then 7. ready and polling.
-    let bots = crate::bot::BotSet::connect(ctx.clone()).context("setting up the Telegram bots")?;
+    let bots = BotSet::connect(BotContext {
+        config: config.clone(),
+        store: store.clone(),
+        circuits,
+        pool,
+        intake,
+        backups,
+        shutdown: shutdown.clone(),
+        started,
+        notices: operator_notices,
+        links,
+        tokens,
+    })
+    .context("setting up the Telegram bots")?;
     bots.send_restart_notices().await;
-    ctx.ready.store(true, Ordering::SeqCst);
+    readiness.set(true);
     if options.systemd_notify {
-        crate::backup::systemd::notify_ready();
-        crate::backup::systemd::spawn_watchdog_pings(&ctx, &mut tasks);
+        crate::systemd::notify_ready();
+        crate::systemd::spawn_watchdog_pings(store.clone(), &shutdown, &mut tasks);
     }
-    bots.start(&mut tasks);
+    bots.start(events_rx, &mut tasks);
     tracing::info!(http = %addr, elapsed_ms = started.elapsed().as_millis() as u64, "agentlab ready");
 
     shutdown.wait().await;
     tracing::info!(exit_code = shutdown.exit_code(), "shutting down");
-    ctx.ready.store(false, Ordering::SeqCst);
+    readiness.set(false);
     while tasks.join_next().await.is_some() {}
-    record_stop(&ctx).await;
+    record_stop(&store, &shutdown, started).await;
     remove_addr_file(&config);
     Ok(shutdown.exit_code())
 }
@@ -223,23 +247,21 @@ fn listen_for_signals(tasks: &mut JoinSet<()>, shutdown: Shutdown) {
     });
 }
 
-async fn record_start(ctx: &ServiceContext) {
+async fn record_start(store: &Store, started: Started) {
     let payload =
         serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()});
-    if let Err(e) = ctx
-        .store
-        .append_event("service_started", None, payload, ctx.started_ms)
+    if let Err(e) = store
+        .append_event("service_started", None, payload, started.unix_ms())
         .await
     {
         tracing::warn!(error = %e, "cannot record the start event");
     }
 }
 
-async fn record_stop(ctx: &ServiceContext) {
+async fn record_stop(store: &Store, shutdown: &Shutdown, started: Started) {
     let payload =
-        serde_json::json!({"exit_code": ctx.shutdown.exit_code(), "uptime_s": ctx.uptime_s()});
-    if let Err(e) = ctx
-        .store
+        serde_json::json!({"exit_code": shutdown.exit_code(), "uptime_s": started.uptime_s()});
+    if let Err(e) = store
         .append_event("service_stopped", None, payload, now_ms())
         .await
     {

@@ -13,4 +13,4 @@ pub mod proc_identity;
 pub mod recovery;
 pub mod test_agent;
 
-pub use pool::{FinishedHook, Pool};
+pub use pool::{Pool, PoolEvent, PoolEvents, pool_events};

@@ -14,18 +14,22 @@
 //! - every agent run goes through [`run_task`], which asks the agent breaker before
 //!   starting and reports the outcome after.
 //! - at shutdown, agents are not killed: their tasks stay `running` with pid and
-//!   start time recorded, and the next process adopts them.
+//!   start time recorded, and the next process adopts them;
+//! - each task that reaches a terminal state, or is re-queued for another attempt,
+//!   is announced once on the [`PoolEvents`] channel the pool was built with, after
+//!   the store recorded it (the bots deliver answers and retry notices from it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
 use super::proc_identity::ProcIdentity;
+use crate::budget::{Exceeded, Spend};
 use crate::circuits::{Circuits, Dependency};
 use crate::config::{BotConfig, Config};
 use crate::storage::{
@@ -41,8 +45,24 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Longest retry backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Called after a task reached a terminal state (the bot delivers its answer).
-pub type FinishedHook = Arc<dyn Fn(&Task) + Send + Sync>;
+/// What the pool announces about a task, after the store recorded it.
+#[derive(Debug, Clone)]
+pub enum PoolEvent {
+    /// The task reached a terminal state: its answer is in the outbox.
+    Finished(Task),
+    /// An attempt failed and the task is queued for the next one.
+    Retrying(Task),
+}
+
+/// Where the pool announces [`PoolEvent`]s. Unbounded: the pool never waits for a
+/// reader, and there is at most one event per attempt. Sending to a closed
+/// channel (nobody listens, as in tests of the pool alone) is not an error.
+pub type PoolEvents = mpsc::UnboundedSender<PoolEvent>;
+
+/// A channel for the pool's events: give the sender to [`Pool::new`].
+pub fn pool_events() -> (PoolEvents, mpsc::UnboundedReceiver<PoolEvent>) {
+    mpsc::unbounded_channel()
+}
 
 /// The pool, shared by the dispatcher, the runs, the bots and the HTTP API.
 #[derive(Clone)]
@@ -62,8 +82,7 @@ struct Shared {
     cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
     /// Earliest instant a delayed retry becomes due.
     next_due: Mutex<Option<Instant>>,
-    on_finished: Mutex<Option<FinishedHook>>,
-    on_retry: Mutex<Option<FinishedHook>>,
+    events: PoolEvents,
     runs_dir: std::path::PathBuf,
 }
 
@@ -75,8 +94,9 @@ enum Verdict {
 }
 
 impl Pool {
-    /// A pool over `store`; nothing runs until [`Pool::run`] is spawned.
-    pub fn new(config: Arc<Config>, store: Store, circuits: Circuits) -> Self {
+    /// A pool over `store` announcing its tasks' ends and retries on `events`;
+    /// nothing runs until [`Pool::run`] is spawned.
+    pub fn new(config: Arc<Config>, store: Store, circuits: Circuits, events: PoolEvents) -> Self {
         let workers = config.limits.workers;
         let runs_dir = config.runs_dir();
         Pool {
@@ -89,27 +109,21 @@ impl Pool {
                 busy: AtomicUsize::new(0),
                 cancels: Mutex::new(HashMap::new()),
                 next_due: Mutex::new(None),
-                on_finished: Mutex::new(None),
-                on_retry: Mutex::new(None),
+                events,
                 runs_dir,
             }),
         }
     }
 
-    /// Sets the hook told about every finished task.
-    pub fn set_on_finished(&self, hook: FinishedHook) {
-        *lock(&self.shared.on_finished) = Some(hook);
-    }
-
-    /// Sets the hook told about every task re-queued for another attempt (with
-    /// the failed attempt's class and error, and when the next one is due).
-    pub fn set_on_retry(&self, hook: FinishedHook) {
-        *lock(&self.shared.on_retry) = Some(hook);
-    }
-
     /// Wakes the dispatcher: a task was queued, or something it waits for changed.
     pub fn notify(&self) {
         self.shared.wake.notify_one();
+    }
+
+    /// Waits for a wake-up of the dispatcher (one given before counts).
+    #[cfg(test)]
+    pub(crate) async fn notified(&self) {
+        self.shared.wake.notified().await;
     }
 
     /// Agent runs in progress.
@@ -290,29 +304,14 @@ impl Pool {
     }
 
     fn budget_refusal(&self, task: &Task) -> Option<Verdict> {
-        let limits = &self.shared.config.limits;
-        let now = now_ms();
-        let store = &self.shared.store;
-        let today = store
-            .cost_today(&task.bot_id, now)
-            .map(|c| c.usd)
-            .unwrap_or(0.0);
-        let month = store
-            .cost_month(&task.bot_id, now)
-            .map(|c| c.usd)
-            .unwrap_or(0.0);
-        let message = if today >= limits.daily_cost_usd {
-            format!(
-                "daily budget reached: ${today:.2} spent today of ${:.2}; the task was not run",
-                limits.daily_cost_usd
-            )
-        } else if month >= limits.monthly_cost_usd {
-            format!(
-                "monthly budget reached: ${month:.2} spent this month of ${:.2}; the task was not run",
-                limits.monthly_cost_usd
-            )
-        } else {
-            return None;
+        let spend = Spend::of(&self.shared.store, &task.bot_id, now_ms());
+        let message = match spend.exceeded(&self.shared.config.limits)? {
+            Exceeded::Daily { spent, limit } => format!(
+                "daily budget reached: ${spent:.2} spent today of ${limit:.2}; the task was not run"
+            ),
+            Exceeded::Monthly { spent, limit } => format!(
+                "monthly budget reached: ${spent:.2} spent this month of ${limit:.2}; the task was not run"
+            ),
         };
         Some(Verdict::Done(TaskFinish {
             status: Some(TaskStatus::Failed),
@@ -497,10 +496,7 @@ impl Pool {
                         if let Some(run_ms) = done.run_ms() {
                             crate::metrics::observe_task_duration(done.status.as_str(), run_ms);
                         }
-                        let hook = lock(&self.shared.on_finished).clone();
-                        if let Some(hook) = hook {
-                            hook(&done);
-                        }
+                        let _ = self.shared.events.send(PoolEvent::Finished(done));
                     }
                     Err(e) => tracing::error!(error = %e, "cannot record the task's end"),
                 }
@@ -525,10 +521,7 @@ impl Pool {
                     .await
                 {
                     Ok(requeued) => {
-                        let hook = lock(&self.shared.on_retry).clone();
-                        if let Some(hook) = hook {
-                            hook(&requeued);
-                        }
+                        let _ = self.shared.events.send(PoolEvent::Retrying(requeued));
                     }
                     Err(e) => tracing::error!(error = %e, "cannot re-queue the task"),
                 }

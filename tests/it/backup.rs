@@ -633,7 +633,7 @@ fn disk_full_refuses_prompts_cleanly_and_loses_nothing() {
     let store = site.open();
     fill(&store, 20);
     let before = dump(&store);
-    assert!(backup::disk::admit_prompt(&site.config, &store).is_ok());
+    assert!(agentlab::intake::admission::admit_prompt(&site.config, &store).is_ok());
 
     // An old finished run and old logs, then fill the disk to below the minimum.
     let old_logs = site.config.log_dir.clone();
@@ -645,7 +645,8 @@ fn disk_full_refuses_prompts_cleanly_and_loses_nothing() {
     let keep_free = 10u64 << 20; // below the 16 MiB minimum even after pruning 4 MiB
     std::fs::write(&filler, vec![0u8; (free - keep_free) as usize]).expect("filler");
 
-    let refused = backup::disk::admit_prompt(&site.config, &store).expect_err("prompt refused");
+    let refused = agentlab::intake::admission::admit_prompt(&site.config, &store)
+        .expect_err("prompt refused");
     assert!(
         refused.to_string().contains("disk is almost full"),
         "{refused}"
@@ -664,7 +665,7 @@ fn disk_full_refuses_prompts_cleanly_and_loses_nothing() {
 
     // Space back: prompts are admitted, the alert resolves, nothing stored was lost.
     std::fs::remove_file(&filler).expect("free space");
-    assert!(backup::disk::admit_prompt(&site.config, &store).is_ok());
+    assert!(agentlab::intake::admission::admit_prompt(&site.config, &store).is_ok());
     backup::disk::check_and_alert(&site.config, &store);
     assert!(firing(&store, "disk_full").is_empty());
     store.close();

@@ -11,10 +11,11 @@ use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::availability::EndCause;
 use agentlab::monitor::notify::Targets;
 use agentlab::monitor::series::{history_from_store, prune_expired};
-use agentlab::monitor::{Monitor, run_notifier, snapshot_json};
-use agentlab::service::ServiceContext;
+use agentlab::monitor::{Monitor, MonitorContext, run_notifier, snapshot_json};
+use agentlab::shutdown::Shutdown;
+use agentlab::status::{Started, TelegramLinks};
 use agentlab::storage::{AlertState, Sample, SeriesResolution, Store, StoreOptions};
-use agentlab::worker::Pool;
+use agentlab::worker::{Pool, pool_events};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -24,7 +25,7 @@ const DAY: u64 = 24 * HOUR;
 const T0: u64 = 486_112 * HOUR;
 
 struct Service {
-    ctx: Arc<ServiceContext>,
+    ctx: Arc<MonitorContext>,
     clock: Arc<ManualClock>,
     _dir: TempDir,
 }
@@ -35,10 +36,18 @@ fn service_with(dir: TempDir, config: Config, started_ms: u64) -> Service {
     let config = Arc::new(config);
     let bot_ids: Vec<String> = config.bots.iter().map(|b| b.id.clone()).collect();
     let circuits = Circuits::load(&store, &bot_ids, &config.breaker);
-    let pool = Pool::new(config.clone(), store.clone(), circuits.clone());
-    let ctx = Arc::new(ServiceContext {
-        started_ms,
-        ..ServiceContext::new(config, store, circuits, pool)
+    let (events, _) = pool_events();
+    let pool = Pool::new(config.clone(), store.clone(), circuits.clone(), events);
+    let ctx = Arc::new(MonitorContext {
+        links: TelegramLinks::new(bot_ids.iter().map(String::as_str)),
+        started: Started::at(std::time::Instant::now(), started_ms),
+        shutdown: Shutdown::new(),
+        monitor: Default::default(),
+        offsite: Default::default(),
+        config,
+        store,
+        circuits,
+        pool,
     });
     Service {
         ctx,
@@ -92,7 +101,8 @@ async fn a_tick_writes_every_monitor_to_the_store_and_the_snapshot() {
         service.ctx.store.last_heartbeat().expect("heartbeat"),
         Some(T0)
     );
-    let json = snapshot_json(&service.ctx);
+    let ctx = &service.ctx;
+    let json = snapshot_json(&ctx.monitor, &ctx.store, &ctx.pool, ctx.uptime_s());
     for key in [
         "processes",
         "leak",
@@ -327,7 +337,7 @@ async fn notifications_reach_the_admin_chat_and_the_webhook_once_per_transition(
     let targets = Targets::from_config(&service.ctx.config);
     let notifier = tokio::spawn(run_notifier(targets, rx));
 
-    let link = service.ctx.links["b1"].clone();
+    let link = service.ctx.links.get("b1").expect("link").clone();
     let bot_down = |r: &Received| -> (usize, usize) {
         let t = r
             .telegram

@@ -27,7 +27,7 @@ use super::{Remote, RemoteError};
 use crate::backup::files;
 use crate::breaker::{CircuitBreaker, State, SystemClock};
 use crate::config::Config;
-use crate::service::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::storage::{Store, now_ms};
 
 /// The dependency name of the remote's breaker.

@@ -1,12 +1,15 @@
 //! systemd integration: `READY=1` after the start-up barrier, `WATCHDOG=1` from the
 //! main loop, over the `NOTIFY_SOCKET` datagram socket (no library needed).
+//!
+//! The watchdog pings only while the store answers a read, so a service whose
+//! storage is stuck is restarted by systemd.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::service::ServiceContext;
+use crate::shutdown::Shutdown;
+use crate::storage::Store;
 
 fn notify(message: &str) -> bool {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -43,7 +46,7 @@ pub fn notify_ready() {
 
 /// Sends `WATCHDOG=1` at half the interval systemd asked for, while the service is
 /// healthy enough to take work.
-pub fn spawn_watchdog_pings(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
+pub fn spawn_watchdog_pings(store: Store, shutdown: &Shutdown, tasks: &mut JoinSet<()>) {
     let Some(usec) = std::env::var("WATCHDOG_USEC")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -60,13 +63,12 @@ pub fn spawn_watchdog_pings(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) 
         return;
     }
     let every = Duration::from_micros(usec / 2).max(Duration::from_millis(500));
-    let ctx = ctx.clone();
+    let mut shutdown = shutdown.subscribe();
     tasks.spawn(async move {
-        let mut shutdown = ctx.shutdown.subscribe();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {
-                    if ctx.store.queue_depth().is_ok() {
+                    if store.queue_depth().is_ok() {
                         notify("WATCHDOG=1");
                     }
                 }

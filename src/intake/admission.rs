@@ -1,0 +1,56 @@
+//! Whether there is room for a new prompt: the disk check of the intake.
+//!
+//! Below `storage.min_free_mb` free, a prompt is refused *before* anything is
+//! written, so nothing is half-stored; first the disk guard's pruning
+//! ([`crate::backup::disk::prune`]) gets a chance to free space, at most once a
+//! minute (it walks every run folder, on the caller's thread).
+
+use crate::backup::disk::{DiskLevel, health_check, prune};
+use crate::config::Config;
+use crate::storage::{Store, now_ms};
+
+/// Why a prompt was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "The server's disk is almost full ({free_mb} MB free, {min_mb} MB needed), so new prompts are refused until space is freed. Nothing you sent earlier is lost."
+)]
+pub struct DiskFull {
+    /// Free MiB.
+    pub free_mb: u64,
+    /// Required MiB.
+    pub min_mb: u64,
+}
+
+/// Whether a new prompt may be stored. When the disk is below the minimum, prunes
+/// first and measures again. Blocking (statvfs; pruning only when low).
+pub fn admit_prompt(config: &Config, store: &Store) -> Result<(), DiskFull> {
+    if health_check(config).level != DiskLevel::Fail {
+        return Ok(());
+    }
+    // Pruning walks every run folder: it runs on the caller's (async) thread, so
+    // at most once a minute, not once per refused prompt.
+    static LAST_PRUNE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST_PRUNE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST_PRUNE_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        prune(config, store);
+    }
+    let health = health_check(config);
+    if health.level == DiskLevel::Fail {
+        Err(DiskFull {
+            free_mb: health.free_bytes / (1024 * 1024),
+            min_mb: config.storage.min_free_mb,
+        })
+    } else {
+        Ok(())
+    }
+}
