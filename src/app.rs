@@ -92,7 +92,11 @@ async fn dispatch(
 ) -> anyhow::Result<i32> {
     match (command, config) {
         (Command::Demo(args), _) => commands::demo::run(args).await,
-        (Command::CheckConfig, _) => commands::check_config::run(config_path.as_deref()),
+        (Command::CheckConfig, _) => {
+            let config = load_config(config_path.as_deref())?;
+            let path = resolve_config_path(config_path.as_deref());
+            commands::check_config::run(&config, path.as_deref())
+        }
         (command, Some(config)) => run_with_config(command, config).await,
         (_, None) => unreachable_command(),
     }

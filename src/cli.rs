@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
@@ -204,9 +206,49 @@ pub struct DumpArgs {
 /// Checks `dump --since` as it is parsed, so a time it cannot read is a usage
 /// error (exit code 2, with the accepted forms) like any other bad argument.
 fn since_argument(text: &str) -> Result<String, String> {
-    crate::commands::dump::parse_since(text)
+    parse_since(text)
         .map(|_| text.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// Parses `--since`: ISO-8601, unix seconds or milliseconds, or an age (`90s`,
+/// `15m`, `2h`, `7d`) before now. Returns unix ms.
+pub fn parse_since(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    if let Some(age) = parse_age(t) {
+        return Ok(crate::storage::now_ms().saturating_sub(age));
+    }
+    if let Ok(n) = t.parse::<u64>() {
+        // Below 10^11 it can only be seconds (10^11 ms is 1973).
+        return Ok(if n < 100_000_000_000 { n * 1000 } else { n });
+    }
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return u64::try_from(dt.timestamp_millis()).context("time before 1970");
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let ms = d
+            .and_hms_opt(0, 0, 0)
+            .map(|dt| dt.and_utc().timestamp_millis())
+            .unwrap_or(0);
+        return u64::try_from(ms).context("time before 1970");
+    }
+    anyhow::bail!(
+        "`{text}` is not a time: use ISO-8601 (2025-10-14T12:00:00Z), a date (2025-10-14), \
+         unix seconds or milliseconds, or an age (90s, 15m, 2h, 7d)"
+    )
+}
+
+fn parse_age(t: &str) -> Option<u64> {
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * ms)
 }
 
 /// `backups`
@@ -268,6 +310,18 @@ pub struct TestAgentArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_accepts_the_documented_forms() {
+        assert_eq!(parse_since("1760504154").unwrap(), 1_760_504_154_000);
+        assert_eq!(parse_since("1760504154000").unwrap(), 1_760_504_154_000);
+        assert_eq!(
+            parse_since("2025-10-15T04:55:54Z").unwrap(),
+            1_760_504_154_000
+        );
+        assert!(parse_since("2h").unwrap() < crate::storage::now_ms());
+        assert!(parse_since("yesterday").is_err());
+    }
 
     #[test]
     fn a_config_file_named_for_the_demo_is_a_usage_error_pointing_to_run() {

@@ -6,14 +6,13 @@
 
 use std::path::Path;
 
-use crate::app::{load_config, resolve_config_path};
+use crate::config::Config;
 
-/// Prints the effective configuration with secrets redacted; 1 when no bot is
-/// configured or a bot's token variable is unset, since `run` would refuse to
-/// start.
-pub fn run(named: Option<&Path>) -> anyhow::Result<i32> {
-    let config = load_config(named)?;
-    match resolve_config_path(named) {
+/// Prints `config` (read from `path`, or the built-in defaults without one) with
+/// secrets redacted; 1 when no bot is configured or a bot's token variable is
+/// unset, since `run` would refuse to start.
+pub fn run(config: &Config, path: Option<&Path>) -> anyhow::Result<i32> {
+    match path {
         Some(path) => println!("# configuration from {}", path.display()),
         None => println!("# no configuration file: built-in defaults"),
     }

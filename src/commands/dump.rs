@@ -11,7 +11,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::cli::DumpArgs;
+use crate::cli::{DumpArgs, parse_since};
 use crate::config::Config;
 use crate::storage::{DumpFormat, DumpWriter, Store, StoreError};
 
@@ -97,46 +97,6 @@ fn split_stream_error(text: &str) -> (&str, Option<String>) {
     }
 }
 
-/// Parses `--since`: ISO-8601, unix seconds or milliseconds, or an age (`90s`,
-/// `15m`, `2h`, `7d`) before now. Returns unix ms.
-pub fn parse_since(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    if let Some(age) = parse_age(t) {
-        return Ok(crate::storage::now_ms().saturating_sub(age));
-    }
-    if let Ok(n) = t.parse::<u64>() {
-        // Below 10^11 it can only be seconds (10^11 ms is 1973).
-        return Ok(if n < 100_000_000_000 { n * 1000 } else { n });
-    }
-    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
-        return u64::try_from(dt.timestamp_millis()).context("time before 1970");
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        let ms = d
-            .and_hms_opt(0, 0, 0)
-            .map(|dt| dt.and_utc().timestamp_millis())
-            .unwrap_or(0);
-        return u64::try_from(ms).context("time before 1970");
-    }
-    anyhow::bail!(
-        "`{text}` is not a time: use ISO-8601 (2025-10-14T12:00:00Z), a date (2025-10-14), \
-         unix seconds or milliseconds, or an age (90s, 15m, 2h, 7d)"
-    )
-}
-
-fn parse_age(t: &str) -> Option<u64> {
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit {
-        "s" => 1000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    Some(n * ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,17 +112,5 @@ mod tests {
         let only = "{\"error\":\"x\",\"code\":\"dump_failed\"}\n";
         assert_eq!(split_stream_error(only), ("", Some("x".to_string())));
         assert_eq!(split_stream_error(""), ("", None));
-    }
-
-    #[test]
-    fn since_accepts_the_documented_forms() {
-        assert_eq!(parse_since("1760504154").unwrap(), 1_760_504_154_000);
-        assert_eq!(parse_since("1760504154000").unwrap(), 1_760_504_154_000);
-        assert_eq!(
-            parse_since("2025-10-15T04:55:54Z").unwrap(),
-            1_760_504_154_000
-        );
-        assert!(parse_since("2h").unwrap() < crate::storage::now_ms());
-        assert!(parse_since("yesterday").is_err());
     }
 }
