@@ -669,3 +669,90 @@ impl Drop for BusyGuard<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentConfig, AgentKind};
+    use crate::shutdown::Shutdown;
+    use crate::storage::{NewTask, PRIORITY_NORMAL, StoreOptions, TaskKind, TaskSource};
+
+    /// The bots learn of a task's retries and end only from the pool's event
+    /// channel: each is announced once, after the store recorded it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_pool_announces_each_retry_and_the_end_on_its_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.limits.max_attempts = 2;
+        config.bots.push(BotConfig {
+            id: "B".into(),
+            workdir: dir.path().to_path_buf(),
+            agent: AgentConfig {
+                kind: AgentKind::Plain,
+                command: vec!["sh".into(), "-c".into(), "cat >/dev/null; exit 3".into()],
+                ..AgentConfig::default()
+            },
+            ..BotConfig::default()
+        });
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let circuits = Circuits::load(&store, &["B".to_string()], &config.breaker);
+        let (events, mut announced) = super::super::pool_events();
+        let pool = Pool::new(config.clone(), store.clone(), circuits, events);
+        let new = NewTask {
+            bot_id: "B".into(),
+            user_id: 1,
+            chat_id: 1,
+            kind: TaskKind::Task,
+            source: TaskSource::Api,
+            prompt: "fail".into(),
+            priority: PRIORITY_NORMAL,
+            max_attempts: 2,
+            reply_to_message_id: None,
+            update_id: None,
+        };
+        let id = store
+            .submit_task(new, now_ms())
+            .await
+            .expect("stored")
+            .task
+            .id;
+        let shutdown = Shutdown::new();
+        let running = tokio::spawn(pool.clone().run(Vec::new(), shutdown.subscribe()));
+        pool.notify();
+
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(60), announced.recv())
+                .await
+                .expect("an event in time")
+                .expect("the channel is open")
+        };
+        match next().await {
+            PoolEvent::Retrying(task) => {
+                assert_eq!((task.id, task.attempts), (id, 1));
+                assert_eq!(task.status, TaskStatus::Queued);
+            }
+            other => panic!("expected a retry first, got {other:?}"),
+        }
+        match next().await {
+            PoolEvent::Finished(task) => {
+                assert_eq!((task.id, task.attempts), (id, 2));
+                assert_eq!(task.status, TaskStatus::Failed);
+                let stored = store.get_task(id).expect("read").expect("task");
+                assert_eq!(
+                    stored.status,
+                    TaskStatus::Failed,
+                    "announced after it was stored"
+                );
+            }
+            other => panic!("expected the end, got {other:?}"),
+        }
+        shutdown.request(0);
+        running.await.expect("the pool stops");
+        assert!(announced.try_recv().is_err(), "nothing announced twice");
+        store.close();
+    }
+}
