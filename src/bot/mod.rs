@@ -13,7 +13,7 @@
 //! token); none of them names the code that builds it. One more loop routes the
 //! pool's [`PoolEvent`]s to the bot a task belongs to: a finished task wakes its
 //! outbox, a retried one its progress updater. The handler hands each task's
-//! "queued" message to the progress updater in memory ([`ProgressMessages`]), so
+//! "queued" message to the progress updater in memory (`ProgressMessages`), so
 //! the updater never waits for that id to reach the store.
 //!
 //! Invariant: a user hears "queued" only after the task is durable in the store.

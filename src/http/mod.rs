@@ -11,7 +11,7 @@
 //! the monitors' latest snapshot, the readiness flag, the start time, each bot's
 //! Telegram link, the operator notices, the shutdown signal and the admin token —
 //! and keeps it, with what it derives from the configuration once, in its own
-//! state ([`AppState`]). It names nothing that builds it.
+//! state (`AppState`). It names nothing that builds it.
 //!
 //! Invariants: binds `http.bind` (loopback by default); admin routes need the
 //! bearer token (constant-time compare) and are refused when none is configured;
