@@ -20,13 +20,16 @@ use super::error::StoreError;
 use super::events::insert_event;
 use super::limits::{MAX_PROMPT_BYTES, MAX_RESULT_BYTES, bound_text};
 use super::outbox::enqueue_answer;
-use super::queue::{dequeue, enqueue, find_claimable, occupy_user, release_user};
+use super::queue::{
+    ActiveUsers, QueueRows, dequeue, enqueue, first_claimable, occupy_user, release_user,
+};
 use super::records::*;
 use super::sessions::{agent_session_id_tx, append_message_tx, record_session_use_tx};
-use super::tables::UPDATE_DEDUP;
+use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASK_STATUS, TASKS, UPDATE_DEDUP};
 use super::task_ops::{TaskFinish, TaskOp};
 use super::tasks::{
-    insert_task_indexed, load_task, next_task_id, reindex_status, store_task, update_task,
+    StatusIndex, TaskRows, insert_task_indexed, load_task, next_id, read_task, reindex_status,
+    store_task, update_task, write_task,
 };
 use super::{Pending, Store, StoreResult};
 
@@ -189,7 +192,8 @@ impl Store {
         refund_attempt: bool,
     ) -> Pending<Task> {
         self.write(move |tx| {
-            let mut task = load_task(tx, task_id)?;
+            let mut t = TaskTables::open(tx)?;
+            let mut task = read_task(&t.tasks, task_id)?;
             if refund_attempt {
                 task.attempts = task.attempts.saturating_sub(1);
             }
@@ -200,17 +204,18 @@ impl Store {
                 )));
             }
             let old_status = task.status;
-            dequeue(tx, &task)?;
-            release_user(tx, &task)?;
+            dequeue(&mut t.queue, &task)?;
+            release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
             task.status = status;
             task.error_class = Some(class);
             task.error = Some(error.clone());
             task.enqueued_ms = not_before_ms;
             task.pid = None;
             task.pid_start_time = None;
-            enqueue(tx, &task)?;
-            reindex_status(tx, task.id, old_status, task.status)?;
-            store_task(tx, &task)?;
+            enqueue(&mut t.queue, &task)?;
+            reindex_status(&mut t.status, task.id, old_status, task.status)?;
+            write_task(&mut t.tasks, &task)?;
+            drop(t);
             insert_event(
                 tx,
                 now_ms,
@@ -276,6 +281,39 @@ impl Store {
     }
 }
 
+/// The tables every change of a task's status writes, each opened once per job.
+struct TaskTables<'txn> {
+    tasks: TaskRows<'txn>,
+    status: StatusIndex<'txn>,
+    queue: QueueRows<'txn>,
+}
+
+impl<'txn> TaskTables<'txn> {
+    fn open(tx: &'txn WriteTransaction) -> StoreResult<Self> {
+        Ok(TaskTables {
+            tasks: tx.open_table(TASKS)?,
+            status: tx.open_table(TASK_STATUS)?,
+            queue: tx.open_table(TASK_QUEUE)?,
+        })
+    }
+
+    /// Writes a task that is not stored yet, its indexes and its queue entry
+    /// when queued.
+    fn insert_new(&mut self, tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
+        insert_task_indexed(tx, &mut self.tasks, &mut self.status, task)?;
+        if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
+            enqueue(&mut self.queue, task)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a task that is not stored yet, its indexes and its queue entry when
+/// queued.
+pub(super) fn insert_new_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
+    TaskTables::open(tx)?.insert_new(tx, task)
+}
+
 /// Records a running task's process. After a crash that lost the relaxed claim,
 /// the task is queued again: it is claimed here first, exactly as the claim at
 /// `claimed_ms` did.
@@ -286,11 +324,17 @@ pub(super) fn started_tx(
     pid: u32,
     start_time: u64,
 ) -> StoreResult<()> {
-    let task = load_task(tx, task_id)?;
+    let mut tasks = tx.open_table(TASKS)?;
+    let mut task = read_task(&tasks, task_id)?;
     if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
-        start_claimed(tx, task, claimed_ms)?;
+        drop(tasks);
+        let mut t = TaskTables::open(tx)?;
+        let mut active = tx.open_table(ACTIVE_USERS)?;
+        task = start_claimed(tx, &mut t, &mut active, task, claimed_ms)?.task;
+        tasks = t.tasks;
     }
-    process_tx(tx, task_id, pid, start_time)
+    record_process(&mut task, pid, start_time)?;
+    write_task(&mut tasks, &task)
 }
 
 pub(super) fn process_tx(
@@ -299,26 +343,18 @@ pub(super) fn process_tx(
     pid: u32,
     start_time: u64,
 ) -> StoreResult<()> {
-    update_task(tx, task_id, |task| {
-        if task.status != TaskStatus::Running {
-            return Err(StoreError::Conflict(format!(
-                "task {task_id} is {}, not running",
-                task.status
-            )));
-        }
-        task.pid = Some(pid);
-        task.pid_start_time = Some(start_time);
-        Ok(())
-    })
-    .map(drop)
+    update_task(tx, task_id, |task| record_process(task, pid, start_time)).map(drop)
 }
 
-/// Writes a task and its indexes (and its queue entry when queued).
-pub(super) fn insert_new_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    insert_task_indexed(tx, task)?;
-    if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
-        enqueue(tx, task)?;
+fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()> {
+    if task.status != TaskStatus::Running {
+        return Err(StoreError::Conflict(format!(
+            "task {} is {}, not running",
+            task.id, task.status
+        )));
     }
+    task.pid = Some(pid);
+    task.pid_start_time = Some(start_time);
     Ok(())
 }
 
@@ -327,24 +363,32 @@ pub(super) fn claim_tx(
     now_ms: u64,
     blocked_bots: &[String],
 ) -> StoreResult<Option<Claimed>> {
-    let Some(task) = find_claimable(tx, now_ms, blocked_bots)? else {
+    let mut t = TaskTables::open(tx)?;
+    let mut active = tx.open_table(ACTIVE_USERS)?;
+    let Some(task) = first_claimable(&t.queue, &t.tasks, &active, now_ms, blocked_bots)? else {
         return Ok(None);
     };
-    start_claimed(tx, task, now_ms).map(Some)
+    start_claimed(tx, &mut t, &mut active, task, now_ms).map(Some)
 }
 
 /// Turns a queued task into a running one (attempt counted, user marked busy).
-fn start_claimed(tx: &WriteTransaction, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
+fn start_claimed(
+    tx: &WriteTransaction,
+    t: &mut TaskTables<'_>,
+    active: &mut ActiveUsers<'_>,
+    mut task: Task,
+    now_ms: u64,
+) -> StoreResult<Claimed> {
     let old_status = task.status;
-    dequeue(tx, &task)?;
+    dequeue(&mut t.queue, &task)?;
     task.status = TaskStatus::Running;
     task.attempts += 1;
     task.started_ms = Some(now_ms);
     task.pid = None;
     task.pid_start_time = None;
-    store_task(tx, &task)?;
-    reindex_status(tx, task.id, old_status, task.status)?;
-    occupy_user(tx, &task)?;
+    write_task(&mut t.tasks, &task)?;
+    reindex_status(&mut t.status, task.id, old_status, task.status)?;
+    occupy_user(active, &task)?;
     let session_id = agent_session_id_tx(tx, &task.bot_id, task.user_id)?;
     insert_event(
         tx,
@@ -364,7 +408,8 @@ pub(super) fn finish_tx(
     now_ms: u64,
     history: usize,
 ) -> StoreResult<Task> {
-    let mut task = load_task(tx, task_id)?;
+    let mut t = TaskTables::open(tx)?;
+    let mut task = read_task(&t.tasks, task_id)?;
     if task.status.is_terminal() {
         return Err(StoreError::Conflict(format!(
             "task {task_id} {}",
@@ -373,8 +418,8 @@ pub(super) fn finish_tx(
     }
     let old_status = task.status;
     let status = finish.status.unwrap_or(TaskStatus::Succeeded);
-    dequeue(tx, &task)?;
-    release_user(tx, &task)?;
+    dequeue(&mut t.queue, &task)?;
+    release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
     task.status = status;
     task.finished_ms = Some(now_ms);
     task.result = finish
@@ -394,8 +439,9 @@ pub(super) fn finish_tx(
         // See Store::finish_task: the outbox sends it from now on.
         task.delivery_started_ms = Some(now_ms);
     }
-    store_task(tx, &task)?;
-    reindex_status(tx, task.id, old_status, status)?;
+    write_task(&mut t.tasks, &task)?;
+    reindex_status(&mut t.status, task.id, old_status, status)?;
+    drop(t);
     if finish.cost_usd > 0.0 || finish.input_tokens > 0 || task.started_ms.is_some() {
         add_run_cost_tx(
             tx,
@@ -450,13 +496,12 @@ pub(super) fn submit_tx(
     new: &NewTask,
     now_ms: u64,
 ) -> StoreResult<TaskSubmitted> {
+    let mut dedup = tx.open_table(UPDATE_DEDUP)?;
+    let mut t = TaskTables::open(tx)?;
     if let Some(update) = new.update_id {
-        let existing = tx
-            .open_table(UPDATE_DEDUP)?
-            .get((new.bot_id.as_str(), update))?
-            .map(|v| v.value());
+        let existing = dedup.get((new.bot_id.as_str(), update))?.map(|v| v.value());
         if let Some(id) = existing {
-            let task = load_task(tx, id)?;
+            let task = read_task(&t.tasks, id)?;
             // A re-delivery is the same message. Telegram picks update ids at
             // random again after a week without updates, so an id seen before
             // on another message is a new prompt, never one to drop.
@@ -468,7 +513,7 @@ pub(super) fn submit_tx(
             }
         }
     }
-    let id = next_task_id(tx)?;
+    let id = next_id(&t.tasks)?;
     let task = Task {
         id,
         bot_id: new.bot_id.clone(),
@@ -502,10 +547,9 @@ pub(super) fn submit_tx(
         retry_of: None,
         extra: None,
     };
-    insert_new_task(tx, &task)?;
+    t.insert_new(tx, &task)?;
     if let Some(update) = new.update_id {
-        tx.open_table(UPDATE_DEDUP)?
-            .insert((new.bot_id.as_str(), update), id)?;
+        dedup.insert((new.bot_id.as_str(), update), id)?;
     }
     Ok(TaskSubmitted {
         task,

@@ -5,7 +5,7 @@
 //! `interrupted`; `active_users` holds at most one running task per (bot, user),
 //! so a user's prompts run one at a time, in order.
 
-use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table};
 
 use super::records::Task;
 use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASKS};
@@ -52,28 +52,31 @@ impl Store {
     }
 }
 
+/// The `task_queue` table as a write job holds it (opened once per job).
+pub(super) type QueueRows<'txn> = Table<'txn, (u8, u64, u64), ()>;
+/// The `active_users` table as a write job holds it.
+pub(super) type ActiveUsers<'txn> = Table<'txn, (&'static str, i64), u64>;
+
 /// Puts a task in the queue at its place (its priority and `enqueued_ms`).
-pub(super) fn enqueue(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    tx.open_table(TASK_QUEUE)?.insert(task.queue_key(), ())?;
+pub(super) fn enqueue(queue: &mut QueueRows<'_>, task: &Task) -> StoreResult<()> {
+    queue.insert(task.queue_key(), ())?;
     Ok(())
 }
 
 /// Takes a task out of the queue (nothing if it is not there).
-pub(super) fn dequeue(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    tx.open_table(TASK_QUEUE)?.remove(task.queue_key())?;
+pub(super) fn dequeue(queue: &mut QueueRows<'_>, task: &Task) -> StoreResult<()> {
+    queue.remove(task.queue_key())?;
     Ok(())
 }
 
 /// Marks a task as its user's running one.
-pub(super) fn occupy_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    tx.open_table(ACTIVE_USERS)?
-        .insert((task.bot_id.as_str(), task.user_id), task.id)?;
+pub(super) fn occupy_user(active: &mut ActiveUsers<'_>, task: &Task) -> StoreResult<()> {
+    active.insert((task.bot_id.as_str(), task.user_id), task.id)?;
     Ok(())
 }
 
 /// Frees a task's user, if this task is the one that holds it.
-pub(super) fn release_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    let mut active = tx.open_table(ACTIVE_USERS)?;
+pub(super) fn release_user(active: &mut ActiveUsers<'_>, task: &Task) -> StoreResult<()> {
     let holder = active
         .get((task.bot_id.as_str(), task.user_id))?
         .map(|v| v.value());
@@ -83,22 +86,10 @@ pub(super) fn release_user(tx: &WriteTransaction, task: &Task) -> StoreResult<()
     Ok(())
 }
 
-/// The task a claim at `now_ms` would take, inside a write transaction.
-pub(super) fn find_claimable(
-    tx: &WriteTransaction,
-    now_ms: u64,
-    blocked_bots: &[String],
-) -> StoreResult<Option<Task>> {
-    let queue = tx.open_table(TASK_QUEUE)?;
-    let tasks = tx.open_table(TASKS)?;
-    let active = tx.open_table(ACTIVE_USERS)?;
-    first_claimable(&queue, &tasks, &active, now_ms, blocked_bots)
-}
-
 /// The task a claim at `now_ms` would take, from any view of the tables:
 /// the first queued task by priority and age whose time has come, whose bot is
 /// not blocked and whose user has no running task.
-fn first_claimable(
+pub(super) fn first_claimable(
     queue: &impl ReadableTable<(u8, u64, u64), ()>,
     tasks: &impl ReadableTable<u64, &'static [u8]>,
     active: &impl ReadableTable<(&'static str, i64), u64>,

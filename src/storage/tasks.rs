@@ -7,7 +7,7 @@
 //! the task. The life-cycle that moves tasks between statuses is in
 //! [`super::lifecycle`].
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::codec;
 use super::error::StoreError;
@@ -126,50 +126,70 @@ pub(super) fn decode_task(bytes: &[u8]) -> StoreResult<Task> {
     codec::decode(bytes).map_err(|e| StoreError::decode("tasks", e))
 }
 
-pub(super) fn load_task(tx: &WriteTransaction, task_id: u64) -> StoreResult<Task> {
-    let tasks = tx.open_table(TASKS)?;
-    let value = tasks.get(task_id)?;
-    match value {
+/// The `tasks` table as a write job holds it (opened once per job).
+pub(super) type TaskRows<'txn> = Table<'txn, u64, &'static [u8]>;
+/// The `task_status` index as a write job holds it.
+pub(super) type StatusIndex<'txn> = Table<'txn, (u8, u64), ()>;
+
+/// A stored task; not found is an error.
+pub(super) fn read_task(
+    tasks: &impl ReadableTable<u64, &'static [u8]>,
+    task_id: u64,
+) -> StoreResult<Task> {
+    match tasks.get(task_id)? {
         Some(v) => decode_task(v.value()),
         None => Err(StoreError::not_found(format!("task {task_id}"))),
     }
 }
 
-pub(super) fn store_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    tx.open_table(TASKS)?
-        .insert(task.id, codec::encode(task).as_slice())?;
+/// Stores a task's record (its indexes are the caller's).
+pub(super) fn write_task(tasks: &mut TaskRows<'_>, task: &Task) -> StoreResult<()> {
+    tasks.insert(task.id, codec::encode(task).as_slice())?;
     Ok(())
 }
 
+pub(super) fn load_task(tx: &WriteTransaction, task_id: u64) -> StoreResult<Task> {
+    read_task(&tx.open_table(TASKS)?, task_id)
+}
+
+pub(super) fn store_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
+    write_task(&mut tx.open_table(TASKS)?, task)
+}
+
+/// Changes a task's record in place; for fields no index covers.
 pub(super) fn update_task(
     tx: &WriteTransaction,
     task_id: u64,
     change: impl FnOnce(&mut Task) -> StoreResult<()>,
 ) -> StoreResult<Task> {
-    let mut task = load_task(tx, task_id)?;
+    let mut tasks = tx.open_table(TASKS)?;
+    let mut task = read_task(&tasks, task_id)?;
     change(&mut task)?;
-    store_task(tx, &task)?;
+    write_task(&mut tasks, &task)?;
     Ok(task)
 }
 
 /// Writes a task that is not stored yet, with its status and user index rows.
-pub(super) fn insert_task_indexed(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    store_task(tx, task)?;
-    tx.open_table(TASK_STATUS)?
-        .insert((task.status.index(), task.id), ())?;
+pub(super) fn insert_task_indexed(
+    tx: &WriteTransaction,
+    tasks: &mut TaskRows<'_>,
+    status: &mut StatusIndex<'_>,
+    task: &Task,
+) -> StoreResult<()> {
+    write_task(tasks, task)?;
+    status.insert((task.status.index(), task.id), ())?;
     tx.open_table(TASK_USER)?
         .insert((task.bot_id.as_str(), task.user_id, task.id), ())?;
     Ok(())
 }
 
 pub(super) fn reindex_status(
-    tx: &WriteTransaction,
+    index: &mut StatusIndex<'_>,
     id: u64,
     old: TaskStatus,
     new: TaskStatus,
 ) -> StoreResult<()> {
     if old != new {
-        let mut index = tx.open_table(TASK_STATUS)?;
         index.remove((old.index(), id))?;
         index.insert((new.index(), id), ())?;
     }
@@ -180,8 +200,10 @@ pub(super) fn reindex_status(
 /// ids are never reused. (Up to schema 3 a counter in `meta` was written with
 /// every submission: a B-tree update per submission, retired by migration 4.)
 pub(super) fn next_task_id(tx: &WriteTransaction) -> StoreResult<u64> {
-    Ok(tx
-        .open_table(TASKS)?
-        .last()?
-        .map_or(1, |(k, _)| k.value() + 1))
+    next_id(&tx.open_table(TASKS)?)
+}
+
+/// [`next_task_id`] from the `tasks` table a job holds.
+pub(super) fn next_id(tasks: &impl ReadableTable<u64, &'static [u8]>) -> StoreResult<u64> {
+    Ok(tasks.last()?.map_or(1, |(k, _)| k.value() + 1))
 }
