@@ -89,8 +89,8 @@ pub(super) enum TaskOp {
         history: usize,
     },
     // Variants are matched by position in the encoding: add new ones below only.
-    // `Claim`, `Process`, `Progress`, `Delivered` and `Message` are no longer
-    // written; they stay to redo journals an older build left behind.
+    // This build does not write `Claim`, `Process`, `Progress`, `Delivered` or
+    // `Message`; they stay to redo journals an older build left behind.
     /// A submission whose prompt also enters the conversation history.
     SubmitPrompt {
         new: NewTask,
