@@ -1,4 +1,4 @@
-//! Schema 1: every table of DESIGN.md.
+//! Schema 1: every table of the first release (see docs/ARCHITECTURE.md).
 
 use redb::WriteTransaction;
 

@@ -1,12 +1,12 @@
-//! Small keyed records: meta values, costs, restart state, breaker state.
+//! Small keyed records: meta values, restart state, breaker state, and the
+//! journal sequence number the database has applied.
 
 use redb::{ReadableTable, WriteTransaction};
 
 use super::codec;
 use super::error::StoreError;
-use super::records::{BackupRecord, CostDay, RestartState, StoredBreaker};
-use super::tables::{BREAKERS, COSTS, META, RESTART_STATE};
-use super::tasks::utc_day;
+use super::records::{BackupRecord, RestartState, StoredBreaker};
+use super::tables::{BREAKERS, META, RESTART_STATE};
 use super::{Pending, Store, StoreResult};
 
 pub(super) const RESTART_KEY: &str = "pending";
@@ -91,54 +91,6 @@ impl Store {
         self.put_meta(META_LAST_BACKUP, codec::encode(&record))
     }
 
-    /// Costs of a bot on a UTC day (yyyymmdd).
-    pub fn cost_day(&self, bot_id: &str, day: u32) -> StoreResult<CostDay> {
-        self.read(|tx| {
-            let table = tx.open_table(COSTS)?;
-            let value = table.get((bot_id, day))?;
-            value
-                .map(|v| decode_cost(v.value()))
-                .transpose()
-                .map(Option::unwrap_or_default)
-        })
-    }
-
-    /// Costs of a bot today (UTC).
-    pub fn cost_today(&self, bot_id: &str, now_ms: u64) -> StoreResult<CostDay> {
-        self.cost_day(bot_id, utc_day(now_ms))
-    }
-
-    /// Costs of a bot in the UTC month containing `now_ms`.
-    pub fn cost_month(&self, bot_id: &str, now_ms: u64) -> StoreResult<CostDay> {
-        let month_start = utc_day(now_ms) / 100 * 100;
-        self.read(|tx| {
-            let table = tx.open_table(COSTS)?;
-            let mut total = CostDay::default();
-            for row in table.range((bot_id, month_start)..=(bot_id, month_start + 99))? {
-                let day = decode_cost(row?.1.value())?;
-                total.usd += day.usd;
-                total.tasks += day.tasks;
-                total.input_tokens += day.input_tokens;
-                total.output_tokens += day.output_tokens;
-            }
-            Ok(total)
-        })
-    }
-
-    /// Every cost row: (bot, day, costs).
-    pub fn list_costs(&self) -> StoreResult<Vec<(String, u32, CostDay)>> {
-        self.read(|tx| {
-            let table = tx.open_table(COSTS)?;
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let (bot, day) = k.value();
-                out.push((bot.to_string(), day, decode_cost(v.value())?));
-            }
-            Ok(out)
-        })
-    }
-
     /// Records a requested restart (replacing any earlier one).
     pub fn set_restart_state(&self, state: RestartState) -> Pending<()> {
         self.write(move |tx| {
@@ -181,10 +133,6 @@ impl Store {
             Ok(())
         })
     }
-}
-
-fn decode_cost(bytes: &[u8]) -> StoreResult<CostDay> {
-    codec::decode(bytes).map_err(|e| StoreError::decode("costs", e))
 }
 
 fn take_restart_tx(tx: &WriteTransaction) -> StoreResult<Option<Result<RestartState, String>>> {

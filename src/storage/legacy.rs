@@ -30,9 +30,11 @@ use super::codec;
 use super::error::StoreError;
 use super::events::insert_event;
 use super::kv::RESTART_KEY;
+use super::lifecycle::insert_new_task;
+use super::limits::{MAX_RESULT_BYTES, bound_text};
 use super::records::{CostDay, RestartState, Session, Task, TaskStatus};
 use super::tables::{COSTS, META, RESTART_STATE, SESSIONS};
-use super::tasks::{MAX_RESULT_BYTES, bound_text, insert_new_task, next_task_id};
+use super::tasks::next_task_id;
 use super::{Pending, Store, StoreResult};
 
 /// Key in `meta` of the last import's summary (JSON).

@@ -25,6 +25,7 @@
 
 mod alerts;
 pub mod codec;
+mod costs;
 mod dump;
 mod error;
 mod events;
@@ -32,7 +33,12 @@ mod heartbeat;
 mod journal;
 mod kv;
 mod legacy;
+mod lifecycle;
+mod limits;
+mod outbox;
+mod queue;
 pub mod records;
+mod replay;
 mod scratch;
 mod series;
 mod series_buffer;
@@ -40,6 +46,7 @@ pub mod series_codec;
 mod sessions;
 mod snapshot;
 pub(crate) mod tables;
+mod task_ops;
 mod tasks;
 mod writer;
 
@@ -52,19 +59,21 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+pub use costs::utc_day;
 pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use legacy::{
     ImportCounts, KindCounts, LEGACY_EXTRA_PREFIX, LegacyBatch, LegacyCost, LegacyRestart,
     LegacySession, LegacyTask, META_LEGACY_IMPORT, cost_extra_key, restart_extra_key,
 };
+pub use lifecycle::{Claimed, NO_CHAT, TaskSubmitted};
+pub use limits::{MAX_PROMPT_BYTES, bound_text};
 pub use records::*;
 pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
-pub use tasks::{
-    Claimed, MAX_PROMPT_BYTES, NO_CHAT, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
-};
+pub use task_ops::TaskFinish;
+pub use tasks::TaskFilter;
 pub use writer::Pending;
 
 use series_buffer::SeriesBuffer;
@@ -132,7 +141,7 @@ struct Inner {
     /// [`Store::begin_delivery`]). Memory only: after a restart the recorded
     /// start says an earlier process may have sent the answer. A std Mutex: held
     /// for a set operation, never across an await.
-    delivery_begun_by_finish: tasks::FreshDeliveries,
+    delivery_begun_by_finish: outbox::FreshDeliveries,
 }
 
 impl Store {
@@ -194,7 +203,7 @@ impl Store {
         let db = Arc::new(db);
         migrations::apply_pending(&db).map_err(|e| with_path(e, path))?;
         let (journal, replayed) = if options.journal {
-            let (state, replayed) = tasks::replay_journal(&db, path)?;
+            let (state, replayed) = replay::replay_journal(&db, path)?;
             (Some(state), replayed)
         } else {
             (None, 0)
@@ -219,7 +228,7 @@ impl Store {
                 options,
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
-                delivery_begun_by_finish: tasks::FreshDeliveries::default(),
+                delivery_begun_by_finish: outbox::FreshDeliveries::default(),
             }),
         })
     }

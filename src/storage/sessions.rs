@@ -7,13 +7,11 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::codec;
 use super::error::StoreError;
+use super::limits::{MAX_MESSAGE_BYTES, bound_text};
 use super::records::{ChatMessage, Session};
 use super::tables::{MESSAGES, SESSIONS};
-use super::tasks::TaskOp;
+use super::task_ops::TaskOp;
 use super::{Pending, Store, StoreResult};
-
-/// Longest stored history message, bytes.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 impl Store {
     /// The session of a (bot, user), if any.
@@ -140,6 +138,50 @@ fn decode_session(bytes: &[u8]) -> StoreResult<Session> {
     codec::decode(bytes).map_err(|e| StoreError::decode("sessions", e))
 }
 
+/// The agent session a run of this (bot, user) resumes, if any.
+pub(super) fn agent_session_id_tx(
+    tx: &WriteTransaction,
+    bot_id: &str,
+    user_id: i64,
+) -> StoreResult<Option<String>> {
+    Ok(tx
+        .open_table(SESSIONS)?
+        .get((bot_id, user_id))?
+        .map(|v| decode_session(v.value()))
+        .transpose()?
+        .and_then(|s| s.agent_session_id))
+}
+
+/// Records a run of this (bot, user) in `session_id`: the session to resume
+/// next, its last activity, one more message.
+pub(super) fn record_session_use_tx(
+    tx: &WriteTransaction,
+    bot_id: &str,
+    user_id: i64,
+    session_id: &str,
+    now_ms: u64,
+) -> StoreResult<()> {
+    let mut sessions = tx.open_table(SESSIONS)?;
+    let key = (bot_id, user_id);
+    let existing = sessions
+        .get(key)?
+        .map(|v| decode_session(v.value()))
+        .transpose()?;
+    let mut session = existing.unwrap_or(Session {
+        agent_session_id: None,
+        created_ms: now_ms,
+        last_active_ms: now_ms,
+        message_count: 0,
+        workdir: String::new(),
+        extra: None,
+    });
+    session.agent_session_id = Some(session_id.to_string());
+    session.last_active_ms = now_ms;
+    session.message_count += 1;
+    sessions.insert(key, codec::encode(&session).as_slice())?;
+    Ok(())
+}
+
 pub(super) fn append_message_tx(
     tx: &WriteTransaction,
     bot_id: &str,
@@ -161,7 +203,7 @@ pub(super) fn append_message_tx(
         .map_or(0, |(k, _)| k.value().2 + 1);
     let message = ChatMessage {
         role: role.to_string(),
-        text: super::tasks::bound_text(text, MAX_MESSAGE_BYTES),
+        text: bound_text(text, MAX_MESSAGE_BYTES),
         at_ms: now_ms,
     };
     table.insert(

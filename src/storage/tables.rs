@@ -2,8 +2,8 @@
 //!
 //! Keys are fixed-width integers or tuples so range scans come out ordered. Values
 //! are bytes written by [`super::codec`] (or `()` for index tables), so a damaged
-//! value is a decode error, never a panic. The names are part of the contract
-//! (DESIGN.md): `dump`, backups and outside tools rely on them.
+//! value is a decode error, never a panic. The names are part of the store's
+//! format: `dump`, backups and outside tools rely on them.
 
 use redb::TableDefinition;
 
@@ -34,8 +34,8 @@ pub const RESTART_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("re
 /// (series_id, chunk start ms) → a compressed block of samples.
 pub const SERIES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series");
 /// (series_id | 0x8000_0000, hour start ms) → [`super::records::Rollup`] of that
-/// hour. Minute rollups (plain series ids) were stored here up to schema 2; minute
-/// answers are now computed from the raw chunks.
+/// hour. Minute answers are computed from the raw chunks (schema 2 and older
+/// also kept minute rollups here, under plain series ids; migration 3 drops them).
 pub const SERIES_ROLLUP: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("series_rollup");
 /// series name with labels → series_id.
 pub const SERIES_NAMES: TableDefinition<&str, u32> = TableDefinition::new("series_names");

@@ -886,8 +886,8 @@ fn arb_task_finish() -> impl Strategy<Value = TaskFinish> {
         )
 }
 
-fn arb_task_op() -> impl Strategy<Value = tasks::TaskOp> {
-    use tasks::TaskOp;
+fn arb_task_op() -> impl Strategy<Value = task_ops::TaskOp> {
+    use task_ops::TaskOp;
     prop_oneof![
         (arb_new_task(), any::<u64>()).prop_map(|(new, now_ms)| TaskOp::Submit { new, now_ms }),
         (any::<u64>(), proptest::collection::vec(".*", 0..4)).prop_map(|(now_ms, blocked_bots)| {
@@ -963,7 +963,7 @@ proptest! {
     #[test]
     fn journal_task_ops_round_trip_through_the_codec(op in arb_task_op()) {
         // As the journal stores them: decoded exactly, nothing left over.
-        let back: tasks::TaskOp = codec::decode_exact(&codec::encode(&op)).unwrap();
+        let back: task_ops::TaskOp = codec::decode_exact(&codec::encode(&op)).unwrap();
         prop_assert_eq!(back, op);
     }
 

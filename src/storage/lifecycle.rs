@@ -1,0 +1,579 @@
+//! A task's life: submission, claim, the agent's process, the finish, a
+//! re-queue, a cancel or a retry — each one transaction over the task, its
+//! indexes, its queue entry and what its end changes elsewhere.
+//!
+//! Invariants kept by every operation here:
+//! - submitting inserts the task and its queue entry together, durable (through
+//!   the journal) before the caller hears "queued";
+//! - an update id already turned into a task is never turned into another
+//!   (`update_dedup`);
+//! - a finished task's cost is added to its bot's day, its session and history
+//!   updated and its answer put in the outbox in the transaction that finishes it;
+//! - every journaled operation is a deterministic function of the stored state
+//!   and its [`TaskOp`], so the replay at open reproduces it exactly.
+
+use redb::{ReadableTable, WriteTransaction};
+use serde_json::json;
+
+use super::costs::add_run_cost_tx;
+use super::error::StoreError;
+use super::events::insert_event;
+use super::limits::{MAX_PROMPT_BYTES, MAX_RESULT_BYTES, bound_text};
+use super::outbox::enqueue_answer;
+use super::queue::{
+    ActiveUsers, QueueRows, dequeue, enqueue, first_claimable, occupy_user, release_user,
+};
+use super::records::*;
+use super::sessions::{agent_session_id_tx, append_message_tx, record_session_use_tx};
+use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASK_STATUS, TASKS, UPDATE_DEDUP};
+use super::task_ops::{TaskFinish, TaskOp};
+use super::tasks::{
+    StatusIndex, TaskRows, insert_task_indexed, load_task, next_id, read_task, reindex_status,
+    store_task, update_task, write_task,
+};
+use super::{Pending, Store, StoreResult};
+
+/// The outcome of a submission.
+#[derive(Debug, Clone)]
+pub struct TaskSubmitted {
+    /// The task (the existing one for a duplicate update).
+    pub task: Task,
+    /// Whether this update had been submitted before.
+    pub duplicate: bool,
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The task, now `running`.
+    pub task: Task,
+    /// The user's agent session to resume, if any.
+    pub session_id: Option<String>,
+}
+
+/// The chat of a task that came from no chat (the HTTP API or `ask` without
+/// one): its answer is kept with the task and never sent to Telegram, which
+/// has no chat 0.
+pub const NO_CHAT: i64 = 0;
+
+impl Store {
+    /// Stores a new queued task and its queue entry in one transaction, durable
+    /// (through the journal) before this is answered. Only when this returns may
+    /// the user be told the prompt is queued.
+    pub fn submit_task(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
+        if new.prompt.len() > MAX_PROMPT_BYTES {
+            return Pending::failed(StoreError::Invalid(format!(
+                "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
+                new.prompt.len()
+            )));
+        }
+        let op = TaskOp::Submit {
+            new: new.clone(),
+            now_ms,
+        };
+        self.write_op(&op, move |tx| submit_tx(tx, &new, now_ms))
+    }
+
+    /// [`Self::submit_task`] for a chat prompt, which also enters the user's
+    /// conversation history, in the same transaction and journal record (a
+    /// re-delivered update adds neither twice).
+    pub fn submit_prompt(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
+        if new.prompt.len() > MAX_PROMPT_BYTES {
+            return Pending::failed(StoreError::Invalid(format!(
+                "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
+                new.prompt.len()
+            )));
+        }
+        let history = self.options().history_messages;
+        let op = TaskOp::SubmitPrompt {
+            new: new.clone(),
+            now_ms,
+            history,
+        };
+        self.write_op(&op, move |tx| submit_prompt_tx(tx, &new, now_ms, history))
+    }
+
+    /// Claims the next runnable queued task (priority, then age), skipping tasks of
+    /// `blocked_bots`, of users who already have a running task, and retries whose
+    /// backoff has not elapsed. The task becomes `running` in the same transaction.
+    ///
+    /// The claim is relaxed (not fsynced): every other claimer sees it at once, and
+    /// what makes it durable is [`Self::record_task_process`], whose journal record
+    /// redoes the claim if a crash lost it. A claim lost before that leaves the
+    /// task queued, which is what recovery does with a run that has no recorded
+    /// process anyway.
+    pub fn claim_next_task(
+        &self,
+        now_ms: u64,
+        blocked_bots: Vec<String>,
+    ) -> Pending<Option<Claimed>> {
+        // Most claims that find nothing are answered from a read transaction,
+        // without a write (and its fsync). A task that becomes claimable after this
+        // look wakes the dispatcher again, which claims it then.
+        if matches!(self.nothing_to_claim(now_ms, &blocked_bots), Ok(true)) {
+            return Pending::ready(None);
+        }
+        self.write_relaxed(move |tx| claim_tx(tx, now_ms, &blocked_bots))
+    }
+
+    /// Records the agent process of a claimed task (before waiting for it),
+    /// durable through the journal together with the claim: `claimed_ms` is the
+    /// task's `started_ms`, so a redo after a crash claims it as it was claimed.
+    pub fn record_task_process(
+        &self,
+        task_id: u64,
+        claimed_ms: u64,
+        pid: u32,
+        start_time: u64,
+    ) -> Pending<()> {
+        let op = TaskOp::Started {
+            task_id,
+            claimed_ms,
+            pid,
+            start_time,
+        };
+        self.write_op(&op, move |tx| {
+            started_tx(tx, task_id, claimed_ms, pid, start_time)
+        })
+    }
+
+    /// Ends a running (or queued, for a refusal) task: status, result, cost added to
+    /// the bot's day, session updated, answer queued for delivery — one transaction.
+    ///
+    /// An answer queued for delivery is also recorded as being delivered from now
+    /// on (the outbox sends it at once), which saves its delivery a durable step;
+    /// if a crash comes before the answer is sent, the next process sends it with
+    /// the note that it may be a repeat.
+    pub fn finish_task(&self, task_id: u64, finish: TaskFinish, now_ms: u64) -> Pending<Task> {
+        let history = self.options().history_messages;
+        let deliver = finish.deliver;
+        let op = TaskOp::Finish {
+            task_id,
+            finish: finish.clone(),
+            now_ms,
+            history,
+        };
+        let record = op.record();
+        let fresh = self.inner.delivery_begun_by_finish.clone();
+        let forget = fresh.clone();
+        self.write_journaled_then(
+            record,
+            move |tx| {
+                let task = finish_tx(tx, task_id, &finish, now_ms, history)?;
+                // Marked before the commit makes the answer visible to the
+                // outbox, so the outbox never finds it unmarked.
+                if deliver && task.chat_id != NO_CHAT {
+                    fresh.insert(task_id);
+                }
+                Ok(task)
+            },
+            move |outcome| {
+                if outcome.is_err() {
+                    forget.remove(task_id);
+                }
+                outcome
+            },
+        )
+    }
+
+    /// Puts a task back in the queue after a failed or interrupted run, to start no
+    /// earlier than `not_before_ms` (its queue position: a time in the past keeps an
+    /// old place in line, a future one is a retry backoff). `refund_attempt` gives back the attempt its claim
+    /// counted (the run never started, e.g. the breaker refused it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn requeue_task(
+        &self,
+        task_id: u64,
+        status: TaskStatus,
+        class: FailureClass,
+        error: String,
+        not_before_ms: u64,
+        now_ms: u64,
+        refund_attempt: bool,
+    ) -> Pending<Task> {
+        self.write(move |tx| {
+            let mut t = TaskTables::open(tx)?;
+            let mut task = read_task(&t.tasks, task_id)?;
+            if refund_attempt {
+                task.attempts = task.attempts.saturating_sub(1);
+            }
+            if task.status.is_terminal() {
+                return Err(StoreError::Conflict(format!(
+                    "task {task_id} {}",
+                    task.status.already()
+                )));
+            }
+            let old_status = task.status;
+            dequeue(&mut t.queue, &task)?;
+            release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
+            task.status = status;
+            task.error_class = Some(class);
+            task.error = Some(error.clone());
+            task.enqueued_ms = not_before_ms;
+            task.pid = None;
+            task.pid_start_time = None;
+            enqueue(&mut t.queue, &task)?;
+            reindex_status(&mut t.status, task.id, old_status, task.status)?;
+            write_task(&mut t.tasks, &task)?;
+            drop(t);
+            insert_event(
+                tx,
+                now_ms,
+                0,
+                "task_requeued",
+                Some(&task.bot_id),
+                &json!({"task_id": task.id, "class": class.as_str(), "attempts": task.attempts}),
+            )?;
+            Ok(task)
+        })
+    }
+
+    /// Cancels a queued or interrupted task. A running task is cancelled by the
+    /// worker pool (which kills its process group and then calls `finish_task`).
+    pub fn cancel_queued_task(&self, task_id: u64, now_ms: u64) -> Pending<Task> {
+        self.write(move |tx| {
+            let task = load_task(tx, task_id)?;
+            match task.status {
+                TaskStatus::Queued | TaskStatus::Interrupted => {}
+                other => {
+                    return Err(StoreError::Conflict(format!(
+                        "task {task_id} is {other}, not queued"
+                    )));
+                }
+            }
+            let finish = TaskFinish {
+                status: Some(TaskStatus::Cancelled),
+                error_class: Some(FailureClass::Cancelled),
+                error: Some("cancelled before it ran".into()),
+                ..TaskFinish::default()
+            };
+            finish_tx(tx, task_id, &finish, now_ms, 0)
+        })
+    }
+
+    /// Creates a new task with the prompt of a finished one (a manual retry).
+    pub fn retry_task(&self, task_id: u64, max_attempts: u32, now_ms: u64) -> Pending<Task> {
+        self.write(move |tx| {
+            let old = load_task(tx, task_id)?;
+            if !old.status.is_terminal() {
+                return Err(StoreError::Conflict(format!(
+                    "task {task_id} is {}; only a finished task can be retried",
+                    old.status
+                )));
+            }
+            let new = NewTask {
+                bot_id: old.bot_id.clone(),
+                user_id: old.user_id,
+                chat_id: old.chat_id,
+                kind: old.kind,
+                source: old.source,
+                prompt: old.prompt.clone(),
+                priority: old.priority,
+                max_attempts,
+                reply_to_message_id: old.reply_to_message_id,
+                update_id: None,
+            };
+            let mut submitted = submit_tx(tx, &new, now_ms)?;
+            submitted.task.retry_of = Some(task_id);
+            store_task(tx, &submitted.task)?;
+            Ok(submitted.task)
+        })
+    }
+}
+
+/// The tables every change of a task's status writes, each opened once per job.
+struct TaskTables<'txn> {
+    tasks: TaskRows<'txn>,
+    status: StatusIndex<'txn>,
+    queue: QueueRows<'txn>,
+}
+
+impl<'txn> TaskTables<'txn> {
+    fn open(tx: &'txn WriteTransaction) -> StoreResult<Self> {
+        Ok(TaskTables {
+            tasks: tx.open_table(TASKS)?,
+            status: tx.open_table(TASK_STATUS)?,
+            queue: tx.open_table(TASK_QUEUE)?,
+        })
+    }
+
+    /// Writes a task that is not stored yet, its indexes and its queue entry
+    /// when queued.
+    fn insert_new(&mut self, tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
+        insert_task_indexed(tx, &mut self.tasks, &mut self.status, task)?;
+        if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
+            enqueue(&mut self.queue, task)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a task that is not stored yet, its indexes and its queue entry when
+/// queued.
+pub(super) fn insert_new_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
+    TaskTables::open(tx)?.insert_new(tx, task)
+}
+
+/// Records a running task's process. After a crash that lost the relaxed claim,
+/// the task is queued again: it is claimed here first, exactly as the claim at
+/// `claimed_ms` did.
+pub(super) fn started_tx(
+    tx: &WriteTransaction,
+    task_id: u64,
+    claimed_ms: u64,
+    pid: u32,
+    start_time: u64,
+) -> StoreResult<()> {
+    let mut tasks = tx.open_table(TASKS)?;
+    let mut task = read_task(&tasks, task_id)?;
+    if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
+        drop(tasks);
+        let mut t = TaskTables::open(tx)?;
+        let mut active = tx.open_table(ACTIVE_USERS)?;
+        task = start_claimed(tx, &mut t, &mut active, task, claimed_ms)?.task;
+        tasks = t.tasks;
+    }
+    record_process(&mut task, pid, start_time)?;
+    write_task(&mut tasks, &task)
+}
+
+pub(super) fn process_tx(
+    tx: &WriteTransaction,
+    task_id: u64,
+    pid: u32,
+    start_time: u64,
+) -> StoreResult<()> {
+    update_task(tx, task_id, |task| record_process(task, pid, start_time)).map(drop)
+}
+
+fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()> {
+    if task.status != TaskStatus::Running {
+        return Err(StoreError::Conflict(format!(
+            "task {} is {}, not running",
+            task.id, task.status
+        )));
+    }
+    task.pid = Some(pid);
+    task.pid_start_time = Some(start_time);
+    Ok(())
+}
+
+pub(super) fn claim_tx(
+    tx: &WriteTransaction,
+    now_ms: u64,
+    blocked_bots: &[String],
+) -> StoreResult<Option<Claimed>> {
+    let mut t = TaskTables::open(tx)?;
+    let mut active = tx.open_table(ACTIVE_USERS)?;
+    let Some(task) = first_claimable(&t.queue, &t.tasks, &active, now_ms, blocked_bots)? else {
+        return Ok(None);
+    };
+    start_claimed(tx, &mut t, &mut active, task, now_ms).map(Some)
+}
+
+/// Turns a queued task into a running one (attempt counted, user marked busy).
+fn start_claimed(
+    tx: &WriteTransaction,
+    t: &mut TaskTables<'_>,
+    active: &mut ActiveUsers<'_>,
+    mut task: Task,
+    now_ms: u64,
+) -> StoreResult<Claimed> {
+    let old_status = task.status;
+    dequeue(&mut t.queue, &task)?;
+    task.status = TaskStatus::Running;
+    task.attempts += 1;
+    task.started_ms = Some(now_ms);
+    task.pid = None;
+    task.pid_start_time = None;
+    write_task(&mut t.tasks, &task)?;
+    reindex_status(&mut t.status, task.id, old_status, task.status)?;
+    occupy_user(active, &task)?;
+    let session_id = agent_session_id_tx(tx, &task.bot_id, task.user_id)?;
+    insert_event(
+        tx,
+        now_ms,
+        0,
+        "task_started",
+        Some(&task.bot_id),
+        &json!({"task_id": task.id, "attempt": task.attempts, "wait_ms": now_ms.saturating_sub(task.created_ms), "kind": task.kind.as_str()}),
+    )?;
+    Ok(Claimed { task, session_id })
+}
+
+pub(super) fn finish_tx(
+    tx: &WriteTransaction,
+    task_id: u64,
+    finish: &TaskFinish,
+    now_ms: u64,
+    history: usize,
+) -> StoreResult<Task> {
+    let mut t = TaskTables::open(tx)?;
+    let mut task = read_task(&t.tasks, task_id)?;
+    if task.status.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "task {task_id} {}",
+            task.status.already()
+        )));
+    }
+    let old_status = task.status;
+    let status = finish.status.unwrap_or(TaskStatus::Succeeded);
+    dequeue(&mut t.queue, &task)?;
+    release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
+    task.status = status;
+    task.finished_ms = Some(now_ms);
+    task.result = finish
+        .result
+        .as_deref()
+        .map(|r| bound_text(r, MAX_RESULT_BYTES));
+    task.error_class = finish.error_class;
+    task.error = finish.error.clone();
+    task.exit_code = finish.exit_code;
+    task.cost_usd += finish.cost_usd;
+    task.input_tokens += finish.input_tokens;
+    task.output_tokens += finish.output_tokens;
+    if finish.session_id.is_some() {
+        task.session_id = finish.session_id.clone();
+    }
+    if finish.deliver && task.chat_id != NO_CHAT {
+        // See Store::finish_task: the outbox sends it from now on.
+        task.delivery_started_ms = Some(now_ms);
+    }
+    write_task(&mut t.tasks, &task)?;
+    reindex_status(&mut t.status, task.id, old_status, status)?;
+    drop(t);
+    if finish.cost_usd > 0.0 || finish.input_tokens > 0 || task.started_ms.is_some() {
+        add_run_cost_tx(
+            tx,
+            &task.bot_id,
+            now_ms,
+            finish.cost_usd,
+            finish.input_tokens,
+            finish.output_tokens,
+        )?;
+    }
+    if let Some(session_id) = &finish.session_id {
+        record_session_use_tx(tx, &task.bot_id, task.user_id, session_id, now_ms)?;
+    }
+    if status == TaskStatus::Succeeded
+        && history > 0
+        && let Some(result) = &task.result
+    {
+        append_message_tx(
+            tx,
+            &task.bot_id,
+            task.user_id,
+            "agent",
+            result,
+            now_ms,
+            history,
+        )?;
+    }
+    if finish.deliver && task.chat_id != NO_CHAT {
+        enqueue_answer(tx, task.id)?;
+    }
+    insert_event(
+        tx,
+        now_ms,
+        0,
+        "task_finished",
+        Some(&task.bot_id),
+        &json!({
+            "task_id": task.id,
+            "status": status.as_str(),
+            "class": task.error_class.map(|c| c.as_str()),
+            "kind": task.kind.as_str(),
+            "wait_ms": task.wait_ms(),
+            "run_ms": task.run_ms(),
+            "cost_usd": finish.cost_usd,
+        }),
+    )?;
+    Ok(task)
+}
+
+pub(super) fn submit_tx(
+    tx: &WriteTransaction,
+    new: &NewTask,
+    now_ms: u64,
+) -> StoreResult<TaskSubmitted> {
+    let mut dedup = tx.open_table(UPDATE_DEDUP)?;
+    let mut t = TaskTables::open(tx)?;
+    if let Some(update) = new.update_id {
+        let existing = dedup.get((new.bot_id.as_str(), update))?.map(|v| v.value());
+        if let Some(id) = existing {
+            let task = read_task(&t.tasks, id)?;
+            // A re-delivery is the same message. Telegram picks update ids at
+            // random again after a week without updates, so an id seen before
+            // on another message is a new prompt, never one to drop.
+            if task.chat_id == new.chat_id && task.reply_to_message_id == new.reply_to_message_id {
+                return Ok(TaskSubmitted {
+                    task,
+                    duplicate: true,
+                });
+            }
+        }
+    }
+    let id = next_id(&t.tasks)?;
+    let task = Task {
+        id,
+        bot_id: new.bot_id.clone(),
+        user_id: new.user_id,
+        chat_id: new.chat_id,
+        kind: new.kind,
+        source: new.source,
+        prompt: new.prompt.clone(),
+        priority: new.priority,
+        status: TaskStatus::Queued,
+        attempts: 0,
+        max_attempts: new.max_attempts.max(1),
+        created_ms: now_ms,
+        enqueued_ms: now_ms,
+        started_ms: None,
+        finished_ms: None,
+        pid: None,
+        pid_start_time: None,
+        exit_code: None,
+        result: None,
+        error_class: None,
+        error: None,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        session_id: None,
+        reply_to_message_id: new.reply_to_message_id,
+        update_id: new.update_id,
+        progress_message_id: None,
+        delivery_started_ms: None,
+        retry_of: None,
+        extra: None,
+    };
+    t.insert_new(tx, &task)?;
+    if let Some(update) = new.update_id {
+        dedup.insert((new.bot_id.as_str(), update), id)?;
+    }
+    Ok(TaskSubmitted {
+        task,
+        duplicate: false,
+    })
+}
+
+pub(super) fn submit_prompt_tx(
+    tx: &WriteTransaction,
+    new: &NewTask,
+    now_ms: u64,
+    history: usize,
+) -> StoreResult<TaskSubmitted> {
+    let submitted = submit_tx(tx, new, now_ms)?;
+    if !submitted.duplicate && history > 0 {
+        append_message_tx(
+            tx,
+            &new.bot_id,
+            new.user_id,
+            "user",
+            &new.prompt,
+            now_ms,
+            history,
+        )?;
+    }
+    Ok(submitted)
+}
