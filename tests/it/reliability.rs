@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agentlab::storage::{Store, TaskStatus};
 
-use crate::harness::{Options, Service};
+use crate::harness::{Options, Service, StoreAccess};
 
 /// A tiny deterministic generator (xorshift64*), so a failing seed can be replayed.
 struct Rng(u64);
