@@ -607,8 +607,32 @@ impl Drop for Service {
         if std::thread::panicking() {
             eprintln!("{}", self.log_report());
         }
+        keep_log(&self.stderr_path());
     }
 }
+
+/// With `$AGENTLAB_TEST_KEEP_LOGS` naming a folder, every service's whole log is
+/// copied there when its [`Service`] ends, passing or not: for hunting what a
+/// rare failure left no trace of.
+fn keep_log(log: &Path) {
+    let Some(folder) = std::env::var_os(KEEP_LOGS_ENV) else {
+        return;
+    };
+    let name = format!(
+        "service-{}-{}.log",
+        std::process::id(),
+        KEPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let kept = std::fs::create_dir_all(&folder)
+        .and_then(|()| std::fs::copy(log, Path::new(&folder).join(name)));
+    if let Err(e) = kept {
+        eprintln!("cannot keep the service log in {}: {e}", folder.display());
+    }
+}
+
+/// The variable naming the folder [`keep_log`] copies logs to.
+pub const KEEP_LOGS_ENV: &str = "AGENTLAB_TEST_KEEP_LOGS";
+static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Polls `probe` until it gives a value; panics after [`PATIENCE`] naming `what`.
 pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {

@@ -9,7 +9,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
-use agentlab_testkit::service::{Options, Service, start_sim};
+use agentlab_testkit::service::{KEEP_LOGS_ENV, Options, Service, start_sim};
 
 /// What the stand-in writes to stderr before it does `then`.
 const STAND_IN_SAYS: &str = "stand-in agentlab started with";
@@ -57,15 +57,18 @@ async fn a_request_that_cannot_reach_the_service_says_whether_it_runs() {
     service.get("/api/tasks").await;
 }
 
+/// Also: with [`KEEP_LOGS_ENV`] set, the log is kept in that folder.
 #[test]
 fn a_test_failing_in_a_harness_helper_prints_the_service_log() {
     let me = std::env::current_exe().expect("own path");
+    let kept = tempfile::tempdir().expect("temp dir");
     let out = std::process::Command::new(me)
         .args([
             "--exact",
             "a_request_that_cannot_reach_the_service_says_whether_it_runs",
             "--nocapture",
         ])
+        .env(KEEP_LOGS_ENV, kept.path())
         .output()
         .expect("run the failing test");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -86,4 +89,10 @@ fn a_test_failing_in_a_harness_helper_prints_the_service_log() {
         report.contains("---- end of the service log ----"),
         "{stderr}"
     );
+    let logs: Vec<String> = std::fs::read_dir(kept.path())
+        .expect("the kept logs folder")
+        .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("a kept log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "one service, one kept log: {logs:#?}");
+    assert!(logs[0].contains(STAND_IN_SAYS), "{logs:#?}");
 }
