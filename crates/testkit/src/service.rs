@@ -26,8 +26,9 @@
 //! is the caller's.
 
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -317,9 +318,10 @@ impl Service {
         let deadline = Instant::now() + self.options.patience;
         let addr_file = self.addr_file();
         loop {
-            if let Some(code) = self.try_exit_code() {
+            if self.try_exit_status().is_some() {
                 panic!(
-                    "agentlab exited with {code:?} during start-up:\n{}",
+                    "{} during start-up:\n{}",
+                    self.process_state(),
                     self.stderr_tail()
                 );
             }
@@ -383,28 +385,36 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `Some(code)` once the current run exited (the child is reaped).
-    fn try_exit_code(&self) -> Option<Option<i32>> {
+    /// The exit status once the current run exited (the child is then reaped, and
+    /// its pid must not be signalled any more: it may name another process).
+    fn try_exit_status(&self) -> Option<ExitStatus> {
         let mut slot = self.child_slot();
         let child = slot.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.code()),
-            _ => None,
-        }
+        child.try_wait().ok().flatten()
+    }
+
+    /// `Some(code)` once the current run exited (`None` inside: by a signal).
+    fn try_exit_code(&self) -> Option<Option<i32>> {
+        self.try_exit_status().map(|status| status.code())
     }
 
     /// What the process of the current run is doing, for a failure message.
     fn process_state(&self) -> String {
-        match self.try_exit_code() {
-            Some(code) => format!("the service process exited with {code:?}"),
+        match self.try_exit_status() {
+            Some(status) => match status.signal() {
+                Some(signal) => format!("the service process was killed by signal {signal}"),
+                None => format!("the service process exited with {:?}", status.code()),
+            },
             None if self.child_slot().is_some() => "the service process is running".into(),
             None => "no service process is running".into(),
         }
     }
 
-    /// The pid of the running service.
+    /// The pid of the running service; `None` once it is known to have exited.
     pub fn pid(&self) -> Option<u32> {
-        self.child_slot().as_ref().map(Child::id)
+        let mut slot = self.child_slot();
+        let child = slot.as_mut()?;
+        matches!(child.try_wait(), Ok(None)).then(|| child.id())
     }
 
     /// SIGKILL, as a crash would; returns once the process is reaped.
@@ -417,10 +427,17 @@ impl Service {
 
     /// SIGTERM and wait for the exit code.
     pub async fn stop(&mut self) -> Option<i32> {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our
-            // child's, not yet reaped, so it cannot name another process.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        {
+            let mut slot = self.child_slot();
+            // Only a child not yet reaped: the pid of one that was may already
+            // belong to another process. The lock keeps it unreaped until sent.
+            if let Some(child) = slot.as_mut()
+                && matches!(child.try_wait(), Ok(None))
+            {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our
+                // child's and it is not reaped, so it names no other process.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            }
         }
         self.wait_exit(self.options.patience).await
     }

@@ -40,6 +40,17 @@ async fn a_service_that_exits_during_start_up_fails_the_start_with_its_log() {
 }
 
 #[tokio::test]
+#[should_panic(expected = "the service process was killed by signal 9 during start-up")]
+async fn a_service_killed_during_start_up_is_reported_with_its_signal() {
+    let bin = tempfile::tempdir().expect("temp dir");
+    let options = Options {
+        binary: stand_in(&bin, "kill -9 $$"),
+        ..Options::default()
+    };
+    Service::start(options).await;
+}
+
+#[tokio::test]
 #[should_panic(expected = "the service process is running")]
 async fn a_request_that_cannot_reach_the_service_says_whether_it_runs() {
     let bin = tempfile::tempdir().expect("temp dir");
