@@ -89,25 +89,19 @@ async fn every_prompt_survives_a_kill_9_loop_and_is_answered_once() {
     // Settle: every prompt stored and finished, every answer delivered.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, open) = service.get("/api/tasks?status=queued&limit=1000").await;
-        let (_, running) = service.get("/api/tasks?status=running&limit=1000").await;
-        let (_, interrupted) = service
-            .get("/api/tasks?status=interrupted&limit=1000")
-            .await;
-        let open_tasks = [open, running, interrupted];
-        let open = open_tasks
+        let counts = task_counts(&service).await;
+        let stored: u64 = counts.values().sum();
+        let open: u64 = counts
             .iter()
-            .map(|v| v.as_array().map_or(0, Vec::len))
-            .sum::<usize>();
-        // Task ids are consecutive, so the newest id is the number stored.
-        let (_, newest) = service.get("/api/tasks?limit=1").await;
-        let stored = newest[0]["id"].as_u64().unwrap_or(0) as usize;
-        if open == 0 && stored >= prompts.len() && outbox_empty(&service).await {
+            .filter(|(status, _)| !TERMINAL.contains(&status.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        if open == 0 && stored >= prompts.len() as u64 && outbox_empty(&service).await {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not settled: {open} open {open_tasks:#?}, {stored}/{} stored\n{}",
+            "not settled: {counts:?} for {} prompts\n{}",
             prompts.len(),
             service.stderr_tail()
         );
@@ -185,6 +179,42 @@ fn answers_for(service: &Service, user: i64, task: &agentlab::storage::Task) -> 
         .messages_to(0, user)
         .into_iter()
         .filter(|m| m.starts_with(&format!("You said: {tag}\n")) || m.contains(&failure))
+        .collect()
+}
+
+/// The statuses a task never leaves.
+const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Tasks in the store by status, all read in one transaction (`agentlab_tasks`
+/// in `/metrics`). Counts taken by separate requests, one per status, can miss a
+/// task that moves between them (running when the queued ones are listed, queued
+/// again for a retry when the running ones are), and call the run settled while
+/// that task still waits for its retry.
+async fn task_counts(service: &Service) -> BTreeMap<String, u64> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", service.base_url))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert!(
+        resp.status().is_success(),
+        "GET /metrics: {}",
+        resp.status()
+    );
+    let text = resp.text().await.expect("the exposition");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the exposition parses");
+    scrape
+        .samples
+        .into_iter()
+        .filter(|sample| sample.metric == "agentlab_tasks")
+        .filter_map(|sample| {
+            let prometheus_parse::Value::Gauge(n) = sample.value else {
+                return None;
+            };
+            Some((sample.labels.get("status")?.to_string(), n as u64))
+        })
         .collect()
 }
 
