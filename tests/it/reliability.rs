@@ -233,3 +233,26 @@ async fn outbox_empty(service: &Service) -> bool {
         _ => false,
     }
 }
+
+/// The service sizes its runtime threads itself: with `RUST_MIN_STACK` small in
+/// its environment, decoding the Bot API's answer to a `sendMessage` overflowed
+/// a worker's stack and the service vanished right after it said it was ready
+/// (the crash loop then met "connection refused").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_inherited_thread_stack_does_not_take_the_service_down() {
+    let mut service = Service::start(Options {
+        extra_env: vec![("RUST_MIN_STACK".into(), (256 * 1024).to_string())],
+        ..Options::default()
+    })
+    .await;
+    for user in USERS {
+        service.send(0, user, &format!("hello from {user}"));
+    }
+    for user in USERS {
+        service
+            .wait_for_message(0, user, |t| t.starts_with("You said: hello from"))
+            .await;
+    }
+    assert_eq!(service.get("/readyz").await.0, 200);
+    assert_eq!(service.stop().await, Some(0));
+}
