@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::service::{
-    BotSpec, CpuTimes, PATIENCE, Service, SimClock, ThreadTimes, rss_kib, start_sim,
+    CpuTimes, PATIENCE, Service, SimClock, ThreadTimes, bench_options, rss_kib, start_sim,
 };
 use common::{Latencies, Table, ms, thousands};
 use telegram_sim::{SentItem, SentKind, SimHandle};
@@ -102,12 +102,12 @@ async fn bench() {
         let (service, _) = start_idle(&sim, &clock, &format!("BOT-U{users}"), users).await;
         let measured = Measured {
             label: format!("{users} concurrent user(s)"),
-            pid: service.pid(),
+            pid: service.pid().expect("the service runs"),
             token: service.tokens[0].clone(),
             sends_per_prompt: 2,
         };
         level(&sim, &clock, &measured, users, rounds, &mut table).await;
-        service.stop();
+        stop(service).await;
         table.print();
         return;
     }
@@ -137,12 +137,12 @@ async fn bench() {
         starts.push(figures);
         let measured = Measured {
             label: format!("{users} concurrent user(s)"),
-            pid: service.pid(),
+            pid: service.pid().expect("the service runs"),
             token: service.tokens[0].clone(),
             sends_per_prompt: 2,
         };
         level(&sim, &clock, &measured, users, rounds, &mut table).await;
-        kept.push(service.stop());
+        kept.push(stop(service).await);
 
         let echo = EchoBot::spawn(&sim, &format!("ECHO-U{users}")).await;
         let measured = Measured {
@@ -366,25 +366,22 @@ async fn start_idle(
     bot_id: &str,
     users: i64,
 ) -> (Service, StartFigures) {
-    let mut service = Service::spawn(
-        sim,
-        &[BotSpec {
-            id: bot_id.into(),
-            users: 1..=users.max(BACKLOG_USERS),
-            agent: None,
-        }],
-        WORKERS,
+    let mut service = Service::prepare(
+        sim.clone(),
+        bench_options(&[(bot_id, 1..=users.max(BACKLOG_USERS))], WORKERS),
     );
+    service.spawn();
     let first_poll = first_poll(sim, clock, &service).await;
     service.wait_ready().await;
+    let pid = service.pid().expect("the service runs");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu_before = CpuTimes::of(service.pid());
+    let cpu_before = CpuTimes::of(pid);
     let idle = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_cpu = CpuTimes::of(service.pid()).since(cpu_before).own;
+    let idle_cpu = CpuTimes::of(pid).since(cpu_before).own;
     let figures = StartFigures {
         first_poll,
-        idle_rss_kib: rss_kib(service.pid()),
+        idle_rss_kib: rss_kib(pid),
         idle_cpu_per_s: idle_cpu.div_f64(idle.elapsed().as_secs_f64()),
     };
     (service, figures)
@@ -405,7 +402,14 @@ async fn first_poll(sim: &SimHandle, clock: &SimClock, service: &Service) -> Dur
         .find(|c| c.method == "getUpdates")
         .map(|c| c.at)
         .expect("getUpdates");
-    at.saturating_sub(clock.at(service.spawned_at))
+    at.saturating_sub(clock.at(service.spawned_at()))
+}
+
+/// SIGTERM and wait for the exit; the stopped service keeps its directory (see
+/// `kept` in `bench`).
+async fn stop(mut service: Service) -> Service {
+    service.stop().await;
+    service
 }
 
 fn cpu_per_message(cpu: CpuTimes, messages: usize) -> String {
@@ -539,7 +543,7 @@ fn signed_ms(seconds: f64, messages: usize) -> String {
     format!("{:+.3} ms", seconds * 1000.0 / messages as f64)
 }
 
-async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfile::TempDir {
+async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> Service {
     let bot_id = "BOT-BACKLOG";
     // Register the bot and queue the prompts before the service exists.
     let token = &common::service::bot_token(0, bot_id);
@@ -550,18 +554,14 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
         sim.inject_text(token, user, user, &format!("backlog {i}"))
             .expect("inject");
     }
-    let service = Service::spawn(
-        sim,
-        &[BotSpec {
-            id: bot_id.into(),
-            users: 1..=BACKLOG_USERS,
-            agent: None,
-        }],
-        WORKERS,
+    let mut service = Service::prepare(
+        sim.clone(),
+        bench_options(&[(bot_id, 1..=BACKLOG_USERS)], WORKERS),
     );
     assert_eq!(&service.tokens[0], token, "token layout changed");
+    service.spawn();
     let poll = first_poll(sim, clock, &service).await;
-    let spawned = clock.at(service.spawned_at);
+    let spawned = clock.at(service.spawned_at());
     let first_poll_at = spawned + poll;
     let log = sim
         .wait_for(
@@ -588,7 +588,7 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
         .max()
         .unwrap_or_default();
     // Since spawn: start-up included, so a slight overestimate.
-    let cpu = CpuTimes::of(service.pid());
+    let cpu = CpuTimes::of(service.pid().expect("the service runs"));
     let drain = last_ack.saturating_sub(first_poll_at);
     table.row(vec![
         format!("backlog of {BACKLOG}: acks after first poll"),
@@ -619,7 +619,7 @@ async fn backlog(sim: &SimHandle, clock: &SimClock, table: &mut Table) -> tempfi
         "-".into(),
         ms(cpu.children / BACKLOG as u32),
     ]);
-    service.stop()
+    stop(service).await
 }
 
 /// This process's CPU time so far (user + system, all threads), microsecond grain.

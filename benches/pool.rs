@@ -19,7 +19,7 @@ use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::service::{BotSpec, Service, start_sim};
+use common::service::{ADMIN_TOKEN, PATIENCE, Service, bench_options, start_sim};
 use common::{Latencies, Table, ms, thousands};
 use serde_json::{Value, json};
 
@@ -68,20 +68,12 @@ async fn bench() {
 
     let sim = start_sim().await;
     let me = std::env::current_exe().expect("current exe");
-    let bots = [
-        BotSpec {
-            id: "BOT-001".into(),
-            users: 1..=100,
-            agent: None,
-        },
-        BotSpec {
-            id: "PROBE".into(),
-            users: 1..=100,
-            agent: Some(vec![me.display().to_string(), PROBE_ARG.into()]),
-        },
-    ];
-    let mut service = Service::spawn(&sim, &bots, WORKERS);
-    service.wait_ready().await;
+    let mut options = bench_options(&[("BOT-001", 1..=100), ("PROBE", 1..=100)], WORKERS);
+    options.bots[1].agent_toml = Some(format!(
+        "command = {:?}",
+        [me.display().to_string(), PROBE_ARG.to_string()]
+    ));
+    let mut service = Service::start_with_sim(sim, options).await;
 
     throughput(&service, &mut table).await;
     latency(&service, &mut table).await;
@@ -97,7 +89,7 @@ async fn bench() {
         "service log tail (chat-less deliveries left out):\n{}",
         other.join("\n")
     );
-    let _removed_at_exit = service.stop();
+    service.stop().await;
     println!();
     println!("Machine: {}; pool of {WORKERS} workers", common::machine());
     println!(
@@ -188,7 +180,7 @@ async fn submit(service: &Service, bot: &str, user: i64, prompt: &str) -> u64 {
     let (status, body) = service
         .post(
             "/api/tasks",
-            &json!({"bot_id": bot, "user_id": user, "prompt": prompt}),
+            json!({"bot_id": bot, "user_id": user, "prompt": prompt}),
         )
         .await;
     assert_eq!(status, 201, "submit answered {status}: {body}");
@@ -241,7 +233,7 @@ async fn submit_share(base_url: String, ids: Vec<usize>) -> Latencies {
         let t = Instant::now();
         let resp = http
             .post(format!("{base_url}/api/tasks"))
-            .bearer_auth(common::service::ADMIN_TOKEN)
+            .bearer_auth(ADMIN_TOKEN)
             .json(&json!({"bot_id": "BOT-001", "user_id": 1 + (i % 100) as i64, "prompt": format!("hello {i}")}))
             .send()
             .await
@@ -254,9 +246,9 @@ async fn submit_share(base_url: String, ids: Vec<usize>) -> Latencies {
 
 /// Waits until `n` tasks of `bot` succeeded; returns them.
 async fn wait_all_succeeded(service: &Service, bot: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + common::service::PATIENCE;
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        let list = service
+        let (_, list) = service
             .get(&format!("/api/tasks?status=succeeded&bot={bot}&limit=1000"))
             .await;
         let tasks = list.as_array().cloned().unwrap_or_default();
@@ -321,9 +313,9 @@ async fn latency(service: &Service, table: &mut Table) {
 }
 
 async fn wait_task_done(service: &Service, id: u64) -> Value {
-    let deadline = Instant::now() + common::service::PATIENCE;
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        let task = service.get(&format!("/api/tasks/{id}")).await;
+        let (_, task) = service.get(&format!("/api/tasks/{id}")).await;
         if matches!(
             task["status"].as_str(),
             Some("succeeded" | "failed" | "cancelled")

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentlab::storage::{NewTask, PRIORITY_NORMAL, Store, StoreOptions, TaskKind, TaskSource};
-use common::service::{BotSpec, Service, start_sim};
+use common::service::{bench_options, start_in, start_sim};
 use common::{Latencies, Table, ms, rate};
 use serde_json::json;
 
@@ -30,7 +30,7 @@ fn main() {
 
 async fn bench() {
     eprintln!("recovery bench on {}", common::machine());
-    let filled = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let filled = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
     common::fill::fill_store(filled.path(), TASKS, SAMPLES);
     let db = filled.path().join("data/agentlab.redb");
     let size_mb = std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6;
@@ -63,40 +63,37 @@ async fn bench() {
 /// a task (so the file has writes in the chosen mode), kill -9 it, and time the
 /// next start to ready.
 async fn restart_to_ready(filled_db: &Path, quick_repair: bool, kills: usize) -> Latencies {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     std::fs::copy(filled_db, dir.path().join("data/agentlab.redb")).expect("copy store");
     let sim = start_sim().await;
-    let bots = [BotSpec {
-        id: "BOT-SNAP".into(),
-        users: 1..=1,
-        agent: None,
-    }];
-    let extra = format!("\n[storage]\nquick_repair = {quick_repair}\n");
-    let mut dir = dir;
+    let mut options = bench_options(&[("BOT-SNAP", 1..=1)], 1);
+    options
+        .extra_toml
+        .push_str(&format!("\n[storage]\nquick_repair = {quick_repair}\n"));
+    let mut service = start_in(dir, &sim, options).await;
     let mut times = Latencies::with_capacity(kills);
     for round in 0..=kills {
-        let mut service = Service::spawn_in_with(dir, &sim, &bots, 1, &extra);
-        service.wait_ready().await;
         if round > 0 {
+            service.restart().await;
             times.push(service.spawned_at().elapsed());
         }
         let (status, created) = service
             .post(
                 "/api/tasks",
-                &json!({"bot_id": "BOT-SNAP", "user_id": 1, "prompt": format!("round {round}")}),
+                json!({"bot_id": "BOT-SNAP", "user_id": 1, "prompt": format!("round {round}")}),
             )
             .await;
         assert_eq!(status, 201, "{created}");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        dir = service.kill9();
+        service.kill9();
     }
     times
 }
 
 /// Durable sequential submissions per second for 2 s on a fresh store.
 fn commit_rate(quick_repair: bool) -> String {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
     let options = StoreOptions {
         quick_repair,
         ..StoreOptions::default()

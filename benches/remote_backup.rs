@@ -11,16 +11,16 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agentlab::backup::files::SnapshotFile;
 use agentlab::backup::remote::Remote;
 use agentlab::config::{Config, RemoteBackupConfig};
 use agentlab::storage::{Store, StoreOptions};
-use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
-use common::{Latencies, Table, ms};
-use telegram_sim::{SentKind, SimHandle};
+use common::latency::{UnderLoad, idle_then_under_load};
+use common::service::{ADMIN_TOKEN, PATIENCE};
+use common::{Table, ms};
 
 const TASKS: u64 = 250_000;
 const SAMPLES: u64 = 2_500_000;
@@ -200,7 +200,11 @@ async fn bench() {
         ));
     }
 
-    let (idle, during, cycles) = latency(&moto, dir.path()).await;
+    let UnderLoad {
+        idle,
+        during,
+        cycles,
+    } = latency(&moto, dir.path()).await;
     println!();
     println!(
         "Machine: {}; snapshot of {TASKS} tasks + {SAMPLES} samples = {:.1} MB; moto S3 on loopback; {}",
@@ -242,7 +246,7 @@ fn row(label: &str, runs: &[Duration], size: u64) -> Vec<String> {
 
 /// The service on the filled store with `[backup.remote]` (encrypted) on moto:
 /// latency idle, then while snapshots are uploaded one after another.
-async fn latency(moto: &Moto, filled: &Path) -> (Latencies, Latencies, usize) {
+async fn latency(moto: &Moto, filled: &Path) -> UnderLoad {
     let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     std::fs::copy(
@@ -250,53 +254,33 @@ async fn latency(moto: &Moto, filled: &Path) -> (Latencies, Latencies, usize) {
         dir.path().join("data/agentlab.redb"),
     )
     .expect("copy store");
-    let sim = start_sim().await;
-    let clock = SimClock::calibrate(&sim).await;
-    let bots = [BotSpec {
-        id: "BOT-SNAP".into(),
-        users: 1..=1,
-        agent: None,
-    }];
     let extra = format!(
         "\n[backup.remote]\nurl = \"s3://{BUCKET}/service\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\nencryption_key_env = \"AGENTLAB_BENCH_BACKUP_KEY\"\nkeep = 2\n",
         moto.1
     );
-    let mut service = Service::spawn_in_with(dir, &sim, &bots, 3, &extra);
-    service.wait_ready().await;
-    let idle = measure(&sim, &clock, &service, "idle").await;
+    idle_then_under_load(dir, &extra, ROUNDS, upload).await
+}
 
-    let cycles = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let looper = {
-        let (base, cycles, stop) = (service.base_url.clone(), cycles.clone(), stop.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(resp) = http
-                    .post(format!("{base}/api/backup"))
-                    .bearer_auth(common::service::ADMIN_TOKEN)
-                    .send()
-                    .await
-                else {
-                    continue;
-                };
-                let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                let said = body.to_string();
-                let Some(start) = said.find("agentlab-") else {
-                    continue;
-                };
-                let name: String = said[start..].chars().take_while(|c| *c != ' ').collect();
-                let name = name.split(".redb").next().unwrap_or("").to_string();
-                wait_newest(&http, &base, &name, &stop).await;
-                cycles.fetch_add(1, Ordering::Relaxed);
-            }
-        })
+/// One snapshot, then waits until the service reports it uploaded; true if the
+/// snapshot was taken.
+async fn upload(http: reqwest::Client, base: String, stop: Arc<AtomicBool>) -> bool {
+    let Ok(resp) = http
+        .post(format!("{base}/api/backup"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+    else {
+        return false;
     };
-    let during = measure(&sim, &clock, &service, "during uploads").await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = looper.await;
-    let _dir = service.stop();
-    (idle, during, cycles.load(Ordering::Relaxed))
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let said = body.to_string();
+    let Some(start) = said.find("agentlab-") else {
+        return false;
+    };
+    let name: String = said[start..].chars().take_while(|c| *c != ' ').collect();
+    let name = name.split(".redb").next().unwrap_or("").to_string();
+    wait_newest(&http, &base, &name, &stop).await;
+    true
 }
 
 async fn wait_newest(http: &reqwest::Client, base: &str, name: &str, stop: &AtomicBool) {
@@ -312,43 +296,4 @@ async fn wait_newest(http: &reqwest::Client, base: &str, name: &str, stop: &Atom
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// One user sends a prompt, waits for the answer, `ROUNDS` times.
-async fn measure(sim: &SimHandle, clock: &SimClock, service: &Service, label: &str) -> Latencies {
-    let token = &service.tokens[0];
-    let is_answer = |i: &telegram_sim::SentItem| {
-        i.kind == SentKind::Message
-            && i.plain_text
-                .as_deref()
-                .is_some_and(|t| t.starts_with("You said"))
-    };
-    let mut lat = Latencies::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let before = sim
-            .sent(token)
-            .expect("sent")
-            .iter()
-            .filter(|i| is_answer(i))
-            .count();
-        let at = clock.at(Instant::now());
-        sim.inject_text(token, 1, 1, &format!("{label} {round}"))
-            .expect("inject");
-        let log = sim
-            .wait_for(
-                token,
-                |items| items.iter().filter(|i| is_answer(i)).count() > before,
-                PATIENCE,
-            )
-            .await
-            .expect("answer");
-        let answer = log
-            .iter()
-            .rev()
-            .find(|i| is_answer(i))
-            .expect("answer item");
-        lat.push(answer.at.saturating_sub(at));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    lat
 }

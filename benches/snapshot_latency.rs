@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use common::service::{BotSpec, PATIENCE, Service, SimClock, start_sim};
-use common::{Latencies, Table, ms};
-use telegram_sim::{SentKind, SimHandle};
+use common::latency::idle_then_under_load;
+use common::service::ADMIN_TOKEN;
+use common::{Table, ms};
 
 const TASKS: u64 = 100_000;
 const SAMPLES: u64 = 1_000_000;
@@ -28,58 +29,23 @@ fn main() {
 
 async fn bench() {
     eprintln!("snapshot latency bench on {}", common::machine());
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let dir = tempfile::tempdir_in(common::bench_dir()).expect("temp dir");
     common::fill::fill_store(dir.path(), TASKS, SAMPLES);
     let size = std::fs::metadata(dir.path().join("data/agentlab.redb")).map_or(0, |m| m.len());
-    let sim = start_sim().await;
-    let clock = SimClock::calibrate(&sim).await;
-    let bots = [BotSpec {
-        id: "BOT-SNAP".into(),
-        users: 1..=1,
-        agent: None,
-    }];
-    let mut service = Service::spawn_in(dir, &sim, &bots, 3);
-    service.wait_ready().await;
-    let idle = measure(&sim, &clock, &service, "idle").await;
-
-    let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let looper = {
-        let (base, snapshots, stop) = (service.base_url.clone(), snapshots.clone(), stop.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let resp = http
-                    .post(format!("{base}/api/backup"))
-                    .bearer_auth(common::service::ADMIN_TOKEN)
-                    .send()
-                    .await;
-                if resp.is_ok_and(|r| r.status().is_success()) {
-                    snapshots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        })
-    };
-    let during = measure(&sim, &clock, &service, "during snapshots").await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = looper.await;
-    let _removed = service.stop();
+    let figures = idle_then_under_load(dir, "", ROUNDS, snapshot).await;
 
     let mut table = Table::new(&["case", "messages", "p50 ms", "p99 ms"]);
     table.row(vec![
         "idle".into(),
         ROUNDS.to_string(),
-        ms(idle.median()),
-        ms(idle.p99()),
+        ms(figures.idle.median()),
+        ms(figures.idle.p99()),
     ]);
     table.row(vec![
-        format!(
-            "during back-to-back snapshots ({} taken)",
-            snapshots.load(std::sync::atomic::Ordering::Relaxed)
-        ),
+        format!("during back-to-back snapshots ({} taken)", figures.cycles),
         ROUNDS.to_string(),
-        ms(during.median()),
-        ms(during.p99()),
+        ms(figures.during.median()),
+        ms(figures.during.p99()),
     ]);
     println!();
     println!(
@@ -89,60 +55,17 @@ async fn bench() {
     );
     println!();
     table.print();
-    let ratio = during.median().as_secs_f64() / idle.median().as_secs_f64().max(1e-9);
+    let ratio =
+        figures.during.median().as_secs_f64() / figures.idle.median().as_secs_f64().max(1e-9);
     println!("\nmedian ratio during/idle: {ratio:.2} (target <= 2)");
 }
 
-/// One user sends a prompt, waits for the answer, `ROUNDS` times.
-async fn measure(sim: &SimHandle, clock: &SimClock, service: &Service, label: &str) -> Latencies {
-    let token = &service.tokens[0];
-    let mut lat = Latencies::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let before = sim
-            .sent(token)
-            .expect("sent")
-            .iter()
-            .filter(|i| {
-                i.kind == SentKind::Message
-                    && i.plain_text
-                        .as_deref()
-                        .is_some_and(|t| t.starts_with("You said"))
-            })
-            .count();
-        let at = clock.at(Instant::now());
-        sim.inject_text(token, 1, 1, &format!("{label} {round}"))
-            .expect("inject");
-        let log = sim
-            .wait_for(
-                token,
-                |items| {
-                    items
-                        .iter()
-                        .filter(|i| {
-                            i.kind == SentKind::Message
-                                && i.plain_text
-                                    .as_deref()
-                                    .is_some_and(|t| t.starts_with("You said"))
-                        })
-                        .count()
-                        > before
-                },
-                PATIENCE,
-            )
-            .await
-            .expect("answer");
-        let answer = log
-            .iter()
-            .rev()
-            .find(|i| {
-                i.kind == SentKind::Message
-                    && i.plain_text
-                        .as_deref()
-                        .is_some_and(|t| t.starts_with("You said"))
-            })
-            .expect("answer item");
-        lat.push(answer.at.saturating_sub(at));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    lat
+/// One snapshot through `POST /api/backup`; true if it was taken.
+async fn snapshot(http: reqwest::Client, base: String, _stop: Arc<AtomicBool>) -> bool {
+    let resp = http
+        .post(format!("{base}/api/backup"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await;
+    resp.is_ok_and(|r| r.status().is_success())
 }

@@ -31,6 +31,14 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The stack of every runtime thread (async workers and the blocking pool), the
+/// main thread's size on Linux. Set here rather than inherited: `RUST_MIN_STACK`
+/// in the environment would otherwise size them, and decoding one Bot API answer
+/// (a `Message` holding the message it replies to) takes ~600 KiB of stack in a
+/// debug build; a thread that overflows aborts the whole service, which then
+/// vanishes right after it said it was ready.
+const RUNTIME_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 /// Runs a subcommand; the exit code on success (e.g. 42 for a restart).
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let config_path = cli.config.clone();
@@ -50,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .worker_threads(threads)
         .thread_name("agentlab")
+        .thread_stack_size(RUNTIME_THREAD_STACK_BYTES)
         .build()
         .context("starting the async runtime")
         .and_then(|runtime| runtime.block_on(dispatch(cli.command, config_path, config)));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fill;
+pub mod latency;
 pub mod service;
 
 use std::time::{Duration, Instant};

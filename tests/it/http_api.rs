@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service};
+use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service, StoreAccess};
 
 /// A raw request: the status, the content type and the body text.
 async fn call(

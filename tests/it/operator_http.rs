@@ -10,7 +10,7 @@ use agentlab::monitor::series::METRIC_TYPES;
 use agentlab::storage::{NewTask, TaskFinish, TaskKind, TaskSource, TaskStatus};
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service, binary};
+use crate::harness::{ADMIN_TOKEN, Options, PATIENCE, Service, StoreAccess, binary};
 
 const READ_TOKEN: &str = "test-read-token-9876543210";
 

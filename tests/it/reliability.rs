@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agentlab::storage::{Store, TaskStatus};
 
-use crate::harness::{Options, Service};
+use crate::harness::{Options, Service, StoreAccess};
 
 /// A tiny deterministic generator (xorshift64*), so a failing seed can be replayed.
 struct Rng(u64);
@@ -89,25 +89,19 @@ async fn every_prompt_survives_a_kill_9_loop_and_is_answered_once() {
     // Settle: every prompt stored and finished, every answer delivered.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, open) = service.get("/api/tasks?status=queued&limit=1000").await;
-        let (_, running) = service.get("/api/tasks?status=running&limit=1000").await;
-        let (_, interrupted) = service
-            .get("/api/tasks?status=interrupted&limit=1000")
-            .await;
-        let open_tasks = [open, running, interrupted];
-        let open = open_tasks
+        let counts = task_counts(&service).await;
+        let stored: u64 = counts.values().sum();
+        let open: u64 = counts
             .iter()
-            .map(|v| v.as_array().map_or(0, Vec::len))
-            .sum::<usize>();
-        // Task ids are consecutive, so the newest id is the number stored.
-        let (_, newest) = service.get("/api/tasks?limit=1").await;
-        let stored = newest[0]["id"].as_u64().unwrap_or(0) as usize;
-        if open == 0 && stored >= prompts.len() && outbox_empty(&service).await {
+            .filter(|(status, _)| !TERMINAL.contains(&status.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        if open == 0 && stored >= prompts.len() as u64 && outbox_empty(&service).await {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "not settled: {open} open {open_tasks:#?}, {stored}/{} stored\n{}",
+            "not settled: {counts:?} for {} prompts\n{}",
             prompts.len(),
             service.stderr_tail()
         );
@@ -188,6 +182,42 @@ fn answers_for(service: &Service, user: i64, task: &agentlab::storage::Task) -> 
         .collect()
 }
 
+/// The statuses a task never leaves.
+const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Tasks in the store by status, all read in one transaction (`agentlab_tasks`
+/// in `/metrics`). Counts taken by separate requests, one per status, can miss a
+/// task that moves between them (running when the queued ones are listed, queued
+/// again for a retry when the running ones are), and call the run settled while
+/// that task still waits for its retry.
+async fn task_counts(service: &Service) -> BTreeMap<String, u64> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", service.base_url))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert!(
+        resp.status().is_success(),
+        "GET /metrics: {}",
+        resp.status()
+    );
+    let text = resp.text().await.expect("the exposition");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the exposition parses");
+    scrape
+        .samples
+        .into_iter()
+        .filter(|sample| sample.metric == "agentlab_tasks")
+        .filter_map(|sample| {
+            let prometheus_parse::Value::Gauge(n) = sample.value else {
+                return None;
+            };
+            Some((sample.labels.get("status")?.to_string(), n as u64))
+        })
+        .collect()
+}
+
 /// No finished task waits for its answer to be delivered.
 async fn outbox_empty(service: &Service) -> bool {
     let resp = reqwest::Client::new()
@@ -202,4 +232,27 @@ async fn outbox_empty(service: &Service) -> bool {
         Ok(r) if r.status().is_success() => r.text().await.is_ok_and(|t| t.trim().is_empty()),
         _ => false,
     }
+}
+
+/// The service sizes its runtime threads itself: with `RUST_MIN_STACK` small in
+/// its environment, decoding the Bot API's answer to a `sendMessage` overflowed
+/// a worker's stack and the service vanished right after it said it was ready
+/// (the crash loop then met "connection refused").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_inherited_thread_stack_does_not_take_the_service_down() {
+    let mut service = Service::start(Options {
+        extra_env: vec![("RUST_MIN_STACK".into(), (256 * 1024).to_string())],
+        ..Options::default()
+    })
+    .await;
+    for user in USERS {
+        service.send(0, user, &format!("hello from {user}"));
+    }
+    for user in USERS {
+        service
+            .wait_for_message(0, user, |t| t.starts_with("You said: hello from"))
+            .await;
+    }
+    assert_eq!(service.get("/readyz").await.0, 200);
+    assert_eq!(service.stop().await, Some(0));
 }

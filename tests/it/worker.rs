@@ -9,7 +9,7 @@ use agentlab::storage::{
 use agentlab::worker::proc_identity;
 use serde_json::{Value, json};
 
-use crate::harness::{Options, PATIENCE, Service};
+use crate::harness::{Options, PATIENCE, Service, StoreAccess};
 
 async fn submit(service: &Service, user: i64, prompt: &str) -> u64 {
     let (status, created) = service
