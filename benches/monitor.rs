@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentlab::breaker::{Clock, ManualClock};
-use agentlab::circuits::Circuits;
+use agentlab::breaker::Circuits;
 use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::Monitor;
 use agentlab::monitor::series::history_from_store;

@@ -25,7 +25,6 @@ pub mod app;
 pub mod backup;
 pub mod bot;
 pub mod breaker;
-pub mod circuits;
 pub mod cli;
 pub mod clock;
 pub mod commands;

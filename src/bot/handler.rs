@@ -13,7 +13,7 @@ use teloxide::types::Message;
 
 use super::BotRuntime;
 use super::commands::{self, Command};
-use crate::circuits::Dependency;
+use crate::breaker::Dependency;
 use crate::storage::{NewTask, PRIORITY_NORMAL, StoreError, TaskKind, TaskSource, now_ms};
 
 /// Share of a budget at which the user is warned (once a day).

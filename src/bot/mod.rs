@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use crate::circuits::Dependency;
+use crate::breaker::Dependency;
 use crate::config::BotConfig;
 use crate::service::{ServiceContext, TelegramLink};
 use crate::storage::{RestartState, now_ms};

@@ -433,7 +433,7 @@ mod tests {
 
     use super::{health, readyz};
     use crate::breaker::ManualClock;
-    use crate::circuits::{Circuits, Dependency};
+    use crate::breaker::{Circuits, Dependency};
     use crate::config::{BotConfig, Config};
     use crate::http::{Api, AppState};
     use crate::service::ServiceContext;

@@ -14,7 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::breaker::BreakerSnapshot;
-use crate::circuits::Dependency;
+use crate::breaker::Dependency;
 use crate::service::ServiceContext;
 use crate::storage::{TaskFilter, TaskStatus, iso8601, now_ms};
 

@@ -421,7 +421,7 @@ impl Monitor {
         if ctx.offsite.circuit_open() {
             open_circuits.push(format!(
                 "{}/{}",
-                crate::circuits::SERVICE_BOT_ID,
+                crate::breaker::SERVICE_BOT_ID,
                 crate::backup::remote::offsite::DEPENDENCY
             ));
         }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 
-use crate::circuits::Circuits;
+use crate::breaker::Circuits;
 use crate::config::Config;
 use crate::storage::Store;
 use crate::worker::Pool;

@@ -21,7 +21,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 
 use super::{ServiceContext, Shutdown};
-use crate::circuits::Circuits;
+use crate::breaker::Circuits;
 use crate::config::{Config, MissingToken, secret_from_env};
 use crate::storage::{Store, now_ms};
 use crate::worker::{Pool, recovery};

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 
 use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
 use super::proc_identity::ProcIdentity;
-use crate::circuits::{Circuits, Dependency};
+use crate::breaker::{Circuits, Dependency};
 use crate::config::{BotConfig, Config};
 use crate::storage::{
     Claimed, FailureClass, Store, StoreError, Task, TaskFinish, TaskStatus, now_ms,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentlab::breaker::{Clock, ManualClock};
-use agentlab::circuits::Circuits;
+use agentlab::breaker::Circuits;
 use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::availability::EndCause;
 use agentlab::monitor::notify::Targets;
