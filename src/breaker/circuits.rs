@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
-use crate::breaker::{BreakerSettings, BreakerSnapshot, CircuitBreaker, Clock, State, SystemClock};
+use super::{BreakerSettings, BreakerSnapshot, CircuitBreaker, State};
+use crate::clock::{Clock, SystemClock};
 use crate::storage::{Store, StoredBreaker};
 
 /// The dependencies guarded per bot.

@@ -37,7 +37,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::instrument;
 
-use crate::breaker::{Clock, State, SystemClock};
+use crate::breaker::State;
+use crate::clock::{Clock, SystemClock};
 use crate::metrics::{self, CallStats};
 use crate::service::ServiceContext;
 use crate::storage::{Event, StoreError, TaskStatus};

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentlab::breaker::{Clock, ManualClock};
 use agentlab::breaker::Circuits;
+use agentlab::clock::{Clock, ManualClock};
 use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::availability::EndCause;
 use agentlab::monitor::notify::Targets;

@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 
 use super::{Remote, RemoteError};
 use crate::backup::files;
-use crate::breaker::{CircuitBreaker, State, SystemClock};
+use crate::breaker::{CircuitBreaker, State};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::service::Shutdown;
 use crate::storage::{Store, now_ms};
