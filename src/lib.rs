@@ -4,7 +4,7 @@
 //!
 //! Read it top to bottom; each layer only calls the ones below it.
 //!
-//! - [`cli`] parses the command line; [`app`] runs a subcommand.
+//! - [`cli`] parses the command line and runs a subcommand, one file each.
 //! - [`service`] is `agentlab run`: the start-up barrier and shutdown, wiring every
 //!   part below to one [`storage::Store`].
 //! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in.
@@ -21,13 +21,11 @@
 
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod backup;
 pub mod bot;
 pub mod breaker;
 pub mod cli;
 pub mod clock;
-pub mod commands;
 pub mod config;
 pub mod http;
 pub mod legacy;

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::app::{load_config, resolve_config_path};
+use super::{load_config, resolve_config_path};
 
 /// Prints the effective configuration with secrets redacted; 1 when no bot is
 /// configured or a bot's token variable is unset, since `run` would refuse to

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::cli::{AskArgs, TasksArgs};
+use super::args::{AskArgs, TasksArgs};
 use crate::config::{Config, secret_from_env};
 
 /// A client for the running service.

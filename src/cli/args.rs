@@ -204,7 +204,7 @@ pub struct DumpArgs {
 /// Checks `dump --since` as it is parsed, so a time it cannot read is a usage
 /// error (exit code 2, with the accepted forms) like any other bad argument.
 fn since_argument(text: &str) -> Result<String, String> {
-    crate::commands::dump::parse_since(text)
+    super::dump::parse_since(text)
         .map(|_| text.to_string())
         .map_err(|e| e.to_string())
 }
