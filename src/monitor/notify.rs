@@ -5,7 +5,7 @@
 //! the monitors do not depend on the bots' handlers. Invariants: each admin gets
 //! one message per announcement even when several bots list them (through the first
 //! bot that lists them); the token never appears in a log line or an error (every
-//! error text is passed through `redact_token`); the webhook is tried
+//! error text is passed through `redact_token_in`); the webhook is tried
 //! `webhook_attempts` times with doubling back-off on network errors, 429 and 5xx,
 //! never on another 4xx.
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::rules::Announcement;
-use crate::bot::telegram::redact_token;
+use crate::bot::telegram::redact_token_in;
 use crate::config::{Config, secret_from_env};
 use crate::storage::Alert;
 
@@ -160,7 +160,7 @@ pub async fn deliver(client: &reqwest::Client, targets: &Targets, notice: &Notic
                 Ok(()) => delivery.telegram_sent += 1,
                 Err(e) => {
                     delivery.telegram_failed += 1;
-                    tracing::warn!(bot_id = %target.bot_id, chat_id, error = %redact_token(&e, &target.token), "alert notice not delivered");
+                    tracing::warn!(bot_id = %target.bot_id, chat_id, error = %redact_token_in(&e, &target.token), "alert notice not delivered");
                 }
             }
         }
