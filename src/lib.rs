@@ -2,18 +2,27 @@
 //!
 //! # Layout
 //!
-//! Read it top to bottom; each layer only calls the ones below it.
+//! Read it top to bottom; each layer only calls the ones below it, and nothing
+//! imports [`service`]. The whole map, with one prompt's way through it, is in
+//! `docs/ARCHITECTURE.md`.
 //!
-//! - [`cli`] parses the command line and runs a subcommand, one file each.
-//! - [`service`] is `agentlab run`: the start-up barrier and shutdown, wiring every
-//!   part below to one [`storage::Store`].
-//! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in.
-//! - `worker` claims tasks from the store and runs agent subprocesses.
-//! - `breaker`, `monitor`, `backup` watch and protect the service.
-//! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
-//!   operations. It names nothing above it.
-//! - [`config`] is the TOML configuration, parsed and validated.
-//! - [`legacy`] imports the old bot's JSON files (`agentlab migrate --from-json`).
+//! - [`cli`]: the command line — what was typed, parsed into plain data, and one
+//!   file per subcommand.
+//! - [`service`]: `agentlab run`, the composition root: builds every part below
+//!   around one [`storage::Store`], runs the start-up barrier and the shutdown.
+//! - [`bot`]: the Telegram side — polling, the message handler, answer delivery.
+//! - [`http`]: the HTTP API — the second way in, and health, status, metrics.
+//! - [`monitor`]: samples, judgements and alerts, as data the HTTP layer formats.
+//! - [`backup`]: snapshots, verification, rotation, restore, offsite copies, the
+//!   disk-space guard.
+//! - [`worker`]: the pool that claims tasks from the store and runs agent
+//!   subprocesses, and the recovery of runs a previous process left behind.
+//! - [`breaker`]: circuit breakers per (bot, dependency), persisted.
+//! - [`storage`]: the floor — every piece of state, in one redb file, behind typed
+//!   operations. It names nothing above it but the clock.
+//! - Below or beside every layer: [`config`] (the TOML configuration, parsed and
+//!   validated), [`clock`] (the one clock), [`metrics`] (in-memory call latencies),
+//!   [`telemetry`] (logging), [`legacy`] (import of the old bot's JSON files).
 //!
 //! Beside the product, in the workspace: `crates/telegram-sim`, the Telegram Bot API
 //! simulator that `agentlab demo` and the tests run the bots against, and

@@ -5,6 +5,7 @@
 //! (one breaker's state machine, its permits and records), [`circuits`] (the
 //! service's breakers, one per (bot, dependency), restored from and persisted to
 //! the store). Time comes from a [`crate::clock::Clock`], so tests never sleep.
+//! Where breakers sit among the layers: `docs/ARCHITECTURE.md`.
 //!
 //! agentlab keeps one [`CircuitBreaker`] per (bot, dependency) — the agent process and
 //! the Telegram API. While the agent's breaker is open, prompts stay queued instead of

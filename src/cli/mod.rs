@@ -4,7 +4,8 @@
 //! file each here (`ask`/`status`/`tasks`/`restart` in [`remote`], `backup`/`backups`/
 //! `restore` in [`backup`] and [`offsite`], [`demo`], [`dump`], [`logs`], [`migrate`],
 //! [`watchdog`], [`check_config`]). These are the `agentlab` subcommands; the Telegram
-//! commands (`/status`, `/cancel`, …) live in [`crate::bot::commands`].
+//! commands (`/status`, `/cancel`, …) live in [`crate::bot::commands`]. The layers
+//! below: `docs/ARCHITECTURE.md`.
 //!
 //! Errors are reported at the edge with their whole chain, once: on stderr, and as a
 //! record in the log files when the command writes them (never twice on the

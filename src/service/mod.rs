@@ -2,7 +2,7 @@
 //! the backup scheduler and the HTTP server, around one store.
 //!
 //! [`ServiceContext`] is what the parts share; [`run`] (in `startup`) is the
-//! start-up barrier of DESIGN.md and the shutdown that closes the store on every
+//! start-up barrier (`docs/ARCHITECTURE.md`) and the shutdown that closes the store on every
 //! path. The in-memory state kept here (readiness, each bot's Telegram link) is what
 //! `/health` answers from, so health never blocks on a slow dependency.
 

@@ -1,6 +1,6 @@
 //! The start-up barrier and the shutdown of `agentlab run`.
 //!
-//! Order (DESIGN.md): configuration (done by the caller) → store (with automatic
+//! Order (`docs/ARCHITECTURE.md`): configuration (done by the caller) → store (with automatic
 //! restore of a corrupt file) → recovery of tasks left running → worker pool,
 //! monitors, backups → HTTP (not ready yet) → restart notices → ready, Telegram
 //! polling. A prompt is a stored task before it is acknowledged, so whatever arrives
