@@ -31,16 +31,16 @@
 #![warn(missing_docs)]
 
 pub mod backup;
-pub mod bot;
+pub(crate) mod bot;
 pub mod breaker;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod http;
+pub(crate) mod http;
 pub mod legacy;
 pub mod metrics;
 pub mod monitor;
 pub mod service;
 pub mod storage;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod worker;
