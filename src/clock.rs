@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How far ahead of the wall clock a stored time may be and still be resumed
 /// from; beyond it the stored time is taken as wrong and the wall clock wins.
-pub const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
+pub(crate) const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
 
 /// How far ahead of the wall clock the reading may run before a warning.
 const AHEAD_WARNING_MS: u64 = 60_000;
@@ -60,7 +60,7 @@ pub fn now_ms() -> u64 {
 /// Makes later readings no earlier than `stored_ms` (the newest time the store
 /// holds), unless that is more than [`MAX_RESUME_AHEAD_MS`] ahead of the wall
 /// clock. Returns how far the reading was lifted, ms.
-pub fn resume_after(stored_ms: u64) -> u64 {
+pub(crate) fn resume_after(stored_ms: u64) -> u64 {
     CLOCK.resume_after(stored_ms)
 }
 
@@ -143,7 +143,7 @@ impl ServiceClock {
 
 /// Starts re-reading the test skew file when `AGENTLAB_TEST_CLOCK_SKEW_FILE` is
 /// set (tests only; see the module comment).
-pub fn watch_test_skew() {
+pub(crate) fn watch_test_skew() {
     let Some(path) = std::env::var_os(TEST_SKEW_FILE_ENV) else {
         return;
     };

@@ -1,8 +1,8 @@
 //! Circuit breakers: stop calling a dependency that keeps failing, probe it after a
 //! pause, and resume normal traffic once it answers again.
 //!
-//! Layout: [`settings`] (the `[breaker]` tuning and its validation), [`machine`]
-//! (one breaker's state machine, its permits and records), [`circuits`] (the
+//! Layout: `settings` (the `[breaker]` tuning and its validation), `machine`
+//! (one breaker's state machine, its permits and records), `circuits` (the
 //! service's breakers, one per (bot, dependency), restored from and persisted to
 //! the store). Time comes from a [`crate::clock::Clock`], so tests never sleep.
 //! Where breakers sit among the layers: `docs/ARCHITECTURE.md`.
@@ -32,13 +32,17 @@
 //!   snapshots, and a restored open period is clamped so a wall-clock jump cannot
 //!   stretch it.
 
-pub mod circuits;
-pub mod machine;
-pub mod settings;
+mod circuits;
+mod machine;
+mod settings;
 
-pub use circuits::*;
-pub use machine::*;
-pub use settings::*;
+pub use circuits::{Circuits, Dependency};
+pub(crate) use circuits::{SERVICE_BOT_ID, service_breaker};
+pub use machine::{
+    BreakerSnapshot, CircuitBreaker, OutcomeTotals, Permit, Rejected, State, Transition,
+    TransitionObserver,
+};
+pub use settings::{BreakerSettings, InvalidSetting};
 
 #[cfg(test)]
 mod tests;

@@ -12,15 +12,15 @@
 //! terminal).
 
 pub mod args;
-pub mod backup;
-pub mod check_config;
-pub mod demo;
-pub mod dump;
-pub mod logs;
+mod backup;
+mod check_config;
+mod demo;
+mod dump;
+mod logs;
 pub mod migrate;
-pub mod offsite;
-pub mod remote;
-pub mod watchdog;
+mod offsite;
+mod remote;
+mod watchdog;
 
 pub use args::{Cli, Command};
 
@@ -32,7 +32,7 @@ use anyhow::Context;
 use crate::config::{Config, ConfigWarning};
 
 /// Configuration file looked for in the working directory when none is named.
-pub const DEFAULT_CONFIG_FILE: &str = "agentlab.toml";
+const DEFAULT_CONFIG_FILE: &str = "agentlab.toml";
 
 /// Entry point of the binary: returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -52,7 +52,7 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 /// Runs a subcommand; the exit code on success (e.g. 42 for a restart).
-pub fn run(cli: Cli) -> anyhow::Result<i32> {
+fn run(cli: Cli) -> anyhow::Result<i32> {
     let config_path = cli.config.clone();
     // The configuration comes first: it says how many threads the runtime gets.
     let config = match cli.command {
@@ -151,7 +151,7 @@ fn unreachable_command() -> anyhow::Result<i32> {
 
 /// The configuration file to use: the one named, else `./agentlab.toml` if it
 /// exists, else none (built-in defaults).
-pub fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
+fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
     match named {
         Some(p) => Some(p.to_path_buf()),
         None => {
@@ -162,7 +162,7 @@ pub fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Loads and validates the configuration, printing warnings.
-pub fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
+fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
     let (config, warnings) = match resolve_config_path(named) {
         Some(path) => Config::load(&path)?,
         None => {

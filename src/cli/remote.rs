@@ -390,15 +390,6 @@ pub async fn restart(config: &Config) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `agentlab backup` while the service holds the database: asks it for a snapshot
-/// over `POST /api/backup`; prints the snapshot's path.
-pub async fn backup(config: &Config) -> anyhow::Result<i32> {
-    let client = ServiceClient::new(config)?;
-    let taken = client.post("/api/backup", serde_json::json!({})).await?;
-    println!("{}", taken["path"].as_str().unwrap_or("snapshot taken"));
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

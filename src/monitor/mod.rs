@@ -19,15 +19,15 @@
 //! notices are delivered by a separate task, so a slow Telegram or webhook never
 //! delays a tick; every spawned task ends at shutdown.
 
-pub mod anomaly;
-pub mod api_health;
+pub(crate) mod anomaly;
+pub(crate) mod api_health;
 pub mod availability;
-pub mod conditions;
-pub mod failures;
+pub(crate) mod conditions;
+pub(crate) mod failures;
 pub mod notify;
-pub mod process;
-pub mod queue;
-pub mod rules;
+pub(crate) mod process;
+pub(crate) mod queue;
+pub(crate) mod rules;
 pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,9 +54,8 @@ use notify::{Notice, Targets};
 use process::{LeakVerdict, ProcessSample, ProcessSampler, RssWindow};
 use queue::{QueueEvent, QueueLog, QueueReport};
 use rules::{Change, RuleEngine};
-pub use series::{
-    History, HistoryError, MAX_HISTORY_POINTS, SampleBatch, downsample, resolution_for, series_name,
-};
+pub use series::MAX_HISTORY_POINTS;
+pub(crate) use series::{HistoryError, SampleBatch, downsample, series_name};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -655,7 +654,7 @@ fn write_process_samples(batch: &mut SampleBatch, processes: &[ProcessSample]) {
 
 /// Starts the monitors: the breaker timer, the sampling tick with its alert
 /// notifier, and retention. All end at shutdown.
-pub fn spawn_monitors(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
+pub(crate) fn spawn_monitors(ctx: &Arc<ServiceContext>, tasks: &mut JoinSet<()>) {
     let breaker_ctx = ctx.clone();
     tasks.spawn(async move {
         let mut shutdown = breaker_ctx.shutdown.subscribe();

@@ -102,7 +102,7 @@ impl Targets {
 
 /// What a delivery achieved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Admin chats reached.
     pub telegram_sent: usize,
     /// Admin chats that could not be reached.
@@ -112,7 +112,7 @@ pub struct Delivery {
 }
 
 /// The Telegram text of a notice.
-pub fn telegram_text(notice: &Notice) -> String {
+pub(crate) fn telegram_text(notice: &Notice) -> String {
     let a = &notice.alert;
     let head = match notice.announce {
         Announcement::Fired => format!("🔴 ALERT {} [{}]", a.rule, a.severity),
@@ -128,7 +128,7 @@ pub fn telegram_text(notice: &Notice) -> String {
 }
 
 /// The webhook body of a notice.
-pub fn webhook_body(notice: &Notice) -> serde_json::Value {
+pub(crate) fn webhook_body(notice: &Notice) -> serde_json::Value {
     let a = &notice.alert;
     serde_json::json!({
         "event": notice.announce,
@@ -147,7 +147,11 @@ pub fn webhook_body(notice: &Notice) -> serde_json::Value {
 
 /// Sends a notice to every target.
 #[tracing::instrument(skip_all, fields(rule = %notice.alert.rule, subject = %notice.alert.subject, announce = ?notice.announce))]
-pub async fn deliver(client: &reqwest::Client, targets: &Targets, notice: &Notice) -> Delivery {
+pub(crate) async fn deliver(
+    client: &reqwest::Client,
+    targets: &Targets,
+    notice: &Notice,
+) -> Delivery {
     let mut delivery = Delivery::default();
     let text = telegram_text(notice);
     for target in &targets.telegram {

@@ -131,11 +131,6 @@ impl Pool {
         }
     }
 
-    /// Whether a task is running in this pool.
-    pub fn is_running(&self, task_id: u64) -> bool {
-        lock(&self.shared.cancels).contains_key(&task_id)
-    }
-
     /// Runs the pool until `shutdown` turns true: first adopts the runs left by the
     /// previous process (`adopted`), then claims queued tasks. Returns after every
     /// run task has ended or been detached.
