@@ -9,7 +9,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agentlab::breaker::{BreakerSettings, CircuitBreaker, SystemClock};
+use agentlab::breaker::{BreakerSettings, CircuitBreaker};
+use agentlab::clock::SystemClock;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn closed_breaker() -> CircuitBreaker {

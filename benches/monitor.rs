@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentlab::breaker::{Clock, ManualClock};
-use agentlab::circuits::Circuits;
+use agentlab::breaker::Circuits;
+use agentlab::clock::{Clock, ManualClock};
 use agentlab::config::{BotConfig, Config};
 use agentlab::monitor::Monitor;
 use agentlab::monitor::MonitorContext;

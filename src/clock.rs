@@ -1,4 +1,7 @@
-//! The service's clock: wall-clock milliseconds that never run backwards.
+//! The service's one clock: wall-clock milliseconds that never run backwards, and
+//! the [`Clock`] handle through which the parts that measure durations (breakers,
+//! monitors) read it, so that tests drive them with a [`ManualClock`] instead of
+//! sleeping.
 //!
 //! Every stored time (queue positions, retry times, events, samples, alerts) comes
 //! from [`now_ms`]. The wall clock can jump: NTP stepping it at boot, a VM
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How far ahead of the wall clock a stored time may be and still be resumed
 /// from; beyond it the stored time is taken as wrong and the wall clock wins.
-pub const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
+pub(crate) const MAX_RESUME_AHEAD_MS: u64 = 24 * 3_600_000;
 
 /// How far ahead of the wall clock the reading may run before a warning.
 const AHEAD_WARNING_MS: u64 = 60_000;
@@ -57,7 +60,7 @@ pub fn now_ms() -> u64 {
 /// Makes later readings no earlier than `stored_ms` (the newest time the store
 /// holds), unless that is more than [`MAX_RESUME_AHEAD_MS`] ahead of the wall
 /// clock. Returns how far the reading was lifted, ms.
-pub fn resume_after(stored_ms: u64) -> u64 {
+pub(crate) fn resume_after(stored_ms: u64) -> u64 {
     CLOCK.resume_after(stored_ms)
 }
 
@@ -140,7 +143,7 @@ impl ServiceClock {
 
 /// Starts re-reading the test skew file when `AGENTLAB_TEST_CLOCK_SKEW_FILE` is
 /// set (tests only; see the module comment).
-pub fn watch_test_skew() {
+pub(crate) fn watch_test_skew() {
     let Some(path) = std::env::var_os(TEST_SKEW_FILE_ENV) else {
         return;
     };
@@ -168,6 +171,84 @@ pub fn watch_test_skew() {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot watch the test clock skew file");
     }
+}
+
+/// Time as a part of the service reads it; injectable so tests never sleep.
+pub trait Clock: Send + Sync {
+    /// Monotonic milliseconds since an arbitrary fixed origin; never decreases.
+    /// Every duration (open period, window, probe timeout) is measured with it.
+    fn now_ms(&self) -> u64;
+    /// Wall-clock time as unix milliseconds (UTC), as [`now_ms`] reads it. It may
+    /// jump forward, so it only labels transitions, snapshots and samples.
+    fn wall_ms(&self) -> u64;
+}
+
+/// The real clock: monotonic time since the service clock's origin, and the
+/// service clock ([`now_ms`]) as the wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl SystemClock {
+    /// Returns the system clock.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        CLOCK.elapsed_ms()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        now_ms()
+    }
+}
+
+/// A clock that only moves when told to, for tests. Monotonic time starts at 0.
+#[derive(Debug)]
+pub struct ManualClock {
+    mono_ms: AtomicU64,
+    wall_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock at monotonic 0 whose wall clock reads `wall_ms` (unix milliseconds).
+    pub fn new(wall_ms: u64) -> Self {
+        Self {
+            mono_ms: AtomicU64::new(0),
+            wall_ms: AtomicU64::new(wall_ms),
+        }
+    }
+
+    /// Moves both the monotonic and the wall clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        add_saturating(&self.mono_ms, ms);
+        add_saturating(&self.wall_ms, ms);
+    }
+
+    /// Sets the wall clock alone, as an NTP step or a manual change would.
+    pub fn set_wall_ms(&self, wall_ms: u64) {
+        self.wall_ms.store(wall_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.mono_ms.load(Ordering::SeqCst)
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.wall_ms.load(Ordering::SeqCst)
+    }
+}
+
+fn add_saturating(counter: &AtomicU64, ms: u64) {
+    // The closure always returns Some, so this cannot fail.
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        Some(v.saturating_add(ms))
+    });
 }
 
 #[cfg(test)]
@@ -226,5 +307,37 @@ mod tests {
         let absurd = clock.now_ms() + MAX_RESUME_AHEAD_MS + HOUR;
         assert_eq!(clock.resume_after(absurd), 0);
         assert!(clock.now_ms() < absurd);
+    }
+
+    #[test]
+    fn the_system_clock_is_monotonic_and_its_wall_clock_is_plausible() {
+        let clock = SystemClock::new();
+        let first = clock.now_ms();
+        assert!(clock.now_ms() >= first);
+        assert!(clock.wall_ms() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn the_system_clock_measures_from_the_service_clock_origin_and_reads_its_wall() {
+        let system = SystemClock::new();
+        let elapsed_before = CLOCK.elapsed_ms();
+        let wall_before = now_ms();
+        let (mono, wall) = (system.now_ms(), system.wall_ms());
+        assert!(mono >= elapsed_before && mono <= CLOCK.elapsed_ms());
+        assert!(wall >= wall_before && wall <= now_ms());
+    }
+
+    #[test]
+    fn the_manual_clock_moves_only_when_told() {
+        const WALL_START: u64 = 1_700_000_000_000;
+        let clock = ManualClock::new(WALL_START);
+        assert_eq!((clock.now_ms(), clock.wall_ms()), (0, WALL_START));
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(
+            (clock.now_ms(), clock.wall_ms()),
+            (1_500, WALL_START + 1_500)
+        );
+        clock.set_wall_ms(5);
+        assert_eq!((clock.now_ms(), clock.wall_ms()), (1_500, 5));
     }
 }

@@ -1,4 +1,5 @@
-//! Configuration: the TOML file of DESIGN.md, parsed into plain data and validated.
+//! Configuration: the TOML file (keys in `examples/agentlab.toml`), parsed into plain
+//! data and validated.
 //!
 //! Invariants: every key has a default except a bot's token, which never lives in the
 //! file (only the *name* of the environment variable that holds it does); an unknown

@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = agentlab::cli::Cli::parse_args();
-    agentlab::app::main(cli)
+    agentlab::cli::main(cli)
 }

@@ -1,4 +1,5 @@
-//! Bot commands: what a message's text means, parsed into plain data.
+//! Telegram commands (`/status`, `/cancel`, `/new`, …): what a message's text means,
+//! parsed into plain data. (The `agentlab` subcommands are [`crate::cli`].)
 //!
 //! Invariant: parsing never fails and never panics; anything that is not a known
 //! command addressed to this bot is a prompt (plain text), an unknown command, or a

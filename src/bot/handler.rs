@@ -13,8 +13,8 @@ use teloxide::types::Message;
 
 use super::BotRuntime;
 use super::commands::{self, Command};
+use crate::breaker::Dependency;
 use crate::budget::Exceeded;
-use crate::circuits::Dependency;
 use crate::intake::{Authorised, BudgetWarning, Door, Prompt, Refusal};
 use crate::storage::{MAX_PROMPT_BYTES, StoreError, now_ms};
 

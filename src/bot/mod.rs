@@ -34,7 +34,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::backup::Backups;
-use crate::circuits::{Circuits, Dependency};
+use crate::breaker::{Circuits, Dependency};
 use crate::config::{BotConfig, Config};
 use crate::intake::Intake;
 use crate::shutdown::Shutdown;

@@ -68,6 +68,7 @@ use unicode_segmentation::GraphemeCursor;
 pub const TELEGRAM_MESSAGE_LIMIT: usize = 4096;
 
 /// A sensible `max_parts` for [`render_answer`]: beyond it, attach a file.
+#[cfg(test)]
 pub const DEFAULT_MAX_PARTS: usize = 4;
 
 /// File name of the document attached by [`render_answer`] on overflow.
@@ -93,6 +94,7 @@ pub struct Part {
 
 impl Part {
     /// Length of the visible text as Telegram counts it (UTF-16 code units).
+    #[cfg(test)]
     pub fn telegram_len(&self) -> usize {
         telegram_len(&self.plain)
     }
@@ -114,6 +116,7 @@ pub struct Rendered {
 
 impl Rendered {
     /// Whether there is nothing to send at all (empty or blank answer).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty() && self.overflow_document.is_none()
     }
@@ -125,6 +128,7 @@ pub fn telegram_len(text: &str) -> usize {
 }
 
 /// Escapes `&`, `<`, `>` and `"` for Telegram's HTML parse mode.
+#[cfg(test)]
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     push_escaped(&mut out, text);
@@ -134,6 +138,7 @@ pub fn escape_html(text: &str) -> String {
 /// Converts the whole answer to one Telegram HTML string (no length limit).
 ///
 /// See the module documentation for the recognised constructs.
+#[cfg(test)]
 pub fn markdown_to_telegram_html(markdown: &str) -> String {
     let doc = parse(markdown);
     doc.render(0..doc.plain.len())
@@ -145,6 +150,7 @@ pub fn markdown_to_telegram_html(markdown: &str) -> String {
 /// the line break just before a closing fence), and the backticks of inline
 /// code and the `**` of bold removed. This is what the parts of
 /// [`split_for_telegram`] concatenate to.
+#[cfg(test)]
 pub fn markdown_to_plain(markdown: &str) -> String {
     parse(markdown).plain
 }
@@ -169,6 +175,7 @@ pub fn split_for_telegram(markdown: &str, limit: usize) -> Vec<Part> {
 /// Splits the raw Markdown as plain text, for resending without formatting
 /// when Telegram refuses the HTML. Same limit and boundary rules as
 /// [`split_for_telegram`]; the parts concatenate to `markdown` exactly.
+#[cfg(test)]
 pub fn plain_fallback(markdown: &str, limit: usize) -> Vec<String> {
     split_ranges(markdown, limit, &[])
         .into_iter()
@@ -207,6 +214,7 @@ pub fn render_answer(markdown: &str, limit: usize, max_parts: usize) -> Rendered
 /// decodes `&lt;`, `&gt;`, `&amp;`, `&quot;` and numeric (`&#…;`, `&#x…;`)
 /// entities. Anything that is not a known entity is kept literally. Not a
 /// general HTML parser.
+#[cfg(test)]
 pub fn strip_html_to_plain(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
@@ -249,6 +257,7 @@ fn push_escaped(out: &mut String, text: &str) {
 
 /// Decodes the entity at the start of `s` (which starts with `&`): the
 /// character and the entity's length in bytes.
+#[cfg(test)]
 fn decode_entity(s: &str) -> Option<(char, usize)> {
     let end = s.bytes().take(12).position(|b| b == b';')?;
     let c = match &s[1..end] {

@@ -8,9 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use teloxide::payloads::{
-    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
-};
+use teloxide::payloads::{GetUpdatesSetters, SendDocumentSetters, SendMessageSetters};
 use teloxide::prelude::Requester;
 use teloxide::types::{
     BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
@@ -74,7 +72,7 @@ impl TelegramApi {
 
     /// Removes the token from a text (errors may carry the request URL).
     pub fn redact(&self, text: &str) -> String {
-        redact_token(text, &self.token)
+        redact_token_in(text, &self.token)
     }
 
     /// The bot's username (`getMe`).
@@ -194,26 +192,6 @@ impl TelegramApi {
             .call("editMessageText", || {
                 self.bot
                     .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
-            })
-            .await
-        {
-            Ok(_) | Err(SendError::NotModified) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replaces the text of a message with HTML.
-    pub async fn edit_html(
-        &self,
-        chat_id: i64,
-        message_id: i32,
-        html: &str,
-    ) -> Result<(), SendError> {
-        match self
-            .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
-                    .parse_mode(ParseMode::Html)
             })
             .await
         {
@@ -386,8 +364,9 @@ fn looks_server_side(text: &str) -> bool {
         || lower.starts_with("5")
 }
 
-/// Replaces every occurrence of `token` (and its numeric bot-id-free secret half).
-pub fn redact_token(text: &str, token: &str) -> String {
+/// `text` with every occurrence of `token` (and of its secret half, after the bot
+/// id) replaced by a placeholder: for error texts that may carry a Bot API URL.
+pub fn redact_token_in(text: &str, token: &str) -> String {
     if token.is_empty() {
         return text.to_string();
     }
@@ -408,7 +387,7 @@ mod tests {
     fn tokens_are_redacted_from_error_text() {
         let token = "123456:ABCDEFGHsecret";
         let text = "error sending request for url (http://x/bot123456:ABCDEFGHsecret/GetUpdates)";
-        let redacted = redact_token(text, token);
+        let redacted = redact_token_in(text, token);
         assert!(!redacted.contains("ABCDEFGHsecret"));
         assert!(redacted.contains("<redacted-token>"));
     }

@@ -61,13 +61,9 @@ impl ApiError {
     }
 
     /// The status this error answers with.
+    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status
-    }
-
-    /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
-        self.code
     }
 
     /// The error for a status that axum or a tower layer produced without a body

@@ -427,8 +427,8 @@ mod tests {
     use serde_json::Value;
 
     use super::{health, readyz};
-    use crate::breaker::ManualClock;
-    use crate::circuits::{Circuits, Dependency};
+    use crate::breaker::{Circuits, Dependency};
+    use crate::clock::ManualClock;
     use crate::config::{BotConfig, Config};
     use crate::http::HttpContext;
     use crate::http::{Api, AppState};

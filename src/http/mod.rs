@@ -48,7 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::backup::Backups;
 use crate::backup::remote::offsite::Offsite;
-use crate::circuits::Circuits;
+use crate::breaker::Circuits;
 use crate::config::Config;
 use crate::intake::Intake;
 use crate::metrics::{self, CallOutcome};

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use crate::monitor::{self, HistoryError, MAX_HISTORY_POINTS};
+use crate::monitor::{self, HistoryError, MAX_HISTORY_POINTS, Snapshot};
 use crate::storage::{AlertState, now_ms};
 
 /// Range of a history query when `from` is not given.
@@ -25,12 +25,39 @@ pub(crate) const MAX_ALERT_LIMIT: usize = 1000;
 
 /// `GET /api/observability/metrics`
 pub(crate) async fn metrics_snapshot(State(api): State<AppState>) -> Json<Value> {
-    Json(monitor::snapshot_json(
-        &api.ctx.monitor,
-        &api.ctx.store,
-        &api.ctx.pool,
-        api.ctx.uptime_s(),
-    ))
+    let ctx = &api.ctx;
+    let gauges = ServiceGauges {
+        uptime_s: ctx.uptime_s(),
+        queue_depth: ctx.store.queue_depth().unwrap_or(0),
+        busy_workers: ctx.pool.busy(),
+        workers: ctx.pool.workers(),
+    };
+    Json(snapshot_json(&gauges, ctx.monitor.latest().as_deref()))
+}
+
+/// The service's own figures shown beside the monitors' snapshot.
+struct ServiceGauges {
+    uptime_s: u64,
+    queue_depth: u64,
+    busy_workers: usize,
+    workers: usize,
+}
+
+/// The metrics answer: the service's gauges, then every field of the last tick's
+/// snapshot (none before the first tick).
+fn snapshot_json(gauges: &ServiceGauges, snapshot: Option<&Snapshot>) -> Value {
+    let mut value = json!({
+        "uptime_s": gauges.uptime_s,
+        "queue_depth": gauges.queue_depth,
+        "busy_workers": gauges.busy_workers,
+        "workers": gauges.workers,
+    });
+    if let (Some(snapshot), Some(map)) = (snapshot, value.as_object_mut())
+        && let Ok(Value::Object(fields)) = serde_json::to_value(snapshot)
+    {
+        map.extend(fields);
+    }
+    value
 }
 
 /// Query of the history route: unix ms, `step` in ms.
@@ -71,17 +98,25 @@ pub(crate) async fn history(
             .clamp(1, MAX_HISTORY_POINTS),
     };
     let mut found =
-        monitor::history(&api.ctx.store, &metric_type, from, to).map_err(|e| match e {
-            HistoryError::UnknownMetric(m) => {
-                ApiError::not_found(format!("no series of metric type `{m}`"))
-            }
-            HistoryError::Store(e) => e.into(),
-        })?;
+        monitor::series::history_from_store(&api.ctx.store, &metric_type, from, to, None).map_err(
+            |e| match e {
+                HistoryError::UnknownMetric(m) => {
+                    ApiError::not_found(format!("no series of metric type `{m}`"))
+                }
+                HistoryError::Store(e) => e.into(),
+            },
+        )?;
     found.series = found
         .series
         .into_iter()
         .map(|(name, points)| (name, monitor::downsample(points, max_points)))
         .collect();
+    let down = api
+        .ctx
+        .monitor
+        .latest()
+        .map(|snapshot| snapshot.down_periods(from, to))
+        .unwrap_or_default();
     let series: Vec<Value> = found
         .series
         .iter()
@@ -94,7 +129,7 @@ pub(crate) async fn history(
         "step": q.step,
         "resolution": found.resolution,
         "series": series,
-        "down": monitor::down_periods(&api.ctx.monitor, from, to),
+        "down": down,
     })))
 }
 

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
 //!
-//! Two kinds of metrics: the standard `process_*` ones, read from `/proc/self`
-//! where it exists and from sysinfo elsewhere (macOS), and agentlab's own (tasks
+//! Formatting only. Two kinds of metrics: the standard `process_*` ones, from the
+//! process monitor's reader ([`ProcessFigures`]), and agentlab's own (tasks
 //! by status, queue depth, task durations, breakers, cost, Telegram links, and
 //! the latency histograms of every dependency call and HTTP route from
 //! [`crate::metrics`]). Invariant: every counter and histogram only grows for the
@@ -20,6 +20,7 @@ use super::AppState;
 use super::HttpContext;
 use super::error::ApiError;
 use crate::metrics::{LATENCY_BUCKETS_MS, TASK_DURATION_BUCKETS_S};
+use crate::monitor::process::ProcessFigures;
 use crate::storage::{TaskStatus, now_ms};
 
 /// Content type of the text exposition format.
@@ -121,85 +122,6 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// The figures of the standard `process_*` metrics; `None` where the platform
-/// does not tell.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ProcessFigures {
-    cpu_seconds: Option<f64>,
-    resident_bytes: Option<f64>,
-    virtual_bytes: Option<f64>,
-    threads: Option<f64>,
-    start_time_s: Option<f64>,
-    open_fds: Option<f64>,
-}
-
-impl ProcessFigures {
-    /// This process's figures: from `<proc_root>/self` when it exists (Linux),
-    /// else from sysinfo (macOS and the other platforms without `/proc`). The
-    /// root is a parameter so that the sysinfo path is exercised on Linux too.
-    pub(crate) fn read(proc_root: &Path) -> ProcessFigures {
-        Self::from_proc(proc_root).unwrap_or_else(Self::from_sysinfo)
-    }
-
-    fn from_proc(proc_root: &Path) -> Option<ProcessFigures> {
-        let stat = std::fs::read_to_string(proc_root.join("self/stat")).ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        // SAFETY: as above.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-        // Fields after the command name, which may itself hold spaces and parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
-        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
-        let boot_time = std::fs::read_to_string(proc_root.join("stat"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("btime "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            });
-        Some(ProcessFigures {
-            cpu_seconds: field(14)
-                .zip(field(15))
-                .map(|(utime, stime)| (utime + stime) / ticks),
-            resident_bytes: field(24).map(|rss| rss * page),
-            virtual_bytes: field(23),
-            threads: field(20),
-            start_time_s: boot_time
-                .zip(field(22))
-                .map(|(boot, start_ticks)| boot + start_ticks / ticks),
-            open_fds: std::fs::read_dir(proc_root.join("self/fd"))
-                .ok()
-                .map(|dir| dir.count() as f64),
-        })
-    }
-
-    fn from_sysinfo() -> ProcessFigures {
-        let pid = sysinfo::Pid::from_u32(std::process::id());
-        let Ok(mut system) = sysinfo::System::new() else {
-            return ProcessFigures::default();
-        };
-        let kind = sysinfo::ProcessRefreshKind::nothing()
-            .with_memory()
-            .with_cpu()
-            .with_tasks();
-        system.refresh_processes_specifics(sysinfo::ProcessesToUpdate::Some(&[pid]), true, kind);
-        let Some(process) = system.process(pid) else {
-            return ProcessFigures::default();
-        };
-        ProcessFigures {
-            cpu_seconds: Some(process.accumulated_cpu_time() as f64 / 1000.0),
-            resident_bytes: Some(process.memory() as f64),
-            virtual_bytes: Some(process.virtual_memory() as f64),
-            // The threads are the process's tasks, plus the main one they omit.
-            threads: process.tasks().map(|t| (t.len() + 1) as f64),
-            start_time_s: Some(process.start_time() as f64).filter(|s| *s > 0.0),
-            open_fds: process.open_files().map(|n| n as f64),
-        }
-    }
-}
-
 /// The standard process metrics (see [`ProcessFigures::read`]); a figure the
 /// platform does not tell is left out.
 fn process_metrics(out: &mut Exposition, figures: &ProcessFigures, started_ms: u64) {
@@ -249,17 +171,12 @@ fn process_metrics(out: &mut Exposition, figures: &ProcessFigures, started_ms: u
             v,
         );
     }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+    if let Some(v) = figures.max_fds {
         out.single(
             "process_max_fds",
             "gauge",
             "Maximum number of open file descriptors.",
-            limit.rlim_cur as f64,
+            v,
         );
     }
 }
@@ -539,51 +456,32 @@ mod tests {
     }
 
     #[test]
-    fn process_metrics_come_from_sysinfo_where_proc_is_absent() {
-        let figures = ProcessFigures::read(Path::new("/no/proc/here"));
-        assert!(
-            figures.resident_bytes.is_some_and(|b| b > 0.0),
-            "{figures:?}"
-        );
-        assert!(
-            figures.virtual_bytes.is_some_and(|b| b > 0.0),
-            "{figures:?}"
-        );
-        assert!(figures.cpu_seconds.is_some_and(|s| s >= 0.0), "{figures:?}");
-        let started = figures.start_time_s.expect("start time");
-        let now = now_ms() as f64 / 1000.0;
-        assert!(started > 1.6e9 && started <= now + 1.0, "{figures:?}");
+    fn process_metrics_show_the_figures_the_platform_tells() {
+        let figures = ProcessFigures {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(4096.0),
+            virtual_bytes: None,
+            threads: Some(3.0),
+            start_time_s: None,
+            open_fds: Some(7.0),
+            max_fds: Some(1024.0),
+        };
         let text = rendered(&figures);
-        for name in [
-            "process_cpu_seconds_total",
-            "process_resident_memory_bytes",
-            "process_virtual_memory_bytes",
-            "process_start_time_seconds",
-            "process_max_fds",
+        for line in [
+            "process_cpu_seconds_total 1.5",
+            "process_resident_memory_bytes 4096",
+            "process_threads 3",
+            "process_open_fds 7",
+            "process_max_fds 1024",
+            // Without the platform's start time, the service's own.
+            "process_start_time_seconds 0",
         ] {
             assert!(
-                text.contains(&format!("\n{name} ")),
-                "{name} missing:\n{text}"
+                text.contains(&format!("\n{line}\n")),
+                "{line} missing:\n{text}"
             );
         }
-    }
-
-    #[test]
-    fn proc_and_sysinfo_agree_on_linux() {
-        if !Path::new("/proc/self/stat").exists() {
-            return;
-        }
-        let proc = ProcessFigures::read(Path::new("/proc"));
-        let sysinfo = ProcessFigures::from_sysinfo();
-        let (a, b) = (
-            proc.start_time_s.expect("proc start"),
-            sysinfo.start_time_s.expect("sysinfo start"),
-        );
-        assert!((a - b).abs() <= 2.0, "start {a} vs {b}");
-        assert!(
-            proc.threads.is_some() && proc.open_fds.is_some(),
-            "{proc:?}"
-        );
+        assert!(!text.contains("process_virtual_memory_bytes"), "{text}");
     }
 
     #[test]

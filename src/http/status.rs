@@ -15,7 +15,7 @@ use super::HttpContext;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::breaker::BreakerSnapshot;
-use crate::circuits::Dependency;
+use crate::breaker::Dependency;
 use crate::storage::{TaskFilter, TaskStatus, iso8601, now_ms};
 
 /// Most tasks one list answer holds.

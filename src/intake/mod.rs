@@ -298,7 +298,7 @@ impl Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuits::Circuits;
+    use crate::breaker::Circuits;
     use crate::config::BotConfig;
     use crate::storage::{StoreOptions, TaskStatus};
 

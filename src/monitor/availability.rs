@@ -64,7 +64,7 @@ pub struct AvailabilityReport {
 
 /// The run left without a stop event before `current_start_ms`, if any:
 /// `(its start, the last heartbeat that belongs to it)`.
-pub fn detect_crash(
+pub(crate) fn detect_crash(
     events: &[Event],
     current_start_ms: u64,
     last_heartbeat_ms: Option<u64>,
@@ -91,7 +91,7 @@ pub fn detect_crash(
 
 /// The runs recorded by `events` (oldest first, any kinds mixed in), the
 /// current one up to `now_ms`.
-pub fn up_intervals(events: &[Event], now_ms: u64) -> Vec<UpInterval> {
+pub(crate) fn up_intervals(events: &[Event], now_ms: u64) -> Vec<UpInterval> {
     let mut runs: Vec<UpInterval> = Vec::new();
     let mut open: Option<u64> = None;
     for event in events {
@@ -153,7 +153,7 @@ pub fn up_intervals(events: &[Event], now_ms: u64) -> Vec<UpInterval> {
 }
 
 /// Uptime % of `[max(now - window, first start), now]`.
-pub fn uptime_percent(runs: &[UpInterval], now_ms: u64, window_ms: u64) -> f64 {
+pub(crate) fn uptime_percent(runs: &[UpInterval], now_ms: u64, window_ms: u64) -> f64 {
     let Some(first) = runs.iter().map(|r| r.start_ms).min() else {
         return 0.0;
     };
@@ -169,7 +169,7 @@ pub fn uptime_percent(runs: &[UpInterval], now_ms: u64, window_ms: u64) -> f64 {
 }
 
 /// The availability report over the events of the last 30 days.
-pub fn report(events: &[Event], now_ms: u64) -> AvailabilityReport {
+pub(crate) fn report(events: &[Event], now_ms: u64) -> AvailabilityReport {
     let runs = up_intervals(events, now_ms);
     let window_30d = 30 * 24 * HOUR_MS;
     let mut restarts: Vec<UpInterval> = runs
@@ -198,7 +198,7 @@ pub struct DownPeriod {
 
 /// The periods of `[from_ms, to_ms]` between the ends and starts of `runs` (any
 /// order), so charts do not draw a line across them.
-pub fn down_periods(runs: &[UpInterval], from_ms: u64, to_ms: u64) -> Vec<DownPeriod> {
+pub(crate) fn down_periods(runs: &[UpInterval], from_ms: u64, to_ms: u64) -> Vec<DownPeriod> {
     let mut runs: Vec<&UpInterval> = runs.iter().collect();
     runs.sort_by_key(|r| r.start_ms);
     runs.windows(2)

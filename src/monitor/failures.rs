@@ -113,22 +113,6 @@ impl FailureLog {
         }
     }
 
-    /// Failures kept.
-    pub fn len(&self) -> usize {
-        self.failures.len()
-    }
-
-    /// Whether none are kept.
-    pub fn is_empty(&self) -> bool {
-        self.failures.is_empty()
-    }
-
-    /// Failures with `at >= since_ms`.
-    pub fn count_since(&self, since_ms: u64) -> u64 {
-        let start = self.failures.partition_point(|f| f.at_ms < since_ms);
-        (self.failures.len() - start) as u64
-    }
-
     /// Analyzes the failures as of `now_ms`.
     pub fn analyze(&self, now_ms: u64, params: &FailureParams) -> FailureReport {
         let day_start = now_ms.saturating_sub(24 * HOUR_MS);

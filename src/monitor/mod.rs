@@ -1,6 +1,8 @@
 //! Monitors and alerts: sample the service into the store's time series, judge
-//! what the samples mean, evaluate alert rules, notify admins, and answer the
-//! observability API.
+//! what the samples mean, evaluate alert rules and notify admins. They produce
+//! data (the [`Snapshot`] of each tick, [`series`] history); the HTTP layer
+//! formats it for the observability API and `/metrics` (the layers:
+//! `docs/ARCHITECTURE.md`).
 //!
 //! Layout: [`process`] (memory, CPU, fds; leak detection), [`api_health`]
 //! (dependency latency against its baseline), [`queue`] (depth, waits, throughput),
@@ -19,15 +21,15 @@
 //! notices are delivered by a separate task, so a slow Telegram or webhook never
 //! delays a tick; every spawned task ends at shutdown.
 
-pub mod anomaly;
-pub mod api_health;
+pub(crate) mod anomaly;
+pub(crate) mod api_health;
 pub mod availability;
-pub mod conditions;
-pub mod failures;
+pub(crate) mod conditions;
+pub(crate) mod failures;
 pub mod notify;
-pub mod process;
-pub mod queue;
-pub mod rules;
+pub(crate) mod process;
+pub(crate) mod queue;
+pub(crate) mod rules;
 pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,8 +42,8 @@ use tokio::task::JoinSet;
 use tracing::instrument;
 
 use crate::backup::remote::offsite::Offsite;
-use crate::breaker::{Clock, State, SystemClock};
-use crate::circuits::Circuits;
+use crate::breaker::{Circuits, State};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::{self, CallStats};
 use crate::shutdown::Shutdown;
@@ -58,9 +60,8 @@ use notify::{Notice, Targets};
 use process::{LeakVerdict, ProcessSample, ProcessSampler, RssWindow};
 use queue::{QueueEvent, QueueLog, QueueReport};
 use rules::{Change, RuleEngine};
-pub use series::{
-    History, HistoryError, MAX_HISTORY_POINTS, SampleBatch, downsample, resolution_for, series_name,
-};
+pub use series::MAX_HISTORY_POINTS;
+pub(crate) use series::{HistoryError, SampleBatch, downsample, series_name};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -151,6 +152,22 @@ impl MonitorContext {
     /// Seconds since start.
     pub fn uptime_s(&self) -> u64 {
         self.started.uptime_s()
+    }
+}
+
+impl Snapshot {
+    /// The periods of `[from_ms, to_ms]` when the service was not running, as this
+    /// tick's availability report knows them.
+    pub fn down_periods(&self, from_ms: u64, to_ms: u64) -> Vec<availability::DownPeriod> {
+        let report = &self.availability;
+        let mut runs = report.restarts.clone();
+        runs.push(availability::UpInterval {
+            start_ms: report.current_start_ms,
+            end_ms: self.at_ms.max(report.current_start_ms),
+            cause: availability::EndCause::Running,
+            exit_code: None,
+        });
+        availability::down_periods(&runs, from_ms, to_ms)
     }
 }
 
@@ -464,7 +481,7 @@ impl Monitor {
         if ctx.offsite.circuit_open() {
             open_circuits.push(format!(
                 "{}/{}",
-                crate::circuits::SERVICE_BOT_ID,
+                crate::breaker::SERVICE_BOT_ID,
                 crate::backup::remote::offsite::DEPENDENCY
             ));
         }
@@ -769,202 +786,4 @@ pub async fn run_notifier(targets: Targets, mut notices: mpsc::Receiver<Notice>)
             "alert notice delivered"
         );
     }
-}
-
-/// The current snapshot of every monitor, for `GET /api/observability/metrics`.
-pub fn snapshot_json(
-    monitor: &MonitorHandle,
-    store: &Store,
-    pool: &Pool,
-    uptime_s: u64,
-) -> serde_json::Value {
-    let mut value = serde_json::json!({
-        "uptime_s": uptime_s,
-        "queue_depth": store.queue_depth().unwrap_or(0),
-        "busy_workers": pool.busy(),
-        "workers": pool.workers(),
-    });
-    if let (Some(snapshot), Some(map)) = (monitor.latest(), value.as_object_mut())
-        && let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&*snapshot)
-    {
-        map.extend(fields);
-    }
-    value
-}
-
-/// Time series of `metric_type` (a series name, or its prefix before `{labels}`)
-/// between `from_ms` and `to_ms`, at most [`MAX_HISTORY_POINTS`] points per series.
-pub fn history(
-    store: &Store,
-    metric_type: &str,
-    from_ms: u64,
-    to_ms: u64,
-) -> Result<History, HistoryError> {
-    series::history_from_store(store, metric_type, from_ms, to_ms, None)
-}
-
-/// The periods of `[from_ms, to_ms]` when the service was not running, from the
-/// last tick's availability report (none before the first tick).
-pub fn down_periods(
-    monitor: &MonitorHandle,
-    from_ms: u64,
-    to_ms: u64,
-) -> Vec<availability::DownPeriod> {
-    let Some(snapshot) = monitor.latest() else {
-        return Vec::new();
-    };
-    let report = &snapshot.availability;
-    let mut runs = report.restarts.clone();
-    runs.push(availability::UpInterval {
-        start_ms: report.current_start_ms,
-        end_ms: snapshot.at_ms.max(report.current_start_ms),
-        cause: availability::EndCause::Running,
-        exit_code: None,
-    });
-    availability::down_periods(&runs, from_ms, to_ms)
-}
-
-/// [`history`] with a step (ms between points asked for), which may pick coarser rollups.
-pub fn history_with_step(
-    store: &Store,
-    metric_type: &str,
-    from_ms: u64,
-    to_ms: u64,
-    step_ms: Option<u64>,
-) -> Result<History, HistoryError> {
-    series::history_from_store(store, metric_type, from_ms, to_ms, step_ms)
-}
-
-/// The monitors' figures in the Prometheus text format (gauges), for `/metrics`.
-pub fn prometheus_lines(ctx: &MonitorContext) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
-        out.push_str(&format!(
-            "# HELP agentlab_{name} {help}\n# TYPE agentlab_{name} gauge\n"
-        ));
-        for (labels, value) in rows {
-            out.push_str(&format!("agentlab_{name}{labels} {value}\n"));
-        }
-    };
-    let label = |k: &str, v: &str| format!("{{{k}=\"{}\"}}", v.replace(['"', '\\', '\n'], "_"));
-    gauge(
-        "uptime_seconds",
-        "Seconds since the service started.",
-        vec![(String::new(), ctx.uptime_s() as f64)],
-    );
-    gauge(
-        "queue_depth",
-        "Tasks waiting.",
-        vec![(String::new(), ctx.store.queue_depth().unwrap_or(0) as f64)],
-    );
-    gauge(
-        "workers_busy",
-        "Workers running a task.",
-        vec![(String::new(), ctx.pool.busy() as f64)],
-    );
-    let Some(s) = ctx.monitor.latest() else {
-        return out;
-    };
-    if let Some(p) = s.processes.iter().find(|p| p.role == "service") {
-        gauge(
-            "process_resident_bytes",
-            "Resident memory.",
-            vec![(String::new(), p.rss_bytes as f64)],
-        );
-        gauge(
-            "process_virtual_bytes",
-            "Virtual memory.",
-            vec![(String::new(), p.virtual_bytes as f64)],
-        );
-        gauge(
-            "process_cpu_percent",
-            "CPU use, % of one core.",
-            vec![(String::new(), p.cpu_percent)],
-        );
-        gauge(
-            "process_threads",
-            "Threads.",
-            vec![(String::new(), p.threads.unwrap_or(0) as f64)],
-        );
-        gauge(
-            "process_open_fds",
-            "Open file descriptors.",
-            vec![(String::new(), p.open_fds.unwrap_or(0) as f64)],
-        );
-        gauge(
-            "process_max_fds",
-            "Open-file limit.",
-            vec![(String::new(), p.fd_limit.unwrap_or(0) as f64)],
-        );
-    }
-    gauge(
-        "agents_running",
-        "Agent subprocesses running.",
-        vec![(
-            String::new(),
-            s.processes.iter().filter(|p| p.role == "agent").count() as f64,
-        )],
-    );
-    gauge(
-        "memory_growth_mb_per_hour",
-        "Fitted growth of resident memory over the leak window.",
-        s.leak
-            .mb_per_hour
-            .map(|mb| (String::new(), mb))
-            .into_iter()
-            .collect(),
-    );
-    gauge(
-        "dependency_p95_ms",
-        "p95 latency of the last minute per dependency.",
-        s.api
-            .iter()
-            .filter_map(|(d, h)| h.p95_ms.map(|p95| (label("dependency", d), p95)))
-            .collect(),
-    );
-    gauge(
-        "dependency_degraded",
-        "1 while a dependency is degraded.",
-        s.api
-            .iter()
-            .map(|(d, h)| (label("dependency", d), f64::from(u8::from(h.degraded))))
-            .collect(),
-    );
-    gauge(
-        "throughput_per_minute",
-        "Tasks finished in the last minute.",
-        vec![(String::new(), s.queue.throughput_per_min as f64)],
-    );
-    gauge(
-        "failures_last_hour",
-        "Task failures in the last hour.",
-        vec![(String::new(), s.failures.last_hour as f64)],
-    );
-    gauge(
-        "uptime_ratio",
-        "Uptime % per window.",
-        vec![
-            (label("window", "24h"), s.availability.uptime_24h),
-            (label("window", "7d"), s.availability.uptime_7d),
-            (label("window", "30d"), s.availability.uptime_30d),
-        ],
-    );
-    let mut firing: BTreeMap<String, f64> =
-        rules::RULES.iter().map(|r| (r.to_string(), 0.0)).collect();
-    for a in s
-        .open_alerts
-        .iter()
-        .filter(|a| a.state == crate::storage::AlertState::Firing)
-    {
-        *firing.entry(a.rule.clone()).or_default() += 1.0;
-    }
-    gauge(
-        "alerts_firing",
-        "Firing alerts per rule.",
-        firing
-            .into_iter()
-            .map(|(r, n)| (label("rule", &r), n))
-            .collect(),
-    );
-    out
 }

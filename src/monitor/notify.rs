@@ -5,7 +5,7 @@
 //! the monitors do not depend on the bots' handlers. Invariants: each admin gets
 //! one message per announcement even when several bots list them (through the first
 //! bot that lists them); the token never appears in a log line or an error (every
-//! error text is passed through `redact_token`); the webhook is tried
+//! error text is passed through `redact_token_in`); the webhook is tried
 //! `webhook_attempts` times with doubling back-off on network errors, 429 and 5xx,
 //! never on another 4xx.
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::rules::Announcement;
-use crate::bot::telegram::redact_token;
+use crate::bot::telegram::redact_token_in;
 use crate::config::{Config, secret_from_env};
 use crate::storage::Alert;
 
@@ -102,7 +102,7 @@ impl Targets {
 
 /// What a delivery achieved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Admin chats reached.
     pub telegram_sent: usize,
     /// Admin chats that could not be reached.
@@ -112,7 +112,7 @@ pub struct Delivery {
 }
 
 /// The Telegram text of a notice.
-pub fn telegram_text(notice: &Notice) -> String {
+pub(crate) fn telegram_text(notice: &Notice) -> String {
     let a = &notice.alert;
     let head = match notice.announce {
         Announcement::Fired => format!("🔴 ALERT {} [{}]", a.rule, a.severity),
@@ -128,7 +128,7 @@ pub fn telegram_text(notice: &Notice) -> String {
 }
 
 /// The webhook body of a notice.
-pub fn webhook_body(notice: &Notice) -> serde_json::Value {
+pub(crate) fn webhook_body(notice: &Notice) -> serde_json::Value {
     let a = &notice.alert;
     serde_json::json!({
         "event": notice.announce,
@@ -147,7 +147,11 @@ pub fn webhook_body(notice: &Notice) -> serde_json::Value {
 
 /// Sends a notice to every target.
 #[tracing::instrument(skip_all, fields(rule = %notice.alert.rule, subject = %notice.alert.subject, announce = ?notice.announce))]
-pub async fn deliver(client: &reqwest::Client, targets: &Targets, notice: &Notice) -> Delivery {
+pub(crate) async fn deliver(
+    client: &reqwest::Client,
+    targets: &Targets,
+    notice: &Notice,
+) -> Delivery {
     let mut delivery = Delivery::default();
     let text = telegram_text(notice);
     for target in &targets.telegram {
@@ -160,7 +164,7 @@ pub async fn deliver(client: &reqwest::Client, targets: &Targets, notice: &Notic
                 Ok(()) => delivery.telegram_sent += 1,
                 Err(e) => {
                     delivery.telegram_failed += 1;
-                    tracing::warn!(bot_id = %target.bot_id, chat_id, error = %redact_token(&e, &target.token), "alert notice not delivered");
+                    tracing::warn!(bot_id = %target.bot_id, chat_id, error = %redact_token_in(&e, &target.token), "alert notice not delivered");
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! Process monitor: memory, CPU, threads and file descriptors of the service and
 //! of each running agent, and the leak detector over the service's resident memory.
+//! The one place that reads process figures: [`ProcessSampler`] for the periodic
+//! samples, [`ProcessFigures`] for this process's running totals (`/metrics`).
 //!
 //! Invariants: a process that vanished between listing and reading is skipped,
 //! never an error; threads, fd counts and limits come from `/proc` where it
@@ -10,7 +12,7 @@
 //! is never a leak.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -123,6 +125,110 @@ impl ProcessSampler {
         }
         out
     }
+}
+
+/// This process's running totals, as the standard `process_*` metrics show them;
+/// `None` where the platform does not tell. Read on demand (a counter such as the
+/// CPU time must be current when scraped), unlike the monitors' periodic
+/// [`ProcessSample`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessFigures {
+    /// User and system CPU time, seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Resident memory, bytes.
+    pub resident_bytes: Option<f64>,
+    /// Virtual memory, bytes.
+    pub virtual_bytes: Option<f64>,
+    /// OS threads.
+    pub threads: Option<f64>,
+    /// When the process started, unix seconds.
+    pub start_time_s: Option<f64>,
+    /// Open file descriptors.
+    pub open_fds: Option<f64>,
+    /// The soft limit on open files.
+    pub max_fds: Option<f64>,
+}
+
+impl ProcessFigures {
+    /// This process's figures: from `<proc_root>/self` when it exists (Linux),
+    /// else from sysinfo (macOS and the other platforms without `/proc`). The
+    /// root is a parameter so that the sysinfo path is exercised on Linux too.
+    pub fn read(proc_root: &Path) -> ProcessFigures {
+        let figures = Self::from_proc(proc_root).unwrap_or_else(Self::from_sysinfo);
+        ProcessFigures {
+            max_fds: own_fd_limit(),
+            ..figures
+        }
+    }
+
+    fn from_proc(proc_root: &Path) -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string(proc_root.join("self/stat")).ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // SAFETY: as above.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+        // Fields after the command name, which may itself hold spaces and parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        let boot_time = std::fs::read_to_string(proc_root.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+        Some(ProcessFigures {
+            cpu_seconds: field(14)
+                .zip(field(15))
+                .map(|(utime, stime)| (utime + stime) / ticks),
+            resident_bytes: field(24).map(|rss| rss * page),
+            virtual_bytes: field(23),
+            threads: field(20),
+            start_time_s: boot_time
+                .zip(field(22))
+                .map(|(boot, start_ticks)| boot + start_ticks / ticks),
+            open_fds: proc_fs::open_fds(proc_root, std::process::id()).map(|n| n as f64),
+            max_fds: None,
+        })
+    }
+
+    fn from_sysinfo() -> ProcessFigures {
+        let pid = sysinfo::Pid::from_u32(std::process::id());
+        let Ok(mut system) = sysinfo::System::new() else {
+            return ProcessFigures::default();
+        };
+        let kind = sysinfo::ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu()
+            .with_tasks();
+        system.refresh_processes_specifics(sysinfo::ProcessesToUpdate::Some(&[pid]), true, kind);
+        let Some(process) = system.process(pid) else {
+            return ProcessFigures::default();
+        };
+        ProcessFigures {
+            cpu_seconds: Some(process.accumulated_cpu_time() as f64 / 1000.0),
+            resident_bytes: Some(process.memory() as f64),
+            virtual_bytes: Some(process.virtual_memory() as f64),
+            // The threads are the process's tasks, plus the main one they omit.
+            threads: process.tasks().map(|t| (t.len() + 1) as f64),
+            start_time_s: Some(process.start_time() as f64).filter(|s| *s > 0.0),
+            open_fds: process.open_files().map(|n| n as f64),
+            max_fds: None,
+        }
+    }
+}
+
+/// The soft limit on open files of this process (`getrlimit`, every unix).
+fn own_fd_limit() -> Option<f64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0)
+        .then_some(limit.rlim_cur as f64)
 }
 
 /// `/proc` readings (Linux; `root` is `/proc` but for tests); `None` elsewhere
@@ -303,6 +409,42 @@ impl RssWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_metrics_come_from_sysinfo_where_proc_is_absent() {
+        let figures = ProcessFigures::read(Path::new("/no/proc/here"));
+        assert!(
+            figures.resident_bytes.is_some_and(|b| b > 0.0),
+            "{figures:?}"
+        );
+        assert!(
+            figures.virtual_bytes.is_some_and(|b| b > 0.0),
+            "{figures:?}"
+        );
+        assert!(figures.cpu_seconds.is_some_and(|s| s >= 0.0), "{figures:?}");
+        let started = figures.start_time_s.expect("start time");
+        let now = crate::clock::now_ms() as f64 / 1000.0;
+        assert!(started > 1.6e9 && started <= now + 1.0, "{figures:?}");
+        assert!(figures.max_fds.is_some_and(|n| n >= 1.0), "{figures:?}");
+    }
+
+    #[test]
+    fn proc_and_sysinfo_agree_on_linux() {
+        if !Path::new("/proc/self/stat").exists() {
+            return;
+        }
+        let proc = ProcessFigures::read(Path::new("/proc"));
+        let sysinfo = ProcessFigures::from_sysinfo();
+        let (a, b) = (
+            proc.start_time_s.expect("proc start"),
+            sysinfo.start_time_s.expect("sysinfo start"),
+        );
+        assert!((a - b).abs() <= 2.0, "start {a} vs {b}");
+        assert!(
+            proc.threads.is_some() && proc.open_fds.is_some() && proc.max_fds.is_some(),
+            "{proc:?}"
+        );
+    }
 
     /// A deterministic generator of noise in -1..1.
     fn noise(i: u64) -> f64 {

@@ -16,22 +16,6 @@ use serde::Serialize;
 use crate::config::AlertsConfig;
 use crate::storage::{Alert, AlertState};
 
-/// Every rule the monitors evaluate.
-pub const RULES: [&str; 12] = [
-    "bot_down",
-    "high_error_rate",
-    "worker_pool_saturated",
-    "disk_full",
-    "api_cost_limit",
-    "memory_leak_suspected",
-    "fd_exhaustion",
-    "circuit_open",
-    "backup_stale",
-    "backup_offsite_stale",
-    "cascade_risk",
-    "anomaly",
-];
-
 /// A rule's severity and `for` duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RuleSpec {

@@ -18,7 +18,7 @@ use crate::storage::{Sample, SeriesPoint, SeriesResolution, Store, StoreError};
 /// Most points a history answer holds.
 pub const MAX_HISTORY_POINTS: usize = 1000;
 /// Rows one retention transaction touches at most.
-pub const PRUNE_BATCH_ROWS: usize = 256;
+pub(crate) const PRUNE_BATCH_ROWS: usize = 256;
 const DAY_MS: u64 = 86_400_000;
 
 /// Every metric type the monitors sample — the names the history route answers
@@ -120,12 +120,12 @@ pub const METRIC_TYPES: &[(&str, &str)] = &[
 ];
 
 /// Whether `metric` (a name without labels) is one of [`METRIC_TYPES`].
-pub fn is_metric_type(metric: &str) -> bool {
+pub(crate) fn is_metric_type(metric: &str) -> bool {
     METRIC_TYPES.iter().any(|(name, _)| *name == metric)
 }
 
 /// The name of a series with labels, e.g. `task_wait_ms{kind="chat",bot="b1"}`.
-pub fn series_name(metric: &str, labels: &[(&str, &str)]) -> String {
+pub(crate) fn series_name(metric: &str, labels: &[(&str, &str)]) -> String {
     if labels.is_empty() {
         return metric.to_string();
     }
@@ -138,7 +138,7 @@ pub fn series_name(metric: &str, labels: &[(&str, &str)]) -> String {
 
 /// The samples one tick writes, all at the same instant.
 #[derive(Debug, Default, Clone)]
-pub struct SampleBatch {
+pub(crate) struct SampleBatch {
     at_ms: u64,
     samples: Vec<(String, Sample)>,
 }
@@ -174,11 +174,6 @@ impl SampleBatch {
         self.samples.len()
     }
 
-    /// Whether nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
     /// The samples, for the store.
     pub fn into_samples(self) -> Vec<(String, Sample)> {
         self.samples
@@ -187,7 +182,7 @@ impl SampleBatch {
 
 /// The cut-offs of retention at `now_ms`: (raw samples — and so minute buckets,
 /// which are computed from them — before, hour rollups before).
-pub fn retention_cutoffs(now_ms: u64, raw_days: u64, rollup_days: u64) -> (u64, u64) {
+pub(crate) fn retention_cutoffs(now_ms: u64, raw_days: u64, rollup_days: u64) -> (u64, u64) {
     (
         now_ms.saturating_sub(raw_days.saturating_mul(DAY_MS)),
         now_ms.saturating_sub(rollup_days.saturating_mul(DAY_MS)),
@@ -219,7 +214,7 @@ pub async fn prune_expired(
 
 /// Deletes events older than `days` (the rollups' retention), in small
 /// transactions. Returns the events removed.
-pub async fn prune_expired_events(
+pub(crate) async fn prune_expired_events(
     store: &Store,
     now_ms: u64,
     days: u64,
@@ -272,7 +267,7 @@ pub enum HistoryError {
 }
 
 /// Picks the resolution for a range: raw up to 6 h, minutes up to 7 d, hours beyond.
-pub fn resolution_for(range_ms: u64) -> SeriesResolution {
+pub(crate) fn resolution_for(range_ms: u64) -> SeriesResolution {
     const HOUR: u64 = 3_600_000;
     if range_ms <= 6 * HOUR {
         SeriesResolution::Raw
@@ -286,7 +281,7 @@ pub fn resolution_for(range_ms: u64) -> SeriesResolution {
 /// The resolution for a range and an optional step (ms between points asked for):
 /// the finest of the range's and the step's, never finer than the range allows
 /// to be answered within the bound.
-pub fn resolution_for_step(range_ms: u64, step_ms: Option<u64>) -> SeriesResolution {
+pub(crate) fn resolution_for_step(range_ms: u64, step_ms: Option<u64>) -> SeriesResolution {
     let by_range = resolution_for(range_ms);
     match step_ms {
         Some(step) if step >= 3_600_000 => SeriesResolution::Hour,
@@ -334,7 +329,7 @@ pub fn history_from_store(
 }
 
 /// Merges neighbouring points so at most `max` remain.
-pub fn downsample(points: Vec<SeriesPoint>, max: usize) -> Vec<SeriesPoint> {
+pub(crate) fn downsample(points: Vec<SeriesPoint>, max: usize) -> Vec<SeriesPoint> {
     if points.len() <= max || max == 0 {
         return points;
     }

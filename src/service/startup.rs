@@ -1,6 +1,6 @@
 //! The start-up barrier and the shutdown of `agentlab run`.
 //!
-//! Order: configuration (done by the caller) → store (with automatic
+//! Order (`docs/ARCHITECTURE.md`): configuration (done by the caller) → store (with automatic
 //! restore of a corrupt file) → recovery of tasks left running → worker pool,
 //! monitors, backups → HTTP (not ready yet) → restart notices → ready, Telegram
 //! polling. A prompt is a stored task before it is acknowledged, so whatever arrives
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::backup::Backups;
 use crate::bot::{BotContext, BotSet};
-use crate::circuits::Circuits;
+use crate::breaker::Circuits;
 use crate::config::{Config, MissingToken, secret_from_env};
 use crate::http::HttpContext;
 use crate::intake::Intake;

@@ -2,8 +2,8 @@
 //!
 //! Keys are fixed-width integers or tuples so range scans come out ordered. Values
 //! are bytes written by [`super::codec`] (or `()` for index tables), so a damaged
-//! value is a decode error, never a panic. The names are part of the store's
-//! format: `dump`, backups and outside tools rely on them.
+//! value is a decode error, never a panic. The names are part of the contract
+//! (`docs/ARCHITECTURE.md`): `dump`, backups and outside tools rely on them.
 
 use redb::TableDefinition;
 

@@ -29,8 +29,8 @@ use tokio::task::JoinSet;
 
 use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
 use super::proc_identity::ProcIdentity;
+use crate::breaker::{Circuits, Dependency};
 use crate::budget::{Exceeded, Spend};
-use crate::circuits::{Circuits, Dependency};
 use crate::config::{BotConfig, Config};
 use crate::storage::{
     Claimed, FailureClass, Store, StoreError, Task, TaskFinish, TaskStatus, now_ms,
@@ -143,11 +143,6 @@ impl Pool {
             Some(tx) => tx.send(true).is_ok(),
             None => false,
         }
-    }
-
-    /// Whether a task is running in this pool.
-    pub fn is_running(&self, task_id: u64) -> bool {
-        lock(&self.shared.cancels).contains_key(&task_id)
     }
 
     /// Runs the pool until `shutdown` turns true: first adopts the runs left by the

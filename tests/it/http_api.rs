@@ -139,7 +139,9 @@ async fn read_routes_answer_with_their_documented_shapes() {
 
     let (status, snapshot) = service.get("/api/observability/metrics").await;
     assert_eq!(status, 200);
-    assert!(snapshot.is_object(), "{snapshot}");
+    for gauge in ["uptime_s", "queue_depth", "busy_workers", "workers"] {
+        assert!(snapshot[gauge].is_u64(), "{gauge} missing: {snapshot}");
+    }
 
     let (status, alerts) = service.get("/api/observability/alerts?state=firing").await;
     assert_eq!(status, 200);

@@ -252,11 +252,9 @@ fn a_dry_run_on_an_existing_store_leaves_its_file_byte_for_byte_unchanged() {
     );
 
     // Nor does `migrate --dry-run` without `--from-json`.
-    let report = agentlab::commands::migrate::dry_run_report(
-        &config.database_path(),
-        StoreOptions::default(),
-    )
-    .expect("report");
+    let report =
+        agentlab::cli::migrate::dry_run_report(&config.database_path(), StoreOptions::default())
+            .expect("report");
     assert!(report.contains("up to date"), "{report}");
     assert!(
         file_bytes(&config) == imported,
@@ -268,11 +266,9 @@ fn a_dry_run_on_an_existing_store_leaves_its_file_byte_for_byte_unchanged() {
 fn migrate_dry_run_without_a_database_creates_none() {
     let data = tempfile::tempdir().expect("tempdir");
     let config = config_in(data.path());
-    let report = agentlab::commands::migrate::dry_run_report(
-        &config.database_path(),
-        StoreOptions::default(),
-    )
-    .expect("report");
+    let report =
+        agentlab::cli::migrate::dry_run_report(&config.database_path(), StoreOptions::default())
+            .expect("report");
     assert!(report.contains("no database yet"), "{report}");
     assert!(!config.database_path().exists());
 }

@@ -20,7 +20,7 @@ use super::{
     methods::{self, Ctx},
     net::ConnTag,
     params::{Params, percent_decode},
-    redact::redact_token,
+    redact::masked_token,
     state::{SimState, unix_now},
     types::FaultKind,
 };
@@ -84,7 +84,7 @@ pub(crate) async fn handle(State(state): State<Arc<SimState>>, request: Request)
         return ApiFailure::not_found().into_response();
     };
     if !state.has_bot(&token) {
-        tracing::debug!(bot = %redact_token(&token), %method, "telegram sim: call with unknown token");
+        tracing::debug!(bot = %masked_token(&token), %method, "telegram sim: call with unknown token");
         return ApiFailure::unauthorized().into_response();
     }
     let canonical = methods::canonical(&method);
@@ -227,7 +227,7 @@ fn finish(call: &Call<'_>, seq: u64, started: Instant, outcome: &Outcome) {
     });
     call.state.notify_log();
     tracing::debug!(
-        bot = %redact_token(call.token),
+        bot = %masked_token(call.token),
         method = call.method,
         status = ?outcome.status,
         error = ?outcome.error,

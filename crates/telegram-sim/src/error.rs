@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{html::HtmlError, redact::redact_token};
+use super::{html::HtmlError, redact::masked_token};
 
 /// Errors of the control API.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub enum SimError {
 
 impl SimError {
     pub(crate) fn unknown_bot(token: &str) -> Self {
-        Self::UnknownBot(redact_token(token))
+        Self::UnknownBot(masked_token(token))
     }
 
     /// HTTP status used by the control routes for this error.

@@ -54,7 +54,7 @@
 //!   messages and chats, stored document content and request bodies are
 //!   capped; the oldest entries are forgotten first.
 //! * No input makes it panic; malformed bodies answer 400 with a description.
-//! * Tokens are never logged in full (see [`redact_token`]); logging is at
+//! * Tokens are never logged in full (see [`masked_token`]); logging is at
 //!   `debug` level (target `telegram_sim`).
 
 mod bot_api;
@@ -81,7 +81,7 @@ use tokio::net::TcpListener;
 
 pub use error::{ApiFailure, SimError};
 pub use handle::SimHandle;
-pub use redact::redact_token;
+pub use redact::masked_token;
 pub use types::{
     BotCommandSpec, BotInfo, CallRecord, ChatEntry, ChatSpec, Content, Fault, FaultKind,
     IncomingMessage, Injected, InjectedCallback, SentDocument, SentItem, SentKind,

@@ -1,10 +1,10 @@
 //! Token hygiene: tokens are secrets even in a simulator (tests may reuse
 //! real-looking ones), so they are never logged or put in errors in full.
 
-/// Returns a loggable form of a bot token: the numeric bot id before `:` is
+/// A masked, loggable form of a bot token: the numeric bot id before `:` is
 /// kept, the secret is replaced by `***` (`"123:***"`); tokens without that
 /// shape keep at most their first 4 characters.
-pub fn redact_token(token: &str) -> String {
+pub fn masked_token(token: &str) -> String {
     match token.split_once(':') {
         Some((id, _))
             if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) =>
@@ -34,10 +34,10 @@ mod tests {
 
     #[test]
     fn redacts_secret_part() {
-        assert_eq!(redact_token("123456:AAF7-secret"), "123456:***");
-        assert_eq!(redact_token("plain-token-secret"), "plai***");
-        assert_eq!(redact_token("ab"), "***");
-        assert_eq!(redact_token("x:y"), "***");
+        assert_eq!(masked_token("123456:AAF7-secret"), "123456:***");
+        assert_eq!(masked_token("plain-token-secret"), "plai***");
+        assert_eq!(masked_token("ab"), "***");
+        assert_eq!(masked_token("x:y"), "***");
     }
 
     #[test]

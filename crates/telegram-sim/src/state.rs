@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::{
     SimLimits,
     error::SimError,
-    redact::{is_valid_token, redact_token},
+    redact::{is_valid_token, masked_token},
     types::{BotCommandSpec, BotInfo, CallRecord, ChatEntry, Fault, FaultKind, SentItem},
 };
 
@@ -576,7 +576,7 @@ impl SimState {
         first_name: Option<String>,
     ) -> Result<BotInfo, SimError> {
         if !is_valid_token(token) {
-            return Err(SimError::InvalidToken(redact_token(token)));
+            return Err(SimError::InvalidToken(masked_token(token)));
         }
         let mut reg = self.lock();
         if let Some(bot) = reg.bots.get(token) {
@@ -600,7 +600,7 @@ impl SimState {
             token.to_owned(),
             BotState::new(info.clone(), &self.limits, self.id_offset),
         );
-        tracing::debug!(bot = %redact_token(token), id, "telegram sim: bot registered");
+        tracing::debug!(bot = %masked_token(token), id, "telegram sim: bot registered");
         Ok(info)
     }
 

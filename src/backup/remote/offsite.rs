@@ -7,7 +7,7 @@
 //!   uploader ([`Offsite::snapshot_taken`]), which works in a task of its own;
 //! - the remote is a dependency with its own circuit breaker (the `[breaker]`
 //!   settings, persisted under the service-wide bot id
-//!   [`crate::circuits::SERVICE_BOT_ID`], dependency `offsite`); while it is open
+//!   [`crate::breaker::SERVICE_BOT_ID`], dependency `offsite`); while it is open
 //!   no call is made, and the next attempt waits for its probe;
 //! - a failed attempt is retried after a pause that doubles from 1 s up to
 //!   `retry_max_s`; a new snapshot meanwhile wakes it early;
@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 
 use super::{Remote, RemoteError};
 use crate::backup::files;
-use crate::breaker::{CircuitBreaker, State, SystemClock};
+use crate::breaker::{CircuitBreaker, State};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::storage::{Store, now_ms};
@@ -127,7 +128,7 @@ impl Offsite {
         let Some(remote) = Remote::from_config(&config.backup.remote)? else {
             return Ok(Self::disabled());
         };
-        let breaker = crate::circuits::service_breaker(
+        let breaker = crate::breaker::service_breaker(
             store,
             DEPENDENCY,
             &config.breaker,

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::cli::WatchdogArgs;
+use super::args::WatchdogArgs;
 use crate::config::{Config, health_url_at, secret_from_env};
 
 /// A log not written for this long counts as a failed check (the service logs a

@@ -11,7 +11,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::cli::{DumpArgs, parse_since};
+use super::args::{DumpArgs, parse_since};
 use crate::config::Config;
 use crate::storage::{DumpFormat, DumpWriter, Store, StoreError};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::cli::{AskArgs, TasksArgs};
+use super::args::{AskArgs, TasksArgs};
 use crate::config::{Config, secret_from_env};
 
 /// A client for the running service.
@@ -387,15 +387,6 @@ pub async fn restart(config: &Config) -> anyhow::Result<i32> {
     println!(
         "restart requested: the service exits with code 42 and its service manager starts it again"
     );
-    Ok(0)
-}
-
-/// `agentlab backup` while the service holds the database: asks it for a snapshot
-/// over `POST /api/backup`; prints the snapshot's path.
-pub async fn backup(config: &Config) -> anyhow::Result<i32> {
-    let client = ServiceClient::new(config)?;
-    let taken = client.post("/api/backup", serde_json::json!({})).await?;
-    println!("{}", taken["path"].as_str().unwrap_or("snapshot taken"));
     Ok(0)
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::MigrateArgs;
+use super::args::MigrateArgs;
 use crate::config::Config;
 use crate::storage::{Store, StoreError};
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::AsyncBufReadExt;
 
-use crate::cli::DemoArgs;
+use super::args::DemoArgs;
 use crate::config::{AgentConfig, BotConfig, Config};
 use crate::service::RunOptions;
 use crate::shutdown::{RESTART_EXIT_CODE, Shutdown};

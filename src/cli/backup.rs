@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+use super::args::RestoreArgs;
 use super::remote::ServiceClient;
 use crate::backup::create::human_size;
 use crate::backup::files::list_snapshots;
 use crate::backup::{self, BackupError, SnapshotDefect};
-use crate::cli::RestoreArgs;
 use crate::config::Config;
 use crate::storage::{Store, StoreError, inspect_snapshot, iso8601};
 

@@ -1,18 +1,38 @@
-//! Runs one subcommand: resolves the configuration, sets up logging, and reports
-//! errors at the edge with their whole chain, once: on stderr, and as a record
-//! in the log files when the command writes them (never twice on the terminal).
+//! The command line, the top layer: [`args`] parses what was typed into plain data,
+//! [`main`] resolves the configuration, sets up logging and runs one subcommand —
+//! `run` is the service ([`crate::service`]); the others that carry logic have a
+//! file each here (`ask`/`status`/`tasks`/`restart` in [`remote`], `backup`/`backups`/
+//! `restore` in [`backup`] and [`offsite`], [`demo`], [`dump`], [`logs`], [`migrate`],
+//! [`watchdog`], [`check_config`]). These are the `agentlab` subcommands; the Telegram
+//! commands (`/status`, `/cancel`, …) live in [`crate::bot::commands`]. The layers
+//! below: `docs/ARCHITECTURE.md`.
+//!
+//! Errors are reported at the edge with their whole chain, once: on stderr, and as a
+//! record in the log files when the command writes them (never twice on the
+//! terminal).
+
+pub mod args;
+mod backup;
+mod check_config;
+mod demo;
+mod dump;
+mod logs;
+pub mod migrate;
+mod offsite;
+mod remote;
+mod watchdog;
+
+pub use args::{Cli, Command};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command};
-use crate::commands;
 use crate::config::{Config, ConfigWarning};
 
 /// Configuration file looked for in the working directory when none is named.
-pub const DEFAULT_CONFIG_FILE: &str = "agentlab.toml";
+const DEFAULT_CONFIG_FILE: &str = "agentlab.toml";
 
 /// Entry point of the binary: returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -40,7 +60,7 @@ pub fn main(cli: Cli) -> ExitCode {
 const RUNTIME_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Runs a subcommand; the exit code on success (e.g. 42 for a restart).
-pub fn run(cli: Cli) -> anyhow::Result<i32> {
+fn run(cli: Cli) -> anyhow::Result<i32> {
     let config_path = cli.config.clone();
     // The configuration comes first: it says how many threads the runtime gets.
     let config = match cli.command {
@@ -86,10 +106,9 @@ fn init_telemetry(
         (Command::Watchdog(_), Some(config)) => {
             Some(crate::telemetry::init_watchdog(&config.log_dir, "info"))
         }
-        (Command::Demo(args), _) => Some(crate::telemetry::init_service(
-            &commands::demo::log_dir(args),
-            "warn",
-        )),
+        (Command::Demo(args), _) => {
+            Some(crate::telemetry::init_service(&demo::log_dir(args), "warn"))
+        }
         _ => None,
     }
 }
@@ -100,11 +119,11 @@ async fn dispatch(
     config: Option<Config>,
 ) -> anyhow::Result<i32> {
     match (command, config) {
-        (Command::Demo(args), _) => commands::demo::run(args).await,
+        (Command::Demo(args), _) => demo::run(args).await,
         (Command::CheckConfig, _) => {
             let config = load_config(config_path.as_deref())?;
             let path = resolve_config_path(config_path.as_deref());
-            commands::check_config::run(&config, path.as_deref())
+            check_config::run(&config, path.as_deref())
         }
         (command, Some(config)) => run_with_config(command, config).await,
         (_, None) => unreachable_command(),
@@ -122,19 +141,19 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
             };
             crate::service::run(config, options).await
         }
-        Command::Dump(args) => commands::dump::run(&config, args).await,
-        Command::Migrate(args) => commands::migrate::run(&config, args).await,
-        Command::Ask(args) => commands::remote::ask(&config, args).await,
-        Command::Status => commands::remote::status(&config).await,
-        Command::Tasks(args) => commands::remote::tasks(&config, args).await,
-        Command::Restart => commands::remote::restart(&config).await,
-        Command::Logs(args) => commands::logs::run(&config, args).await,
-        Command::Backup => commands::backup::backup(&config).await,
-        Command::Backups(args) if args.remote => commands::offsite::list(&config).await,
-        Command::Backups(_) => commands::backup::list(&config).await,
-        Command::Restore(args) if args.remote => commands::offsite::restore(&config, args).await,
-        Command::Restore(args) => commands::backup::restore(&config, args).await,
-        Command::Watchdog(args) => commands::watchdog::run(&config, args).await,
+        Command::Dump(args) => dump::run(&config, args).await,
+        Command::Migrate(args) => migrate::run(&config, args).await,
+        Command::Ask(args) => remote::ask(&config, args).await,
+        Command::Status => remote::status(&config).await,
+        Command::Tasks(args) => remote::tasks(&config, args).await,
+        Command::Restart => remote::restart(&config).await,
+        Command::Logs(args) => logs::run(&config, args).await,
+        Command::Backup => backup::backup(&config).await,
+        Command::Backups(args) if args.remote => offsite::list(&config).await,
+        Command::Backups(_) => backup::list(&config).await,
+        Command::Restore(args) if args.remote => offsite::restore(&config, args).await,
+        Command::Restore(args) => backup::restore(&config, args).await,
+        Command::Watchdog(args) => watchdog::run(&config, args).await,
         Command::Demo(_) | Command::CheckConfig | Command::TestAgent(_) => unreachable_command(),
     }
 }
@@ -145,7 +164,7 @@ fn unreachable_command() -> anyhow::Result<i32> {
 
 /// The configuration file to use: the one named, else `./agentlab.toml` if it
 /// exists, else none (built-in defaults).
-pub fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
+fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
     match named {
         Some(p) => Some(p.to_path_buf()),
         None => {
@@ -156,7 +175,7 @@ pub fn resolve_config_path(named: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Loads and validates the configuration, printing warnings.
-pub fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
+fn load_config(named: Option<&Path>) -> anyhow::Result<Config> {
     let (config, warnings) = match resolve_config_path(named) {
         Some(path) => Config::load(&path)?,
         None => {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
-use crate::breaker::{BreakerSettings, BreakerSnapshot, CircuitBreaker, Clock, State, SystemClock};
+use super::{BreakerSettings, BreakerSnapshot, CircuitBreaker, State};
+use crate::clock::{Clock, SystemClock};
 use crate::storage::{Store, StoredBreaker};
 
 /// The dependencies guarded per bot.
@@ -29,7 +30,7 @@ impl Dependency {
     pub const ALL: [Dependency; 2] = [Dependency::Agent, Dependency::Telegram];
 
     /// The name used in the store, the API and events.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dependency::Agent => "agent",
             Dependency::Telegram => "telegram",
@@ -76,13 +77,13 @@ impl Circuits {
     }
 
     /// The breaker of a (bot, dependency).
-    pub fn get(&self, bot_id: &str, dep: Dependency) -> Option<&CircuitBreaker> {
+    pub(crate) fn get(&self, bot_id: &str, dep: Dependency) -> Option<&CircuitBreaker> {
         self.breakers.get(&(bot_id.to_string(), dep))
     }
 
     /// Whether the bot's dependency currently refuses calls (open, or half-open with
     /// every probe slot taken). Does not take a probe slot.
-    pub fn is_blocked(&self, bot_id: &str, dep: Dependency) -> bool {
+    pub(crate) fn is_blocked(&self, bot_id: &str, dep: Dependency) -> bool {
         let Some(breaker) = self.get(bot_id, dep) else {
             return false;
         };
@@ -96,7 +97,7 @@ impl Circuits {
     }
 
     /// Bots whose agent breaker refuses calls now.
-    pub fn agent_blocked_bots(&self) -> Vec<String> {
+    pub(crate) fn agent_blocked_bots(&self) -> Vec<String> {
         self.breakers
             .keys()
             .filter(|(_, dep)| *dep == Dependency::Agent)
@@ -106,7 +107,7 @@ impl Circuits {
     }
 
     /// Milliseconds until the earliest open breaker of `dep` allows a probe.
-    pub fn next_probe_in_ms(&self, dep: Dependency) -> Option<u64> {
+    pub(crate) fn next_probe_in_ms(&self, dep: Dependency) -> Option<u64> {
         let now = crate::storage::now_ms();
         self.breakers
             .iter()
@@ -117,14 +118,14 @@ impl Circuits {
     }
 
     /// Fires due timers of every breaker (open → half-open, probe timeouts).
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         for breaker in self.breakers.values() {
             breaker.tick();
         }
     }
 
     /// Every breaker with its snapshot: (bot, dependency, snapshot).
-    pub fn snapshots(&self) -> Vec<(String, Dependency, BreakerSnapshot)> {
+    pub(crate) fn snapshots(&self) -> Vec<(String, Dependency, BreakerSnapshot)> {
         self.breakers
             .iter()
             .map(|((bot, dep), b)| (bot.clone(), *dep, b.snapshot()))
@@ -132,14 +133,14 @@ impl Circuits {
     }
 
     /// State transitions of a breaker since this process started.
-    pub fn transitions(&self, bot_id: &str, dep: Dependency) -> u64 {
+    pub(crate) fn transitions(&self, bot_id: &str, dep: Dependency) -> u64 {
         self.transitions
             .get(&(bot_id.to_string(), dep))
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Snapshots of one bot's breakers.
-    pub fn bot_snapshots(&self, bot_id: &str) -> Vec<(Dependency, BreakerSnapshot)> {
+    pub(crate) fn bot_snapshots(&self, bot_id: &str) -> Vec<(Dependency, BreakerSnapshot)> {
         Dependency::ALL
             .into_iter()
             .filter_map(|dep| self.get(bot_id, dep).map(|b| (dep, b.snapshot())))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::cli::LogsArgs;
+use super::args::LogsArgs;
 use crate::config::Config;
 
 /// The newest log file in `log_dir` (daily files are `agentlab.log.YYYY-MM-DD`).

@@ -10,10 +10,10 @@
 
 use anyhow::{Context, bail};
 
+use super::args::RestoreArgs;
 use crate::backup::create::human_size;
 use crate::backup::remote::{Remote, RemoteCopy};
 use crate::backup::{self, BackupError};
-use crate::cli::RestoreArgs;
 use crate::config::Config;
 use crate::storage::iso8601;
 
