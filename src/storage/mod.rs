@@ -316,6 +316,21 @@ impl Store {
         }
     }
 
+    /// Queues a relaxed write that nobody needs to see at once: it shares the
+    /// commit of the next write (any kind), or is committed alone within
+    /// [`writer::DEFER_MAX`]. Later writes are still applied after it.
+    pub(crate) fn write_deferred<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.submit_deferred(f),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
     /// How many journaled task operations were redone when this store opened
     /// (after a crash: acknowledged but not yet checkpointed into the database).
     pub fn replayed_at_open(&self) -> u64 {
