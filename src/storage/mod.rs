@@ -54,7 +54,7 @@ mod writer;
 mod migrations;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
@@ -142,6 +142,10 @@ struct Inner {
     /// start says an earlier process may have sent the answer. A std Mutex: held
     /// for a set operation, never across an await.
     delivery_begun_by_finish: outbox::FreshDeliveries,
+    /// Whether the last claim took a task: then the queue likely holds more,
+    /// and the next claim goes to the writer without a read first (see
+    /// [`Store::claim_next_task`]).
+    last_claim_took_task: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -229,6 +233,7 @@ impl Store {
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
                 delivery_begun_by_finish: outbox::FreshDeliveries::default(),
+                last_claim_took_task: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
