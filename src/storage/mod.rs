@@ -22,6 +22,13 @@
 //! Values are serde records ([`records`]) encoded by one codec ([`codec`]); tables
 //! are defined in [`tables`]; the schema evolves through the numbered migrations in
 //! the top-level `migrations/` folder, applied at open.
+//!
+//! Task state is kept by what it stores: [`tasks`] (the records and their status
+//! and user indexes), [`queue`] (run order, each user's running task), [`outbox`]
+//! (answers to deliver), [`costs`] and [`sessions`] (sessions and history). The
+//! steps of a task's life that change several of them at once are in
+//! [`lifecycle`]; the journaled operations are data in [`task_ops`], redone at
+//! open by [`replay`]. Lower files never import higher ones: no import circles.
 
 mod alerts;
 pub mod codec;
