@@ -12,6 +12,8 @@
 //! - every journaled operation is a deterministic function of the stored state
 //!   and its [`TaskOp`], so the replay at open reproduces it exactly.
 
+use std::sync::atomic::Ordering;
+
 use redb::{ReadableTable, WriteTransaction};
 use serde_json::json;
 
@@ -108,12 +110,21 @@ impl Store {
         blocked_bots: Vec<String>,
     ) -> Pending<Option<Claimed>> {
         // Most claims that find nothing are answered from a read transaction,
-        // without a write (and its fsync). A task that becomes claimable after this
-        // look wakes the dispatcher again, which claims it then.
-        if matches!(self.nothing_to_claim(now_ms, &blocked_bots), Ok(true)) {
+        // without a write. A task that becomes claimable after this look wakes
+        // the dispatcher again, which claims it then. While claims keep taking
+        // tasks (a backlog), the look would only repeat the writer's own: it
+        // is skipped until a claim comes back empty.
+        let took_task = self.inner.last_claim_took_task.clone();
+        if !took_task.load(Ordering::Relaxed)
+            && matches!(self.nothing_to_claim(now_ms, &blocked_bots), Ok(true))
+        {
             return Pending::ready(None);
         }
-        self.write_relaxed(move |tx| claim_tx(tx, now_ms, &blocked_bots))
+        self.write_relaxed(move |tx| {
+            let claimed = claim_tx(tx, now_ms, &blocked_bots)?;
+            took_task.store(claimed.is_some(), Ordering::Relaxed);
+            Ok(claimed)
+        })
     }
 
     /// Records the agent process of a claimed task (before waiting for it),

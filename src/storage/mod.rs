@@ -22,6 +22,13 @@
 //! Values are serde records ([`records`]) encoded by one codec ([`codec`]); tables
 //! are defined in [`tables`]; the schema evolves through the numbered migrations in
 //! the top-level `migrations/` folder, applied at open.
+//!
+//! Task state is kept by what it stores: [`tasks`] (the records and their status
+//! and user indexes), [`queue`] (run order, each user's running task), [`outbox`]
+//! (answers to deliver), [`costs`] and [`sessions`] (sessions and history). The
+//! steps of a task's life that change several of them at once are in
+//! [`lifecycle`]; the journaled operations are data in [`task_ops`], redone at
+//! open by [`replay`]. Lower files never import higher ones: no import circles.
 
 mod alerts;
 pub mod codec;
@@ -54,7 +61,7 @@ mod writer;
 mod migrations;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
@@ -142,6 +149,10 @@ struct Inner {
     /// start says an earlier process may have sent the answer. A std Mutex: held
     /// for a set operation, never across an await.
     delivery_begun_by_finish: outbox::FreshDeliveries,
+    /// Whether the last claim took a task: then the queue likely holds more,
+    /// and the next claim goes to the writer without a read first (see
+    /// [`Store::claim_next_task`]).
+    last_claim_took_task: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -229,6 +240,7 @@ impl Store {
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
                 delivery_begun_by_finish: outbox::FreshDeliveries::default(),
+                last_claim_took_task: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -312,6 +324,21 @@ impl Store {
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(handle) => handle.submit_relaxed(f),
+            None => Pending::failed(StoreError::Closed),
+        }
+    }
+
+    /// Queues a relaxed write that nobody needs to see at once: it shares the
+    /// commit of the next write (any kind), or is committed alone within
+    /// [`writer::DEFER_MAX`]. Later writes are still applied after it.
+    pub(crate) fn write_deferred<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(handle) => handle.submit_deferred(f),
             None => Pending::failed(StoreError::Closed),
         }
     }

@@ -48,9 +48,11 @@ impl FreshDeliveries {
 
 impl Store {
     /// Remembers the progress message shown for a task. Relaxed: lost in a crash,
-    /// the message is merely not cleaned up after the answer.
+    /// the message is merely not cleaned up after the answer. Deferred: it shares
+    /// the commit of the next write (at the latest the task's own next step, so
+    /// delivery finds it), or is committed alone within a few milliseconds.
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
-        self.write_relaxed(move |tx| progress_tx(tx, task_id, message_id))
+        self.write_deferred(move |tx| progress_tx(tx, task_id, message_id))
     }
 
     /// Records that sending a task's answer begins; returns when an earlier attempt
@@ -77,9 +79,11 @@ impl Store {
     /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (the
     /// next durable commit is at most a second away), the answer is sent again
     /// with the note that says so, since [`Self::begin_delivery`] is durable.
+    /// Deferred: it shares the commit of the next write, or is committed alone
+    /// within a few milliseconds.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
         self.inner.delivery_begun_by_finish.remove(task_id);
-        self.write_relaxed(move |tx| delivered_tx(tx, task_id))
+        self.write_deferred(move |tx| delivered_tx(tx, task_id))
     }
 
     /// Finished tasks whose answer has not been delivered yet, oldest first.

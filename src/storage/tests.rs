@@ -129,6 +129,27 @@ fn one_running_task_per_user_keeps_each_users_order() {
 }
 
 #[test]
+fn claims_skip_the_read_while_they_take_tasks_and_look_first_again_once_one_is_empty() {
+    let (_dir, store) = temp_store();
+    let took = || store.inner.last_claim_took_task.load(Ordering::Relaxed);
+    for user in 1..=2 {
+        store
+            .submit_task(new_task("A", user, "a", 5), 1)
+            .wait()
+            .unwrap();
+    }
+    assert!(!took(), "a fresh store looks before it claims");
+    assert!(store.claim_next_task(10, vec![]).wait().unwrap().is_some());
+    assert!(took());
+    assert!(store.claim_next_task(10, vec![]).wait().unwrap().is_some());
+    // Straight to the writer, which finds nothing: the next claim looks first.
+    assert!(store.claim_next_task(10, vec![]).wait().unwrap().is_none());
+    assert!(!took());
+    assert!(store.claim_next_task(10, vec![]).wait().unwrap().is_none());
+    assert_eq!(store.tasks_in_status(TaskStatus::Running).unwrap().len(), 2);
+}
+
+#[test]
 fn blocked_bots_are_skipped_not_failed() {
     let (_dir, store) = temp_store();
     store

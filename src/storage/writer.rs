@@ -22,7 +22,12 @@
 //!   record redoes, a delivered mark whose loss shows as a re-send with a note, a
 //!   progress message id). It is answered after a non-durable commit and reaches
 //!   the disk with the next durable commit or checkpoint, at most
-//!   [`WriterOptions::checkpoint_max_age`] later. Monitor samples, which
+//!   [`WriterOptions::checkpoint_max_age`] later;
+//! - a *deferred* job is a relaxed one that nobody needs to see at once (a
+//!   progress message id, a delivered mark): it waits up to [`DEFER_MAX`] for
+//!   other jobs and is committed in their transaction, ahead of them, so it
+//!   costs no commit of its own. Jobs are still applied in the order they were
+//!   sent. Monitor samples, which
 //!   arrive every few seconds, do not come here one tick at a time: the series
 //!   layer buffers them and writes them in one job per flush interval
 //!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
@@ -48,6 +53,10 @@ pub(crate) trait WriteJob: Send {
     fn durability(&self) -> JobDurability<'_>;
     /// When the job was sent to the writer.
     fn sent(&self) -> Instant;
+    /// Whether it may wait for other jobs to share their commit.
+    fn deferrable(&self) -> bool {
+        false
+    }
 }
 
 /// What a write job needs before it is answered.
@@ -75,7 +84,12 @@ enum Wanted {
     Durable,
     Journaled(Vec<u8>),
     Relaxed,
+    /// Relaxed, and it may wait for company (see the module comment).
+    Deferred,
 }
+
+/// Longest a deferred job waits for other jobs before it is committed alone.
+pub(crate) const DEFER_MAX: Duration = Duration::from_millis(2);
 
 /// A closure applied to the transaction; once the outcome is known (the commit
 /// returned, or the job or commit failed), `then` turns it into the caller's
@@ -116,12 +130,16 @@ where
         match &self.wanted {
             Wanted::Durable => JobDurability::Durable,
             Wanted::Journaled(record) => JobDurability::Journaled(record),
-            Wanted::Relaxed => JobDurability::Relaxed,
+            Wanted::Relaxed | Wanted::Deferred => JobDurability::Relaxed,
         }
     }
 
     fn sent(&self) -> Instant {
         self.sent
+    }
+
+    fn deferrable(&self) -> bool {
+        matches!(self.wanted, Wanted::Deferred)
     }
 }
 
@@ -323,6 +341,16 @@ impl WriterHandle {
         self.submit_job(Wanted::Relaxed, f, |outcome| outcome)
     }
 
+    /// Like [`Self::submit_relaxed`] for a job nobody needs to see at once: it
+    /// shares the next batch's commit (see the module comment).
+    pub(crate) fn submit_deferred<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_job(Wanted::Deferred, f, |outcome| outcome)
+    }
+
     fn submit_job<T, U, F, C>(&self, wanted: Wanted, f: F, then: C) -> Pending<U>
     where
         T: Send + 'static,
@@ -405,6 +433,10 @@ struct Writer {
     /// One-job batches in a row whose job came within [`WRITER_SPIN`] of the
     /// batch before it: a lone caller submitting step after step.
     quick_lone_jobs: u32,
+    /// Deferred jobs waiting for company, in the order they were sent, and
+    /// since when the first of them waits.
+    waiting: Vec<Box<dyn WriteJob>>,
+    waiting_since: Option<Instant>,
 }
 
 /// How long the writer looks for the next job before it sleeps, once
@@ -430,7 +462,28 @@ impl Writer {
             checkpoint_failures: 0,
             checkpoint_retry_at: None,
             quick_lone_jobs: 0,
+            waiting: Vec::new(),
+            waiting_since: None,
         }
+    }
+
+    /// The jobs to commit now: `batch` after the deferred jobs waiting, or
+    /// nothing when `batch` is deferred jobs only (they wait with the others).
+    fn take_batch(&mut self, batch: Vec<Box<dyn WriteJob>>) -> Option<Vec<Box<dyn WriteJob>>> {
+        if batch.iter().all(|job| job.deferrable()) && self.waiting.len() < MAX_BATCH {
+            self.waiting_since.get_or_insert_with(Instant::now);
+            self.waiting.extend(batch);
+            return None;
+        }
+        Some(self.take_waiting(batch))
+    }
+
+    /// The deferred jobs waiting, followed by `then`.
+    fn take_waiting(&mut self, then: Vec<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
+        self.waiting_since = None;
+        let mut jobs = std::mem::take(&mut self.waiting);
+        jobs.extend(then);
+        jobs
     }
 
     /// The next job if a streak of quick lone jobs makes one likely within
@@ -467,22 +520,43 @@ impl Writer {
     fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
         let mut batch_done = Instant::now();
         loop {
-            let first = match self.spin_for_job(&rx) {
-                Some(job) => job,
-                None => match self.next_job(&rx) {
-                    Next::Job(job) => job,
-                    Next::Idle => continue,
-                    Next::Closed => break,
+            let first = match self.waiting_since {
+                Some(since) => match rx
+                    .recv_timeout((since + DEFER_MAX).saturating_duration_since(Instant::now()))
+                {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // No company came: the deferred jobs are committed alone.
+                        let jobs = self.take_waiting(Vec::new());
+                        self.commit_batch(jobs);
+                        batch_done = Instant::now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.spin_for_job(&rx) {
+                    Some(job) => job,
+                    None => match self.next_job(&rx) {
+                        Next::Job(job) => job,
+                        Next::Idle => continue,
+                        Next::Closed => break,
+                    },
                 },
             };
             let first_sent = first.sent();
-            let batch = collect_batch(first, &rx);
+            let Some(batch) = self.take_batch(collect_batch(first, &rx)) else {
+                continue;
+            };
             self.note_batch(first_sent, batch.len(), batch_done);
             self.commit_batch(batch);
             if self.checkpoint_due() {
                 self.checkpoint();
             }
             batch_done = Instant::now();
+        }
+        if !self.waiting.is_empty() {
+            let jobs = self.take_waiting(Vec::new());
+            self.commit_batch(jobs);
         }
         self.close_journal();
     }
@@ -976,6 +1050,74 @@ mod tests {
         let tx = db.begin_read().unwrap();
         let t = tx.open_table(T).unwrap();
         assert!((1..=3).all(|k| t.get(k).unwrap().is_some()), "all durable");
+    }
+
+    /// A deferred job writing `key`, answering on the receiver.
+    fn deferred_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let job = ClosureJob {
+            f: move |tx: &WriteTransaction| {
+                tx.open_table(T)?.insert(key, key)?;
+                Ok(())
+            },
+            wanted: Wanted::Deferred,
+            value: None,
+            then: |outcome| outcome,
+            reply,
+            sent: Instant::now(),
+        };
+        (Box::new(job), rx)
+    }
+
+    #[test]
+    fn deferred_jobs_wait_for_the_next_batch_and_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir);
+        let (a, a_rx) = deferred_job(1);
+        assert!(writer.take_batch(vec![a]).is_none(), "alone, it waits");
+        assert!(!stored(&writer, 1), "not applied yet");
+
+        let (b, b_rx) = job(2, false);
+        let jobs = writer.take_batch(vec![b]).expect("company came");
+        assert_eq!(jobs.len(), 2);
+        assert!(
+            jobs[0].deferrable(),
+            "the deferred job first, as it was sent"
+        );
+        assert!(writer.waiting.is_empty() && writer.waiting_since.is_none());
+        writer.commit_batch(jobs);
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        assert!(b_rx.blocking_recv().unwrap().is_ok());
+        assert!(stored(&writer, 1) && stored(&writer, 2));
+        let (_, records) = Journal::open(&dir.path().join("db.journal")).unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1],
+            "one commit, and the deferred job has no record"
+        );
+    }
+
+    #[test]
+    fn a_deferred_job_without_company_is_committed_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let options = WriterOptions {
+            quick_repair: false,
+            checkpoint_idle: Duration::from_secs(3600),
+            checkpoint_max_age: Duration::from_secs(3600),
+        };
+        let (handle, thread) = start(db.clone(), options, None);
+        let answered = handle.submit_deferred(|tx| {
+            tx.open_table(T)?.insert(7, 7)?;
+            Ok(())
+        });
+        // Answered only once committed: no other job is ever sent.
+        answered.wait().unwrap();
+        let read = db.begin_read().unwrap();
+        assert!(read.open_table(T).unwrap().get(7).unwrap().is_some());
+        drop(read);
+        drop(handle);
+        thread.join().unwrap();
     }
 
     #[test]
