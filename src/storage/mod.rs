@@ -40,6 +40,7 @@ pub mod series_codec;
 mod sessions;
 mod snapshot;
 pub(crate) mod tables;
+mod task_events;
 mod tasks;
 mod writer;
 
@@ -62,6 +63,7 @@ pub use records::*;
 pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};
 pub use snapshot::{SnapshotInfo, inspect_snapshot};
+pub use task_events::{MAX_TASK_STEPS, TaskStep, TaskSteps};
 pub use tasks::{
     Claimed, MAX_PROMPT_BYTES, NO_CHAT, TaskFilter, TaskFinish, TaskSubmitted, bound_text, utc_day,
 };
