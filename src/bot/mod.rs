@@ -14,6 +14,7 @@ mod delivery;
 mod handler;
 pub mod limits;
 mod poller;
+mod progress;
 pub mod render;
 mod replies;
 pub mod telegram;

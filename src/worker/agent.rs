@@ -496,7 +496,10 @@ pub fn kill_group(identity: &ProcIdentity, signal: GroupSignal) -> bool {
 
 /// `cmd.args`, plus the resume arguments when resuming a (valid) session, then
 /// `cmd.trailing_args`.
-fn command_args(cmd: &AgentCommand, session_id: Option<&str>) -> Result<Vec<String>, SpawnError> {
+pub(super) fn command_args(
+    cmd: &AgentCommand,
+    session_id: Option<&str>,
+) -> Result<Vec<String>, SpawnError> {
     let mut args = cmd.args.clone();
     if let Some(id) = session_id {
         if !is_valid_session_id(id) {
@@ -809,7 +812,7 @@ fn read_tail_bytes(path: &Path, cap: u64) -> Vec<u8> {
 
 /// The last `cap` bytes of `path` as text, prefixed with `…` when cut; empty if
 /// unreadable.
-fn read_tail(path: &Path, cap: u64) -> String {
+pub(super) fn read_tail(path: &Path, cap: u64) -> String {
     match read_end(path, cap) {
         Ok((tail, cut)) => tail_text(&tail, cut),
         Err(error) => {
