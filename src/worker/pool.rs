@@ -605,7 +605,7 @@ impl Pool {
         spec: &RunSpec,
         prompt: &[u8],
     ) -> Result<WarmProcess, Verdict> {
-        let process = match WarmProcess::spawn(command, spec, &self.shared.runs_dir) {
+        let process = match WarmProcess::spawn(command, spec) {
             Ok(process) => process,
             Err(e) => {
                 tracing::warn!(error = %e, "agent spawn failed");

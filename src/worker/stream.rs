@@ -11,7 +11,7 @@
 //! - Nothing the CLI prints is fatal: unknown event and content types are skipped
 //!   and counted (`agentlab_agent_unknown_events_total`, plus a debug line), unknown
 //!   fields are never looked at, a malformed line is logged with the task id and
-//!   skipped, a line longer than [`MAX_LINE_BYTES`] is skipped without being held.
+//!   skipped (the first few as warnings, so raw output cannot flood the log), a line longer than [`MAX_LINE_BYTES`] is skipped without being held.
 //! - [`StreamParser::consumed`] is the offset just past the last complete line
 //!   handled, so a reader can stop anywhere and a later one resume from there.
 //! - `total_cost_usd` is cumulative for the agent process: a turn's cost is the
@@ -26,6 +26,9 @@ use super::agent_result::{self, AgentResult};
 
 /// Longest event line kept in memory; a longer one (a huge tool result) is skipped.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Malformed lines of one output logged as warnings; the rest go to debug.
+const MALFORMED_WARNINGS: u64 = 3;
 
 /// Longest [`ToolCall::summary`], in characters.
 pub const MAX_SUMMARY_CHARS: usize = 120;
@@ -139,6 +142,8 @@ pub struct StreamParser {
     total_cost_usd: f64,
     /// The file the output is read from, named when an answer is cut.
     output: PathBuf,
+    /// Malformed lines seen (only the first few are logged as warnings).
+    malformed: u64,
 }
 
 impl StreamParser {
@@ -159,6 +164,7 @@ impl StreamParser {
             session_id: None,
             total_cost_usd,
             output: PathBuf::new(),
+            malformed: 0,
         }
     }
 
@@ -234,8 +240,13 @@ impl StreamParser {
         let value: Value = match serde_json::from_slice(line) {
             Ok(value) => value,
             Err(error) => {
+                self.malformed += 1;
                 let excerpt = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                warn!(task_id = self.task_id, %error, line = %excerpt, "skipping a malformed agent event line");
+                if self.malformed <= MALFORMED_WARNINGS {
+                    warn!(task_id = self.task_id, %error, line = %excerpt, "skipping a malformed agent event line");
+                } else {
+                    debug!(task_id = self.task_id, %error, line = %excerpt, malformed = self.malformed, "skipping a malformed agent event line");
+                }
                 return;
             }
         };

@@ -12,7 +12,8 @@
 //! `total_cost_usd` cumulative over the process's turns like the real CLI);
 //! otherwise the prompt is the whole of stdin's text and the answer one JSON result
 //! object. With `--resume ID` it continues session `ID`, otherwise it makes up a
-//! fresh one. The exit code is the last turn's.
+//! fresh one. The exit code is the last turn's. A turn that leaves the agent broken
+//! (`exit`, `bad-json`, `no-session`, raw `long` output) ends the process.
 //!
 //! Leading words of the prompt (case-insensitive, any number, e.g.
 //! `sleep:2 cost:0.5 hello`) are directives; the rest is the message:
@@ -30,7 +31,7 @@
 //! | `ignore-term` | ignore SIGTERM (reported on stderr), then never finish |
 //! | `crash` | abort (SIGABRT) |
 //! | `stderr:TEXT` | print TEXT on stderr |
-//! | `no-session` | when resuming, fail like Claude Code with an unknown session id |
+//! | `no-session` | when resuming (or continuing a session in a process kept open), fail like Claude Code with an unknown session id |
 //! | `pwd` | answer with the working directory |
 //! | `env:NAME` | answer whether variable NAME is set (never its value) |
 //! | `tool:NAME` | (stream-json output) first call tool NAME with the message as its main argument (`command` for Bash, `file_path` otherwise): a `tool_use` event and its `tool_result`, before any `sleep`; nothing is run |
@@ -75,6 +76,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     let mut session = Session {
         id: resume.clone().unwrap_or_else(fresh_session_id),
         resumed: resume.is_some(),
+        turns: 0,
         total_cost_usd: 0.0,
     };
     if protocol.stream_json_in {
@@ -96,6 +98,8 @@ struct Session {
     id: String,
     /// Started with `--resume`.
     resumed: bool,
+    /// Turns answered so far by this process.
+    turns: u32,
     total_cost_usd: f64,
 }
 
@@ -113,7 +117,16 @@ fn answer_each_message(session: &mut Session, protocol: Protocol) -> i32 {
         };
         let started = Instant::now();
         match prompt_of_message(&line) {
-            Ok(Some(prompt)) => code = Some(turn(session, &prompt, started, protocol)),
+            Ok(Some(prompt)) => {
+                let directives = Directives::parse(&prompt);
+                let turn_code = turn(session, &prompt, started, protocol);
+                if directives.ends_the_process() {
+                    // A broken agent: it does not wait for another prompt.
+                    return turn_code;
+                }
+                code = Some(turn_code);
+                session.turns += 1;
+            }
             Ok(None) => {}
             Err(error) => {
                 eprintln!("test-agent: {error}");
@@ -242,6 +255,17 @@ impl Directives {
     }
 }
 
+impl Directives {
+    /// Whether the turn leaves the agent broken (no protocol answer, or a lost
+    /// session), so that it exits instead of waiting for the next prompt.
+    fn ends_the_process(&self) -> bool {
+        self.exit.is_some()
+            || self.bad_json
+            || self.no_session
+            || self.long.is_some_and(|len| len > STREAM_THRESHOLD)
+    }
+}
+
 /// Stores `value` if there is one; whether there was.
 fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
     let parsed = value.is_some();
@@ -273,7 +297,7 @@ fn act(
     for text in &d.stderr {
         eprintln!("{text}");
     }
-    if d.no_session && session.resumed {
+    if d.no_session && (session.resumed || session.turns > 0) {
         eprintln!("No conversation found with session ID: {}", session.id);
         return Ok(1);
     }

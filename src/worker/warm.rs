@@ -2,12 +2,14 @@
 //! the same session's next prompt skips the CLI's start (docs/claude-code-protocol.md,
 //! "Warm sessions").
 //!
-//! A warm process lives in a folder of its own, `<runs>/warm/<first task id>/`:
+//! A warm process lives in the run folder of the task that started it,
+//! `<runs>/<task id>/`:
 //! - `stdin`, a named pipe (FIFO) that the process holds open read-write itself (the
 //!   descriptor it inherits as stdin), so it never sees the end of its input, not
 //!   even when agentlab dies; agentlab opens the pipe to write each prompt line;
 //! - `stdout` and `stderr`, plain files the process appends to for its whole life;
-//! - `process.json`, its [`ProcIdentity`], so a later agentlab can find it.
+//! - `process.json`, its [`ProcIdentity`], so a later agentlab can find it (removed,
+//!   with the pipe, when the process is ended; the output files stay with the task).
 //!
 //! Every turn is recorded before its prompt is written: `<runs>/<task id>/turn.json`
 //! ([`TurnRecord`]) names the process folder, the stdout offset where the turn's
@@ -46,8 +48,6 @@ pub const STDIN_FIFO: &str = "stdin";
 pub const PROCESS_FILE: &str = "process.json";
 /// A turn's record, in the task's run folder.
 pub const TURN_FILE: &str = "turn.json";
-/// Folder of the warm processes' folders, under the runs folder.
-pub const WARM_DIR: &str = "warm";
 
 /// Poll interval for a process that is not our child.
 const ADOPTED_POLL: Duration = Duration::from_millis(50);
@@ -124,15 +124,11 @@ pub fn remove_turn_record(run_dir: &Path) {
 }
 
 impl WarmProcess {
-    /// Starts a warm-capable process for `spec` in `<runs_dir>/warm/<task id>/`,
-    /// without a prompt yet.
-    pub fn spawn(
-        cmd: &AgentCommand,
-        spec: &RunSpec,
-        runs_dir: &Path,
-    ) -> Result<WarmProcess, SpawnError> {
+    /// Starts a warm-capable process for `spec` in its run folder, without a
+    /// prompt yet.
+    pub fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<WarmProcess, SpawnError> {
         let args = agent::command_args(cmd, spec.session_id.as_deref())?;
-        let dir = runs_dir.join(WARM_DIR).join(spec.task_id.to_string());
+        let dir = spec.run_dir.clone();
         let run_files = |source| SpawnError::RunFiles {
             path: dir.clone(),
             source,
@@ -242,6 +238,7 @@ impl WarmProcess {
         on_events: &mut (dyn FnMut(&[Event]) + Send),
     ) -> AgentOutcome {
         let started = Instant::now();
+        let turn_offset = self.offset;
         let deadline = tokio::time::Instant::from_std(started).checked_add(timeout);
         let parser = StreamParser::resuming(task_id, self.offset, self.total_cost_usd)
             .naming_output(&self.dir.join(STDOUT_FILE));
@@ -291,7 +288,12 @@ impl WarmProcess {
                 let TurnEnd { result, .. } = *end;
                 (result, None, false, false)
             }
-            TurnEnding::Exited(status) => (AgentResult::default(), status, false, false),
+            TurnEnding::Exited(status) => {
+                // Not a protocol answer: what it printed since the turn began is.
+                let stdout = self.dir.join(STDOUT_FILE);
+                let result = agent::output_since(&stdout, turn_offset);
+                (result, status, false, false)
+            }
             TurnEnding::TimedOut => {
                 warn!("agent timed out and was stopped");
                 (
@@ -323,16 +325,17 @@ impl WarmProcess {
             timed_out,
             cancelled,
             result,
-            stdout_bytes: self.offset,
+            stdout_bytes: self.offset.saturating_sub(turn_offset),
             stderr_tail,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// Ends the process: SIGTERM to its group, `kill_grace`, then SIGKILL.
+    /// Ends the process: SIGTERM to its group, `kill_grace`, then SIGKILL; its
+    /// pipe and identity file go, its output files stay.
     pub async fn end(mut self, kill_grace: Duration) {
         self.stop(kill_grace).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_process_files(&self.dir);
     }
 
     async fn stop(&mut self, kill_grace: Duration) -> Option<ExitStatus> {
@@ -472,21 +475,22 @@ impl WarmSet {
     }
 }
 
-/// Ends the warm processes under `<runs_dir>/warm/` that no one owns any more (left
-/// idle by an agentlab that died), except those in `keep`; removes their folders.
+/// Ends the warm processes under `runs_dir` that no one owns any more (left idle by
+/// an agentlab that died), except those in `keep`; returns how many were ended.
 pub fn sweep_orphans(runs_dir: &Path, keep: &[PathBuf]) -> usize {
-    let Ok(entries) = std::fs::read_dir(runs_dir.join(WARM_DIR)) else {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return 0;
     };
     let mut ended = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
+        let Ok(bytes) = std::fs::read(dir.join(PROCESS_FILE)) else {
+            continue;
+        };
         if keep.contains(&dir) {
             continue;
         }
-        let identity: Option<ProcIdentity> = std::fs::read(dir.join(PROCESS_FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let identity: Option<ProcIdentity> = serde_json::from_slice(&bytes).ok();
         if let Some(identity) = identity
             && agent::kill_group(&identity, GroupSignal::Kill)
         {
@@ -496,9 +500,15 @@ pub fn sweep_orphans(runs_dir: &Path, keep: &[PathBuf]) -> usize {
             );
             ended += 1;
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_process_files(&dir);
     }
     ended
+}
+
+/// Removes a warm process's pipe and identity file from its folder.
+fn remove_process_files(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(PROCESS_FILE));
+    let _ = std::fs::remove_file(dir.join(STDIN_FIFO));
 }
 
 /// Resident memory of `pid`, bytes (0 when unknown).
@@ -536,9 +546,10 @@ fn private_file(path: &Path) -> io::Result<std::fs::File> {
 /// process's own stdin) and the output files.
 fn prepare_process_dir(dir: &Path) -> io::Result<(std::fs::File, std::fs::File, std::fs::File)> {
     use std::os::unix::ffi::OsStrExt as _;
-    let _ = std::fs::remove_dir_all(dir);
     create_private_dir(dir)?;
     let fifo = dir.join(STDIN_FIFO);
+    // A retry reuses the folder: a new pipe, fresh output files.
+    let _ = std::fs::remove_file(&fifo);
     let name = std::ffi::CString::new(fifo.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: a valid NUL-terminated path and a mode; no other inputs.
     if unsafe { libc::mkfifo(name.as_ptr(), 0o600) } != 0 {
