@@ -338,7 +338,12 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
             _ = tokio::time::sleep(tick) => {}
             _ = retried.wake.notified() => {}
             // A task's agent did something (or we fell behind: look at all).
-            _ = live_changes.recv() => {}
+            changed = live_changes.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changed {
+                    // The pool is gone: the service is stopping.
+                    break;
+                }
+            }
             _ = shutdown.changed() => break,
         }
         paced = None;
