@@ -470,6 +470,11 @@ impl Default for BotConfig {
     }
 }
 
+/// Default of `[bots.agent] keep_warm_s`: ten minutes.
+pub const DEFAULT_KEEP_WARM_S: u64 = 600;
+/// Longest accepted `[bots.agent] keep_warm_s`: a day.
+pub const MAX_KEEP_WARM_S: u64 = 86_400;
+
 /// `[bots.agent]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -489,6 +494,10 @@ pub struct AgentConfig {
     pub disallowed_tools: Vec<String>,
     /// Arguments added after everything else.
     pub extra_args: Vec<String>,
+    /// [`AgentKind::Claude`] only: seconds a session's agent process stays open
+    /// after answering, for the same session's next prompt; 0 starts a process per
+    /// prompt.
+    pub keep_warm_s: u64,
     /// [`AgentKind::Plain`] only: arguments added to continue a session, with
     /// `{session_id}` substituted. Claude Code is resumed with `--resume`.
     pub resume_args: Vec<String>,
@@ -504,6 +513,7 @@ impl Default for AgentConfig {
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             extra_args: Vec::new(),
+            keep_warm_s: DEFAULT_KEEP_WARM_S,
             resume_args: vec!["--resume".into(), "{session_id}".into()],
         }
     }
@@ -587,6 +597,13 @@ fn check_agent(agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), 
     if agent.kind != AgentKind::Claude {
         return Ok(());
     }
+    if agent.keep_warm_s > MAX_KEEP_WARM_S {
+        return Err(invalid(
+            &key("agent.keep_warm_s"),
+            agent.keep_warm_s.to_string(),
+            &format!("must be at most {MAX_KEEP_WARM_S} (a day); 0 starts a process per prompt"),
+        ));
+    }
     for (name, args) in [
         ("command", &agent.command),
         ("extra_args", &agent.extra_args),
@@ -618,6 +635,7 @@ fn plain_defaults(agent: &AgentConfig) -> AgentConfig {
         permission_mode: defaults.permission_mode,
         allowed_tools: defaults.allowed_tools,
         disallowed_tools: defaults.disallowed_tools,
+        keep_warm_s: defaults.keep_warm_s,
         ..agent.clone()
     }
 }
@@ -927,8 +945,8 @@ impl Config {
             check_agent(&bot.agent, &key)?;
             if bot.agent.kind == AgentKind::Plain && bot.agent != plain_defaults(&bot.agent) {
                 warnings.push(ConfigWarning(format!(
-                    "bots[{i}].agent: model, permission_mode, allowed_tools and disallowed_tools \
-                     apply to kind = \"claude\" only; kind = \"plain\" ignores them"
+                    "bots[{i}].agent: model, permission_mode, allowed_tools, disallowed_tools and \
+                     keep_warm_s apply to kind = \"claude\" only; kind = \"plain\" ignores them"
                 )));
             }
             if bot.allowed_users.is_empty() {
@@ -1375,6 +1393,18 @@ mod tests {
         let (config, warnings) = parse(plain).expect("plain is as written");
         assert_eq!(config.bots[0].agent.kind, AgentKind::Plain);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn keep_warm_s_defaults_to_ten_minutes_and_is_bounded() {
+        let text = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\n";
+        assert_eq!(parse(text).expect("valid").0.bots[0].agent.keep_warm_s, 600);
+        let off = format!("{text}keep_warm_s = 0\n");
+        assert_eq!(parse(&off).expect("valid").0.bots[0].agent.keep_warm_s, 0);
+        let err = parse(&format!("{text}keep_warm_s = 100000\n"))
+            .expect_err("too long")
+            .to_string();
+        assert!(err.contains("bots[0].agent.keep_warm_s"), "{err}");
     }
 
     #[test]

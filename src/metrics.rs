@@ -200,6 +200,42 @@ pub fn dependency_totals(dependency: &str) -> CallStats {
     total
 }
 
+/// Distinct (what, kind) labels kept for unknown agent events; more are counted
+/// under kind `other`, so a chatty CLI cannot grow the exposition without bound.
+const MAX_UNKNOWN_EVENT_KINDS: usize = 32;
+
+fn unknown_events() -> &'static Mutex<BTreeMap<(&'static str, String), u64>> {
+    static UNKNOWN: OnceLock<Mutex<BTreeMap<(&'static str, String), u64>>> = OnceLock::new();
+    UNKNOWN.get_or_init(Default::default)
+}
+
+/// Counts an event (or content block) of the agent's output that agentlab does not
+/// know: `what` says where it was (`event`, `assistant content`), `kind` its type.
+pub fn count_unknown_agent_event(what: &'static str, kind: &str) {
+    // A std Mutex: held for a map update, never across an await.
+    let mut map = unknown_events().lock().unwrap_or_else(|p| p.into_inner());
+    let known = map.contains_key(&(what, kind.to_owned()));
+    let kind = if known || map.len() < MAX_UNKNOWN_EVENT_KINDS {
+        kind.to_owned()
+    } else {
+        "other".to_owned()
+    };
+    *map.entry((what, kind)).or_default() += 1;
+}
+
+/// Unknown agent events seen by this process, by (what, kind).
+pub fn unknown_agent_events() -> Vec<(&'static str, String, u64)> {
+    let map = unknown_events().lock().unwrap_or_else(|p| p.into_inner());
+    map.iter()
+        .map(|((what, kind), count)| (*what, kind.clone(), *count))
+        .collect()
+}
+
+/// All unknown agent events seen by this process.
+pub fn unknown_agent_events_total() -> u64 {
+    unknown_agent_events().iter().map(|(_, _, n)| n).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

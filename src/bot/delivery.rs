@@ -9,18 +9,26 @@
 //! Progress: one status message per task ("queued" → "running… 20 s"), edited in
 //! place at most every [`EDIT_EVERY`], a typing action while the agent works, and
 //! flood control (429) pauses all edits of the bot for the time Telegram asks.
+//! While the agent works, its tool calls and newest text (the pool's live
+//! progress, announced on [`crate::worker::Pool::subscribe_progress`]) are shown
+//! as they come ([`super::progress`]), at most one edit per [`CHAT_EDIT_EVERY`]
+//! per chat; before the answer replaces the message, its last steps are shown if
+//! they were not yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::BotRuntime;
+use super::progress::{ProgressView, render_progress};
 use super::render::{self, TELEGRAM_MESSAGE_LIMIT};
 use super::telegram::SendError;
 use crate::storage::{Task, TaskStatus, now_ms};
 
-/// Minimum time between two edits of one progress message.
+/// Minimum time between two edits of one progress message showing only time.
 const EDIT_EVERY: Duration = Duration::from_secs(10);
+/// Minimum time between two progress edits in one chat.
+const CHAT_EDIT_EVERY: Duration = Duration::from_secs(1);
 /// How often the progress updater looks at running tasks.
 const PROGRESS_TICK: Duration = Duration::from_secs(2);
 /// Typing actions expire after about 5 s on the client.
@@ -150,6 +158,7 @@ async fn deliver(bot: &BotRuntime, task: &Task) -> Result<(), SendError> {
             )
             .await;
     }
+    show_final_steps(bot, task).await;
     let sent = send_answer(bot, task, &markdown).await;
     if sent.is_err() {
         let _ = store.delivery_failed(task.id).await;
@@ -187,6 +196,112 @@ async fn send_answer(bot: &BotRuntime, task: &Task, markdown: &str) -> Result<()
     Ok(())
 }
 
+/// Shows a finished task's steps in its progress message if the last ones were
+/// not shown yet, just before the answer replaces it.
+async fn show_final_steps(bot: &BotRuntime, task: &Task) {
+    let Some(message_id) = task.progress_message_id else {
+        return;
+    };
+    let shown = edit_book().take_shown(task.id);
+    let steps = match bot.ctx.store.task_steps(task.id) {
+        Ok(steps) => steps,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the task's steps");
+            return;
+        }
+    };
+    let total = u64::from(steps.earlier) + steps.steps.len() as u64;
+    if total == 0 || total <= shown {
+        return;
+    }
+    let summaries: Vec<String> = steps.steps.into_iter().map(|s| s.summary).collect();
+    let header = final_header(task, total);
+    let html = render_progress(
+        &ProgressView {
+            header: &header,
+            earlier: steps.earlier,
+            steps: &summaries,
+            text: None,
+        },
+        TELEGRAM_MESSAGE_LIMIT,
+    );
+    let wait = edit_book().reserve(&bot.config.id, task.chat_id, Instant::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    if let Err(e) = bot.api.edit_html(task.chat_id, message_id, &html).await {
+        tracing::debug!(error = %e, "cannot show the task's last steps");
+    }
+}
+
+/// The first line of a finished task's last progress state.
+fn final_header(task: &Task, steps: u64) -> String {
+    let seconds = task
+        .finished_ms
+        .zip(task.started_ms)
+        .map_or(0, |(end, start)| end.saturating_sub(start) / 1000);
+    let plural = if steps == 1 { "" } else { "s" };
+    format!("🏁 Task #{}: {steps} step{plural} in {seconds} s", task.id)
+}
+
+/// When each chat's progress message was last edited and how many steps each
+/// task's message shows, shared by the progress updater and the outbox so the
+/// per-chat pace holds for both. A std Mutex: held for a map operation only.
+#[derive(Default)]
+struct EditBook {
+    inner: std::sync::Mutex<EditBookInner>,
+}
+
+#[derive(Default)]
+struct EditBookInner {
+    last_edit: HashMap<(String, i64), Instant>,
+    shown_steps: HashMap<u64, u64>,
+}
+
+impl EditBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EditBookInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long until the chat may be edited again (zero: now).
+    fn wait_for(&self, bot_id: &str, chat_id: i64, now: Instant) -> Duration {
+        let book = self.lock();
+        book.last_edit
+            .get(&(bot_id.to_owned(), chat_id))
+            .map_or(Duration::ZERO, |last| {
+                (*last + CHAT_EDIT_EVERY).saturating_duration_since(now)
+            })
+    }
+
+    /// Books the chat's next edit slot; returns how long to wait for it.
+    fn reserve(&self, bot_id: &str, chat_id: i64, now: Instant) -> Duration {
+        let mut book = self.lock();
+        let slot = book
+            .last_edit
+            .get(&(bot_id.to_owned(), chat_id))
+            .map_or(now, |last| (*last + CHAT_EDIT_EVERY).max(now));
+        book.last_edit.insert((bot_id.to_owned(), chat_id), slot);
+        if book.last_edit.len() > 10_000 {
+            book.last_edit
+                .retain(|_, at| now.saturating_duration_since(*at) < CHAT_EDIT_EVERY);
+        }
+        slot.saturating_duration_since(now)
+    }
+
+    fn set_shown(&self, task_id: u64, steps: u64) {
+        self.lock().shown_steps.insert(task_id, steps);
+    }
+
+    fn take_shown(&self, task_id: u64) -> u64 {
+        self.lock().shown_steps.remove(&task_id).unwrap_or(0)
+    }
+}
+
+fn edit_book() -> &'static EditBook {
+    static BOOK: std::sync::OnceLock<EditBook> = std::sync::OnceLock::new();
+    BOOK.get_or_init(EditBook::default)
+}
+
 /// Keeps each running task's progress message and typing action current, and
 /// tells the chat at once when an attempt failed and another one is coming.
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
@@ -194,6 +309,9 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
     let mut shutdown = bot.ctx.shutdown.subscribe();
     let retried = &bot.retried;
     let mut shown: HashMap<u64, Shown> = HashMap::new();
+    let mut live_changes = bot.ctx.pool.subscribe_progress();
+    // The next time a paced progress edit is due, if one waits.
+    let mut paced: Option<Instant> = None;
     // Tasks waiting for their next attempt, shown until it starts.
     let mut retrying: Vec<u64> = Vec::new();
     let mut paused_until: Option<Instant> = None;
@@ -201,12 +319,24 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
     // then looks again when that message arrives, not a tick later.
     let mut awaiting_message = false;
     loop {
+        // Wake for the chat's pace when a paced edit waits, else at the tick.
+        let tick = paced.map_or(PROGRESS_TICK, |due| {
+            PROGRESS_TICK.min(due.saturating_duration_since(Instant::now()))
+        });
         tokio::select! {
-            _ = tokio::time::sleep(PROGRESS_TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = retried.wake.notified() => {}
             _ = bot.progress_messages.wake.notified(), if awaiting_message => {}
+            // A task's agent did something (or we fell behind: look at all).
+            changed = live_changes.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changed {
+                    // The pool is gone: the service is stopping.
+                    break;
+                }
+            }
             _ = shutdown.changed() => break,
         }
+        paced = None;
         for id in retried.take() {
             if !retrying.contains(&id) {
                 retrying.push(id);
@@ -242,10 +372,13 @@ pub(super) async fn run_progress(bot: Arc<BotRuntime>) {
             .any(|t| t.status != TaskStatus::Running && t.progress_message_id.is_none());
         shown.retain(|id, _| tasks.iter().any(|t| t.id == *id));
         for task in tasks {
-            if let Err(wait) = update_progress(&bot, &task, shown.entry(task.id).or_default()).await
-            {
-                paused_until = Some(Instant::now() + wait);
-                break;
+            match update_progress(&bot, &task, shown.entry(task.id).or_default()).await {
+                Ok(Some(due)) => paced = Some(paced.map_or(due, |p| p.min(due))),
+                Ok(None) => {}
+                Err(wait) => {
+                    paused_until = Some(Instant::now() + wait);
+                    break;
+                }
             }
         }
     }
@@ -257,12 +390,20 @@ struct Shown {
     typing: Option<Instant>,
     /// The phase last shown: running or waiting, and the attempt.
     phase: Option<(bool, u32)>,
+    /// The version of the agent's live progress last shown.
+    live_version: u64,
 }
 
-/// One progress step for a task; `Err(wait)` when Telegram asked us to slow down.
-/// A new phase (an attempt failed, the next one started) is shown at once; the
-/// running time at most every [`EDIT_EVERY`].
-async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Result<(), Duration> {
+/// One progress step for a task; `Err(wait)` when Telegram asked us to slow down,
+/// `Ok(Some(due))` when news waits for the chat's pace until `due`.
+/// A new phase (an attempt failed, the next one started) is shown at once, the
+/// agent's new steps as soon as the chat's pace allows, the running time at most
+/// every [`EDIT_EVERY`].
+async fn update_progress(
+    bot: &BotRuntime,
+    task: &Task,
+    shown: &mut Shown,
+) -> Result<Option<Instant>, Duration> {
     let now = Instant::now();
     let running = task.status == TaskStatus::Running;
     if running
@@ -276,22 +417,54 @@ async fn update_progress(bot: &BotRuntime, task: &Task, shown: &mut Shown) -> Re
         }
     }
     let Some(message_id) = task.progress_message_id else {
-        return Ok(());
+        return Ok(None);
+    };
+    let live = if running {
+        bot.ctx.pool.progress(task.id)
+    } else {
+        None
     };
     let phase = (running, task.attempts);
+    let news = live
+        .as_ref()
+        .is_some_and(|live| live.version != shown.live_version);
     if shown.phase == Some(phase)
+        && !news
         && shown
             .edited
             .is_some_and(|t| now.duration_since(t) < EDIT_EVERY)
     {
-        return Ok(());
+        return Ok(None);
     }
+    let book = edit_book();
+    let wait = book.wait_for(&bot.config.id, task.chat_id, now);
+    if !wait.is_zero() {
+        return Ok(Some(now + wait));
+    }
+    book.reserve(&bot.config.id, task.chat_id, now);
     shown.edited = Some(now);
     shown.phase = Some(phase);
-    let text = progress_text(task, now_ms());
-    match bot.api.edit_text(task.chat_id, message_id, &text).await {
+    let header = progress_text(task, now_ms());
+    let sent = match &live {
+        Some(live) => {
+            shown.live_version = live.version;
+            book.set_shown(task.id, u64::from(live.earlier) + live.steps.len() as u64);
+            let html = render_progress(
+                &ProgressView {
+                    header: &header,
+                    earlier: live.earlier,
+                    steps: &live.steps,
+                    text: live.text.as_deref(),
+                },
+                TELEGRAM_MESSAGE_LIMIT,
+            );
+            bot.api.edit_html(task.chat_id, message_id, &html).await
+        }
+        None => bot.api.edit_text(task.chat_id, message_id, &header).await,
+    };
+    match sent {
         Err(SendError::RetryAfter(wait)) => Err(wait),
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod commands;
 mod delivery;
 mod handler;
 mod poller;
+mod progress;
 pub mod render;
 mod replies;
 pub mod telegram;

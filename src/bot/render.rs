@@ -128,7 +128,6 @@ pub fn telegram_len(text: &str) -> usize {
 }
 
 /// Escapes `&`, `<`, `>` and `"` for Telegram's HTML parse mode.
-#[cfg(test)]
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     push_escaped(&mut out, text);

@@ -34,6 +34,11 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
 }
 
 async fn new_session(bot: &BotRuntime, sender: Sender) -> String {
+    // The session's warm agent process holds the old conversation: end it.
+    bot.ctx
+        .pool
+        .end_warm_session(&bot.config.id, sender.user_id)
+        .await;
     match bot
         .ctx
         .store
@@ -152,10 +157,35 @@ fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                     preview(error, 300)
                 ));
             }
+            out.push_str(&steps_text(bot, task.id));
             out
         }
         Err(msg) => msg,
     }
+}
+
+/// Most tool calls listed by `/task ID` (the newest).
+const TASK_STEPS_SHOWN: usize = 20;
+
+/// The agent's tool calls for `/task ID`: "Steps:" and one line each, the oldest
+/// folded into a count beyond [`TASK_STEPS_SHOWN`]; empty without steps.
+fn steps_text(bot: &BotRuntime, task_id: u64) -> String {
+    let Ok(steps) = bot.ctx.store.task_steps(task_id) else {
+        return String::new();
+    };
+    if steps.steps.is_empty() {
+        return String::new();
+    }
+    let skip = steps.steps.len().saturating_sub(TASK_STEPS_SHOWN);
+    let folded = steps.earlier as usize + skip;
+    let mut out = format!("Steps ({}):\n", folded + steps.steps.len() - skip);
+    if folded > 0 {
+        out.push_str(&format!("… {folded} earlier\n"));
+    }
+    for step in &steps.steps[skip..] {
+        out.push_str(&format!("• {}\n", preview(&step.summary, 120)));
+    }
+    out
 }
 
 async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {

@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use teloxide::payloads::{GetUpdatesSetters, SendDocumentSetters, SendMessageSetters};
+use teloxide::payloads::{
+    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::types::{
     BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
@@ -192,6 +194,26 @@ impl TelegramApi {
             .call("editMessageText", || {
                 self.bot
                     .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
+            })
+            .await
+        {
+            Ok(_) | Err(SendError::NotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the text of a message with HTML.
+    pub async fn edit_html(
+        &self,
+        chat_id: i64,
+        message_id: i32,
+        html: &str,
+    ) -> Result<(), SendError> {
+        match self
+            .call("editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
+                    .parse_mode(ParseMode::Html)
             })
             .await
         {

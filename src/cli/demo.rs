@@ -232,10 +232,10 @@ fn print_banner(config: &Config, addr: &str) {
     println!("  HTTP API:   http://{addr}/health   (dashboard: http://{addr}/)");
     println!("  State:      {}", config.data_dir.display());
     println!(
-        "Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · fail · /status · /tasks · /help"
+        "Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · tool:Bash sleep:2 cargo test · fail · /status · /tasks · /help"
     );
     println!(
-        "Directives for the test agent: sleep:N, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n"
+        "Directives for the test agent: sleep:N, tool:NAME, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n"
     );
 }
 

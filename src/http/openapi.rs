@@ -277,6 +277,17 @@ fn schemas() -> Value {
                 "result": nullable_str,
                 "error": nullable_str,
                 "cost_usd": {"type": "number"},
+                "steps": {
+                    "type": "object",
+                    "description": "GET /api/tasks/{id} only: the agent's tool calls, oldest first, at most 200 kept (`earlier` counts the ones folded away)",
+                    "properties": {
+                        "earlier": {"type": "integer"},
+                        "items": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"at_ms": {"type": "integer"}, "summary": {"type": "string"}},
+                        }},
+                    },
+                },
             },
         },
         "TaskList": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},

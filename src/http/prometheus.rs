@@ -39,7 +39,42 @@ pub(crate) fn render(ctx: &HttpContext) -> Result<String, ApiError> {
     process_metrics(&mut out, &figures, ctx.started.unix_ms());
     service_metrics(&mut out, ctx)?;
     call_metrics(&mut out);
+    agent_stream_metrics(&mut out);
+    warm_agent_metrics(&mut out, ctx);
     Ok(out.text)
+}
+
+/// The idle warm agent processes kept for the sessions' next prompts.
+fn warm_agent_metrics(out: &mut Exposition, ctx: &HttpContext) {
+    let (count, rss) = ctx.pool.warm_usage();
+    out.family(
+        "agentlab_agent_warm_processes",
+        "gauge",
+        "Idle agent processes kept open for their session's next prompt.",
+    );
+    out.sample("agentlab_agent_warm_processes", &[], count as f64);
+    out.family(
+        "agentlab_agent_warm_rss_bytes",
+        "gauge",
+        "Resident memory of the idle warm agent processes, in all.",
+    );
+    out.sample("agentlab_agent_warm_rss_bytes", &[], rss as f64);
+}
+
+/// What the agents printed that agentlab did not know ([`crate::worker::stream`]).
+fn agent_stream_metrics(out: &mut Exposition) {
+    out.family(
+        "agentlab_agent_unknown_events_total",
+        "counter",
+        "Agent output events (or content blocks) of a type agentlab does not know, ignored.",
+    );
+    for (what, kind, count) in crate::metrics::unknown_agent_events() {
+        out.sample(
+            "agentlab_agent_unknown_events_total",
+            &[("what", what), ("kind", &kind)],
+            count as f64,
+        );
+    }
 }
 
 /// A text exposition under construction.

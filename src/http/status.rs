@@ -255,5 +255,11 @@ pub(crate) async fn get_task(
         .store
         .get_task(id)?
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
-    Ok(Json(json!(task)))
+    let steps = api.ctx.store.task_steps(id)?;
+    let mut body = json!(task);
+    body["steps"] = json!({
+        "earlier": steps.earlier,
+        "items": steps.steps.iter().map(|s| json!({"at_ms": s.at_ms, "summary": s.summary})).collect::<Vec<_>>(),
+    });
+    Ok(Json(body))
 }

@@ -321,6 +321,10 @@ impl Monitor {
                 .push(now, own.rss_bytes as f64, self.leak_window_ms());
         }
         let leak = process::assess_leak(&self.rss.samples(), &config.monitor);
+        // Idle warm agents (kept for their session's next prompt) are no task's.
+        let (warm_count, warm_rss) = ctx.pool.warm_usage();
+        batch.push("agent_warm_processes", &[], warm_count as f64);
+        batch.push("agent_warm_rss_bytes", &[], warm_rss as f64);
 
         // Dependencies.
         let totals: Vec<(String, CallStats)> = DEPENDENCIES

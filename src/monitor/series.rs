@@ -63,6 +63,14 @@ pub const METRIC_TYPES: &[(&str, &str)] = &[
         "open file descriptors of the agent holding most",
     ),
     (
+        "agent_warm_processes",
+        "idle agent processes kept open for their session's next prompt",
+    ),
+    (
+        "agent_warm_rss_bytes",
+        "resident memory of the idle warm agent processes together, bytes",
+    ),
+    (
         "api_calls",
         "calls in the last minute per dependency (`dep`: telegram, agent, http)",
     ),

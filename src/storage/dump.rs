@@ -265,6 +265,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "alerts" => count(tx, tables::ALERTS)?,
             "events" => count(tx, tables::EVENTS)?,
             "breakers" => count(tx, tables::BREAKERS)?,
+            "task_events" => count(tx, tables::TASK_EVENTS)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -556,6 +557,19 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"bot_id": bot, "dependency": dep, "state": stored.state, "updated_ms": stored.updated_ms, "snapshot": snapshot}),
+                )?;
+            }
+        }
+        "task_events" => {
+            for row in rows!(tables::TASK_EVENTS).iter()? {
+                let (k, v) = row?;
+                let (task_id, seq) = k.value();
+                let step: super::TaskStep =
+                    codec::decode(v.value()).map_err(|e| StoreError::decode(name, e))?;
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"task_id": task_id, "seq": seq, "at_ms": step.at_ms, "summary": step.summary}),
                 )?;
             }
         }

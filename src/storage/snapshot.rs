@@ -197,6 +197,7 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::ALERTS,
         tables::EVENTS,
         tables::BREAKERS,
+        tables::TASK_EVENTS,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

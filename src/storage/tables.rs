@@ -46,8 +46,11 @@ pub const EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("eve
 /// (bot_id, dependency) → [`super::records::StoredBreaker`].
 pub const BREAKERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("breakers");
 
+/// (task_id, seq) → [`super::task_events::TaskStep`]: what the agent did, bounded.
+pub const TASK_EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("task_events");
+
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 18] = [
+pub const ALL_TABLES: [&str; 19] = [
     "meta",
     "sessions",
     "messages",
@@ -66,4 +69,5 @@ pub const ALL_TABLES: [&str; 18] = [
     "alerts",
     "events",
     "breakers",
+    "task_events",
 ];

@@ -496,7 +496,10 @@ pub fn kill_group(identity: &ProcIdentity, signal: GroupSignal) -> bool {
 
 /// `cmd.args`, plus the resume arguments when resuming a (valid) session, then
 /// `cmd.trailing_args`.
-fn command_args(cmd: &AgentCommand, session_id: Option<&str>) -> Result<Vec<String>, SpawnError> {
+pub(super) fn command_args(
+    cmd: &AgentCommand,
+    session_id: Option<&str>,
+) -> Result<Vec<String>, SpawnError> {
     let mut args = cmd.args.clone();
     if let Some(id) = session_id {
         if !is_valid_session_id(id) {
@@ -767,6 +770,35 @@ async fn collect_outcome(run_dir: &Path, ended: Ended, started: Instant) -> Agen
     }
 }
 
+/// The answer in what an agent wrote to `stdout` from byte `offset` on, read
+/// like a whole run's output (bounded; the end is read too when it is long).
+pub(super) fn output_since(stdout: &Path, offset: u64) -> AgentResult {
+    use std::io::{Read as _, Seek as _};
+    let read = || {
+        let mut file = std::fs::File::open(stdout)?;
+        let len = file.metadata()?.len().saturating_sub(offset);
+        file.seek(io::SeekFrom::Start(offset))?;
+        let mut head = Vec::with_capacity(usize::try_from(len.min(MAX_JSON_BYTES)).unwrap_or(0));
+        (&mut file).take(MAX_JSON_BYTES).read_to_end(&mut head)?;
+        let tail = if len > MAX_JSON_BYTES {
+            read_end(stdout, MAX_JSON_BYTES)?.0
+        } else {
+            Vec::new()
+        };
+        io::Result::Ok((head, tail, len))
+    };
+    match read() {
+        Ok((head, tail, len)) if len > MAX_JSON_BYTES => {
+            agent_result::parse_agent_output_with_tail(&head, &tail, len, stdout)
+        }
+        Ok((head, _, len)) => agent_result::parse_agent_output(&head, len, stdout),
+        Err(error) => {
+            warn!(%error, path = %stdout.display(), "cannot read the agent's output");
+            agent_result::parse_agent_output(&[], 0, stdout)
+        }
+    }
+}
+
 /// The first `cap` bytes of `path` and the file's length; empty if unreadable.
 fn read_head(path: &Path, cap: u64) -> (Vec<u8>, u64) {
     use std::io::Read as _;
@@ -809,7 +841,7 @@ fn read_tail_bytes(path: &Path, cap: u64) -> Vec<u8> {
 
 /// The last `cap` bytes of `path` as text, prefixed with `…` when cut; empty if
 /// unreadable.
-fn read_tail(path: &Path, cap: u64) -> String {
+pub(super) fn read_tail(path: &Path, cap: u64) -> String {
     match read_end(path, cap) {
         Ok((tail, cut)) => tail_text(&tail, cut),
         Err(error) => {

@@ -159,7 +159,8 @@ fn looks_like_result(value: &Value) -> bool {
     is_result_type(value) || value.get("result").is_some()
 }
 
-fn result_from_object(object: &Value, full_output: &Path) -> AgentResult {
+/// The answer held by a `result` object; `full_output` is named when the text is cut.
+pub(super) fn result_from_object(object: &Value, full_output: &Path) -> AgentResult {
     let subtype = object.get("subtype").and_then(Value::as_str).unwrap_or("");
     let is_error = object
         .get("is_error")

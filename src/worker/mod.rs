@@ -8,9 +8,13 @@
 
 pub mod agent;
 pub mod agent_result;
+pub mod follow;
+pub mod live;
 mod pool;
 pub mod proc_identity;
 pub mod recovery;
+pub mod stream;
 pub mod test_agent;
+pub mod warm;
 
 pub use pool::{Pool, PoolEvent, PoolEvents, pool_events};

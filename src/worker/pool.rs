@@ -14,26 +14,37 @@
 //! - every agent run goes through [`run_task`], which asks the agent breaker before
 //!   starting and reports the outcome after.
 //! - at shutdown, agents are not killed: their tasks stay `running` with pid and
-//!   start time recorded, and the next process adopts them;
+//!   start time recorded, and the next process adopts them; idle warm processes
+//!   ([`super::warm`]) are ended.
 //! - each task that reaches a terminal state, or is re-queued for another attempt,
 //!   is announced once on the [`PoolEvents`] channel the pool was built with, after
 //!   the store recorded it (the bots deliver answers and retry notices from it).
+//! - a warm process is used by one run at a time: it leaves the warm set for the
+//!   run and goes back only after a complete `result`, still running.
+//! - what a run's agent does reaches [`Pool::progress`] and the
+//!   [`Pool::subscribe_progress`] channel as it happens, and the store's
+//!   `task_events` table before the task is concluded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
+use super::follow::Follower;
+use super::live::LiveProgress;
 use super::proc_identity::ProcIdentity;
+use super::stream::{Event, StreamParser};
+use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::breaker::{Circuits, Dependency};
 use crate::budget::{Exceeded, Spend};
-use crate::config::{BotConfig, Config};
+use crate::config::{AgentKind, BotConfig, Config};
 use crate::storage::{
-    Claimed, FailureClass, Store, StoreError, Task, TaskFinish, TaskStatus, now_ms,
+    Claimed, FailureClass, Pending, Store, StoreError, Task, TaskFinish, TaskStatus, TaskStep,
+    now_ms,
 };
 
 /// Longest an idle dispatcher sleeps without a notification (a safety net only).
@@ -44,6 +55,10 @@ const ADOPT_POLL: Duration = Duration::from_millis(200);
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Longest retry backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Warm processes kept per worker.
+const WARM_PER_WORKER: usize = 2;
+/// Progress notifications buffered per subscriber; a slower one skips to the newest.
+const PROGRESS_CHANNEL: usize = 256;
 
 /// What the pool announces about a task, after the store recorded it.
 #[derive(Debug, Clone)]
@@ -84,6 +99,13 @@ struct Shared {
     next_due: Mutex<Option<Instant>>,
     events: PoolEvents,
     runs_dir: std::path::PathBuf,
+    /// Idle warm agent processes. A std Mutex: held for a map operation only,
+    /// never across an await (processes are taken out before they are used).
+    warm: Mutex<WarmSet>,
+    /// What each running task's agent has done so far. A std Mutex, as above.
+    progress: Mutex<HashMap<u64, LiveProgress>>,
+    /// Announces the id of a task whose progress changed.
+    progress_tx: broadcast::Sender<u64>,
 }
 
 /// What happened to a task's run, decided from the agent's outcome.
@@ -111,6 +133,9 @@ impl Pool {
                 next_due: Mutex::new(None),
                 events,
                 runs_dir,
+                warm: Mutex::new(WarmSet::default()),
+                progress: Mutex::new(HashMap::new()),
+                progress_tx: broadcast::channel(PROGRESS_CHANNEL).0,
             }),
         }
     }
@@ -145,6 +170,57 @@ impl Pool {
         }
     }
 
+    /// Ids of tasks whose progress changed, as it happens (the bots' progress
+    /// messages). A receiver that falls behind skips to the newest.
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<u64> {
+        self.shared.progress_tx.subscribe()
+    }
+
+    /// What a running task's agent has done so far, if it runs here.
+    pub fn progress(&self, task_id: u64) -> Option<LiveProgress> {
+        lock(&self.shared.progress).get(&task_id).cloned()
+    }
+
+    /// Idle warm agent processes and their resident memory in all, bytes.
+    pub fn warm_usage(&self) -> (usize, u64) {
+        lock(&self.shared.warm).usage()
+    }
+
+    /// Ends the idle warm process of a (bot, user) session, if any (`/new`).
+    pub async fn end_warm_session(&self, bot_id: &str, user_id: i64) {
+        let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id));
+        end_all(ended).await;
+    }
+
+    /// Ends the warm processes that outlived their `keep_warm_s`, or whose bot is
+    /// gone; returns when the next one is due.
+    async fn end_expired_warm(&self) -> Option<Instant> {
+        let keep = |key: &SessionKey| {
+            Duration::from_secs(self.bot(&key.0).map_or(0, |bot| bot.agent.keep_warm_s))
+        };
+        let expired = lock(&self.shared.warm).expired(Instant::now(), keep);
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "ending idle warm agents");
+        }
+        end_all(expired).await;
+        lock(&self.shared.warm).next_expiry(keep)
+    }
+
+    /// Ends the warm processes a previous agentlab left idle, keeping those of the
+    /// tasks being adopted.
+    pub(crate) fn sweep_orphan_warm(&self, adopted: &[Task]) -> usize {
+        let keep: Vec<std::path::PathBuf> = adopted
+            .iter()
+            .filter_map(|task| warm::read_turn_record(&self.run_dir(task.id)))
+            .map(|record| record.process_dir)
+            .collect();
+        warm::sweep_orphans(&self.shared.runs_dir, &keep)
+    }
+
+    fn run_dir(&self, task_id: u64) -> std::path::PathBuf {
+        self.shared.runs_dir.join(task_id.to_string())
+    }
+
     /// Runs the pool until `shutdown` turns true: first adopts the runs left by the
     /// previous process (`adopted`), then claims queued tasks. Returns after every
     /// run task has ended or been detached.
@@ -163,6 +239,7 @@ impl Pool {
             if *shutdown.borrow() {
                 break;
             }
+            self.end_expired_warm().await;
             let permit = tokio::select! {
                 p = self.shared.permits.clone().acquire_owned() => p,
                 _ = shutdown.changed() => break,
@@ -189,6 +266,10 @@ impl Pool {
         // tasks are waiting on processes or polls; aborting them loses nothing stored.
         runs.abort_all();
         while runs.join_next().await.is_some() {}
+        // Idle warm processes hold no turn: a graceful stop ends them. (A process
+        // that was answering is left to its task's adoption.)
+        let idle = lock(&self.shared.warm).drain();
+        end_all(idle).await;
     }
 
     async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
@@ -203,6 +284,9 @@ impl Pool {
         }
         if let Some(ms) = self.shared.circuits.next_probe_in_ms(Dependency::Agent) {
             wait = wait.min(Duration::from_millis(ms + 5));
+        }
+        if let Some(expiry) = self.end_expired_warm().await {
+            wait = wait.min(expiry.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
             _ = self.shared.wake.notified() => {}
@@ -334,7 +418,7 @@ impl Pool {
             task_id: task.id,
             prompt: task.prompt.clone(),
             workdir: bot.workdir.clone(),
-            run_dir: self.shared.runs_dir.join(task.id.to_string()),
+            run_dir: self.run_dir(task.id),
             session_id,
             timeout: Duration::from_secs(self.shared.config.limits.task_timeout_s),
             kill_grace: KILL_GRACE,
@@ -348,10 +432,16 @@ impl Pool {
             return unknown_bot(task);
         };
         let command = self.agent_command(&bot);
+        let warm = bot.agent.kind == AgentKind::Claude && bot.agent.keep_warm_s > 0;
         let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
         loop {
             let spec = self.run_spec(task, &bot, session.clone());
-            let outcome = match self.spawn_and_wait(task, &command, &spec).await {
+            let run = if warm {
+                self.run_warm(task, &command, &spec).await
+            } else {
+                self.spawn_and_wait(task, &command, &spec).await
+            };
+            let outcome = match run {
                 Ok(outcome) => outcome,
                 Err(verdict) => return verdict,
             };
@@ -402,7 +492,30 @@ impl Pool {
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
         let run_started = Instant::now();
-        let outcome = running.wait(cancel_rx).await;
+        let outcome = if command.prompt_format == agent::PromptFormat::StreamJson {
+            // Follow the events while the process runs, for the progress message.
+            let stdout = spec.run_dir.join(agent::STDOUT_FILE);
+            let mut follower = Follower::new(&stdout, StreamParser::new(task.id));
+            let mut recorder = ProgressRecorder::new(self, task.id);
+            let wait = running.wait(cancel_rx);
+            tokio::pin!(wait);
+            let mut found = true;
+            let outcome = loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut wait => break outcome,
+                    () = follower.pause(found) => {}
+                }
+                let events = follower.read_new();
+                found = !events.is_empty();
+                recorder.record(&events);
+            };
+            recorder.record(&follower.read_new());
+            recorder.flush().await;
+            outcome
+        } else {
+            running.wait(cancel_rx).await
+        };
         lock(&self.shared.cancels).remove(&task.id);
         crate::metrics::observe(
             "agent",
@@ -411,6 +524,144 @@ impl Pool {
             agent_call_outcome(&outcome),
         );
         Ok(outcome)
+    }
+
+    /// Runs the task's prompt as a turn of its session's warm process: the idle one
+    /// if it is alive and holds the same session under the same command, otherwise
+    /// a new one (resuming the session, if any). A process that answered stays
+    /// warm; one that did not is ended.
+    async fn run_warm(
+        &self,
+        task: &Task,
+        command: &AgentCommand,
+        spec: &RunSpec,
+    ) -> Result<AgentOutcome, Verdict> {
+        let key: SessionKey = (task.bot_id.clone(), task.user_id);
+        let idle = lock(&self.shared.warm).take(&key);
+        let reusable = match idle {
+            Some(mut process) => {
+                if process.command == *command
+                    && process.session_id == spec.session_id
+                    && process.is_running()
+                {
+                    Some(process)
+                } else {
+                    tracing::debug!("the idle warm agent cannot take this prompt; ending it");
+                    process.end(KILL_GRACE).await;
+                    None
+                }
+            }
+            None => None,
+        };
+        let prompt = command.prompt_format.encode(&spec.prompt);
+        let mut process = match reusable {
+            Some(process) => match self.start_turn(task, &process, &prompt, spec).await {
+                Ok(()) => process,
+                Err(error) => {
+                    // It died between its last answer and now: a cold start resumes.
+                    tracing::info!(%error, "the warm agent is gone; starting a new one");
+                    process.end(KILL_GRACE).await;
+                    self.cold_warm_start(task, command, spec, &prompt).await?
+                }
+            },
+            None => self.cold_warm_start(task, command, spec, &prompt).await?,
+        };
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        lock(&self.shared.cancels).insert(task.id, cancel_tx);
+        let run_started = Instant::now();
+        let mut recorder = ProgressRecorder::new(self, task.id);
+        let outcome = process
+            .follow_turn(
+                task.id,
+                spec.timeout,
+                spec.kill_grace,
+                cancel_rx,
+                &mut |events: &[Event]| recorder.record(events),
+            )
+            .await;
+        recorder.flush().await;
+        lock(&self.shared.cancels).remove(&task.id);
+        crate::metrics::observe(
+            "agent",
+            &task.bot_id,
+            run_started.elapsed().as_secs_f64() * 1000.0,
+            agent_call_outcome(&outcome),
+        );
+        self.keep_or_end(key, process, &outcome).await;
+        Ok(outcome)
+    }
+
+    /// A new warm-capable process with the task's prompt written to it.
+    async fn cold_warm_start(
+        &self,
+        task: &Task,
+        command: &AgentCommand,
+        spec: &RunSpec,
+        prompt: &[u8],
+    ) -> Result<WarmProcess, Verdict> {
+        let process = match WarmProcess::spawn(command, spec) {
+            Ok(process) => process,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent spawn failed");
+                return Err(self.retry_or_fail(task, FailureClass::SpawnFailed, e.to_string()));
+            }
+        };
+        if let Err(error) = self.start_turn(task, &process, prompt, spec).await {
+            tracing::warn!(%error, "cannot give the new agent its prompt");
+            process.end(KILL_GRACE).await;
+            return Err(self.retry_or_fail(
+                task,
+                FailureClass::SpawnFailed,
+                format!("cannot give the agent its prompt: {error}"),
+            ));
+        }
+        Ok(process)
+    }
+
+    /// Records the turn (its process, offset and cost so far) with the task, then
+    /// writes the prompt: a restart in between finds the turn and follows it.
+    async fn start_turn(
+        &self,
+        task: &Task,
+        process: &WarmProcess,
+        prompt: &[u8],
+        spec: &RunSpec,
+    ) -> std::io::Result<()> {
+        let record = process.turn_record();
+        let run_dir = spec.run_dir.clone();
+        tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Err(e) = self
+            .shared
+            .store
+            .record_task_process(
+                task.id,
+                task.started_ms.unwrap_or_else(now_ms),
+                process.identity.pid,
+                process.identity.start_time,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the agent's pid");
+        }
+        process.write_prompt(prompt.to_vec()).await
+    }
+
+    /// Puts a process that answered back into the warm set (ending the least
+    /// recently used beyond the bound); ends any other.
+    async fn keep_or_end(&self, key: SessionKey, mut process: WarmProcess, outcome: &AgentOutcome) {
+        if outcome.result.complete
+            && !outcome.timed_out
+            && !outcome.cancelled
+            && process.is_running()
+        {
+            let capacity = self.workers().saturating_mul(WARM_PER_WORKER).max(1);
+            let evicted = lock(&self.shared.warm).put(key, process, capacity);
+            end_all(evicted).await;
+        } else {
+            process.end(KILL_GRACE).await;
+        }
     }
 
     /// Decides a task's fate from its agent's outcome.
@@ -482,6 +733,7 @@ impl Pool {
 
     /// Records the verdict in the store and tells whoever waits.
     async fn conclude(&self, task: &Task, verdict: Verdict) {
+        lock(&self.shared.progress).remove(&task.id);
         let now = now_ms();
         match verdict {
             Verdict::Done(finish) => {
@@ -544,20 +796,51 @@ impl Pool {
         let elapsed = Duration::from_millis(now_ms().saturating_sub(task.started_ms.unwrap_or(0)));
         let timeout =
             Duration::from_secs(self.shared.config.limits.task_timeout_s).saturating_sub(elapsed);
-        let spec = AdoptSpec {
-            identity: ProcIdentity { pid, start_time },
-            run_dir: self.shared.runs_dir.join(task.id.to_string()),
-            poll: ADOPT_POLL,
-            timeout,
-            kill_grace: KILL_GRACE,
-        };
+        let identity = ProcIdentity { pid, start_time };
+        let run_dir = self.run_dir(task.id);
         tracing::info!(
             pid,
             "adopting an agent left running by the previous process"
         );
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
-        let outcome = agent::adopt(spec, cancel_rx).await;
+        let outcome = match warm::read_turn_record(&run_dir).filter(|r| r.identity == identity) {
+            Some(record) => {
+                // A warm process's turn: follow it from its offset to its result.
+                let command = match self.bot(&task.bot_id) {
+                    Some(bot) => self.agent_command(bot),
+                    None => AgentCommand::from_config(
+                        &crate::config::AgentConfig::default(),
+                        Vec::new(),
+                    ),
+                };
+                let mut process = WarmProcess::adopted(&record, command);
+                let mut recorder = ProgressRecorder::new(&self, task.id);
+                let outcome = process
+                    .follow_turn(
+                        task.id,
+                        timeout,
+                        KILL_GRACE,
+                        cancel_rx,
+                        &mut |events: &[Event]| recorder.record(events),
+                    )
+                    .await;
+                recorder.flush().await;
+                self.keep_or_end((task.bot_id.clone(), task.user_id), process, &outcome)
+                    .await;
+                outcome
+            }
+            None => {
+                let spec = AdoptSpec {
+                    identity,
+                    run_dir,
+                    poll: ADOPT_POLL,
+                    timeout,
+                    kill_grace: KILL_GRACE,
+                };
+                agent::adopt(spec, cancel_rx).await
+            }
+        };
         lock(&self.shared.cancels).remove(&task.id);
         let verdict = self.judge(&task, outcome);
         self.conclude(&task, verdict).await;
@@ -567,11 +850,17 @@ impl Pool {
     /// Finishes or re-queues a task whose agent died with the previous process:
     /// from its output files when they hold a complete result, else as interrupted.
     pub(crate) async fn settle_dead_run(&self, task: &Task) {
+        let turn = warm::read_turn_record(&self.run_dir(task.id)).filter(|r| {
+            Some(r.identity.pid) == task.pid && Some(r.identity.start_time) == task.pid_start_time
+        });
         let outcome = match (task.pid, task.pid_start_time) {
+            (Some(_), Some(_)) if turn.is_some() => {
+                turn.map(|record| dead_turn_outcome(task.id, &record))
+            }
             (Some(pid), Some(start_time)) => {
                 let spec = AdoptSpec {
                     identity: ProcIdentity { pid, start_time },
-                    run_dir: self.shared.runs_dir.join(task.id.to_string()),
+                    run_dir: self.run_dir(task.id),
                     poll: ADOPT_POLL,
                     timeout: Duration::ZERO,
                     kill_grace: Duration::ZERO,
@@ -600,6 +889,97 @@ impl Pool {
             }),
         };
         self.conclude(task, verdict).await;
+    }
+}
+
+/// What the output of a warm turn whose process died with the previous agentlab
+/// holds: its result, if it got that far.
+fn dead_turn_outcome(task_id: u64, record: &warm::TurnRecord) -> AgentOutcome {
+    let stdout = record.process_dir.join(agent::STDOUT_FILE);
+    let parser =
+        StreamParser::resuming(task_id, record.offset, record.cost_base).naming_output(&stdout);
+    let mut follower = Follower::new(&stdout, parser);
+    let result = follower
+        .read_new()
+        .into_iter()
+        .find_map(|event| match event {
+            Event::Result(end) => Some(end.result),
+            _ => None,
+        })
+        .unwrap_or_default();
+    AgentOutcome {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        cancelled: false,
+        result,
+        stdout_bytes: follower.parser().consumed(),
+        stderr_tail: String::new(),
+        duration_ms: 0,
+    }
+}
+
+/// Ends warm processes, one after the other.
+async fn end_all(processes: Vec<WarmProcess>) {
+    for process in processes {
+        process.end(KILL_GRACE).await;
+    }
+}
+
+/// Turns a run's events into the task's live progress (announced at once) and its
+/// stored steps (written in batches, awaited before the task is concluded).
+struct ProgressRecorder<'a> {
+    pool: &'a Pool,
+    task_id: u64,
+    written: Option<Pending<()>>,
+}
+
+impl<'a> ProgressRecorder<'a> {
+    fn new(pool: &'a Pool, task_id: u64) -> Self {
+        ProgressRecorder {
+            pool,
+            task_id,
+            written: None,
+        }
+    }
+
+    fn record(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let (changed, new_steps) = {
+            let mut progress = lock(&self.pool.shared.progress);
+            let live = progress.entry(self.task_id).or_default();
+            let before = live.version;
+            let new_steps = live.apply(events);
+            (live.version != before, new_steps)
+        };
+        if !new_steps.is_empty() {
+            let at_ms = now_ms();
+            let steps = new_steps
+                .into_iter()
+                .map(|summary| TaskStep { at_ms, summary })
+                .collect();
+            // Writes are applied in order; the last one's answer covers them all.
+            self.written = Some(
+                self.pool
+                    .shared
+                    .store
+                    .append_task_steps(self.task_id, steps),
+            );
+        }
+        if changed {
+            // No subscriber (no bot running) is fine: the store has the steps.
+            let _ = self.pool.shared.progress_tx.send(self.task_id);
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some(written) = self.written.take()
+            && let Err(e) = written.await
+        {
+            tracing::warn!(error = %e, "cannot store the agent's steps");
+        }
     }
 }
 

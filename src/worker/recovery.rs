@@ -4,6 +4,7 @@
 //! equals the recorded one (a reused pid is someone else's process). Ours are
 //! adopted by the pool; the rest are finished from their output files when those
 //! hold a complete result, or re-queued as interrupted while attempts remain.
+//! Warm agent processes left idle (no running task names them) are ended.
 
 use super::pool::Pool;
 use super::proc_identity::{self, ProcIdentity};
@@ -39,6 +40,8 @@ pub async fn recover_running_tasks(store: &Store, pool: &Pool) -> Result<Recover
             recovery.settled += 1;
         }
     }
+    // Warm processes the previous process left idle hold no turn: end them.
+    pool.sweep_orphan_warm(&recovery.adopt);
     Ok(recovery)
 }
 

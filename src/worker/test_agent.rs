@@ -2,13 +2,18 @@
 //! controls, run as the hidden `test-agent` subcommand of the agentlab binary.
 //!
 //! Tests use it as a real subprocess, and `agentlab demo` uses it as the agent, so
-//! its ordinary answer is friendly: it echoes the prompt. It reads the whole of stdin
-//! and answers on stdout. It speaks Claude Code's stream-json protocol when given its
-//! flags (`--input-format stream-json`: stdin holds `{"type":"user",...}` messages;
-//! `--output-format stream-json`: stdout gets a `system`/`init` event, an `assistant`
-//! event and the `result`, one JSON object a line); otherwise the prompt is stdin's
-//! text and the answer one JSON result object. With `--resume ID` it continues
-//! session `ID`, otherwise it makes up a fresh one.
+//! its ordinary answer is friendly: it echoes the prompt. It speaks Claude Code's
+//! stream-json protocol when given its flags (`--input-format stream-json`: stdin
+//! holds `{"type":"user",...}` messages, each answered as its own turn as soon as its
+//! line is read, until stdin ends — so a process whose stdin stays open stays warm
+//! for the next prompt; `--output-format stream-json`: each turn prints a
+//! `system`/`init` event, the `assistant` tool calls with their `user` tool results,
+//! an `assistant` text event and the `result`, one JSON object a line, with
+//! `total_cost_usd` cumulative over the process's turns like the real CLI);
+//! otherwise the prompt is the whole of stdin's text and the answer one JSON result
+//! object. With `--resume ID` it continues session `ID`, otherwise it makes up a
+//! fresh one. The exit code is the last turn's. A turn that leaves the agent broken
+//! (`exit`, `bad-json`, `no-session`, raw `long` output) ends the process.
 //!
 //! Leading words of the prompt (case-insensitive, any number, e.g.
 //! `sleep:2 cost:0.5 hello`) are directives; the rest is the message:
@@ -26,13 +31,14 @@
 //! | `ignore-term` | ignore SIGTERM (reported on stderr), then never finish |
 //! | `crash` | abort (SIGABRT) |
 //! | `stderr:TEXT` | print TEXT on stderr |
-//! | `no-session` | when resuming, fail like Claude Code with an unknown session id |
+//! | `no-session` | when resuming (or continuing a session in a process kept open), fail like Claude Code with an unknown session id |
 //! | `pwd` | answer with the working directory |
 //! | `env:NAME` | answer whether variable NAME is set (never its value) |
+//! | `tool:NAME` | (stream-json output) first call tool NAME with the message as its main argument (`command` for Bash, `file_path` otherwise): a `tool_use` event and its `tool_result`, before any `sleep`; nothing is run |
 //!
 //! Usage counts: input tokens = prompt bytes / 4, output tokens = answer bytes / 4.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, BufRead as _, Read as _, Write as _};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -61,32 +67,83 @@ pub fn run() -> i32 {
 /// real agent would get: `-p`, `--resume ID`, ...; others are ignored); returns the
 /// exit code.
 pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
-    let started = Instant::now();
     let args: Vec<String> = args.into_iter().collect();
     let resume = flag_value(&args, "--resume");
     let protocol = Protocol {
         stream_json_in: flag_value(&args, "--input-format").as_deref() == Some("stream-json"),
         stream_json_out: flag_value(&args, "--output-format").as_deref() == Some("stream-json"),
     };
+    let mut session = Session {
+        id: resume.clone().unwrap_or_else(fresh_session_id),
+        resumed: resume.is_some(),
+        turns: 0,
+        total_cost_usd: 0.0,
+    };
+    if protocol.stream_json_in {
+        return answer_each_message(&mut session, protocol);
+    }
+    let started = Instant::now();
     let mut stdin = Vec::new();
     if let Err(error) = io::stdin().read_to_end(&mut stdin) {
         eprintln!("test-agent: cannot read the prompt from stdin: {error}");
         return 2;
     }
-    let stdin = String::from_utf8_lossy(&stdin);
-    let prompt = if protocol.stream_json_in {
-        match prompt_of_messages(&stdin) {
-            Ok(prompt) => prompt,
+    let prompt = String::from_utf8_lossy(&stdin);
+    turn(&mut session, &prompt, started, protocol)
+}
+
+/// One conversation: its id, and the cost of its turns so far in this process.
+#[derive(Debug)]
+struct Session {
+    id: String,
+    /// Started with `--resume`.
+    resumed: bool,
+    /// Turns answered so far by this process.
+    turns: u32,
+    total_cost_usd: f64,
+}
+
+/// Stream-json input: answers every user message as its line arrives, until stdin
+/// ends; the exit code is the last turn's (2 when there was no user message).
+fn answer_each_message(session: &mut Session, protocol: Protocol) -> i32 {
+    let mut code = None;
+    for line in io::stdin().lock().lines() {
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                eprintln!("test-agent: cannot read stdin: {error}");
+                return 2;
+            }
+        };
+        let started = Instant::now();
+        match prompt_of_message(&line) {
+            Ok(Some(prompt)) => {
+                let directives = Directives::parse(&prompt);
+                let turn_code = turn(session, &prompt, started, protocol);
+                if directives.ends_the_process() {
+                    // A broken agent: it does not wait for another prompt.
+                    return turn_code;
+                }
+                code = Some(turn_code);
+                session.turns += 1;
+            }
+            Ok(None) => {}
             Err(error) => {
                 eprintln!("test-agent: {error}");
                 return 2;
             }
         }
-    } else {
-        stdin.into_owned()
-    };
-    let directives = Directives::parse(&prompt);
-    match act(&directives, resume.as_deref(), &prompt, started, protocol) {
+    }
+    code.unwrap_or_else(|| {
+        eprintln!("test-agent: stdin holds no user message");
+        2
+    })
+}
+
+/// Answers one prompt; returns its exit code.
+fn turn(session: &mut Session, prompt: &str, started: Instant, protocol: Protocol) -> i32 {
+    let directives = Directives::parse(prompt);
+    match act(&directives, session, prompt, started, protocol) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("test-agent: cannot write the answer: {error}");
@@ -108,29 +165,28 @@ struct Protocol {
     stream_json_out: bool,
 }
 
-/// The prompt in stream-json input: the text of every user message, in order.
-fn prompt_of_messages(stdin: &str) -> Result<String, String> {
-    let mut texts = Vec::new();
-    for line in stdin.lines().filter(|line| !line.trim().is_empty()) {
-        let message: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("stdin is not stream-json ({e}): {line}"))?;
-        if message["type"] != "user" {
-            continue;
-        }
-        match &message["message"]["content"] {
-            serde_json::Value::String(text) => texts.push(text.clone()),
-            serde_json::Value::Array(blocks) => texts.extend(
-                blocks
-                    .iter()
-                    .filter_map(|block| block["text"].as_str().map(str::to_owned)),
-            ),
-            _ => return Err(format!("a user message without content: {line}")),
-        }
+/// The prompt of one line of stream-json input: the text of a user message,
+/// `None` for other messages (control requests, blank lines).
+fn prompt_of_message(line: &str) -> Result<Option<String>, String> {
+    if line.trim().is_empty() {
+        return Ok(None);
     }
-    if texts.is_empty() {
-        return Err("stdin holds no user message".into());
+    let message: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("stdin is not stream-json ({e}): {line}"))?;
+    if message["type"] != "user" {
+        return Ok(None);
     }
-    Ok(texts.join("\n"))
+    match &message["message"]["content"] {
+        serde_json::Value::String(text) => Ok(Some(text.clone())),
+        serde_json::Value::Array(blocks) => Ok(Some(
+            blocks
+                .iter()
+                .filter_map(|block| block["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+        _ => Err(format!("a user message without content: {line}")),
+    }
 }
 
 /// The directives at the start of a prompt, and the message after them.
@@ -150,6 +206,7 @@ struct Directives {
     no_session: bool,
     pwd: bool,
     env: Vec<String>,
+    tools: Vec<String>,
     message: String,
 }
 
@@ -191,9 +248,21 @@ impl Directives {
             },
             ("stderr", Some(text)) if !text.is_empty() => self.stderr.push(text.to_owned()),
             ("env", Some(name)) if !name.is_empty() => self.env.push(name.to_owned()),
+            ("tool", Some(name)) if is_tool_name(name) => self.tools.push(name.to_owned()),
             _ => return false,
         }
         true
+    }
+}
+
+impl Directives {
+    /// Whether the turn leaves the agent broken (no protocol answer, or a lost
+    /// session), so that it exits instead of waiting for the next prompt.
+    fn ends_the_process(&self) -> bool {
+        self.exit.is_some()
+            || self.bad_json
+            || self.no_session
+            || self.long.is_some_and(|len| len > STREAM_THRESHOLD)
     }
 }
 
@@ -206,6 +275,13 @@ fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
     parsed
 }
 
+/// A tool name as Claude Code spells them: an ASCII letter, then letters, digits
+/// or `_`.
+fn is_tool_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn parse_seconds(value: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(value.parse().ok()?).ok()
 }
@@ -213,7 +289,7 @@ fn parse_seconds(value: &str) -> Option<Duration> {
 /// Does what the directives say; returns the exit code.
 fn act(
     d: &Directives,
-    resume: Option<&str>,
+    session: &mut Session,
     prompt: &str,
     started: Instant,
     protocol: Protocol,
@@ -221,8 +297,8 @@ fn act(
     for text in &d.stderr {
         eprintln!("{text}");
     }
-    if let (true, Some(id)) = (d.no_session, resume) {
-        eprintln!("No conversation found with session ID: {id}");
+    if d.no_session && (session.resumed || session.turns > 0) {
+        eprintln!("No conversation found with session ID: {}", session.id);
         return Ok(1);
     }
     if d.ignore_term {
@@ -233,6 +309,14 @@ fn act(
     } else {
         None
     };
+    let mut init_printed = false;
+    if protocol.stream_json_out && !d.tools.is_empty() {
+        print_init(&session.id)?;
+        init_printed = true;
+        for (n, name) in d.tools.iter().enumerate() {
+            print_tool_call(&session.id, &format!("toolu_test_{n}"), name, &d.message)?;
+        }
+    }
     if let Some(pause) = d.sleep {
         std::thread::sleep(pause);
     }
@@ -245,9 +329,8 @@ fn act(
     if let Some(code) = d.exit {
         return Ok(code);
     }
-    let session_id = resume.map_or_else(fresh_session_id, str::to_owned);
-    if protocol.stream_json_out {
-        print_init(&session_id)?;
+    if protocol.stream_json_out && !init_printed {
+        print_init(&session.id)?;
     }
     if d.bad_json {
         print_stdout(b"{\"type\":\"result\",\"result\": this is not JSON }}\n")?;
@@ -259,9 +342,10 @@ fn act(
     }
     let text = answer_text(d, grandchild);
     if protocol.stream_json_out {
-        print_assistant_text(&session_id, &text)?;
+        print_assistant_text(&session.id, &text)?;
     }
-    print_result(d, &session_id, prompt, &text, started, grandchild)?;
+    session.total_cost_usd += d.cost;
+    print_result(d, session, prompt, &text, started, grandchild)?;
     Ok(if d.fail { 1 } else { 0 })
 }
 
@@ -337,6 +421,27 @@ fn print_assistant_text(session_id: &str, text: &str) -> io::Result<()> {
     print_line(&message)
 }
 
+/// A tool call and its result, as the CLI prints them: an `assistant` event with a
+/// `tool_use` block, then a `user` event with the `tool_result`.
+fn print_tool_call(session_id: &str, id: &str, name: &str, argument: &str) -> io::Result<()> {
+    let input = if name == "Bash" {
+        json!({"command": argument, "description": "test agent tool call"})
+    } else {
+        json!({"file_path": argument})
+    };
+    print_line(&json!({
+        "type": "assistant", "session_id": session_id, "parent_tool_use_id": null,
+        "message": {"role": "assistant", "model": "test-agent",
+                    "content": [{"type": "tool_use", "id": id, "name": name, "input": input}]},
+    }))?;
+    print_line(&json!({
+        "type": "user", "session_id": session_id, "parent_tool_use_id": null,
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id,
+                    "content": format!("{name} done (test agent: nothing was run)"),
+                    "is_error": false}]},
+    }))
+}
+
 fn print_line(value: &serde_json::Value) -> io::Result<()> {
     let mut line = value.to_string();
     line.push('\n');
@@ -345,7 +450,7 @@ fn print_line(value: &serde_json::Value) -> io::Result<()> {
 
 fn print_result(
     d: &Directives,
-    session_id: &str,
+    session: &Session,
     prompt: &str,
     text: &str,
     started: Instant,
@@ -357,10 +462,10 @@ fn print_result(
         "is_error": d.fail,
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "duration_api_ms": 0,
-        "num_turns": 1,
+        "num_turns": 1 + d.tools.len(),
         "result": text,
-        "session_id": session_id,
-        "total_cost_usd": d.cost,
+        "session_id": session.id,
+        "total_cost_usd": session.total_cost_usd,
         "usage": {
             "input_tokens": prompt.len() / 4,
             "output_tokens": text.len() / 4,
@@ -488,21 +593,27 @@ mod tests {
     }
 
     #[test]
-    fn stream_json_prompt_is_the_text_of_the_user_messages() {
-        let stdin = concat!(
-            r#"{"type":"user","message":{"role":"user","content":"sleep:0 hello"}}"#,
-            "\n",
-            r#"{"type":"control_request","request_id":"x","request":{"subtype":"interrupt"}}"#,
-            "\n",
-            r#"{"type":"user","message":{"role":"user","content":[{"type":"text","text":"more"}]}}"#,
-            "\n"
-        );
+    fn stream_json_lines_are_read_one_user_message_at_a_time() {
+        let text = r#"{"type":"user","message":{"role":"user","content":"sleep:0 hello"}}"#;
+        assert_eq!(prompt_of_message(text), Ok(Some("sleep:0 hello".into())));
+        let blocks = r#"{"type":"user","message":{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}"#;
+        assert_eq!(prompt_of_message(blocks), Ok(Some("a\nb".into())));
+        let interrupt =
+            r#"{"type":"control_request","request_id":"x","request":{"subtype":"interrupt"}}"#;
+        assert_eq!(prompt_of_message(interrupt), Ok(None));
+        assert_eq!(prompt_of_message("  "), Ok(None));
+        assert!(prompt_of_message("plain words").is_err());
+    }
+
+    #[test]
+    fn tool_directives_name_tools_and_leave_the_message() {
+        let d = Directives::parse("tool:Bash tool:Read sleep:0.1 cargo test");
+        assert_eq!(d.tools, ["Bash", "Read"]);
+        assert_eq!(d.message, "cargo test");
         assert_eq!(
-            prompt_of_messages(stdin).as_deref(),
-            Ok("sleep:0 hello\nmore")
+            Directives::parse("tool:rm;x hi").tools,
+            Vec::<String>::new()
         );
-        assert!(prompt_of_messages("plain words").is_err());
-        assert!(prompt_of_messages("").is_err());
     }
 
     #[test]

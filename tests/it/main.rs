@@ -1,6 +1,7 @@
 //! agentlab's integration tests: one binary, one module per part.
 
 mod agent_runner;
+mod agent_stream;
 mod backup;
 mod backup_remote;
 mod backup_schedule;
