@@ -21,6 +21,7 @@
 pub mod commands;
 mod delivery;
 mod handler;
+mod inbox;
 mod poller;
 pub mod render;
 mod replies;

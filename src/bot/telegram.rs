@@ -350,6 +350,62 @@ impl TelegramApi {
     }
 }
 
+/// Files: `getFile` and downloads (the download URL holds the token, so every
+/// error text is redacted).
+impl TelegramApi {
+    /// The `file_path` of a file a user sent, for [`TelegramApi::download`].
+    pub async fn file_path(&self, file_id: &str) -> Result<String, SendError> {
+        let file = self
+            .call("getFile", || {
+                self.bot
+                    .get_file(teloxide::types::FileId(file_id.to_owned()))
+            })
+            .await?;
+        Ok(file.path)
+    }
+
+    /// Downloads `file_path` into `dst`, once (the caller retries, since a
+    /// failed attempt may have written part of the file). A network error or a
+    /// 5xx is [`SendError::Unavailable`]; a 4xx answer [`SendError::Refused`].
+    pub async fn download(
+        &self,
+        file_path: &str,
+        dst: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<(), SendError> {
+        use teloxide::net::Download;
+        let permit = self.admit()?;
+        let started = Instant::now();
+        let result = self.bot.download_file(file_path, dst).await;
+        let outcome = match result {
+            Ok(()) => {
+                permit.success();
+                metrics::observe(
+                    "telegram",
+                    "download",
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    CallOutcome::Ok,
+                );
+                return Ok(());
+            }
+            Err(teloxide::DownloadError::Network(e))
+                if e.status().is_some_and(|s| s.is_client_error()) =>
+            {
+                SendError::Refused(self.redact(&e.to_string()))
+            }
+            Err(teloxide::DownloadError::Network(e)) => {
+                SendError::Unavailable(self.redact(&e.to_string()))
+            }
+            Err(teloxide::DownloadError::Io(e)) => {
+                // Our side (the disk) failed: Telegram is not to blame.
+                permit.ignore();
+                return Err(SendError::Refused(format!("cannot write the file: {e}")));
+            }
+        };
+        self.report(&outcome, "download", started, permit);
+        Err(outcome)
+    }
+}
+
 /// Reply to `id`, but still send if that message is gone.
 fn reply_parameters(id: i32) -> ReplyParameters {
     ReplyParameters::new(MessageId(id)).allow_sending_without_reply()

@@ -255,7 +255,7 @@ pub enum Content {
         /// The text; a leading `/command` gets a `bot_command` entity.
         text: String,
     },
-    /// A photo (two sizes) with an optional caption.
+    /// A photo (three sizes, placeholder bytes) with an optional caption.
     Photo {
         /// Caption.
         #[serde(default)]
@@ -266,7 +266,7 @@ pub enum Content {
         /// Emoji of the sticker.
         emoji: String,
     },
-    /// A document.
+    /// A document (downloadable, empty; see [`Content::File`] for content).
     Document {
         /// File name.
         file_name: String,
@@ -306,7 +306,7 @@ pub struct IncomingFile {
     /// `file_name` (documents and audio).
     #[serde(default)]
     pub file_name: Option<String>,
-    /// `mime_type` (documents, audio, voice); guessed from the name when absent.
+    /// `mime_type` (documents, audio, voice); a generic one of the kind when absent.
     #[serde(default)]
     pub mime_type: Option<String>,
     /// `file_size` announced in the update instead of the real length (to test

@@ -72,15 +72,9 @@ fn add_content(
             Some(text.clone())
         }
         Content::Photo { caption } => {
-            let (small, small_u) = file_ids(bot, "photo");
-            let (large, large_u) = file_ids(bot, "photo");
-            message.insert(
-                "photo".into(),
-                json!([
-                    { "file_id": small, "file_unique_id": small_u, "width": 90, "height": 67, "file_size": 1_254 },
-                    { "file_id": large, "file_unique_id": large_u, "width": 1280, "height": 960, "file_size": 98_765 },
-                ]),
-            );
+            // Downloadable like any file: a few kilobytes of placeholder bytes.
+            let photo = IncomingFile::new(FileKind::Photo, vec![0u8; 4096]);
+            add_file(bot, &photo, message);
             add_caption(message, caption.as_deref())
         }
         Content::Sticker { emoji } => {
@@ -100,14 +94,12 @@ fn add_content(
             file_size,
             caption,
         } => {
-            let (id, unique) = file_ids(bot, "document");
-            message.insert(
-                "document".into(),
-                json!({
-                    "file_id": id, "file_unique_id": unique, "file_name": file_name,
-                    "mime_type": "application/octet-stream", "file_size": file_size,
-                }),
-            );
+            // Downloadable, empty; `file_size` is what the update announces.
+            let document = IncomingFile {
+                claimed_size: Some(*file_size),
+                ..IncomingFile::new(FileKind::Document, Vec::new()).named(file_name.clone())
+            };
+            add_file(bot, &document, message);
             add_caption(message, caption.as_deref())
         }
         Content::File(file) => {
