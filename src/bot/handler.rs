@@ -54,6 +54,7 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
             submit_prompt(bot, sender, update_id, prompt).await;
         }
         Command::ForAnotherBot => {}
+        Command::File(path) => super::files::send_project_file(bot, sender, &path).await,
         Command::Restart if already_restarted_for(bot, update_id) => {
             // A /restart re-delivered after the restart it asked for: never loop.
             tracing::info!(update_id, "stale /restart ignored");

@@ -20,6 +20,7 @@
 
 pub mod commands;
 mod delivery;
+mod files;
 mod handler;
 mod inbox;
 mod poller;

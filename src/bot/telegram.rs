@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use teloxide::payloads::{GetUpdatesSetters, SendDocumentSetters, SendMessageSetters};
+use teloxide::payloads::{
+    GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::types::{
     BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
@@ -362,6 +364,39 @@ impl TelegramApi {
             })
             .await?;
         Ok(file.path)
+    }
+
+    /// Sends `content` as a document named `file_name` (or, with `as_photo`, as a
+    /// photo); the message id.
+    pub async fn send_file(
+        &self,
+        chat_id: i64,
+        file_name: &str,
+        content: &[u8],
+        as_photo: bool,
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
+        let file = || InputFile::memory(content.to_vec()).file_name(file_name.to_string());
+        let message = if as_photo {
+            self.call("sendPhoto", || {
+                let mut req = self.bot.send_photo(ChatId(chat_id), file());
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
+            })
+            .await?
+        } else {
+            self.call("sendDocument", || {
+                let mut req = self.bot.send_document(ChatId(chat_id), file());
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
+            })
+            .await?
+        };
+        Ok(message.id.0)
     }
 
     /// Downloads `file_path` into `dst`, once (the caller retries, since a

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use telegram_sim::{DOWNLOAD, Fault, FaultKind, FileKind, IncomingFile, IncomingMessage};
+use telegram_sim::{DOWNLOAD, Fault, FaultKind, FileKind, IncomingFile, IncomingMessage, SentKind};
 
 use agentlab_testkit::service::start_sim;
 
-use crate::harness::{Options, Service};
+use crate::harness::{Options, Service, wait_until};
 
 const USER: i64 = 111;
 
@@ -194,4 +194,146 @@ async fn an_album_becomes_one_prompt() {
         Some(1),
         "one task for the album"
     );
+}
+
+/// Waits for a document or photo sent to `USER`; its name and bytes.
+async fn wait_for_upload(service: &Service, name: &str) -> (SentKind, Vec<u8>) {
+    wait_until(&format!("`{name}` sent"), || {
+        service.sent_to(0, USER).into_iter().find_map(|item| {
+            let document = item.document?;
+            (document.file_name.as_deref() == Some(name)).then_some((item.kind, document.content))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_sends_a_project_file_byte_identical() {
+    let service = Service::start(Options::default()).await;
+    let content = bytes(70_000, 5);
+    std::fs::create_dir_all(service.dir.path().join("build")).unwrap();
+    std::fs::write(service.dir.path().join("build/out.pdf"), &content).unwrap();
+    service.send(0, USER, "/file build/out.pdf");
+    let (kind, received) = wait_for_upload(&service, "out.pdf").await;
+    assert_eq!(kind, SentKind::Document);
+    assert_eq!(received, content);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_refuses_paths_that_leave_the_workdir() {
+    let service = Service::start(Options::default()).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        service.dir.path().join("innocent.txt"),
+    )
+    .unwrap();
+    let absolute = outside.path().join("secret.txt");
+    for path in [
+        "../../etc/passwd".to_owned(),
+        absolute.display().to_string(),
+        "innocent.txt".to_owned(),
+    ] {
+        service.send(0, USER, &format!("/file {path}"));
+        service
+            .wait_for_message(0, USER, |t| {
+                t.contains(&format!("`{path}` is outside the project"))
+            })
+            .await;
+    }
+    assert!(
+        service
+            .sent_to(0, USER)
+            .iter()
+            .all(|i| i.document.is_none()),
+        "nothing was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_answers_helpfully_for_a_folder_or_a_missing_file() {
+    let service = Service::start(Options::default()).await;
+    std::fs::create_dir_all(service.dir.path().join("docs")).unwrap();
+    std::fs::write(service.dir.path().join("docs/guide.md"), "# guide").unwrap();
+    service.send(0, USER, "/file docs");
+    service
+        .wait_for_message(0, USER, |t| {
+            t.contains("`docs` is a folder") && t.contains("guide.md")
+        })
+        .await;
+    service.send(0, USER, "/file docs/gide.md");
+    service
+        .wait_for_message(0, USER, |t| {
+            t.contains("There is no `docs/gide.md`") && t.contains("guide.md")
+        })
+        .await;
+    service.send(0, USER, "/file");
+    service
+        .wait_for_message(0, USER, |t| t.contains("Send /file PATH"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_files_written_by_the_agent_arrive_after_the_answer_once() {
+    // The agent: the test agent, after writing two files into the outbox.
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nmkdir -p .agentlab/outbox\nprintf 'PNGDATA' > .agentlab/outbox/chart.png\n\
+             printf 'report body' > .agentlab/outbox/report.txt\nexec {:?} test-agent \"$@\"\n",
+            crate::harness::binary()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = Options {
+        agent_toml: Some(format!("command = [{:?}]", script.display().to_string())),
+        ..Options::default()
+    };
+    let service = Service::start(options).await;
+    service.send(0, USER, "make the report");
+    let (kind, content) = wait_for_upload(&service, "report.txt").await;
+    assert_eq!(
+        (kind, content.as_slice()),
+        (SentKind::Document, &b"report body"[..])
+    );
+    let (kind, content) = wait_for_upload(&service, "chart.png").await;
+    assert_eq!(
+        (kind, content.as_slice()),
+        (SentKind::Photo, &b"PNGDATA"[..])
+    );
+    let sent = service.sent_to(0, USER);
+    let answer = sent
+        .iter()
+        .position(|i| {
+            i.shown_text()
+                .is_some_and(|t| t.starts_with("You said: make the report"))
+        })
+        .expect("answered");
+    let first_file = sent.iter().position(|i| i.document.is_some()).unwrap();
+    assert!(answer < first_file, "files after the answer: {sent:#?}");
+    let outbox = service.dir.path().join(".agentlab/outbox");
+    assert!(outbox.join("sent/report.txt").exists() && !outbox.join("report.txt").exists());
+    // The next task's answer brings the files it wrote, not the old ones again.
+    service.send(0, USER, "again");
+    service
+        .wait_for_message(0, USER, |t| t.starts_with("You said: again"))
+        .await;
+    wait_until("the second report", || {
+        outbox.join("sent/report-2.txt").exists().then_some(())
+    })
+    .await;
+    wait_until("four uploads", || {
+        (service
+            .sent_to(0, USER)
+            .iter()
+            .filter(|i| i.document.is_some())
+            .count()
+            == 4)
+            .then_some(())
+    })
+    .await;
 }
