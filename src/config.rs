@@ -1409,6 +1409,10 @@ mod tests {
                 "invalid config value `breaker.failure_threshold` = 0: must be at least 1",
             ),
             (
+                "[limits]\nmax_upload_mb = 0\n",
+                "invalid config value `limits.max_upload_mb` = 0: must be at least 1",
+            ),
+            (
                 "[breaker]\nfailure_rate = 1.5\n",
                 "`breaker.failure_rate` = 1.5: ",
             ),
