@@ -79,3 +79,31 @@ pub fn admit_download(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StoreOptions;
+
+    #[test]
+    fn a_download_counts_against_the_free_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free_mb = free_bytes(dir.path()).expect("statvfs") / (1024 * 1024);
+        if free_mb < 1024 {
+            return; // too little room to leave a margin both ways
+        }
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        // A prompt fits (500 MiB to spare), a download as large as the disk does not.
+        config.storage.min_free_mb = free_mb - 500;
+        std::fs::create_dir_all(&config.data_dir).expect("data dir");
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        assert!(admit_prompt(&config, &store).is_ok());
+        assert!(admit_download(&config, &store, dir.path(), 1024 * 1024).is_ok());
+        let refused = admit_download(&config, &store, dir.path(), free_mb * 1024 * 1024)
+            .expect_err("no room for it");
+        assert_eq!(refused.min_mb, free_mb - 500);
+    }
+}
