@@ -4,7 +4,9 @@
 //! nor `admins`) gets one polite refusal and an event; nothing of theirs reaches
 //! the agent. A prompt goes through the intake (rate limit, budget, disk, stored
 //! durably, pool woken) and only then is acknowledged; each refusal is worded
-//! here for the chat. Control commands are answered at once: they never wait for
+//! here for the chat. A message carrying a file is fetched first
+//! ([`super::inbox`]), then submitted the same way; `/file` is served by
+//! [`super::files`]. Control commands are answered at once: they never wait for
 //! the user's running prompt.
 
 use std::sync::Arc;
