@@ -143,6 +143,9 @@ pub struct LimitsConfig {
     pub max_attempts: u32,
     /// Seconds an agent run may take before its process group is killed.
     pub task_timeout_s: u64,
+    /// Largest file a user may send to the agent, MiB (Telegram lets bots
+    /// download at most 20 MB); checked before anything is downloaded.
+    pub max_upload_mb: u64,
 }
 
 impl Default for LimitsConfig {
@@ -155,6 +158,7 @@ impl Default for LimitsConfig {
             monthly_cost_usd: 100.0,
             max_attempts: 3,
             task_timeout_s: 1800,
+            max_upload_mb: 20,
         }
     }
 }
@@ -850,7 +854,8 @@ impl Config {
             }
         }
         at_least_one("limits.max_attempts", l.max_attempts.into())?;
-        at_least_one("limits.task_timeout_s", l.task_timeout_s)
+        at_least_one("limits.task_timeout_s", l.task_timeout_s)?;
+        at_least_one("limits.max_upload_mb", l.max_upload_mb)
     }
 
     fn validate_backup(&self) -> Result<(), ConfigError> {
@@ -1432,6 +1437,10 @@ mod tests {
             (
                 "[breaker]\nfailure_threshold = 0\n",
                 "invalid config value `breaker.failure_threshold` = 0: must be at least 1",
+            ),
+            (
+                "[limits]\nmax_upload_mb = 0\n",
+                "invalid config value `limits.max_upload_mb` = 0: must be at least 1",
             ),
             (
                 "[breaker]\nfailure_rate = 1.5\n",

@@ -33,6 +33,8 @@ pub enum Command {
     Restart,
     /// /backup (admins)
     Backup,
+    /// /file PATH: a file of the bot's workdir, sent as a document (the path as typed).
+    File(String),
     /// A command we do not know.
     Unknown(String),
     /// A command with an argument that does not parse.
@@ -62,6 +64,7 @@ pub const COMMAND_LIST: &[(&str, &str)] = &[
     ("alerts", "current alerts"),
     ("restart", "restart the service (admins)"),
     ("backup", "take a backup now (admins)"),
+    ("file", "send me a file of the project: /file PATH"),
 ];
 
 /// Parses a message text. `bot_username` is this bot's username without `@`.
@@ -101,6 +104,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
         "alerts" => Command::Alerts,
         "restart" => Command::Restart,
         "backup" => Command::Backup,
+        "file" => Command::File(args.to_owned()),
         _ => Command::Unknown(truncate(&name, 64)),
     }
 }

@@ -79,6 +79,8 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
                 if let Err(e) = bot.ctx.store.mark_delivered(task.id).await {
                     tracing::error!(error = %e, task_id = task.id, "answer sent but not marked delivered");
                 }
+                // What the agent left in the outbox follows its answer.
+                super::files::send_outbox(bot, task.id, task.chat_id).await;
             }
             Err(SendError::Refused(why)) => {
                 // Telegram will never take it (chat gone, bot blocked): drop it loudly.

@@ -4,7 +4,9 @@
 //! nor `admins`) gets one polite refusal and an event; nothing of theirs reaches
 //! the agent. A prompt goes through the intake (rate limit, budget, disk, stored
 //! durably, pool woken) and only then is acknowledged; each refusal is worded
-//! here for the chat. Control commands are answered at once: they never wait for
+//! here for the chat. A message carrying a file is fetched first
+//! ([`super::inbox`]), then submitted the same way; `/file` is served by
+//! [`super::files`]. Control commands are answered at once: they never wait for
 //! the user's running prompt.
 
 use std::sync::Arc;
@@ -33,12 +35,16 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
     let Some(sender) = authorise(bot, &message).await else {
         return;
     };
+    if super::inbox::has_file(&message) {
+        super::inbox::submit_files(bot, sender, update_id, std::slice::from_ref(&message)).await;
+        return;
+    }
     let Some(text) = message.text() else {
         let what = describe_non_text(&message);
         bot.reply(
             sender,
             &format!(
-                "Sorry, I only understand text messages for now ({what} is not supported yet)."
+                "Sorry, I only understand text messages, photos, files, audio and voice messages ({what} is not supported yet)."
             ),
         )
         .await;
@@ -46,8 +52,11 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
     };
     let username = bot.link.username();
     match commands::parse(text, username.as_deref()) {
-        Command::Prompt(prompt) => submit_prompt(bot, sender, update_id, prompt).await,
+        Command::Prompt(prompt) => {
+            submit_prompt(bot, sender, update_id, prompt).await;
+        }
         Command::ForAnotherBot => {}
+        Command::File(path) => super::files::send_project_file(bot, sender, &path).await,
         Command::Restart if already_restarted_for(bot, update_id) => {
             // A /restart re-delivered after the restart it asked for: never loop.
             tracing::info!(update_id, "stale /restart ignored");
@@ -83,6 +92,18 @@ pub(super) async fn handle_edited(bot: &Arc<BotRuntime>, message: Message) {
         )
         .await;
     }
+}
+
+/// An album (messages sharing a `media_group_id`, in order): one prompt with
+/// all its files, answered as a reply to the first message.
+pub(super) async fn handle_album(bot: &Arc<BotRuntime>, update_id: i64, messages: Vec<Message>) {
+    let Some(first) = messages.first() else {
+        return;
+    };
+    let Some(sender) = authorise(bot, first).await else {
+        return;
+    };
+    super::inbox::submit_files(bot, sender, update_id, &messages).await;
 }
 
 async fn authorise(bot: &Arc<BotRuntime>, message: &Message) -> Option<Sender> {
@@ -154,15 +175,10 @@ fn already_restarted_for(bot: &BotRuntime, update_id: i64) -> bool {
     }
 }
 
+/// Photos, documents, audio and voice never get here (see [`super::inbox`]).
 fn describe_non_text(message: &Message) -> &'static str {
-    if message.photo().is_some() {
-        "a photo"
-    } else if message.sticker().is_some() {
+    if message.sticker().is_some() {
         "a sticker"
-    } else if message.document().is_some() {
-        "a file"
-    } else if message.voice().is_some() || message.audio().is_some() {
-        "audio"
     } else if message.video().is_some() {
         "a video"
     } else {
@@ -170,7 +186,14 @@ fn describe_non_text(message: &Message) -> &'static str {
     }
 }
 
-async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, prompt: String) {
+/// Submits a prompt through the intake and acknowledges it; whether it is
+/// stored (accepted now, or found stored by an earlier delivery).
+pub(super) async fn submit_prompt(
+    bot: &Arc<BotRuntime>,
+    sender: Sender,
+    update_id: i64,
+    prompt: String,
+) -> bool {
     let prompt = Prompt {
         bot_id: bot.config.id.clone(),
         text: prompt,
@@ -188,7 +211,7 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
                 tracing::error!(error = %e, "cannot store a prompt");
             }
             bot.reply(sender, &refusal_text(&refusal)).await;
-            return;
+            return false;
         }
     };
     if accepted.duplicate {
@@ -196,7 +219,7 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
             task_id = accepted.task.id,
             "update already stored; not acknowledged twice"
         );
-        return;
+        return true;
     }
     if let Some(warning) = accepted.budget_warning {
         bot.reply(sender, &budget_warning_text(&warning)).await;
@@ -233,6 +256,7 @@ async fn submit_prompt(bot: &Arc<BotRuntime>, sender: Sender, update_id: i64, pr
             tracing::warn!(error = %e, task_id = task.id, "cannot acknowledge the prompt; it is stored and will run")
         }
     }
+    true
 }
 
 /// What the chat is told when the intake refused a prompt.

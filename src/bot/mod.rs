@@ -20,7 +20,9 @@
 
 pub mod commands;
 mod delivery;
+mod files;
 mod handler;
+mod inbox;
 mod poller;
 mod progress;
 pub mod render;

@@ -4,7 +4,8 @@
 //! first poll asks for every unconfirmed update); an update is confirmed — by the
 //! next poll's offset — only after the whole batch was handled, i.e. every prompt
 //! in it is a stored task; updates of different chats are handled concurrently,
-//! a chat's updates in order. A 409 Conflict is recorded once per episode (event,
+//! a chat's updates in order (consecutive messages of one album together, as
+//! one prompt). A 409 Conflict is recorded once per episode (event,
 //! health), then polled with backoff, never logged in a tight loop.
 
 use std::collections::BTreeMap;
@@ -167,8 +168,17 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
     for (_, updates) in by_chat {
         let bot = bot.clone();
         chats.spawn(async move {
-            for update in updates {
-                handle_update(&bot, update).await;
+            let mut updates = updates.into_iter().peekable();
+            while let Some(update) = updates.next() {
+                let Some(group) = album_of(&update) else {
+                    handle_update(&bot, update).await;
+                    continue;
+                };
+                let mut album = vec![update];
+                while let Some(next) = updates.next_if(|u| album_of(u).as_ref() == Some(&group)) {
+                    album.push(next);
+                }
+                handle_album(&bot, album).await;
             }
         });
     }
@@ -177,6 +187,34 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
             tracing::error!(error = %e, "an update handler failed");
         }
     }
+}
+
+/// The album a message belongs to (Telegram sends an album's photos as
+/// consecutive messages sharing a `media_group_id`, usually in one batch).
+fn album_of(update: &Update) -> Option<String> {
+    match &update.kind {
+        UpdateKind::Message(message) => message.media_group_id().map(|g| g.0.clone()),
+        _ => None,
+    }
+}
+
+/// An album's updates: one prompt for all of them.
+async fn handle_album(bot: &Arc<BotRuntime>, mut album: Vec<Update>) {
+    if album.len() == 1 {
+        if let Some(update) = album.pop() {
+            handle_update(bot, update).await;
+        }
+        return;
+    }
+    let update_id = album.first().map_or(0, |u| i64::from(u.id.0));
+    let messages = album
+        .into_iter()
+        .filter_map(|u| match u.kind {
+            UpdateKind::Message(message) => Some(message),
+            _ => None,
+        })
+        .collect();
+    super::handler::handle_album(bot, update_id, messages).await;
 }
 
 async fn handle_update(bot: &Arc<BotRuntime>, update: Update) {

@@ -28,7 +28,7 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::BadArgument { command, given } => {
             format!("/{command} takes a task number, not \"{given}\". Example: /{command} 42")
         }
-        Command::ForAnotherBot | Command::Prompt(_) => return,
+        Command::ForAnotherBot | Command::Prompt(_) | Command::File(_) => return,
     };
     bot.reply(sender, &text).await;
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use teloxide::payloads::{
     EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
+    SendPhotoSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
@@ -369,6 +370,95 @@ impl TelegramApi {
                 permit.success();
             }
         }
+    }
+}
+
+/// Files: `getFile` and downloads (the download URL holds the token, so every
+/// error text is redacted).
+impl TelegramApi {
+    /// The `file_path` of a file a user sent, for [`TelegramApi::download`].
+    pub async fn file_path(&self, file_id: &str) -> Result<String, SendError> {
+        let file = self
+            .call("getFile", || {
+                self.bot
+                    .get_file(teloxide::types::FileId(file_id.to_owned()))
+            })
+            .await?;
+        Ok(file.path)
+    }
+
+    /// Sends `content` as a document named `file_name` (or, with `as_photo`, as a
+    /// photo); the message id.
+    pub async fn send_file(
+        &self,
+        chat_id: i64,
+        file_name: &str,
+        content: &[u8],
+        as_photo: bool,
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
+        let file = || InputFile::memory(content.to_vec()).file_name(file_name.to_string());
+        let message = if as_photo {
+            self.call("sendPhoto", || {
+                let mut req = self.bot.send_photo(ChatId(chat_id), file());
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
+            })
+            .await?
+        } else {
+            self.call("sendDocument", || {
+                let mut req = self.bot.send_document(ChatId(chat_id), file());
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
+            })
+            .await?
+        };
+        Ok(message.id.0)
+    }
+
+    /// Downloads `file_path` into `dst`, once (the caller retries, since a
+    /// failed attempt may have written part of the file). A network error or a
+    /// 5xx is [`SendError::Unavailable`]; a 4xx answer [`SendError::Refused`].
+    pub async fn download(
+        &self,
+        file_path: &str,
+        dst: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<(), SendError> {
+        use teloxide::net::Download;
+        let permit = self.admit()?;
+        let started = Instant::now();
+        let result = self.bot.download_file(file_path, dst).await;
+        let outcome = match result {
+            Ok(()) => {
+                permit.success();
+                metrics::observe(
+                    "telegram",
+                    "download",
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    CallOutcome::Ok,
+                );
+                return Ok(());
+            }
+            Err(teloxide::DownloadError::Network(e))
+                if e.status().is_some_and(|s| s.is_client_error()) =>
+            {
+                SendError::Refused(self.redact(&e.to_string()))
+            }
+            Err(teloxide::DownloadError::Network(e)) => {
+                SendError::Unavailable(self.redact(&e.to_string()))
+            }
+            Err(teloxide::DownloadError::Io(e)) => {
+                // Our side (the disk) failed: Telegram is not to blame.
+                permit.ignore();
+                return Err(SendError::Refused(format!("cannot write the file: {e}")));
+            }
+        };
+        self.report(&outcome, "download", started, permit);
+        Err(outcome)
     }
 }
 

@@ -2,8 +2,11 @@
 //! Telegram Bot API simulator and the built-in test agent — no token, no network.
 //!
 //! You type as a Telegram user would; the bot's answers are printed as a phone
-//! would show them (messages, edits, deletions, documents). `--script FILE` sends
-//! the file's lines one by one, waiting for each answer, then stops.
+//! would show them (messages, edits, deletions, files as their name and size).
+//! `/send PATH [caption]` sends a local file as the user would (a photo for an
+//! image, a voice message for `.ogg`/`.oga`, audio for `.mp3`/`.m4a`, a document
+//! otherwise). `--script FILE` sends the file's lines one by one, waiting for each
+//! answer, then stops.
 //! Everything between the simulator and the agent is the production code path.
 
 use std::collections::BTreeMap;
@@ -20,7 +23,9 @@ use super::args::DemoArgs;
 use crate::config::{AgentConfig, BotConfig, Config};
 use crate::service::RunOptions;
 use crate::shutdown::{RESTART_EXIT_CODE, Shutdown};
-use telegram_sim::{SentItem, SentKind, SimConfig, SimHandle, TelegramSim};
+use telegram_sim::{
+    FileKind, IncomingFile, IncomingMessage, SentItem, SentKind, SimConfig, SimHandle, TelegramSim,
+};
 
 /// The demo bot's id.
 pub const DEMO_BOT: &str = "DEMO";
@@ -268,7 +273,7 @@ async fn run_interactive(
                     break;
                 }
                 if !line.is_empty() {
-                    sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, &line)?;
+                    send_line(sim, &line)?;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 printer.print_new(sim)?;
@@ -347,10 +352,67 @@ async fn run_script(
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
         println!("you> {line}");
-        sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
+        send_line(sim, line)?;
         wait_until_settled(sim, printer, config).await?;
     }
     Ok(())
+}
+
+/// Sends what the user typed: a text message, or with `/send PATH [caption]`
+/// the local file at PATH (a file that cannot be read is reported, not fatal).
+fn send_line(sim: &SimHandle, line: &str) -> anyhow::Result<()> {
+    let Some(rest) = line.strip_prefix("/send ") else {
+        sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
+        return Ok(());
+    };
+    let rest = rest.trim();
+    let (path, caption) = match rest.split_once(char::is_whitespace) {
+        Some((path, caption)) => (path, Some(caption.trim())),
+        None => (rest, None),
+    };
+    let data = match std::fs::read(path) {
+        Ok(data) => data,
+        Err(e) => {
+            println!("demo: cannot send {path}: {e}");
+            return Ok(());
+        }
+    };
+    let mut file = IncomingFile::new(file_kind(path), data);
+    if let Some(name) = Path::new(path).file_name() {
+        file = file.named(name.to_string_lossy());
+    }
+    if let Some(caption) = caption.filter(|c| !c.is_empty()) {
+        file = file.captioned(caption);
+    }
+    sim.inject_message(
+        DEMO_TOKEN,
+        &IncomingMessage::file(DEMO_USER, DEMO_USER, file),
+    )?;
+    Ok(())
+}
+
+/// How a phone would send the file at `path`, by its extension.
+fn file_kind(path: &str) -> FileKind {
+    let lower = path.to_ascii_lowercase();
+    let ends = |exts: &[&str]| exts.iter().any(|e| lower.ends_with(e));
+    if ends(&[".jpg", ".jpeg", ".png", ".webp"]) {
+        FileKind::Photo
+    } else if ends(&[".ogg", ".oga"]) {
+        FileKind::Voice
+    } else if ends(&[".mp3", ".m4a"]) {
+        FileKind::Audio
+    } else {
+        FileKind::Document
+    }
+}
+
+/// "12 bytes", "3.4 KB", "5.0 MB".
+fn human_size(bytes: usize) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MB", bytes as f64 / 1_048_576.0),
+    }
 }
 
 /// Waits until no task is queued or running and the bot went quiet, printing what
@@ -435,13 +497,25 @@ fn render_item(item: &SentItem) -> Option<String> {
         SentKind::Message => Some(format!("bot [{id}]> {}", text())),
         SentKind::Edit => Some(format!("bot [{id}] (edited)> {}", text())),
         SentKind::Delete => Some(format!("bot [{id}] (deleted)")),
-        SentKind::Document => {
-            let name = item
-                .document
-                .as_ref()
-                .and_then(|d| d.file_name.clone())
-                .unwrap_or_default();
-            Some(format!("bot [{id}] 📎 {name}: {}", text()))
+        SentKind::Document | SentKind::Photo => {
+            let (name, size) = item.document.as_ref().map_or((String::new(), 0), |d| {
+                (d.file_name.clone().unwrap_or_default(), d.size)
+            });
+            let icon = if item.kind == SentKind::Photo {
+                "🖼"
+            } else {
+                "📎"
+            };
+            let caption = text();
+            let caption = if caption.is_empty() {
+                String::new()
+            } else {
+                format!(": {caption}")
+            };
+            Some(format!(
+                "bot [{id}] {icon} {name} ({}){caption}",
+                human_size(size)
+            ))
         }
         _ => None,
     }

@@ -321,7 +321,10 @@ async fn non_text_messages_get_a_clear_answer_and_nothing_crashes() {
     service.send(0, 111, "");
     service.send(0, 111, "   ");
     service
-        .wait_for_count(0, 111, 2, |t| t.contains("only understand text"))
+        .wait_for_message(0, 111, |t| t.contains("only understand text"))
+        .await;
+    service
+        .wait_for_message(0, 111, |t| t.contains("Look at this image: "))
         .await;
     service
         .wait_for_message(0, 111, |t| t.contains("empty"))

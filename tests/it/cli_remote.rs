@@ -253,6 +253,11 @@ async fn check_config_fails_naming_the_variable_when_a_bot_token_is_unset() {
     let check = agentlab(&config, &env, &["check-config"]).await;
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
     assert!(!text(&check.stdout).contains("123:abc"));
+    assert!(
+        text(&check.stdout).contains("max_upload_mb = 20"),
+        "the upload limit is shown: {}",
+        text(&check.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

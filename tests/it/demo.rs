@@ -133,3 +133,39 @@ fn a_config_file_given_to_the_demo_is_a_usage_error_pointing_to_run() {
         assert!(!data.exists(), "{args:?}: the demo started");
     }
 }
+
+/// `/send PATH caption` sends a local file as the demo user; files the bot sends
+/// back are shown as their name and size.
+#[test]
+fn send_hands_a_local_file_to_the_agent_and_files_come_back_as_name_and_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("demo-data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("notes.txt"), "twelve bytes").expect("project file");
+    let local = dir.path().join("log.txt");
+    std::fs::write(&local, "the log the user has").expect("local file");
+    let script = dir.path().join("script.txt");
+    std::fs::write(
+        &script,
+        format!(
+            "/send {} what does this log say?\n/file notes.txt\n",
+            local.display()
+        ),
+    )
+    .expect("script");
+    let (code, out) = run_demo(&data, &script);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("You said: what does this log say?"), "{out}");
+    let saved = out
+        .lines()
+        .find_map(|l| {
+            l.split_once("Attached file: ")
+                .map(|(_, p)| p.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no saved path in:\n{out}"));
+    assert_eq!(
+        std::fs::read_to_string(&saved).expect("saved file"),
+        "the log the user has"
+    );
+    assert!(out.contains("📎 notes.txt (12 bytes)"), "{out}");
+}

@@ -12,6 +12,7 @@ mod cli_remote;
 mod clock;
 mod dashboard;
 mod demo;
+mod files;
 mod harness;
 mod http_api;
 mod legacy_import;

@@ -22,7 +22,7 @@ use super::{
     params::{Params, percent_decode},
     redact::masked_token,
     state::{SimState, unix_now},
-    types::FaultKind,
+    types::{DOWNLOAD, FaultKind},
 };
 
 /// The result of serving one call, for the answer and the call log.
@@ -234,6 +234,57 @@ fn finish(call: &Call<'_>, seq: u64, started: Instant, outcome: &Outcome) {
         elapsed_ms = elapsed.as_millis(),
         "telegram sim: bot api call"
     );
+}
+
+/// Handler for `GET /file/{bot<token>}/{file_path}`: the content of a file a
+/// user sent, as the real server's download endpoint serves it. Downloads are
+/// logged and take faults under the method name [`DOWNLOAD`].
+pub(crate) async fn download(State(state): State<Arc<SimState>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let Some((token, path)) = parts
+        .uri
+        .path()
+        .strip_prefix("/file/bot")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(token, path)| (percent_decode(token, false), percent_decode(path, false)))
+    else {
+        return ApiFailure::not_found().into_response();
+    };
+    if !state.has_bot(&token) {
+        tracing::debug!(bot = %masked_token(&token), "telegram sim: download with unknown token");
+        return ApiFailure::unauthorized().into_response();
+    }
+    let call = Call {
+        state: &state,
+        token: &token,
+        method: DOWNLOAD,
+        canonical: None,
+    };
+    let started = Instant::now();
+    let Some((seq, fault)) = begin(&state, &token, DOWNLOAD) else {
+        return ApiFailure::unauthorized().into_response();
+    };
+    state.notify_log();
+    let effect = match fault {
+        Some(kind) => apply_fault(&state, &kind, &parts).await,
+        None => FaultEffect::Proceed,
+    };
+    let outcome = match effect {
+        FaultEffect::Fail(failure) => Outcome::from_result(Err(failure)),
+        FaultEffect::Drop => Outcome::dropped(),
+        FaultEffect::Proceed | FaultEffect::Duplicate => {
+            match state.with_bot(&token, |bot| bot.file_at(&path).map(|f| f.data.clone())) {
+                Ok(Some(data)) => Outcome {
+                    response: ([(CONTENT_TYPE, "application/octet-stream")], data).into_response(),
+                    status: Some(200),
+                    error: None,
+                },
+                _ => Outcome::from_result(Err(ApiFailure::not_found())),
+            }
+        }
+    };
+    finish(&call, seq, started, &outcome);
+    outcome.response
 }
 
 /// Fallback for any other path: the Bot API's 404.

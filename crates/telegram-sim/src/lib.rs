@@ -12,9 +12,12 @@
 //!   (`{"ok":true,"result":...}` / `{"ok":false,"error_code":..,"description":..}`).
 //!   Implemented: `getMe`, `getUpdates` (offset, limit, real long polling,
 //!   `allowed_updates`), `sendMessage`, `editMessageText`, `deleteMessage`,
-//!   `sendChatAction`, `sendDocument`, `setMyCommands`, `getMyCommands`,
-//!   `deleteMyCommands`, `deleteWebhook`, `getWebhookInfo`,
-//!   `answerCallbackQuery`. Method names match case-insensitively; other
+//!   `sendChatAction`, `sendDocument`, `sendPhoto`, `getFile`, `setMyCommands`,
+//!   `getMyCommands`, `deleteMyCommands`, `deleteWebhook`, `getWebhookInfo`,
+//!   `answerCallbackQuery`; file downloads at `GET /file/bot<token>/<file_path>`
+//!   for files users sent ([`IncomingFile`]: photo in three sizes, document,
+//!   audio, voice, albums by `media_group_id`), logged and faulted as
+//!   [`DOWNLOAD`]; uploads keep their bytes, name and caption. Method names match case-insensitively; other
 //!   methods answer 404 `Not Found`, unregistered tokens 401 `Unauthorized`.
 //! * **Control side** — [`SimHandle`] in-process, and the same operations as
 //!   JSON routes under `/control/...` for tests in another process: register
@@ -83,8 +86,9 @@ pub use error::{ApiFailure, SimError};
 pub use handle::SimHandle;
 pub use redact::masked_token;
 pub use types::{
-    BotCommandSpec, BotInfo, CallRecord, ChatEntry, ChatSpec, Content, Fault, FaultKind,
-    IncomingMessage, Injected, InjectedCallback, SentDocument, SentItem, SentKind,
+    BotCommandSpec, BotInfo, CallRecord, ChatEntry, ChatSpec, Content, DOWNLOAD, Fault, FaultKind,
+    FileKind, IncomingFile, IncomingMessage, Injected, InjectedCallback, SentDocument, SentItem,
+    SentKind,
 };
 
 use net::{ConnTag, SimListener};
@@ -204,6 +208,7 @@ impl TelegramSim {
 fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .nest("/control", control::routes())
+        .route("/file/{bot}/{*path}", get(bot_api::download))
         .route(
             "/{bot}/{method}",
             get(bot_api::handle).post(bot_api::handle),

@@ -24,6 +24,8 @@ pub(crate) const METHODS: &[&str] = &[
     "deleteMessage",
     "sendChatAction",
     "sendDocument",
+    "sendPhoto",
+    "getFile",
     "setMyCommands",
     "getMyCommands",
     "deleteMyCommands",
@@ -91,6 +93,8 @@ pub(crate) fn dispatch(
         "deleteMessage" => delete_message(bot, p, ctx),
         "sendChatAction" => send_chat_action(bot, p, ctx),
         "sendDocument" => send_document(bot, p, ctx),
+        "sendPhoto" => send_photo(bot, p, ctx),
+        "getFile" => get_file(bot, p),
         "setMyCommands" => set_my_commands(bot, p, ctx),
         "getMyCommands" => Ok(get_my_commands(bot, p)),
         "deleteMyCommands" => {
@@ -399,8 +403,14 @@ struct Upload {
 /// Finds the document: `attach://<part>`, a file part named `document`, or
 /// a file id / URL string (recorded without content).
 fn document_upload(p: &Params) -> Result<Upload, ApiFailure> {
-    let missing = || ApiFailure::bad_request("there is no document in the request");
-    let part = match p.str("document") {
+    upload(p, "document")
+}
+
+/// The file of an upload method, from the multipart part named by `field`
+/// (directly or through `attach://`); a `file_id` or URL gives no content.
+fn upload(p: &Params, field: &str) -> Result<Upload, ApiFailure> {
+    let missing = || ApiFailure::bad_request(format!("there is no {field} in the request"));
+    let part = match p.str(field) {
         Some(reference) => match reference.strip_prefix("attach://") {
             Some(name) => p.file(name).ok_or_else(missing)?,
             None => {
@@ -410,7 +420,7 @@ fn document_upload(p: &Params) -> Result<Upload, ApiFailure> {
                 });
             }
         },
-        None => p.file("document").ok_or_else(missing)?,
+        None => p.file(field).ok_or_else(missing)?,
     };
     if part.data.is_empty() {
         return Err(ApiFailure::bad_request("file must be non-empty"));
@@ -495,6 +505,73 @@ fn send_document(bot: &mut BotState, p: &Params, ctx: Ctx) -> Result<Value, ApiF
         reply_markup: markup,
         document: Some(document),
         ..new_item(SentKind::Document, ctx)
+    });
+    Ok(json)
+}
+
+/// Largest file `getFile` hands out to bots (the real server's limit).
+const MAX_DOWNLOAD_BYTES: u64 = 20 * 1024 * 1024;
+
+fn get_file(bot: &BotState, p: &Params) -> Result<Value, ApiFailure> {
+    let file_id = p.str("file_id").unwrap_or_default();
+    if file_id.is_empty() {
+        return Err(ApiFailure::bad_request("file_id not specified"));
+    }
+    let file = bot
+        .file(&file_id)
+        .ok_or_else(|| ApiFailure::bad_request("invalid file_id"))?;
+    if file.size > MAX_DOWNLOAD_BYTES {
+        return Err(ApiFailure::bad_request("file is too big"));
+    }
+    Ok(json!({
+        "file_id": file.file_id,
+        "file_unique_id": file.unique_id,
+        "file_size": file.size,
+        "file_path": file.path,
+    }))
+}
+
+fn send_photo(bot: &mut BotState, p: &Params, ctx: Ctx) -> Result<Value, ApiFailure> {
+    let chat_id = chat_id(p)?;
+    let upload = upload(p, "photo")?;
+    let caption = caption(p)?;
+    let reply = reply_target(bot, chat_id, p)?;
+    let markup = p.json("reply_markup")?;
+    let reply_id = reply.as_ref().map(|(id, _)| *id);
+    let n = bot.next_file;
+    bot.next_file += 1;
+    let photo = json!([{
+        "file_id": format!("sim-photo-{n}"),
+        "file_unique_id": format!("simu{n}"),
+        "width": 1280,
+        "height": 960,
+        "file_size": upload.data.len(),
+    }]);
+    let (message_id, mut message) = new_bot_message(bot, chat_id, ctx, reply.map(|(_, json)| json));
+    message.insert("photo".into(), photo);
+    if let Some((_, formatted)) = &caption {
+        insert_text(&mut message, formatted, "caption", "caption_entities");
+    }
+    let json = Value::Object(message);
+    store_bot_message(
+        bot,
+        chat_id,
+        message_id,
+        json.clone(),
+        caption.as_ref().map(|(_, f)| f),
+        markup.clone().unwrap_or(Value::Null),
+    );
+    let photo = sent_document(upload, bot.limits());
+    bot.record_sent(SentItem {
+        chat_id: Some(chat_id),
+        message_id: Some(message_id),
+        text: caption.as_ref().map(|(raw, _)| raw.clone()),
+        plain_text: caption.map(|(_, f)| f.text),
+        parse_mode: p.str("parse_mode"),
+        reply_to_message_id: reply_id,
+        reply_markup: markup,
+        document: Some(photo),
+        ..new_item(SentKind::Photo, ctx)
     });
     Ok(json)
 }

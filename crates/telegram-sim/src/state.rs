@@ -71,7 +71,6 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         }
     }
 
-    #[cfg(test)]
     fn values_in_order(&self) -> impl Iterator<Item = &V> {
         self.order.iter().filter_map(|k| self.map.get(k))
     }
@@ -208,6 +207,21 @@ pub(crate) struct StoredMessage {
     pub deleted: bool,
 }
 
+/// A file a user sent, downloadable by the bot.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredFile {
+    pub file_id: String,
+    pub unique_id: String,
+    /// `file_path` of `getFile`, the tail of the download URL.
+    pub path: String,
+    /// `file_size` as announced (may differ from `data` when a test claims a size).
+    pub size: u64,
+    pub data: Vec<u8>,
+}
+
+/// Files kept per bot for `getFile` (the oldest forgotten beyond).
+const MAX_FILES: usize = 256;
+
 /// A chat known to one bot.
 #[derive(Debug, Clone)]
 pub(crate) struct ChatState {
@@ -229,6 +243,8 @@ pub(crate) struct BotState {
     pub callback_ids: VecDeque<String>,
     pub next_callback: u64,
     pub next_file: u64,
+    /// Files users sent, by `file_id`.
+    files: BoundedMap<String, StoredFile>,
     /// Incremented by every `getUpdates`; an older waiting poll answers 409.
     pub poll_generation: u64,
     sent: VecDeque<SentItem>,
@@ -255,6 +271,7 @@ impl BotState {
             callback_ids: VecDeque::new(),
             next_callback: 1,
             next_file: 1,
+            files: BoundedMap::new(MAX_FILES),
             poll_generation: 0,
             sent: VecDeque::new(),
             next_sent_seq: 1,
@@ -346,6 +363,19 @@ impl BotState {
     /// Appends to the sent log, assigning `seq`. The oldest entries are
     /// forgotten beyond `max_sent_items`, and the content of the oldest
     /// documents is dropped beyond `max_document_bytes_total`.
+    pub(crate) fn store_file(&mut self, file: StoredFile) {
+        self.files.insert(file.file_id.clone(), file);
+    }
+
+    pub(crate) fn file(&self, file_id: &str) -> Option<&StoredFile> {
+        self.files.get(&file_id.to_owned())
+    }
+
+    /// The file whose `file_path` is `path`.
+    pub(crate) fn file_at(&self, path: &str) -> Option<&StoredFile> {
+        self.files.values_in_order().find(|f| f.path == path)
+    }
+
     pub(crate) fn record_sent(&mut self, mut item: SentItem) {
         item.seq = self.next_sent_seq;
         self.next_sent_seq += 1;

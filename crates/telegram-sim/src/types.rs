@@ -31,6 +31,8 @@ pub enum SentKind {
     Delete,
     /// `sendDocument`.
     Document,
+    /// `sendPhoto` (the upload is in [`SentItem::document`]).
+    Photo,
     /// `sendChatAction`.
     ChatAction,
     /// `setMyCommands`.
@@ -39,7 +41,7 @@ pub enum SentKind {
     CallbackAnswer,
 }
 
-/// A file the bot uploaded with `sendDocument`.
+/// A file the bot uploaded with `sendDocument` or `sendPhoto`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentDocument {
     /// File name from the multipart part (or `None` for a `file_id`/URL).
@@ -91,7 +93,7 @@ pub struct SentItem {
     pub reply_to_message_id: Option<i32>,
     /// `reply_markup` as sent (not interpreted).
     pub reply_markup: Option<Value>,
-    /// Uploaded document, for `Document`.
+    /// Uploaded file, for `Document` and `Photo`.
     pub document: Option<SentDocument>,
     /// Chat action (`typing`, ...), for `ChatAction`.
     pub action: Option<String>,
@@ -113,7 +115,10 @@ impl SentItem {
 
     /// Whether this item created a new message (text or document).
     pub fn is_new_message(&self) -> bool {
-        matches!(self.kind, SentKind::Message | SentKind::Document)
+        matches!(
+            self.kind,
+            SentKind::Message | SentKind::Document | SentKind::Photo
+        )
     }
 }
 
@@ -217,6 +222,11 @@ impl Fault {
     }
 }
 
+/// The method name downloads (`GET /file/bot<token>/<file_path>`) have in the
+/// call log and for [`Fault::on`]: `Fault::new(..).on(DOWNLOAD).times(2)` fails
+/// the next two downloads.
+pub const DOWNLOAD: &str = "download";
+
 /// Type of the chat an incoming message is in.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -245,7 +255,7 @@ pub enum Content {
         /// The text; a leading `/command` gets a `bot_command` entity.
         text: String,
     },
-    /// A photo (two sizes) with an optional caption.
+    /// A photo (three sizes, placeholder bytes) with an optional caption.
     Photo {
         /// Caption.
         #[serde(default)]
@@ -256,7 +266,7 @@ pub enum Content {
         /// Emoji of the sticker.
         emoji: String,
     },
-    /// A document.
+    /// A document (downloadable, empty; see [`Content::File`] for content).
     Document {
         /// File name.
         file_name: String,
@@ -267,6 +277,87 @@ pub enum Content {
         #[serde(default)]
         caption: Option<String>,
     },
+    /// A file with real content the bot can fetch with `getFile` and download.
+    File(IncomingFile),
+}
+
+/// Which Bot API field an [`IncomingFile`] arrives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// `photo`: three sizes; the largest holds the bytes as given, the smaller
+    /// ones a shorter prefix of them (so taking the wrong size is visible).
+    Photo,
+    /// `document`.
+    Document,
+    /// `audio`.
+    Audio,
+    /// `voice`.
+    Voice,
+}
+
+/// A file sent by a user, with the bytes a download returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingFile {
+    /// Where it arrives.
+    pub kind: FileKind,
+    /// The content.
+    pub data: Vec<u8>,
+    /// `file_name` (documents and audio).
+    #[serde(default)]
+    pub file_name: Option<String>,
+    /// `mime_type` (documents, audio, voice); a generic one of the kind when absent.
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// `file_size` announced in the update instead of the real length (to test
+    /// size limits without sending the bytes).
+    #[serde(default)]
+    pub claimed_size: Option<u64>,
+    /// Caption.
+    #[serde(default)]
+    pub caption: Option<String>,
+    /// `media_group_id`: messages sharing it form an album.
+    #[serde(default)]
+    pub media_group_id: Option<String>,
+}
+
+impl IncomingFile {
+    /// A file of `kind` holding `data`.
+    pub fn new(kind: FileKind, data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind,
+            data: data.into(),
+            file_name: None,
+            mime_type: None,
+            claimed_size: None,
+            caption: None,
+            media_group_id: None,
+        }
+    }
+
+    /// Names the file.
+    pub fn named(mut self, file_name: impl Into<String>) -> Self {
+        self.file_name = Some(file_name.into());
+        self
+    }
+
+    /// Adds a caption.
+    pub fn captioned(mut self, caption: impl Into<String>) -> Self {
+        self.caption = Some(caption.into());
+        self
+    }
+
+    /// Announces `size` bytes in the update, whatever the content's length.
+    pub fn claiming_size(mut self, size: u64) -> Self {
+        self.claimed_size = Some(size);
+        self
+    }
+
+    /// Makes the message part of the album `group`.
+    pub fn in_album(mut self, group: impl Into<String>) -> Self {
+        self.media_group_id = Some(group.into());
+        self
+    }
 }
 
 /// A message from a user to inject as an update.
@@ -306,6 +397,11 @@ impl IncomingMessage {
     /// A photo message.
     pub fn photo(user_id: i64, chat_id: i64, caption: Option<String>) -> Self {
         Self::with_content(user_id, chat_id, Content::Photo { caption })
+    }
+
+    /// A message carrying a file (photo, document, audio, voice) with content.
+    pub fn file(user_id: i64, chat_id: i64, file: IncomingFile) -> Self {
+        Self::with_content(user_id, chat_id, Content::File(file))
     }
 
     /// A sticker message.

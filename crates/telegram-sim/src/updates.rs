@@ -6,8 +6,9 @@ use serde_json::{Map, Value, json};
 use super::{
     error::SimError,
     html::utf16_len,
+    state::StoredFile,
     state::{BotState, StoredMessage, unix_now},
-    types::{ChatSpec, Content, IncomingMessage, Injected},
+    types::{ChatSpec, Content, FileKind, IncomingFile, IncomingMessage, Injected},
 };
 
 /// How long before "now" a forwarded message was originally sent.
@@ -71,15 +72,9 @@ fn add_content(
             Some(text.clone())
         }
         Content::Photo { caption } => {
-            let (small, small_u) = file_ids(bot, "photo");
-            let (large, large_u) = file_ids(bot, "photo");
-            message.insert(
-                "photo".into(),
-                json!([
-                    { "file_id": small, "file_unique_id": small_u, "width": 90, "height": 67, "file_size": 1_254 },
-                    { "file_id": large, "file_unique_id": large_u, "width": 1280, "height": 960, "file_size": 98_765 },
-                ]),
-            );
+            // Downloadable like any file: a few kilobytes of placeholder bytes.
+            let photo = IncomingFile::new(FileKind::Photo, vec![0u8; 4096]);
+            add_file(bot, &photo, message);
             add_caption(message, caption.as_deref())
         }
         Content::Sticker { emoji } => {
@@ -99,15 +94,96 @@ fn add_content(
             file_size,
             caption,
         } => {
-            let (id, unique) = file_ids(bot, "document");
-            message.insert(
-                "document".into(),
-                json!({
-                    "file_id": id, "file_unique_id": unique, "file_name": file_name,
-                    "mime_type": "application/octet-stream", "file_size": file_size,
-                }),
-            );
+            // Downloadable, empty; `file_size` is what the update announces.
+            let document = IncomingFile {
+                claimed_size: Some(*file_size),
+                ..IncomingFile::new(FileKind::Document, Vec::new()).named(file_name.clone())
+            };
+            add_file(bot, &document, message);
             add_caption(message, caption.as_deref())
+        }
+        Content::File(file) => {
+            add_file(bot, file, message);
+            if let Some(group) = &file.media_group_id {
+                message.insert("media_group_id".into(), json!(group));
+            }
+            add_caption(message, file.caption.as_deref())
+        }
+    }
+}
+
+/// Registers `data` for `getFile` and returns the `File` fields of the Bot API.
+fn register_file(
+    bot: &mut BotState,
+    kind: FileKind,
+    data: Vec<u8>,
+    claimed: Option<u64>,
+    ext: &str,
+) -> Map<String, Value> {
+    let folder = match kind {
+        FileKind::Photo => "photos",
+        FileKind::Document => "documents",
+        FileKind::Audio => "music",
+        FileKind::Voice => "voice",
+    };
+    let (id, unique) = file_ids(bot, folder);
+    let path = format!("{folder}/file_{}.{ext}", bot.next_file);
+    let size = claimed.unwrap_or(data.len() as u64);
+    bot.store_file(StoredFile {
+        file_id: id.clone(),
+        unique_id: unique.clone(),
+        path,
+        size,
+        data,
+    });
+    let mut fields = Map::new();
+    fields.insert("file_id".into(), json!(id));
+    fields.insert("file_unique_id".into(), json!(unique));
+    fields.insert("file_size".into(), json!(size));
+    fields
+}
+
+fn add_file(bot: &mut BotState, file: &IncomingFile, message: &mut Map<String, Value>) {
+    let ext = file
+        .file_name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('.'))
+        .map_or("bin", |(_, ext)| ext);
+    match file.kind {
+        FileKind::Photo => {
+            let len = file.data.len();
+            let mut sizes = Vec::new();
+            for (part, (w, h)) in [(4, (90, 67)), (2, (320, 240)), (1, (1280, 960))] {
+                let data = file.data[..len / part].to_vec();
+                let claimed = (part == 1).then_some(file.claimed_size).flatten();
+                let mut size = register_file(bot, FileKind::Photo, data, claimed, "jpg");
+                size.insert("width".into(), json!(w));
+                size.insert("height".into(), json!(h));
+                sizes.push(Value::Object(size));
+            }
+            message.insert("photo".into(), Value::Array(sizes));
+        }
+        kind => {
+            let (field, default_ext, default_mime) = match kind {
+                FileKind::Audio => ("audio", "mp3", "audio/mpeg"),
+                FileKind::Voice => ("voice", "oga", "audio/ogg"),
+                _ => ("document", ext, "application/octet-stream"),
+            };
+            let ext = if file.file_name.is_some() {
+                ext
+            } else {
+                default_ext
+            };
+            let mut fields = register_file(bot, kind, file.data.clone(), file.claimed_size, ext);
+            let mime = file.mime_type.as_deref().unwrap_or(default_mime);
+            fields.insert("mime_type".into(), json!(mime));
+            if let Some(name) = &file.file_name {
+                fields.insert("file_name".into(), json!(name));
+            }
+            if matches!(kind, FileKind::Audio | FileKind::Voice) {
+                fields.insert("duration".into(), json!(1));
+            }
+            message.insert(field.into(), Value::Object(fields));
         }
     }
 }

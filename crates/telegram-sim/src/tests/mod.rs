@@ -2,6 +2,7 @@
 //! side, plain HTTP for envelopes, validation and the control routes.
 
 mod faults;
+mod files;
 mod http;
 mod polling;
 mod teloxide_api;
