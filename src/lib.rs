@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod approvals;
 pub mod backup;
 pub mod bot;
 pub mod breaker;

@@ -9,6 +9,7 @@
 //!
 //! Invariant: a user hears "queued" only after the task is durable in the store.
 
+mod approval;
 pub mod commands;
 mod delivery;
 mod handler;
@@ -148,7 +149,11 @@ impl BotSet {
 
     /// Starts every bot's loops.
     pub fn start(self, tasks: &mut JoinSet<()>) {
+        if let Some(bot) = self.bots.first() {
+            bot.ctx.pool.approvals().arm_pending();
+        }
         for bot in self.bots {
+            tasks.spawn(approval::run(bot.clone()));
             tasks.spawn(poller::run(bot.clone()));
             tasks.spawn(delivery::run_outbox(bot.clone()));
             tasks.spawn(delivery::run_progress(bot));

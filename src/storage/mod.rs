@@ -24,6 +24,7 @@
 //! the top-level `migrations/` folder, applied at open.
 
 mod alerts;
+mod approvals;
 pub mod codec;
 mod dump;
 mod error;
@@ -53,6 +54,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+pub use approvals::{Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval};
 pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;
 pub use legacy::{

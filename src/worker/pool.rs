@@ -36,6 +36,7 @@ use super::live::LiveProgress;
 use super::proc_identity::ProcIdentity;
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
+use crate::approvals::{AgentRequest, Approvals};
 use crate::circuits::{Circuits, Dependency};
 use crate::config::{AgentKind, BotConfig, Config};
 use crate::storage::{
@@ -87,6 +88,8 @@ struct Shared {
     progress: Mutex<HashMap<u64, LiveProgress>>,
     /// Announces the id of a task whose progress changed.
     progress_tx: broadcast::Sender<u64>,
+    /// Tool approvals the agents ask for.
+    approvals: Approvals,
 }
 
 /// What happened to a task's run, decided from the agent's outcome.
@@ -103,8 +106,6 @@ impl Pool {
         let runs_dir = config.runs_dir();
         Pool {
             shared: Arc::new(Shared {
-                config,
-                store,
                 circuits,
                 wake: Notify::new(),
                 permits: Arc::new(Semaphore::new(workers)),
@@ -117,6 +118,9 @@ impl Pool {
                 warm: Mutex::new(WarmSet::default()),
                 progress: Mutex::new(HashMap::new()),
                 progress_tx: broadcast::channel(PROGRESS_CHANNEL).0,
+                approvals: Approvals::new(store.clone(), config.clone()),
+                store,
+                config,
             }),
         }
     }
@@ -156,6 +160,39 @@ impl Pool {
         }
     }
 
+    /// The tool approvals of the agents.
+    pub fn approvals(&self) -> &Approvals {
+        &self.shared.approvals
+    }
+
+    /// Hands the approval requests among `events` of `task`'s agent, whose
+    /// process lives in `process_dir`, to the approvals.
+    fn forward_requests(&self, task: &Task, process_dir: &std::path::Path, events: &[Event]) {
+        for event in events {
+            if let Event::ControlRequest {
+                request_id,
+                subtype,
+                tool_name,
+                input,
+            } = event
+            {
+                let request = AgentRequest {
+                    task_id: task.id,
+                    bot_id: task.bot_id.clone(),
+                    user_id: task.user_id,
+                    chat_id: task.chat_id,
+                    process_dir: process_dir.to_path_buf(),
+                    request_id: request_id.clone(),
+                    subtype: subtype.clone(),
+                    tool_name: tool_name.clone(),
+                    input: input.clone(),
+                };
+                let approvals = self.shared.approvals.clone();
+                tokio::spawn(async move { approvals.on_request(request).await });
+            }
+        }
+    }
+
     /// Whether a task is running in this pool.
     pub fn is_running(&self, task_id: u64) -> bool {
         lock(&self.shared.cancels).contains_key(&task_id)
@@ -179,6 +216,7 @@ impl Pool {
 
     /// Ends the idle warm process of a (bot, user) session, if any (`/new`).
     pub async fn end_warm_session(&self, bot_id: &str, user_id: i64) {
+        self.shared.approvals.forget_session(bot_id, user_id);
         let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id));
         end_all(ended).await;
     }
@@ -576,13 +614,17 @@ impl Pool {
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
         let run_started = Instant::now();
         let mut recorder = ProgressRecorder::new(self, task.id);
+        let process_dir = process.dir.clone();
         let outcome = process
             .follow_turn(
                 task.id,
                 spec.timeout,
                 spec.kill_grace,
                 cancel_rx,
-                &mut |events: &[Event]| recorder.record(events),
+                &mut |events: &[Event]| {
+                    recorder.record(events);
+                    self.forward_requests(task, &process_dir, events);
+                },
             )
             .await;
         recorder.flush().await;
@@ -828,13 +870,17 @@ impl Pool {
                 };
                 let mut process = WarmProcess::adopted(&record, command);
                 let mut recorder = ProgressRecorder::new(&self, task.id);
+                let process_dir = process.dir.clone();
                 let outcome = process
                     .follow_turn(
                         task.id,
                         timeout,
                         KILL_GRACE,
                         cancel_rx,
-                        &mut |events: &[Event]| recorder.record(events),
+                        &mut |events: &[Event]| {
+                            recorder.record(events);
+                            self.forward_requests(&task, &process_dir, events);
+                        },
                     )
                     .await;
                 recorder.flush().await;

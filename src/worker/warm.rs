@@ -568,6 +568,15 @@ fn prepare_process_dir(dir: &Path) -> io::Result<(std::fs::File, std::fs::File, 
     ))
 }
 
+/// Writes one line (a `control_response`) to the input pipe of the warm process
+/// in `dir`; fails at once if no process reads the pipe any more.
+pub async fn write_control(dir: &Path, line: Vec<u8>) -> io::Result<()> {
+    let fifo = dir.join(STDIN_FIFO);
+    tokio::task::spawn_blocking(move || write_to_fifo(&fifo, &line))
+        .await
+        .map_err(io::Error::other)?
+}
+
 /// Writes `line` to the pipe at `fifo`; fails at once if no process reads it.
 fn write_to_fifo(fifo: &Path, line: &[u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;

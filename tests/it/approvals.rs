@@ -1,0 +1,278 @@
+//! Tool approvals from the chat, with the real Claude Code CLI against the test
+//! kit's scripted Messages API, through the Telegram simulator: the CLI asks
+//! before a tool runs, the bot shows the request with buttons, a press answers it.
+//! Skips (with how to install the CLI) where it is missing, except in CI.
+
+use std::path::Path;
+
+use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::model::{ModelSim, Reply};
+use telegram_sim::{SentItem, SentKind};
+
+use crate::harness::{Options, Service, wait_until};
+
+/// The task's user; 111 is the bot's admin, 333 an allowed user who is neither.
+const USER: i64 = 222;
+const ADMIN: i64 = 111;
+const STRANGER: i64 = 333;
+
+async fn service_asking(binary: &Path, model: &ModelSim, agent: &str) -> Service {
+    let home = tempfile::tempdir().expect("home").keep();
+    let env = claude_env(&home, &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    Service::start(Options {
+        agent_toml: Some(format!("command = [\"{}\"]\n{agent}", binary.display())),
+        extra_env: env,
+        ..Options::default()
+    })
+    .await
+}
+
+/// The approval messages (with buttons) sent to the user, oldest first.
+fn approval_messages(service: &Service) -> Vec<SentItem> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .filter(|i| i.kind == SentKind::Message && i.reply_markup.is_some())
+        .collect()
+}
+
+/// Waits for the `n`th approval message (1-based).
+async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
+    wait_until("an approval message", || {
+        approval_messages(service).into_iter().nth(n - 1)
+    })
+    .await
+}
+
+/// The (label, callback data) of a message's buttons.
+fn buttons(item: &SentItem) -> Vec<(String, String)> {
+    let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rows.iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .map(|b| {
+            (
+                b["text"].as_str().unwrap_or_default().to_owned(),
+                b["callback_data"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `user` presses the button whose label ends with `label`; returns the text of
+/// the press's answer.
+async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> String {
+    let (_, data) = buttons(item)
+        .into_iter()
+        .find(|(text, _)| text.ends_with(label))
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
+    let injected = service
+        .sim
+        .inject_callback(
+            &service.tokens[0],
+            user,
+            USER,
+            item.message_id.expect("message id"),
+            &data,
+        )
+        .expect("inject");
+    let sim = &service.sim;
+    let token = &service.tokens[0];
+    wait_until("the press's answer", || {
+        sim.sent(token).ok()?.into_iter().find_map(|i| {
+            (i.kind == SentKind::CallbackAnswer
+                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
+            .then(|| i.text.unwrap_or_default())
+        })
+    })
+    .await
+}
+
+/// The latest edit of a message, visible text.
+fn edited_text(service: &Service, message_id: i32) -> Option<String> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .rfind(|i| i.kind == SentKind::Edit && i.message_id == Some(message_id))
+        .and_then(|i| i.plain_text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn an_allowed_bash_call_runs_once_and_only_the_user_or_an_admin_decides() {
+    let Some(binary) = require_claude("approval_allow") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo approved > approved.txt"));
+    model.push(Reply::text("Wrote approved.txt."));
+    let service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "write the file");
+    let asked = wait_for_approval(&service, 1).await;
+    let shown = asked.text.clone().unwrap_or_default();
+    assert!(
+        shown.contains("<pre>echo approved &gt; approved.txt</pre>"),
+        "{shown}"
+    );
+    let labels: Vec<String> = buttons(&asked).into_iter().map(|(l, _)| l).collect();
+    assert!(labels[0].ends_with("Allow"), "{labels:?}");
+    assert!(labels[1].ends_with("Always allow Bash"), "{labels:?}");
+    assert!(labels[2].ends_with("Deny"), "{labels:?}");
+    assert!(buttons(&asked).iter().all(|(_, data)| data.len() <= 64));
+
+    let refused = press(&service, STRANGER, &asked, "Allow").await;
+    assert!(refused.contains("Only the user who asked"), "{refused}");
+    let dir = service.dir.path().to_path_buf();
+    assert!(!dir.join("approved.txt").exists());
+    assert_eq!(edited_text(&service, asked.message_id.expect("id")), None);
+
+    let allowed = press(&service, ADMIN, &asked, "Allow").await;
+    assert_eq!(allowed, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Wrote approved.txt."))
+        .await;
+    let written = std::fs::read_to_string(dir.join("approved.txt"));
+    assert_eq!(written.expect("the command ran"), "approved\n");
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the decision shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("Allowed by"), "{edited}");
+    let edit = service
+        .sent_to(0, USER)
+        .into_iter()
+        .rfind(|i| i.kind == SentKind::Edit && i.message_id == Some(message_id))
+        .expect("edit");
+    assert_eq!(edit.reply_markup, None, "the buttons stay: {edit:?}");
+
+    let again = press(&service, USER, &asked, "Deny").await;
+    assert_eq!(again, "Already decided.");
+    let answers = service
+        .messages_to(0, USER)
+        .into_iter()
+        .filter(|m| m.contains("Wrote approved.txt."))
+        .count();
+    assert_eq!(answers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn a_denied_bash_call_does_not_run_and_the_agent_is_told() {
+    let Some(binary) = require_claude("approval_deny") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("touch denied.txt"));
+    model.push(Reply::text("I was told no."));
+    let service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "touch the file");
+    let asked = wait_for_approval(&service, 1).await;
+    assert_eq!(press(&service, USER, &asked, "Deny").await, "Denied.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("I was told no."))
+        .await;
+    assert!(!service.dir.path().join("denied.txt").exists());
+    let told = model
+        .agent_requests()
+        .last()
+        .expect("a request")
+        .user_texts();
+    assert!(told.iter().any(|t| t.contains("Denied by")), "{told:?}");
+    let edited = edited_text(&service, asked.message_id.expect("id")).unwrap_or_default();
+    assert!(edited.contains("Denied by"), "{edited}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn always_allow_lasts_for_the_session_until_new() {
+    let Some(binary) = require_claude("approval_always") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo 1 > one.txt"));
+    model.push(Reply::text("First done."));
+    model.push(Reply::bash("echo 2 > two.txt"));
+    model.push(Reply::text("Second done."));
+    model.push(Reply::bash("echo 3 > three.txt"));
+    model.push(Reply::text("Third done."));
+    let service = service_asking(&binary, &model, "").await;
+    let dir = service.dir.path().to_path_buf();
+
+    service.send(0, USER, "first");
+    let asked = wait_for_approval(&service, 1).await;
+    let answer = press(&service, USER, &asked, "Always allow Bash").await;
+    assert_eq!(answer, "Allowed for this session.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("First done."))
+        .await;
+    service.send(0, USER, "second");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Second done."))
+        .await;
+    assert!(dir.join("two.txt").exists());
+    assert_eq!(
+        approval_messages(&service).len(),
+        1,
+        "the second call asked"
+    );
+
+    service.send(0, USER, "/new");
+    service.send(0, USER, "third");
+    let asked_again = wait_for_approval(&service, 2).await;
+    assert!(!dir.join("three.txt").exists());
+    press(&service, USER, &asked_again, "Allow").await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Third done."))
+        .await;
+    assert!(dir.join("three.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn an_unanswered_request_is_denied_after_the_timeout() {
+    let Some(binary) = require_claude("approval_timeout") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("touch late.txt"));
+    model.push(Reply::text("Nobody answered me."));
+    let service = service_asking(&binary, &model, "approval_timeout_s = 1").await;
+
+    service.send(0, USER, "touch it");
+    let asked = wait_for_approval(&service, 1).await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Nobody answered me."))
+        .await;
+    assert!(!service.dir.path().join("late.txt").exists());
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the timeout shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("nobody answered in time"), "{edited}");
+    let told = model
+        .agent_requests()
+        .last()
+        .expect("a request")
+        .user_texts();
+    assert!(told.iter().any(|t| t.contains("within 1 s")), "{told:?}");
+    assert_eq!(
+        press(&service, USER, &asked, "Allow").await,
+        "Already decided."
+    );
+}
