@@ -115,6 +115,8 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
         Command::Status => commands::remote::status(&config).await,
         Command::Tasks(args) => commands::remote::tasks(&config, args).await,
         Command::Restart => commands::remote::restart(&config).await,
+        Command::Approvals => commands::approvals::list(&config).await,
+        Command::Approve(args) => commands::approvals::approve(&config, args).await,
         Command::Logs(args) => commands::logs::run(&config, args).await,
         Command::Backup => commands::backup::backup(&config).await,
         Command::Backups(args) if args.remote => commands::offsite::list(&config).await,

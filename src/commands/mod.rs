@@ -1,5 +1,6 @@
 //! The subcommands that carry logic of their own, one file each.
 
+pub mod approvals;
 pub mod backup;
 pub mod check_config;
 pub mod demo;

@@ -17,6 +17,7 @@
 
 mod access;
 mod admin;
+mod approvals;
 mod dashboard;
 mod error;
 mod extract;

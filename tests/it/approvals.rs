@@ -7,6 +7,7 @@ use std::path::Path;
 
 use agentlab_testkit::claude::{claude_env, require_claude};
 use agentlab_testkit::model::{ModelSim, Reply};
+use serde_json::json;
 use telegram_sim::{SentItem, SentKind};
 
 use crate::harness::{Options, Service, wait_until};
@@ -275,4 +276,151 @@ async fn an_unanswered_request_is_denied_after_the_timeout() {
         press(&service, USER, &asked, "Allow").await,
         "Already decided."
     );
+}
+
+/// Runs `agentlab --config <config> <args>` against the service; returns stdout.
+async fn agentlab(service: &Service, args: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new(crate::harness::binary());
+    cmd.arg("--config")
+        .arg(&service.config_path)
+        .args(args)
+        .env_remove("AGENTLAB_CONFIG");
+    for (k, v) in service.env() {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(crate::harness::PATIENCE, cmd.output())
+        .await
+        .expect("the CLI answers in time")
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "agentlab {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The pending approvals, by the HTTP API.
+async fn pending(service: &Service) -> Vec<serde_json::Value> {
+    let (status, body) = service.get("/api/approvals").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_pending(service: &Service) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    loop {
+        if let Some(first) = pending(service).await.into_iter().next() {
+            return first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing pending");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn the_http_api_and_the_cli_decide_while_telegram_refuses_every_call() {
+    let Some(binary) = require_claude("approval_http_cli") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo by-api > by-api.txt"));
+    model.push(Reply::text("The API allowed it."));
+    model.push(Reply::bash("echo by-cli > by-cli.txt"));
+    model.push(Reply::text("The CLI denied it."));
+    let service = service_asking(&binary, &model, "").await;
+    let token = service.tokens[0].clone();
+    let refuse_all = telegram_sim::Fault::new(telegram_sim::FaultKind::ServerError { status: 502 })
+        .times(1_000_000);
+    service.sim.inject_fault(&token, refuse_all).expect("fault");
+    let dir = service.dir.path().to_path_buf();
+
+    let task = json!({"bot_id": "BOT-001", "user_id": USER, "chat_id": USER, "prompt": "via api"});
+    let (status, created) = service.post("/api/tasks", task).await;
+    assert_eq!(status, 201, "{created}");
+    let asked = wait_pending(&service).await;
+    assert_eq!(asked["tool"], "Bash", "{asked}");
+    assert_eq!(asked["input"]["command"], "echo by-api > by-api.txt");
+    let path = format!("/api/approvals/{}", asked["id"]);
+    let (status, body) = service.post(&path, json!({"decision": "maybe"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(pending(&service).await.len() == 1);
+    let (status, decided) = service.post(&path, json!({"decision": "allow"})).await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["decision"], "allow");
+    assert_eq!(decided["decided_by"], "api");
+    let (status, again) = service.post(&path, json!({"decision": "deny"})).await;
+    assert_eq!(status, 409, "{again}");
+    let (status, _) = service
+        .post("/api/approvals/999999", json!({"decision": "allow"}))
+        .await;
+    assert_eq!(status, 404);
+    let done = service
+        .wait_task_done(created["id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(done["result"], "The API allowed it.", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("by-api.txt")).expect("ran"),
+        "by-api\n"
+    );
+
+    let task = json!({"bot_id": "BOT-001", "user_id": USER, "chat_id": USER, "prompt": "via cli"});
+    let (_, created) = service.post("/api/tasks", task).await;
+    let asked = wait_pending(&service).await;
+    let listed = agentlab(&service, &["approvals"]).await;
+    let id = asked["id"].to_string();
+    assert!(
+        listed.contains(&format!("#{id}")) && listed.contains("echo by-cli > by-cli.txt"),
+        "{listed}"
+    );
+    let answered = agentlab(&service, &["approve", &id, "deny"]).await;
+    assert!(answered.contains("deny"), "{answered}");
+    let done = service
+        .wait_task_done(created["id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(done["result"], "The CLI denied it.", "{done}");
+    assert!(!dir.join("by-cli.txt").exists());
+    assert!(pending(&service).await.is_empty());
+    assert_eq!(
+        agentlab(&service, &["approvals"]).await.trim(),
+        "no approvals are waiting"
+    );
+
+    // Each decision is an audit event: who, the tool, a digest, the decision.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/admin/dump?table=events", service.base_url))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("dump");
+    let events: Vec<serde_json::Value> = resp
+        .text()
+        .await
+        .expect("text")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "approval")
+        .collect();
+    let decisions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["decision"].as_str().unwrap_or(""),
+                e["by"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [("allow", "api"), ("deny", "cli")],
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e["tool"] == "Bash"
+        && e["input_sha256"].as_str().is_some_and(|d| d.len() == 64)
+        && e["waited_s"].is_number()));
 }
