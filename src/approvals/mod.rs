@@ -16,7 +16,9 @@
 //! - every decision is an `approval` event: who, the tool, a digest of its input,
 //!   the decision and the seconds waited;
 //! - "always allow" lasts for the (bot, user) session: [`Approvals::forget_session`]
-//!   (`/new`) ends it; it is kept in memory only, so a restart asks again.
+//!   (`/new`) ends it; it is kept in memory only, so a restart asks again;
+//! - a request outlives neither its run nor its agent: when the run ends, or a
+//!   restart finds the agent gone, what is still pending is expired.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,12 +34,15 @@ use crate::storage::{
     Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval, Store, StoreError,
     now_ms,
 };
+use crate::worker::proc_identity::{self, ProcIdentity};
 use crate::worker::warm;
 
 /// Announcements kept for slow listeners.
 const NEWS_CHANNEL: usize = 256;
 /// Who decides when nobody answered in time.
 pub const TIMEOUT_DECIDER: &str = "timeout";
+/// Who decides when the agent stopped before an answer.
+pub const EXPIRY_DECIDER: &str = "expiry";
 
 /// Something changed about an approval (its id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,12 +209,44 @@ impl Approvals {
         self.arm_timeout(&approval);
     }
 
-    /// Arms the timeouts of the pending approvals (at start-up, for requests a
-    /// previous process stored).
-    pub fn arm_pending(&self) {
+    /// At start-up, for the requests a previous process stored: expires those
+    /// whose agent is gone and arms the timeouts of the others.
+    pub async fn arm_pending(&self) {
+        let pending = match self.inner.store.pending_approvals() {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the pending approvals");
+                return;
+            }
+        };
+        for approval in pending {
+            if agent_alive(Path::new(&approval.process_dir)) {
+                self.arm_timeout(&approval);
+            } else {
+                self.expire(approval.id).await;
+            }
+        }
+    }
+
+    /// Expires the approvals of `task_id` still pending once its run ended.
+    pub async fn expire_task(&self, task_id: u64) {
         match self.inner.store.pending_approvals() {
-            Ok(pending) => pending.iter().for_each(|a| self.arm_timeout(a)),
+            Ok(pending) => {
+                for approval in pending.into_iter().filter(|a| a.task_id == task_id) {
+                    self.expire(approval.id).await;
+                }
+            }
             Err(error) => tracing::error!(%error, "cannot read the pending approvals"),
+        }
+    }
+
+    async fn expire(&self, id: u64) {
+        let by = Decider {
+            name: EXPIRY_DECIDER.into(),
+            user_id: None,
+        };
+        if let Err(error) = self.decide(id, ApprovalDecision::Expired, by).await {
+            tracing::error!(%error, approval_id = id, "cannot expire an approval");
         }
     }
 
@@ -247,8 +284,10 @@ impl Approvals {
             ),
             _ => format!("Denied by {} from agentlab.", by.name),
         };
-        let line = answer_line(&approval.request_id, decision, &input, &message);
-        write_answer(Path::new(&approval.process_dir), line).await;
+        if decision != ApprovalDecision::Expired {
+            let line = answer_line(&approval.request_id, decision, &input, &message);
+            write_answer(Path::new(&approval.process_dir), line).await;
+        }
         lock(&self.inner.timed).remove(&id);
         let waited_s = at_ms.saturating_sub(approval.created_ms) as f64 / 1000.0;
         self.audit(
@@ -355,6 +394,15 @@ async fn write_answer(process_dir: &Path, line: Vec<u8>) {
     if let Err(error) = warm::write_control(process_dir, line).await {
         tracing::warn!(%error, dir = %process_dir.display(), "the agent no longer reads its answers");
     }
+}
+
+/// Whether the warm agent process of `process_dir` still runs (its recorded
+/// identity, pid and start time, names a live process).
+fn agent_alive(process_dir: &Path) -> bool {
+    std::fs::read(process_dir.join(warm::PROCESS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ProcIdentity>(&bytes).ok())
+        .is_some_and(|identity| proc_identity::is_alive(&identity))
 }
 
 /// Hex SHA-256 of a tool input (the audit keeps this, not the input).

@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::BotRuntime;
 use super::render::escape_html;
-use crate::approvals::{ApprovalNews, Decider, TIMEOUT_DECIDER};
+use crate::approvals::{ApprovalNews, Decider, EXPIRY_DECIDER, TIMEOUT_DECIDER};
 use crate::storage::{Approval, ApprovalDecision, DecideOutcome, iso8601};
 
 /// Prefix of approval buttons' callback data.
@@ -196,9 +196,10 @@ pub fn decided_html(approval: &Approval) -> String {
             ApprovalDecision::AlwaysAllow => "♾️ Always allowed for this session",
             ApprovalDecision::Deny => "⛔ Denied",
             ApprovalDecision::TimedOut => "⌛ Denied: nobody answered in time",
+            ApprovalDecision::Expired => "⏹ Expired: the agent stopped before an answer",
         };
         out.push_str(&format!("\n\n{what}"));
-        if verdict.by != TIMEOUT_DECIDER {
+        if verdict.by != TIMEOUT_DECIDER && verdict.by != EXPIRY_DECIDER {
             out.push_str(&format!(" by {}", escape_html(&verdict.by)));
         }
         out.push_str(&format!(" at {}", iso8601(verdict.at_ms)));

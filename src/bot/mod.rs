@@ -150,7 +150,8 @@ impl BotSet {
     /// Starts every bot's loops.
     pub fn start(self, tasks: &mut JoinSet<()>) {
         if let Some(bot) = self.bots.first() {
-            bot.ctx.pool.approvals().arm_pending();
+            let approvals = bot.ctx.pool.approvals().clone();
+            tasks.spawn(async move { approvals.arm_pending().await });
         }
         for bot in self.bots {
             tasks.spawn(approval::run(bot.clone()));

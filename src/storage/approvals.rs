@@ -28,6 +28,9 @@ pub enum ApprovalDecision {
     Deny,
     /// Nobody answered in time: denied.
     TimedOut,
+    /// The agent stopped (ended, killed, or lost with a restart) before anyone
+    /// answered; nothing is left to answer.
+    Expired,
 }
 
 impl ApprovalDecision {
@@ -38,6 +41,7 @@ impl ApprovalDecision {
             ApprovalDecision::AlwaysAllow => "always_allow",
             ApprovalDecision::Deny => "deny",
             ApprovalDecision::TimedOut => "timed_out",
+            ApprovalDecision::Expired => "expired",
         }
     }
 

@@ -636,6 +636,7 @@ impl Pool {
             agent_call_outcome(&outcome),
         );
         self.keep_or_end(key, process, &outcome).await;
+        self.shared.approvals.expire_task(task.id).await;
         Ok(outcome)
     }
 
@@ -886,6 +887,7 @@ impl Pool {
                 recorder.flush().await;
                 self.keep_or_end((task.bot_id.clone(), task.user_id), process, &outcome)
                     .await;
+                self.shared.approvals.expire_task(task.id).await;
                 outcome
             }
             None => {

@@ -424,3 +424,88 @@ async fn the_http_api_and_the_cli_decide_while_telegram_refuses_every_call() {
         && e["input_sha256"].as_str().is_some_and(|d| d.len() == 64)
         && e["waited_s"].is_number()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn after_a_kill_9_the_same_button_reaches_the_same_agent_and_the_answer_arrives_once() {
+    let Some(binary) = require_claude("approval_kill9") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo survived > survived.txt"));
+    model.push(Reply::text("Ran after the restart."));
+    let mut service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "run it across a crash");
+    let asked = wait_for_approval(&service, 1).await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let agent_pid = tasks[0]["pid"].as_u64().expect("pid");
+    service.kill9();
+    service.restart().await;
+
+    let answer = press(&service, USER, &asked, "Allow").await;
+    assert_eq!(answer, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Ran after the restart."))
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(service.dir.path().join("survived.txt")).expect("ran"),
+        "survived\n"
+    );
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    assert_eq!(tasks[0]["pid"].as_u64(), Some(agent_pid), "{tasks}");
+    assert_eq!(tasks[0]["attempts"], 1, "{tasks}");
+    let answers = service
+        .messages_to(0, USER)
+        .into_iter()
+        .filter(|m| m.contains("Ran after the restart."))
+        .count();
+    assert_eq!(answers, 1);
+    // The request was shown once: the restart found it stored, not asked anew.
+    assert_eq!(approval_messages(&service).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn a_request_whose_agent_died_with_the_service_expires_and_the_task_runs_again() {
+    let Some(binary) = require_claude("approval_agent_died") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo first > first.txt"));
+    model.push(Reply::bash("echo second > second.txt"));
+    model.push(Reply::text("Done on the second attempt."));
+    let mut service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "survive this");
+    let asked = wait_for_approval(&service, 1).await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let agent = tasks[0]["pid"].as_u64().expect("pid");
+    service.kill9();
+    // The agent's group goes with it, as after a reboot.
+    let group = -i32::try_from(agent).expect("pid");
+    // SAFETY: kill(2) with a process group id; no memory is involved.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    service.restart().await;
+
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the expiry shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("Expired"), "{edited}");
+    assert_eq!(
+        press(&service, USER, &asked, "Allow").await,
+        "Already decided."
+    );
+    let asked_again = wait_for_approval(&service, 2).await;
+    press(&service, USER, &asked_again, "Allow").await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Done on the second attempt."))
+        .await;
+    assert!(!service.dir.path().join("first.txt").exists());
+    assert!(service.dir.path().join("second.txt").exists());
+}
