@@ -57,15 +57,18 @@ pub(crate) async fn decide(
         DecisionWord::Allow => ApprovalDecision::Allow,
         DecisionWord::Deny => ApprovalDecision::Deny,
     };
-    let name = body.by.unwrap_or_else(|| "api".into());
-    if name.trim().is_empty()
-        || name.chars().count() > MAX_BY_CHARS
-        || name.chars().any(char::is_control)
-    {
+    let given = body.by.unwrap_or_default();
+    if given.chars().count() > MAX_BY_CHARS {
         return Err(ApiError::bad_request(format!(
-            "`by` must be 1 to {MAX_BY_CHARS} printable characters"
+            "`by` must be at most {MAX_BY_CHARS} characters"
         )));
     }
+    // Shown in the chat and the audit: control characters are dropped.
+    let printable: String = given.chars().filter(|c| !c.is_control()).collect();
+    let name = match printable.trim() {
+        "" => "api".to_owned(),
+        name => name.to_owned(),
+    };
     let by = Decider {
         name,
         user_id: None,

@@ -330,7 +330,7 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "properties": {
                 "decision": {"type": "string", "enum": ["allow", "deny"]},
-                "by": {"type": "string", "minLength": 1, "maxLength": 64, "description": "Who decides, as recorded; default `api`."},
+                "by": {"type": "string", "maxLength": 64, "description": "Who decides, as recorded (control characters dropped); empty or absent: `api`."},
             },
         },
         "TaskCancelled": {
