@@ -17,6 +17,7 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::Tasks => tasks_text(bot, sender),
         Command::Task(id) => task_text(bot, sender, id),
         Command::Cancel(id) => cancel(bot, sender, id).await,
+        Command::Stop => stop(bot, sender).await,
         Command::Retry(id) => retry(bot, sender, id).await,
         Command::Cost => cost_text(bot),
         Command::Alerts => alerts_text(bot),
@@ -225,6 +226,26 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
             }
         }
         status => format!("Task #{} {}.", task.id, status.already()),
+    }
+}
+
+async fn stop(bot: &BotRuntime, sender: Sender) -> String {
+    let running = user_tasks(bot, sender, 50)
+        .into_iter()
+        .find(|t| t.status == TaskStatus::Running);
+    let Some(task) = running else {
+        return "Nothing of yours is running to stop.".into();
+    };
+    match bot.ctx.pool.stop_turn(task.id).await {
+        Ok(true) => format!(
+            "Stopping task #{}: the agent ends its current step; your session stays open.",
+            task.id
+        ),
+        Ok(false) => format!(
+            "Task #{} cannot be interrupted (it is starting, or its agent runs a process per prompt); /cancel ends it.",
+            task.id
+        ),
+        Err(e) => format!("Could not stop task #{}: {e}", task.id),
     }
 }
 

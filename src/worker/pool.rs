@@ -90,6 +90,8 @@ struct Shared {
     progress_tx: broadcast::Sender<u64>,
     /// Tool approvals the agents ask for.
     approvals: Approvals,
+    /// Running tasks whose turn was interrupted with /stop. A std Mutex, as above.
+    stopped: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// What happened to a task's run, decided from the agent's outcome.
@@ -119,6 +121,7 @@ impl Pool {
                 progress: Mutex::new(HashMap::new()),
                 progress_tx: broadcast::channel(PROGRESS_CHANNEL).0,
                 approvals: Approvals::new(store.clone(), config.clone()),
+                stopped: Mutex::default(),
                 store,
                 config,
             }),
@@ -191,6 +194,31 @@ impl Pool {
                 tokio::spawn(async move { approvals.on_request(request).await });
             }
         }
+    }
+
+    /// Interrupts the current turn of a running task's warm agent (a
+    /// `control_request` of subtype `interrupt`): the agent stops its tool, ends
+    /// the turn and stays open for the session's next prompt; the task ends as
+    /// cancelled. `Ok(false)` when the task does not run here as a turn of a warm
+    /// agent (a process per prompt can only be cancelled).
+    pub async fn stop_turn(&self, task_id: u64) -> std::io::Result<bool> {
+        if !self.is_running(task_id) {
+            return Ok(false);
+        }
+        let Some(record) = warm::read_turn_record(&self.run_dir(task_id)) else {
+            return Ok(false);
+        };
+        lock(&self.shared.stopped).insert(task_id);
+        let request = serde_json::json!({"type": "control_request",
+            "request_id": format!("stop-{task_id}-{}", now_ms()),
+            "request": {"subtype": "interrupt"}});
+        let mut line = request.to_string().into_bytes();
+        line.push(b'\n');
+        let written = warm::write_control(&record.process_dir, line).await;
+        if written.is_err() {
+            lock(&self.shared.stopped).remove(&task_id);
+        }
+        written.map(|()| true)
     }
 
     /// Whether a task is running in this pool.
@@ -637,6 +665,11 @@ impl Pool {
         );
         self.keep_or_end(key, process, &outcome).await;
         self.shared.approvals.expire_task(task.id).await;
+        let mut outcome = outcome;
+        if lock(&self.shared.stopped).remove(&task.id) {
+            // Stopped by its user: the process stays warm, the task is cancelled.
+            outcome.cancelled = true;
+        }
         Ok(outcome)
     }
 

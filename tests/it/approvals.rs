@@ -509,3 +509,54 @@ async fn a_request_whose_agent_died_with_the_service_expires_and_the_task_runs_a
     assert!(!service.dir.path().join("first.txt").exists());
     assert!(service.dir.path().join("second.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn stop_interrupts_a_long_tool_call_and_the_session_stays_usable() {
+    let Some(binary) = require_claude("stop_interrupts") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash(
+        "python3 -c 'import time; time.sleep(30)' && echo late > late.txt",
+    ));
+    model.push(Reply::text("Still here after the stop."));
+    let service = service_asking(&binary, &model, "allowed_tools = [\"Bash\"]").await;
+
+    service.send(0, USER, "wait a long time");
+    // The progress message shows the tool call once the CLI runs it.
+    wait_until("the long tool call under way", || {
+        service.sent_to(0, USER).into_iter().find(|i| {
+            i.plain_text
+                .as_deref()
+                .is_some_and(|t| t.contains("time.sleep(30)"))
+        })
+    })
+    .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let first = tasks[0].clone();
+    service.send(0, USER, "/stop");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Stopping task"))
+        .await;
+    let id = first["id"].as_u64().expect("id");
+    let done = service.wait_task_done(id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert!(!service.dir.path().join("late.txt").exists());
+
+    service.send(0, USER, "are you there?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Still here after the stop."))
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let next = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"].as_u64() != Some(id)).cloned())
+        .expect("the next task");
+    assert_eq!(next["pid"], first["pid"], "the same warm agent answered");
+    assert_eq!(next["session_id"], done["session_id"]);
+}
