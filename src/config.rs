@@ -553,6 +553,21 @@ pub enum PermissionMode {
 }
 
 impl PermissionMode {
+    /// Every mode.
+    pub const ALL: [PermissionMode; 4] = [
+        PermissionMode::Default,
+        PermissionMode::AcceptEdits,
+        PermissionMode::Plan,
+        PermissionMode::BypassPermissions,
+    ];
+
+    /// The mode named `name` as Claude Code spells it (case-insensitive).
+    pub fn from_name(name: &str) -> Option<PermissionMode> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// The mode as Claude Code spells it.
     pub fn as_str(self) -> &'static str {
         match self {

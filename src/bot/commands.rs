@@ -24,6 +24,8 @@ pub enum Command {
     Cancel(Option<u64>),
     /// /stop: interrupt the agent's current turn; the session stays.
     Stop,
+    /// /mode [MODE]: show or set the user's agent permission mode.
+    Mode(Option<String>),
     /// /retry [ID]: the given task, or the user's last failed one.
     Retry(Option<u64>),
     /// /cost
@@ -102,6 +104,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
         "task" => with_id("task", args, Command::Task),
         "cancel" => with_id("cancel", args, Command::Cancel),
         "stop" => Command::Stop,
+        "mode" => Command::Mode(args.split_whitespace().next().map(|m| truncate(m, 64))),
         "retry" => with_id("retry", args, Command::Retry),
         "cost" => Command::Cost,
         "alerts" => Command::Alerts,
@@ -164,6 +167,11 @@ mod tests {
         assert_eq!(parse("/cancel #7", None), Command::Cancel(Some(7)));
         assert_eq!(parse("/cancel", None), Command::Cancel(None));
         assert_eq!(parse("/stop", None), Command::Stop);
+        assert_eq!(parse("/mode", None), Command::Mode(None));
+        assert_eq!(
+            parse("/mode plan", None),
+            Command::Mode(Some("plan".into()))
+        );
         assert_eq!(
             parse("/task abc", None),
             Command::BadArgument {

@@ -268,6 +268,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "task_events" => count(tx, tables::TASK_EVENTS)?,
             "approvals" => count(tx, tables::APPROVALS)?,
             "approval_requests" => count(tx, tables::APPROVAL_REQUESTS)?,
+            "user_modes" => count(tx, tables::USER_MODES)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -595,6 +596,17 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"task_id": task_id, "request_id": request_id, "approval_id": v.value()}),
+                )?;
+            }
+        }
+        "user_modes" => {
+            for row in rows!(tables::USER_MODES).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
                 )?;
             }
         }

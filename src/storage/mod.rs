@@ -33,6 +33,7 @@ mod heartbeat;
 mod journal;
 mod kv;
 mod legacy;
+mod modes;
 pub mod records;
 mod scratch;
 mod series;

@@ -200,6 +200,7 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::TASK_EVENTS,
         tables::APPROVALS,
         tables::APPROVAL_REQUESTS,
+        tables::USER_MODES,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

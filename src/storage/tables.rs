@@ -55,8 +55,11 @@ pub const APPROVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("approva
 pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("approval_requests");
 
+/// (bot_id, user_id) → permission mode name chosen with `/mode`.
+pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
+
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 21] = [
+pub const ALL_TABLES: [&str; 22] = [
     "meta",
     "sessions",
     "messages",
@@ -78,4 +81,5 @@ pub const ALL_TABLES: [&str; 21] = [
     "task_events",
     "approvals",
     "approval_requests",
+    "user_modes",
 ];

@@ -38,7 +38,7 @@ use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::approvals::{AgentRequest, Approvals};
 use crate::circuits::{Circuits, Dependency};
-use crate::config::{AgentKind, BotConfig, Config};
+use crate::config::{AgentKind, BotConfig, Config, PermissionMode};
 use crate::storage::{
     Claimed, FailureClass, Pending, Store, StoreError, Task, TaskFinish, TaskStatus, TaskStep,
     now_ms,
@@ -473,7 +473,9 @@ impl Pool {
         }))
     }
 
-    fn agent_command(&self, bot: &BotConfig) -> AgentCommand {
+    /// The agent command for a task of `user_id`: the bot's, with the user's
+    /// `/mode` permission mode when they chose one.
+    fn agent_command(&self, bot: &BotConfig, user_id: i64) -> AgentCommand {
         let mut scrub_env: Vec<String> = self
             .shared
             .config
@@ -482,7 +484,23 @@ impl Pool {
             .map(|b| b.token_env.clone())
             .collect();
         scrub_env.push(self.shared.config.http.admin_token_env.clone());
-        AgentCommand::from_config(&bot.agent, scrub_env)
+        let chosen = match self.shared.store.user_mode(&bot.id, user_id) {
+            Ok(mode) => mode.as_deref().and_then(PermissionMode::from_name),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the user's permission mode; using the bot's");
+                None
+            }
+        };
+        match chosen {
+            Some(mode) => {
+                let agent = crate::config::AgentConfig {
+                    permission_mode: mode,
+                    ..bot.agent.clone()
+                };
+                AgentCommand::from_config(&agent, scrub_env)
+            }
+            None => AgentCommand::from_config(&bot.agent, scrub_env),
+        }
     }
 
     fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
@@ -503,7 +521,7 @@ impl Pool {
         let Some(bot) = self.bot(&task.bot_id).cloned() else {
             return unknown_bot(task);
         };
-        let command = self.agent_command(&bot);
+        let command = self.agent_command(&bot, task.user_id);
         let warm = bot.agent.kind == AgentKind::Claude && bot.agent.keep_warm_s > 0;
         let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
         loop {
@@ -896,7 +914,7 @@ impl Pool {
             Some(record) => {
                 // A warm process's turn: follow it from its offset to its result.
                 let command = match self.bot(&task.bot_id) {
-                    Some(bot) => self.agent_command(bot),
+                    Some(bot) => self.agent_command(bot, task.user_id),
                     None => AgentCommand::from_config(
                         &crate::config::AgentConfig::default(),
                         Vec::new(),

@@ -560,3 +560,60 @@ async fn stop_interrupts_a_long_tool_call_and_the_session_stays_usable() {
     assert_eq!(next["pid"], first["pid"], "the same warm agent answered");
     assert_eq!(next["session_id"], done["session_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mode_is_kept_per_user_shown_in_status_and_used_for_the_next_process() {
+    let service = Service::start(Options::default()).await;
+    service.send(0, USER, "/mode bypassPermissions");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Only an admin"))
+        .await;
+    service.send(0, USER, "/mode yolo");
+    service
+        .wait_for_message(0, USER, |m| m.contains("not a permission mode"))
+        .await;
+    service.send(0, USER, "/mode plan");
+    service
+        .wait_for_message(0, USER, |m| m.starts_with("Permission mode: plan."))
+        .await;
+    service.send(0, USER, "/status");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Permission mode: plan (yours"))
+        .await;
+    service.send(0, ADMIN, "/status");
+    service
+        .wait_for_message(0, ADMIN, |m| {
+            m.contains("Permission mode: default (the bot's")
+        })
+        .await;
+    service.send(0, ADMIN, "/mode bypassPermissions");
+    service
+        .wait_for_message(0, ADMIN, |m| {
+            m.starts_with("Permission mode: bypassPermissions.")
+        })
+        .await;
+
+    service.send(0, USER, "in plan mode");
+    service
+        .wait_for_message(0, USER, |m| {
+            m.contains("in plan mode") && !m.contains("Queued")
+        })
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let pid = tasks[0]["pid"].as_u64().expect("pid");
+    // The warm agent stays open after answering: its command line shows the mode.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the agent runs");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--permission-mode")
+        .unwrap_or_else(|| panic!("{args:?}"));
+    assert_eq!(args[at + 1], "plan", "{args:?}");
+    assert!(
+        args.iter().any(|a| a == "--permission-prompt-tool"),
+        "{args:?}"
+    );
+}
