@@ -420,6 +420,18 @@ async fn the_http_api_and_the_cli_decide_while_telegram_refuses_every_call() {
         [("allow", "api"), ("deny", "cli")],
         "{events:#?}"
     );
+    // The dashboard lists them too, newest first, and nothing pending.
+    let (status, dashboard) = service.get("/api/dashboard").await;
+    assert_eq!(status, 200, "{dashboard}");
+    let approvals = &dashboard["approvals"];
+    assert_eq!(approvals["pending"], 0, "{approvals}");
+    let shown: Vec<&str> = approvals["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .map(|e| e["decision"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(shown, ["deny", "allow"], "{approvals}");
     assert!(events.iter().all(|e| e["tool"] == "Bash"
         && e["input_sha256"].as_str().is_some_and(|d| d.len() == 64)
         && e["waited_s"].is_number()));
