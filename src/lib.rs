@@ -8,7 +8,9 @@
 //! - [`service`] is `agentlab run`: the start-up barrier and shutdown, wiring every
 //!   part below to one [`storage::Store`].
 //! - `bot` turns Telegram updates into tasks and answers; `http` is the second way in.
-//! - `worker` claims tasks from the store and runs agent subprocesses.
+//! - `worker` claims tasks from the store and runs agent subprocesses; the tool
+//!   approvals its agents ask for go to [`approvals`], which stores them and answers
+//!   the agents through the link the worker gives it.
 //! - `breaker`, `monitor`, `backup` watch and protect the service.
 //! - [`storage`] is the floor: every piece of state, in one redb file, behind typed
 //!   operations. It names nothing above it.

@@ -21,6 +21,7 @@
 //!   restart finds the agent gone, what is still pending is expired.
 
 use std::collections::HashSet;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,8 +35,6 @@ use crate::storage::{
     Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval, Store, StoreError,
     now_ms,
 };
-use crate::worker::proc_identity::{self, ProcIdentity};
-use crate::worker::warm;
 
 /// Announcements kept for slow listeners.
 const NEWS_CHANNEL: usize = 256;
@@ -85,6 +84,17 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
+/// How approvals reach agent processes, given by the worker that owns them, so
+/// this module names nothing of the worker.
+#[derive(Clone, Copy)]
+pub struct AgentLink {
+    /// Writes one line to the input of the agent whose process folder is given;
+    /// fails at once when nothing reads it (blocking: run off the runtime).
+    pub write_line: fn(&Path, &[u8]) -> io::Result<()>,
+    /// Whether the agent of a process folder still runs.
+    pub is_alive: fn(&Path) -> bool,
+}
+
 /// Who decides, as recorded and shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decider {
@@ -103,6 +113,7 @@ pub struct Approvals {
 struct Inner {
     store: Store,
     config: Arc<Config>,
+    link: AgentLink,
     /// (bot, user, tool) always allowed in the session. A std Mutex: held for a
     /// set operation only, never across an await.
     always: Mutex<HashSet<(String, i64, String)>>,
@@ -112,12 +123,14 @@ struct Inner {
 }
 
 impl Approvals {
-    /// The approvals over `store`, with each bot's settings from `config`.
-    pub fn new(store: Store, config: Arc<Config>) -> Self {
+    /// The approvals over `store`, with each bot's settings from `config`,
+    /// answering agents through `link`.
+    pub fn new(store: Store, config: Arc<Config>, link: AgentLink) -> Self {
         Approvals {
             inner: Arc::new(Inner {
                 store,
                 config,
+                link,
                 always: Mutex::default(),
                 timed: Mutex::default(),
                 news: broadcast::channel(NEWS_CHANNEL).0,
@@ -140,7 +153,7 @@ impl Approvals {
             // error answer keeps the CLI from waiting for one.
             tracing::debug!(subtype = %request.subtype, "unsupported control request");
             let line = error_line(&request.request_id, "not supported by agentlab");
-            write_answer(&request.process_dir, line).await;
+            self.write_answer(&request.process_dir, line).await;
             return;
         }
         let tool = request.tool_name.clone().unwrap_or_default();
@@ -162,7 +175,7 @@ impl Approvals {
                 (ApprovalDecision::Allow, "always allow", String::new())
             };
             let line = answer_line(&request.request_id, decision, &request.input, &message);
-            write_answer(&request.process_dir, line).await;
+            self.write_answer(&request.process_dir, line).await;
             self.audit(
                 &request.bot_id,
                 json!({
@@ -196,7 +209,7 @@ impl Approvals {
                     &Value::Null,
                     "agentlab could not record the approval request",
                 );
-                write_answer(&request.process_dir, line).await;
+                self.write_answer(&request.process_dir, line).await;
                 return;
             }
         };
@@ -220,7 +233,7 @@ impl Approvals {
             }
         };
         for approval in pending {
-            if agent_alive(Path::new(&approval.process_dir)) {
+            if (self.inner.link.is_alive)(Path::new(&approval.process_dir)) {
                 self.arm_timeout(&approval);
             } else {
                 self.expire(approval.id).await;
@@ -286,7 +299,8 @@ impl Approvals {
         };
         if decision != ApprovalDecision::Expired {
             let line = answer_line(&approval.request_id, decision, &input, &message);
-            write_answer(Path::new(&approval.process_dir), line).await;
+            self.write_answer(Path::new(&approval.process_dir), line)
+                .await;
         }
         lock(&self.inner.timed).remove(&id);
         let waited_s = at_ms.saturating_sub(approval.created_ms) as f64 / 1000.0;
@@ -349,6 +363,20 @@ impl Approvals {
         });
     }
 
+    /// Writes an answer to the agent's input; an agent that is gone is logged (its
+    /// task's run sees the process end and is judged by that).
+    async fn write_answer(&self, process_dir: &Path, line: Vec<u8>) {
+        let write = self.inner.link.write_line;
+        let dir = process_dir.to_path_buf();
+        let written = tokio::task::spawn_blocking(move || write(&dir, &line))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        if let Err(error) = written {
+            tracing::warn!(%error, dir = %process_dir.display(), "the agent no longer reads its answers");
+        }
+    }
+
     async fn audit(&self, bot_id: &str, payload: Value) {
         let stored = self
             .inner
@@ -386,23 +414,6 @@ fn line(value: Value) -> Vec<u8> {
     let mut bytes = value.to_string().into_bytes();
     bytes.push(b'\n');
     bytes
-}
-
-/// Writes an answer to the agent's pipe; an agent that is gone is logged (its
-/// task's run sees the process end and is judged by that).
-async fn write_answer(process_dir: &Path, line: Vec<u8>) {
-    if let Err(error) = warm::write_control(process_dir, line).await {
-        tracing::warn!(%error, dir = %process_dir.display(), "the agent no longer reads its answers");
-    }
-}
-
-/// Whether the warm agent process of `process_dir` still runs (its recorded
-/// identity, pid and start time, names a live process).
-fn agent_alive(process_dir: &Path) -> bool {
-    std::fs::read(process_dir.join(warm::PROCESS_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<ProcIdentity>(&bytes).ok())
-        .is_some_and(|identity| proc_identity::is_alive(&identity))
 }
 
 /// Hex SHA-256 of a tool input (the audit keeps this, not the input).

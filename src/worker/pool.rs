@@ -36,7 +36,7 @@ use super::live::LiveProgress;
 use super::proc_identity::ProcIdentity;
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
-use crate::approvals::{AgentRequest, Approvals};
+use crate::approvals::{AgentLink, AgentRequest, Approvals};
 use crate::circuits::{Circuits, Dependency};
 use crate::config::{AgentKind, BotConfig, Config, PermissionMode};
 use crate::storage::{
@@ -120,7 +120,14 @@ impl Pool {
                 warm: Mutex::new(WarmSet::default()),
                 progress: Mutex::new(HashMap::new()),
                 progress_tx: broadcast::channel(PROGRESS_CHANNEL).0,
-                approvals: Approvals::new(store.clone(), config.clone()),
+                approvals: Approvals::new(
+                    store.clone(),
+                    config.clone(),
+                    AgentLink {
+                        write_line: warm::write_control_blocking,
+                        is_alive: warm::process_alive,
+                    },
+                ),
                 stopped: Mutex::default(),
                 store,
                 config,
