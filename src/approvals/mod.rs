@@ -164,29 +164,6 @@ impl Approvals {
             request.user_id,
             tool.clone(),
         ));
-        if disallowed || always {
-            let (decision, by, message) = if disallowed {
-                (
-                    ApprovalDecision::Deny,
-                    "configuration",
-                    format!("{tool} is disallowed by this bot's configuration"),
-                )
-            } else {
-                (ApprovalDecision::Allow, "always allow", String::new())
-            };
-            let line = answer_line(&request.request_id, decision, &request.input, &message);
-            self.write_answer(&request.process_dir, line).await;
-            self.audit(
-                &request.bot_id,
-                json!({
-                    "task_id": request.task_id, "user_id": request.user_id, "tool": tool,
-                    "input_sha256": digest(&request.input.to_string()),
-                    "decision": decision.as_str(), "by": by, "waited_s": 0,
-                }),
-            )
-            .await;
-            return;
-        }
         let new = NewApproval {
             task_id: request.task_id,
             bot_id: request.bot_id.clone(),
@@ -214,6 +191,24 @@ impl Approvals {
             }
         };
         if approval.verdict.is_some() {
+            // Answered before (a turn followed again after a restart).
+            return;
+        }
+        if is_new && (disallowed || always) {
+            // Decided by the configuration or the session, stored all the same so
+            // that a turn followed again after a restart does not ask anew.
+            let (decision, by) = if disallowed {
+                (ApprovalDecision::Deny, "configuration")
+            } else {
+                (ApprovalDecision::Allow, "always allow")
+            };
+            let by = Decider {
+                name: by.into(),
+                user_id: None,
+            };
+            if let Err(error) = self.decide(approval.id, decision, by).await {
+                tracing::error!(%error, "cannot record an automatic approval decision");
+            }
             return;
         }
         if is_new || approval.message_id.is_none() {
@@ -294,6 +289,10 @@ impl Approvals {
             ApprovalDecision::TimedOut => format!(
                 "Nobody answered the approval request within {} s: denied.",
                 self.timeout_s(&approval.bot_id)
+            ),
+            _ if by.name == "configuration" => format!(
+                "{} is disallowed by this bot's configuration.",
+                approval.tool_name
             ),
             _ => format!("Denied by {} from agentlab.", by.name),
         };

@@ -946,6 +946,10 @@ impl Pool {
                 self.keep_or_end((task.bot_id.clone(), task.user_id), process, &outcome)
                     .await;
                 self.shared.approvals.expire_task(task.id).await;
+                let mut outcome = outcome;
+                if lock(&self.shared.stopped).remove(&task.id) {
+                    outcome.cancelled = true;
+                }
                 outcome
             }
             None => {

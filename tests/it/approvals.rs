@@ -231,6 +231,33 @@ async fn always_allow_lasts_for_the_session_until_new() {
         1,
         "the second call asked"
     );
+    // Answered by the session's decision, and recorded like any other, so a turn
+    // followed again after a restart finds it answered.
+    let (_, dashboard) = service.get("/api/dashboard").await;
+    let recent = dashboard["approvals"]["recent"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recent[0]["by"], "always allow", "{recent:#?}");
+    assert_eq!(recent[0]["decision"], "allow", "{recent:#?}");
+    let stored = reqwest::Client::new()
+        .get(format!(
+            "{}/api/admin/dump?table=approvals",
+            service.base_url
+        ))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("dump")
+        .text()
+        .await
+        .expect("text");
+    let by_session = stored
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|row| row["verdict"]["by"] == "always allow")
+        .count();
+    assert_eq!(by_session, 1, "{stored}");
 
     service.send(0, USER, "/new");
     service.send(0, USER, "third");
