@@ -478,6 +478,8 @@ impl Default for BotConfig {
 pub const DEFAULT_KEEP_WARM_S: u64 = 600;
 /// Longest accepted `[bots.agent] keep_warm_s`: a day.
 pub const MAX_KEEP_WARM_S: u64 = 86_400;
+/// Default of `[bots.agent] approval_timeout_s`: ten minutes.
+pub const DEFAULT_APPROVAL_TIMEOUT_S: u64 = 600;
 
 /// `[bots.agent]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -502,6 +504,9 @@ pub struct AgentConfig {
     /// after answering, for the same session's next prompt; 0 starts a process per
     /// prompt.
     pub keep_warm_s: u64,
+    /// [`AgentKind::Claude`] only: seconds a tool approval waits for an answer
+    /// before it is denied; at least 1.
+    pub approval_timeout_s: u64,
     /// [`AgentKind::Plain`] only: arguments added to continue a session, with
     /// `{session_id}` substituted. Claude Code is resumed with `--resume`.
     pub resume_args: Vec<String>,
@@ -518,6 +523,7 @@ impl Default for AgentConfig {
             disallowed_tools: Vec::new(),
             extra_args: Vec::new(),
             keep_warm_s: DEFAULT_KEEP_WARM_S,
+            approval_timeout_s: DEFAULT_APPROVAL_TIMEOUT_S,
             resume_args: vec!["--resume".into(), "{session_id}".into()],
         }
     }
@@ -552,6 +558,21 @@ pub enum PermissionMode {
 }
 
 impl PermissionMode {
+    /// Every mode.
+    pub const ALL: [PermissionMode; 4] = [
+        PermissionMode::Default,
+        PermissionMode::AcceptEdits,
+        PermissionMode::Plan,
+        PermissionMode::BypassPermissions,
+    ];
+
+    /// The mode named `name` as Claude Code spells it (case-insensitive).
+    pub fn from_name(name: &str) -> Option<PermissionMode> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// The mode as Claude Code spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -608,6 +629,13 @@ fn check_agent(agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), 
             &format!("must be at most {MAX_KEEP_WARM_S} (a day); 0 starts a process per prompt"),
         ));
     }
+    if agent.approval_timeout_s == 0 {
+        return Err(invalid(
+            &key("agent.approval_timeout_s"),
+            "0".to_owned(),
+            "must be at least 1 second; an unanswered approval is denied after it",
+        ));
+    }
     for (name, args) in [
         ("command", &agent.command),
         ("extra_args", &agent.extra_args),
@@ -640,6 +668,7 @@ fn plain_defaults(agent: &AgentConfig) -> AgentConfig {
         allowed_tools: defaults.allowed_tools,
         disallowed_tools: defaults.disallowed_tools,
         keep_warm_s: defaults.keep_warm_s,
+        approval_timeout_s: defaults.approval_timeout_s,
         ..agent.clone()
     }
 }
@@ -1398,6 +1427,24 @@ mod tests {
         let (config, warnings) = parse(plain).expect("plain is as written");
         assert_eq!(config.bots[0].agent.kind, AgentKind::Plain);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn approval_timeout_s_defaults_to_ten_minutes_and_is_not_zero() {
+        let text = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\n";
+        let agent = &parse(text).expect("valid").0.bots[0].agent;
+        assert_eq!(agent.approval_timeout_s, 600);
+        let short = format!("{text}approval_timeout_s = 5\n");
+        assert_eq!(
+            parse(&short).expect("valid").0.bots[0]
+                .agent
+                .approval_timeout_s,
+            5
+        );
+        let err = parse(&format!("{text}approval_timeout_s = 0\n"))
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("bots[0].agent.approval_timeout_s"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //!   (readiness, start time, Telegram links, notices): handles below every part;
 //!   [`systemd`] speaks the service manager's notify protocol.
 //! - [`worker`]: the pool that claims tasks from the store and runs agent
-//!   subprocesses, and the recovery of runs a previous process left behind.
+//!   subprocesses, and the recovery of runs a previous process left behind; the tool
+//!   approvals its agents ask for go to [`approvals`], which stores them and answers
+//!   the agents through the link the worker gives it.
 //! - [`breaker`]: circuit breakers per (bot, dependency), persisted.
 //! - [`storage`]: the floor — every piece of state, in one redb file, behind typed
 //!   operations. It names nothing above it but the clock.
@@ -35,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod backup;
 pub(crate) mod bot;
 pub mod breaker;

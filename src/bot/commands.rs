@@ -23,6 +23,10 @@ pub enum Command {
     Task(Option<u64>),
     /// /cancel [ID]: the given task, or the user's running/queued one.
     Cancel(Option<u64>),
+    /// /stop: interrupt the agent's current turn; the session stays.
+    Stop,
+    /// /mode [MODE]: show or set the user's agent permission mode.
+    Mode(Option<String>),
     /// /retry [ID]: the given task, or the user's last failed one.
     Retry(Option<u64>),
     /// /cost
@@ -59,6 +63,10 @@ pub const COMMAND_LIST: &[(&str, &str)] = &[
     ("tasks", "your recent tasks"),
     ("task", "details of a task: /task ID"),
     ("cancel", "cancel your running or queued task: /cancel [ID]"),
+    (
+        "stop",
+        "interrupt the agent's current step; the session stays",
+    ),
     ("retry", "run a failed task again: /retry [ID]"),
     ("cost", "today's and this month's cost against the limits"),
     ("alerts", "current alerts"),
@@ -99,6 +107,8 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
         "tasks" => Command::Tasks,
         "task" => with_id("task", args, Command::Task),
         "cancel" => with_id("cancel", args, Command::Cancel),
+        "stop" => Command::Stop,
+        "mode" => Command::Mode(args.split_whitespace().next().map(|m| truncate(m, 64))),
         "retry" => with_id("retry", args, Command::Retry),
         "cost" => Command::Cost,
         "alerts" => Command::Alerts,
@@ -161,6 +171,12 @@ mod tests {
         assert_eq!(parse("/task 42", None), Command::Task(Some(42)));
         assert_eq!(parse("/cancel #7", None), Command::Cancel(Some(7)));
         assert_eq!(parse("/cancel", None), Command::Cancel(None));
+        assert_eq!(parse("/stop", None), Command::Stop);
+        assert_eq!(parse("/mode", None), Command::Mode(None));
+        assert_eq!(
+            parse("/mode plan", None),
+            Command::Mode(Some("plan".into()))
+        );
         assert_eq!(
             parse("/task abc", None),
             Command::BadArgument {

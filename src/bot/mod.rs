@@ -18,6 +18,7 @@
 //!
 //! Invariant: a user hears "queued" only after the task is durable in the store.
 
+mod approval;
 pub mod commands;
 mod delivery;
 mod files;
@@ -276,10 +277,16 @@ impl BotSet {
             .await;
     }
 
-    /// Starts every bot's loops, and the router of `pool_events` (the receiver of
-    /// the channel the pool was built with) to them.
+    /// Starts every bot's loops (polling, delivery, progress, approvals), the
+    /// timers of the approvals still pending, and the router of `pool_events` (the
+    /// receiver of the channel the pool was built with) to them.
     pub fn start(self, pool_events: mpsc::UnboundedReceiver<PoolEvent>, tasks: &mut JoinSet<()>) {
+        if let Some(bot) = self.bots.first() {
+            let approvals = bot.ctx.pool.approvals().clone();
+            tasks.spawn(async move { approvals.arm_pending().await });
+        }
         for bot in &self.bots {
+            tasks.spawn(approval::run(bot.clone()));
             tasks.spawn(poller::run(bot.clone()));
             tasks.spawn(delivery::run_outbox(bot.clone()));
             tasks.spawn(delivery::run_progress(bot.clone()));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::BotRuntime;
 use super::commands::{Command, help_text};
 use super::handler::Sender;
+use crate::config::PermissionMode;
 use crate::storage::{RestartState, Task, TaskFilter, TaskStatus, now_ms};
 
 pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, command: Command) {
@@ -13,10 +14,12 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::Start => format!("Hello! I connect you to a coding agent.\n\n{}", help_text()),
         Command::Help => help_text(),
         Command::New => new_session(bot, sender).await,
-        Command::Status => status_text(bot),
+        Command::Status => format!("{}{}", status_text(bot), mode_line(bot, sender)),
         Command::Tasks => tasks_text(bot, sender),
         Command::Task(id) => task_text(bot, sender, id),
         Command::Cancel(id) => cancel(bot, sender, id).await,
+        Command::Stop => stop(bot, sender).await,
+        Command::Mode(name) => mode(bot, sender, name).await,
         Command::Retry(id) => retry(bot, sender, id).await,
         Command::Cost => cost_text(bot),
         Command::Alerts => alerts_text(bot),
@@ -225,6 +228,81 @@ async fn cancel(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
             }
         }
         status => format!("Task #{} {}.", task.id, status.already()),
+    }
+}
+
+/// The user's permission mode: theirs, or the bot's configured one.
+fn user_mode(bot: &BotRuntime, sender: Sender) -> (PermissionMode, bool) {
+    let chosen = bot
+        .ctx
+        .store
+        .user_mode(&bot.config.id, sender.user_id)
+        .ok()
+        .flatten()
+        .as_deref()
+        .and_then(PermissionMode::from_name);
+    match chosen {
+        Some(mode) => (mode, true),
+        None => (bot.config.agent.permission_mode, false),
+    }
+}
+
+fn mode_line(bot: &BotRuntime, sender: Sender) -> String {
+    let (mode, chosen) = user_mode(bot, sender);
+    let whose = if chosen { "yours" } else { "the bot's" };
+    format!("Permission mode: {} ({whose}; /mode)\n", mode.as_str())
+}
+
+async fn mode(bot: &BotRuntime, sender: Sender, name: Option<String>) -> String {
+    let choices = if sender.is_admin {
+        "default, acceptEdits, plan, bypassPermissions"
+    } else {
+        "default, acceptEdits, plan"
+    };
+    let Some(name) = name else {
+        let (mode, _) = user_mode(bot, sender);
+        return format!(
+            "Your permission mode: {}. Choose one with /mode NAME: {choices}.",
+            mode.as_str()
+        );
+    };
+    let Some(mode) = PermissionMode::from_name(&name) else {
+        return format!("\"{name}\" is not a permission mode; choose one of: {choices}.");
+    };
+    if mode == PermissionMode::BypassPermissions && !sender.is_admin {
+        return "Only an admin of this bot may bypass permissions.".into();
+    }
+    let stored = bot
+        .ctx
+        .store
+        .set_user_mode(&bot.config.id, sender.user_id, Some(mode.as_str().into()))
+        .await;
+    match stored {
+        Ok(()) => format!(
+            "Permission mode: {}. It applies from your next prompt (a running one keeps its mode).",
+            mode.as_str()
+        ),
+        Err(e) => format!("Could not set the permission mode: {e}"),
+    }
+}
+
+async fn stop(bot: &BotRuntime, sender: Sender) -> String {
+    let running = user_tasks(bot, sender, 50)
+        .into_iter()
+        .find(|t| t.status == TaskStatus::Running);
+    let Some(task) = running else {
+        return "Nothing of yours is running to stop.".into();
+    };
+    match bot.ctx.pool.stop_turn(task.id).await {
+        Ok(true) => format!(
+            "Stopping task #{}: the agent ends its current step; your session stays open.",
+            task.id
+        ),
+        Ok(false) => format!(
+            "Task #{} cannot be interrupted (it is starting, or its agent runs a process per prompt); /cancel ends it.",
+            task.id
+        ),
+        Err(e) => format!("Could not stop task #{}: {e}", task.id),
     }
 }
 

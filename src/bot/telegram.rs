@@ -9,12 +9,13 @@
 use std::time::{Duration, Instant};
 
 use teloxide::payloads::{
-    EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters,
-    SendPhotoSetters,
+    AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
+    SendMessageSetters, SendPhotoSetters,
 };
 use teloxide::prelude::Requester;
 use teloxide::types::{
-    BotCommand, ChatAction, ChatId, InputFile, MessageId, ParseMode, ReplyParameters, Update,
+    BotCommand, CallbackQueryId, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
+    InputFile, MessageId, ParseMode, ReplyParameters, Update,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
@@ -221,6 +222,47 @@ impl TelegramApi {
             Ok(_) | Err(SendError::NotModified) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sends HTML with one row of inline buttons, each `(label, callback_data)`.
+    pub async fn send_html_with_buttons(
+        &self,
+        chat_id: i64,
+        html: &str,
+        buttons: &[(String, String)],
+    ) -> Result<i32, SendError> {
+        let row: Vec<InlineKeyboardButton> = buttons
+            .iter()
+            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
+            .collect();
+        let markup = InlineKeyboardMarkup::new([row]);
+        let message = self
+            .call("sendMessage", || {
+                self.bot
+                    .send_message(ChatId(chat_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .reply_markup(markup.clone())
+            })
+            .await?;
+        Ok(message.id.0)
+    }
+
+    /// Answers a button press: `text` shown briefly, or as an alert the user
+    /// dismisses when `alert`.
+    pub async fn answer_callback(
+        &self,
+        callback_query_id: &str,
+        text: &str,
+        alert: bool,
+    ) -> Result<(), SendError> {
+        self.call("answerCallbackQuery", || {
+            self.bot
+                .answer_callback_query(CallbackQueryId(callback_query_id.to_owned()))
+                .text(text)
+                .show_alert(alert)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a message the bot sent.

@@ -97,6 +97,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Watch the service from outside and restart it when it is unhealthy.
     Watchdog(WatchdogArgs),
+    /// List the tool approvals the running service's agents wait for.
+    Approvals,
+    /// Allow or deny a waiting tool approval of the running service.
+    Approve(ApproveArgs),
     /// Ask the running service to restart (exit 42, restarted by launchd/systemd).
     Restart,
     /// Validate the configuration and print it with secrets redacted.
@@ -118,6 +122,25 @@ pub struct DemoArgs {
     /// HTTP port (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+}
+
+/// `approve`
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The approval's id (from `agentlab approvals`).
+    pub id: u64,
+    /// What to decide.
+    #[arg(value_enum)]
+    pub decision: ApproveDecision,
+}
+
+/// What `approve` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApproveDecision {
+    /// The tool may run.
+    Allow,
+    /// The tool may not run.
+    Deny,
 }
 
 /// `ask`

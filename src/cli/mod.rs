@@ -11,6 +11,7 @@
 //! record in the log files when the command writes them (never twice on the
 //! terminal).
 
+mod approvals;
 pub mod args;
 mod backup;
 mod check_config;
@@ -147,6 +148,8 @@ async fn run_with_config(command: Command, config: Config) -> anyhow::Result<i32
         Command::Status => remote::status(&config).await,
         Command::Tasks(args) => remote::tasks(&config, args).await,
         Command::Restart => remote::restart(&config).await,
+        Command::Approvals => approvals::list(&config).await,
+        Command::Approve(args) => approvals::approve(&config, args).await,
         Command::Logs(args) => logs::run(&config, args).await,
         Command::Backup => backup::backup(&config).await,
         Command::Backups(args) if args.remote => offsite::list(&config).await,

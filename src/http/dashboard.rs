@@ -149,6 +149,8 @@ pub(crate) async fn summary(State(api): State<AppState>) -> Result<Json<Value>, 
         .map(|s| json!(s.failures.by_class))
         .unwrap_or_else(|| json!({}));
 
+    let approvals = approvals_summary(&ctx.store)?;
+
     Ok(Json(json!({
         "now_ms": now,
         "status": health["status"],
@@ -186,7 +188,27 @@ pub(crate) async fn summary(State(api): State<AppState>) -> Result<Json<Value>, 
         })),
         "leak": leak,
         "failures_by_class": failures_by_class,
+        "approvals": approvals,
     })))
+}
+
+/// Most approval decisions the dashboard lists.
+const RECENT_APPROVALS: usize = 10;
+
+/// The tool approvals: how many wait, and the latest decisions (their audit
+/// events: who, the tool, the input's digest, the decision, seconds waited).
+fn approvals_summary(store: &crate::storage::Store) -> Result<Value, ApiError> {
+    let pending = store.pending_approvals()?;
+    let recent: Vec<Value> = store
+        .recent_events(Some("approval"), RECENT_APPROVALS)?
+        .iter()
+        .map(crate::storage::event_json)
+        .collect();
+    Ok(json!({
+        "pending": pending.len(),
+        "pending_tools": pending.iter().map(|a| a.tool_name.clone()).collect::<Vec<_>>(),
+        "recent": recent,
+    }))
 }
 
 #[cfg(test)]

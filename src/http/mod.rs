@@ -24,6 +24,7 @@
 
 mod access;
 mod admin;
+mod approvals;
 mod dashboard;
 mod error;
 mod extract;

@@ -307,6 +307,32 @@ fn schemas() -> Value {
             "required": ["id", "status"],
             "properties": {"id": {"type": "integer"}, "status": {"type": "string"}},
         },
+        "Approval": {
+            "type": "object",
+            "required": ["id", "task_id", "bot_id", "user_id", "tool", "input", "created_ms"],
+            "properties": {
+                "id": {"type": "integer"},
+                "task_id": {"type": "integer"},
+                "bot_id": {"type": "string"},
+                "user_id": {"type": "integer", "format": "int64"},
+                "tool": {"type": "string"},
+                "input": {"description": "The tool's input as the agent sent it."},
+                "created_ms": {"type": "integer"},
+                "decision": {"type": ["string", "null"], "enum": ["allow", "always_allow", "deny", "timed_out", null]},
+                "decided_by": {"type": ["string", "null"]},
+                "decided_ms": nullable_int,
+            },
+        },
+        "ApprovalList": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}},
+        "DecideApproval": {
+            "type": "object",
+            "required": ["decision"],
+            "additionalProperties": false,
+            "properties": {
+                "decision": {"type": "string", "enum": ["allow", "deny"]},
+                "by": {"type": "string", "maxLength": 64, "description": "Who decides, as recorded (control characters dropped); empty or absent: `api`."},
+            },
+        },
         "TaskCancelled": {
             "type": "object",
             "required": ["id", "status"],

@@ -8,7 +8,7 @@
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub(crate) use super::access::Access;
-use super::{AppState, admin, dashboard, health, observability, prometheus, status};
+use super::{AppState, admin, approvals, dashboard, health, observability, prometheus, status};
 
 /// An HTTP method the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,13 @@ const TASK_ID: Param = Param {
     required: true,
     kind: Kind::Unsigned { min: 0, max: None },
     description: "A task id.",
+};
+const APPROVAL_ID: Param = Param {
+    name: "id",
+    location: In::Path,
+    required: true,
+    kind: Kind::Unsigned { min: 0, max: None },
+    description: "An approval id (GET /api/approvals).",
 };
 const TASK_STATUSES: &[&str] = &[
     "queued",
@@ -269,6 +276,32 @@ pub(crate) static ROUTES: &[Route] = &[
         },
         errors: &[400, 401, 403, 404, 413, 415, 503],
         mount: |m| on(m, admin::create_task),
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/api/approvals",
+        operation_id: "listApprovals",
+        summary: "The tool approvals agents wait for, oldest first",
+        tag: "admin",
+        access: Access::Admin,
+        params: &[],
+        body: None,
+        answer: json("ApprovalList"),
+        errors: &[401, 403, 503],
+        mount: |m| on(m, approvals::list),
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/api/approvals/{id}",
+        operation_id: "decideApproval",
+        summary: "Allow or deny a pending tool approval; the agent gets the answer",
+        tag: "admin",
+        access: Access::Admin,
+        params: &[APPROVAL_ID],
+        body: Some("DecideApproval"),
+        answer: json("Approval"),
+        errors: &[400, 401, 403, 404, 409, 413, 415, 503],
+        mount: |m| on(m, approvals::decide),
     },
     Route {
         verb: Verb::Get,

@@ -266,6 +266,9 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "events" => count(tx, tables::EVENTS)?,
             "breakers" => count(tx, tables::BREAKERS)?,
             "task_events" => count(tx, tables::TASK_EVENTS)?,
+            "approvals" => count(tx, tables::APPROVALS)?,
+            "approval_requests" => count(tx, tables::APPROVAL_REQUESTS)?,
+            "user_modes" => count(tx, tables::USER_MODES)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -570,6 +573,40 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"task_id": task_id, "seq": seq, "at_ms": step.at_ms, "summary": step.summary}),
+                )?;
+            }
+        }
+        "approvals" => {
+            for row in rows!(tables::APPROVALS).iter()? {
+                let approval = super::approvals::decode(row?.1.value())?;
+                if approval.created_ms >= since {
+                    emit(
+                        &mut sink,
+                        name,
+                        serde_json::to_value(approval).unwrap_or(Value::Null),
+                    )?;
+                }
+            }
+        }
+        "approval_requests" => {
+            for row in rows!(tables::APPROVAL_REQUESTS).iter()? {
+                let (k, v) = row?;
+                let (task_id, request_id) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"task_id": task_id, "request_id": request_id, "approval_id": v.value()}),
+                )?;
+            }
+        }
+        "user_modes" => {
+            for row in rows!(tables::USER_MODES).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
                 )?;
             }
         }

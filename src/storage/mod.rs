@@ -31,6 +31,7 @@
 //! open by [`replay`]. Lower files never import higher ones: no import circles.
 
 mod alerts;
+mod approvals;
 pub mod codec;
 mod costs;
 mod dump;
@@ -42,6 +43,7 @@ mod kv;
 mod legacy;
 mod lifecycle;
 mod limits;
+mod modes;
 mod outbox;
 mod queue;
 pub mod records;
@@ -67,6 +69,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+pub use approvals::{Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval};
 pub use costs::utc_day;
 pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};
 pub use error::StoreError;

@@ -198,6 +198,9 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::EVENTS,
         tables::BREAKERS,
         tables::TASK_EVENTS,
+        tables::APPROVALS,
+        tables::APPROVAL_REQUESTS,
+        tables::USER_MODES,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

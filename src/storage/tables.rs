@@ -49,8 +49,17 @@ pub const BREAKERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 /// (task_id, seq) → [`super::task_events::TaskStep`]: what the agent did, bounded.
 pub const TASK_EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("task_events");
 
+/// approval id → [`super::approvals::Approval`]: tool approvals agents asked for.
+pub const APPROVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("approvals");
+/// (task_id, the CLI's request id) → approval id: each request stored once.
+pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("approval_requests");
+
+/// (bot_id, user_id) → permission mode name chosen with `/mode`.
+pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
+
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 19] = [
+pub const ALL_TABLES: [&str; 22] = [
     "meta",
     "sessions",
     "messages",
@@ -70,4 +79,7 @@ pub const ALL_TABLES: [&str; 19] = [
     "events",
     "breakers",
     "task_events",
+    "approvals",
+    "approval_requests",
+    "user_modes",
 ];

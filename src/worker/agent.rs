@@ -114,7 +114,7 @@ impl AgentCommand {
     /// The command for an agent configuration; `scrub_env` as in the field.
     ///
     /// `kind = "claude"`: `<command> -p --verbose --input-format stream-json
-    /// --output-format stream-json [--permission-mode M] [--model M] [--allowedTools
+    /// --output-format stream-json [--permission-prompt-tool stdio] [--permission-mode M] [--model M] [--allowedTools
     /// T..] [--disallowedTools T..] [--resume ID] <extra_args>`, the prompt as one
     /// stream-json message. `kind = "plain"`: `<command> [resume_args] <extra_args>`,
     /// the prompt as it is.
@@ -126,6 +126,10 @@ impl AgentCommand {
             AgentKind::Plain => (agent.resume_args.clone(), PromptFormat::Raw),
             AgentKind::Claude => {
                 args.extend(CLAUDE_STREAM_JSON_ARGS.map(String::from));
+                if asks_approvals(agent) {
+                    args.push("--permission-prompt-tool".into());
+                    args.push("stdio".into());
+                }
                 if agent.permission_mode != PermissionMode::Default {
                     args.push("--permission-mode".into());
                     args.push(agent.permission_mode.as_str().into());
@@ -156,6 +160,17 @@ impl AgentCommand {
             scrub_env,
         }
     }
+}
+
+/// Whether the agent asks agentlab before using a tool (`--permission-prompt-tool
+/// stdio`): a Claude Code agent whose permission mode is not `bypassPermissions`
+/// and whose process stays warm, since the answers go to the warm process's input
+/// pipe. A process per prompt (`keep_warm_s = 0`) reads a finished prompt file and
+/// cannot be answered: the CLI's print mode denies what it would have asked.
+pub fn asks_approvals(agent: &AgentConfig) -> bool {
+    agent.kind == AgentKind::Claude
+        && agent.permission_mode != PermissionMode::BypassPermissions
+        && agent.keep_warm_s > 0
 }
 
 /// One run of the agent.
@@ -918,6 +933,8 @@ mod tests {
             "stream-json",
             "--output-format",
             "stream-json",
+            "--permission-prompt-tool",
+            "stdio",
             "--permission-mode",
             "acceptEdits",
             "--model",
@@ -942,10 +959,32 @@ mod tests {
     fn default_claude_command_adds_only_the_protocol_flags() {
         let cmd = AgentCommand::from_config(&AgentConfig::default(), vec![]);
         assert_eq!(cmd.program, "claude");
-        assert_eq!(
-            command_args(&cmd, None).expect("valid"),
-            CLAUDE_STREAM_JSON_ARGS
-        );
+        let mut expected = CLAUDE_STREAM_JSON_ARGS.to_vec();
+        expected.extend(["--permission-prompt-tool", "stdio"]);
+        assert_eq!(command_args(&cmd, None).expect("valid"), expected);
+    }
+
+    #[test]
+    fn approvals_are_asked_for_unless_bypassed_or_no_process_stays_warm() {
+        let asks = |agent: AgentConfig| {
+            let cmd = AgentCommand::from_config(&agent, vec![]);
+            command_args(&cmd, None)
+                .expect("valid")
+                .iter()
+                .any(|a| a == "--permission-prompt-tool")
+        };
+        assert!(asks(AgentConfig {
+            permission_mode: PermissionMode::Plan,
+            ..AgentConfig::default()
+        }));
+        assert!(!asks(AgentConfig {
+            permission_mode: PermissionMode::BypassPermissions,
+            ..AgentConfig::default()
+        }));
+        assert!(!asks(AgentConfig {
+            keep_warm_s: 0,
+            ..AgentConfig::default()
+        }));
     }
 
     #[test]

@@ -39,9 +39,10 @@ use super::live::LiveProgress;
 use super::proc_identity::ProcIdentity;
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
+use crate::approvals::{AgentLink, AgentRequest, Approvals};
 use crate::breaker::{Circuits, Dependency};
 use crate::budget::{Exceeded, Spend};
-use crate::config::{AgentKind, BotConfig, Config};
+use crate::config::{AgentKind, BotConfig, Config, PermissionMode};
 use crate::storage::{
     Claimed, FailureClass, Pending, Store, StoreError, Task, TaskFinish, TaskStatus, TaskStep,
     now_ms,
@@ -106,6 +107,10 @@ struct Shared {
     progress: Mutex<HashMap<u64, LiveProgress>>,
     /// Announces the id of a task whose progress changed.
     progress_tx: broadcast::Sender<u64>,
+    /// Tool approvals the agents ask for.
+    approvals: Approvals,
+    /// Running tasks whose turn was interrupted with /stop. A std Mutex, as above.
+    stopped: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// What happened to a task's run, decided from the agent's outcome.
@@ -123,8 +128,6 @@ impl Pool {
         let runs_dir = config.runs_dir();
         Pool {
             shared: Arc::new(Shared {
-                config,
-                store,
                 circuits,
                 wake: Notify::new(),
                 permits: Arc::new(Semaphore::new(workers)),
@@ -136,6 +139,17 @@ impl Pool {
                 warm: Mutex::new(WarmSet::default()),
                 progress: Mutex::new(HashMap::new()),
                 progress_tx: broadcast::channel(PROGRESS_CHANNEL).0,
+                approvals: Approvals::new(
+                    store.clone(),
+                    config.clone(),
+                    AgentLink {
+                        write_line: warm::write_control_blocking,
+                        is_alive: warm::process_alive,
+                    },
+                ),
+                stopped: Mutex::default(),
+                store,
+                config,
             }),
         }
     }
@@ -170,6 +184,69 @@ impl Pool {
         }
     }
 
+    /// The tool approvals of the agents.
+    pub fn approvals(&self) -> &Approvals {
+        &self.shared.approvals
+    }
+
+    /// Hands the approval requests among `events` of `task`'s agent, whose
+    /// process lives in `process_dir`, to the approvals.
+    fn forward_requests(&self, task: &Task, process_dir: &std::path::Path, events: &[Event]) {
+        for event in events {
+            if let Event::ControlRequest {
+                request_id,
+                subtype,
+                tool_name,
+                input,
+            } = event
+            {
+                let request = AgentRequest {
+                    task_id: task.id,
+                    bot_id: task.bot_id.clone(),
+                    user_id: task.user_id,
+                    chat_id: task.chat_id,
+                    process_dir: process_dir.to_path_buf(),
+                    request_id: request_id.clone(),
+                    subtype: subtype.clone(),
+                    tool_name: tool_name.clone(),
+                    input: input.clone(),
+                };
+                let approvals = self.shared.approvals.clone();
+                tokio::spawn(async move { approvals.on_request(request).await });
+            }
+        }
+    }
+
+    /// Interrupts the current turn of a running task's warm agent (a
+    /// `control_request` of subtype `interrupt`): the agent stops its tool, ends
+    /// the turn and stays open for the session's next prompt; the task ends as
+    /// cancelled. `Ok(false)` when the task does not run here as a turn of a warm
+    /// agent (a process per prompt can only be cancelled).
+    pub async fn stop_turn(&self, task_id: u64) -> std::io::Result<bool> {
+        if !self.is_running(task_id) {
+            return Ok(false);
+        }
+        let Some(record) = warm::read_turn_record(&self.run_dir(task_id)) else {
+            return Ok(false);
+        };
+        lock(&self.shared.stopped).insert(task_id);
+        let request = serde_json::json!({"type": "control_request",
+            "request_id": format!("stop-{task_id}-{}", now_ms()),
+            "request": {"subtype": "interrupt"}});
+        let mut line = request.to_string().into_bytes();
+        line.push(b'\n');
+        let written = warm::write_control(&record.process_dir, line).await;
+        if written.is_err() {
+            lock(&self.shared.stopped).remove(&task_id);
+        }
+        written.map(|()| true)
+    }
+
+    /// Whether a task is running in this pool.
+    pub fn is_running(&self, task_id: u64) -> bool {
+        lock(&self.shared.cancels).contains_key(&task_id)
+    }
+
     /// Ids of tasks whose progress changed, as it happens (the bots' progress
     /// messages). A receiver that falls behind skips to the newest.
     pub fn subscribe_progress(&self) -> broadcast::Receiver<u64> {
@@ -188,6 +265,7 @@ impl Pool {
 
     /// Ends the idle warm process of a (bot, user) session, if any (`/new`).
     pub async fn end_warm_session(&self, bot_id: &str, user_id: i64) {
+        self.shared.approvals.forget_session(bot_id, user_id);
         let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id));
         end_all(ended).await;
     }
@@ -401,7 +479,9 @@ impl Pool {
         }))
     }
 
-    fn agent_command(&self, bot: &BotConfig) -> AgentCommand {
+    /// The agent command for a task of `user_id`: the bot's, with the user's
+    /// `/mode` permission mode when they chose one.
+    fn agent_command(&self, bot: &BotConfig, user_id: i64) -> AgentCommand {
         let mut scrub_env: Vec<String> = self
             .shared
             .config
@@ -410,7 +490,23 @@ impl Pool {
             .map(|b| b.token_env.clone())
             .collect();
         scrub_env.push(self.shared.config.http.admin_token_env.clone());
-        AgentCommand::from_config(&bot.agent, scrub_env)
+        let chosen = match self.shared.store.user_mode(&bot.id, user_id) {
+            Ok(mode) => mode.as_deref().and_then(PermissionMode::from_name),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the user's permission mode; using the bot's");
+                None
+            }
+        };
+        match chosen {
+            Some(mode) => {
+                let agent = crate::config::AgentConfig {
+                    permission_mode: mode,
+                    ..bot.agent.clone()
+                };
+                AgentCommand::from_config(&agent, scrub_env)
+            }
+            None => AgentCommand::from_config(&bot.agent, scrub_env),
+        }
     }
 
     fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
@@ -431,7 +527,7 @@ impl Pool {
         let Some(bot) = self.bot(&task.bot_id).cloned() else {
             return unknown_bot(task);
         };
-        let command = self.agent_command(&bot);
+        let command = self.agent_command(&bot, task.user_id);
         let warm = bot.agent.kind == AgentKind::Claude && bot.agent.keep_warm_s > 0;
         let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
         loop {
@@ -570,13 +666,17 @@ impl Pool {
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
         let run_started = Instant::now();
         let mut recorder = ProgressRecorder::new(self, task.id);
+        let process_dir = process.dir.clone();
         let outcome = process
             .follow_turn(
                 task.id,
                 spec.timeout,
                 spec.kill_grace,
                 cancel_rx,
-                &mut |events: &[Event]| recorder.record(events),
+                &mut |events: &[Event]| {
+                    recorder.record(events);
+                    self.forward_requests(task, &process_dir, events);
+                },
             )
             .await;
         recorder.flush().await;
@@ -588,6 +688,12 @@ impl Pool {
             agent_call_outcome(&outcome),
         );
         self.keep_or_end(key, process, &outcome).await;
+        self.shared.approvals.expire_task(task.id).await;
+        let mut outcome = outcome;
+        if lock(&self.shared.stopped).remove(&task.id) {
+            // Stopped by its user: the process stays warm, the task is cancelled.
+            outcome.cancelled = true;
+        }
         Ok(outcome)
     }
 
@@ -808,7 +914,7 @@ impl Pool {
             Some(record) => {
                 // A warm process's turn: follow it from its offset to its result.
                 let command = match self.bot(&task.bot_id) {
-                    Some(bot) => self.agent_command(bot),
+                    Some(bot) => self.agent_command(bot, task.user_id),
                     None => AgentCommand::from_config(
                         &crate::config::AgentConfig::default(),
                         Vec::new(),
@@ -816,18 +922,27 @@ impl Pool {
                 };
                 let mut process = WarmProcess::adopted(&record, command);
                 let mut recorder = ProgressRecorder::new(&self, task.id);
+                let process_dir = process.dir.clone();
                 let outcome = process
                     .follow_turn(
                         task.id,
                         timeout,
                         KILL_GRACE,
                         cancel_rx,
-                        &mut |events: &[Event]| recorder.record(events),
+                        &mut |events: &[Event]| {
+                            recorder.record(events);
+                            self.forward_requests(&task, &process_dir, events);
+                        },
                     )
                     .await;
                 recorder.flush().await;
                 self.keep_or_end((task.bot_id.clone(), task.user_id), process, &outcome)
                     .await;
+                self.shared.approvals.expire_task(task.id).await;
+                let mut outcome = outcome;
+                if lock(&self.shared.stopped).remove(&task.id) {
+                    outcome.cancelled = true;
+                }
                 outcome
             }
             None => {

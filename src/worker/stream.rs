@@ -69,6 +69,8 @@ pub enum Event {
         subtype: String,
         /// The tool concerned, for `can_use_tool`.
         tool_name: Option<String>,
+        /// The tool's input, for `can_use_tool` (null when absent).
+        input: Value,
     },
     /// The turn ended.
     Result(Box<TurnEnd>),
@@ -266,6 +268,10 @@ impl StreamParser {
                     request_id: text(Some(&value), "request_id").unwrap_or_default(),
                     subtype: text(request, "subtype").unwrap_or_default(),
                     tool_name: text(request, "tool_name"),
+                    input: request
+                        .and_then(|r| r.get("input"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
                 });
             }
             "result" => {
@@ -445,7 +451,8 @@ mod tests {
             Event::ControlRequest {
                 request_id: "r1".into(),
                 subtype: "can_use_tool".into(),
-                tool_name: Some("Write".into())
+                tool_name: Some("Write".into()),
+                input: serde_json::json!({}),
             }
         );
         let Event::Result(end) = &events[6] else {

@@ -568,6 +568,29 @@ fn prepare_process_dir(dir: &Path) -> io::Result<(std::fs::File, std::fs::File, 
     ))
 }
 
+/// Writes one line (a `control_request` or `control_response`) to the input pipe
+/// of the warm process in `dir`; fails at once if no process reads the pipe.
+pub async fn write_control(dir: &Path, line: Vec<u8>) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || write_control_blocking(&dir, &line))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// [`write_control`], blocking.
+pub fn write_control_blocking(dir: &Path, line: &[u8]) -> io::Result<()> {
+    write_to_fifo(&dir.join(STDIN_FIFO), line)
+}
+
+/// Whether the warm process of `dir` still runs: its recorded identity (pid and
+/// start time) names a live process.
+pub fn process_alive(dir: &Path) -> bool {
+    std::fs::read(dir.join(PROCESS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ProcIdentity>(&bytes).ok())
+        .is_some_and(|identity| proc_identity::is_alive(&identity))
+}
+
 /// Writes `line` to the pipe at `fifo`; fails at once if no process reads it.
 fn write_to_fifo(fifo: &Path, line: &[u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;

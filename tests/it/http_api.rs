@@ -498,6 +498,8 @@ async fn openapi_document_lists_every_route_and_only_routes_that_exist() {
         ("post", "/api/tasks"),
         ("get", "/api/tasks/{id}"),
         ("post", "/api/tasks/{id}/cancel"),
+        ("get", "/api/approvals"),
+        ("post", "/api/approvals/{id}"),
         ("get", "/api/observability/metrics"),
         ("get", "/api/observability/history/{metric_type}"),
         ("get", "/api/observability/alerts"),

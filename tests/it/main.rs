@@ -2,6 +2,7 @@
 
 mod agent_runner;
 mod agent_stream;
+mod approvals;
 mod backup;
 mod backup_remote;
 mod backup_schedule;

@@ -97,6 +97,19 @@ function renderSummary(d) {
       el("div", {}, ...breakers)));
   }
 
+  const ap = d.approvals || { pending: 0, pending_tools: [], recent: [] };
+  document.getElementById("approvals-pending").textContent = ap.pending === 0
+    ? "Nothing waits for approval"
+    : ap.pending + " waiting: " + ap.pending_tools.join(", ");
+  const approvals = document.getElementById("approvals");
+  approvals.replaceChildren();
+  for (const a of ap.recent) {
+    approvals.append(el("li", { "data-decision": a.decision },
+      pill(a.decision, a.decision === "allow" || a.decision === "always_allow" ? "closed" : "open"), " ",
+      el("strong", {}, a.tool), " by " + a.by + " after " + a.waited_s + " s",
+      el("span", { class: "muted" }, " (" + new Date(a.at_ms).toLocaleString() + ", task #" + a.task_id + ")")));
+  }
+
   document.getElementById("queue-depth").textContent = d.queue.depth;
   document.getElementById("busy-workers").textContent = d.queue.busy_workers + " / " + d.queue.workers;
 

@@ -1,0 +1,658 @@
+//! Tool approvals from the chat, with the real Claude Code CLI against the test
+//! kit's scripted Messages API, through the Telegram simulator: the CLI asks
+//! before a tool runs, the bot shows the request with buttons, a press answers it.
+//! Skips (with how to install the CLI) where it is missing, except in CI.
+
+use std::path::Path;
+
+use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::model::{ModelSim, Reply};
+use serde_json::json;
+use telegram_sim::{SentItem, SentKind};
+
+use crate::harness::{Options, Service, wait_until};
+
+/// The task's user; 111 is the bot's admin, 333 an allowed user who is neither.
+const USER: i64 = 222;
+const ADMIN: i64 = 111;
+const STRANGER: i64 = 333;
+
+async fn service_asking(binary: &Path, model: &ModelSim, agent: &str) -> Service {
+    let home = tempfile::tempdir().expect("home").keep();
+    let env = claude_env(&home, &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    Service::start(Options {
+        agent_toml: Some(format!("command = [\"{}\"]\n{agent}", binary.display())),
+        extra_env: env,
+        ..Options::default()
+    })
+    .await
+}
+
+/// The approval messages (with buttons) sent to the user, oldest first.
+fn approval_messages(service: &Service) -> Vec<SentItem> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .filter(|i| i.kind == SentKind::Message && i.reply_markup.is_some())
+        .collect()
+}
+
+/// Waits for the `n`th approval message (1-based).
+async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
+    wait_until("an approval message", || {
+        approval_messages(service).into_iter().nth(n - 1)
+    })
+    .await
+}
+
+/// The (label, callback data) of a message's buttons.
+fn buttons(item: &SentItem) -> Vec<(String, String)> {
+    let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rows.iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .map(|b| {
+            (
+                b["text"].as_str().unwrap_or_default().to_owned(),
+                b["callback_data"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `user` presses the button whose label ends with `label`; returns the text of
+/// the press's answer.
+async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> String {
+    let (_, data) = buttons(item)
+        .into_iter()
+        .find(|(text, _)| text.ends_with(label))
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
+    let injected = service
+        .sim
+        .inject_callback(
+            &service.tokens[0],
+            user,
+            USER,
+            item.message_id.expect("message id"),
+            &data,
+        )
+        .expect("inject");
+    let sim = &service.sim;
+    let token = &service.tokens[0];
+    wait_until("the press's answer", || {
+        sim.sent(token).ok()?.into_iter().find_map(|i| {
+            (i.kind == SentKind::CallbackAnswer
+                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
+            .then(|| i.text.unwrap_or_default())
+        })
+    })
+    .await
+}
+
+/// The latest edit of a message, visible text.
+fn edited_text(service: &Service, message_id: i32) -> Option<String> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .rfind(|i| i.kind == SentKind::Edit && i.message_id == Some(message_id))
+        .and_then(|i| i.plain_text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn an_allowed_bash_call_runs_once_and_only_the_user_or_an_admin_decides() {
+    let Some(binary) = require_claude("approval_allow") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo approved > approved.txt"));
+    model.push(Reply::text("Wrote approved.txt."));
+    let service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "write the file");
+    let asked = wait_for_approval(&service, 1).await;
+    let shown = asked.text.clone().unwrap_or_default();
+    assert!(
+        shown.contains("<pre>echo approved &gt; approved.txt</pre>"),
+        "{shown}"
+    );
+    let labels: Vec<String> = buttons(&asked).into_iter().map(|(l, _)| l).collect();
+    assert!(labels[0].ends_with("Allow"), "{labels:?}");
+    assert!(labels[1].ends_with("Always allow Bash"), "{labels:?}");
+    assert!(labels[2].ends_with("Deny"), "{labels:?}");
+    assert!(buttons(&asked).iter().all(|(_, data)| data.len() <= 64));
+
+    let refused = press(&service, STRANGER, &asked, "Allow").await;
+    assert!(refused.contains("Only the user who asked"), "{refused}");
+    let dir = service.dir.path().to_path_buf();
+    assert!(!dir.join("approved.txt").exists());
+    assert_eq!(edited_text(&service, asked.message_id.expect("id")), None);
+
+    let allowed = press(&service, ADMIN, &asked, "Allow").await;
+    assert_eq!(allowed, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Wrote approved.txt."))
+        .await;
+    let written = std::fs::read_to_string(dir.join("approved.txt"));
+    assert_eq!(written.expect("the command ran"), "approved\n");
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the decision shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("Allowed by"), "{edited}");
+    let edit = service
+        .sent_to(0, USER)
+        .into_iter()
+        .rfind(|i| i.kind == SentKind::Edit && i.message_id == Some(message_id))
+        .expect("edit");
+    assert_eq!(edit.reply_markup, None, "the buttons stay: {edit:?}");
+
+    let again = press(&service, USER, &asked, "Deny").await;
+    assert_eq!(again, "Already decided.");
+    let answers = service
+        .messages_to(0, USER)
+        .into_iter()
+        .filter(|m| m.contains("Wrote approved.txt."))
+        .count();
+    assert_eq!(answers, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn a_denied_bash_call_does_not_run_and_the_agent_is_told() {
+    let Some(binary) = require_claude("approval_deny") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("touch denied.txt"));
+    model.push(Reply::text("I was told no."));
+    let service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "touch the file");
+    let asked = wait_for_approval(&service, 1).await;
+    assert_eq!(press(&service, USER, &asked, "Deny").await, "Denied.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("I was told no."))
+        .await;
+    assert!(!service.dir.path().join("denied.txt").exists());
+    let told = model
+        .agent_requests()
+        .last()
+        .expect("a request")
+        .user_texts();
+    assert!(told.iter().any(|t| t.contains("Denied by")), "{told:?}");
+    let edited = edited_text(&service, asked.message_id.expect("id")).unwrap_or_default();
+    assert!(edited.contains("Denied by"), "{edited}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn always_allow_lasts_for_the_session_until_new() {
+    let Some(binary) = require_claude("approval_always") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo 1 > one.txt"));
+    model.push(Reply::text("First done."));
+    model.push(Reply::bash("echo 2 > two.txt"));
+    model.push(Reply::text("Second done."));
+    model.push(Reply::bash("echo 3 > three.txt"));
+    model.push(Reply::text("Third done."));
+    let service = service_asking(&binary, &model, "").await;
+    let dir = service.dir.path().to_path_buf();
+
+    service.send(0, USER, "first");
+    let asked = wait_for_approval(&service, 1).await;
+    let answer = press(&service, USER, &asked, "Always allow Bash").await;
+    assert_eq!(answer, "Allowed for this session.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("First done."))
+        .await;
+    service.send(0, USER, "second");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Second done."))
+        .await;
+    assert!(dir.join("two.txt").exists());
+    assert_eq!(
+        approval_messages(&service).len(),
+        1,
+        "the second call asked"
+    );
+    // Answered by the session's decision, and recorded like any other, so a turn
+    // followed again after a restart finds it answered.
+    let (_, dashboard) = service.get("/api/dashboard").await;
+    let recent = dashboard["approvals"]["recent"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recent[0]["by"], "always allow", "{recent:#?}");
+    assert_eq!(recent[0]["decision"], "allow", "{recent:#?}");
+    let stored = reqwest::Client::new()
+        .get(format!(
+            "{}/api/admin/dump?table=approvals",
+            service.base_url
+        ))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("dump")
+        .text()
+        .await
+        .expect("text");
+    let by_session = stored
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|row| row["verdict"]["by"] == "always allow")
+        .count();
+    assert_eq!(by_session, 1, "{stored}");
+
+    service.send(0, USER, "/new");
+    service.send(0, USER, "third");
+    let asked_again = wait_for_approval(&service, 2).await;
+    assert!(!dir.join("three.txt").exists());
+    press(&service, USER, &asked_again, "Allow").await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Third done."))
+        .await;
+    assert!(dir.join("three.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn an_unanswered_request_is_denied_after_the_timeout() {
+    let Some(binary) = require_claude("approval_timeout") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("touch late.txt"));
+    model.push(Reply::text("Nobody answered me."));
+    let service = service_asking(&binary, &model, "approval_timeout_s = 1").await;
+
+    service.send(0, USER, "touch it");
+    let asked = wait_for_approval(&service, 1).await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Nobody answered me."))
+        .await;
+    assert!(!service.dir.path().join("late.txt").exists());
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the timeout shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("nobody answered in time"), "{edited}");
+    let told = model
+        .agent_requests()
+        .last()
+        .expect("a request")
+        .user_texts();
+    assert!(told.iter().any(|t| t.contains("within 1 s")), "{told:?}");
+    assert_eq!(
+        press(&service, USER, &asked, "Allow").await,
+        "Already decided."
+    );
+}
+
+/// Runs `agentlab --config <config> <args>` against the service; returns stdout.
+async fn agentlab(service: &Service, args: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new(crate::harness::binary());
+    cmd.arg("--config")
+        .arg(&service.config_path)
+        .args(args)
+        .env_remove("AGENTLAB_CONFIG");
+    for (k, v) in service.env() {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(crate::harness::PATIENCE, cmd.output())
+        .await
+        .expect("the CLI answers in time")
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "agentlab {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The pending approvals, by the HTTP API.
+async fn pending(service: &Service) -> Vec<serde_json::Value> {
+    let (status, body) = service.get("/api/approvals").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_pending(service: &Service) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    loop {
+        if let Some(first) = pending(service).await.into_iter().next() {
+            return first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing pending");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn the_http_api_and_the_cli_decide_while_telegram_refuses_every_call() {
+    let Some(binary) = require_claude("approval_http_cli") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo by-api > by-api.txt"));
+    model.push(Reply::text("The API allowed it."));
+    model.push(Reply::bash("echo by-cli > by-cli.txt"));
+    model.push(Reply::text("The CLI denied it."));
+    let service = service_asking(&binary, &model, "").await;
+    let token = service.tokens[0].clone();
+    let refuse_all = telegram_sim::Fault::new(telegram_sim::FaultKind::ServerError { status: 502 })
+        .times(1_000_000);
+    service.sim.inject_fault(&token, refuse_all).expect("fault");
+    let dir = service.dir.path().to_path_buf();
+
+    let task = json!({"bot_id": "BOT-001", "user_id": USER, "chat_id": USER, "prompt": "via api"});
+    let (status, created) = service.post("/api/tasks", task).await;
+    assert_eq!(status, 201, "{created}");
+    let asked = wait_pending(&service).await;
+    assert_eq!(asked["tool"], "Bash", "{asked}");
+    assert_eq!(asked["input"]["command"], "echo by-api > by-api.txt");
+    let path = format!("/api/approvals/{}", asked["id"]);
+    let (status, body) = service.post(&path, json!({"decision": "maybe"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(pending(&service).await.len() == 1);
+    let (status, decided) = service.post(&path, json!({"decision": "allow"})).await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["decision"], "allow");
+    assert_eq!(decided["decided_by"], "api");
+    let (status, again) = service.post(&path, json!({"decision": "deny"})).await;
+    assert_eq!(status, 409, "{again}");
+    let (status, _) = service
+        .post("/api/approvals/999999", json!({"decision": "allow"}))
+        .await;
+    assert_eq!(status, 404);
+    let done = service
+        .wait_task_done(created["id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(done["result"], "The API allowed it.", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("by-api.txt")).expect("ran"),
+        "by-api\n"
+    );
+
+    let task = json!({"bot_id": "BOT-001", "user_id": USER, "chat_id": USER, "prompt": "via cli"});
+    let (_, created) = service.post("/api/tasks", task).await;
+    let asked = wait_pending(&service).await;
+    let listed = agentlab(&service, &["approvals"]).await;
+    let id = asked["id"].to_string();
+    assert!(
+        listed.contains(&format!("#{id}")) && listed.contains("echo by-cli > by-cli.txt"),
+        "{listed}"
+    );
+    let answered = agentlab(&service, &["approve", &id, "deny"]).await;
+    assert!(answered.contains("deny"), "{answered}");
+    let done = service
+        .wait_task_done(created["id"].as_u64().expect("id"))
+        .await;
+    assert_eq!(done["result"], "The CLI denied it.", "{done}");
+    assert!(!dir.join("by-cli.txt").exists());
+    assert!(pending(&service).await.is_empty());
+    assert_eq!(
+        agentlab(&service, &["approvals"]).await.trim(),
+        "no approvals are waiting"
+    );
+
+    // Each decision is an audit event: who, the tool, a digest, the decision.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/admin/dump?table=events", service.base_url))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("dump");
+    let events: Vec<serde_json::Value> = resp
+        .text()
+        .await
+        .expect("text")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "approval")
+        .collect();
+    let decisions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["decision"].as_str().unwrap_or(""),
+                e["by"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [("allow", "api"), ("deny", "cli")],
+        "{events:#?}"
+    );
+    // The dashboard lists them too, newest first, and nothing pending.
+    let (status, dashboard) = service.get("/api/dashboard").await;
+    assert_eq!(status, 200, "{dashboard}");
+    let approvals = &dashboard["approvals"];
+    assert_eq!(approvals["pending"], 0, "{approvals}");
+    let shown: Vec<&str> = approvals["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .map(|e| e["decision"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(shown, ["deny", "allow"], "{approvals}");
+    assert!(events.iter().all(|e| e["tool"] == "Bash"
+        && e["input_sha256"].as_str().is_some_and(|d| d.len() == 64)
+        && e["waited_s"].is_number()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn after_a_kill_9_the_same_button_reaches_the_same_agent_and_the_answer_arrives_once() {
+    let Some(binary) = require_claude("approval_kill9") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo survived > survived.txt"));
+    model.push(Reply::text("Ran after the restart."));
+    let mut service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "run it across a crash");
+    let asked = wait_for_approval(&service, 1).await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let agent_pid = tasks[0]["pid"].as_u64().expect("pid");
+    service.kill9();
+    service.restart().await;
+
+    let answer = press(&service, USER, &asked, "Allow").await;
+    assert_eq!(answer, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Ran after the restart."))
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(service.dir.path().join("survived.txt")).expect("ran"),
+        "survived\n"
+    );
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    assert_eq!(tasks[0]["pid"].as_u64(), Some(agent_pid), "{tasks}");
+    assert_eq!(tasks[0]["attempts"], 1, "{tasks}");
+    let answers = service
+        .messages_to(0, USER)
+        .into_iter()
+        .filter(|m| m.contains("Ran after the restart."))
+        .count();
+    assert_eq!(answers, 1);
+    // The request was shown once: the restart found it stored, not asked anew.
+    assert_eq!(approval_messages(&service).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn a_request_whose_agent_died_with_the_service_expires_and_the_task_runs_again() {
+    let Some(binary) = require_claude("approval_agent_died") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo first > first.txt"));
+    model.push(Reply::bash("echo second > second.txt"));
+    model.push(Reply::text("Done on the second attempt."));
+    let mut service = service_asking(&binary, &model, "").await;
+
+    service.send(0, USER, "survive this");
+    let asked = wait_for_approval(&service, 1).await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let agent = tasks[0]["pid"].as_u64().expect("pid");
+    service.kill9();
+    // The agent's group goes with it, as after a reboot.
+    let group = -i32::try_from(agent).expect("pid");
+    // SAFETY: kill(2) with a process group id; no memory is involved.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    service.restart().await;
+
+    let message_id = asked.message_id.expect("id");
+    let edited = wait_until("the expiry shown", || edited_text(&service, message_id)).await;
+    assert!(edited.contains("Expired"), "{edited}");
+    assert_eq!(
+        press(&service, USER, &asked, "Allow").await,
+        "Already decided."
+    );
+    let asked_again = wait_for_approval(&service, 2).await;
+    press(&service, USER, &asked_again, "Allow").await;
+    service
+        .wait_for_message(0, USER, |m| m.contains("Done on the second attempt."))
+        .await;
+    assert!(!service.dir.path().join("first.txt").exists());
+    assert!(service.dir.path().join("second.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn stop_interrupts_a_long_tool_call_and_the_session_stays_usable() {
+    let Some(binary) = require_claude("stop_interrupts") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash(
+        "python3 -c 'import time; time.sleep(30)' && echo late > late.txt",
+    ));
+    model.push(Reply::text("Still here after the stop."));
+    let service = service_asking(&binary, &model, "allowed_tools = [\"Bash\"]").await;
+
+    service.send(0, USER, "wait a long time");
+    // The progress message shows the tool call once the CLI runs it.
+    wait_until("the long tool call under way", || {
+        service.sent_to(0, USER).into_iter().find(|i| {
+            i.plain_text
+                .as_deref()
+                .is_some_and(|t| t.contains("time.sleep(30)"))
+        })
+    })
+    .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let first = tasks[0].clone();
+    service.send(0, USER, "/stop");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Stopping task"))
+        .await;
+    let id = first["id"].as_u64().expect("id");
+    let done = service.wait_task_done(id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert!(!service.dir.path().join("late.txt").exists());
+
+    service.send(0, USER, "are you there?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Still here after the stop."))
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let next = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"].as_u64() != Some(id)).cloned())
+        .expect("the next task");
+    assert_eq!(next["pid"], first["pid"], "the same warm agent answered");
+    assert_eq!(next["session_id"], done["session_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mode_is_kept_per_user_shown_in_status_and_used_for_the_next_process() {
+    let service = Service::start(Options::default()).await;
+    service.send(0, USER, "/mode bypassPermissions");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Only an admin"))
+        .await;
+    service.send(0, USER, "/mode yolo");
+    service
+        .wait_for_message(0, USER, |m| m.contains("not a permission mode"))
+        .await;
+    service.send(0, USER, "/mode plan");
+    service
+        .wait_for_message(0, USER, |m| m.starts_with("Permission mode: plan."))
+        .await;
+    service.send(0, USER, "/status");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Permission mode: plan (yours"))
+        .await;
+    service.send(0, ADMIN, "/status");
+    service
+        .wait_for_message(0, ADMIN, |m| {
+            m.contains("Permission mode: default (the bot's")
+        })
+        .await;
+    service.send(0, ADMIN, "/mode bypassPermissions");
+    service
+        .wait_for_message(0, ADMIN, |m| {
+            m.starts_with("Permission mode: bypassPermissions.")
+        })
+        .await;
+
+    service.send(0, USER, "in plan mode");
+    service
+        .wait_for_message(0, USER, |m| {
+            m.contains("in plan mode") && !m.contains("Queued")
+        })
+        .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let pid = tasks[0]["pid"].as_u64().expect("pid");
+    // The warm agent stays open after answering: its command line shows the mode.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the agent runs");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--permission-mode")
+        .unwrap_or_else(|| panic!("{args:?}"));
+    assert_eq!(args[at + 1], "plan", "{args:?}");
+    assert!(
+        args.iter().any(|a| a == "--permission-prompt-tool"),
+        "{args:?}"
+    );
+}
