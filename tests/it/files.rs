@@ -289,8 +289,13 @@ async fn outbox_files_written_by_the_agent_arrive_after_the_answer_once() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A process per prompt, so that each task runs the script (a warm process
+    // would answer the second prompt without writing files again).
     let options = Options {
-        agent_toml: Some(format!("command = [{:?}]", script.display().to_string())),
+        agent_toml: Some(format!(
+            "command = [{:?}]\nkeep_warm_s = 0",
+            script.display().to_string()
+        )),
         ..Options::default()
     };
     let service = Service::start(options).await;
