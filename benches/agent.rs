@@ -9,7 +9,12 @@
 //!   the simulator's clock.
 //! - **Prompt → answer**: to the answer message.
 //! - **CPU per prompt**, agentlab's (the service process) and the CLI's (every
-//!   process below it, reaped) apart, and **peak RSS**: agentlab's `VmHWM`, the
+//!   process below it, reaped) apart. agentlab's is given gross (its CPU over the
+//!   prompt phase / prompts) and net of its **idle baseline**: the same service,
+//!   ready, with no prompts, measured for [`IDLE_WINDOW`] before the prompts; its
+//!   rate times the prompt phase's length is what the service would have spent
+//!   anyway (monitor ticks, long polls), and the rest is what the prompts cost.
+//! - **Peak RSS**: agentlab's `VmHWM`, the
 //!   largest CLI process (`ru_maxrss` of the reaped descendants), and for warm the
 //!   idle warm processes together at the end.
 //!
@@ -35,6 +40,8 @@ const WORKERS: usize = 3;
 /// Between a user's answer and their next prompt: the per-chat edit pace is 1/s.
 const THINK_TIME: Duration = Duration::from_millis(1100);
 const PATIENCE: Duration = Duration::from_secs(120);
+/// The idle baseline's window: long enough for CPU counted in 10 ms ticks.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,7 +90,9 @@ fn main() {
         "p99",
         "prompt → answer p50",
         "p99",
-        "agentlab CPU / prompt",
+        "agentlab CPU / prompt (gross)",
+        "idle baseline / prompt",
+        "agentlab CPU / prompt (net)",
         "CLI CPU / prompt",
         "agentlab peak RSS",
         "CLI peak RSS (largest)",
@@ -99,6 +108,8 @@ fn main() {
             msf("answer_p50_ms"),
             msf("answer_p99_ms"),
             msf("agentlab_cpu_ms_per_prompt"),
+            msf("agentlab_idle_ms_per_prompt"),
+            msf("agentlab_net_ms_per_prompt"),
             msf("cli_cpu_ms_per_prompt"),
             mib("agentlab_peak_kib"),
             mib("cli_peak_kib"),
@@ -108,12 +119,23 @@ fn main() {
     table.print();
     if let [(_, cold), (_, warm)] = rows.as_slice() {
         let get = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let share = |v: &Value, k: &str| 100.0 * get(v, k) / get(v, "cli_cpu_ms_per_prompt");
         println!(
-            "warm first progress is {:.1}x faster than cold; agentlab's CPU is {:.2}% (cold) and {:.2}% (warm) of the CLI's",
+            "warm first progress is {:.1}x faster than cold; agentlab's CPU is {:.2}% gross, {:.2}% net (cold) and {:.2}% gross, {:.2}% net (warm) of the CLI's",
             get(cold, "first_p50_ms") / get(warm, "first_p50_ms"),
-            100.0 * get(cold, "agentlab_cpu_ms_per_prompt") / get(cold, "cli_cpu_ms_per_prompt"),
-            100.0 * get(warm, "agentlab_cpu_ms_per_prompt") / get(warm, "cli_cpu_ms_per_prompt"),
+            share(cold, "agentlab_cpu_ms_per_prompt"),
+            share(cold, "agentlab_net_ms_per_prompt"),
+            share(warm, "agentlab_cpu_ms_per_prompt"),
+            share(warm, "agentlab_net_ms_per_prompt"),
         );
+        for (mode, f) in &rows {
+            println!(
+                "{mode}: idle baseline {:.2} ms CPU/s over {:.0} s; prompt phase {:.1} s",
+                get(f, "idle_cpu_ms_per_s"),
+                IDLE_WINDOW.as_secs_f64(),
+                get(f, "phase_s"),
+            );
+        }
     }
 }
 
@@ -142,8 +164,15 @@ async fn run_mode(warm: bool) -> Value {
     let service = start_in(dir, &sim, options).await;
     let pid = service.pid().expect("the service runs");
     let token = service.tokens[0].clone();
-    let cpu_before = CpuTimes::of(pid);
+    // The idle baseline: the ready service, no prompts.
+    let idle_before = CpuTimes::of(pid);
+    let idle_started = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_cpu = CpuTimes::of(pid).since(idle_before).own;
+    let idle_per_second = idle_cpu.as_secs_f64() / idle_started.elapsed().as_secs_f64();
 
+    let cpu_before = CpuTimes::of(pid);
+    let phase_started = Instant::now();
     let mut users = tokio::task::JoinSet::new();
     for user in 1..=USERS {
         let sim = sim.clone();
@@ -172,6 +201,8 @@ async fn run_mode(warm: bool) -> Value {
     }
     let prompts = first.len() as f64;
     let agentlab_cpu = CpuTimes::of(pid).since(cpu_before).own;
+    let phase_s = phase_started.elapsed().as_secs_f64();
+    let agentlab_idle_ms = idle_per_second * phase_s * 1000.0;
     let agentlab_own_total = CpuTimes::of(pid).own;
     let agentlab_peak_kib = status_kib(pid, "VmHWM:");
     let metrics = reqwest::Client::new()
@@ -200,6 +231,10 @@ async fn run_mode(warm: bool) -> Value {
         "answer_p50_ms": ms_f(answer.median()),
         "answer_p99_ms": ms_f(answer.p99()),
         "agentlab_cpu_ms_per_prompt": ms_f(agentlab_cpu) / prompts,
+        "agentlab_idle_ms_per_prompt": agentlab_idle_ms / prompts,
+        "agentlab_net_ms_per_prompt": (ms_f(agentlab_cpu) - agentlab_idle_ms) / prompts,
+        "idle_cpu_ms_per_s": idle_per_second * 1000.0,
+        "phase_s": phase_s,
         "cli_cpu_ms_per_prompt": ms_f(cli_cpu) / prompts,
         "agentlab_peak_kib": agentlab_peak_kib as f64,
         "cli_peak_kib": children.max_rss_kib as f64,
