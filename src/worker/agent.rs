@@ -366,41 +366,21 @@ pub async fn spawn(cmd: &AgentCommand, spec: &RunSpec) -> Result<RunningAgent, S
     let args = command_args(cmd, spec.session_id.as_deref())?;
     let prompt = cmd.prompt_format.encode(&spec.prompt);
     let files = prepare_run_files(&spec.run_dir, &prompt).await?;
-    let mut command = tokio::process::Command::new(&cmd.program);
-    command
-        .args(&args)
-        .current_dir(&spec.workdir)
-        .process_group(0)
-        .kill_on_drop(false)
-        .stdin(files.stdin)
-        .stdout(files.stdout)
-        .stderr(files.stderr);
-    for name in &cmd.scrub_env {
-        command.env_remove(name);
-    }
-    let start_error = |source| SpawnError::Start {
-        program: cmd.program.clone(),
-        workdir: spec.workdir.clone(),
-        source,
-    };
-    let child = command.spawn().map_err(start_error)?;
-    let pid = child
-        .id()
-        .ok_or_else(|| start_error(io::Error::other("the agent has no pid")))?;
-    // Our child cannot be reaped before we wait for it, so its /proc entry is there.
-    let identity = proc_identity::read_identity(pid).unwrap_or_else(|| {
-        warn!(
-            pid,
-            "cannot read the agent's start time; it cannot be adopted after a restart"
-        );
-        ProcIdentity {
-            pid,
-            start_time: UNKNOWN_START_TIME,
-        }
-    });
+    let (child, identity) = start_in_group(
+        cmd,
+        &args,
+        &spec.workdir,
+        files.stdin,
+        files.stdout,
+        files.stderr,
+    )?;
     // The pid is in the task record (`/task ID`, `dump`); one info line per
     // task ("task finished") is enough for the log.
-    debug!(pid, start_time = identity.start_time, "agent started");
+    debug!(
+        pid = identity.pid,
+        start_time = identity.start_time,
+        "agent started"
+    );
     Ok(RunningAgent {
         child,
         identity,
@@ -511,6 +491,52 @@ pub fn kill_group(identity: &ProcIdentity, signal: GroupSignal) -> bool {
 
 /// `cmd.args`, plus the resume arguments when resuming a (valid) session, then
 /// `cmd.trailing_args`.
+/// Starts `cmd` with `args` in `workdir`, in a process group of its own, never
+/// killed on drop, with the given stdin/stdout/stderr and the environment scrubbed
+/// of `cmd.scrub_env`; returns the child and its identity (pid and start time).
+pub(super) fn start_in_group(
+    cmd: &AgentCommand,
+    args: &[String],
+    workdir: &Path,
+    stdin: impl Into<std::process::Stdio>,
+    stdout: impl Into<std::process::Stdio>,
+    stderr: impl Into<std::process::Stdio>,
+) -> Result<(tokio::process::Child, ProcIdentity), SpawnError> {
+    let mut command = tokio::process::Command::new(&cmd.program);
+    command
+        .args(args)
+        .current_dir(workdir)
+        .process_group(0)
+        .kill_on_drop(false)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    for name in &cmd.scrub_env {
+        command.env_remove(name);
+    }
+    let start_error = |source| SpawnError::Start {
+        program: cmd.program.clone(),
+        workdir: workdir.to_path_buf(),
+        source,
+    };
+    let child = command.spawn().map_err(start_error)?;
+    let pid = child
+        .id()
+        .ok_or_else(|| start_error(io::Error::other("the agent has no pid")))?;
+    // Our child cannot be reaped before we wait for it, so its /proc entry is there.
+    let identity = proc_identity::read_identity(pid).unwrap_or_else(|| {
+        warn!(
+            pid,
+            "cannot read the agent's start time; it cannot be adopted after a restart"
+        );
+        ProcIdentity {
+            pid,
+            start_time: UNKNOWN_START_TIME,
+        }
+    });
+    Ok((child, identity))
+}
+
 pub(super) fn command_args(
     cmd: &AgentCommand,
     session_id: Option<&str>,

@@ -39,7 +39,7 @@ use super::agent::{
 };
 use super::agent_result::AgentResult;
 use super::follow::Follower;
-use super::proc_identity::{self, ProcIdentity, UNKNOWN_START_TIME};
+use super::proc_identity::{self, ProcIdentity};
 use super::stream::{Event, StreamParser, TurnEnd};
 
 /// The warm process's input pipe, in its folder.
@@ -134,31 +134,9 @@ impl WarmProcess {
             source,
         };
         let (stdin, stdout, stderr) = prepare_process_dir(&dir).map_err(run_files)?;
-        let mut command = tokio::process::Command::new(&cmd.program);
-        command
-            .args(&args)
-            .current_dir(&spec.workdir)
-            .process_group(0)
-            .kill_on_drop(false)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr);
-        for name in &cmd.scrub_env {
-            command.env_remove(name);
-        }
-        let start_error = |source| SpawnError::Start {
-            program: cmd.program.clone(),
-            workdir: spec.workdir.clone(),
-            source,
-        };
-        let child = command.spawn().map_err(start_error)?;
-        let pid = child
-            .id()
-            .ok_or_else(|| start_error(io::Error::other("the agent has no pid")))?;
-        let identity = proc_identity::read_identity(pid).unwrap_or(ProcIdentity {
-            pid,
-            start_time: UNKNOWN_START_TIME,
-        });
+        let (child, identity) =
+            agent::start_in_group(cmd, &args, &spec.workdir, stdin, stdout, stderr)?;
+        let pid = identity.pid;
         let record = serde_json::to_vec(&identity).map_err(io::Error::other);
         if let Err(error) = record.and_then(|bytes| std::fs::write(dir.join(PROCESS_FILE), bytes)) {
             warn!(%error, "cannot record the warm agent's identity");
@@ -628,6 +606,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::proc_identity::UNKNOWN_START_TIME;
 
     fn idle_process(dir: &str, idle_since: Instant) -> WarmProcess {
         WarmProcess {
