@@ -454,10 +454,50 @@ pub struct BotConfig {
     pub allowed_users: Vec<i64>,
     /// Users who may also /restart and /backup.
     pub admins: Vec<i64>,
-    /// Working directory of the agent.
+    /// Working directory of the agent: the project named `default`.
     pub workdir: PathBuf,
     /// The agent command line.
     pub agent: AgentConfig,
+    /// `[[bots.projects]]`: more working directories a user may switch to.
+    pub projects: Vec<ProjectConfig>,
+}
+
+/// Name of the project the bot's own `workdir` is.
+pub use crate::storage::DEFAULT_PROJECT;
+
+/// `[[bots.projects]]`: a named working directory (`/project NAME`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// What users type after `/project`.
+    pub name: String,
+    /// Working directory of the agent in this project.
+    pub workdir: PathBuf,
+}
+
+impl BotConfig {
+    /// The bot's projects, `default` (its `workdir`) first, then in configuration
+    /// order: (name, workdir).
+    pub fn project_list(&self) -> Vec<(&str, &Path)> {
+        std::iter::once((DEFAULT_PROJECT, self.workdir.as_path()))
+            .chain(
+                self.projects
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.workdir.as_path())),
+            )
+            .collect()
+    }
+
+    /// The working directory of the project `name`, if the bot has it.
+    pub fn project_workdir(&self, name: &str) -> Option<&Path> {
+        if name == DEFAULT_PROJECT {
+            return Some(&self.workdir);
+        }
+        self.projects
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.workdir.as_path())
+    }
 }
 
 impl Default for BotConfig {
@@ -470,6 +510,7 @@ impl Default for BotConfig {
             admins: Vec::new(),
             workdir: PathBuf::from("."),
             agent: AgentConfig::default(),
+            projects: Vec::new(),
         }
     }
 }
@@ -977,6 +1018,7 @@ impl Config {
                 ));
             }
             check_agent(&bot.agent, &key)?;
+            check_projects(&bot.projects, &key)?;
             if bot.agent.kind == AgentKind::Plain && bot.agent != plain_defaults(&bot.agent) {
                 warnings.push(ConfigWarning(format!(
                     "bots[{i}].agent: model, permission_mode, allowed_tools, disallowed_tools and \
@@ -1155,6 +1197,54 @@ fn secret_status(var: &str) -> &'static str {
         Ok(v) if !v.is_empty() => "is set (redacted)",
         _ => "is NOT set",
     }
+}
+
+/// Project names are what users type after `/project`: unique, not `default`
+/// (the bot's own `workdir`), short and free of spaces so a button can carry them.
+fn check_projects(
+    projects: &[ProjectConfig],
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (j, project) in projects.iter().enumerate() {
+        let name_key = key(&format!("projects[{j}].name"));
+        let name = quoted(&project.name);
+        if project.name == DEFAULT_PROJECT {
+            return Err(invalid(
+                &name_key,
+                name,
+                "`default` is the bot's own workdir; give this project another name",
+            ));
+        }
+        if project.name.is_empty()
+            || project.name.len() > 32
+            || !project
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                &name_key,
+                name,
+                "use 1 to 32 letters, digits, '-', '_' and '.'",
+            ));
+        }
+        if !seen.insert(project.name.as_str()) {
+            return Err(invalid(
+                &name_key,
+                name,
+                "duplicate project name (each project needs its own)",
+            ));
+        }
+        if project.workdir.as_os_str().is_empty() {
+            return Err(invalid(
+                &key(&format!("projects[{j}].workdir")),
+                quoted(""),
+                "must name a directory",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(key: &str, value: impl std::fmt::Display, problem: &str) -> ConfigError {
@@ -1398,6 +1488,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn projects_are_listed_after_the_default_and_bad_names_are_refused() {
+        let ok = "[[bots]]\nid = \"A\"\nworkdir = \"/w\"\n[[bots.projects]]\nname = \"api\"\nworkdir = \"/srv/api\"\n";
+        let (config, _) = parse(ok).expect("valid");
+        let bot = config.bot("A").expect("bot");
+        let names: Vec<&str> = bot.project_list().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["default", "api"]);
+        assert_eq!(bot.project_workdir("api"), Some(Path::new("/srv/api")));
+        assert_eq!(bot.project_workdir("default"), Some(Path::new("/w")));
+        assert_eq!(bot.project_workdir("web"), None);
+
+        let named_default = "[[bots]]\nid = \"A\"\n[[bots.projects]]\nname = \"default\"\nworkdir = \"/x\"\n";
+        let err = parse(named_default).expect_err("refused").to_string();
+        assert!(err.contains("bots[0].projects[0].name"), "{err}");
+        assert!(err.contains("\"default\""), "{err}");
+
+        let twice = "[[bots]]\nid = \"A\"\n[[bots.projects]]\nname = \"api\"\nworkdir = \"/x\"\n[[bots.projects]]\nname = \"api\"\nworkdir = \"/y\"\n";
+        let err = parse(twice).expect_err("refused").to_string();
+        assert!(err.contains("bots[0].projects[1].name"), "{err}");
+        assert!(err.contains("duplicate project name"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! A request is answered at once when the bot's configuration or the session
 //! already decided it (a disallowed tool: deny; a tool "always allowed" in this
-//! (bot, user) session: allow); otherwise it is stored as a pending approval and
+//! (bot, user, project) session: allow); otherwise it is stored as a pending approval and
 //! announced ([`ApprovalNews::Asked`]) so the bot shows it with buttons. Whoever
 //! decides — a button, the HTTP API, the CLI through it, or the timeout — calls
 //! [`Approvals::decide`].
@@ -15,7 +15,8 @@
 //!   so a second press or a restart never answers twice;
 //! - every decision is an `approval` event: who, the tool, a digest of its input,
 //!   the decision and the seconds waited;
-//! - "always allow" lasts for the (bot, user) session: [`Approvals::forget_session`]
+//! - "always allow" lasts for the (bot, user, project) session (the project is
+//!   the task's): [`Approvals::forget_session`]
 //!   (`/new`) ends it; it is kept in memory only, so a restart asks again;
 //! - a request outlives neither its run nor its agent: when the run ends, or a
 //!   restart finds the agent gone, what is still pending is expired.
@@ -114,9 +115,9 @@ struct Inner {
     store: Store,
     config: Arc<Config>,
     link: AgentLink,
-    /// (bot, user, tool) always allowed in the session. A std Mutex: held for a
-    /// set operation only, never across an await.
-    always: Mutex<HashSet<(String, i64, String)>>,
+    /// (bot, user, project, tool) always allowed in the session. A std Mutex:
+    /// held for a set operation only, never across an await.
+    always: Mutex<HashSet<(String, i64, String, String)>>,
     /// Approvals whose timeout runs in this process (same kind of Mutex).
     timed: Mutex<HashSet<u64>>,
     news: broadcast::Sender<ApprovalNews>,
@@ -159,9 +160,11 @@ impl Approvals {
         let tool = request.tool_name.clone().unwrap_or_default();
         let bot = self.inner.config.bot(&request.bot_id);
         let disallowed = bot.is_some_and(|b| b.agent.disallowed_tools.contains(&tool));
+        let project = self.project_of(request.task_id);
         let always = lock(&self.inner.always).contains(&(
             request.bot_id.clone(),
             request.user_id,
+            project,
             tool.clone(),
         ));
         let new = NewApproval {
@@ -278,9 +281,11 @@ impl Approvals {
             return Ok(outcome);
         };
         if decision == ApprovalDecision::AlwaysAllow {
+            let project = self.project_of(approval.task_id);
             lock(&self.inner.always).insert((
                 approval.bot_id.clone(),
                 approval.user_id,
+                project,
                 approval.tool_name.clone(),
             ));
         }
@@ -318,9 +323,22 @@ impl Approvals {
         Ok(outcome)
     }
 
-    /// Ends the "always allow" decisions of a (bot, user) session (`/new`).
-    pub fn forget_session(&self, bot_id: &str, user_id: i64) {
-        lock(&self.inner.always).retain(|(b, u, _)| !(b == bot_id && *u == user_id));
+    /// Ends the "always allow" decisions of a (bot, user, project) session (`/new`).
+    pub fn forget_session(&self, bot_id: &str, user_id: i64, project: &str) {
+        lock(&self.inner.always)
+            .retain(|(b, u, p, _)| !(b == bot_id && *u == user_id && p == project));
+    }
+
+    /// The project of the task an approval belongs to (its session's).
+    fn project_of(&self, task_id: u64) -> String {
+        self.inner
+            .store
+            .task_project(task_id)
+            .unwrap_or_else(|error| {
+                // Unreadable: a key no session has, so nothing is allowed by mistake.
+                tracing::warn!(%error, task_id, "cannot read the task's project");
+                String::new()
+            })
     }
 
     /// The store the approvals live in.

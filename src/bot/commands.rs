@@ -37,8 +37,11 @@ pub enum Command {
     Restart,
     /// /backup (admins)
     Backup,
-    /// /file PATH: a file of the bot's workdir, sent as a document (the path as typed).
+    /// /file PATH: a file of the current project's workdir, sent as a document
+    /// (the path as typed).
     File(String),
+    /// /project [NAME]: list the bot's projects, or switch to NAME.
+    Project(Option<String>),
     /// A command we do not know.
     Unknown(String),
     /// A command with an argument that does not parse.
@@ -73,6 +76,7 @@ pub const COMMAND_LIST: &[(&str, &str)] = &[
     ("restart", "restart the service (admins)"),
     ("backup", "take a backup now (admins)"),
     ("file", "send me a file of the project: /file PATH"),
+    ("project", "list the projects or switch: /project [NAME]"),
 ];
 
 /// Parses a message text. `bot_username` is this bot's username without `@`.
@@ -115,6 +119,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
         "restart" => Command::Restart,
         "backup" => Command::Backup,
         "file" => Command::File(args.to_owned()),
+        "project" => Command::Project(args.split_whitespace().next().map(|p| truncate(p, 64))),
         _ => Command::Unknown(truncate(&name, 64)),
     }
 }
@@ -172,6 +177,11 @@ mod tests {
         assert_eq!(parse("/cancel #7", None), Command::Cancel(Some(7)));
         assert_eq!(parse("/cancel", None), Command::Cancel(None));
         assert_eq!(parse("/stop", None), Command::Stop);
+        assert_eq!(parse("/project", None), Command::Project(None));
+        assert_eq!(
+            parse("/project api", None),
+            Command::Project(Some("api".into()))
+        );
         assert_eq!(parse("/mode", None), Command::Mode(None));
         assert_eq!(
             parse("/mode plan", None),

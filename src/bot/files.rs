@@ -1,7 +1,10 @@
 //! Files from the project to the phone: `/file PATH`, and what the agent puts
 //! in `<workdir>/.agentlab/outbox/` during a task.
 //!
-//! `/file` resolves the path inside the bot's workdir: the path is resolved by
+//! Both are the project's: `/file` reads the sender's current project, a task's
+//! outbox is in the workdir of the project the task ran in.
+//!
+//! `/file` resolves the path inside the project's workdir: the path is resolved by
 //! the file system (`..`, symlinks) and must still be inside the workdir, so
 //! `..` escapes, absolute paths elsewhere and symlinks that leave it are all
 //! refused the same way; the file is then opened without following a last
@@ -48,8 +51,13 @@ enum Refusal {
 }
 
 /// `/file PATH`: sends the file, or says why not.
-pub(super) async fn send_project_file(bot: &Arc<BotRuntime>, sender: Sender, wanted: &str) {
-    let workdir = bot.config.workdir.clone();
+pub(super) async fn send_project_file(
+    bot: &Arc<BotRuntime>,
+    sender: Sender,
+    workdir: &Path,
+    wanted: &str,
+) {
+    let workdir = workdir.to_path_buf();
     let wanted_owned = wanted.trim().to_owned();
     let read =
         tokio::task::spawn_blocking(move || read_project_file(&workdir, &wanted_owned)).await;
@@ -206,7 +214,15 @@ fn listing(dir: &Path, title: &str) -> String {
 /// after task `task_id`'s answer: each regular file (not hidden) is moved to
 /// `outbox/sent/` first, then sent (see the module doc for why in that order).
 pub(super) async fn send_outbox(bot: &BotRuntime, task_id: u64, chat_id: i64) {
-    let outbox = bot.config.workdir.join(".agentlab").join("outbox");
+    let project = bot.ctx.store.task_project(task_id).unwrap_or_else(|error| {
+        tracing::warn!(%error, task_id, "cannot read the task's project; its outbox is not sent");
+        String::new()
+    });
+    let Some(workdir) = bot.config.project_workdir(&project) else {
+        tracing::warn!(task_id, project, "the task's project is not configured; its outbox is not sent");
+        return;
+    };
+    let outbox = workdir.join(".agentlab").join("outbox");
     let claimed = match tokio::task::spawn_blocking(move || claim_outbox(&outbox)).await {
         Ok(Ok(claimed)) => claimed,
         Ok(Err(e)) => {

@@ -53,10 +53,15 @@ pub(super) async fn handle_message(bot: &Arc<BotRuntime>, update_id: i64, messag
     let username = bot.link.username();
     match commands::parse(text, username.as_deref()) {
         Command::Prompt(prompt) => {
-            submit_prompt(bot, sender, update_id, prompt).await;
+            let project = super::projects::current(bot, sender).await;
+            submit_prompt(bot, sender, update_id, prompt, project.name).await;
         }
         Command::ForAnotherBot => {}
-        Command::File(path) => super::files::send_project_file(bot, sender, &path).await,
+        Command::File(path) => {
+            let project = super::projects::current(bot, sender).await;
+            super::files::send_project_file(bot, sender, &project.workdir, &path).await
+        }
+        Command::Project(name) => super::projects::project_command(bot, sender, name).await,
         Command::Restart if already_restarted_for(bot, update_id) => {
             // A /restart re-delivered after the restart it asked for: never loop.
             tracing::info!(update_id, "stale /restart ignored");
@@ -193,10 +198,12 @@ pub(super) async fn submit_prompt(
     sender: Sender,
     update_id: i64,
     prompt: String,
+    project: String,
 ) -> bool {
     let prompt = Prompt {
         bot_id: bot.config.id.clone(),
         text: prompt,
+        project: Some(project),
         door: Door::Telegram {
             sender: sender.authorised,
             chat_id: sender.chat_id,
@@ -286,6 +293,10 @@ fn refusal_text(refusal: &Refusal) -> String {
         Refusal::UnknownBot(bot_id) => {
             format!("Your prompt was NOT queued: bot `{bot_id}` is not configured.")
         }
+        Refusal::UnknownProject { project, known, .. } => format!(
+            "Your prompt was NOT queued: there is no project `{project}` (projects: {}). Switch with /project.",
+            known.join(", ")
+        ),
     }
 }
 

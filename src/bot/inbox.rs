@@ -152,7 +152,8 @@ pub(super) async fn submit_files(
         bot.reply(sender, &format!("Sorry, {refusal}.")).await;
         return;
     }
-    let dir = inbox_dir(&bot.config.workdir, update_id);
+    let project = super::projects::current(bot, sender).await;
+    let dir = inbox_dir(&project.workdir, update_id);
     let saved = match fetch_all(bot, &attachments, &dir).await {
         Ok(saved) => saved,
         Err(e) => {
@@ -167,7 +168,7 @@ pub(super) async fn submit_files(
         }
     };
     let prompt = prompt_text(&captions, &saved);
-    if !handler::submit_prompt(bot, sender, update_id, prompt).await {
+    if !handler::submit_prompt(bot, sender, update_id, prompt, project.name).await {
         remove_dir(&dir).await;
     }
 }

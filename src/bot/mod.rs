@@ -25,6 +25,7 @@ mod files;
 mod handler;
 mod inbox;
 mod poller;
+mod projects;
 mod progress;
 pub mod render;
 mod replies;
@@ -412,6 +413,7 @@ mod tests {
             .submit(Prompt {
                 bot_id: "B".into(),
                 text: "hello".into(),
+                project: None,
                 door: Door::Telegram {
                     sender,
                     chat_id: 7,

@@ -224,6 +224,14 @@ async fn handle_update(bot: &Arc<BotRuntime>, update: Update) {
             super::handler::handle_message(bot, update_id, message).await
         }
         UpdateKind::EditedMessage(message) => super::handler::handle_edited(bot, message).await,
+        UpdateKind::CallbackQuery(query)
+            if query
+                .data
+                .as_deref()
+                .is_some_and(|d| d.starts_with(super::projects::CALLBACK_PREFIX)) =>
+        {
+            super::projects::handle_callback(bot, query).await
+        }
         UpdateKind::CallbackQuery(query) => super::approval::handle_callback(bot, query).await,
         UpdateKind::ChannelPost(_) | UpdateKind::EditedChannelPost(_) => {
             tracing::debug!(update_id, "channel post ignored");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::BotRuntime;
 use super::commands::{Command, help_text};
 use super::handler::Sender;
-use crate::config::PermissionMode;
+use crate::config::{DEFAULT_PROJECT, PermissionMode};
 use crate::storage::{RestartState, Task, TaskFilter, TaskStatus, now_ms};
 
 pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, command: Command) {
@@ -14,7 +14,12 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::Start => format!("Hello! I connect you to a coding agent.\n\n{}", help_text()),
         Command::Help => help_text(),
         Command::New => new_session(bot, sender).await,
-        Command::Status => format!("{}{}", status_text(bot), mode_line(bot, sender)),
+        Command::Status => format!(
+            "{}{}{}",
+            status_text(bot),
+            mode_line(bot, sender),
+            project_line(bot, sender).await
+        ),
         Command::Tasks => tasks_text(bot, sender),
         Command::Task(id) => task_text(bot, sender, id),
         Command::Cancel(id) => cancel(bot, sender, id).await,
@@ -31,26 +36,50 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::BadArgument { command, given } => {
             format!("/{command} takes a task number, not \"{given}\". Example: /{command} 42")
         }
+        Command::Project(name) => {
+            return super::projects::project_command(bot, sender, name).await;
+        }
         Command::ForAnotherBot | Command::Prompt(_) | Command::File(_) => return,
     };
     bot.reply(sender, &text).await;
 }
 
 async fn new_session(bot: &BotRuntime, sender: Sender) -> String {
+    // Only the current project's session starts afresh; the others keep theirs.
+    let project = super::projects::current(bot, sender).await.name;
     // The session's warm agent process holds the old conversation: end it.
     bot.ctx
         .pool
-        .end_warm_session(&bot.config.id, sender.user_id)
+        .end_warm_session(&bot.config.id, sender.user_id, &project)
         .await;
     match bot
         .ctx
         .store
-        .reset_session(&bot.config.id, sender.user_id)
+        .reset_project_session(&bot.config.id, sender.user_id, &project)
         .await
     {
-        Ok(_) => "Started a fresh agent session: the agent forgets the conversation so far.".into(),
+        Ok(_) if project == DEFAULT_PROJECT => {
+            "Started a fresh agent session: the agent forgets the conversation so far.".into()
+        }
+        Ok(_) => format!(
+            "Started a fresh agent session in project {project}: the agent forgets the conversation so far there."
+        ),
         Err(e) => format!("Could not reset the session: {e}"),
     }
+}
+
+/// `/status`'s line about the sender's project: shown once the bot has more
+/// than one (a bot with only its workdir keeps the status it always had).
+async fn project_line(bot: &BotRuntime, sender: Sender) -> String {
+    let project = super::projects::current(bot, sender).await;
+    if bot.config.projects.is_empty() && project.name == DEFAULT_PROJECT {
+        return String::new();
+    }
+    format!(
+        "Project: {} ({}; /project)\n",
+        project.name,
+        project.workdir.display()
+    )
 }
 
 fn status_text(bot: &BotRuntime) -> String {
@@ -149,6 +178,13 @@ fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                     String::new()
                 };
                 out.push_str(&format!("Ran for {}{which}\n", run_duration(ms)));
+            }
+            match bot.ctx.store.task_project(task.id) {
+                Ok(project) if project != DEFAULT_PROJECT => {
+                    out.push_str(&format!("Project: {project}\n"));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, task_id = task.id, "cannot read a task's project"),
             }
             if task.cost_usd > 0.0 {
                 out.push_str(&format!("Cost: ${:.4}\n", task.cost_usd));

@@ -154,6 +154,9 @@ pub struct AskArgs {
     /// The user id to act as (default: the bot's first admin).
     #[arg(long)]
     pub user: Option<i64>,
+    /// The project to run in (a `[[bots.projects]]` name; default: `default`).
+    #[arg(long)]
+    pub project: Option<String>,
     /// Print the task id and return without waiting.
     #[arg(long)]
     pub no_wait: bool,

@@ -166,6 +166,7 @@ fn demo_config_in(data_dir: &Path, port: u16, api_url: &str, agent_command: Vec<
             command: agent_command,
             ..AgentConfig::default()
         },
+        projects: Vec::new(),
     }];
     config
 }

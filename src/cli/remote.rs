@@ -166,12 +166,11 @@ pub async fn ask(config: &Config, args: AskArgs) -> anyhow::Result<i32> {
         .or_else(|| config.bot(&bot).and_then(|b| b.admins.first().copied()))
         .unwrap_or(0);
     let client = ServiceClient::new(config)?;
-    let created = client
-        .post(
-            "/api/tasks",
-            serde_json::json!({"bot_id": bot, "user_id": user, "prompt": args.prompt}),
-        )
-        .await?;
+    let mut body = serde_json::json!({"bot_id": bot, "user_id": user, "prompt": args.prompt});
+    if let Some(project) = args.project {
+        body["project"] = serde_json::json!(project);
+    }
+    let created = client.post("/api/tasks", body).await?;
     let id = created["id"]
         .as_u64()
         .context("the service did not return a task id")?;

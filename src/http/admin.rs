@@ -80,6 +80,9 @@ pub(crate) struct CreateTask {
     prompt: String,
     #[serde(default, deserialize_with = "optional_json_integer")]
     chat_id: Option<i64>,
+    /// The project it runs in; absent: `default`.
+    #[serde(default)]
+    project: Option<String>,
 }
 
 /// `POST /api/tasks`: queue a prompt through the intake; answers 201 with the
@@ -96,6 +99,7 @@ pub(crate) async fn create_task(
             user_id: req.user_id,
             chat_id: req.chat_id,
         },
+        project: req.project,
     };
     let accepted = api.ctx.intake.submit(prompt).await.map_err(refusal_error)?;
     tracing::info!(task_id = accepted.task.id, bot_id = %accepted.task.bot_id, "task submitted over HTTP");
@@ -108,6 +112,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::UnknownBot(bot_id) => unknown_bot(&bot_id),
         Refusal::Empty => ApiError::bad_request("prompt is empty"),
+        unknown @ Refusal::UnknownProject { .. } => ApiError::bad_request(unknown.to_string()),
         Refusal::TooLong { .. } => {
             ApiError::bad_request(format!("prompt is longer than {MAX_PROMPT_BYTES} bytes"))
         }

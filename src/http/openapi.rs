@@ -277,6 +277,7 @@ fn schemas() -> Value {
                 "result": nullable_str,
                 "error": nullable_str,
                 "cost_usd": {"type": "number"},
+                "project": {"type": "string", "description": "GET /api/tasks/{id} only: the project the task runs in (`default`: the bot's workdir)"},
                 "steps": {
                     "type": "object",
                     "description": "GET /api/tasks/{id} only: the agent's tool calls, oldest first, at most 200 kept (`earlier` counts the ones folded away)",
@@ -300,6 +301,7 @@ fn schemas() -> Value {
                 "user_id": {"type": "integer", "format": "int64"},
                 "prompt": {"type": "string", "minLength": 1},
                 "chat_id": {"type": "integer", "format": "int64"},
+                "project": {"type": "string", "description": "a project of the bot (`[[bots.projects]]`); absent: `default`; unknown: 400 naming the bot's projects"},
             },
         },
         "TaskCreated": {

@@ -257,6 +257,7 @@ pub(crate) async fn get_task(
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     let steps = api.ctx.store.task_steps(id)?;
     let mut body = json!(task);
+    body["project"] = json!(api.ctx.store.task_project(id)?);
     body["steps"] = json!({
         "earlier": steps.earlier,
         "items": steps.steps.iter().map(|s| json!({"at_ms": s.at_ms, "summary": s.summary})).collect::<Vec<_>>(),

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::budget::{Exceeded, Spend};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_PROJECT};
 use crate::storage::{
     MAX_PROMPT_BYTES, NO_CHAT, NewTask, PRIORITY_NORMAL, Store, StoreError, Task, TaskKind,
     TaskSource, now_ms,
@@ -111,6 +111,9 @@ pub struct Prompt {
     pub text: String,
     /// Where it came from.
     pub door: Door,
+    /// The project it runs in; `None` is `default`. (The Telegram door passes
+    /// the sender's current project.)
+    pub project: Option<String>,
 }
 
 /// A prompt that passed every rule and is stored.
@@ -143,6 +146,16 @@ pub enum Refusal {
     /// No bot of that id is configured.
     #[error("bot `{0}` is not configured")]
     UnknownBot(String),
+    /// The bot has no project of that name.
+    #[error("bot `{bot_id}` has no project `{project}`; its projects are: {}", .known.join(", "))]
+    UnknownProject {
+        /// The bot.
+        bot_id: String,
+        /// The name asked for.
+        project: String,
+        /// The bot's projects, `default` first.
+        known: Vec<String>,
+    },
     /// Nothing but white space.
     #[error("prompt is empty")]
     Empty,
@@ -195,9 +208,22 @@ impl Intake {
     pub async fn submit(&self, prompt: Prompt) -> Result<Accepted, Refusal> {
         let inner = &self.inner;
         let limits = &inner.config.limits;
-        if inner.config.bot(&prompt.bot_id).is_none() {
+        let Some(bot) = inner.config.bot(&prompt.bot_id) else {
             return Err(Refusal::UnknownBot(prompt.bot_id));
+        };
+        let project = prompt.project.as_deref().unwrap_or(DEFAULT_PROJECT);
+        if bot.project_workdir(project).is_none() {
+            return Err(Refusal::UnknownProject {
+                bot_id: prompt.bot_id.clone(),
+                project: project.to_owned(),
+                known: bot
+                    .project_list()
+                    .iter()
+                    .map(|(name, _)| (*name).to_owned())
+                    .collect(),
+            });
         }
+        let project = project.to_owned();
         if prompt.text.trim().is_empty() {
             return Err(Refusal::Empty);
         }
@@ -253,7 +279,7 @@ impl Intake {
                     reply_to_message_id: Some(message_id),
                     update_id: Some(update_id),
                 };
-                inner.store.submit_prompt(new, now).await
+                inner.store.submit_prompt_in_project(new, &project, now).await
             }
             Door::Http { user_id, chat_id } => {
                 let new = NewTask {
@@ -268,7 +294,7 @@ impl Intake {
                     reply_to_message_id: None,
                     update_id: None,
                 };
-                inner.store.submit_task(new, now).await
+                inner.store.submit_task_in_project(new, &project, now).await
             }
         }
         .map_err(Refusal::Store)?;
@@ -343,6 +369,7 @@ mod tests {
         Prompt {
             bot_id: "B".into(),
             text: text.into(),
+            project: None,
             door: Door::Telegram {
                 sender,
                 chat_id: user_id,
@@ -356,6 +383,7 @@ mod tests {
         Prompt {
             bot_id: bot_id.into(),
             text: text.into(),
+            project: None,
             door: Door::Http {
                 user_id: 99,
                 chat_id: None,

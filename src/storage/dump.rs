@@ -269,6 +269,10 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "approvals" => count(tx, tables::APPROVALS)?,
             "approval_requests" => count(tx, tables::APPROVAL_REQUESTS)?,
             "user_modes" => count(tx, tables::USER_MODES)?,
+            "user_projects" => count(tx, tables::USER_PROJECTS)?,
+            "task_projects" => count(tx, tables::TASK_PROJECTS)?,
+            "project_sessions" => count(tx, tables::PROJECT_SESSIONS)?,
+            "project_messages" => count(tx, tables::PROJECT_MESSAGES)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -607,6 +611,57 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
+                )?;
+            }
+        }
+        "user_projects" => {
+            for row in rows!(tables::USER_PROJECTS).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "user_id": user, "project": v.value()}),
+                )?;
+            }
+        }
+        "task_projects" => {
+            for row in rows!(tables::TASK_PROJECTS).iter()? {
+                let (k, v) = row?;
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"task_id": k.value(), "project": v.value()}),
+                )?;
+            }
+        }
+        "project_sessions" => {
+            for row in rows!(tables::PROJECT_SESSIONS).iter()? {
+                let (k, v) = row?;
+                let (bot, user, project) = k.value();
+                let value = decoded::<Session>(name, v.value())?;
+                emit(
+                    &mut sink,
+                    name,
+                    merge(
+                        json!({"bot_id": bot, "user_id": user, "project": project}),
+                        value,
+                    ),
+                )?;
+            }
+        }
+        "project_messages" => {
+            for row in rows!(tables::PROJECT_MESSAGES).iter()? {
+                let (k, v) = row?;
+                let (bot, user, project, seq) = k.value();
+                let value = decoded::<ChatMessage>(name, v.value())?;
+                emit(
+                    &mut sink,
+                    name,
+                    merge(
+                        json!({"bot_id": bot, "user_id": user, "project": project, "seq": seq}),
+                        value,
+                    ),
                 )?;
             }
         }

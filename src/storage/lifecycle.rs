@@ -22,6 +22,7 @@ use super::error::StoreError;
 use super::events::insert_event;
 use super::limits::{MAX_PROMPT_BYTES, MAX_RESULT_BYTES, bound_text};
 use super::outbox::enqueue_answer;
+use super::projects::{DEFAULT_PROJECT, set_task_project_tx, task_project_tx};
 use super::queue::{
     ActiveUsers, QueueRows, dequeue, enqueue, first_claimable, occupy_user, release_user,
 };
@@ -49,8 +50,10 @@ pub struct TaskSubmitted {
 pub struct Claimed {
     /// The task, now `running`.
     pub task: Task,
-    /// The user's agent session to resume, if any.
+    /// The user's agent session to resume, if any (of the task's project).
     pub session_id: Option<String>,
+    /// The project the task runs in.
+    pub project: String,
 }
 
 /// The chat of a task that came from no chat (the HTTP API or `ask` without
@@ -63,36 +66,72 @@ impl Store {
     /// (through the journal) before this is answered. Only when this returns may
     /// the user be told the prompt is queued.
     pub fn submit_task(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
-        if new.prompt.len() > MAX_PROMPT_BYTES {
-            return Pending::failed(StoreError::Invalid(format!(
-                "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
-                new.prompt.len()
-            )));
+        self.submit_task_in_project(new, DEFAULT_PROJECT, now_ms)
+    }
+
+    /// [`Self::submit_task`] for a task that runs in `project`.
+    pub fn submit_task_in_project(
+        &self,
+        new: NewTask,
+        project: &str,
+        now_ms: u64,
+    ) -> Pending<TaskSubmitted> {
+        if let Err(e) = check_prompt(&new) {
+            return Pending::failed(e);
         }
-        let op = TaskOp::Submit {
-            new: new.clone(),
-            now_ms,
+        let project = project.to_owned();
+        let op = if project == DEFAULT_PROJECT {
+            TaskOp::Submit {
+                new: new.clone(),
+                now_ms,
+            }
+        } else {
+            TaskOp::SubmitInProject {
+                new: new.clone(),
+                project: project.clone(),
+                now_ms,
+            }
         };
-        self.write_op(&op, move |tx| submit_tx(tx, &new, now_ms))
+        self.write_op(&op, move |tx| submit_tx(tx, &new, &project, now_ms))
     }
 
     /// [`Self::submit_task`] for a chat prompt, which also enters the user's
     /// conversation history, in the same transaction and journal record (a
     /// re-delivered update adds neither twice).
     pub fn submit_prompt(&self, new: NewTask, now_ms: u64) -> Pending<TaskSubmitted> {
-        if new.prompt.len() > MAX_PROMPT_BYTES {
-            return Pending::failed(StoreError::Invalid(format!(
-                "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
-                new.prompt.len()
-            )));
+        self.submit_prompt_in_project(new, DEFAULT_PROJECT, now_ms)
+    }
+
+    /// [`Self::submit_prompt`] for a prompt that runs in `project` (and enters
+    /// that project's history).
+    pub fn submit_prompt_in_project(
+        &self,
+        new: NewTask,
+        project: &str,
+        now_ms: u64,
+    ) -> Pending<TaskSubmitted> {
+        if let Err(e) = check_prompt(&new) {
+            return Pending::failed(e);
         }
         let history = self.options().history_messages;
-        let op = TaskOp::SubmitPrompt {
-            new: new.clone(),
-            now_ms,
-            history,
+        let project = project.to_owned();
+        let op = if project == DEFAULT_PROJECT {
+            TaskOp::SubmitPrompt {
+                new: new.clone(),
+                now_ms,
+                history,
+            }
+        } else {
+            TaskOp::SubmitPromptInProject {
+                new: new.clone(),
+                project: project.clone(),
+                now_ms,
+                history,
+            }
         };
-        self.write_op(&op, move |tx| submit_prompt_tx(tx, &new, now_ms, history))
+        self.write_op(&op, move |tx| {
+            submit_prompt_tx(tx, &new, &project, now_ms, history)
+        })
     }
 
     /// Claims the next runnable queued task (priority, then age), skipping tasks of
@@ -284,12 +323,23 @@ impl Store {
                 reply_to_message_id: old.reply_to_message_id,
                 update_id: None,
             };
-            let mut submitted = submit_tx(tx, &new, now_ms)?;
+            let project = task_project_tx(tx, task_id)?;
+            let mut submitted = submit_tx(tx, &new, &project, now_ms)?;
             submitted.task.retry_of = Some(task_id);
             store_task(tx, &submitted.task)?;
             Ok(submitted.task)
         })
     }
+}
+
+fn check_prompt(new: &NewTask) -> StoreResult<()> {
+    if new.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "prompt is {} bytes; at most {MAX_PROMPT_BYTES} are accepted",
+            new.prompt.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The tables every change of a task's status writes, each opened once per job.
@@ -400,7 +450,8 @@ fn start_claimed(
     write_task(&mut t.tasks, &task)?;
     reindex_status(&mut t.status, task.id, old_status, task.status)?;
     occupy_user(active, &task)?;
-    let session_id = agent_session_id_tx(tx, &task.bot_id, task.user_id)?;
+    let project = task_project_tx(tx, task.id)?;
+    let session_id = agent_session_id_tx(tx, &task.bot_id, task.user_id, &project)?;
     insert_event(
         tx,
         now_ms,
@@ -409,7 +460,11 @@ fn start_claimed(
         Some(&task.bot_id),
         &json!({"task_id": task.id, "attempt": task.attempts, "wait_ms": now_ms.saturating_sub(task.created_ms), "kind": task.kind.as_str()}),
     )?;
-    Ok(Claimed { task, session_id })
+    Ok(Claimed {
+        task,
+        session_id,
+        project,
+    })
 }
 
 pub(super) fn finish_tx(
@@ -463,8 +518,16 @@ pub(super) fn finish_tx(
             finish.output_tokens,
         )?;
     }
+    let project = task_project_tx(tx, task.id)?;
     if let Some(session_id) = &finish.session_id {
-        record_session_use_tx(tx, &task.bot_id, task.user_id, session_id, now_ms)?;
+        record_session_use_tx(
+            tx,
+            &task.bot_id,
+            task.user_id,
+            &project,
+            session_id,
+            now_ms,
+        )?;
     }
     if status == TaskStatus::Succeeded
         && history > 0
@@ -474,6 +537,7 @@ pub(super) fn finish_tx(
             tx,
             &task.bot_id,
             task.user_id,
+            &project,
             "agent",
             result,
             now_ms,
@@ -505,6 +569,7 @@ pub(super) fn finish_tx(
 pub(super) fn submit_tx(
     tx: &WriteTransaction,
     new: &NewTask,
+    project: &str,
     now_ms: u64,
 ) -> StoreResult<TaskSubmitted> {
     let mut dedup = tx.open_table(UPDATE_DEDUP)?;
@@ -559,6 +624,7 @@ pub(super) fn submit_tx(
         extra: None,
     };
     t.insert_new(tx, &task)?;
+    set_task_project_tx(tx, id, project)?;
     if let Some(update) = new.update_id {
         dedup.insert((new.bot_id.as_str(), update), id)?;
     }
@@ -571,15 +637,17 @@ pub(super) fn submit_tx(
 pub(super) fn submit_prompt_tx(
     tx: &WriteTransaction,
     new: &NewTask,
+    project: &str,
     now_ms: u64,
     history: usize,
 ) -> StoreResult<TaskSubmitted> {
-    let submitted = submit_tx(tx, new, now_ms)?;
+    let submitted = submit_tx(tx, new, project, now_ms)?;
     if !submitted.duplicate && history > 0 {
         append_message_tx(
             tx,
             &new.bot_id,
             new.user_id,
+            project,
             "user",
             &new.prompt,
             now_ms,

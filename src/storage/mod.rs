@@ -45,6 +45,7 @@ mod lifecycle;
 mod limits;
 mod modes;
 mod outbox;
+mod projects;
 mod queue;
 pub mod records;
 mod replay;
@@ -79,6 +80,7 @@ pub use legacy::{
 };
 pub use lifecycle::{Claimed, NO_CHAT, TaskSubmitted};
 pub use limits::{MAX_PROMPT_BYTES, bound_text};
+pub use projects::DEFAULT_PROJECT;
 pub use records::*;
 pub use scratch::ScratchStore;
 pub use series::{SERIES_FLUSH, SeriesPoint, SeriesResolution};

@@ -16,6 +16,7 @@ use super::journal::{Journal, JournalRecord};
 use super::kv::{journal_seq, set_journal_seq};
 use super::lifecycle::{claim_tx, finish_tx, process_tx, started_tx, submit_prompt_tx, submit_tx};
 use super::outbox::{begin_delivery_tx, delivered_tx, delivery_failed_tx, progress_tx};
+use super::projects::DEFAULT_PROJECT;
 use super::sessions::append_message_tx;
 use super::task_ops::TaskOp;
 use super::writer::JournalState;
@@ -130,7 +131,18 @@ fn clear_journal(journal: &mut Journal) {
 /// Applies an operation again, as the [`super::Store`] method that journaled it did.
 fn redo(op: &TaskOp, tx: &WriteTransaction) -> StoreResult<()> {
     match op {
-        TaskOp::Submit { new, now_ms } => submit_tx(tx, new, *now_ms).map(drop),
+        TaskOp::Submit { new, now_ms } => submit_tx(tx, new, DEFAULT_PROJECT, *now_ms).map(drop),
+        TaskOp::SubmitInProject {
+            new,
+            project,
+            now_ms,
+        } => submit_tx(tx, new, project, *now_ms).map(drop),
+        TaskOp::SubmitPromptInProject {
+            new,
+            project,
+            now_ms,
+            history,
+        } => submit_prompt_tx(tx, new, project, *now_ms, *history).map(drop),
         TaskOp::Claim {
             now_ms,
             blocked_bots,
@@ -162,12 +174,21 @@ fn redo(op: &TaskOp, tx: &WriteTransaction) -> StoreResult<()> {
             text,
             now_ms,
             history,
-        } => append_message_tx(tx, bot_id, *user_id, role, text, *now_ms, *history),
+        } => append_message_tx(
+            tx,
+            bot_id,
+            *user_id,
+            DEFAULT_PROJECT,
+            role,
+            text,
+            *now_ms,
+            *history,
+        ),
         TaskOp::SubmitPrompt {
             new,
             now_ms,
             history,
-        } => submit_prompt_tx(tx, new, *now_ms, *history).map(drop),
+        } => submit_prompt_tx(tx, new, DEFAULT_PROJECT, *now_ms, *history).map(drop),
         TaskOp::Started {
             task_id,
             claimed_ms,

@@ -58,8 +58,22 @@ pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
 /// (bot_id, user_id) → permission mode name chosen with `/mode`.
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
 
+/// (bot_id, user_id) → project name chosen with `/project` (absent: `default`).
+pub const USER_PROJECTS: TableDefinition<(&str, i64), &str> =
+    TableDefinition::new("user_projects");
+/// task_id → project name, for tasks of a project other than `default`.
+pub const TASK_PROJECTS: TableDefinition<u64, &str> = TableDefinition::new("task_projects");
+/// (bot_id, user_id, project) → [`super::records::Session`] of a project other
+/// than `default` (whose sessions are in `sessions`).
+pub const PROJECT_SESSIONS: TableDefinition<(&str, i64, &str), &[u8]> =
+    TableDefinition::new("project_sessions");
+/// (bot_id, user_id, project, seq) → [`super::records::ChatMessage`] of a project
+/// other than `default` (whose history is in `messages`).
+pub const PROJECT_MESSAGES: TableDefinition<(&str, i64, &str, u64), &[u8]> =
+    TableDefinition::new("project_messages");
+
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 22] = [
+pub const ALL_TABLES: [&str; 26] = [
     "meta",
     "sessions",
     "messages",
@@ -82,4 +96,8 @@ pub const ALL_TABLES: [&str; 22] = [
     "approvals",
     "approval_requests",
     "user_modes",
+    "user_projects",
+    "task_projects",
+    "project_sessions",
+    "project_messages",
 ];

@@ -104,6 +104,20 @@ pub(super) enum TaskOp {
         pid: u32,
         start_time: u64,
     },
+    /// `Submit` of a task in a project other than `default` (a `default` one is
+    /// journaled as `Submit`, byte for byte as before projects).
+    SubmitInProject {
+        new: NewTask,
+        project: String,
+        now_ms: u64,
+    },
+    /// `SubmitPrompt` of a prompt in a project other than `default`.
+    SubmitPromptInProject {
+        new: NewTask,
+        project: String,
+        now_ms: u64,
+        history: usize,
+    },
 }
 
 impl TaskOp {

@@ -26,6 +26,7 @@
 //!   `task_events` table before the task is concluded.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -263,10 +264,10 @@ impl Pool {
         lock(&self.shared.warm).usage()
     }
 
-    /// Ends the idle warm process of a (bot, user) session, if any (`/new`).
-    pub async fn end_warm_session(&self, bot_id: &str, user_id: i64) {
-        self.shared.approvals.forget_session(bot_id, user_id);
-        let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id));
+    /// Ends the idle warm process of a (bot, user, project) session, if any (`/new`).
+    pub async fn end_warm_session(&self, bot_id: &str, user_id: i64, project: &str) {
+        self.shared.approvals.forget_session(bot_id, user_id, project);
+        let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id), Some(project));
         end_all(ended).await;
     }
 
@@ -406,7 +407,9 @@ impl Pool {
                 return;
             }
         };
-        let verdict = self.run_agent(&task, claimed.session_id).await;
+        let verdict = self
+            .run_agent(&task, &claimed.project, claimed.session_id)
+            .await;
         match &verdict {
             Verdict::Done(finish) => match finish.error_class {
                 None => breaker_permit.success(),
@@ -509,11 +512,11 @@ impl Pool {
         }
     }
 
-    fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
+    fn run_spec(&self, task: &Task, workdir: &Path, session_id: Option<String>) -> RunSpec {
         RunSpec {
             task_id: task.id,
             prompt: task.prompt.clone(),
-            workdir: bot.workdir.clone(),
+            workdir: workdir.to_path_buf(),
             run_dir: self.run_dir(task.id),
             session_id,
             timeout: Duration::from_secs(self.shared.config.limits.task_timeout_s),
@@ -523,17 +526,20 @@ impl Pool {
 
     /// Spawns the agent, records its identity, waits; retries a lost session once
     /// as a fresh one.
-    async fn run_agent(&self, task: &Task, session_id: Option<String>) -> Verdict {
+    async fn run_agent(&self, task: &Task, project: &str, session_id: Option<String>) -> Verdict {
         let Some(bot) = self.bot(&task.bot_id).cloned() else {
             return unknown_bot(task);
+        };
+        let Some(workdir) = bot.project_workdir(project).map(Path::to_path_buf) else {
+            return unknown_project(task, project);
         };
         let command = self.agent_command(&bot, task.user_id);
         let warm = bot.agent.kind == AgentKind::Claude && bot.agent.keep_warm_s > 0;
         let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
         loop {
-            let spec = self.run_spec(task, &bot, session.clone());
+            let spec = self.run_spec(task, &workdir, session.clone());
             let run = if warm {
-                self.run_warm(task, &command, &spec).await
+                self.run_warm(task, project, &command, &spec).await
             } else {
                 self.spawn_and_wait(task, &command, &spec).await
             };
@@ -546,7 +552,7 @@ impl Pool {
                 if let Err(e) = self
                     .shared
                     .store
-                    .forget_agent_session(&task.bot_id, task.user_id)
+                    .forget_agent_session(&task.bot_id, task.user_id, project)
                     .await
                 {
                     tracing::warn!(error = %e, "cannot forget the stale session");
@@ -629,10 +635,11 @@ impl Pool {
     async fn run_warm(
         &self,
         task: &Task,
+        project: &str,
         command: &AgentCommand,
         spec: &RunSpec,
     ) -> Result<AgentOutcome, Verdict> {
-        let key: SessionKey = (task.bot_id.clone(), task.user_id);
+        let key: SessionKey = (task.bot_id.clone(), task.user_id, project.to_owned());
         let idle = lock(&self.shared.warm).take(&key);
         let reusable = match idle {
             Some(mut process) => {
@@ -936,8 +943,16 @@ impl Pool {
                     )
                     .await;
                 recorder.flush().await;
-                self.keep_or_end((task.bot_id.clone(), task.user_id), process, &outcome)
-                    .await;
+                let project = self.shared.store.task_project(task.id).unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot read the task's project; its warm agent is not kept");
+                    String::new()
+                });
+                if project.is_empty() {
+                    process.end(KILL_GRACE).await;
+                } else {
+                    let key = (task.bot_id.clone(), task.user_id, project);
+                    self.keep_or_end(key, process, &outcome).await;
+                }
                 self.shared.approvals.expire_task(task.id).await;
                 let mut outcome = outcome;
                 if lock(&self.shared.stopped).remove(&task.id) {
@@ -1112,6 +1127,21 @@ fn counts_against_agent(class: FailureClass) -> bool {
 fn looks_rate_limited(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.contains("rate limit") || lower.contains("rate_limit") || lower.contains("429")
+}
+
+/// A task of a project the configuration no longer has: running it in another
+/// workdir would be wrong, so it fails and says why.
+fn unknown_project(task: &Task, project: &str) -> Verdict {
+    Verdict::Done(TaskFinish {
+        status: Some(TaskStatus::Failed),
+        error_class: Some(FailureClass::SpawnFailed),
+        error: Some(format!(
+            "project `{project}` of bot `{}` is not configured any more",
+            task.bot_id
+        )),
+        deliver: true,
+        ..TaskFinish::default()
+    })
 }
 
 fn unknown_bot(task: &Task) -> Verdict {

@@ -54,8 +54,8 @@ const ADOPTED_POLL: Duration = Duration::from_millis(50);
 /// How long to wait for a SIGKILLed process.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Which conversation a warm process serves: (bot id, user id).
-pub type SessionKey = (String, i64);
+/// Which conversation a warm process serves: (bot id, user id, project).
+pub type SessionKey = (String, i64, String);
 
 /// A Claude Code process that outlives its turns.
 #[derive(Debug)]
@@ -423,12 +423,20 @@ impl WarmSet {
         self.idle.iter().map(|(k, p)| p.idle_since + keep(k)).min()
     }
 
-    /// Removes every process of `bot_id` whose user is `user_id` (or all users).
-    pub fn remove_matching(&mut self, bot_id: &str, user_id: Option<i64>) -> Vec<WarmProcess> {
+    /// Removes every process of `bot_id` whose user is `user_id` (or all users)
+    /// in `project` (or all projects).
+    pub fn remove_matching(
+        &mut self,
+        bot_id: &str,
+        user_id: Option<i64>,
+        project: Option<&str>,
+    ) -> Vec<WarmProcess> {
         let keys: Vec<SessionKey> = self
             .idle
             .keys()
-            .filter(|(b, u)| b == bot_id && user_id.is_none_or(|id| id == *u))
+            .filter(|(b, u, p)| {
+                b == bot_id && user_id.is_none_or(|id| id == *u) && project.is_none_or(|w| w == p)
+            })
             .cloned()
             .collect();
         keys.iter().filter_map(|k| self.idle.remove(k)).collect()
@@ -628,7 +636,7 @@ mod tests {
     fn the_set_is_bounded_least_recently_used_out_first() {
         let now = Instant::now();
         let mut set = WarmSet::default();
-        let key = |user: i64| ("B".to_owned(), user);
+        let key = |user: i64| ("B".to_owned(), user, "default".to_owned());
         assert!(set.put(key(1), idle_process("a", now), 2).is_empty());
         assert!(
             set.put(key(2), idle_process("b", now + Duration::from_secs(1)), 2)
@@ -648,9 +656,9 @@ mod tests {
     fn processes_idle_longer_than_keep_expire() {
         let now = Instant::now();
         let mut set = WarmSet::default();
-        set.put(("B".into(), 1), idle_process("old", now), 8);
+        set.put(("B".into(), 1, "api".into()), idle_process("old", now), 8);
         set.put(
-            ("B".into(), 2),
+            ("B".into(), 2, "api".into()),
             idle_process("new", now + Duration::from_secs(100)),
             8,
         );
@@ -659,7 +667,8 @@ mod tests {
         let expired = set.expired(now + Duration::from_secs(61), keep);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].dir, PathBuf::from("old"));
-        assert_eq!(set.remove_matching("B", Some(2)).len(), 1);
+        assert_eq!(set.remove_matching("B", Some(2), Some("default")).len(), 0);
+        assert_eq!(set.remove_matching("B", Some(2), Some("api")).len(), 1);
         assert_eq!(set.usage().0, 0);
     }
 
