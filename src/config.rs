@@ -1501,7 +1501,8 @@ mod tests {
         assert_eq!(bot.project_workdir("default"), Some(Path::new("/w")));
         assert_eq!(bot.project_workdir("web"), None);
 
-        let named_default = "[[bots]]\nid = \"A\"\n[[bots.projects]]\nname = \"default\"\nworkdir = \"/x\"\n";
+        let named_default =
+            "[[bots]]\nid = \"A\"\n[[bots.projects]]\nname = \"default\"\nworkdir = \"/x\"\n";
         let err = parse(named_default).expect_err("refused").to_string();
         assert!(err.contains("bots[0].projects[0].name"), "{err}");
         assert!(err.contains("\"default\""), "{err}");

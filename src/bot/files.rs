@@ -219,7 +219,11 @@ pub(super) async fn send_outbox(bot: &BotRuntime, task_id: u64, chat_id: i64) {
         String::new()
     });
     let Some(workdir) = bot.config.project_workdir(&project) else {
-        tracing::warn!(task_id, project, "the task's project is not configured; its outbox is not sent");
+        tracing::warn!(
+            task_id,
+            project,
+            "the task's project is not configured; its outbox is not sent"
+        );
         return;
     };
     let outbox = workdir.join(".agentlab").join("outbox");

@@ -184,7 +184,9 @@ fn task_text(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
                     out.push_str(&format!("Project: {project}\n"));
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, task_id = task.id, "cannot read a task's project"),
+                Err(e) => {
+                    tracing::warn!(error = %e, task_id = task.id, "cannot read a task's project")
+                }
             }
             if task.cost_usd > 0.0 {
                 out.push_str(&format!("Cost: ${:.4}\n", task.cost_usd));

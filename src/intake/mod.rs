@@ -279,7 +279,10 @@ impl Intake {
                     reply_to_message_id: Some(message_id),
                     update_id: Some(update_id),
                 };
-                inner.store.submit_prompt_in_project(new, &project, now).await
+                inner
+                    .store
+                    .submit_prompt_in_project(new, &project, now)
+                    .await
             }
             Door::Http { user_id, chat_id } => {
                 let new = NewTask {

@@ -520,14 +520,7 @@ pub(super) fn finish_tx(
     }
     let project = task_project_tx(tx, task.id)?;
     if let Some(session_id) = &finish.session_id {
-        record_session_use_tx(
-            tx,
-            &task.bot_id,
-            task.user_id,
-            &project,
-            session_id,
-            now_ms,
-        )?;
+        record_session_use_tx(tx, &task.bot_id, task.user_id, &project, session_id, now_ms)?;
     }
     if status == TaskStatus::Succeeded
         && history > 0

@@ -59,8 +59,7 @@ pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
 
 /// (bot_id, user_id) → project name chosen with `/project` (absent: `default`).
-pub const USER_PROJECTS: TableDefinition<(&str, i64), &str> =
-    TableDefinition::new("user_projects");
+pub const USER_PROJECTS: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_projects");
 /// task_id → project name, for tasks of a project other than `default`.
 pub const TASK_PROJECTS: TableDefinition<u64, &str> = TableDefinition::new("task_projects");
 /// (bot_id, user_id, project) → [`super::records::Session`] of a project other

@@ -266,7 +266,9 @@ impl Pool {
 
     /// Ends the idle warm process of a (bot, user, project) session, if any (`/new`).
     pub async fn end_warm_session(&self, bot_id: &str, user_id: i64, project: &str) {
-        self.shared.approvals.forget_session(bot_id, user_id, project);
+        self.shared
+            .approvals
+            .forget_session(bot_id, user_id, project);
         let ended = lock(&self.shared.warm).remove_matching(bot_id, Some(user_id), Some(project));
         end_all(ended).await;
     }
