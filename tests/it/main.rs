@@ -21,6 +21,7 @@ mod logs;
 mod monitor;
 mod newcomer;
 mod operator_http;
+mod projects;
 mod reliability;
 mod telegram_faults;
 mod watchdog;
