@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn each_project_resumes_its_own_session_and_history_and_new_resets_only_one() {
-        let (_dir, store) = temp_store();
+        let (dir, store) = temp_store();
         store
             .submit_prompt(new_task("in default"), 1_000)
             .wait()
@@ -252,6 +252,40 @@ mod tests {
         // A retry runs in the project of the task it retries.
         let retried = store.retry_task(second, 3, 5_000).wait().expect("retry");
         assert_eq!(store.task_project(retried.id).expect("project"), "api");
+
+        // A snapshot (a backup) keeps all of it.
+        store
+            .set_user_project("A", 1, Some("api".into()))
+            .wait()
+            .expect("choose");
+        let copy = dir.path().join("snapshot.redb");
+        store.snapshot_to(&copy).expect("snapshot");
+        let restored = Store::open(&copy, StoreOptions::default()).expect("open the copy");
+        assert_eq!(restored.task_project(retried.id).expect("project"), "api");
+        assert_eq!(restored.user_project("A", 1).expect("choice"), "api");
+        store
+            .submit_prompt_in_project(new_task("after /new"), "api", 6_000)
+            .wait()
+            .expect("submit");
+        run(&store, "s-api-2", 6_100);
+        let copy = dir.path().join("snapshot-2.redb");
+        store.snapshot_to(&copy).expect("snapshot");
+        let restored = Store::open(&copy, StoreOptions::default()).expect("open the copy");
+        assert_eq!(
+            restored
+                .get_project_session("A", 1, "api")
+                .expect("session")
+                .and_then(|s| s.agent_session_id)
+                .as_deref(),
+            Some("s-api-2")
+        );
+        assert_eq!(
+            restored
+                .project_history("A", 1, "api", 10)
+                .expect("history")
+                .len(),
+            2
+        );
     }
 
     /// A journal record as every build since schema 4 writes a `Submit` of this

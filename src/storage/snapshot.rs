@@ -201,6 +201,10 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::APPROVALS,
         tables::APPROVAL_REQUESTS,
         tables::USER_MODES,
+        tables::USER_PROJECTS,
+        tables::TASK_PROJECTS,
+        tables::PROJECT_SESSIONS,
+        tables::PROJECT_MESSAGES,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(
