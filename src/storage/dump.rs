@@ -269,6 +269,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "approvals" => count(tx, tables::APPROVALS)?,
             "approval_requests" => count(tx, tables::APPROVAL_REQUESTS)?,
             "user_modes" => count(tx, tables::USER_MODES)?,
+            "user_models" => count(tx, tables::USER_MODELS)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -607,6 +608,17 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
+                )?;
+            }
+        }
+        "user_models" => {
+            for row in rows!(tables::USER_MODELS).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "user_id": user, "model": v.value()}),
                 )?;
             }
         }

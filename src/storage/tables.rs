@@ -57,9 +57,11 @@ pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
 
 /// (bot_id, user_id) → permission mode name chosen with `/mode`.
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
+/// (bot_id, user_id) → model name chosen with `/model`.
+pub const USER_MODELS: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_models");
 
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 22] = [
+pub const ALL_TABLES: [&str; 23] = [
     "meta",
     "sessions",
     "messages",
@@ -82,4 +84,5 @@ pub const ALL_TABLES: [&str; 22] = [
     "approvals",
     "approval_requests",
     "user_modes",
+    "user_models",
 ];

@@ -480,7 +480,9 @@ impl Pool {
     }
 
     /// The agent command for a task of `user_id`: the bot's, with the user's
-    /// `/mode` permission mode when they chose one.
+    /// `/mode` permission mode and `/model` model when they chose them. A warm
+    /// process started with another command (another model) never takes the
+    /// user's next prompt: [`Self::run_warm`] compares the commands.
     fn agent_command(&self, bot: &BotConfig, user_id: i64) -> AgentCommand {
         let mut scrub_env: Vec<String> = self
             .shared
@@ -497,16 +499,31 @@ impl Pool {
                 None
             }
         };
-        match chosen {
-            Some(mode) => {
+        let model = self.user_model(bot, user_id);
+        match (chosen, model) {
+            (None, None) => AgentCommand::from_config(&bot.agent, scrub_env),
+            (mode, model) => {
                 let agent = crate::config::AgentConfig {
-                    permission_mode: mode,
+                    permission_mode: mode.unwrap_or(bot.agent.permission_mode),
+                    model: model.unwrap_or_else(|| bot.agent.model.clone()),
                     ..bot.agent.clone()
                 };
                 AgentCommand::from_config(&agent, scrub_env)
             }
-            None => AgentCommand::from_config(&bot.agent, scrub_env),
         }
+    }
+
+    /// The model `user_id` picked with `/model`, while the bot still offers it.
+    fn user_model(&self, bot: &BotConfig, user_id: i64) -> Option<String> {
+        let stored = match self.shared.store.user_model(&bot.id, user_id) {
+            Ok(stored) => stored?,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the user's model; using the bot's");
+                return None;
+            }
+        };
+        let model = bot.agent.model_for(Some(&stored));
+        (model == stored).then(|| stored.clone())
     }
 
     fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
