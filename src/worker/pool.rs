@@ -515,15 +515,13 @@ impl Pool {
 
     /// The model `user_id` picked with `/model`, while the bot still offers it.
     fn user_model(&self, bot: &BotConfig, user_id: i64) -> Option<String> {
-        let stored = match self.shared.store.user_model(&bot.id, user_id) {
-            Ok(stored) => stored?,
+        match self.shared.store.user_model(&bot.id, user_id) {
+            Ok(stored) => stored.filter(|name| bot.agent.model_choices().contains(name)),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the user's model; using the bot's");
-                return None;
+                None
             }
-        };
-        let model = bot.agent.model_for(Some(&stored));
-        (model == stored).then(|| stored.clone())
+        }
     }
 
     fn run_spec(&self, task: &Task, bot: &BotConfig, session_id: Option<String>) -> RunSpec {
