@@ -531,8 +531,13 @@ pub struct AgentConfig {
     /// The program and its own arguments; the prompt goes to stdin, never here.
     /// For [`AgentKind::Claude`] agentlab adds the protocol flags itself.
     pub command: Vec<String>,
-    /// `--model` for Claude Code; empty: the CLI's default.
+    /// `--model` for Claude Code; empty: the CLI's default. The model of a user
+    /// who picked none with `/model`.
     pub model: String,
+    /// [`AgentKind::Claude`] only: the models a user may pick with `/model`, named
+    /// as the CLI's `--model` takes them (`claude-sonnet-4-5`, `opus`); empty
+    /// hides the command.
+    pub models: Vec<String>,
     /// `--permission-mode` for Claude Code.
     pub permission_mode: PermissionMode,
     /// Tools Claude Code may use without asking (its syntax: `Bash(git log:*)`).
@@ -559,6 +564,7 @@ impl Default for AgentConfig {
             kind: AgentKind::Claude,
             command: vec!["claude".into()],
             model: String::new(),
+            models: Vec::new(),
             permission_mode: PermissionMode::Default,
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
@@ -566,6 +572,26 @@ impl Default for AgentConfig {
             keep_warm_s: DEFAULT_KEEP_WARM_S,
             approval_timeout_s: DEFAULT_APPROVAL_TIMEOUT_S,
             resume_args: vec!["--resume".into(), "{session_id}".into()],
+        }
+    }
+}
+
+impl AgentConfig {
+    /// What `/model` offers: `models` for [`AgentKind::Claude`], nothing for
+    /// [`AgentKind::Plain`] (whose command line agentlab does not shape).
+    pub fn model_choices(&self) -> &[String] {
+        match self.kind {
+            AgentKind::Claude => &self.models,
+            AgentKind::Plain => &[],
+        }
+    }
+
+    /// The model of a user whose `/model` choice is `chosen`: that one while it is
+    /// still offered, otherwise `model` (empty: the CLI's default).
+    pub fn model_for<'a>(&'a self, chosen: Option<&'a str>) -> &'a str {
+        match chosen {
+            Some(name) if self.model_choices().iter().any(|m| m == name) => name,
+            _ => self.model.trim(),
         }
     }
 }
@@ -660,6 +686,7 @@ fn claude_protocol_flag(args: &[String]) -> Option<(&'static str, &'static str)>
 
 /// Checks what the agent's keys say together; `key` names a key of this bot.
 fn check_agent(agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    check_models(&agent.models, &key("agent.models"))?;
     if agent.kind != AgentKind::Claude {
         return Ok(());
     }
@@ -700,11 +727,49 @@ fn check_agent(agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<(), 
     Ok(())
 }
 
+/// What `/model default` means: back to the bot's `model`; no listed model may
+/// take the name.
+pub const DEFAULT_MODEL_CHOICE: &str = "default";
+
+/// `models`: each a name the CLI's `--model` can take (not empty, no spaces, not
+/// read as a flag, not [`DEFAULT_MODEL_CHOICE`]), none twice.
+fn check_models(models: &[String], key: &str) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for name in models {
+        if name.is_empty() || name.starts_with('-') || name.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                key,
+                format!("{models:?}"),
+                &format!(
+                    "{name:?} is not a model name: give each as `--model` takes it, e.g. \
+                     \"claude-sonnet-4-5\" or \"opus\""
+                ),
+            ));
+        }
+        if name.eq_ignore_ascii_case(DEFAULT_MODEL_CHOICE) {
+            return Err(invalid(
+                key,
+                format!("{models:?}"),
+                "\"default\" is what `/model default` means (back to `model`); set `model` instead",
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(
+                key,
+                format!("{models:?}"),
+                &format!("{name:?} is listed twice; list each model once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `agent` with the Claude-only keys at their defaults.
 fn plain_defaults(agent: &AgentConfig) -> AgentConfig {
     let defaults = AgentConfig::default();
     AgentConfig {
         model: defaults.model,
+        models: defaults.models,
         permission_mode: defaults.permission_mode,
         allowed_tools: defaults.allowed_tools,
         disallowed_tools: defaults.disallowed_tools,
@@ -1021,7 +1086,7 @@ impl Config {
             check_projects(&bot.projects, &key)?;
             if bot.agent.kind == AgentKind::Plain && bot.agent != plain_defaults(&bot.agent) {
                 warnings.push(ConfigWarning(format!(
-                    "bots[{i}].agent: model, permission_mode, allowed_tools, disallowed_tools and \
+                    "bots[{i}].agent: model, models, permission_mode, allowed_tools, disallowed_tools and \
                      keep_warm_s apply to kind = \"claude\" only; kind = \"plain\" ignores them"
                 )));
             }
@@ -1587,6 +1652,54 @@ mod tests {
             warnings
                 .iter()
                 .any(|w| w.0.contains("kind = \"plain\" ignores them")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn models_are_read_and_an_empty_or_repeated_name_is_refused() {
+        let text = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\nmodel = \"opus\"\n";
+        let (config, _) = parse(text).expect("valid");
+        assert!(config.bots[0].agent.model_choices().is_empty());
+        let listed = format!("{text}models = [\"claude-sonnet-4-5\", \"opus\"]\n");
+        let (config, _) = parse(&listed).expect("valid");
+        assert_eq!(
+            config.bots[0].agent.model_choices(),
+            ["claude-sonnet-4-5", "opus"]
+        );
+        assert!(
+            config.render_redacted().contains("models = ["),
+            "check-config shows the list"
+        );
+        let agent = &config.bots[0].agent;
+        assert_eq!(agent.model_for(None), "opus");
+        assert_eq!(
+            agent.model_for(Some("claude-sonnet-4-5")),
+            "claude-sonnet-4-5"
+        );
+        assert_eq!(
+            agent.model_for(Some("withdrawn")),
+            "opus",
+            "no longer listed"
+        );
+        for (models, problem) in [
+            ("[\"opus\", \"\"]", "not a model name"),
+            ("[\"--resume\"]", "not a model name"),
+            ("[\"claude sonnet\"]", "not a model name"),
+            ("[\"opus\", \"opus\"]", "listed twice"),
+            ("[\"Default\"]", "/model default"),
+        ] {
+            let err = parse(&format!("{text}models = {models}\n"))
+                .expect_err(models)
+                .to_string();
+            assert!(err.contains("bots[0].agent.models"), "{err}");
+            assert!(err.contains(problem), "{err}");
+        }
+        let plain = "[[bots]]\nid = \"B\"\nallowed_users = [1]\n[bots.agent]\nkind = \"plain\"\ncommand = [\"x\"]\nmodels = [\"opus\"]\n";
+        let (config, warnings) = parse(plain).expect("valid");
+        assert!(config.bots[0].agent.model_choices().is_empty());
+        assert!(
+            warnings.iter().any(|w| w.0.contains("ignores them")),
             "{warnings:?}"
         );
     }

@@ -27,6 +27,9 @@ pub enum Command {
     Stop,
     /// /mode [MODE]: show or set the user's agent permission mode.
     Mode(Option<String>),
+    /// /model [NAME]: show the models to pick from, or pick one (`default`: the
+    /// bot's).
+    Model(Option<String>),
     /// /retry [ID]: the given task, or the user's last failed one.
     Retry(Option<u64>),
     /// /cost
@@ -79,6 +82,19 @@ pub const COMMAND_LIST: &[(&str, &str)] = &[
     ("project", "list the projects or switch: /project [NAME]"),
 ];
 
+/// `/model` in the command list and /help, for a bot whose agent offers models.
+pub const MODEL_COMMAND: (&str, &str) = ("model", "choose the agent's model: /model [NAME]");
+
+/// The commands a bot registers with Telegram and lists in /help: [`COMMAND_LIST`],
+/// and [`MODEL_COMMAND`] when `offers_models` (a bot without models hides it).
+pub fn bot_commands(offers_models: bool) -> Vec<(&'static str, &'static str)> {
+    let mut list = COMMAND_LIST.to_vec();
+    if offers_models {
+        list.push(MODEL_COMMAND);
+    }
+    list
+}
+
 /// Parses a message text. `bot_username` is this bot's username without `@`.
 pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
     let trimmed = text.trim_start();
@@ -113,6 +129,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Command {
         "cancel" => with_id("cancel", args, Command::Cancel),
         "stop" => Command::Stop,
         "mode" => Command::Mode(args.split_whitespace().next().map(|m| truncate(m, 64))),
+        "model" => Command::Model(args.split_whitespace().next().map(|m| truncate(m, 64))),
         "retry" => with_id("retry", args, Command::Retry),
         "cost" => Command::Cost,
         "alerts" => Command::Alerts,
@@ -142,13 +159,13 @@ fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
-/// The /help text.
-pub fn help_text() -> String {
+/// The /help text; `offers_models` as in [`bot_commands`].
+pub fn help_text(offers_models: bool) -> String {
     let mut out = String::from(
         "Send me a message and I pass it to the coding agent; you get its answer here.\n\
          Your messages run one at a time, in the order you send them.\n\nCommands:\n",
     );
-    for (name, description) in COMMAND_LIST {
+    for (name, description) in bot_commands(offers_models) {
         out.push_str(&format!("/{name} — {description}\n"));
     }
     out
@@ -187,6 +204,11 @@ mod tests {
             parse("/mode plan", None),
             Command::Mode(Some("plan".into()))
         );
+        assert_eq!(parse("/model", None), Command::Model(None));
+        assert_eq!(
+            parse("/model  opus extra", None),
+            Command::Model(Some("opus".into()))
+        );
         assert_eq!(
             parse("/task abc", None),
             Command::BadArgument {
@@ -208,6 +230,14 @@ mod tests {
         );
         assert_eq!(parse("/status@MyBot", Some("mybot")), Command::Status);
         assert_eq!(parse("/status@mybot", None), Command::ForAnotherBot);
+    }
+
+    #[test]
+    fn model_is_listed_only_for_a_bot_that_offers_models() {
+        assert!(!help_text(false).contains("/model"));
+        assert!(help_text(true).contains("/model — choose the agent's model"));
+        assert!(!bot_commands(false).iter().any(|(name, _)| *name == "model"));
+        assert!(bot_commands(true).iter().any(|(name, _)| *name == "model"));
     }
 
     proptest! {

@@ -24,6 +24,7 @@ mod delivery;
 mod files;
 mod handler;
 mod inbox;
+mod model;
 mod poller;
 mod progress;
 mod projects;

@@ -17,7 +17,7 @@ use teloxide::types::{Update, UpdateKind};
 use tokio::task::JoinSet;
 
 use super::BotRuntime;
-use super::commands::COMMAND_LIST;
+use super::commands::bot_commands;
 use super::telegram::SendError;
 use crate::storage::now_ms;
 
@@ -109,9 +109,9 @@ async fn setup(bot: &BotRuntime) {
     if let Err(e) = bot.api.delete_webhook().await {
         tracing::warn!(error = %e, "deleteWebhook failed");
     }
-    let commands = COMMAND_LIST
-        .iter()
-        .map(|(name, description)| teloxide::types::BotCommand::new(*name, *description))
+    let commands = bot_commands(!bot.config.agent.model_choices().is_empty())
+        .into_iter()
+        .map(|(name, description)| teloxide::types::BotCommand::new(name, description))
         .collect();
     if let Err(e) = bot.api.set_commands(commands).await {
         tracing::warn!(error = %e, "setMyCommands failed");
@@ -231,6 +231,9 @@ async fn handle_update(bot: &Arc<BotRuntime>, update: Update) {
                 .is_some_and(|d| d.starts_with(super::projects::CALLBACK_PREFIX)) =>
         {
             super::projects::handle_callback(bot, query).await
+        }
+        UpdateKind::CallbackQuery(query) if super::model::is_model_press(&query) => {
+            super::model::handle_callback(bot, query).await
         }
         UpdateKind::CallbackQuery(query) => super::approval::handle_callback(bot, query).await,
         UpdateKind::ChannelPost(_) | UpdateKind::EditedChannelPost(_) => {

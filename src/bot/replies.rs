@@ -10,29 +10,34 @@ use crate::config::{DEFAULT_PROJECT, PermissionMode};
 use crate::storage::{RestartState, Task, TaskFilter, TaskStatus, now_ms};
 
 pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, command: Command) {
+    let offers_models = !bot.config.agent.model_choices().is_empty();
     let text = match command {
-        Command::Start => format!("Hello! I connect you to a coding agent.\n\n{}", help_text()),
-        Command::Help => help_text(),
+        Command::Start => format!(
+            "Hello! I connect you to a coding agent.\n\n{}",
+            help_text(offers_models)
+        ),
+        Command::Help => help_text(offers_models),
         Command::New => new_session(bot, sender).await,
         Command::Status => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             status_text(bot),
             mode_line(bot, sender),
-            project_line(bot, sender).await
+            project_line(bot, sender).await,
+            super::model::status_line(bot, sender.user_id)
         ),
         Command::Tasks => tasks_text(bot, sender),
         Command::Task(id) => task_text(bot, sender, id),
         Command::Cancel(id) => cancel(bot, sender, id).await,
         Command::Stop => stop(bot, sender).await,
         Command::Mode(name) => mode(bot, sender, name).await,
+        Command::Model(_) if !offers_models => unknown_command("model"),
+        Command::Model(name) => return super::model::answer(bot, sender, name).await,
         Command::Retry(id) => retry(bot, sender, id).await,
         Command::Cost => cost_text(bot),
         Command::Alerts => alerts_text(bot),
         Command::Restart => return restart(bot, sender).await,
         Command::Backup => backup(bot, sender).await,
-        Command::Unknown(name) => {
-            format!("I don't know the command /{name}. Send /help for the list.")
-        }
+        Command::Unknown(name) => unknown_command(&name),
         Command::BadArgument { command, given } => {
             format!("/{command} takes a task number, not \"{given}\". Example: /{command} 42")
         }
@@ -42,6 +47,10 @@ pub(super) async fn answer_command(bot: &Arc<BotRuntime>, sender: Sender, comman
         Command::ForAnotherBot | Command::Prompt(_) | Command::File(_) => return,
     };
     bot.reply(sender, &text).await;
+}
+
+fn unknown_command(name: &str) -> String {
+    format!("I don't know the command /{name}. Send /help for the list.")
 }
 
 async fn new_session(bot: &BotRuntime, sender: Sender) -> String {

@@ -273,6 +273,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "task_projects" => count(tx, tables::TASK_PROJECTS)?,
             "project_sessions" => count(tx, tables::PROJECT_SESSIONS)?,
             "project_messages" => count(tx, tables::PROJECT_MESSAGES)?,
+            "user_models" => count(tx, tables::USER_MODELS)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -611,6 +612,17 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
+                )?;
+            }
+        }
+        "user_models" => {
+            for row in rows!(tables::USER_MODELS).iter()? {
+                let (k, v) = row?;
+                let (bot, user) = k.value();
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"bot_id": bot, "user_id": user, "model": v.value()}),
                 )?;
             }
         }

@@ -43,6 +43,7 @@ mod kv;
 mod legacy;
 mod lifecycle;
 mod limits;
+mod models;
 mod modes;
 mod outbox;
 mod projects;

@@ -205,6 +205,7 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::TASK_PROJECTS,
         tables::PROJECT_SESSIONS,
         tables::PROJECT_MESSAGES,
+        tables::USER_MODELS,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

@@ -57,6 +57,8 @@ pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
 
 /// (bot_id, user_id) → permission mode name chosen with `/mode`.
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
+/// (bot_id, user_id) → model name chosen with `/model`.
+pub const USER_MODELS: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_models");
 
 /// (bot_id, user_id) → project name chosen with `/project` (absent: `default`).
 pub const USER_PROJECTS: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_projects");
@@ -72,7 +74,7 @@ pub const PROJECT_MESSAGES: TableDefinition<(&str, i64, &str, u64), &[u8]> =
     TableDefinition::new("project_messages");
 
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 26] = [
+pub const ALL_TABLES: [&str; 27] = [
     "meta",
     "sessions",
     "messages",
@@ -99,4 +101,5 @@ pub const ALL_TABLES: [&str; 26] = [
     "task_projects",
     "project_sessions",
     "project_messages",
+    "user_models",
 ];

@@ -485,7 +485,9 @@ impl Pool {
     }
 
     /// The agent command for a task of `user_id`: the bot's, with the user's
-    /// `/mode` permission mode when they chose one.
+    /// `/mode` permission mode and `/model` model when they chose them. A warm
+    /// process started with another command (another model) never takes the
+    /// user's next prompt: [`Self::run_warm`] compares the commands.
     fn agent_command(&self, bot: &BotConfig, user_id: i64) -> AgentCommand {
         let mut scrub_env: Vec<String> = self
             .shared
@@ -502,15 +504,28 @@ impl Pool {
                 None
             }
         };
-        match chosen {
-            Some(mode) => {
+        let model = self.user_model(bot, user_id);
+        match (chosen, model) {
+            (None, None) => AgentCommand::from_config(&bot.agent, scrub_env),
+            (mode, model) => {
                 let agent = crate::config::AgentConfig {
-                    permission_mode: mode,
+                    permission_mode: mode.unwrap_or(bot.agent.permission_mode),
+                    model: model.unwrap_or_else(|| bot.agent.model.clone()),
                     ..bot.agent.clone()
                 };
                 AgentCommand::from_config(&agent, scrub_env)
             }
-            None => AgentCommand::from_config(&bot.agent, scrub_env),
+        }
+    }
+
+    /// The model `user_id` picked with `/model`, while the bot still offers it.
+    fn user_model(&self, bot: &BotConfig, user_id: i64) -> Option<String> {
+        match self.shared.store.user_model(&bot.id, user_id) {
+            Ok(stored) => stored.filter(|name| bot.agent.model_choices().contains(name)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the user's model; using the bot's");
+                None
+            }
         }
     }
 

@@ -33,6 +33,7 @@
 //! | `stderr:TEXT` | print TEXT on stderr |
 //! | `no-session` | when resuming (or continuing a session in a process kept open), fail like Claude Code with an unknown session id |
 //! | `pwd` | answer with the working directory |
+//! | `argv` | answer `argv:` and the arguments it was started with, space-separated, then the message on its own line |
 //! | `env:NAME` | answer whether variable NAME is set (never its value) |
 //! | `tool:NAME` | (stream-json output) first call tool NAME with the message as its main argument (`command` for Bash, `file_path` otherwise): a `tool_use` event and its `tool_result`, before any `sleep`; nothing is run |
 //!
@@ -55,6 +56,9 @@ pub const IGNORING_SIGTERM_NOTE: &str = "test-agent: ignoring SIGTERM";
 /// The failure answer of `fail`.
 pub const FAILED_AS_ASKED: &str = "agent failed as asked";
 
+/// The arguments this process was started with, for `argv`.
+static STARTED_WITH: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 /// The text of a `long:N` answer, repeated and cut to N bytes.
 const LONG_PATTERN: &[u8] = b"agentlab test agent long output line\n";
 
@@ -68,6 +72,7 @@ pub fn run() -> i32 {
 /// exit code.
 pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     let args: Vec<String> = args.into_iter().collect();
+    let _ = STARTED_WITH.set(args.clone());
     let resume = flag_value(&args, "--resume");
     let protocol = Protocol {
         stream_json_in: flag_value(&args, "--input-format").as_deref() == Some("stream-json"),
@@ -205,6 +210,7 @@ struct Directives {
     stderr: Vec<String>,
     no_session: bool,
     pwd: bool,
+    argv: bool,
     env: Vec<String>,
     tools: Vec<String>,
     message: String,
@@ -239,6 +245,7 @@ impl Directives {
             ("crash", None) => self.crash = true,
             ("no-session", None) => self.no_session = true,
             ("pwd", None) => self.pwd = true,
+            ("argv", None) => self.argv = true,
             ("sleep", Some(v)) => return set(&mut self.sleep, parse_seconds(v)),
             ("exit", Some(v)) => return set(&mut self.exit, v.parse().ok()),
             ("long", Some(v)) => return set(&mut self.long, v.parse().ok()),
@@ -359,6 +366,9 @@ fn answer_text(d: &Directives, grandchild: Option<u32>) -> String {
             |e| format!("no working directory: {e}"),
             |dir| dir.display().to_string(),
         )
+    } else if d.argv {
+        let args = STARTED_WITH.get().map_or_else(String::new, |a| a.join(" "));
+        format!("argv: {args}\n{}", d.message)
     } else if !d.env.is_empty() {
         env_report(&d.env)
     } else if d.message.is_empty() {

@@ -18,6 +18,7 @@ mod harness;
 mod http_api;
 mod legacy_import;
 mod logs;
+mod model;
 mod monitor;
 mod newcomer;
 mod operator_http;
