@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::{Value, json};
 use telegram_sim::{SentItem, SentKind};
 
@@ -297,6 +299,37 @@ async fn the_http_api_takes_a_project_and_refuses_an_unknown_one_naming_the_know
         error.contains("web") && error.contains("default, api"),
         "{error}"
     );
+
+    // `agentlab ask --project` posts it.
+    let asked = ask(&service, &["--project", "api", "pwd"]).await;
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let canonical = api.path().canonicalize().expect("canonical");
+    let out = String::from_utf8_lossy(&asked.stdout);
+    assert!(out.contains(&canonical.display().to_string()), "{out}");
+    let refused = ask(&service, &["--project", "web", "pwd"]).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("default, api"), "{err}");
+}
+
+/// Runs `agentlab ask ARGS` against the service; returns its output.
+async fn ask(service: &Service, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(crate::harness::binary())
+        .arg("--config")
+        .arg(&service.config_path)
+        .arg("ask")
+        .args(args)
+        .env_remove("AGENTLAB_CONFIG")
+        .envs(service.env())
+        .output();
+    tokio::time::timeout(crate::harness::PATIENCE, run)
+        .await
+        .expect("the CLI answers in time")
+        .expect("run the CLI")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -323,4 +356,83 @@ async fn the_chosen_project_survives_a_restart_and_a_removed_one_falls_back_to_d
     service
         .wait_for_message(0, USER, |t| t.contains("`api` is no longer configured"))
         .await;
+}
+
+/// The last request the real CLI sent the model: the user texts it carried.
+fn last_user_texts(model: &ModelSim) -> Vec<String> {
+    model
+        .agent_requests()
+        .pop()
+        .expect("a request")
+        .user_texts()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn with_the_real_cli_two_projects_keep_two_conversations() {
+    let Some(binary) = require_claude("two_projects_keep_two_conversations") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    for reply in [
+        "Noted: blue.",
+        "Noted: red.",
+        "You said blue.",
+        "You said red.",
+    ] {
+        model.push(Reply::text(reply));
+    }
+    let api = tempfile::tempdir().expect("api workdir");
+    let home = tempfile::tempdir().expect("home");
+    let env = claude_env(home.path(), &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    let service = Service::start(Options {
+        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
+        extra_env: env,
+        extra_toml: projects_toml(api.path()),
+        ..Options::default()
+    })
+    .await;
+
+    service.send(0, USER, "my colour is blue");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Noted: blue."))
+        .await;
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "my colour is red");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Noted: red."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(
+        !shown.iter().any(|t| t == "my colour is blue"),
+        "api starts its own conversation: {shown:?}"
+    );
+
+    command(&service, "/project default", |t| {
+        t.starts_with("Project: default")
+    })
+    .await;
+    service.send(0, USER, "which colour?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("You said blue."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
+    assert!(!shown.iter().any(|t| t == "my colour is red"), "{shown:?}");
+
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "which colour, here?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("You said red."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(shown.iter().any(|t| t == "my colour is red"), "{shown:?}");
+    assert!(!shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
 }
