@@ -386,19 +386,7 @@ async fn with_the_real_cli_two_projects_keep_two_conversations() {
         model.push(Reply::text(reply));
     }
     let api = tempfile::tempdir().expect("api workdir");
-    let home = tempfile::tempdir().expect("home");
-    let env = claude_env(home.path(), &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    let service = Service::start(Options {
-        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
-        extra_env: env,
-        extra_toml: projects_toml(api.path()),
-        ..Options::default()
-    })
-    .await;
+    let service = service_with_claude(&binary, &model, api.path()).await;
 
     service.send(0, USER, "my colour is blue");
     service
@@ -435,4 +423,97 @@ async fn with_the_real_cli_two_projects_keep_two_conversations() {
     let shown = last_user_texts(&model);
     assert!(shown.iter().any(|t| t == "my colour is red"), "{shown:?}");
     assert!(!shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
+}
+
+/// A service whose bot runs the real CLI against `model`, with the project `api`.
+async fn service_with_claude(binary: &Path, model: &ModelSim, api: &Path) -> Service {
+    let home = tempfile::tempdir().expect("home").keep();
+    let env = claude_env(&home, &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    Service::start(Options {
+        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
+        extra_env: env,
+        extra_toml: projects_toml(api),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The approval messages (with buttons) sent to the user, oldest first.
+fn approval_messages(service: &Service) -> Vec<SentItem> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .filter(|i| i.kind == SentKind::Message && i.reply_markup.is_some())
+        .collect()
+}
+
+/// `user` presses the button of `item` whose label ends with `label`.
+async fn press_labelled(service: &Service, item: &SentItem, label: &str) -> String {
+    let (_, data) = buttons(item)
+        .into_iter()
+        .find(|(text, _)| text.ends_with(label))
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
+    press(service, USER, item, &data).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn always_allow_in_one_project_does_not_allow_in_another() {
+    let Some(binary) = require_claude("always_allow_per_project") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo 1 > one.txt"));
+    model.push(Reply::text("First done."));
+    model.push(Reply::bash("echo 2 > two.txt"));
+    model.push(Reply::text("Second done."));
+    model.push(Reply::bash("echo 3 > three.txt"));
+    model.push(Reply::text("Third done."));
+    let api = tempfile::tempdir().expect("api workdir");
+    let service = service_with_claude(&binary, &model, api.path()).await;
+
+    service.send(0, USER, "first");
+    let asked = wait_until("the first approval", || {
+        approval_messages(&service).into_iter().next()
+    })
+    .await;
+    let answer = press_labelled(&service, &asked, "Always allow Bash").await;
+    assert_eq!(answer, "Allowed for this session.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("First done."))
+        .await;
+
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "second");
+    let asked = wait_until("api's own approval", || {
+        approval_messages(&service).into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(press_labelled(&service, &asked, "Allow").await, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Second done."))
+        .await;
+    assert!(api.path().join("two.txt").exists(), "ran in api's workdir");
+
+    command(&service, "/project default", |t| {
+        t.starts_with("Project: default")
+    })
+    .await;
+    service.send(0, USER, "third");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Third done."))
+        .await;
+    assert!(service.dir.path().join("three.txt").exists());
+    assert_eq!(
+        approval_messages(&service).len(),
+        2,
+        "default's session still always allows Bash"
+    );
 }
