@@ -10,7 +10,7 @@ use std::path::Path;
 use agentlab_testkit::claude::{claude_env, require_claude};
 use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::{Value, json};
-use telegram_sim::{SentItem, SentKind};
+use telegram_sim::{FileKind, IncomingFile, IncomingMessage, SentItem, SentKind};
 
 use crate::harness::{Options, Service, wait_until};
 
@@ -516,4 +516,76 @@ async fn always_allow_in_one_project_does_not_allow_in_another() {
         2,
         "default's session still always allows Bash"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_file_and_the_outbox_are_the_current_projects() {
+    // The agent writes where it ran into the outbox, then is the test agent.
+    let scripts = tempfile::tempdir().expect("scripts");
+    let script = scripts.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nmkdir -p .agentlab/outbox\npwd > .agentlab/outbox/where.txt\nexec {:?} test-agent \"$@\"\n",
+            crate::harness::binary()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let api = tempfile::tempdir().expect("api workdir");
+    let service = Service::start(Options {
+        agent_toml: Some(format!(
+            "command = [{:?}]\nkeep_warm_s = 0",
+            script.display().to_string()
+        )),
+        extra_toml: projects_toml(api.path()),
+        ..Options::default()
+    })
+    .await;
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+
+    let document = IncomingFile::new(FileKind::Document, b"log line\n".to_vec())
+        .named("app.log")
+        .captioned("read this");
+    service.send_message(0, &IncomingMessage::file(USER, USER, document));
+    let answer = service
+        .wait_for_message(0, USER, |t| t.contains("Attached file: "))
+        .await;
+    let saved = answer
+        .lines()
+        .find_map(|l| l.split_once("Attached file: "))
+        .map(|(_, path)| Path::new(path.trim()).to_path_buf())
+        .expect("a saved path");
+    let api_root = std::path::absolute(api.path()).expect("absolute");
+    assert!(
+        saved.starts_with(api_root.join(".agentlab").join("inbox")),
+        "{saved:?}"
+    );
+    assert_eq!(std::fs::read(&saved).expect("saved"), b"log line\n");
+
+    // The task's outbox is api's: the file says the agent ran there.
+    let where_ran = wait_for_upload(&service, "where.txt").await;
+    let canonical = api.path().canonicalize().expect("canonical");
+    assert_eq!(
+        String::from_utf8_lossy(&where_ran).trim(),
+        canonical.display().to_string()
+    );
+    assert!(api.path().join(".agentlab/outbox/sent/where.txt").exists());
+
+    // /file reads api's workdir.
+    std::fs::write(api.path().join("notes.txt"), b"api notes").expect("notes");
+    service.send(0, USER, "/file notes.txt");
+    assert_eq!(wait_for_upload(&service, "notes.txt").await, b"api notes");
+}
+
+/// Waits for a document or photo named `name` sent to `USER`; its bytes.
+async fn wait_for_upload(service: &Service, name: &str) -> Vec<u8> {
+    wait_until(&format!("`{name}` sent"), || {
+        service.sent_to(0, USER).into_iter().find_map(|item| {
+            let document = item.document?;
+            (document.file_name.as_deref() == Some(name)).then_some(document.content)
+        })
+    })
+    .await
 }
