@@ -1565,6 +1565,10 @@ mod tests {
         assert_eq!(bot.project_workdir("api"), Some(Path::new("/srv/api")));
         assert_eq!(bot.project_workdir("default"), Some(Path::new("/w")));
         assert_eq!(bot.project_workdir("web"), None);
+        // check-config shows them.
+        let shown = config.render_redacted();
+        assert!(shown.contains("[[bots.projects]]"), "{shown}");
+        assert!(shown.contains("name = \"api\""), "{shown}");
 
         let named_default =
             "[[bots]]\nid = \"A\"\n[[bots.projects]]\nname = \"default\"\nworkdir = \"/x\"\n";

@@ -199,6 +199,7 @@ mod tests {
             parse("/project api", None),
             Command::Project(Some("api".into()))
         );
+        assert!(help_text().contains("/project — "), "{}", help_text());
         assert_eq!(parse("/mode", None), Command::Mode(None));
         assert_eq!(
             parse("/mode plan", None),

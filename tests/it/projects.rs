@@ -7,8 +7,10 @@
 
 use std::path::Path;
 
+use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::{Value, json};
-use telegram_sim::{SentItem, SentKind};
+use telegram_sim::{FileKind, IncomingFile, IncomingMessage, SentItem, SentKind};
 
 use crate::harness::{Options, Service, wait_until};
 
@@ -297,6 +299,37 @@ async fn the_http_api_takes_a_project_and_refuses_an_unknown_one_naming_the_know
         error.contains("web") && error.contains("default, api"),
         "{error}"
     );
+
+    // `agentlab ask --project` posts it.
+    let asked = ask(&service, &["--project", "api", "pwd"]).await;
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let canonical = api.path().canonicalize().expect("canonical");
+    let out = String::from_utf8_lossy(&asked.stdout);
+    assert!(out.contains(&canonical.display().to_string()), "{out}");
+    let refused = ask(&service, &["--project", "web", "pwd"]).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("default, api"), "{err}");
+}
+
+/// Runs `agentlab ask ARGS` against the service; returns its output.
+async fn ask(service: &Service, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(crate::harness::binary())
+        .arg("--config")
+        .arg(&service.config_path)
+        .arg("ask")
+        .args(args)
+        .env_remove("AGENTLAB_CONFIG")
+        .envs(service.env())
+        .output();
+    tokio::time::timeout(crate::harness::PATIENCE, run)
+        .await
+        .expect("the CLI answers in time")
+        .expect("run the CLI")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -323,4 +356,236 @@ async fn the_chosen_project_survives_a_restart_and_a_removed_one_falls_back_to_d
     service
         .wait_for_message(0, USER, |t| t.contains("`api` is no longer configured"))
         .await;
+}
+
+/// The last request the real CLI sent the model: the user texts it carried.
+fn last_user_texts(model: &ModelSim) -> Vec<String> {
+    model
+        .agent_requests()
+        .pop()
+        .expect("a request")
+        .user_texts()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn with_the_real_cli_two_projects_keep_two_conversations() {
+    let Some(binary) = require_claude("two_projects_keep_two_conversations") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    for reply in [
+        "Noted: blue.",
+        "Noted: red.",
+        "You said blue.",
+        "You said red.",
+    ] {
+        model.push(Reply::text(reply));
+    }
+    let api = tempfile::tempdir().expect("api workdir");
+    let service = service_with_claude(&binary, &model, api.path()).await;
+
+    service.send(0, USER, "my colour is blue");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Noted: blue."))
+        .await;
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "my colour is red");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Noted: red."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(
+        !shown.iter().any(|t| t == "my colour is blue"),
+        "api starts its own conversation: {shown:?}"
+    );
+
+    command(&service, "/project default", |t| {
+        t.starts_with("Project: default")
+    })
+    .await;
+    service.send(0, USER, "which colour?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("You said blue."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
+    assert!(!shown.iter().any(|t| t == "my colour is red"), "{shown:?}");
+
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "which colour, here?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("You said red."))
+        .await;
+    let shown = last_user_texts(&model);
+    assert!(shown.iter().any(|t| t == "my colour is red"), "{shown:?}");
+    assert!(!shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
+}
+
+/// A service whose bot runs the real CLI against `model`, with the project `api`.
+async fn service_with_claude(binary: &Path, model: &ModelSim, api: &Path) -> Service {
+    let home = tempfile::tempdir().expect("home").keep();
+    let env = claude_env(&home, &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    Service::start(Options {
+        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
+        extra_env: env,
+        extra_toml: projects_toml(api),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The approval messages (with buttons) sent to the user, oldest first.
+fn approval_messages(service: &Service) -> Vec<SentItem> {
+    service
+        .sent_to(0, USER)
+        .into_iter()
+        .filter(|i| i.kind == SentKind::Message && i.reply_markup.is_some())
+        .collect()
+}
+
+/// `user` presses the button of `item` whose label ends with `label`.
+async fn press_labelled(service: &Service, item: &SentItem, label: &str) -> String {
+    let (_, data) = buttons(item)
+        .into_iter()
+        .find(|(text, _)| text.ends_with(label))
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
+    press(service, USER, item, &data).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn always_allow_in_one_project_does_not_allow_in_another() {
+    let Some(binary) = require_claude("always_allow_per_project") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo 1 > one.txt"));
+    model.push(Reply::text("First done."));
+    model.push(Reply::bash("echo 2 > two.txt"));
+    model.push(Reply::text("Second done."));
+    model.push(Reply::bash("echo 3 > three.txt"));
+    model.push(Reply::text("Third done."));
+    let api = tempfile::tempdir().expect("api workdir");
+    let service = service_with_claude(&binary, &model, api.path()).await;
+
+    service.send(0, USER, "first");
+    let asked = wait_until("the first approval", || {
+        approval_messages(&service).into_iter().next()
+    })
+    .await;
+    let answer = press_labelled(&service, &asked, "Always allow Bash").await;
+    assert_eq!(answer, "Allowed for this session.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("First done."))
+        .await;
+
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+    service.send(0, USER, "second");
+    let asked = wait_until("api's own approval", || {
+        approval_messages(&service).into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(press_labelled(&service, &asked, "Allow").await, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Second done."))
+        .await;
+    assert!(api.path().join("two.txt").exists(), "ran in api's workdir");
+
+    command(&service, "/project default", |t| {
+        t.starts_with("Project: default")
+    })
+    .await;
+    service.send(0, USER, "third");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Third done."))
+        .await;
+    assert!(service.dir.path().join("three.txt").exists());
+    assert_eq!(
+        approval_messages(&service).len(),
+        2,
+        "default's session still always allows Bash"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_file_and_the_outbox_are_the_current_projects() {
+    // The agent writes where it ran into the outbox, then is the test agent.
+    let scripts = tempfile::tempdir().expect("scripts");
+    let script = scripts.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nmkdir -p .agentlab/outbox\npwd > .agentlab/outbox/where.txt\nexec {:?} test-agent \"$@\"\n",
+            crate::harness::binary()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let api = tempfile::tempdir().expect("api workdir");
+    let service = Service::start(Options {
+        agent_toml: Some(format!(
+            "command = [{:?}]\nkeep_warm_s = 0",
+            script.display().to_string()
+        )),
+        extra_toml: projects_toml(api.path()),
+        ..Options::default()
+    })
+    .await;
+    command(&service, "/project api", |t| t.starts_with("Project: api")).await;
+
+    let document = IncomingFile::new(FileKind::Document, b"log line\n".to_vec())
+        .named("app.log")
+        .captioned("read this");
+    service.send_message(0, &IncomingMessage::file(USER, USER, document));
+    let answer = service
+        .wait_for_message(0, USER, |t| t.contains("Attached file: "))
+        .await;
+    let saved = answer
+        .lines()
+        .find_map(|l| l.split_once("Attached file: "))
+        .map(|(_, path)| Path::new(path.trim()).to_path_buf())
+        .expect("a saved path");
+    let api_root = std::path::absolute(api.path()).expect("absolute");
+    assert!(
+        saved.starts_with(api_root.join(".agentlab").join("inbox")),
+        "{saved:?}"
+    );
+    assert_eq!(std::fs::read(&saved).expect("saved"), b"log line\n");
+
+    // The task's outbox is api's: the file says the agent ran there.
+    let where_ran = wait_for_upload(&service, "where.txt").await;
+    let canonical = api.path().canonicalize().expect("canonical");
+    assert_eq!(
+        String::from_utf8_lossy(&where_ran).trim(),
+        canonical.display().to_string()
+    );
+    assert!(api.path().join(".agentlab/outbox/sent/where.txt").exists());
+
+    // /file reads api's workdir.
+    std::fs::write(api.path().join("notes.txt"), b"api notes").expect("notes");
+    service.send(0, USER, "/file notes.txt");
+    assert_eq!(wait_for_upload(&service, "notes.txt").await, b"api notes");
+}
+
+/// Waits for a document or photo named `name` sent to `USER`; its bytes.
+async fn wait_for_upload(service: &Service, name: &str) -> Vec<u8> {
+    wait_until(&format!("`{name}` sent"), || {
+        service.sent_to(0, USER).into_iter().find_map(|item| {
+            let document = item.document?;
+            (document.file_name.as_deref() == Some(name)).then_some(document.content)
+        })
+    })
+    .await
 }
