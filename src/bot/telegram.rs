@@ -224,29 +224,6 @@ impl TelegramApi {
         }
     }
 
-    /// Sends HTML with one row of inline buttons, each `(label, callback_data)`.
-    pub async fn send_html_with_buttons(
-        &self,
-        chat_id: i64,
-        html: &str,
-        buttons: &[(String, String)],
-    ) -> Result<i32, SendError> {
-        let row: Vec<InlineKeyboardButton> = buttons
-            .iter()
-            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
-            .collect();
-        let markup = InlineKeyboardMarkup::new([row]);
-        let message = self
-            .call("sendMessage", || {
-                self.bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .reply_markup(markup.clone())
-            })
-            .await?;
-        Ok(message.id.0)
-    }
-
     /// Answers a button press: `text` shown briefly, or as an alert the user
     /// dismisses when `alert`.
     pub async fn answer_callback(
@@ -273,6 +250,48 @@ impl TelegramApi {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Sends HTML with rows of inline buttons, each `(label, callback_data)`.
+    pub async fn send_html_with_rows(
+        &self,
+        chat_id: i64,
+        html: &str,
+        rows: &[Vec<(String, String)>],
+    ) -> Result<i32, SendError> {
+        let markup = keyboard(rows);
+        let message = self
+            .call("sendMessage", || {
+                self.bot
+                    .send_message(ChatId(chat_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .reply_markup(markup.clone())
+            })
+            .await?;
+        Ok(message.id.0)
+    }
+
+    /// Replaces a message's HTML and its rows of inline buttons.
+    pub async fn edit_html_with_rows(
+        &self,
+        chat_id: i64,
+        message_id: i32,
+        html: &str,
+        rows: &[Vec<(String, String)>],
+    ) -> Result<(), SendError> {
+        let markup = keyboard(rows);
+        match self
+            .call("editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .reply_markup(markup.clone())
+            })
+            .await
+        {
+            Ok(_) | Err(SendError::NotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Shows "typing…" in the chat.
@@ -531,6 +550,15 @@ pub fn redact_token_in(text: &str, token: &str) -> String {
         out = out.replace(secret, "<redacted>");
     }
     out
+}
+
+/// An inline keyboard of rows of `(label, callback_data)` buttons.
+fn keyboard(rows: &[Vec<(String, String)>]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(rows.iter().map(|row| {
+        row.iter()
+            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
+            .collect::<Vec<_>>()
+    }))
 }
 
 #[cfg(test)]

@@ -269,6 +269,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "approvals" => count(tx, tables::APPROVALS)?,
             "approval_requests" => count(tx, tables::APPROVAL_REQUESTS)?,
             "user_modes" => count(tx, tables::USER_MODES)?,
+            "approval_answers" => count(tx, tables::APPROVAL_ANSWERS)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -607,6 +608,17 @@ fn dump_table(
                     &mut sink,
                     name,
                     json!({"bot_id": bot, "user_id": user, "permission_mode": v.value()}),
+                )?;
+            }
+        }
+        "approval_answers" => {
+            for row in rows!(tables::APPROVAL_ANSWERS).iter()? {
+                let (k, v) = row?;
+                let picks = super::approval_answers::decode_picks(v.value())?;
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"approval_id": k.value(), "picks": picks}),
                 )?;
             }
         }

@@ -201,6 +201,7 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::APPROVALS,
         tables::APPROVAL_REQUESTS,
         tables::USER_MODES,
+        tables::APPROVAL_ANSWERS,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

@@ -54,12 +54,15 @@ pub const APPROVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("approva
 /// (task_id, the CLI's request id) → approval id: each request stored once.
 pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("approval_requests");
+/// approval id → [`super::approval_answers::QuestionPick`]s: the options chosen so
+/// far for an approval that asks questions.
+pub const APPROVAL_ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("approval_answers");
 
 /// (bot_id, user_id) → permission mode name chosen with `/mode`.
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
 
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 22] = [
+pub const ALL_TABLES: [&str; 23] = [
     "meta",
     "sessions",
     "messages",
@@ -82,4 +85,5 @@ pub const ALL_TABLES: [&str; 22] = [
     "approvals",
     "approval_requests",
     "user_modes",
+    "approval_answers",
 ];
