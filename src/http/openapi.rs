@@ -371,10 +371,11 @@ fn schemas() -> Value {
         "DecideApproval": {
             "type": "object",
             "description": "Exactly one of `decision` and `answer`.",
+            "oneOf": [{"required": ["decision"]}, {"required": ["answer"]}],
             "additionalProperties": false,
             "properties": {
                 "decision": {"type": "string", "enum": ["allow", "deny"], "description": "For a question only `deny`: it is allowed by its answers."},
-                "answer": {"type": "string", "description": "For kind `question`: a label of the first open question (several labels of a multi-select question joined by \", \"). The approval is allowed, with the answers, once every question is answered."},
+                "answer": {"type": "string", "minLength": 1, "description": "For kind `question`: a label of the first open question (several labels of a multi-select question joined by \", \"). The approval is allowed, with the answers, once every question is answered."},
                 "by": {"type": "string", "maxLength": 64, "description": "Who decides, as recorded (control characters dropped); empty or absent: `api`."},
             },
         },

@@ -131,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             store.approval_picks(approval.id).expect("read"),
-            [pick.clone()]
+            std::slice::from_ref(&pick)
         );
         let verdict = ApprovalVerdict {
             decision: ApprovalDecision::Allow,
