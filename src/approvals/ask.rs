@@ -9,6 +9,9 @@
 //!   question's text to the chosen label (several labels of a multi-select
 //!   question joined by ", "). Questions are answered one after the other; a
 //!   multi-select question collects options until its choice is confirmed.
+//!   Every press says what it wants (choose, unchoose, confirm) rather than
+//!   "toggle", so a press delivered twice (Telegram redelivers what a killed
+//!   service did not confirm) changes nothing the second time.
 //! - A plan request holds the `plan` (and `planFilePath`); `allow` approves it
 //!   (the CLI leaves plan mode), `deny` with a message keeps the agent planning.
 //!
@@ -81,8 +84,16 @@ pub struct Question {
 /// A choice made for a question request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Press {
-    /// Option `option` of question `question` (toggled, for a multi-select one).
+    /// Option `option` of question `question` (added to the choice, for a
+    /// multi-select one).
     Choose {
+        /// The question's index.
+        question: usize,
+        /// The option's index.
+        option: usize,
+    },
+    /// Option `option` taken back from multi-select question `question`.
+    Unchoose {
         /// The question's index.
         question: usize,
         /// The option's index.
@@ -165,18 +176,22 @@ pub fn current(questions: &[Question], picks: &[QuestionPick]) -> Option<usize> 
 
 /// Applies `press` to `picks`.
 pub fn apply(questions: &[Question], picks: &mut Vec<QuestionPick>, press: &Press) -> PressOutcome {
-    let (index, labels, confirm) = match press {
-        Press::Choose { question, option } => {
-            let Some(label) = questions
-                .get(*question)
-                .and_then(|q| q.options.get(*option))
-                .map(|(label, _)| label.clone())
-            else {
-                return PressOutcome::NoSuchOption;
-            };
-            (*question, vec![label], false)
-        }
-        Press::Confirm { question } => (*question, Vec::new(), true),
+    let option_label = |question: usize, option: usize| {
+        questions
+            .get(question)
+            .and_then(|q| q.options.get(option))
+            .map(|(label, _)| label.clone())
+    };
+    let (index, label, action) = match press {
+        Press::Choose { question, option } => match option_label(*question, *option) {
+            Some(label) => (*question, Some(label), Action::Choose),
+            None => return PressOutcome::NoSuchOption,
+        },
+        Press::Unchoose { question, option } => match option_label(*question, *option) {
+            Some(label) => (*question, Some(label), Action::Unchoose),
+            None => return PressOutcome::NoSuchOption,
+        },
+        Press::Confirm { question } => (*question, None, Action::Confirm),
         Press::Label(given) => {
             let Some(index) = current(questions, picks) else {
                 return PressOutcome::AlreadyAnswered;
@@ -207,28 +222,42 @@ pub fn apply(questions: &[Question], picks: &mut Vec<QuestionPick>, press: &Pres
     if pick_of(picks, index).is_some_and(|p| p.done) {
         return PressOutcome::AlreadyAnswered;
     }
+    if action == Action::Unchoose && !question.multi_select {
+        return PressOutcome::NoSuchOption;
+    }
     let at = slot(picks, index);
     let pick = &mut picks[at];
-    if confirm {
-        if !question.multi_select || pick.labels.is_empty() {
-            return PressOutcome::NothingChosen;
-        }
-        pick.done = true;
-    } else if question.multi_select {
-        for label in labels {
-            match pick.labels.iter().position(|l| *l == label) {
-                Some(found) => {
-                    pick.labels.remove(found);
-                }
-                None => pick.labels.push(label),
+    match (action, label) {
+        (Action::Confirm, _) => {
+            if !question.multi_select || pick.labels.is_empty() {
+                return PressOutcome::NothingChosen;
             }
+            pick.done = true;
         }
-        return PressOutcome::Recorded;
-    } else {
-        pick.labels = labels;
-        pick.done = true;
+        (Action::Choose, Some(label)) if question.multi_select => {
+            if !pick.labels.contains(&label) {
+                pick.labels.push(label);
+            }
+            return PressOutcome::Recorded;
+        }
+        (Action::Choose, Some(label)) => {
+            pick.labels = vec![label];
+            pick.done = true;
+        }
+        (Action::Unchoose, Some(label)) => {
+            pick.labels.retain(|l| *l != label);
+            return PressOutcome::Recorded;
+        }
+        (_, None) => return PressOutcome::NoSuchOption,
     }
     finished(questions, picks)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Choose,
+    Unchoose,
+    Confirm,
 }
 
 fn slot(picks: &mut Vec<QuestionPick>, index: usize) -> usize {
@@ -328,9 +357,24 @@ mod tests {
             apply(&qs, &mut picks, &choose(1, 1)),
             PressOutcome::Recorded
         );
+        // Pressed twice (redelivered), a choice is made once, and taken back once.
         assert_eq!(
             apply(&qs, &mut picks, &choose(1, 1)),
             PressOutcome::Recorded
+        );
+        assert_eq!(pick_of(&picks, 1).map(|p| p.labels.len()), Some(3));
+        let unchoose = |question, option| Press::Unchoose { question, option };
+        assert_eq!(
+            apply(&qs, &mut picks, &unchoose(1, 1)),
+            PressOutcome::Recorded
+        );
+        assert_eq!(
+            apply(&qs, &mut picks, &unchoose(1, 1)),
+            PressOutcome::Recorded
+        );
+        assert_eq!(
+            apply(&qs, &mut picks, &unchoose(0, 1)),
+            PressOutcome::AlreadyAnswered
         );
         assert_eq!(
             apply(&qs, &mut picks, &choose(1, 9)),

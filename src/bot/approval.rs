@@ -16,9 +16,10 @@
 //! - only [`run`] sends and edits approval messages, one announcement after the
 //!   other, so an approval's "decided" edit never overtakes its first showing;
 //! - callback data is `ap:<id>:<a|A|d|k>` (allow, always allow, deny, keep
-//!   planning), `ap:<id>:o<question>.<option>` (choose) or `ap:<id>:c<question>`
-//!   (confirm a multi-select choice): at most 3 + 20 + 1 + 23 bytes, well under
-//!   Telegram's 64.
+//!   planning), `ap:<id>:o<question>.<option>` (choose), `ap:<id>:x<question>.<option>`
+//!   (unchoose, multi-select) or `ap:<id>:c<question>` (confirm a multi-select
+//!   choice): at most 3 + 20 + 1 + 23 bytes, well under Telegram's 64; pressed
+//!   twice, each means the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,7 +191,7 @@ enum Choice {
     Pick(Press),
 }
 
-/// `ap:<id>:<a|A|d|k|o<q>.<i>|c<q>>` → the approval and the choice.
+/// `ap:<id>:<a|A|d|k|o<q>.<i>|x<q>.<i>|c<q>>` → the approval and the choice.
 fn parse_callback(data: &str) -> Option<(u64, Choice)> {
     let rest = data.strip_prefix(CALLBACK_PREFIX)?;
     let (id, choice) = rest.split_once(':')?;
@@ -199,12 +200,16 @@ fn parse_callback(data: &str) -> Option<(u64, Choice)> {
         "A" => Choice::Decide(ApprovalDecision::AlwaysAllow),
         "d" | "k" => Choice::Decide(ApprovalDecision::Deny),
         other => {
-            if let Some(pair) = other.strip_prefix('o') {
-                let (question, option) = pair.split_once('.')?;
-                Choice::Pick(Press::Choose {
-                    question: question.parse().ok()?,
-                    option: option.parse().ok()?,
-                })
+            let pair = |rest: &str| -> Option<(usize, usize)> {
+                let (question, option) = rest.split_once('.')?;
+                Some((question.parse().ok()?, option.parse().ok()?))
+            };
+            if let Some(rest) = other.strip_prefix('o') {
+                let (question, option) = pair(rest)?;
+                Choice::Pick(Press::Choose { question, option })
+            } else if let Some(rest) = other.strip_prefix('x') {
+                let (question, option) = pair(rest)?;
+                Choice::Pick(Press::Unchoose { question, option })
             } else {
                 let question = other.strip_prefix('c')?.parse().ok()?;
                 Choice::Pick(Press::Confirm { question })
@@ -239,13 +244,13 @@ pub fn buttons(approval: &Approval, picks: &[QuestionPick]) -> Vec<Vec<(String, 
                 let question = &questions[q];
                 let chosen = ask::pick_of(picks, q).map_or(&[][..], |p| p.labels.as_slice());
                 for (i, (label, _)) in question.options.iter().enumerate() {
-                    let mark = match (question.multi_select, chosen.contains(label)) {
-                        (false, _) => "",
-                        (true, true) => "☑ ",
-                        (true, false) => "☐ ",
+                    let (mark, verb) = match (question.multi_select, chosen.contains(label)) {
+                        (false, _) => ("", 'o'),
+                        (true, true) => ("☑ ", 'x'),
+                        (true, false) => ("☐ ", 'o'),
                     };
                     let shown = format!("{mark}{}", cut(label, MAX_LABEL_CHARS));
-                    rows.push(vec![(shown, data(&format!("o{q}.{i}")))]);
+                    rows.push(vec![(shown, data(&format!("{verb}{q}.{i}")))]);
                 }
                 if question.multi_select {
                     rows.push(vec![("✔ Done".into(), data(&format!("c{q}")))]);
@@ -376,7 +381,9 @@ pub fn decided_html(approval: &Approval, picks: &[QuestionPick]) -> String {
     if let Some(verdict) = &approval.verdict {
         let what = match (kind, verdict.decision) {
             (ApprovalKind::Plan, ApprovalDecision::Allow) => "✅ Plan approved",
-            (ApprovalKind::Plan, ApprovalDecision::Deny) => "📝 Keep planning",
+            (ApprovalKind::Plan, ApprovalDecision::Deny) if verdict.by != "configuration" => {
+                "📝 Keep planning"
+            }
             (ApprovalKind::Question, ApprovalDecision::Allow) => "✅ Answered",
             (_, ApprovalDecision::Allow) => "✅ Allowed",
             (_, ApprovalDecision::AlwaysAllow) => "♾️ Always allowed for this session",
@@ -629,6 +636,16 @@ mod tests {
         let rows = buttons(&a, &picks);
         let labels: Vec<&str> = rows.iter().flatten().map(|(l, _)| l.as_str()).collect();
         assert_eq!(labels, ["☐ S", "☑ M", "✔ Done", "⛔ Deny"]);
+        assert_eq!(
+            parse_callback(&rows[1][0].1),
+            Some((
+                a.id,
+                Choice::Pick(Press::Unchoose {
+                    question: 1,
+                    option: 1
+                })
+            ))
+        );
         assert_eq!(
             parse_callback(&rows[2][0].1),
             Some((a.id, Choice::Pick(Press::Confirm { question: 1 })))

@@ -241,6 +241,45 @@ async fn questions_are_answered_by_buttons_and_the_model_sees_the_chosen_labels(
     assert!(last["waited_s"].is_number());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn a_question_answered_in_part_survives_a_kill_9_and_is_finished_after_the_restart() {
+    let Some(binary) = require_claude("ask_kill9") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(two_questions());
+    model.push(Reply::text("Answered across a restart."));
+    let mut service = service_asking(&binary, &model).await;
+
+    service.send(0, USER, "ask me across a crash");
+    let shown = wait_for_asked(&service, 1).await;
+    let id = shown.message_id.expect("id");
+    assert_eq!(press(&service, USER, id, "Red").await, "Noted.");
+    assert_eq!(press(&service, USER, id, "☐ L").await, "Noted.");
+    service.kill9();
+    service.restart().await;
+
+    // The choices made before the restart are kept: the second question's
+    // toggle is still on, and confirming it answers the agent that waited.
+    assert_eq!(press(&service, USER, id, "☑ L").await, "Noted.");
+    assert_eq!(press(&service, USER, id, "☐ M").await, "Noted.");
+    assert_eq!(press(&service, USER, id, "✔ Done").await, "Answered.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Answered across a restart."))
+        .await;
+    let saw = model_saw(&model);
+    assert!(
+        saw.iter()
+            .any(|t| t.contains(r#""Which color?"="Red""#) && t.contains(r#""Which sizes?"="M""#)),
+        "{saw:?}"
+    );
+    assert_eq!(asked(&service).len(), 1, "the question was asked anew");
+}
+
 /// Presses the first button of a message as first shown (a stale button).
 async fn press_stale(service: &Service, item: &SentItem) -> String {
     let (_, data) = buttons(item).into_iter().next().expect("a button");
