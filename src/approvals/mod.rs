@@ -7,7 +7,9 @@
 //! (bot, user, project) session: allow); otherwise it is stored as a pending approval and
 //! announced ([`ApprovalNews::Asked`]) so the bot shows it with buttons. Whoever
 //! decides — a button, the HTTP API, the CLI through it, or the timeout — calls
-//! [`Approvals::decide`].
+//! [`Approvals::decide`]. Requests that ask the user questions or approve a plan
+//! are approvals too ([`ask`]); a question's options are chosen with
+//! [`Approvals::answer`], which decides it once every question is answered.
 //!
 //! Invariants:
 //! - durable before answered: the decision is stored (once, see
@@ -21,6 +23,8 @@
 //! - a request outlives neither its run nor its agent: when the run ends, or a
 //!   restart finds the agent gone, what is still pending is expired.
 
+pub mod ask;
+
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,10 +35,11 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::broadcast;
 
+use self::ask::{ApprovalKind, Press, PressOutcome};
 use crate::config::Config;
 use crate::storage::{
-    Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval, Store, StoreError,
-    now_ms,
+    Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval, PicksUpdate, Store,
+    StoreError, now_ms,
 };
 
 /// Announcements kept for slow listeners.
@@ -47,7 +52,8 @@ pub const EXPIRY_DECIDER: &str = "expiry";
 /// Something changed about an approval (its id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalNews {
-    /// A new request waits for a decision: show it.
+    /// A request waits for a decision: show it (or, when it is shown already,
+    /// show it as it now stands: a question answered in part).
     Asked(u64),
     /// It was decided: update what shows it.
     Decided(u64),
@@ -94,6 +100,24 @@ pub struct AgentLink {
     pub write_line: fn(&Path, &[u8]) -> io::Result<()>,
     /// Whether the agent of a process folder still runs.
     pub is_alive: fn(&Path) -> bool,
+}
+
+/// What [`Approvals::answer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// The choice was recorded; other questions remain.
+    Recorded(Approval),
+    /// The choice answered the last question: the approval is decided (allowed,
+    /// with the answers).
+    Answered(Approval),
+    /// The approval was decided before.
+    AlreadyDecided(Approval),
+    /// The approval does not ask questions.
+    NotAQuestion,
+    /// The choice does not fit (see [`PressOutcome`]); nothing changed.
+    Refused(PressOutcome),
+    /// No such approval.
+    Unknown,
 }
 
 /// Who decides, as recorded and shown.
@@ -289,7 +313,20 @@ impl Approvals {
                 approval.tool_name.clone(),
             ));
         }
-        let input: Value = serde_json::from_str(&approval.input_json).unwrap_or(Value::Null);
+        let kind = ApprovalKind::of(approval);
+        let mut input = ask::input_of(approval);
+        let mut answers = None;
+        if kind == ApprovalKind::Question && decision.allows() {
+            // Frozen once decided; unreadable, the agent still gets its answer.
+            let picks = self.inner.store.approval_picks(id).unwrap_or_else(|error| {
+                tracing::error!(%error, approval_id = id, "cannot read the answers");
+                Vec::new()
+            });
+            input = ask::answered_input(&input, &picks);
+            answers = input.get("answers").cloned();
+        }
+        let by_person =
+            by.name != TIMEOUT_DECIDER && by.name != EXPIRY_DECIDER && by.name != "configuration";
         let message = match decision {
             ApprovalDecision::TimedOut => format!(
                 "Nobody answered the approval request within {} s: denied.",
@@ -299,6 +336,7 @@ impl Approvals {
                 "{} is disallowed by this bot's configuration.",
                 approval.tool_name
             ),
+            _ if kind == ApprovalKind::Plan && by_person => ask::KEEP_PLANNING_MESSAGE.to_owned(),
             _ => format!("Denied by {} from agentlab.", by.name),
         };
         if decision != ApprovalDecision::Expired {
@@ -315,12 +353,65 @@ impl Approvals {
                 "user_id": approval.user_id, "tool": approval.tool_name,
                 "input_sha256": digest(&approval.input_json),
                 "decision": decision.as_str(), "by": by.name, "by_user": by.user_id,
-                "waited_s": waited_s,
+                "waited_s": waited_s, "kind": kind.as_str(), "answers": answers,
             }),
         )
         .await;
         let _ = self.inner.news.send(ApprovalNews::Decided(id));
         Ok(outcome)
+    }
+
+    /// Records a choice for an approval that asks questions; once every question
+    /// is answered, decides it (allowed, the answers in the tool's input). A
+    /// choice that leaves questions open is announced ([`ApprovalNews::Asked`])
+    /// so what shows the approval shows the next question.
+    pub async fn answer(
+        &self,
+        id: u64,
+        press: Press,
+        by: Decider,
+    ) -> Result<AnswerOutcome, ApprovalError> {
+        match self.inner.store.approval(id)? {
+            None => return Ok(AnswerOutcome::Unknown),
+            Some(approval) if ApprovalKind::of(&approval) != ApprovalKind::Question => {
+                return Ok(AnswerOutcome::NotAQuestion);
+            }
+            Some(_) => {}
+        }
+        let update = self
+            .inner
+            .store
+            .update_approval_picks(id, move |approval, picks| {
+                let questions = ask::questions(&ask::input_of(approval));
+                let mut changed = picks.clone();
+                let outcome = ask::apply(&questions, &mut changed, &press);
+                if matches!(outcome, PressOutcome::Recorded | PressOutcome::Complete) {
+                    *picks = changed;
+                }
+                outcome
+            })
+            .await?;
+        let (approval, outcome) = match update {
+            PicksUpdate::Unknown => return Ok(AnswerOutcome::Unknown),
+            PicksUpdate::AlreadyDecided(approval) => {
+                return Ok(AnswerOutcome::AlreadyDecided(approval));
+            }
+            PicksUpdate::Updated(approval, _, outcome) => (approval, outcome),
+        };
+        match outcome {
+            PressOutcome::Recorded => {
+                let _ = self.inner.news.send(ApprovalNews::Asked(id));
+                Ok(AnswerOutcome::Recorded(approval))
+            }
+            PressOutcome::Complete => match self.decide(id, ApprovalDecision::Allow, by).await? {
+                DecideOutcome::Decided(decided) => Ok(AnswerOutcome::Answered(decided)),
+                DecideOutcome::AlreadyDecided(decided) => {
+                    Ok(AnswerOutcome::AlreadyDecided(decided))
+                }
+                DecideOutcome::Unknown => Ok(AnswerOutcome::Unknown),
+            },
+            refused => Ok(AnswerOutcome::Refused(refused)),
+        }
     }
 
     /// Ends the "always allow" decisions of a (bot, user, project) session (`/new`).

@@ -199,7 +199,11 @@ mod tests {
             parse("/project api", None),
             Command::Project(Some("api".into()))
         );
-        assert!(help_text().contains("/project — "), "{}", help_text());
+        assert!(
+            help_text(false).contains("/project — "),
+            "{}",
+            help_text(false)
+        );
         assert_eq!(parse("/mode", None), Command::Mode(None));
         assert_eq!(
             parse("/mode plan", None),

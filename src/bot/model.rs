@@ -230,7 +230,7 @@ async fn send_picker(bot: &BotRuntime, sender: Sender, note: &str) {
     let (html, rows) = picker(bot, sender.user_id, note);
     let sent = bot
         .api
-        .send_html_with_button_rows(sender.chat_id, &html, &rows, Some(sender.message_id))
+        .send_html_with_rows(sender.chat_id, &html, &rows, Some(sender.message_id))
         .await;
     if let Err(error) = sent {
         tracing::warn!(%error, "cannot send the model picker");
@@ -245,7 +245,7 @@ async fn refresh_picker(bot: &BotRuntime, message: Option<(i64, i32)>, user_id: 
     let (html, rows) = picker(bot, user_id, "");
     let edited = bot
         .api
-        .edit_html_with_button_rows(chat_id, message_id, &html, &rows)
+        .edit_html_with_rows(chat_id, message_id, &html, &rows)
         .await;
     if let Err(error) = edited {
         tracing::warn!(%error, "cannot update a model picker");

@@ -96,7 +96,7 @@ pub(super) async fn project_command(bot: &BotRuntime, sender: Sender, name: Opti
     let buttons = buttons(bot, &current.name);
     if let Err(error) = bot
         .api
-        .send_html_with_buttons(sender.chat_id, &html, &buttons)
+        .send_html_with_rows(sender.chat_id, &html, &[buttons], None)
         .await
     {
         tracing::warn!(%error, "cannot send the project list");

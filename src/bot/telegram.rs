@@ -224,79 +224,6 @@ impl TelegramApi {
         }
     }
 
-    /// Sends HTML with one row of inline buttons, each `(label, callback_data)`.
-    pub async fn send_html_with_buttons(
-        &self,
-        chat_id: i64,
-        html: &str,
-        buttons: &[(String, String)],
-    ) -> Result<i32, SendError> {
-        let row: Vec<InlineKeyboardButton> = buttons
-            .iter()
-            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
-            .collect();
-        let markup = InlineKeyboardMarkup::new([row]);
-        let message = self
-            .call("sendMessage", || {
-                self.bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .reply_markup(markup.clone())
-            })
-            .await?;
-        Ok(message.id.0)
-    }
-
-    /// Sends HTML with inline buttons, one row per inner list of `(label,
-    /// callback_data)`, as a reply to `reply_to`.
-    pub async fn send_html_with_button_rows(
-        &self,
-        chat_id: i64,
-        html: &str,
-        rows: &[Vec<(String, String)>],
-        reply_to: Option<i32>,
-    ) -> Result<i32, SendError> {
-        let markup = button_rows(rows);
-        let message = self
-            .call("sendMessage", || {
-                let mut req = self
-                    .bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .reply_markup(markup.clone());
-                if let Some(id) = reply_to {
-                    req = req.reply_parameters(reply_parameters(id));
-                }
-                req
-            })
-            .await?;
-        Ok(message.id.0)
-    }
-
-    /// Replaces the HTML of a message and its inline buttons (rows as in
-    /// [`Self::send_html_with_button_rows`]).
-    pub async fn edit_html_with_button_rows(
-        &self,
-        chat_id: i64,
-        message_id: i32,
-        html: &str,
-        rows: &[Vec<(String, String)>],
-    ) -> Result<(), SendError> {
-        let markup = button_rows(rows);
-        match self
-            .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .reply_markup(markup.clone())
-            })
-            .await
-        {
-            Ok(_) | Err(SendError::NotModified) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Answers a button press: `text` shown briefly, or as an alert the user
     /// dismisses when `alert`.
     pub async fn answer_callback(
@@ -323,6 +250,55 @@ impl TelegramApi {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Sends HTML with rows of inline buttons, each `(label, callback_data)`.
+    /// With `reply_to`, the message answers that one (still sent if it is gone).
+    pub async fn send_html_with_rows(
+        &self,
+        chat_id: i64,
+        html: &str,
+        rows: &[Vec<(String, String)>],
+        reply_to: Option<i32>,
+    ) -> Result<i32, SendError> {
+        let markup = keyboard(rows);
+        let message = self
+            .call("sendMessage", || {
+                let mut req = self
+                    .bot
+                    .send_message(ChatId(chat_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .reply_markup(markup.clone());
+                if let Some(id) = reply_to {
+                    req = req.reply_parameters(reply_parameters(id));
+                }
+                req
+            })
+            .await?;
+        Ok(message.id.0)
+    }
+
+    /// Replaces a message's HTML and its rows of inline buttons.
+    pub async fn edit_html_with_rows(
+        &self,
+        chat_id: i64,
+        message_id: i32,
+        html: &str,
+        rows: &[Vec<(String, String)>],
+    ) -> Result<(), SendError> {
+        let markup = keyboard(rows);
+        match self
+            .call("editMessageText", || {
+                self.bot
+                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .reply_markup(markup.clone())
+            })
+            .await
+        {
+            Ok(_) | Err(SendError::NotModified) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Shows "typing…" in the chat.
@@ -555,15 +531,6 @@ impl TelegramApi {
 }
 
 /// Reply to `id`, but still send if that message is gone.
-/// Inline keyboard rows of `(label, callback_data)` buttons.
-fn button_rows(rows: &[Vec<(String, String)>]) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new(rows.iter().map(|row| {
-        row.iter()
-            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
-            .collect::<Vec<_>>()
-    }))
-}
-
 fn reply_parameters(id: i32) -> ReplyParameters {
     ReplyParameters::new(MessageId(id)).allow_sending_without_reply()
 }
@@ -590,6 +557,15 @@ pub fn redact_token_in(text: &str, token: &str) -> String {
         out = out.replace(secret, "<redacted>");
     }
     out
+}
+
+/// An inline keyboard of rows of `(label, callback_data)` buttons.
+fn keyboard(rows: &[Vec<(String, String)>]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(rows.iter().map(|row| {
+        row.iter()
+            .map(|(label, data)| InlineKeyboardButton::callback(label.clone(), data.clone()))
+            .collect::<Vec<_>>()
+    }))
 }
 
 #[cfg(test)]

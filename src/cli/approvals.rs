@@ -1,5 +1,6 @@
-//! `agentlab approvals` and `agentlab approve ID allow|deny`: the pending tool
-//! approvals of the running service, and deciding one, over its HTTP API
+//! `agentlab approvals` and `agentlab approve ID allow|deny` (or `agentlab approve
+//! ID --answer LABEL` for the agent's questions): the pending approvals of the
+//! running service, and deciding one, over its HTTP API
 //! (`GET /api/approvals`, `POST /api/approvals/{id}`), so they work while
 //! Telegram is unreachable.
 
@@ -24,38 +25,69 @@ pub async fn list(config: &Config) -> anyhow::Result<i32> {
     for item in &items {
         println!("{}", approval_line(item));
     }
-    println!("decide with: agentlab approve ID allow|deny");
+    println!("decide with: agentlab approve ID allow|deny, or agentlab approve ID --answer LABEL");
     Ok(0)
 }
 
 /// `agentlab approve`
 pub async fn approve(config: &Config, args: ApproveArgs) -> anyhow::Result<i32> {
     let client = ServiceClient::new(config)?;
-    let word = match args.decision {
-        ApproveDecision::Allow => "allow",
-        ApproveDecision::Deny => "deny",
-    };
     let path = format!("/api/approvals/{}", args.id);
-    let decided = client
-        .post(&path, json!({"decision": word, "by": "cli"}))
-        .await?;
+    let body = match (args.decision, &args.answer) {
+        (_, Some(label)) => json!({"answer": label, "by": "cli"}),
+        (Some(ApproveDecision::Allow), None) => json!({"decision": "allow", "by": "cli"}),
+        (Some(ApproveDecision::Deny), None) | (None, None) => {
+            json!({"decision": "deny", "by": "cli"})
+        }
+    };
+    let decided = client.post(&path, body).await?;
+    let outcome = match decided["decision"].as_str() {
+        Some(decision) => decision.to_owned(),
+        None => format!(
+            "answered; next question's options: {}",
+            options(&decided).join(" | ")
+        ),
+    };
     println!(
-        "approval {} ({}): {}",
+        "approval {} ({}): {outcome}",
         args.id,
         decided["tool"].as_str().unwrap_or("?"),
-        decided["decision"].as_str().unwrap_or(word)
     );
     Ok(0)
 }
 
-/// One pending approval as a line: id, task, tool and its input, shortened.
+fn options(item: &Value) -> Vec<String> {
+    item["options"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One pending approval as a line: id, task, tool and its input (a question and
+/// its options, a plan), shortened.
 fn approval_line(item: &Value) -> String {
     let input = &item["input"];
-    let shown = input
-        .get("command")
-        .or_else(|| input.get("file_path"))
-        .and_then(Value::as_str)
-        .map_or_else(|| input.to_string(), str::to_owned);
+    let open_question = item["questions"].as_array().and_then(|qs| {
+        qs.iter()
+            .find(|q| q["answer"].is_null())
+            .and_then(|q| q["question"].as_str())
+    });
+    let shown = match (item["kind"].as_str(), open_question) {
+        (Some("question"), Some(question)) => {
+            format!("{question} [{}]", options(item).join(" | "))
+        }
+        (Some("plan"), _) => item["plan"].as_str().unwrap_or_default().to_owned(),
+        _ => input
+            .get("command")
+            .or_else(|| input.get("file_path"))
+            .and_then(Value::as_str)
+            .map_or_else(|| input.to_string(), str::to_owned),
+    };
     let mut shown: String = shown.chars().filter(|c| !c.is_control()).collect();
     if shown.chars().count() > MAX_INPUT_CHARS {
         shown = shown.chars().take(MAX_INPUT_CHARS).collect::<String>() + "…";
@@ -82,5 +114,18 @@ mod tests {
         assert!(line.starts_with("#4  task 9  B  Bash: echo hi"), "{line}");
         assert!(!line.contains('\n'));
         assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn a_question_shows_its_open_question_and_options() {
+        let item = json!({"id": 5, "task_id": 9, "bot_id": "B", "tool": "AskUserQuestion",
+            "kind": "question", "options": ["Red", "Blue"], "input": {},
+            "questions": [{"question": "Size?", "answer": "S"},
+                          {"question": "Which color?", "answer": null}]});
+        let line = approval_line(&item);
+        assert!(
+            line.ends_with("AskUserQuestion: Which color? [Red | Blue]"),
+            "{line}"
+        );
     }
 }

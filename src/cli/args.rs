@@ -129,9 +129,17 @@ pub struct DemoArgs {
 pub struct ApproveArgs {
     /// The approval's id (from `agentlab approvals`).
     pub id: u64,
-    /// What to decide.
-    #[arg(value_enum)]
-    pub decision: ApproveDecision,
+    /// What to decide (a question is denied this way, or answered with --answer).
+    #[arg(
+        value_enum,
+        required_unless_present = "answer",
+        conflicts_with = "answer"
+    )]
+    pub decision: Option<ApproveDecision>,
+    /// Answer the first open question of a question approval with this option
+    /// label.
+    #[arg(long)]
+    pub answer: Option<String>,
 }
 
 /// What `approve` decides.

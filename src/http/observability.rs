@@ -166,3 +166,38 @@ pub(crate) async fn alerts(
     let alerts = api.ctx.store.list_alerts(state, limit)?;
     Ok(Json(json!({"alerts": alerts})))
 }
+
+/// Approval decisions one answer holds when `limit` is not given.
+const DEFAULT_DECISION_LIMIT: usize = 100;
+/// Most approval decisions one answer holds.
+pub(crate) const MAX_DECISION_LIMIT: usize = 1000;
+
+/// Query of the approval audit route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/observability/approvals?limit=`: the audit of approval decisions
+/// (who, the tool, a digest of its input, the decision, seconds waited), newest
+/// first.
+pub(crate) async fn approval_decisions(
+    State(api): State<AppState>,
+    ApiQuery(q): ApiQuery<DecisionsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_DECISION_LIMIT);
+    if !(1..=MAX_DECISION_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_DECISION_LIMIT}"
+        )));
+    }
+    let decisions: Vec<Value> = api
+        .ctx
+        .store
+        .recent_events(Some("approval"), limit)?
+        .iter()
+        .map(crate::storage::event_json)
+        .collect();
+    Ok(Json(json!({"decisions": decisions})))
+}

@@ -178,6 +178,21 @@ fn error_description(status: u16) -> &'static str {
 fn schemas() -> Value {
     let nullable_int = json!({"type": ["integer", "null"]});
     let nullable_str = json!({"type": ["string", "null"]});
+    let approval_questions = json!({
+        "type": "array",
+        "description": "The questions, for kind `question`, answered in order.",
+        "items": {
+            "type": "object",
+            "required": ["question", "header", "multi_select", "options", "answer"],
+            "properties": {
+                "question": {"type": "string"},
+                "header": {"type": "string"},
+                "multi_select": {"type": "boolean"},
+                "options": {"type": "array", "items": {"type": "string"}},
+                "answer": {"type": ["string", "null"], "description": "The chosen label (labels joined by \", \" for a multi-select question), once answered."},
+            },
+        },
+    });
     json!({
         "Error": {
             "type": "object",
@@ -323,15 +338,46 @@ fn schemas() -> Value {
                 "decision": {"type": ["string", "null"], "enum": ["allow", "always_allow", "deny", "timed_out", null]},
                 "decided_by": {"type": ["string", "null"]},
                 "decided_ms": nullable_int,
+                "kind": {"type": "string", "enum": ["tool", "question", "plan"], "description": "What is asked: to run a tool, to answer the agent's questions (AskUserQuestion), or to approve its plan (ExitPlanMode: allow approves it, deny keeps the agent planning)."},
+                "options": {"type": "array", "items": {"type": "string"}, "description": "What may be chosen now: the labels of the first open question for a question (send one as `answer`), `allow` and `deny` otherwise (send one as `decision`)."},
+                "plan": {"type": ["string", "null"], "description": "The plan, for kind `plan`."},
+                "questions": approval_questions,
             },
         },
         "ApprovalList": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}},
+        "ApprovalDecisions": {
+            "type": "object",
+            "required": ["decisions"],
+            "properties": {"decisions": {"type": "array", "items": {
+                "type": "object",
+                "required": ["timestamp", "at_ms", "event", "approval_id", "tool", "input_sha256", "decision", "by", "waited_s"],
+                "properties": {
+                    "timestamp": {"type": "string"},
+                    "at_ms": {"type": "integer"},
+                    "bot_id": {"type": ["string", "null"]},
+                    "event": {"type": "string", "enum": ["approval"]},
+                    "approval_id": {"type": "integer"},
+                    "task_id": {"type": "integer"},
+                    "user_id": {"type": "integer", "format": "int64"},
+                    "tool": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["tool", "question", "plan"]},
+                    "input_sha256": {"type": "string", "description": "Hex SHA-256 of the tool's input as the agent sent it."},
+                    "decision": {"type": "string", "enum": ["allow", "always_allow", "deny", "timed_out", "expired"]},
+                    "by": {"type": "string"},
+                    "by_user": {"type": ["integer", "null"], "format": "int64"},
+                    "waited_s": {"type": "number"},
+                    "answers": {"type": ["object", "null"], "description": "For an answered question: each question's text → the chosen label."},
+                },
+            }}},
+        },
         "DecideApproval": {
             "type": "object",
-            "required": ["decision"],
+            "description": "Exactly one of `decision` and `answer`.",
+            "oneOf": [{"required": ["decision"]}, {"required": ["answer"]}],
             "additionalProperties": false,
             "properties": {
-                "decision": {"type": "string", "enum": ["allow", "deny"]},
+                "decision": {"type": "string", "enum": ["allow", "deny"], "description": "For a question only `deny`: it is allowed by its answers."},
+                "answer": {"type": "string", "minLength": 1, "description": "For kind `question`: a label of the first open question (several labels of a multi-select question joined by \", \"). The approval is allowed, with the answers, once every question is answered."},
                 "by": {"type": "string", "maxLength": 64, "description": "Who decides, as recorded (control characters dropped); empty or absent: `api`."},
             },
         },

@@ -274,6 +274,7 @@ pub(crate) fn table_counts_tx(tx: &ReadTransaction) -> StoreResult<Vec<TableCoun
             "project_sessions" => count(tx, tables::PROJECT_SESSIONS)?,
             "project_messages" => count(tx, tables::PROJECT_MESSAGES)?,
             "user_models" => count(tx, tables::USER_MODELS)?,
+            "approval_answers" => count(tx, tables::APPROVAL_ANSWERS)?,
             _ => 0,
         };
         out.push(TableCount {
@@ -674,6 +675,17 @@ fn dump_table(
                         json!({"bot_id": bot, "user_id": user, "project": project, "seq": seq}),
                         value,
                     ),
+                )?;
+            }
+        }
+        "approval_answers" => {
+            for row in rows!(tables::APPROVAL_ANSWERS).iter()? {
+                let (k, v) = row?;
+                let picks = super::approval_answers::decode_picks(v.value())?;
+                emit(
+                    &mut sink,
+                    name,
+                    json!({"approval_id": k.value(), "picks": picks}),
                 )?;
             }
         }

@@ -31,6 +31,7 @@
 //! open by [`replay`]. Lower files never import higher ones: no import circles.
 
 mod alerts;
+mod approval_answers;
 mod approvals;
 pub mod codec;
 mod costs;
@@ -71,6 +72,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
+pub use approval_answers::{PicksUpdate, QuestionPick};
 pub use approvals::{Approval, ApprovalDecision, ApprovalVerdict, DecideOutcome, NewApproval};
 pub use costs::utc_day;
 pub use dump::{DumpFormat, DumpRow, DumpWriter, TableCount, event_json, iso8601};

@@ -206,6 +206,7 @@ fn copy_every_table(source: &ReadTransaction, target: &WriteTransaction) -> Stor
         tables::PROJECT_SESSIONS,
         tables::PROJECT_MESSAGES,
         tables::USER_MODELS,
+        tables::APPROVAL_ANSWERS,
     );
     if let Some(missing) = ALL_TABLES.iter().find(|name| !copied.contains(name)) {
         return Err(StoreError::Internal(format!(

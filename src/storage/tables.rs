@@ -54,6 +54,9 @@ pub const APPROVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("approva
 /// (task_id, the CLI's request id) → approval id: each request stored once.
 pub const APPROVAL_REQUESTS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("approval_requests");
+/// approval id → [`super::approval_answers::QuestionPick`]s: the options chosen so
+/// far for an approval that asks questions.
+pub const APPROVAL_ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("approval_answers");
 
 /// (bot_id, user_id) → permission mode name chosen with `/mode`.
 pub const USER_MODES: TableDefinition<(&str, i64), &str> = TableDefinition::new("user_modes");
@@ -74,7 +77,7 @@ pub const PROJECT_MESSAGES: TableDefinition<(&str, i64, &str, u64), &[u8]> =
     TableDefinition::new("project_messages");
 
 /// Names of every table, in dump order.
-pub const ALL_TABLES: [&str; 27] = [
+pub const ALL_TABLES: [&str; 28] = [
     "meta",
     "sessions",
     "messages",
@@ -102,4 +105,5 @@ pub const ALL_TABLES: [&str; 27] = [
     "project_sessions",
     "project_messages",
     "user_models",
+    "approval_answers",
 ];

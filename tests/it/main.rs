@@ -3,6 +3,7 @@
 mod agent_runner;
 mod agent_stream;
 mod approvals;
+mod askplan;
 mod backup;
 mod backup_remote;
 mod backup_schedule;
