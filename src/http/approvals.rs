@@ -201,6 +201,7 @@ fn approval_json(approval: &Approval, picks: &[QuestionPick]) -> Value {
         "tool": approval.tool_name,
         "input": input,
         "created_ms": approval.created_ms,
+        "message_id": approval.message_id,
         "decision": approval.verdict.as_ref().map(|v| v.decision.as_str()),
         "decided_by": approval.verdict.as_ref().map(|v| v.by.clone()),
         "decided_ms": approval.verdict.as_ref().map(|v| v.at_ms),

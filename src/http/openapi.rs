@@ -335,6 +335,7 @@ fn schemas() -> Value {
                 "tool": {"type": "string"},
                 "input": {"description": "The tool's input as the agent sent it."},
                 "created_ms": {"type": "integer"},
+                "message_id": {"type": ["integer", "null"], "description": "The Telegram message that shows it, once Telegram has taken it."},
                 "decision": {"type": ["string", "null"], "enum": ["allow", "always_allow", "deny", "timed_out", null]},
                 "decided_by": {"type": ["string", "null"]},
                 "decided_ms": nullable_int,

@@ -49,6 +49,27 @@ async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
     .await
 }
 
+/// Waits until a pending approval's Telegram message is recorded. A kill before
+/// that point rightly shows the request again after the restart (the service
+/// cannot know Telegram took the first one), so the restart tests wait for it.
+async fn wait_for_recorded_message(service: &Service) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, pending) = service.get("/api/approvals").await;
+        let recorded = pending
+            .as_array()
+            .is_some_and(|all| all.iter().any(|a| a["message_id"].is_i64()));
+        if recorded {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the approval's message was never recorded: {pending}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The (label, callback data) of a message's buttons.
 fn buttons(item: &SentItem) -> Vec<(String, String)> {
     let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
@@ -482,6 +503,7 @@ async fn after_a_kill_9_the_same_button_reaches_the_same_agent_and_the_answer_ar
     let asked = wait_for_approval(&service, 1).await;
     let (_, tasks) = service.get("/api/tasks?limit=10").await;
     let agent_pid = tasks[0]["pid"].as_u64().expect("pid");
+    wait_for_recorded_message(&service).await;
     service.kill9();
     service.restart().await;
 
@@ -526,6 +548,7 @@ async fn a_request_whose_agent_died_with_the_service_expires_and_the_task_runs_a
     let asked = wait_for_approval(&service, 1).await;
     let (_, tasks) = service.get("/api/tasks?limit=10").await;
     let agent = tasks[0]["pid"].as_u64().expect("pid");
+    wait_for_recorded_message(&service).await;
     service.kill9();
     // The agent's group goes with it, as after a reboot.
     let group = -i32::try_from(agent).expect("pid");
