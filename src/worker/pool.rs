@@ -728,20 +728,24 @@ impl Pool {
     ) -> std::io::Result<()> {
         let record = process.turn_record();
         let run_dir = spec.run_dir.clone();
-        // Both durable writes at once: the prompt waits for the slower one only.
-        let turn_written =
-            tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record));
-        let pid_recorded = self.shared.store.record_task_process(
-            task.id,
-            task.started_ms.unwrap_or_else(now_ms),
-            process.identity.pid,
-            process.identity.start_time,
-        );
-        let (turn_written, pid_recorded) = tokio::join!(turn_written, pid_recorded);
-        if let Err(e) = pid_recorded {
+        // In this order: a recorded pid whose process lives means its turn record
+        // is there for adoption to follow.
+        tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record))
+            .await
+            .map_err(std::io::Error::other)??;
+        if let Err(e) = self
+            .shared
+            .store
+            .record_task_process(
+                task.id,
+                task.started_ms.unwrap_or_else(now_ms),
+                process.identity.pid,
+                process.identity.start_time,
+            )
+            .await
+        {
             tracing::error!(error = %e, "cannot record the agent's pid");
         }
-        turn_written.map_err(std::io::Error::other)??;
         process.write_prompt(prompt.to_vec()).await
     }
 
