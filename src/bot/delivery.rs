@@ -7,8 +7,9 @@
 //! the store and are delivered when it is back.
 //!
 //! Progress: one status message per task ("queued" → "running… 20 s"), edited in
-//! place at most every [`EDIT_EVERY`], a typing action while the agent works, and
-//! flood control (429) pauses all edits of the bot for the time Telegram asks.
+//! place at most every [`EDIT_EVERY`] and never with the text it already shows, a
+//! typing action while the agent works past its first [`TYPING_AFTER`], and flood
+//! control (429) pauses all edits of the bot for the time Telegram asks.
 //! While the agent works, its tool calls and newest text (the pool's live
 //! progress, announced on [`crate::worker::Pool::subscribe_progress`]) are shown
 //! as they come ([`super::progress`]), at most one edit per [`CHAT_EDIT_EVERY`]
@@ -33,6 +34,8 @@ const CHAT_EDIT_EVERY: Duration = Duration::from_secs(1);
 const PROGRESS_TICK: Duration = Duration::from_secs(2);
 /// Typing actions expire after about 5 s on the client.
 const TYPING_EVERY: Duration = Duration::from_secs(5);
+/// A running task's first typing action comes after it ran this long.
+const TYPING_AFTER: Duration = Duration::from_secs(1);
 /// Messages per answer before the rest goes as a document.
 const MAX_PARTS: usize = 4;
 /// Longest wait between outbox retries while Telegram is failing.
@@ -394,6 +397,16 @@ struct Shown {
     phase: Option<(bool, u32)>,
     /// The version of the agent's live progress last shown.
     live_version: u64,
+    /// A hash of the text last sent, to skip an edit that would change nothing.
+    fingerprint: Option<u64>,
+}
+
+/// A hash of a progress message's text.
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One progress step for a task; `Err(wait)` when Telegram asked us to slow down,
@@ -408,7 +421,9 @@ async fn update_progress(
 ) -> Result<Option<Instant>, Duration> {
     let now = Instant::now();
     let running = task.status == TaskStatus::Running;
+    let paced = edit_progress(bot, task, shown, now).await?;
     if running
+        && typing_due(task, now_ms())
         && shown
             .typing
             .is_none_or(|t| now.duration_since(t) >= TYPING_EVERY)
@@ -418,6 +433,25 @@ async fn update_progress(
             return Err(wait);
         }
     }
+    Ok(paced)
+}
+
+/// Whether a running task has run long enough for a typing action: a turn
+/// answered within [`TYPING_AFTER`] shows its answer before the action would.
+fn typing_due(task: &Task, now_ms: u64) -> bool {
+    task.started_ms
+        .is_none_or(|started| now_ms.saturating_sub(started) >= TYPING_AFTER.as_millis() as u64)
+}
+
+/// The edit half of [`update_progress`]: the progress message, when it shows
+/// something new and the chat's pace allows.
+async fn edit_progress(
+    bot: &BotRuntime,
+    task: &Task,
+    shown: &mut Shown,
+    now: Instant,
+) -> Result<Option<Instant>, Duration> {
+    let running = task.status == TaskStatus::Running;
     let Some(message_id) = task.progress_message_id else {
         return Ok(None);
     };
@@ -443,26 +477,37 @@ async fn update_progress(
     if !wait.is_zero() {
         return Ok(Some(now + wait));
     }
+    let header = progress_text(task, now_ms());
+    let html = live.as_ref().map(|live| {
+        render_progress(
+            &ProgressView {
+                header: &header,
+                earlier: live.earlier,
+                steps: &live.steps,
+                text: live.text.as_deref(),
+            },
+            TELEGRAM_MESSAGE_LIMIT,
+        )
+    });
+    shown.phase = Some(phase);
+    if let Some(live) = &live {
+        shown.live_version = live.version;
+    }
+    let fingerprint = fingerprint(html.as_deref().unwrap_or(&header));
+    if shown.fingerprint == Some(fingerprint) {
+        // The message already reads exactly so: an edit would change nothing.
+        shown.edited = Some(now);
+        return Ok(None);
+    }
     book.reserve(&bot.config.id, task.chat_id, now);
     shown.edited = Some(now);
-    shown.phase = Some(phase);
-    let header = progress_text(task, now_ms());
-    let sent = match &live {
-        Some(live) => {
-            shown.live_version = live.version;
+    shown.fingerprint = Some(fingerprint);
+    let sent = match (&live, &html) {
+        (Some(live), Some(html)) => {
             book.set_shown(task.id, u64::from(live.earlier) + live.steps.len() as u64);
-            let html = render_progress(
-                &ProgressView {
-                    header: &header,
-                    earlier: live.earlier,
-                    steps: &live.steps,
-                    text: live.text.as_deref(),
-                },
-                TELEGRAM_MESSAGE_LIMIT,
-            );
-            bot.api.edit_html(task.chat_id, message_id, &html).await
+            bot.api.edit_html(task.chat_id, message_id, html).await
         }
-        None => bot.api.edit_text(task.chat_id, message_id, &header).await,
+        _ => bot.api.edit_text(task.chat_id, message_id, &header).await,
     };
     match sent {
         Err(SendError::RetryAfter(wait)) => Err(wait),
@@ -584,6 +629,24 @@ mod tests {
         );
         task.attempts = 1;
         assert_eq!(progress_text(&task, 14_500), "⚙️ Running task #7… 3 s");
+    }
+
+    #[test]
+    fn a_typing_action_waits_for_the_task_first_second() {
+        let mut task = failed_once(TaskStatus::Running);
+        task.started_ms = Some(10_000);
+        assert!(!typing_due(&task, 10_000));
+        assert!(!typing_due(&task, 10_999));
+        assert!(typing_due(&task, 11_000));
+        task.started_ms = None;
+        assert!(typing_due(&task, 0));
+    }
+
+    #[test]
+    fn the_same_progress_text_has_the_same_fingerprint() {
+        let a = fingerprint("⚙️ Running task #7… 3 s\n💬 <i>hi</i>");
+        assert_eq!(a, fingerprint("⚙️ Running task #7… 3 s\n💬 <i>hi</i>"));
+        assert_ne!(a, fingerprint("⚙️ Running task #7… 4 s\n💬 <i>hi</i>"));
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! Following an agent's stdout file while the agent writes it: new bytes are read
 //! from where the last read stopped and turned into [`Event`]s as they arrive.
 //!
-//! The agent writes to a file, not a pipe (so it does not depend on this process),
-//! which means there is nothing to wake us when it writes: the file is polled, every
-//! [`FAST_POLL`] while it keeps growing, backing off to [`SLOW_POLL`] while it is
-//! quiet. A poll that finds nothing new is one `read` call.
+//! The agent writes to a file, not a pipe (so it does not depend on this process).
+//! An inotify watch on the file wakes the follower when the agent writes: a quiet
+//! agent costs no wake-ups but a [`WATCHED_CHECK`] safety look, and new output is
+//! read as soon as it is written. Where inotify is not available (no instance left,
+//! the file not there yet) the file is polled instead, every [`FAST_POLL`] while it
+//! keeps growing, backing off to [`SLOW_POLL`] while it is quiet.
 //!
-//! Invariant: memory is bounded by one read chunk plus the parser's partial line;
-//! every byte is read once.
+//! Invariants: memory is bounded by one read chunk plus the parser's partial line;
+//! every byte is read once; a write after a read always ends the next
+//! [`Follower::pause`] (the watch is in place before the read that precedes a wait
+//! on it, and its events queue until taken).
 
 use std::io::{self, Read as _, Seek as _};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
 
 use super::stream::{Event, StreamParser};
 
@@ -19,6 +26,8 @@ use super::stream::{Event, StreamParser};
 pub const FAST_POLL: Duration = Duration::from_millis(5);
 /// Longest poll interval while the file is quiet.
 pub const SLOW_POLL: Duration = Duration::from_millis(50);
+/// Longest wait on a watched file without an event (a safety look only).
+pub const WATCHED_CHECK: Duration = Duration::from_secs(1);
 /// Largest read per poll.
 const CHUNK: usize = 256 * 1024;
 
@@ -33,6 +42,12 @@ pub struct Follower {
     idle: Duration,
     /// The read buffer, kept between polls.
     buf: Vec<u8>,
+    /// The inotify watch on the file, once set up.
+    watch: Option<Watch>,
+    /// Whether a watch can be tried (false once inotify refused for good).
+    try_watch: bool,
+    /// Longest wait on the watch.
+    check: Duration,
 }
 
 impl Follower {
@@ -45,7 +60,22 @@ impl Follower {
             parser,
             idle: FAST_POLL,
             buf: Vec::new(),
+            watch: None,
+            try_watch: true,
+            check: WATCHED_CHECK,
         }
+    }
+
+    /// The same, waiting up to `check` on the watch between safety looks.
+    #[cfg(test)]
+    fn with_check(mut self, check: Duration) -> Self {
+        self.check = check;
+        self
+    }
+
+    /// Whether an inotify watch wakes this follower (else it polls).
+    pub fn is_watched(&self) -> bool {
+        self.watch.is_some()
     }
 
     /// The parser (offset, session id, cumulative cost).
@@ -92,14 +122,110 @@ impl Follower {
         }
     }
 
-    /// Waits for the next poll: soon after new output, longer while quiet.
+    /// Waits until the file may have grown: until the agent writes to it (or
+    /// [`WATCHED_CHECK`]) when watched, else for the next poll (soon after new
+    /// output, longer while quiet). Returns at once when a watch was just set up,
+    /// so that output written before it is read.
     pub async fn pause(&mut self, found_something: bool) {
+        if self.watch.is_none() && self.try_watch {
+            match Watch::new(&self.path) {
+                Ok(watch) => {
+                    self.watch = Some(watch);
+                    return;
+                }
+                Err(error) => {
+                    // A missing file may appear; no inotify instance left will not.
+                    self.try_watch = error.kind() == io::ErrorKind::NotFound;
+                    tracing::debug!(%error, path = %self.path.display(), "polling the agent's output");
+                }
+            }
+        }
+        if let Some(watch) = &self.watch {
+            match tokio::time::timeout(self.check, watch.changed()).await {
+                Ok(Ok(())) | Err(_) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "the watch on the agent's output failed; polling");
+                    self.watch = None;
+                    self.try_watch = false;
+                }
+            }
+        }
         self.idle = if found_something {
             FAST_POLL
         } else {
             (self.idle * 2).min(SLOW_POLL)
         };
         tokio::time::sleep(self.idle).await;
+    }
+}
+
+/// An inotify instance watching one file for writes.
+#[derive(Debug)]
+struct Watch {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Watch {
+    /// Watches `path` for modification (must be called within the runtime).
+    fn new(path: &Path) -> io::Result<Watch> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: no pointer arguments; the result is checked.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor just returned to us and owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let watch = unsafe {
+            libc::inotify_add_watch(
+                fd.as_raw_fd(),
+                name.as_ptr(),
+                libc::IN_MODIFY | libc::IN_CLOSE_WRITE,
+            )
+        };
+        if watch < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: an `OwnedFd`, open, owned by the `AsyncFd` from here to its drop.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
+        Ok(Watch { fd })
+    }
+
+    /// Resolves once the file was written to since the last call (events that
+    /// came before are taken at once).
+    async fn changed(&self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut events = [0u8; 1024];
+            let mut any = false;
+            loop {
+                // SAFETY: reading into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(
+                        guard.get_inner().as_raw_fd(),
+                        events.as_mut_ptr().cast(),
+                        events.len(),
+                    )
+                };
+                if n > 0 {
+                    any = true;
+                    continue;
+                }
+                let error = io::Error::last_os_error();
+                if n == 0 || error.kind() == io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    break;
+                }
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            if any {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -126,6 +252,48 @@ mod tests {
         file.write_all(b"w\"}]}}\n").expect("write");
         assert_eq!(follower.read_new(), [Event::Text("new".into())]);
         assert!(follower.read_new().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_watched_file_wakes_the_follower_when_the_agent_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout");
+        let mut file = std::fs::File::create(&path).expect("create");
+        // Without the watch, only this (hour-long) safety look would end a pause.
+        let mut follower =
+            Follower::new(&path, StreamParser::new(1)).with_check(Duration::from_secs(3600));
+        follower.pause(false).await;
+        assert!(follower.is_watched(), "inotify is available here");
+        // A write before the pause (after the last read) ends it at once.
+        file.write_all(b"{\"type\":\"system\",\"subtype\":\"init\"}\n")
+            .expect("write");
+        tokio::time::timeout(Duration::from_secs(30), follower.pause(true))
+            .await
+            .expect("woken by the write before the pause");
+        assert_eq!(follower.read_new().len(), 1);
+        // A write from another thread, before or during the pause, ends it.
+        let writer = std::thread::spawn(move || {
+            file.write_all(b"{\"type\":\"system\",\"subtype\":\"init\"}\n")
+                .expect("write");
+        });
+        tokio::time::timeout(Duration::from_secs(30), follower.pause(true))
+            .await
+            .expect("woken by the write during the pause");
+        writer.join().expect("writer");
+        assert_eq!(follower.read_new().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_appears_later_is_polled_then_watched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout");
+        let mut follower = Follower::new(&path, StreamParser::new(1));
+        follower.pause(false).await;
+        assert!(!follower.is_watched());
+        std::fs::write(&path, "{\"type\":\"system\",\"subtype\":\"init\"}\n").expect("write");
+        follower.pause(false).await;
+        assert!(follower.is_watched());
+        assert_eq!(follower.read_new().len(), 1);
     }
 
     #[test]

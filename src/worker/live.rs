@@ -22,7 +22,7 @@ pub struct LiveProgress {
     pub steps: Vec<String>,
     /// The newest text the agent wrote.
     pub text: Option<String>,
-    /// Grows with every change.
+    /// Grows with every visible change (a new step, a different text).
     pub version: u64,
 }
 
@@ -39,8 +39,12 @@ impl LiveProgress {
                     self.version += 1;
                 }
                 Event::Text(text) if !text.trim().is_empty() => {
-                    self.text = Some(cut_chars(text.trim(), MAX_TEXT_CHARS));
-                    self.version += 1;
+                    let text = cut_chars(text.trim(), MAX_TEXT_CHARS);
+                    // The same text again shows nothing new.
+                    if self.text.as_ref() != Some(&text) {
+                        self.text = Some(text);
+                        self.version += 1;
+                    }
                 }
                 _ => {}
             }
@@ -76,6 +80,11 @@ mod tests {
         assert_eq!(new, ["Read: f0"]);
         assert_eq!(live.text.as_deref(), Some("looking"));
         assert_eq!(live.version, 2);
+        // The same text again is no change.
+        live.apply(&[Event::Text("looking".into()), Event::Thinking]);
+        assert_eq!(live.version, 2);
+        live.apply(&[Event::Text("found it".into())]);
+        assert_eq!(live.version, 3);
         let many: Vec<Event> = (1..=MAX_LIVE_STEPS + 4).map(tool).collect();
         live.apply(&many);
         assert_eq!(live.steps.len(), MAX_LIVE_STEPS);

@@ -564,6 +564,13 @@ impl Pool {
                 Ok(outcome) => outcome,
                 Err(verdict) => return verdict,
             };
+            // One agent call, warm or per prompt: its own run time and outcome.
+            crate::metrics::observe(
+                "agent",
+                &task.bot_id,
+                outcome.duration_ms as f64,
+                agent_call_outcome(&outcome),
+            );
             if session.is_some() && outcome.is_unknown_session() {
                 tracing::info!("agent no longer knows the session; retrying as a fresh session");
                 if let Err(e) = self
@@ -610,7 +617,6 @@ impl Pool {
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
-        let run_started = Instant::now();
         let outcome = if command.prompt_format == agent::PromptFormat::StreamJson {
             // Follow the events while the process runs, for the progress message.
             let stdout = spec.run_dir.join(agent::STDOUT_FILE);
@@ -636,12 +642,6 @@ impl Pool {
             running.wait(cancel_rx).await
         };
         lock(&self.shared.cancels).remove(&task.id);
-        crate::metrics::observe(
-            "agent",
-            &task.bot_id,
-            run_started.elapsed().as_secs_f64() * 1000.0,
-            agent_call_outcome(&outcome),
-        );
         Ok(outcome)
     }
 
@@ -688,7 +688,6 @@ impl Pool {
         };
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
-        let run_started = Instant::now();
         let mut recorder = ProgressRecorder::new(self, task.id);
         let process_dir = process.dir.clone();
         let outcome = process
@@ -705,12 +704,6 @@ impl Pool {
             .await;
         recorder.flush().await;
         lock(&self.shared.cancels).remove(&task.id);
-        crate::metrics::observe(
-            "agent",
-            &task.bot_id,
-            run_started.elapsed().as_secs_f64() * 1000.0,
-            agent_call_outcome(&outcome),
-        );
         self.keep_or_end(key, process, &outcome).await;
         self.shared.approvals.expire_task(task.id).await;
         let mut outcome = outcome;
@@ -759,6 +752,8 @@ impl Pool {
     ) -> std::io::Result<()> {
         let record = process.turn_record();
         let run_dir = spec.run_dir.clone();
+        // In this order: a recorded pid whose process lives means its turn record
+        // is there for adoption to follow.
         tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record))
             .await
             .map_err(std::io::Error::other)??;
@@ -1225,7 +1220,7 @@ mod tests {
         };
         config.limits.max_attempts = 2;
         config.bots.push(BotConfig {
-            id: "B".into(),
+            id: "POOL-EVENTS".into(),
             workdir: dir.path().to_path_buf(),
             agent: AgentConfig {
                 kind: AgentKind::Plain,
@@ -1236,11 +1231,11 @@ mod tests {
         });
         let config = Arc::new(config);
         let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
-        let circuits = Circuits::load(&store, &["B".to_string()], &config.breaker);
+        let circuits = Circuits::load(&store, &["POOL-EVENTS".to_string()], &config.breaker);
         let (events, mut announced) = super::super::pool_events();
         let pool = Pool::new(config.clone(), store.clone(), circuits, events);
         let new = NewTask {
-            bot_id: "B".into(),
+            bot_id: "POOL-EVENTS".into(),
             user_id: 1,
             chat_id: 1,
             kind: TaskKind::Task,
@@ -1287,6 +1282,12 @@ mod tests {
             }
             other => panic!("expected the end, got {other:?}"),
         }
+        // Each attempt is one agent call in the dependency metrics.
+        let calls = crate::metrics::snapshot()
+            .into_iter()
+            .find(|(dep, bot, _)| *dep == "agent" && bot == "POOL-EVENTS")
+            .map(|(_, _, stats)| (stats.calls, stats.errors));
+        assert_eq!(calls, Some((2, 2)));
         shutdown.request(0);
         running.await.expect("the pool stops");
         assert!(announced.try_recv().is_err(), "nothing announced twice");

@@ -252,6 +252,8 @@ impl WarmProcess {
                 () = cancelled(&mut cancel) => { ending = TurnEnding::Cancelled; break; }
                 () = sleep_until(deadline) => { ending = TurnEnding::TimedOut; break; }
                 () = follower.pause(found) => {}
+                // An exit wakes the loop to read the last output and see the status.
+                () = gone(&mut self.child, &self.identity), if !found => {}
             }
         }
         let parser = follower.parser();
@@ -601,6 +603,21 @@ fn write_to_fifo(fifo: &Path, line: &[u8]) -> io::Result<()> {
 async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the process has exited: our child's exit, or for an adopted
+/// process its identity no longer alive (looked at every [`ADOPTED_POLL`]).
+async fn gone(child: &mut Option<tokio::process::Child>, identity: &ProcIdentity) {
+    match child {
+        Some(child) => {
+            let _ = child.wait().await;
+        }
+        None => {
+            while proc_identity::is_alive(identity) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+        }
     }
 }
 
