@@ -89,6 +89,11 @@ pub struct TurnRecord {
     pub cost_base: f64,
     /// The process.
     pub identity: ProcIdentity,
+    /// The command line the process was started with (user choices such as
+    /// `/model` included), so an adopted process is judged by what it runs and not
+    /// by the choices made since. Absent in records of older builds.
+    #[serde(default)]
+    pub command: Option<AgentCommand>,
 }
 
 /// Writes `record` to `<run_dir>/turn.json` durably (the prompt is written after).
@@ -154,8 +159,10 @@ impl WarmProcess {
         })
     }
 
-    /// A process left by an earlier agentlab, as its turn record names it.
-    pub fn adopted(record: &TurnRecord, command: AgentCommand) -> WarmProcess {
+    /// A process left by an earlier agentlab, as its turn record names it;
+    /// `current` is the command today's settings would start, used when the record
+    /// does not say what the process runs.
+    pub fn adopted(record: &TurnRecord, current: AgentCommand) -> WarmProcess {
         WarmProcess {
             dir: record.process_dir.clone(),
             child: None,
@@ -164,7 +171,7 @@ impl WarmProcess {
             offset: record.offset,
             total_cost_usd: record.cost_base,
             idle_since: Instant::now(),
-            command,
+            command: record.command.clone().unwrap_or(current),
         }
     }
 
@@ -175,6 +182,7 @@ impl WarmProcess {
             offset: self.offset,
             cost_base: self.total_cost_usd,
             identity: self.identity,
+            command: Some(self.command.clone()),
         }
     }
 
@@ -701,12 +709,36 @@ mod tests {
                 pid: 42,
                 start_time: 99,
             },
+            command: None,
         };
         assert_eq!(read_turn_record(&run_dir), None);
         write_turn_record(&run_dir, &record).expect("write");
         assert_eq!(read_turn_record(&run_dir), Some(record));
         remove_turn_record(&run_dir);
         assert_eq!(read_turn_record(&run_dir), None);
+    }
+
+    #[test]
+    fn an_adopted_process_runs_the_command_its_turn_record_names() {
+        let mut config = crate::config::AgentConfig::default();
+        let today = AgentCommand::from_config(&config, vec![]);
+        config.model = "claude-opus-4-1".into();
+        let started_with = AgentCommand::from_config(&config, vec![]);
+        assert_ne!(today, started_with);
+        let mut process = idle_process("p", Instant::now());
+        process.command = started_with.clone();
+        let record = process.turn_record();
+        assert_eq!(record.command.as_ref(), Some(&started_with));
+        // A `/model` chosen since does not relabel the running process.
+        assert_eq!(
+            WarmProcess::adopted(&record, today.clone()).command,
+            started_with
+        );
+        // A record of an older build, without the command, falls back to today's.
+        let old =
+            r#"{"process_dir":"p","offset":0,"cost_base":0.0,"identity":{"pid":1,"start_time":2}}"#;
+        let old: TurnRecord = serde_json::from_str(old).expect("an older record decodes");
+        assert_eq!(WarmProcess::adopted(&old, today.clone()).command, today);
     }
 
     #[test]
