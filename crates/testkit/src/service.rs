@@ -619,12 +619,48 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
+        // Warm agents are made to outlive the service (a restart adopts them), so
+        // a killed service leaves them idle for ever: end them with the test.
+        end_processes_working_in(self.dir.path());
         // A failing test (any panic, from an assertion here or in the test) shows
         // what the service said: the log dies with the temporary directory.
         if std::thread::panicking() {
             eprintln!("{}", self.log_report());
         }
         keep_log(&self.stderr_path());
+    }
+}
+
+/// SIGKILLs every process whose working directory is inside `root` (the agents
+/// a test's service started: they run in its workdirs), with its process group.
+fn end_processes_working_in(root: &Path) {
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let inside =
+            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        if !inside || pid == std::process::id() as libc::pid_t {
+            continue;
+        }
+        // SAFETY: kill(2) and getpgid(2) have no memory-safety preconditions; the
+        // pid was just seen working inside this test's own temporary folder.
+        unsafe {
+            if libc::getpgid(pid) == pid {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
 }
 
