@@ -18,6 +18,8 @@ mod m0002_status_and_user_indexes;
 mod m0003_drop_minute_rollups;
 #[path = "0004_task_journal.rs"]
 mod m0004_task_journal;
+#[path = "0005_finished_status_index.rs"]
+mod m0005_finished_status_index;
 
 /// Key of the schema version in `meta` (a little-endian u32).
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -48,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "task_journal",
         apply: m0004_task_journal::apply,
+    },
+    Migration {
+        version: 5,
+        name: "finished_status_index",
+        apply: m0005_finished_status_index::apply,
     },
 ];
 

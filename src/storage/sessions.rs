@@ -3,8 +3,9 @@
 //! Invariant: at most `history_messages` messages are kept per (bot, user); the
 //! append that exceeds the bound removes the oldest in the same transaction.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::batch::Tables;
 use super::codec;
 use super::error::StoreError;
 use super::limits::{MAX_MESSAGE_BYTES, bound_text};
@@ -103,8 +104,8 @@ impl Store {
             now_ms,
             history: bound,
         };
-        self.write_op(&op, move |tx| {
-            append_message_tx(tx, &bot, user_id, &role, &text, now_ms, bound)
+        self.write_op(&op, move |t| {
+            append_message_tx(t, &bot, user_id, &role, &text, now_ms, bound)
         })
     }
 
@@ -140,12 +141,11 @@ fn decode_session(bytes: &[u8]) -> StoreResult<Session> {
 
 /// The agent session a run of this (bot, user) resumes, if any.
 pub(super) fn agent_session_id_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
 ) -> StoreResult<Option<String>> {
-    Ok(tx
-        .open_table(SESSIONS)?
+    Ok(t.sessions()?
         .get((bot_id, user_id))?
         .map(|v| decode_session(v.value()))
         .transpose()?
@@ -155,13 +155,13 @@ pub(super) fn agent_session_id_tx(
 /// Records a run of this (bot, user) in `session_id`: the session to resume
 /// next, its last activity, one more message.
 pub(super) fn record_session_use_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     session_id: &str,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let mut sessions = tx.open_table(SESSIONS)?;
+    let mut sessions = t.sessions()?;
     let key = (bot_id, user_id);
     let existing = sessions
         .get(key)?
@@ -183,7 +183,7 @@ pub(super) fn record_session_use_tx(
 }
 
 pub(super) fn append_message_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     role: &str,
@@ -194,7 +194,7 @@ pub(super) fn append_message_tx(
     if bound == 0 {
         return Ok(());
     }
-    let mut table = tx.open_table(MESSAGES)?;
+    let mut table = t.messages()?;
     let range = (bot_id, user_id, 0)..=(bot_id, user_id, u64::MAX);
     let next_seq = table
         .range(range.clone())?
