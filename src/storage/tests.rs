@@ -1984,11 +1984,11 @@ fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every
     assert_eq!(status_rows(&store), 1);
     assert_eq!(
         store.tasks_in_status(TaskStatus::Queued).unwrap(),
-        [queued.clone()]
+        std::slice::from_ref(&queued)
     );
     assert_eq!(
         store.tasks_in_status(TaskStatus::Running).unwrap(),
-        [running.clone()]
+        std::slice::from_ref(&running)
     );
     assert_eq!(
         store.tasks_in_status(TaskStatus::Succeeded).unwrap(),
