@@ -20,6 +20,8 @@ mod m0003_drop_minute_rollups;
 mod m0004_task_journal;
 #[path = "0005_projects.rs"]
 mod m0005_projects;
+#[path = "0006_finished_status_index.rs"]
+mod m0006_finished_status_index;
 
 /// Key of the schema version in `meta` (a little-endian u32).
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -55,6 +57,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "projects",
         apply: m0005_projects::apply,
+    },
+    Migration {
+        version: 6,
+        name: "finished_status_index",
+        apply: m0006_finished_status_index::apply,
     },
 ];
 

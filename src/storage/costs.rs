@@ -4,8 +4,9 @@
 //! transaction that finishes the task, so a day's totals never miss a finished
 //! run and never count one twice.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::batch::Tables;
 use super::codec;
 use super::error::StoreError;
 use super::records::CostDay;
@@ -74,14 +75,14 @@ pub fn utc_day(ms: u64) -> u32 {
 
 /// One finished run, added to its bot's day at `now_ms`.
 pub(super) fn add_run_cost_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     now_ms: u64,
     usd: f64,
     input_tokens: u64,
     output_tokens: u64,
 ) -> StoreResult<()> {
-    let mut costs = tx.open_table(COSTS)?;
+    let mut costs = t.costs()?;
     let day = utc_day(now_ms);
     let mut entry: CostDay = costs
         .get((bot_id, day))?

@@ -104,7 +104,25 @@ pub(super) fn insert_event(
     bot_id: Option<&str>,
     payload: &serde_json::Value,
 ) -> StoreResult<()> {
-    let mut table = tx.open_table(EVENTS)?;
+    insert_event_into(
+        &mut tx.open_table(EVENTS)?,
+        at_ms,
+        seq,
+        kind,
+        bot_id,
+        payload,
+    )
+}
+
+/// [`insert_event`] into the `events` table a job holds.
+pub(super) fn insert_event_into(
+    table: &mut redb::Table<'_, (u64, u32), &'static [u8]>,
+    at_ms: u64,
+    seq: u32,
+    kind: &str,
+    bot_id: Option<&str>,
+    payload: &serde_json::Value,
+) -> StoreResult<()> {
     // Events of the same millisecond keep their order: after the last one stored.
     let seq = match table.range((at_ms, 0)..=(at_ms, u32::MAX))?.next_back() {
         Some(last) => seq.max(last?.0.value().1.saturating_add(1)),

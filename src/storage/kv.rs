@@ -149,8 +149,15 @@ fn take_restart_tx(tx: &WriteTransaction) -> StoreResult<Option<Result<RestartSt
 const META_JOURNAL_SEQ: &str = "journal_seq";
 
 pub(super) fn set_journal_seq(tx: &WriteTransaction, seq: u64) -> StoreResult<()> {
-    tx.open_table(META)?
-        .insert(META_JOURNAL_SEQ, seq.to_string().as_bytes())?;
+    set_journal_seq_in(&mut tx.open_table(META)?, seq)
+}
+
+/// [`set_journal_seq`] in the `meta` table a job holds.
+pub(super) fn set_journal_seq_in(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    seq: u64,
+) -> StoreResult<()> {
+    meta.insert(META_JOURNAL_SEQ, seq.to_string().as_bytes())?;
     Ok(())
 }
 

@@ -17,23 +17,19 @@ use std::sync::atomic::Ordering;
 use redb::{ReadableTable, WriteTransaction};
 use serde_json::json;
 
+use super::batch::Tables;
 use super::costs::add_run_cost_tx;
 use super::error::StoreError;
-use super::events::insert_event;
+use super::events::insert_event_into;
 use super::limits::{MAX_PROMPT_BYTES, MAX_RESULT_BYTES, bound_text};
 use super::outbox::enqueue_answer;
 use super::projects::{DEFAULT_PROJECT, set_task_project_tx, task_project_tx};
-use super::queue::{
-    ActiveUsers, QueueRows, dequeue, enqueue, first_claimable, occupy_user, release_user,
-};
+use super::queue::{dequeue, enqueue, first_claimable, occupy_user, release_user};
 use super::records::*;
 use super::sessions::{agent_session_id_tx, append_message_tx, record_session_use_tx};
-use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASK_STATUS, TASKS, UPDATE_DEDUP};
 use super::task_ops::{TaskFinish, TaskOp};
-use super::tasks::{
-    StatusIndex, TaskRows, insert_task_indexed, load_task, next_id, read_task, reindex_status,
-    store_task, update_task, write_task,
-};
+use super::tasks::{insert_task_indexed, next_id, read_task, reindex_status, write_task};
+use super::writer::Wanted;
 use super::{Pending, Store, StoreResult};
 
 /// The outcome of a submission.
@@ -92,7 +88,7 @@ impl Store {
                 now_ms,
             }
         };
-        self.write_op(&op, move |tx| submit_tx(tx, &new, &project, now_ms))
+        self.write_op(&op, move |t| submit_tx(t, &new, &project, now_ms))
     }
 
     /// [`Self::submit_task`] for a chat prompt, which also enters the user's
@@ -129,8 +125,8 @@ impl Store {
                 history,
             }
         };
-        self.write_op(&op, move |tx| {
-            submit_prompt_tx(tx, &new, &project, now_ms, history)
+        self.write_op(&op, move |t| {
+            submit_prompt_tx(t, &new, &project, now_ms, history)
         })
     }
 
@@ -159,11 +155,15 @@ impl Store {
         {
             return Pending::ready(None);
         }
-        self.write_relaxed(move |tx| {
-            let claimed = claim_tx(tx, now_ms, &blocked_bots)?;
-            took_task.store(claimed.is_some(), Ordering::Relaxed);
-            Ok(claimed)
-        })
+        self.write_tables(
+            Wanted::Relaxed,
+            move |t| {
+                let claimed = claim_tx(t, now_ms, &blocked_bots)?;
+                took_task.store(claimed.is_some(), Ordering::Relaxed);
+                Ok(claimed)
+            },
+            |outcome| outcome,
+        )
     }
 
     /// Records the agent process of a claimed task (before waiting for it),
@@ -182,8 +182,8 @@ impl Store {
             pid,
             start_time,
         };
-        self.write_op(&op, move |tx| {
-            started_tx(tx, task_id, claimed_ms, pid, start_time)
+        self.write_op(&op, move |t| {
+            started_tx(t, task_id, claimed_ms, pid, start_time)
         })
     }
 
@@ -206,10 +206,10 @@ impl Store {
         let record = op.record();
         let fresh = self.inner.delivery_begun_by_finish.clone();
         let forget = fresh.clone();
-        self.write_journaled_then(
-            record,
-            move |tx| {
-                let task = finish_tx(tx, task_id, &finish, now_ms, history)?;
+        self.write_tables(
+            Wanted::Journaled(record),
+            move |t| {
+                let task = finish_tx(t, task_id, &finish, now_ms, history)?;
                 // Marked before the commit makes the answer visible to the
                 // outbox, so the outbox never finds it unmarked.
                 if deliver && task.chat_id != NO_CHAT {
@@ -241,9 +241,10 @@ impl Store {
         now_ms: u64,
         refund_attempt: bool,
     ) -> Pending<Task> {
-        self.write(move |tx| {
-            let mut t = TaskTables::open(tx)?;
-            let mut task = read_task(&t.tasks, task_id)?;
+        self.write_tables(
+            Wanted::Durable,
+            move |t| {
+            let mut task = read_task(&*t.tasks()?, task_id)?;
             if refund_attempt {
                 task.attempts = task.attempts.saturating_sub(1);
             }
@@ -254,20 +255,19 @@ impl Store {
                 )));
             }
             let old_status = task.status;
-            dequeue(&mut t.queue, &task)?;
-            release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
+            dequeue(&mut *t.queue()?, &task)?;
+            release_user(&mut *t.active()?, &task)?;
             task.status = status;
             task.error_class = Some(class);
             task.error = Some(error.clone());
             task.enqueued_ms = not_before_ms;
             task.pid = None;
             task.pid_start_time = None;
-            enqueue(&mut t.queue, &task)?;
-            reindex_status(&mut t.status, task.id, old_status, task.status)?;
-            write_task(&mut t.tasks, &task)?;
-            drop(t);
-            insert_event(
-                tx,
+            enqueue(&mut *t.queue()?, &task)?;
+            reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
+            write_task(&mut *t.tasks()?, &task)?;
+            insert_event_into(
+                &mut *t.events()?,
                 now_ms,
                 0,
                 "task_requeued",
@@ -275,60 +275,70 @@ impl Store {
                 &json!({"task_id": task.id, "class": class.as_str(), "attempts": task.attempts}),
             )?;
             Ok(task)
-        })
+            },
+            |outcome| outcome,
+        )
     }
 
     /// Cancels a queued or interrupted task. A running task is cancelled by the
     /// worker pool (which kills its process group and then calls `finish_task`).
     pub fn cancel_queued_task(&self, task_id: u64, now_ms: u64) -> Pending<Task> {
-        self.write(move |tx| {
-            let task = load_task(tx, task_id)?;
-            match task.status {
-                TaskStatus::Queued | TaskStatus::Interrupted => {}
-                other => {
-                    return Err(StoreError::Conflict(format!(
-                        "task {task_id} is {other}, not queued"
-                    )));
+        self.write_tables(
+            Wanted::Durable,
+            move |t| {
+                let task = read_task(&*t.tasks()?, task_id)?;
+                match task.status {
+                    TaskStatus::Queued | TaskStatus::Interrupted => {}
+                    other => {
+                        return Err(StoreError::Conflict(format!(
+                            "task {task_id} is {other}, not queued"
+                        )));
+                    }
                 }
-            }
-            let finish = TaskFinish {
-                status: Some(TaskStatus::Cancelled),
-                error_class: Some(FailureClass::Cancelled),
-                error: Some("cancelled before it ran".into()),
-                ..TaskFinish::default()
-            };
-            finish_tx(tx, task_id, &finish, now_ms, 0)
-        })
+                let finish = TaskFinish {
+                    status: Some(TaskStatus::Cancelled),
+                    error_class: Some(FailureClass::Cancelled),
+                    error: Some("cancelled before it ran".into()),
+                    ..TaskFinish::default()
+                };
+                finish_tx(t, task_id, &finish, now_ms, 0)
+            },
+            |outcome| outcome,
+        )
     }
 
     /// Creates a new task with the prompt of a finished one (a manual retry).
     pub fn retry_task(&self, task_id: u64, max_attempts: u32, now_ms: u64) -> Pending<Task> {
-        self.write(move |tx| {
-            let old = load_task(tx, task_id)?;
-            if !old.status.is_terminal() {
-                return Err(StoreError::Conflict(format!(
-                    "task {task_id} is {}; only a finished task can be retried",
-                    old.status
-                )));
-            }
-            let new = NewTask {
-                bot_id: old.bot_id.clone(),
-                user_id: old.user_id,
-                chat_id: old.chat_id,
-                kind: old.kind,
-                source: old.source,
-                prompt: old.prompt.clone(),
-                priority: old.priority,
-                max_attempts,
-                reply_to_message_id: old.reply_to_message_id,
-                update_id: None,
-            };
-            let project = task_project_tx(tx, task_id)?;
-            let mut submitted = submit_tx(tx, &new, &project, now_ms)?;
-            submitted.task.retry_of = Some(task_id);
-            store_task(tx, &submitted.task)?;
-            Ok(submitted.task)
-        })
+        self.write_tables(
+            Wanted::Durable,
+            move |t| {
+                let old = read_task(&*t.tasks()?, task_id)?;
+                if !old.status.is_terminal() {
+                    return Err(StoreError::Conflict(format!(
+                        "task {task_id} is {}; only a finished task can be retried",
+                        old.status
+                    )));
+                }
+                let new = NewTask {
+                    bot_id: old.bot_id.clone(),
+                    user_id: old.user_id,
+                    chat_id: old.chat_id,
+                    kind: old.kind,
+                    source: old.source,
+                    prompt: old.prompt.clone(),
+                    priority: old.priority,
+                    max_attempts,
+                    reply_to_message_id: old.reply_to_message_id,
+                    update_id: None,
+                };
+                let project = task_project_tx(t, task_id)?;
+                let mut submitted = submit_tx(t, &new, &project, now_ms)?;
+                submitted.task.retry_of = Some(task_id);
+                write_task(&mut *t.tasks()?, &submitted.task)?;
+                Ok(submitted.task)
+            },
+            |outcome| outcome,
+        )
     }
 }
 
@@ -342,69 +352,49 @@ fn check_prompt(new: &NewTask) -> StoreResult<()> {
     Ok(())
 }
 
-/// The tables every change of a task's status writes, each opened once per job.
-struct TaskTables<'txn> {
-    tasks: TaskRows<'txn>,
-    status: StatusIndex<'txn>,
-    queue: QueueRows<'txn>,
-}
-
-impl<'txn> TaskTables<'txn> {
-    fn open(tx: &'txn WriteTransaction) -> StoreResult<Self> {
-        Ok(TaskTables {
-            tasks: tx.open_table(TASKS)?,
-            status: tx.open_table(TASK_STATUS)?,
-            queue: tx.open_table(TASK_QUEUE)?,
-        })
+/// Writes a task that is not stored yet, its indexes and its queue entry when
+/// queued.
+fn insert_new(t: &Tables<'_>, task: &Task) -> StoreResult<()> {
+    insert_task_indexed(t, task)?;
+    if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
+        enqueue(&mut *t.queue()?, task)?;
     }
-
-    /// Writes a task that is not stored yet, its indexes and its queue entry
-    /// when queued.
-    fn insert_new(&mut self, tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-        insert_task_indexed(tx, &mut self.tasks, &mut self.status, task)?;
-        if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
-            enqueue(&mut self.queue, task)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Writes a task that is not stored yet, its indexes and its queue entry when
 /// queued.
 pub(super) fn insert_new_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    TaskTables::open(tx)?.insert_new(tx, task)
+    insert_new(&Tables::new(tx), task)
 }
 
 /// Records a running task's process. After a crash that lost the relaxed claim,
 /// the task is queued again: it is claimed here first, exactly as the claim at
 /// `claimed_ms` did.
 pub(super) fn started_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     claimed_ms: u64,
     pid: u32,
     start_time: u64,
 ) -> StoreResult<()> {
-    let mut tasks = tx.open_table(TASKS)?;
-    let mut task = read_task(&tasks, task_id)?;
+    let mut task = read_task(&*t.tasks()?, task_id)?;
     if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
-        drop(tasks);
-        let mut t = TaskTables::open(tx)?;
-        let mut active = tx.open_table(ACTIVE_USERS)?;
-        task = start_claimed(tx, &mut t, &mut active, task, claimed_ms)?.task;
-        tasks = t.tasks;
+        task = start_claimed(t, task, claimed_ms)?.task;
     }
     record_process(&mut task, pid, start_time)?;
-    write_task(&mut tasks, &task)
+    write_task(&mut *t.tasks()?, &task)
 }
 
 pub(super) fn process_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     pid: u32,
     start_time: u64,
 ) -> StoreResult<()> {
-    update_task(tx, task_id, |task| record_process(task, pid, start_time)).map(drop)
+    let mut task = read_task(&*t.tasks()?, task_id)?;
+    record_process(&mut task, pid, start_time)?;
+    write_task(&mut *t.tasks()?, &task)
 }
 
 fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()> {
@@ -420,40 +410,39 @@ fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()>
 }
 
 pub(super) fn claim_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     now_ms: u64,
     blocked_bots: &[String],
 ) -> StoreResult<Option<Claimed>> {
-    let mut t = TaskTables::open(tx)?;
-    let mut active = tx.open_table(ACTIVE_USERS)?;
-    let Some(task) = first_claimable(&t.queue, &t.tasks, &active, now_ms, blocked_bots)? else {
-        return Ok(None);
-    };
-    start_claimed(tx, &mut t, &mut active, task, now_ms).map(Some)
+    let found = first_claimable(
+        &*t.queue()?,
+        &*t.tasks()?,
+        &*t.active()?,
+        now_ms,
+        blocked_bots,
+    )?;
+    match found {
+        Some(task) => start_claimed(t, task, now_ms).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Turns a queued task into a running one (attempt counted, user marked busy).
-fn start_claimed(
-    tx: &WriteTransaction,
-    t: &mut TaskTables<'_>,
-    active: &mut ActiveUsers<'_>,
-    mut task: Task,
-    now_ms: u64,
-) -> StoreResult<Claimed> {
+fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
     let old_status = task.status;
-    dequeue(&mut t.queue, &task)?;
+    dequeue(&mut *t.queue()?, &task)?;
     task.status = TaskStatus::Running;
     task.attempts += 1;
     task.started_ms = Some(now_ms);
     task.pid = None;
     task.pid_start_time = None;
-    write_task(&mut t.tasks, &task)?;
-    reindex_status(&mut t.status, task.id, old_status, task.status)?;
-    occupy_user(active, &task)?;
-    let project = task_project_tx(tx, task.id)?;
-    let session_id = agent_session_id_tx(tx, &task.bot_id, task.user_id, &project)?;
-    insert_event(
-        tx,
+    write_task(&mut *t.tasks()?, &task)?;
+    reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
+    occupy_user(&mut *t.active()?, &task)?;
+    let project = task_project_tx(t, task.id)?;
+    let session_id = agent_session_id_tx(t, &task.bot_id, task.user_id, &project)?;
+    insert_event_into(
+        &mut *t.events()?,
         now_ms,
         0,
         "task_started",
@@ -468,14 +457,13 @@ fn start_claimed(
 }
 
 pub(super) fn finish_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     finish: &TaskFinish,
     now_ms: u64,
     history: usize,
 ) -> StoreResult<Task> {
-    let mut t = TaskTables::open(tx)?;
-    let mut task = read_task(&t.tasks, task_id)?;
+    let mut task = read_task(&*t.tasks()?, task_id)?;
     if task.status.is_terminal() {
         return Err(StoreError::Conflict(format!(
             "task {task_id} {}",
@@ -484,8 +472,8 @@ pub(super) fn finish_tx(
     }
     let old_status = task.status;
     let status = finish.status.unwrap_or(TaskStatus::Succeeded);
-    dequeue(&mut t.queue, &task)?;
-    release_user(&mut tx.open_table(ACTIVE_USERS)?, &task)?;
+    dequeue(&mut *t.queue()?, &task)?;
+    release_user(&mut *t.active()?, &task)?;
     task.status = status;
     task.finished_ms = Some(now_ms);
     task.result = finish
@@ -505,12 +493,11 @@ pub(super) fn finish_tx(
         // See Store::finish_task: the outbox sends it from now on.
         task.delivery_started_ms = Some(now_ms);
     }
-    write_task(&mut t.tasks, &task)?;
-    reindex_status(&mut t.status, task.id, old_status, status)?;
-    drop(t);
+    write_task(&mut *t.tasks()?, &task)?;
+    reindex_status(&mut *t.status()?, task.id, old_status, status)?;
     if finish.cost_usd > 0.0 || finish.input_tokens > 0 || task.started_ms.is_some() {
         add_run_cost_tx(
-            tx,
+            t,
             &task.bot_id,
             now_ms,
             finish.cost_usd,
@@ -518,16 +505,16 @@ pub(super) fn finish_tx(
             finish.output_tokens,
         )?;
     }
-    let project = task_project_tx(tx, task.id)?;
+    let project = task_project_tx(t, task.id)?;
     if let Some(session_id) = &finish.session_id {
-        record_session_use_tx(tx, &task.bot_id, task.user_id, &project, session_id, now_ms)?;
+        record_session_use_tx(t, &task.bot_id, task.user_id, &project, session_id, now_ms)?;
     }
     if status == TaskStatus::Succeeded
         && history > 0
         && let Some(result) = &task.result
     {
         append_message_tx(
-            tx,
+            t,
             &task.bot_id,
             task.user_id,
             &project,
@@ -538,10 +525,10 @@ pub(super) fn finish_tx(
         )?;
     }
     if finish.deliver && task.chat_id != NO_CHAT {
-        enqueue_answer(tx, task.id)?;
+        enqueue_answer(t, task.id)?;
     }
-    insert_event(
-        tx,
+    insert_event_into(
+        &mut *t.events()?,
         now_ms,
         0,
         "task_finished",
@@ -560,17 +547,18 @@ pub(super) fn finish_tx(
 }
 
 pub(super) fn submit_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     new: &NewTask,
     project: &str,
     now_ms: u64,
 ) -> StoreResult<TaskSubmitted> {
-    let mut dedup = tx.open_table(UPDATE_DEDUP)?;
-    let mut t = TaskTables::open(tx)?;
     if let Some(update) = new.update_id {
-        let existing = dedup.get((new.bot_id.as_str(), update))?.map(|v| v.value());
+        let existing = t
+            .dedup()?
+            .get((new.bot_id.as_str(), update))?
+            .map(|v| v.value());
         if let Some(id) = existing {
-            let task = read_task(&t.tasks, id)?;
+            let task = read_task(&*t.tasks()?, id)?;
             // A re-delivery is the same message. Telegram picks update ids at
             // random again after a week without updates, so an id seen before
             // on another message is a new prompt, never one to drop.
@@ -582,7 +570,7 @@ pub(super) fn submit_tx(
             }
         }
     }
-    let id = next_id(&t.tasks)?;
+    let id = next_id(&*t.tasks()?)?;
     let task = Task {
         id,
         bot_id: new.bot_id.clone(),
@@ -616,10 +604,10 @@ pub(super) fn submit_tx(
         retry_of: None,
         extra: None,
     };
-    t.insert_new(tx, &task)?;
-    set_task_project_tx(tx, id, project)?;
+    insert_new(t, &task)?;
+    set_task_project_tx(t, id, project)?;
     if let Some(update) = new.update_id {
-        dedup.insert((new.bot_id.as_str(), update), id)?;
+        t.dedup()?.insert((new.bot_id.as_str(), update), id)?;
     }
     Ok(TaskSubmitted {
         task,
@@ -628,16 +616,16 @@ pub(super) fn submit_tx(
 }
 
 pub(super) fn submit_prompt_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     new: &NewTask,
     project: &str,
     now_ms: u64,
     history: usize,
 ) -> StoreResult<TaskSubmitted> {
-    let submitted = submit_tx(tx, new, project, now_ms)?;
+    let submitted = submit_tx(t, new, project, now_ms)?;
     if !submitted.duplicate && history > 0 {
         append_message_tx(
-            tx,
+            t,
             &new.bot_id,
             new.user_id,
             project,

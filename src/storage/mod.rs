@@ -28,11 +28,14 @@
 //! (answers to deliver), [`costs`] and [`sessions`] (sessions and history). The
 //! steps of a task's life that change several of them at once are in
 //! [`lifecycle`]; the journaled operations are data in [`task_ops`], redone at
-//! open by [`replay`]. Lower files never import higher ones: no import circles.
+//! open by [`replay`]. They work on the batch's shared tables ([`batch`]), each
+//! opened once per commit. Lower files never import higher ones: no import
+//! circles.
 
 mod alerts;
 mod approval_answers;
 mod approvals;
+mod batch;
 pub mod codec;
 mod costs;
 mod dump;
@@ -294,61 +297,18 @@ impl Store {
         }
     }
 
-    /// Queues a write that `record` redoes: made durable by the journal when the
-    /// store has one (see [`journal`]), else by a durable commit like [`Self::write`].
-    pub(crate) fn write_journaled<T, F>(&self, record: Vec<u8>, f: F) -> Pending<T>
+    /// Queues a write on the batch's shared tables ([`batch::Tables`]), made
+    /// durable as `wanted` says; `then` runs on the writer thread once the
+    /// outcome is known (see [`writer`]).
+    pub(crate) fn write_tables<T, F, C>(&self, wanted: writer::Wanted, f: F, then: C) -> Pending<T>
     where
         T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(handle) => handle.submit_journaled(record, f),
-            None => Pending::failed(StoreError::Closed),
-        }
-    }
-
-    /// [`Self::write_journaled`], with `then` run on the writer thread once the
-    /// outcome is known, before the caller is answered.
-    pub(crate) fn write_journaled_then<T, F, C>(&self, record: Vec<u8>, f: F, then: C) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&batch::Tables<'_>) -> StoreResult<T> + Send + 'static,
         C: FnOnce(StoreResult<T>) -> StoreResult<T> + Send + 'static,
     {
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(handle) => handle.submit_journaled_then(record, f, then),
-            None => Pending::failed(StoreError::Closed),
-        }
-    }
-
-    /// Queues a write whose loss in a crash is harmless by design (see
-    /// [`writer`]): answered after a non-durable commit, persisted by the next
-    /// durable one, at most a second later.
-    pub(crate) fn write_relaxed<T, F>(&self, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(handle) => handle.submit_relaxed(f),
-            None => Pending::failed(StoreError::Closed),
-        }
-    }
-
-    /// Queues a relaxed write that nobody needs to see at once: it shares the
-    /// commit of the next write (any kind), or is committed alone within
-    /// [`writer::DEFER_MAX`]. Later writes are still applied after it.
-    pub(crate) fn write_deferred<T, F>(&self, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
-    {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(handle) => handle.submit_deferred(f),
+            Some(handle) => handle.submit_job(wanted, f, then),
             None => Pending::failed(StoreError::Closed),
         }
     }

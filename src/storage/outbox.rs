@@ -6,12 +6,14 @@
 //! durable before the answer is sent, so after a crash an answer that may have
 //! reached the user is sent again only with a note that says so.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::batch::Tables;
 use super::records::Task;
 use super::tables::{OUTBOX, TASKS};
 use super::task_ops::TaskOp;
 use super::tasks::{decode_task, update_task};
+use super::writer::Wanted;
 use super::{Pending, Store, StoreResult};
 
 /// Most answers remembered as "delivery begun by this process's finish".
@@ -52,7 +54,11 @@ impl Store {
     /// the commit of the next write (at the latest the task's own next step, so
     /// delivery finds it), or is committed alone within a few milliseconds.
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
-        self.write_deferred(move |tx| progress_tx(tx, task_id, message_id))
+        self.write_tables(
+            Wanted::Deferred,
+            move |t| progress_tx(t, task_id, message_id),
+            |outcome| outcome,
+        )
     }
 
     /// Records that sending a task's answer begins; returns when an earlier attempt
@@ -66,14 +72,14 @@ impl Store {
             return Pending::ready(None);
         }
         let op = TaskOp::BeginDelivery { task_id, now_ms };
-        self.write_op(&op, move |tx| begin_delivery_tx(tx, task_id, now_ms))
+        self.write_op(&op, move |t| begin_delivery_tx(t, task_id, now_ms))
     }
 
     /// Records that a delivery attempt failed before reaching the user.
     pub fn delivery_failed(&self, task_id: u64) -> Pending<()> {
         self.inner.delivery_begun_by_finish.remove(task_id);
         let op = TaskOp::DeliveryFailed { task_id };
-        self.write_op(&op, move |tx| delivery_failed_tx(tx, task_id))
+        self.write_op(&op, move |t| delivery_failed_tx(t, task_id))
     }
 
     /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (the
@@ -83,7 +89,11 @@ impl Store {
     /// within a few milliseconds.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
         self.inner.delivery_begun_by_finish.remove(task_id);
-        self.write_deferred(move |tx| delivered_tx(tx, task_id))
+        self.write_tables(
+            Wanted::Deferred,
+            move |t| delivered_tx(t, task_id),
+            |outcome| outcome,
+        )
     }
 
     /// Finished tasks whose answer has not been delivered yet, oldest first.
@@ -107,17 +117,17 @@ impl Store {
 }
 
 /// Queues a finished task's answer for delivery.
-pub(super) fn enqueue_answer(tx: &WriteTransaction, task_id: u64) -> StoreResult<()> {
-    tx.open_table(OUTBOX)?.insert(task_id, ())?;
+pub(super) fn enqueue_answer(t: &Tables<'_>, task_id: u64) -> StoreResult<()> {
+    t.outbox()?.insert(task_id, ())?;
     Ok(())
 }
 
 pub(super) fn progress_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     message_id: Option<i32>,
 ) -> StoreResult<()> {
-    update_task(tx, task_id, |task| {
+    update_task(t, task_id, |task| {
         task.progress_message_id = message_id;
         Ok(())
     })
@@ -125,12 +135,12 @@ pub(super) fn progress_tx(
 }
 
 pub(super) fn begin_delivery_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     now_ms: u64,
 ) -> StoreResult<Option<u64>> {
     let mut previous = None;
-    update_task(tx, task_id, |task| {
+    update_task(t, task_id, |task| {
         previous = task.delivery_started_ms;
         task.delivery_started_ms = Some(now_ms);
         Ok(())
@@ -138,15 +148,15 @@ pub(super) fn begin_delivery_tx(
     Ok(previous)
 }
 
-pub(super) fn delivery_failed_tx(tx: &WriteTransaction, task_id: u64) -> StoreResult<()> {
-    update_task(tx, task_id, |task| {
+pub(super) fn delivery_failed_tx(t: &Tables<'_>, task_id: u64) -> StoreResult<()> {
+    update_task(t, task_id, |task| {
         task.delivery_started_ms = None;
         Ok(())
     })
     .map(drop)
 }
 
-pub(super) fn delivered_tx(tx: &WriteTransaction, task_id: u64) -> StoreResult<()> {
-    tx.open_table(OUTBOX)?.remove(task_id)?;
+pub(super) fn delivered_tx(t: &Tables<'_>, task_id: u64) -> StoreResult<()> {
+    t.outbox()?.remove(task_id)?;
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! `default`. A chosen project is a name only: whether the bot still has it is
 //! the caller's question (the configuration may have changed since).
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use super::batch::Tables;
 
 use super::tables::{TASK_PROJECTS, USER_PROJECTS};
 use super::{Pending, Store, StoreResult};
@@ -76,20 +78,18 @@ fn project_or_default(project: Option<String>) -> String {
 }
 
 /// The project of a task, inside a write transaction.
-pub(super) fn task_project_tx(tx: &WriteTransaction, task_id: u64) -> StoreResult<String> {
-    let table = tx.open_table(TASK_PROJECTS)?;
-    let project = table.get(task_id)?.map(|v| v.value().to_owned());
+pub(super) fn task_project_tx(t: &Tables<'_>, task_id: u64) -> StoreResult<String> {
+    let project = t
+        .task_projects()?
+        .get(task_id)?
+        .map(|v| v.value().to_owned());
     Ok(project_or_default(project))
 }
 
 /// Records the project of a task being submitted (nothing for `default`).
-pub(super) fn set_task_project_tx(
-    tx: &WriteTransaction,
-    task_id: u64,
-    project: &str,
-) -> StoreResult<()> {
+pub(super) fn set_task_project_tx(t: &Tables<'_>, task_id: u64, project: &str) -> StoreResult<()> {
     if project != DEFAULT_PROJECT {
-        tx.open_table(TASK_PROJECTS)?.insert(task_id, project)?;
+        t.task_projects()?.insert(task_id, project)?;
     }
     Ok(())
 }

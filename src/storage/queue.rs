@@ -2,8 +2,10 @@
 //! priority, then age) and `active_users` (the one running task of each user).
 //!
 //! Invariants: a task is in `task_queue` iff its status is `queued` or
-//! `interrupted`; `active_users` holds at most one running task per (bot, user),
-//! so a user's prompts run one at a time, in order.
+//! `interrupted`; a task is in `active_users` iff it is running, at most one per
+//! (bot, user), so a user's prompts run one at a time, in order. The two tables
+//! are therefore also the index of the tasks that have not finished
+//! ([`super::tasks`]).
 
 use redb::{ReadableTable, ReadableTableMetadata, Table};
 

@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, Durability};
 
 use super::StoreResult;
+use super::batch::Tables;
 use super::error::StoreError;
 use super::journal::{Journal, JournalRecord};
 use super::kv::{journal_seq, set_journal_seq};
@@ -66,7 +67,9 @@ pub(super) fn replay_journal(db: &Database, db_path: &Path) -> StoreResult<(Jour
     for record in &pending {
         let mut tx = db.begin_write()?;
         tx.set_durability(Durability::None)?;
-        match TaskOp::from_record(&record.payload).and_then(|op| redo(&op, &tx)) {
+        let redone_op =
+            TaskOp::from_record(&record.payload).and_then(|op| redo(&op, &Tables::new(&tx)));
+        match redone_op {
             Ok(()) => {
                 tx.commit()?;
                 redone += 1;
@@ -129,7 +132,7 @@ fn clear_journal(journal: &mut Journal) {
 }
 
 /// Applies an operation again, as the [`super::Store`] method that journaled it did.
-fn redo(op: &TaskOp, tx: &WriteTransaction) -> StoreResult<()> {
+fn redo(op: &TaskOp, tx: &Tables<'_>) -> StoreResult<()> {
     match op {
         TaskOp::Submit { new, now_ms } => submit_tx(tx, new, DEFAULT_PROJECT, *now_ms).map(drop),
         TaskOp::SubmitInProject {

@@ -9,8 +9,9 @@
 //! project); the append that exceeds the bound removes the oldest in the same
 //! transaction.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::batch::Tables;
 use super::codec;
 use super::error::StoreError;
 use super::limits::{MAX_MESSAGE_BYTES, bound_text};
@@ -117,10 +118,11 @@ impl Store {
     pub fn forget_agent_session(&self, bot_id: &str, user_id: i64, project: &str) -> Pending<()> {
         let (bot, project) = (bot_id.to_string(), project.to_string());
         self.write(move |tx| {
-            let existing = load_session_tx(tx, &bot, user_id, &project)?;
+            let t = Tables::new(tx);
+            let existing = load_session_tx(&t, &bot, user_id, &project)?;
             if let Some(mut session) = existing {
                 session.agent_session_id = None;
-                store_session_tx(tx, &bot, user_id, &project, &session)?;
+                store_session_tx(&t, &bot, user_id, &project, &session)?;
             }
             Ok(())
         })
@@ -146,9 +148,9 @@ impl Store {
             now_ms,
             history: bound,
         };
-        self.write_op(&op, move |tx| {
+        self.write_op(&op, move |t| {
             append_message_tx(
-                tx,
+                t,
                 &bot,
                 user_id,
                 DEFAULT_PROJECT,
@@ -225,18 +227,18 @@ fn decode_session(bytes: &[u8]) -> StoreResult<Session> {
 
 /// The stored session of a (bot, user, project), if any.
 fn load_session_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     project: &str,
 ) -> StoreResult<Option<Session>> {
     if project == DEFAULT_PROJECT {
-        tx.open_table(SESSIONS)?
+        t.sessions()?
             .get((bot_id, user_id))?
             .map(|v| decode_session(v.value()))
             .transpose()
     } else {
-        tx.open_table(PROJECT_SESSIONS)?
+        t.project_sessions()?
             .get((bot_id, user_id, project))?
             .map(|v| decode_session(v.value()))
             .transpose()
@@ -244,7 +246,7 @@ fn load_session_tx(
 }
 
 fn store_session_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     project: &str,
@@ -252,10 +254,9 @@ fn store_session_tx(
 ) -> StoreResult<()> {
     let bytes = codec::encode(session);
     if project == DEFAULT_PROJECT {
-        tx.open_table(SESSIONS)?
-            .insert((bot_id, user_id), bytes.as_slice())?;
+        t.sessions()?.insert((bot_id, user_id), bytes.as_slice())?;
     } else {
-        tx.open_table(PROJECT_SESSIONS)?
+        t.project_sessions()?
             .insert((bot_id, user_id, project), bytes.as_slice())?;
     }
     Ok(())
@@ -263,25 +264,25 @@ fn store_session_tx(
 
 /// The agent session a run of this (bot, user, project) resumes, if any.
 pub(super) fn agent_session_id_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     project: &str,
 ) -> StoreResult<Option<String>> {
-    Ok(load_session_tx(tx, bot_id, user_id, project)?.and_then(|s| s.agent_session_id))
+    Ok(load_session_tx(t, bot_id, user_id, project)?.and_then(|s| s.agent_session_id))
 }
 
 /// Records a run of this (bot, user, project) in `session_id`: the session to
 /// resume next, its last activity, one more message.
 pub(super) fn record_session_use_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     project: &str,
     session_id: &str,
     now_ms: u64,
 ) -> StoreResult<()> {
-    let existing = load_session_tx(tx, bot_id, user_id, project)?;
+    let existing = load_session_tx(t, bot_id, user_id, project)?;
     let mut session = existing.unwrap_or(Session {
         agent_session_id: None,
         created_ms: now_ms,
@@ -293,12 +294,12 @@ pub(super) fn record_session_use_tx(
     session.agent_session_id = Some(session_id.to_string());
     session.last_active_ms = now_ms;
     session.message_count += 1;
-    store_session_tx(tx, bot_id, user_id, project, &session)
+    store_session_tx(t, bot_id, user_id, project, &session)
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn append_message_tx(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     bot_id: &str,
     user_id: i64,
     project: &str,
@@ -317,7 +318,7 @@ pub(super) fn append_message_tx(
     };
     let bytes = codec::encode(&message);
     if project != DEFAULT_PROJECT {
-        let mut table = tx.open_table(PROJECT_MESSAGES)?;
+        let mut table = t.project_messages()?;
         let next_seq = table
             .range((bot_id, user_id, project, 0)..=(bot_id, user_id, project, u64::MAX))?
             .next_back()
@@ -333,7 +334,7 @@ pub(super) fn append_message_tx(
         }
         return Ok(());
     }
-    let mut table = tx.open_table(MESSAGES)?;
+    let mut table = t.messages()?;
     let range = (bot_id, user_id, 0)..=(bot_id, user_id, u64::MAX);
     let next_seq = table
         .range(range.clone())?

@@ -17,7 +17,9 @@ pub const MESSAGES: TableDefinition<(&str, i64, u64), &[u8]> = TableDefinition::
 pub const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
 /// (priority, enqueued_ms, task_id) → (): the queued tasks, in order.
 pub const TASK_QUEUE: TableDefinition<(u8, u64, u64), ()> = TableDefinition::new("task_queue");
-/// (status index, task_id) → (): tasks by status.
+/// (status index, task_id) → (): finished tasks by status (succeeded, failed,
+/// cancelled); the queued and interrupted ones are in [`TASK_QUEUE`], the
+/// running ones in [`ACTIVE_USERS`] (schema 5).
 pub const TASK_STATUS: TableDefinition<(u8, u64), ()> = TableDefinition::new("task_status");
 /// (bot_id, user_id, task_id) → (): tasks by user.
 pub const TASK_USER: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("task_user");

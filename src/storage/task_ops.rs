@@ -6,12 +6,13 @@
 //! outcome); variants are encoded by position, so new ones are only ever added at
 //! the end and old ones stay to redo the journals older builds left behind.
 
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
+use super::batch::Tables;
 use super::codec;
 use super::error::StoreError;
 use super::records::{FailureClass, NewTask, TaskStatus};
+use super::writer::Wanted;
 use super::{Pending, Store, StoreResult};
 
 /// First byte of every journal record this build writes: the layout of
@@ -148,8 +149,8 @@ impl Store {
     pub(super) fn write_op<T, F>(&self, op: &TaskOp, f: F) -> Pending<T>
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&Tables<'_>) -> StoreResult<T> + Send + 'static,
     {
-        self.write_journaled(op.record(), f)
+        self.write_tables(Wanted::Journaled(op.record()), f, |outcome| outcome)
     }
 }

@@ -2,17 +2,22 @@
 //! `task_user`, and the reads over them.
 //!
 //! Invariants: a task id is one above the newest task's and never reused (tasks
-//! are never deleted); `task_status` and `task_user` index every task under its
-//! current status and its (bot, user), changed in the transaction that changes
-//! the task. The life-cycle that moves tasks between statuses is in
+//! are never deleted); `task_user` indexes every task under its (bot, user) and
+//! `task_status` every *finished* task (succeeded, failed, cancelled) under its
+//! status, written in the transaction that finishes it. The tasks still alive
+//! need no index row of their own: a queued or interrupted task is in
+//! `task_queue`, a running one is its user's row in `active_users`
+//! ([`super::queue`]), so a task's claim moves no index row and only its finish
+//! adds one. The life-cycle that moves tasks between statuses is in
 //! [`super::lifecycle`].
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use super::batch::Tables;
 use super::codec;
 use super::error::StoreError;
 use super::records::{Task, TaskStatus};
-use super::tables::{TASK_STATUS, TASK_USER, TASKS};
+use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASK_STATUS, TASK_USER, TASKS};
 use super::{Store, StoreResult};
 
 /// Which tasks to list.
@@ -69,11 +74,18 @@ impl Store {
                         }
                     }
                 }
-                (_, _, Some(status)) => {
+                (_, _, Some(status)) if status.is_terminal() => {
                     let index = tx.open_table(TASK_STATUS)?;
                     let s = status.index();
                     for row in index.range((s, 0)..=(s, u64::MAX))?.rev() {
                         if !take(row?.0.value().1)? {
+                            break;
+                        }
+                    }
+                }
+                (_, _, Some(status)) => {
+                    for id in live_ids(tx, status)?.into_iter().rev() {
+                        if !take(id)? {
                             break;
                         }
                     }
@@ -93,14 +105,25 @@ impl Store {
     /// Every task in a status (all of them, oldest first): for recovery.
     pub fn tasks_in_status(&self, status: TaskStatus) -> StoreResult<Vec<Task>> {
         self.read(|tx| {
-            let index = tx.open_table(TASK_STATUS)?;
             let tasks = tx.open_table(TASKS)?;
-            let s = status.index();
+            let ids = if status.is_terminal() {
+                let index = tx.open_table(TASK_STATUS)?;
+                let s = status.index();
+                let mut ids = Vec::new();
+                for row in index.range((s, 0)..=(s, u64::MAX))? {
+                    ids.push(row?.0.value().1);
+                }
+                ids
+            } else {
+                live_ids(tx, status)?
+            };
             let mut out = Vec::new();
-            for row in index.range((s, 0)..=(s, u64::MAX))? {
-                let id = row?.0.value().1;
+            for id in ids {
                 if let Some(v) = tasks.get(id)? {
-                    out.push(decode_task(v.value())?);
+                    let task = decode_task(v.value())?;
+                    if task.status == status {
+                        out.push(task);
+                    }
                 }
             }
             Ok(out)
@@ -111,15 +134,54 @@ impl Store {
     pub fn task_counts(&self) -> StoreResult<Vec<(TaskStatus, u64)>> {
         self.read(|tx| {
             let index = tx.open_table(TASK_STATUS)?;
+            let tasks = tx.open_table(TASKS)?;
+            // The queue holds queued and interrupted tasks: told apart by their records.
+            let mut queued = 0;
+            let mut interrupted = 0;
+            for row in tx.open_table(TASK_QUEUE)?.iter()? {
+                if let Some(v) = tasks.get(row?.0.value().2)? {
+                    match decode_task(v.value())?.status {
+                        TaskStatus::Queued => queued += 1,
+                        TaskStatus::Interrupted => interrupted += 1,
+                        _ => {}
+                    }
+                }
+            }
             let mut out = Vec::new();
             for status in TaskStatus::ALL {
-                let s = status.index();
-                let n = index.range((s, 0)..=(s, u64::MAX))?.count() as u64;
+                let n = match status {
+                    TaskStatus::Queued => queued,
+                    TaskStatus::Interrupted => interrupted,
+                    TaskStatus::Running => tx.open_table(ACTIVE_USERS)?.len()?,
+                    _ => {
+                        let s = status.index();
+                        index.range((s, 0)..=(s, u64::MAX))?.count() as u64
+                    }
+                };
                 out.push((status, n));
             }
             Ok(out)
         })
     }
+}
+
+/// The ids of the tasks that may be in a status no index row covers (queued,
+/// interrupted: the queue; running: the users' running slots), oldest first.
+/// The caller checks each task's status.
+fn live_ids(tx: &ReadTransaction, status: TaskStatus) -> StoreResult<Vec<u64>> {
+    let mut ids = Vec::new();
+    if status == TaskStatus::Running {
+        for row in tx.open_table(ACTIVE_USERS)?.iter()? {
+            ids.push(row?.1.value());
+        }
+    } else {
+        for row in tx.open_table(TASK_QUEUE)?.iter()? {
+            ids.push(row?.0.value().2);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 pub(super) fn decode_task(bytes: &[u8]) -> StoreResult<Task> {
@@ -148,49 +210,46 @@ pub(super) fn write_task(tasks: &mut TaskRows<'_>, task: &Task) -> StoreResult<(
     Ok(())
 }
 
-pub(super) fn load_task(tx: &WriteTransaction, task_id: u64) -> StoreResult<Task> {
-    read_task(&tx.open_table(TASKS)?, task_id)
-}
-
-pub(super) fn store_task(tx: &WriteTransaction, task: &Task) -> StoreResult<()> {
-    write_task(&mut tx.open_table(TASKS)?, task)
-}
-
 /// Changes a task's record in place; for fields no index covers.
 pub(super) fn update_task(
-    tx: &WriteTransaction,
+    t: &Tables<'_>,
     task_id: u64,
     change: impl FnOnce(&mut Task) -> StoreResult<()>,
 ) -> StoreResult<Task> {
-    let mut tasks = tx.open_table(TASKS)?;
-    let mut task = read_task(&tasks, task_id)?;
+    let mut tasks = t.tasks()?;
+    let mut task = read_task(&*tasks, task_id)?;
     change(&mut task)?;
     write_task(&mut tasks, &task)?;
     Ok(task)
 }
 
-/// Writes a task that is not stored yet, with its status and user index rows.
-pub(super) fn insert_task_indexed(
-    tx: &WriteTransaction,
-    tasks: &mut TaskRows<'_>,
-    status: &mut StatusIndex<'_>,
-    task: &Task,
-) -> StoreResult<()> {
-    write_task(tasks, task)?;
-    status.insert((task.status.index(), task.id), ())?;
-    tx.open_table(TASK_USER)?
+/// Writes a task that is not stored yet, with its user index row and, if it is
+/// finished already (an imported one), its status row.
+pub(super) fn insert_task_indexed(t: &Tables<'_>, task: &Task) -> StoreResult<()> {
+    write_task(&mut *t.tasks()?, task)?;
+    if task.status.is_terminal() {
+        t.status()?.insert((task.status.index(), task.id), ())?;
+    }
+    t.users()?
         .insert((task.bot_id.as_str(), task.user_id, task.id), ())?;
     Ok(())
 }
 
+/// Moves a task's `task_status` row from `old` to `new`; only finished
+/// statuses have one (see the module comment).
 pub(super) fn reindex_status(
     index: &mut StatusIndex<'_>,
     id: u64,
     old: TaskStatus,
     new: TaskStatus,
 ) -> StoreResult<()> {
-    if old != new {
+    if old == new {
+        return Ok(());
+    }
+    if old.is_terminal() {
         index.remove((old.index(), id))?;
+    }
+    if new.is_terminal() {
         index.insert((new.index(), id), ())?;
     }
     Ok(())

@@ -1828,3 +1828,183 @@ fn unmodelled_legacy_cost_and_restart_fields_are_kept_in_meta_and_dumped_as_json
     assert_eq!(again.restart.already_imported, 1);
     store.close();
 }
+
+fn status_rows(store: &Store) -> u64 {
+    store
+        .table_counts()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.table == "task_status")
+        .map_or(0, |c| c.rows)
+}
+
+#[test]
+fn only_a_finished_task_has_a_task_status_row_and_every_status_is_still_found() {
+    let (_dir, store) = temp_store();
+    let a = store
+        .submit_task(new_task("A", 1, "a", 5), 10)
+        .wait()
+        .unwrap()
+        .task;
+    let b = store
+        .submit_task(new_task("A", 2, "b", 5), 11)
+        .wait()
+        .unwrap()
+        .task;
+    assert_eq!(status_rows(&store), 0);
+    let claimed = store.claim_next_task(20, vec![]).wait().unwrap().unwrap();
+    assert_eq!(claimed.task.id, a.id);
+    assert_eq!(status_rows(&store), 0);
+    let ids = |status| -> Vec<u64> {
+        store
+            .tasks_in_status(status)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    assert_eq!(ids(TaskStatus::Running), [a.id]);
+    assert_eq!(ids(TaskStatus::Queued), [b.id]);
+    store
+        .finish_task(a.id, TaskFinish::default(), 30)
+        .wait()
+        .unwrap();
+    assert_eq!(status_rows(&store), 1);
+    assert_eq!(ids(TaskStatus::Succeeded), [a.id]);
+    assert!(ids(TaskStatus::Running).is_empty());
+    store
+        .requeue_task(
+            b.id,
+            TaskStatus::Interrupted,
+            FailureClass::Interrupted,
+            "x".into(),
+            40,
+            40,
+            false,
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(ids(TaskStatus::Interrupted), [b.id]);
+    assert!(ids(TaskStatus::Queued).is_empty());
+    let counts: std::collections::HashMap<TaskStatus, u64> =
+        store.task_counts().unwrap().into_iter().collect();
+    assert_eq!(counts[&TaskStatus::Succeeded], 1);
+    assert_eq!(counts[&TaskStatus::Interrupted], 1);
+    assert_eq!(counts[&TaskStatus::Queued], 0);
+    assert_eq!(counts[&TaskStatus::Running], 0);
+    let interrupted = store
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Interrupted),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].id, b.id);
+    store.close();
+}
+
+/// A task record as a test writes it straight into a file.
+fn stored_task(id: u64, user: i64, status: TaskStatus) -> Task {
+    Task {
+        id,
+        bot_id: "A".into(),
+        user_id: user,
+        chat_id: user,
+        kind: TaskKind::Chat,
+        source: TaskSource::Telegram,
+        prompt: format!("task {id}"),
+        priority: 5,
+        status,
+        attempts: u32::from(status != TaskStatus::Queued),
+        max_attempts: 3,
+        created_ms: 1_000 + id,
+        enqueued_ms: 1_000 + id,
+        started_ms: (status != TaskStatus::Queued).then_some(2_000),
+        finished_ms: status.is_terminal().then_some(3_000),
+        pid: None,
+        pid_start_time: None,
+        exit_code: None,
+        result: status.is_terminal().then(|| "done".to_string()),
+        error_class: None,
+        error: None,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        session_id: None,
+        reply_to_message_id: None,
+        update_id: None,
+        progress_message_id: None,
+        delivery_started_ms: None,
+        retry_of: None,
+        extra: None,
+    }
+}
+
+#[test]
+fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let queued = stored_task(1, 1, TaskStatus::Queued);
+    let running = stored_task(2, 2, TaskStatus::Running);
+    let done = stored_task(3, 3, TaskStatus::Succeeded);
+    {
+        // As schema 4 indexed them: every task under its status.
+        let db = redb::Database::create(&path).unwrap();
+        migrations::apply_up_to(&db, 4).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut tasks = tx.open_table(tables::TASKS).unwrap();
+            let mut by_status = tx.open_table(tables::TASK_STATUS).unwrap();
+            let mut by_user = tx.open_table(tables::TASK_USER).unwrap();
+            for task in [&queued, &running, &done] {
+                tasks
+                    .insert(task.id, codec::encode(task).as_slice())
+                    .unwrap();
+                by_status
+                    .insert((task.status.index(), task.id), ())
+                    .unwrap();
+                by_user.insert(("A", task.user_id, task.id), ()).unwrap();
+            }
+            tx.open_table(tables::TASK_QUEUE)
+                .unwrap()
+                .insert(queued.queue_key(), ())
+                .unwrap();
+            tx.open_table(tables::ACTIVE_USERS)
+                .unwrap()
+                .insert(("A", running.user_id), running.id)
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::latest_schema_version()
+    );
+    assert_eq!(status_rows(&store), 1);
+    assert_eq!(
+        store.tasks_in_status(TaskStatus::Queued).unwrap(),
+        std::slice::from_ref(&queued)
+    );
+    assert_eq!(
+        store.tasks_in_status(TaskStatus::Running).unwrap(),
+        std::slice::from_ref(&running)
+    );
+    assert_eq!(
+        store.tasks_in_status(TaskStatus::Succeeded).unwrap(),
+        [done]
+    );
+    // The running task finishes and the queued one runs, as before the migration.
+    store
+        .finish_task(running.id, TaskFinish::default(), 4_000)
+        .wait()
+        .unwrap();
+    let claimed = store
+        .claim_next_task(5_000, vec![])
+        .wait()
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.task.id, queued.id);
+    assert_eq!(status_rows(&store), 2);
+    store.close();
+}

@@ -40,14 +40,16 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::batch::Tables;
 use super::error::StoreError;
 use super::journal::{self, Journal};
 
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 512;
-/// A write job: applied to a transaction, answered after the commit.
+/// A write job: applied to a transaction (through the batch's shared
+/// [`Tables`]), answered after the commit.
 pub(crate) trait WriteJob: Send {
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
+    fn apply(&mut self, tables: &Tables<'_>) -> Result<(), StoreError>;
     fn answer(self: Box<Self>, outcome: Result<(), StoreError>);
     /// What the job needs before its caller may be answered.
     fn durability(&self) -> JobDurability<'_>;
@@ -80,9 +82,14 @@ impl<'a> JobDurability<'a> {
 }
 
 /// How a job asks to be made durable, as given to [`WriterHandle`].
-enum Wanted {
+pub(crate) enum Wanted {
+    /// A durable commit.
     Durable,
+    /// The job is one that this journal record redoes (see [`super::journal`]):
+    /// it may be made durable by the journal instead of a durable commit.
     Journaled(Vec<u8>),
+    /// Its loss in a crash is harmless (see the module comment): answered after
+    /// a non-durable commit.
     Relaxed,
     /// Relaxed, and it may wait for company (see the module comment).
     Deferred,
@@ -108,11 +115,11 @@ impl<T, U, F, C> WriteJob for ClosureJob<T, U, F, C>
 where
     T: Send,
     U: Send,
-    F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
+    F: FnMut(&Tables<'_>) -> Result<T, StoreError> + Send,
     C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send,
 {
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
-        self.value = Some((self.f)(tx)?);
+    fn apply(&mut self, tables: &Tables<'_>) -> Result<(), StoreError> {
+        self.value = Some((self.f)(tables)?);
         Ok(())
     }
 
@@ -303,59 +310,16 @@ impl WriterHandle {
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
         C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
-        self.submit_job(Wanted::Durable, f, then)
+        self.submit_job(Wanted::Durable, raw(f), then)
     }
 
-    /// Like [`Self::submit`] for a job that `record` redoes (see [`super::journal`]):
-    /// it may be made durable by the journal instead of a durable commit.
-    pub(crate) fn submit_journaled<T, F>(&self, record: Vec<u8>, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit_job(Wanted::Journaled(record), f, |outcome| outcome)
-    }
-
-    /// [`Self::submit_journaled`] with a `then` (see [`ClosureJob`]).
-    pub(crate) fn submit_journaled_then<T, F, C>(
-        &self,
-        record: Vec<u8>,
-        f: F,
-        then: C,
-    ) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-        C: FnOnce(Result<T, StoreError>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit_job(Wanted::Journaled(record), f, then)
-    }
-
-    /// Like [`Self::submit`] for a job whose loss in a crash is harmless (see the
-    /// module comment): answered after a non-durable commit.
-    pub(crate) fn submit_relaxed<T, F>(&self, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit_job(Wanted::Relaxed, f, |outcome| outcome)
-    }
-
-    /// Like [`Self::submit_relaxed`] for a job nobody needs to see at once: it
-    /// shares the next batch's commit (see the module comment).
-    pub(crate) fn submit_deferred<T, F>(&self, f: F) -> Pending<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit_job(Wanted::Deferred, f, |outcome| outcome)
-    }
-
-    fn submit_job<T, U, F, C>(&self, wanted: Wanted, f: F, then: C) -> Pending<U>
+    /// A job working on the batch's shared [`Tables`] (the task operations),
+    /// made durable as `wanted` says.
+    pub(crate) fn submit_job<T, U, F, C>(&self, wanted: Wanted, f: F, then: C) -> Pending<U>
     where
         T: Send + 'static,
         U: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Tables<'_>) -> Result<T, StoreError> + Send + 'static,
         C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -372,6 +336,14 @@ impl WriterHandle {
             Err(_) => Pending::failed(StoreError::Closed),
         }
     }
+}
+
+/// A job on the transaction itself (it opens its own tables).
+fn raw<T, F>(mut f: F) -> impl FnMut(&Tables<'_>) -> Result<T, StoreError> + Send + 'static
+where
+    F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+{
+    move |tables: &Tables<'_>| f(tables.tx()?)
 }
 
 /// Starts the writer thread. It ends when every [`WriterHandle`] is dropped, after
@@ -758,10 +730,7 @@ impl Writer {
     fn try_commit(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
         let tx = self.begin(true)?;
         let seal = self.journal.as_ref().and_then(|state| state.seal);
-        let applied = apply_all(&tx, jobs).and_then(|()| match seal {
-            Some(seq) => super::kv::set_journal_seq(&tx, seq).map_err(BatchError::Commit),
-            None => Ok(()),
-        });
+        let applied = apply_all(&tx, jobs, seal);
         if let Err(e) = applied {
             // Aborting undoes every job's writes.
             let _ = tx.abort();
@@ -776,7 +745,7 @@ impl Writer {
     /// durable commit or checkpoint persists.
     fn try_commit_relaxed(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
         let tx = self.begin(false)?;
-        if let Err(e) = apply_all(&tx, jobs) {
+        if let Err(e) = apply_all(&tx, jobs, None) {
             let _ = tx.abort();
             return Err(e);
         }
@@ -805,11 +774,7 @@ impl Writer {
         let last_seq = state.last_seq + payloads.len() as u64;
         let records = state.journal.encode(first_seq, &payloads);
         let bytes = records.len() as u64;
-        let apply = |jobs: &mut [Box<dyn WriteJob>]| {
-            apply_all(&tx, jobs).and_then(|()| {
-                super::kv::set_journal_seq(&tx, last_seq).map_err(BatchError::Commit)
-            })
-        };
+        let apply = |jobs: &mut [Box<dyn WriteJob>]| apply_all(&tx, jobs, Some(last_seq));
         // A lone job is cheaper to apply than the hand-over to the journal's
         // thread and back, so it is applied first and appended on this thread; a
         // batch is applied while the journal's thread writes it.
@@ -870,13 +835,24 @@ impl Writer {
     }
 }
 
-/// Applies every job; the first failure aborts the transaction (undoing every
-/// job's writes) and names the job.
-fn apply_all(tx: &WriteTransaction, jobs: &mut [Box<dyn WriteJob>]) -> Result<(), BatchError> {
+/// Applies every job, then records `journal_seq` (the last journal record
+/// applied) if given, with the tables shared for the batch; the first failure
+/// names the job, and the caller aborts the transaction (undoing every job's
+/// writes). Every table is closed when this returns.
+fn apply_all(
+    tx: &WriteTransaction,
+    jobs: &mut [Box<dyn WriteJob>],
+    journal_seq: Option<u64>,
+) -> Result<(), BatchError> {
+    let tables = Tables::new(tx);
     for (index, job) in jobs.iter_mut().enumerate() {
-        if let Err(e) = job.apply(tx) {
+        if let Err(e) = job.apply(&tables) {
             return Err(BatchError::Job(index, e));
         }
+    }
+    if let Some(seq) = journal_seq {
+        super::kv::set_journal_seq_in(&mut *tables.meta().map_err(BatchError::Commit)?, seq)
+            .map_err(BatchError::Commit)?;
     }
     Ok(())
 }
@@ -928,7 +904,8 @@ mod tests {
     fn job(key: u64, fail: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
-            f: move |tx: &WriteTransaction| {
+            f: move |tables: &Tables<'_>| {
+                let tx = tables.tx()?;
                 if fail {
                     return Err(StoreError::Conflict("refused".into()));
                 }
@@ -1000,8 +977,8 @@ mod tests {
     fn relaxed_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
-            f: move |tx: &WriteTransaction| {
-                tx.open_table(T)?.insert(key, key)?;
+            f: move |tables: &Tables<'_>| {
+                tables.tx()?.open_table(T)?.insert(key, key)?;
                 Ok(())
             },
             wanted: Wanted::Relaxed,
@@ -1056,8 +1033,8 @@ mod tests {
     fn deferred_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
         let (reply, rx) = oneshot::channel();
         let job = ClosureJob {
-            f: move |tx: &WriteTransaction| {
-                tx.open_table(T)?.insert(key, key)?;
+            f: move |tables: &Tables<'_>| {
+                tables.tx()?.open_table(T)?.insert(key, key)?;
                 Ok(())
             },
             wanted: Wanted::Deferred,
@@ -1107,10 +1084,14 @@ mod tests {
             checkpoint_max_age: Duration::from_secs(3600),
         };
         let (handle, thread) = start(db.clone(), options, None);
-        let answered = handle.submit_deferred(|tx| {
-            tx.open_table(T)?.insert(7, 7)?;
-            Ok(())
-        });
+        let answered = handle.submit_job(
+            Wanted::Deferred,
+            |tables: &Tables<'_>| {
+                tables.tx()?.open_table(T)?.insert(7, 7)?;
+                Ok(())
+            },
+            |outcome| outcome,
+        );
         // Answered only once committed: no other job is ever sent.
         answered.wait().unwrap();
         let read = db.begin_read().unwrap();
