@@ -23,5 +23,6 @@ mod newcomer;
 mod operator_http;
 mod reliability;
 mod telegram_faults;
+mod test_agent_approvals;
 mod watchdog;
 mod worker;
