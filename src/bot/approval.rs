@@ -69,7 +69,7 @@ pub(super) async fn handle_callback(bot: &BotRuntime, query: CallbackQuery) {
     };
     let presser = i64::try_from(query.from.id.0).unwrap_or(i64::MAX);
     let approval = match bot.ctx.store.approval(id) {
-        Ok(Some(approval)) if approval.bot_id == bot.config.id => approval,
+        Ok(Some(approval)) if approval.asked.bot_id == bot.config.id => approval,
         Ok(_) => {
             answer(bot, &query_id, "This request is unknown.", false).await;
             return;
@@ -86,7 +86,7 @@ pub(super) async fn handle_callback(bot: &BotRuntime, query: CallbackQuery) {
             return;
         }
     };
-    if presser != approval.user_id && !bot.config.admins.contains(&presser) {
+    if presser != approval.asked.user_id && !bot.config.admins.contains(&presser) {
         let text = "Only the user who asked or an admin of this bot can decide this.";
         answer(bot, &query_id, text, true).await;
         return;
@@ -136,7 +136,7 @@ fn parse_callback(data: &str) -> Option<(u64, ApprovalDecision)> {
 
 /// The buttons of an approval: (label, callback data).
 pub fn buttons(approval: &Approval) -> Vec<(String, String)> {
-    let tool: String = approval.tool_name.chars().take(40).collect();
+    let tool: String = approval.asked.tool_name.chars().take(40).collect();
     vec![
         (
             "✅ Allow".into(),
@@ -157,12 +157,15 @@ pub fn buttons(approval: &Approval) -> Vec<(String, String)> {
 /// `<pre>` block, a file path with a short preview of what is written), escaped
 /// and truncated.
 pub fn request_html(approval: &Approval) -> String {
-    let input: Value = serde_json::from_str(&approval.input_json).unwrap_or(Value::Null);
+    let input: Value = serde_json::from_str(&approval.asked.input_json).unwrap_or(Value::Null);
     let text = |key: &str| input.get(key).and_then(Value::as_str);
-    let tool = escape_html(&approval.tool_name);
-    let mut out = format!("🔐 Task #{} asks to use <b>{tool}</b>\n", approval.task_id);
+    let tool = escape_html(&approval.asked.tool_name);
+    let mut out = format!(
+        "🔐 Task #{} asks to use <b>{tool}</b>\n",
+        approval.asked.task_id
+    );
     match (
-        approval.tool_name.as_str(),
+        approval.asked.tool_name.as_str(),
         text("command"),
         text("file_path"),
     ) {
@@ -225,7 +228,7 @@ fn user_name(user: &teloxide::types::User) -> String {
 
 fn this_bots(bot: &BotRuntime, id: u64) -> Option<Approval> {
     match bot.ctx.store.approval(id) {
-        Ok(found) => found.filter(|a| a.bot_id == bot.config.id),
+        Ok(found) => found.filter(|a| a.asked.bot_id == bot.config.id),
         Err(error) => {
             tracing::error!(%error, approval_id = id, "cannot read an approval");
             None
@@ -243,7 +246,7 @@ async fn show_unshown(bot: &BotRuntime) {
         }
     };
     for approval in pending {
-        if approval.bot_id == bot.config.id && approval.message_id.is_none() {
+        if approval.asked.bot_id == bot.config.id && approval.message_id.is_none() {
             show(bot, &approval).await;
         }
     }
@@ -257,7 +260,7 @@ async fn show(bot: &BotRuntime, approval: &Approval) {
     let html = request_html(approval);
     let sent = bot
         .api
-        .send_html_with_buttons(approval.chat_id, &html, &buttons(approval))
+        .send_html_with_buttons(approval.asked.chat_id, &html, &buttons(approval))
         .await;
     match sent {
         Ok(message_id) => {
@@ -285,7 +288,7 @@ async fn show_decided(bot: &BotRuntime, approval: &Approval) {
     };
     if let Err(error) = bot
         .api
-        .edit_html(approval.chat_id, message_id, &decided_html(approval))
+        .edit_html(approval.asked.chat_id, message_id, &decided_html(approval))
         .await
     {
         tracing::warn!(%error, approval_id = approval.id, "cannot show an approval's decision");
@@ -295,19 +298,22 @@ async fn show_decided(bot: &BotRuntime, approval: &Approval) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::NewApproval;
 
     fn approval(tool: &str, input: &str) -> Approval {
         Approval {
             id: 12_345_678_901,
-            task_id: 3,
-            bot_id: "B".into(),
-            user_id: 7,
-            chat_id: 7,
-            request_id: "r".into(),
-            tool_name: tool.into(),
-            input_json: input.into(),
-            process_dir: "/x".into(),
-            created_ms: 0,
+            asked: NewApproval {
+                task_id: 3,
+                bot_id: "B".into(),
+                user_id: 7,
+                chat_id: 7,
+                request_id: "r".into(),
+                tool_name: tool.into(),
+                input_json: input.into(),
+                process_dir: "/x".into(),
+                created_ms: 0,
+            },
             message_id: None,
             verdict: None,
         }

@@ -92,15 +92,15 @@ pub(crate) async fn decide(
 
 /// An approval as the API shows it.
 fn approval_json(approval: &Approval) -> Value {
-    let input: Value = serde_json::from_str(&approval.input_json).unwrap_or(Value::Null);
+    let input: Value = serde_json::from_str(&approval.asked.input_json).unwrap_or(Value::Null);
     json!({
         "id": approval.id,
-        "task_id": approval.task_id,
-        "bot_id": approval.bot_id,
-        "user_id": approval.user_id,
-        "tool": approval.tool_name,
+        "task_id": approval.asked.task_id,
+        "bot_id": approval.asked.bot_id,
+        "user_id": approval.asked.user_id,
+        "tool": approval.asked.tool_name,
         "input": input,
-        "created_ms": approval.created_ms,
+        "created_ms": approval.asked.created_ms,
         "decision": approval.verdict.as_ref().map(|v| v.decision.as_str()),
         "decided_by": approval.verdict.as_ref().map(|v| v.by.clone()),
         "decided_ms": approval.verdict.as_ref().map(|v| v.at_ms),
