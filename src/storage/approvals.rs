@@ -271,8 +271,8 @@ mod tests {
         }
     }
 
-    /// The record as it was written before [`NewApproval`] was nested in it:
-    /// every field in place.
+    /// The same record with every field in place, not nested: the layout of
+    /// the records written by earlier versions.
     #[derive(Serialize)]
     struct FlatApproval {
         id: u64,
@@ -290,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flat_record_decodes_and_encodes_to_the_same_bytes() {
+    fn a_flat_record_decodes_and_encodes_to_the_same_bytes_and_dump_row() {
         let asked = request(3, "r9");
         let flat = FlatApproval {
             id: 12,
