@@ -51,7 +51,7 @@ impl ApprovalKind {
     /// What `approval` asks for: a question request without readable questions
     /// is shown as a plain tool request.
     pub fn of(approval: &Approval) -> ApprovalKind {
-        match approval.tool_name.as_str() {
+        match approval.asked.tool_name.as_str() {
             ASK_TOOL if !questions(&input_of(approval)).is_empty() => ApprovalKind::Question,
             PLAN_TOOL => ApprovalKind::Plan,
             _ => ApprovalKind::Tool,
@@ -126,7 +126,7 @@ pub enum PressOutcome {
 
 /// The input of an approval as JSON (null when unreadable).
 pub fn input_of(approval: &Approval) -> Value {
-    serde_json::from_str(&approval.input_json).unwrap_or(Value::Null)
+    serde_json::from_str(&approval.asked.input_json).unwrap_or(Value::Null)
 }
 
 /// The questions of a question request's input (those with a text and options).

@@ -255,7 +255,7 @@ impl Approvals {
             }
         };
         for approval in pending {
-            if (self.inner.link.is_alive)(Path::new(&approval.process_dir)) {
+            if (self.inner.link.is_alive)(Path::new(&approval.asked.process_dir)) {
                 self.arm_timeout(&approval);
             } else {
                 self.expire(approval.id).await;
@@ -267,7 +267,7 @@ impl Approvals {
     pub async fn expire_task(&self, task_id: u64) {
         match self.inner.store.pending_approvals() {
             Ok(pending) => {
-                for approval in pending.into_iter().filter(|a| a.task_id == task_id) {
+                for approval in pending.into_iter().filter(|a| a.asked.task_id == task_id) {
                     self.expire(approval.id).await;
                 }
             }
@@ -305,12 +305,12 @@ impl Approvals {
             return Ok(outcome);
         };
         if decision == ApprovalDecision::AlwaysAllow {
-            let project = self.project_of(approval.task_id);
+            let project = self.project_of(approval.asked.task_id);
             lock(&self.inner.always).insert((
-                approval.bot_id.clone(),
-                approval.user_id,
+                approval.asked.bot_id.clone(),
+                approval.asked.user_id,
                 project,
-                approval.tool_name.clone(),
+                approval.asked.tool_name.clone(),
             ));
         }
         let kind = ApprovalKind::of(approval);
@@ -330,28 +330,28 @@ impl Approvals {
         let message = match decision {
             ApprovalDecision::TimedOut => format!(
                 "Nobody answered the approval request within {} s: denied.",
-                self.timeout_s(&approval.bot_id)
+                self.timeout_s(&approval.asked.bot_id)
             ),
             _ if by.name == "configuration" => format!(
                 "{} is disallowed by this bot's configuration.",
-                approval.tool_name
+                approval.asked.tool_name
             ),
             _ if kind == ApprovalKind::Plan && by_person => ask::KEEP_PLANNING_MESSAGE.to_owned(),
             _ => format!("Denied by {} from agentlab.", by.name),
         };
         if decision != ApprovalDecision::Expired {
-            let line = answer_line(&approval.request_id, decision, &input, &message);
-            self.write_answer(Path::new(&approval.process_dir), line)
+            let line = answer_line(&approval.asked.request_id, decision, &input, &message);
+            self.write_answer(Path::new(&approval.asked.process_dir), line)
                 .await;
         }
         lock(&self.inner.timed).remove(&id);
-        let waited_s = at_ms.saturating_sub(approval.created_ms) as f64 / 1000.0;
+        let waited_s = at_ms.saturating_sub(approval.asked.created_ms) as f64 / 1000.0;
         self.audit(
-            &approval.bot_id,
+            &approval.asked.bot_id,
             json!({
-                "approval_id": approval.id, "task_id": approval.task_id,
-                "user_id": approval.user_id, "tool": approval.tool_name,
-                "input_sha256": digest(&approval.input_json),
+                "approval_id": approval.id, "task_id": approval.asked.task_id,
+                "user_id": approval.asked.user_id, "tool": approval.asked.tool_name,
+                "input_sha256": digest(&approval.asked.input_json),
                 "decision": decision.as_str(), "by": by.name, "by_user": by.user_id,
                 "waited_s": waited_s, "kind": kind.as_str(), "answers": answers,
             }),
@@ -454,8 +454,9 @@ impl Approvals {
             return;
         }
         let due_ms = approval
+            .asked
             .created_ms
-            .saturating_add(self.timeout_s(&approval.bot_id).saturating_mul(1000));
+            .saturating_add(self.timeout_s(&approval.asked.bot_id).saturating_mul(1000));
         let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
         let approvals = self.clone();
         let id = approval.id;

@@ -87,7 +87,7 @@ pub(super) async fn handle_callback(bot: &BotRuntime, query: CallbackQuery) {
     };
     let presser = i64::try_from(query.from.id.0).unwrap_or(i64::MAX);
     let approval = match bot.ctx.store.approval(id) {
-        Ok(Some(approval)) if approval.bot_id == bot.config.id => approval,
+        Ok(Some(approval)) if approval.asked.bot_id == bot.config.id => approval,
         Ok(_) => {
             answer(bot, &query_id, "This request is unknown.", false).await;
             return;
@@ -104,7 +104,7 @@ pub(super) async fn handle_callback(bot: &BotRuntime, query: CallbackQuery) {
             return;
         }
     };
-    if presser != approval.user_id && !bot.config.admins.contains(&presser) {
+    if presser != approval.asked.user_id && !bot.config.admins.contains(&presser) {
         let text = "Only the user who asked or an admin of this bot can decide this.";
         answer(bot, &query_id, text, true).await;
         return;
@@ -226,7 +226,7 @@ pub fn buttons(approval: &Approval, picks: &[QuestionPick]) -> Vec<Vec<(String, 
     let deny = ("⛔ Deny".to_owned(), data("d"));
     match ApprovalKind::of(approval) {
         ApprovalKind::Tool => {
-            let tool: String = approval.tool_name.chars().take(40).collect();
+            let tool: String = approval.asked.tool_name.chars().take(40).collect();
             vec![vec![
                 ("✅ Allow".into(), data("a")),
                 (format!("♾️ Always allow {tool}"), data("A")),
@@ -280,10 +280,13 @@ pub fn request_html(approval: &Approval, picks: &[QuestionPick]) -> String {
         }
     }
     let text = |key: &str| input.get(key).and_then(Value::as_str);
-    let tool = escape_html(&approval.tool_name);
-    let mut out = format!("🔐 Task #{} asks to use <b>{tool}</b>\n", approval.task_id);
+    let tool = escape_html(&approval.asked.tool_name);
+    let mut out = format!(
+        "🔐 Task #{} asks to use <b>{tool}</b>\n",
+        approval.asked.task_id
+    );
     match (
-        approval.tool_name.as_str(),
+        approval.asked.tool_name.as_str(),
         text("command"),
         text("file_path"),
     ) {
@@ -316,7 +319,7 @@ fn plan_html(approval: &Approval, input: &Value) -> String {
         .filter(|p| !p.is_empty());
     let mut out = format!(
         "📋 Task #{} has a plan and asks to start on it\n\n",
-        approval.task_id
+        approval.asked.task_id
     );
     match plan {
         Some(plan) => out.push_str(&escape_html(&cut(plan, MAX_PLAN_CHARS))),
@@ -337,7 +340,7 @@ fn questions_html(
     } else {
         (200, 0)
     };
-    let mut out = format!("❓ Task #{} asks", approval.task_id);
+    let mut out = format!("❓ Task #{} asks", approval.asked.task_id);
     for (i, question) in questions.iter().enumerate() {
         out.push_str("\n\n");
         if questions.len() > 1 {
@@ -423,7 +426,7 @@ fn user_name(user: &teloxide::types::User) -> String {
 
 fn this_bots(bot: &BotRuntime, id: u64) -> Option<Approval> {
     match bot.ctx.store.approval(id) {
-        Ok(found) => found.filter(|a| a.bot_id == bot.config.id),
+        Ok(found) => found.filter(|a| a.asked.bot_id == bot.config.id),
         Err(error) => {
             tracing::error!(%error, approval_id = id, "cannot read an approval");
             None
@@ -441,7 +444,7 @@ async fn show_unshown(bot: &BotRuntime) {
         }
     };
     for approval in pending {
-        if approval.bot_id == bot.config.id && approval.message_id.is_none() {
+        if approval.asked.bot_id == bot.config.id && approval.message_id.is_none() {
             show(bot, &approval).await;
         }
     }
@@ -473,7 +476,7 @@ async fn show(bot: &BotRuntime, approval: &Approval) {
     if let Some(message_id) = approval.message_id {
         let edited = bot
             .api
-            .edit_html_with_rows(approval.chat_id, message_id, &html, &rows)
+            .edit_html_with_rows(approval.asked.chat_id, message_id, &html, &rows)
             .await;
         if let Err(error) = edited {
             tracing::warn!(%error, approval_id = approval.id, "cannot show an approval's next question");
@@ -482,7 +485,7 @@ async fn show(bot: &BotRuntime, approval: &Approval) {
     }
     let sent = bot
         .api
-        .send_html_with_rows(approval.chat_id, &html, &rows, None)
+        .send_html_with_rows(approval.asked.chat_id, &html, &rows, None)
         .await;
     match sent {
         Ok(message_id) => {
@@ -511,7 +514,7 @@ async fn show_decided(bot: &BotRuntime, approval: &Approval) {
     if let Err(error) = bot
         .api
         .edit_html(
-            approval.chat_id,
+            approval.asked.chat_id,
             message_id,
             &decided_html(approval, &picks_of(bot, approval)),
         )
@@ -524,19 +527,22 @@ async fn show_decided(bot: &BotRuntime, approval: &Approval) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::NewApproval;
 
     fn approval(tool: &str, input: &str) -> Approval {
         Approval {
             id: 12_345_678_901,
-            task_id: 3,
-            bot_id: "B".into(),
-            user_id: 7,
-            chat_id: 7,
-            request_id: "r".into(),
-            tool_name: tool.into(),
-            input_json: input.into(),
-            process_dir: "/x".into(),
-            created_ms: 0,
+            asked: NewApproval {
+                task_id: 3,
+                bot_id: "B".into(),
+                user_id: 7,
+                chat_id: 7,
+                request_id: "r".into(),
+                tool_name: tool.into(),
+                input_json: input.into(),
+                process_dir: "/x".into(),
+                created_ms: 0,
+            },
             message_id: None,
             verdict: None,
         }

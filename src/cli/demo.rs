@@ -7,6 +7,13 @@
 //! image, a voice message for `.ogg`/`.oga`, audio for `.mp3`/`.m4a`, a document
 //! otherwise). `--script FILE` sends the file's lines one by one, waiting for each
 //! answer, then stops.
+//!
+//! A message with buttons (an inline keyboard, e.g. a tool approval) is printed
+//! with its buttons numbered, `[1] ✅ Allow  [2] ...`; typing a number presses
+//! that button of the newest message that has buttons — a callback query goes
+//! into the simulator as Telegram would send it — and the bot's edit of the
+//! message is printed like any other. A task waiting for such a press counts as
+//! settled for `--script`, so the script's next line can be the number.
 //! Everything between the simulator and the agent is the production code path.
 
 use std::collections::BTreeMap;
@@ -238,10 +245,10 @@ fn print_banner(config: &Config, addr: &str) {
     println!("  HTTP API:   http://{addr}/health   (dashboard: http://{addr}/)");
     println!("  State:      {}", config.data_dir.display());
     println!(
-        "Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · tool:Bash sleep:2 cargo test · fail · /status · /tasks · /help"
+        "Type a message as Telegram user {DEMO_USER}. Try: hello · sleep:3 hi · tool:Bash sleep:2 cargo test · approve:Bash touch demo.txt · fail · /status · /tasks · /help"
     );
     println!(
-        "Directives for the test agent: sleep:N, tool:NAME, fail, exit:N, long:N, cost:X, bad-json. /quit or Ctrl-D ends.\n"
+        "Directives for the test agent: sleep:N, tool:NAME, approve:NAME, fail, exit:N, long:N, cost:X, bad-json. Buttons show as [1] [2] ...: type the number to press one. /quit or Ctrl-D ends.\n"
     );
 }
 
@@ -274,7 +281,7 @@ async fn run_interactive(
                     break;
                 }
                 if !line.is_empty() {
-                    send_line(sim, &line)?;
+                    send_line(sim, printer, &line)?;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 printer.print_new(sim)?;
@@ -353,15 +360,21 @@ async fn run_script(
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
         println!("you> {line}");
-        send_line(sim, line)?;
+        send_line(sim, printer, line)?;
         wait_until_settled(sim, printer, config).await?;
     }
     Ok(())
 }
 
-/// Sends what the user typed: a text message, or with `/send PATH [caption]`
-/// the local file at PATH (a file that cannot be read is reported, not fatal).
-fn send_line(sim: &SimHandle, line: &str) -> anyhow::Result<()> {
+/// Sends what the user typed: the press of button N for a number N while a
+/// message shows numbered buttons, a text message, or with `/send PATH
+/// [caption]` the local file at PATH (a file that cannot be read is reported,
+/// not fatal).
+fn send_line(sim: &SimHandle, printer: &Printer, line: &str) -> anyhow::Result<()> {
+    if let Some((message_id, data)) = printer.button_for(line) {
+        sim.inject_callback(DEMO_TOKEN, DEMO_USER, DEMO_USER, message_id, data)?;
+        return Ok(());
+    }
     let Some(rest) = line.strip_prefix("/send ") else {
         sim.inject_text(DEMO_TOKEN, DEMO_USER, DEMO_USER, line)?;
         return Ok(());
@@ -416,8 +429,9 @@ fn human_size(bytes: usize) -> String {
     }
 }
 
-/// Waits until no task is queued or running and the bot went quiet, printing what
-/// it says meanwhile.
+/// Waits until the bot went quiet and no task is queued or running — or what
+/// runs waits for a press of the buttons on screen — printing what it says
+/// meanwhile.
 async fn wait_until_settled(
     sim: &SimHandle,
     printer: &mut Printer,
@@ -433,7 +447,7 @@ async fn wait_until_settled(
         // Read each time: a /restart starts the service on a new port.
         let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
         let busy = open_tasks(&client, addr.trim()).await.unwrap_or(1);
-        quiet_rounds = if printed == 0 && busy == 0 {
+        quiet_rounds = if printed == 0 && (busy == 0 || printer.has_buttons()) {
             quiet_rounds + 1
         } else {
             0
@@ -459,9 +473,91 @@ async fn open_tasks(client: &reqwest::Client, addr: &str) -> anyhow::Result<usiz
 #[derive(Default)]
 struct Printer {
     seen: u64,
+    /// The newest message that shows buttons, with them in order.
+    buttons: Option<Buttons>,
+}
+
+/// A message's inline keyboard, as the demo numbers it.
+#[derive(Debug, Clone, PartialEq)]
+struct Buttons {
+    message_id: i32,
+    /// (label, callback data), row by row, left to right.
+    buttons: Vec<(String, String)>,
+}
+
+impl Buttons {
+    /// The buttons of a message or edit; `None` when it has none.
+    fn of(item: &SentItem) -> Option<Buttons> {
+        let rows = item
+            .reply_markup
+            .as_ref()?
+            .get("inline_keyboard")?
+            .as_array()?;
+        let buttons: Vec<(String, String)> = rows
+            .iter()
+            .filter_map(serde_json::Value::as_array)
+            .flatten()
+            .filter_map(|button| {
+                let label = button.get("text")?.as_str()?;
+                let data = button.get("callback_data")?.as_str()?;
+                Some((label.to_owned(), data.to_owned()))
+            })
+            .collect();
+        (!buttons.is_empty()).then_some(Buttons {
+            message_id: item.message_id?,
+            buttons,
+        })
+    }
+
+    /// `    [1] ✅ Allow  [2] ♾️ Always allow Bash  [3] ⛔ Deny`.
+    fn render(&self) -> String {
+        let numbered: Vec<String> = self
+            .buttons
+            .iter()
+            .enumerate()
+            .map(|(n, (label, _))| format!("[{}] {label}", n + 1))
+            .collect();
+        format!("    {}   (type the number to press)", numbered.join("  "))
+    }
 }
 
 impl Printer {
+    /// Whether a message on screen waits for a press.
+    fn has_buttons(&self) -> bool {
+        self.buttons.is_some()
+    }
+
+    /// The message and callback data of button `line` (a number from 1) of the
+    /// newest message with buttons.
+    fn button_for(&self, line: &str) -> Option<(i32, &str)> {
+        let shown = self.buttons.as_ref()?;
+        let n: usize = line.trim().parse().ok()?;
+        let (_, data) = shown.buttons.get(n.checked_sub(1)?)?;
+        Some((shown.message_id, data))
+    }
+
+    /// Keeps track of the buttons on screen: a message or edit with buttons
+    /// shows them; an edit without them (decided) or a deletion takes them away.
+    fn track_buttons(&mut self, item: &SentItem) -> Option<String> {
+        match item.kind {
+            SentKind::Message | SentKind::Edit => {
+                if let Some(buttons) = Buttons::of(item) {
+                    let rendered = buttons.render();
+                    self.buttons = Some(buttons);
+                    return Some(rendered);
+                }
+            }
+            SentKind::Delete => {}
+            _ => return None,
+        }
+        if item.kind != SentKind::Message
+            && self.buttons.as_ref().map(|b| b.message_id) == item.message_id
+        {
+            self.buttons = None;
+        }
+        None
+    }
+
     fn print_new(&mut self, sim: &SimHandle) -> anyhow::Result<usize> {
         self.print_new_after(sim, || {})
     }
@@ -478,6 +574,10 @@ impl Printer {
                 if let Some(before) = before.take() {
                     before();
                 }
+                println!("{line}");
+                printed += 1;
+            }
+            if let Some(line) = self.track_buttons(&item) {
                 println!("{line}");
                 printed += 1;
             }
@@ -498,6 +598,11 @@ fn render_item(item: &SentItem) -> Option<String> {
         SentKind::Message => Some(format!("bot [{id}]> {}", text())),
         SentKind::Edit => Some(format!("bot [{id}] (edited)> {}", text())),
         SentKind::Delete => Some(format!("bot [{id}] (deleted)")),
+        SentKind::CallbackAnswer => item
+            .text
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .map(|text| format!("bot (pop-up)> {text}")),
         SentKind::Document | SentKind::Photo => {
             let (name, size) = item.document.as_ref().map_or((String::new(), 0), |d| {
                 (d.file_name.clone().unwrap_or_default(), d.size)
@@ -545,6 +650,59 @@ mod tests {
         assert_eq!(ours[0].allowed_users, theirs[0].allowed_users);
         assert_eq!(ours[0].admins, theirs[0].admins);
         assert_eq!(ours[0].token_env, theirs[0].token_env);
+    }
+
+    fn sent(kind: SentKind, message_id: i32, markup: Option<serde_json::Value>) -> SentItem {
+        SentItem {
+            seq: 0,
+            kind,
+            chat_id: Some(DEMO_USER),
+            message_id: Some(message_id),
+            text: None,
+            plain_text: None,
+            parse_mode: None,
+            reply_to_message_id: None,
+            reply_markup: markup,
+            document: None,
+            action: None,
+            commands: None,
+            callback_query_id: None,
+            at: Duration::ZERO,
+            unix_time: 0,
+        }
+    }
+
+    #[test]
+    fn buttons_are_numbered_pressed_by_number_and_gone_once_edited_away() {
+        let keyboard = serde_json::json!({"inline_keyboard": [
+            [{"text": "✅ Allow", "callback_data": "a:1"}, {"text": "❌ Deny", "callback_data": "d:1"}],
+            [{"text": "Later", "callback_data": "l:1"}],
+        ]});
+        let mut printer = Printer::default();
+        assert_eq!(printer.button_for("1"), None, "no buttons yet: a prompt");
+        let shown = printer.track_buttons(&sent(SentKind::Message, 7, Some(keyboard)));
+        assert_eq!(
+            shown.as_deref(),
+            Some("    [1] ✅ Allow  [2] ❌ Deny  [3] Later   (type the number to press)")
+        );
+        assert!(printer.has_buttons());
+        assert_eq!(printer.button_for("2"), Some((7, "d:1")));
+        assert_eq!(printer.button_for(" 3 "), Some((7, "l:1")));
+        for not_a_button in ["0", "4", "-1", "one", "1 please"] {
+            assert_eq!(printer.button_for(not_a_button), None, "{not_a_button}");
+        }
+        // Another message without buttons leaves them; the edit of theirs that
+        // drops them takes them away.
+        assert_eq!(
+            printer.track_buttons(&sent(SentKind::Message, 8, None)),
+            None
+        );
+        assert!(printer.has_buttons());
+        assert_eq!(printer.track_buttons(&sent(SentKind::Edit, 8, None)), None);
+        assert!(printer.has_buttons());
+        assert_eq!(printer.track_buttons(&sent(SentKind::Edit, 7, None)), None);
+        assert!(!printer.has_buttons());
+        assert_eq!(printer.button_for("1"), None);
     }
 
     #[test]

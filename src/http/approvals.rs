@@ -195,12 +195,12 @@ fn approval_json(approval: &Approval, picks: &[QuestionPick]) -> Value {
     let kind = ApprovalKind::of(approval);
     let mut out = json!({
         "id": approval.id,
-        "task_id": approval.task_id,
-        "bot_id": approval.bot_id,
-        "user_id": approval.user_id,
-        "tool": approval.tool_name,
+        "task_id": approval.asked.task_id,
+        "bot_id": approval.asked.bot_id,
+        "user_id": approval.asked.user_id,
+        "tool": approval.asked.tool_name,
         "input": input,
-        "created_ms": approval.created_ms,
+        "created_ms": approval.asked.created_ms,
         "message_id": approval.message_id,
         "decision": approval.verdict.as_ref().map(|v| v.decision.as_str()),
         "decided_by": approval.verdict.as_ref().map(|v| v.by.clone()),

@@ -206,7 +206,7 @@ fn approvals_summary(store: &crate::storage::Store) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({
         "pending": pending.len(),
-        "pending_tools": pending.iter().map(|a| a.tool_name.clone()).collect::<Vec<_>>(),
+        "pending_tools": pending.iter().map(|a| a.asked.tool_name.clone()).collect::<Vec<_>>(),
         "recent": recent,
     }))
 }

@@ -67,11 +67,55 @@ pub struct ApprovalVerdict {
     pub at_ms: u64,
 }
 
-/// One approval request of an agent.
+/// One approval request of an agent: what was asked, and what became of it.
+///
+/// Stored with postcard, which writes a struct as its fields in order, so the
+/// nested [`NewApproval`] takes the same bytes as its fields written in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     /// Its id (callback data and the HTTP API name it).
     pub id: u64,
+    /// What the agent asked.
+    pub asked: NewApproval,
+    /// The message showing it, once sent.
+    pub message_id: Option<i32>,
+    /// The decision, once taken.
+    pub verdict: Option<ApprovalVerdict>,
+}
+
+impl Approval {
+    /// The approval as one flat JSON object: its id, what was asked, the message
+    /// and the verdict side by side (`dump`'s rows).
+    pub fn to_flat_json(&self) -> serde_json::Value {
+        let mut row = serde_json::json!({
+            "id": self.id,
+            "message_id": self.message_id,
+            "verdict": self.verdict,
+        });
+        if let (Some(row), Ok(serde_json::Value::Object(asked))) =
+            (row.as_object_mut(), serde_json::to_value(&self.asked))
+        {
+            row.extend(asked);
+        }
+        row
+    }
+}
+
+/// What [`Store::decide_approval`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecideOutcome {
+    /// This call decided it.
+    Decided(Approval),
+    /// It had been decided before.
+    AlreadyDecided(Approval),
+    /// No such approval.
+    Unknown,
+}
+
+/// What an agent asks: a request to store (everything but the id, message and
+/// verdict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewApproval {
     /// The task whose agent asks.
     pub task_id: u64,
     /// The task's bot.
@@ -89,44 +133,6 @@ pub struct Approval {
     /// The folder of the agent process (its `stdin` pipe takes the answer).
     pub process_dir: String,
     /// When it was asked, unix ms.
-    pub created_ms: u64,
-    /// The message showing it, once sent.
-    pub message_id: Option<i32>,
-    /// The decision, once taken.
-    pub verdict: Option<ApprovalVerdict>,
-}
-
-/// What [`Store::decide_approval`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecideOutcome {
-    /// This call decided it.
-    Decided(Approval),
-    /// It had been decided before.
-    AlreadyDecided(Approval),
-    /// No such approval.
-    Unknown,
-}
-
-/// A request to store (everything but the id, message and verdict).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewApproval {
-    /// See [`Approval::task_id`].
-    pub task_id: u64,
-    /// See [`Approval::bot_id`].
-    pub bot_id: String,
-    /// See [`Approval::user_id`].
-    pub user_id: i64,
-    /// See [`Approval::chat_id`].
-    pub chat_id: i64,
-    /// See [`Approval::request_id`].
-    pub request_id: String,
-    /// See [`Approval::tool_name`].
-    pub tool_name: String,
-    /// See [`Approval::input_json`].
-    pub input_json: String,
-    /// See [`Approval::process_dir`].
-    pub process_dir: String,
-    /// See [`Approval::created_ms`].
     pub created_ms: u64,
 }
 
@@ -224,15 +230,7 @@ fn create(tx: &WriteTransaction, new: &NewApproval) -> StoreResult<(Approval, bo
         .map_or(1, |(key, _)| key.value().saturating_add(1));
     let approval = Approval {
         id,
-        task_id: new.task_id,
-        bot_id: new.bot_id.clone(),
-        user_id: new.user_id,
-        chat_id: new.chat_id,
-        request_id: new.request_id.clone(),
-        tool_name: new.tool_name.clone(),
-        input_json: new.input_json.clone(),
-        process_dir: new.process_dir.clone(),
-        created_ms: new.created_ms,
+        asked: new.clone(),
         message_id: None,
         verdict: None,
     };
@@ -271,6 +269,57 @@ mod tests {
             by_user: Some(7),
             at_ms: 9,
         }
+    }
+
+    /// The same record with every field in place, not nested: the layout of
+    /// the records written by earlier versions.
+    #[derive(Serialize)]
+    struct FlatApproval {
+        id: u64,
+        task_id: u64,
+        bot_id: String,
+        user_id: i64,
+        chat_id: i64,
+        request_id: String,
+        tool_name: String,
+        input_json: String,
+        process_dir: String,
+        created_ms: u64,
+        message_id: Option<i32>,
+        verdict: Option<ApprovalVerdict>,
+    }
+
+    #[test]
+    fn a_flat_record_decodes_and_encodes_to_the_same_bytes_and_dump_row() {
+        let asked = request(3, "r9");
+        let flat = FlatApproval {
+            id: 12,
+            task_id: asked.task_id,
+            bot_id: asked.bot_id.clone(),
+            user_id: asked.user_id,
+            chat_id: asked.chat_id,
+            request_id: asked.request_id.clone(),
+            tool_name: asked.tool_name.clone(),
+            input_json: asked.input_json.clone(),
+            process_dir: asked.process_dir.clone(),
+            created_ms: asked.created_ms,
+            message_id: Some(77),
+            verdict: Some(verdict(ApprovalDecision::Deny)),
+        };
+        let bytes = codec::encode(&flat);
+        let approval = decode(&bytes).expect("an old record decodes");
+        assert_eq!(
+            approval,
+            Approval {
+                id: 12,
+                asked,
+                message_id: Some(77),
+                verdict: Some(verdict(ApprovalDecision::Deny)),
+            }
+        );
+        assert_eq!(codec::encode(&approval), bytes);
+        let row = approval.to_flat_json();
+        assert_eq!(row, serde_json::to_value(&flat).expect("json"));
     }
 
     #[test]

@@ -585,12 +585,8 @@ fn dump_table(
         "approvals" => {
             for row in rows!(tables::APPROVALS).iter()? {
                 let approval = super::approvals::decode(row?.1.value())?;
-                if approval.created_ms >= since {
-                    emit(
-                        &mut sink,
-                        name,
-                        serde_json::to_value(approval).unwrap_or(Value::Null),
-                    )?;
+                if approval.asked.created_ms >= since {
+                    emit(&mut sink, name, approval.to_flat_json())?;
                 }
             }
         }

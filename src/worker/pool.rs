@@ -21,6 +21,9 @@
 //!   the store recorded it (the bots deliver answers and retry notices from it).
 //! - a warm process is used by one run at a time: it leaves the warm set for the
 //!   run and goes back only after a complete `result`, still running.
+//! - the approval requests a run's agent makes are tasks of that run: awaited
+//!   before it expires what is still pending, cancelled with it when it is
+//!   detached at shutdown (no fire-and-forget spawn outlives the pool);
 //! - what a run's agent does reaches [`Pool::progress`] and the
 //!   [`Pool::subscribe_progress`] channel as it happens, and the store's
 //!   `task_events` table before the task is concluded.
@@ -191,8 +194,19 @@ impl Pool {
     }
 
     /// Hands the approval requests among `events` of `task`'s agent, whose
-    /// process lives in `process_dir`, to the approvals.
-    fn forward_requests(&self, task: &Task, process_dir: &std::path::Path, events: &[Event]) {
+    /// process lives in `process_dir`, to the approvals, as tasks of `forwarded`:
+    /// the run owns them, waits for them ([`settle_requests`]) before it expires
+    /// what is still pending, and dropping them (a run detached at shutdown)
+    /// cancels them — the next process follows the turn again and forwards its
+    /// requests anew, each stored once.
+    fn forward_requests(
+        &self,
+        forwarded: &mut JoinSet<()>,
+        task: &Task,
+        process_dir: &std::path::Path,
+        events: &[Event],
+    ) {
+        while forwarded.try_join_next().is_some() {}
         for event in events {
             if let Event::ControlRequest {
                 request_id,
@@ -213,7 +227,7 @@ impl Pool {
                     input: input.clone(),
                 };
                 let approvals = self.shared.approvals.clone();
-                tokio::spawn(async move { approvals.on_request(request).await });
+                forwarded.spawn(async move { approvals.on_request(request).await });
             }
         }
     }
@@ -690,6 +704,7 @@ impl Pool {
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
         let mut recorder = ProgressRecorder::new(self, task.id);
         let process_dir = process.dir.clone();
+        let mut forwarded = JoinSet::new();
         let outcome = process
             .follow_turn(
                 task.id,
@@ -698,11 +713,12 @@ impl Pool {
                 cancel_rx,
                 &mut |events: &[Event]| {
                     recorder.record(events);
-                    self.forward_requests(task, &process_dir, events);
+                    self.forward_requests(&mut forwarded, task, &process_dir, events);
                 },
             )
             .await;
         recorder.flush().await;
+        settle_requests(&mut forwarded).await;
         lock(&self.shared.cancels).remove(&task.id);
         self.keep_or_end(key, process, &outcome).await;
         self.shared.approvals.expire_task(task.id).await;
@@ -942,6 +958,7 @@ impl Pool {
                 let mut process = WarmProcess::adopted(&record, command);
                 let mut recorder = ProgressRecorder::new(&self, task.id);
                 let process_dir = process.dir.clone();
+                let mut forwarded = JoinSet::new();
                 let outcome = process
                     .follow_turn(
                         task.id,
@@ -950,11 +967,12 @@ impl Pool {
                         cancel_rx,
                         &mut |events: &[Event]| {
                             recorder.record(events);
-                            self.forward_requests(&task, &process_dir, events);
+                            self.forward_requests(&mut forwarded, &task, &process_dir, events);
                         },
                     )
                     .await;
                 recorder.flush().await;
+                settle_requests(&mut forwarded).await;
                 let project = self.shared.store.task_project(task.id).unwrap_or_else(|error| {
                     tracing::warn!(%error, "cannot read the task's project; its warm agent is not kept");
                     String::new()
@@ -1202,6 +1220,16 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
+/// Waits until every request a run forwarded has been handled (stored, shown or
+/// answered), so that none is stored after the run expired what was pending.
+async fn settle_requests(forwarded: &mut JoinSet<()>) {
+    while let Some(joined) = forwarded.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(%error, "forwarding an approval request failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1291,6 +1319,69 @@ mod tests {
         shutdown.request(0);
         running.await.expect("the pool stops");
         assert!(announced.try_recv().is_err(), "nothing announced twice");
+        store.close();
+    }
+
+    /// A run's approval requests are its own tasks: handled by the time the run
+    /// settles them, and never handled once it dropped them (a run detached at
+    /// shutdown). A current-thread runtime runs a spawned task only when this
+    /// one waits, so what was cancelled before that never runs.
+    #[tokio::test]
+    async fn a_runs_approval_requests_are_awaited_with_it_and_cancelled_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.bots.push(BotConfig {
+            id: "B".into(),
+            workdir: dir.path().to_path_buf(),
+            ..BotConfig::default()
+        });
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let circuits = Circuits::load(&store, &["B".to_string()], &config.breaker);
+        let (events, _announced) = super::super::pool_events();
+        let pool = Pool::new(config, store.clone(), circuits, events);
+        let new = NewTask {
+            bot_id: "B".into(),
+            user_id: 1,
+            chat_id: 1,
+            kind: TaskKind::Task,
+            source: TaskSource::Api,
+            prompt: "approve:Bash ls".into(),
+            priority: PRIORITY_NORMAL,
+            max_attempts: 1,
+            reply_to_message_id: None,
+            update_id: None,
+        };
+        let task = store.submit_task(new, now_ms()).await.expect("stored").task;
+        let asks = |request_id: &str| {
+            vec![Event::ControlRequest {
+                request_id: request_id.into(),
+                subtype: "can_use_tool".into(),
+                tool_name: Some("Bash".into()),
+                input: serde_json::json!({"command": "ls"}),
+            }]
+        };
+        let pending = || -> Vec<String> {
+            let pending = store.pending_approvals().expect("read");
+            pending.into_iter().map(|a| a.asked.request_id).collect()
+        };
+
+        let mut forwarded = JoinSet::new();
+        pool.forward_requests(&mut forwarded, &task, dir.path(), &asks("settled"));
+        assert!(pending().is_empty(), "handled before the run waited");
+        settle_requests(&mut forwarded).await;
+        assert_eq!(pending(), ["settled"]);
+
+        let mut detached = JoinSet::new();
+        pool.forward_requests(&mut detached, &task, dir.path(), &asks("dropped"));
+        drop(detached);
+        let mut later = JoinSet::new();
+        pool.forward_requests(&mut later, &task, dir.path(), &asks("later"));
+        settle_requests(&mut later).await;
+        assert_eq!(pending(), ["settled", "later"], "a dropped request ran");
         store.close();
     }
 }

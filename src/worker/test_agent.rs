@@ -36,6 +36,20 @@
 //! | `argv` | answer `argv:` and the arguments it was started with, space-separated, then the message on its own line |
 //! | `env:NAME` | answer whether variable NAME is set (never its value) |
 //! | `tool:NAME` | (stream-json output) first call tool NAME with the message as its main argument (`command` for Bash, `file_path` otherwise): a `tool_use` event and its `tool_result`, before any `sleep`; nothing is run |
+//! | `approve:NAME` | (stream-json) ask to use tool NAME with the message as its main argument, as Claude Code asks its controller, and report the decision in the answer (below) |
+//!
+//! `approve:NAME`, e.g. `approve:Bash touch done.txt`: the `tool_use` event is
+//! followed, under `--permission-prompt-tool stdio` with stream-json input, by a
+//! `control_request` (`subtype: "can_use_tool"`, `tool_name`, `input`,
+//! `tool_use_id`, a `request_id`) exactly as the real CLI prints it; the agent then
+//! reads stdin until the `control_response` with that request id (noting on stderr
+//! when it arrived, [`RESPONSE_RECEIVED_NOTE`]). Allowed, it "runs" the tool
+//! harmlessly: it appends `NAME: ARGUMENT` (from `updatedInput`) as a line to
+//! [`RAN_FILE`] in its working directory — nothing is executed. Denied, the
+//! `tool_result` is an error with the denial's message. Without an approver (no
+//! `--permission-prompt-tool stdio`, or the prompt not on stream-json input) the
+//! tool is denied at once, as Claude Code's print mode does, and the `result`
+//! lists it in `permission_denials`. The answer says, per tool, what was decided.
 //!
 //! Usage counts: input tokens = prompt bytes / 4, output tokens = answer bytes / 4.
 
@@ -52,6 +66,17 @@ pub const GRANDCHILD_PID_NOTE: &str = "test-agent: grandchild pid ";
 
 /// What stderr says once SIGTERM is ignored (after `ignore-term`).
 pub const IGNORING_SIGTERM_NOTE: &str = "test-agent: ignoring SIGTERM";
+
+/// What stderr says when a `control_response` arrives, followed by its request
+/// id, a space and the arrival time (unix nanoseconds, `CLOCK_REALTIME`).
+pub const RESPONSE_RECEIVED_NOTE: &str = "test-agent: control_response received ";
+
+/// The file in the working directory where an allowed `approve:NAME` tool is
+/// recorded, one `NAME: ARGUMENT` line per run.
+pub const RAN_FILE: &str = "test-agent-ran.txt";
+
+/// The denial's message when nobody can be asked, as Claude Code's print mode says it.
+const NO_APPROVER_DENIAL: &str = "permission to use this tool was not granted (no approver)";
 
 /// The failure answer of `fail`.
 pub const FAILED_AS_ASKED: &str = "agent failed as asked";
@@ -77,6 +102,7 @@ pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
     let protocol = Protocol {
         stream_json_in: flag_value(&args, "--input-format").as_deref() == Some("stream-json"),
         stream_json_out: flag_value(&args, "--output-format").as_deref() == Some("stream-json"),
+        approver: flag_value(&args, "--permission-prompt-tool").as_deref() == Some("stdio"),
     };
     let mut session = Session {
         id: resume.clone().unwrap_or_else(fresh_session_id),
@@ -94,8 +120,18 @@ pub fn run_with_args(args: impl IntoIterator<Item = String>) -> i32 {
         return 2;
     }
     let prompt = String::from_utf8_lossy(&stdin);
-    turn(&mut session, &prompt, started, protocol)
+    turn(
+        &mut session,
+        &prompt,
+        started,
+        protocol,
+        &mut std::iter::empty(),
+    )
 }
+
+/// The rest of stdin, line by line: where a turn waiting for an approval reads
+/// its answer.
+type Input<'a> = dyn Iterator<Item = io::Result<String>> + 'a;
 
 /// One conversation: its id, and the cost of its turns so far in this process.
 #[derive(Debug)]
@@ -112,7 +148,8 @@ struct Session {
 /// ends; the exit code is the last turn's (2 when there was no user message).
 fn answer_each_message(session: &mut Session, protocol: Protocol) -> i32 {
     let mut code = None;
-    for line in io::stdin().lock().lines() {
+    let mut lines = io::stdin().lock().lines();
+    while let Some(line) = lines.next() {
         let line = match line {
             Ok(line) => line,
             Err(error) => {
@@ -124,7 +161,7 @@ fn answer_each_message(session: &mut Session, protocol: Protocol) -> i32 {
         match prompt_of_message(&line) {
             Ok(Some(prompt)) => {
                 let directives = Directives::parse(&prompt);
-                let turn_code = turn(session, &prompt, started, protocol);
+                let turn_code = turn(session, &prompt, started, protocol, &mut lines);
                 if directives.ends_the_process() {
                     // A broken agent: it does not wait for another prompt.
                     return turn_code;
@@ -145,13 +182,20 @@ fn answer_each_message(session: &mut Session, protocol: Protocol) -> i32 {
     })
 }
 
-/// Answers one prompt; returns its exit code.
-fn turn(session: &mut Session, prompt: &str, started: Instant, protocol: Protocol) -> i32 {
+/// Answers one prompt, reading the answers to its approval requests from
+/// `input`; returns its exit code.
+fn turn(
+    session: &mut Session,
+    prompt: &str,
+    started: Instant,
+    protocol: Protocol,
+    input: &mut Input<'_>,
+) -> i32 {
     let directives = Directives::parse(prompt);
-    match act(&directives, session, prompt, started, protocol) {
+    match act(&directives, session, prompt, started, protocol, input) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("test-agent: cannot write the answer: {error}");
+            eprintln!("test-agent: cannot answer: {error}");
             2
         }
     }
@@ -168,6 +212,17 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
 struct Protocol {
     stream_json_in: bool,
     stream_json_out: bool,
+    /// `--permission-prompt-tool stdio`: tools are asked for on stdout and
+    /// answered on stdin.
+    approver: bool,
+}
+
+impl Protocol {
+    /// Whether a tool can be asked for: there is an approver, and stdin stays
+    /// open for its answer.
+    fn can_ask(self) -> bool {
+        self.approver && self.stream_json_in && self.stream_json_out
+    }
 }
 
 /// The prompt of one line of stream-json input: the text of a user message,
@@ -213,6 +268,7 @@ struct Directives {
     argv: bool,
     env: Vec<String>,
     tools: Vec<String>,
+    approvals: Vec<String>,
     message: String,
 }
 
@@ -256,6 +312,7 @@ impl Directives {
             ("stderr", Some(text)) if !text.is_empty() => self.stderr.push(text.to_owned()),
             ("env", Some(name)) if !name.is_empty() => self.env.push(name.to_owned()),
             ("tool", Some(name)) if is_tool_name(name) => self.tools.push(name.to_owned()),
+            ("approve", Some(name)) if is_tool_name(name) => self.approvals.push(name.to_owned()),
             _ => return false,
         }
         true
@@ -300,6 +357,7 @@ fn act(
     prompt: &str,
     started: Instant,
     protocol: Protocol,
+    input: &mut Input<'_>,
 ) -> io::Result<i32> {
     for text in &d.stderr {
         eprintln!("{text}");
@@ -324,6 +382,23 @@ fn act(
             print_tool_call(&session.id, &format!("toolu_test_{n}"), name, &d.message)?;
         }
     }
+    let mut decisions = Vec::new();
+    for (n, name) in d.approvals.iter().enumerate() {
+        if protocol.stream_json_out && !init_printed {
+            print_init(&session.id)?;
+            init_printed = true;
+        }
+        let call = ToolUse {
+            id: format!("toolu_approve_{}_{}_{n}", std::process::id(), session.turns),
+            name: name.clone(),
+            input: tool_input(name, &d.message),
+        };
+        let Some(decision) = ask_and_use(&session.id, &call, protocol, input)? else {
+            eprintln!("test-agent: stdin ended while waiting for an approval");
+            return Ok(1);
+        };
+        decisions.push((call, decision));
+    }
     if let Some(pause) = d.sleep {
         std::thread::sleep(pause);
     }
@@ -347,13 +422,193 @@ fn act(
         stream_long_output(len)?;
         return Ok(0);
     }
-    let text = answer_text(d, grandchild);
+    let text = if decisions.is_empty() {
+        answer_text(d, grandchild)
+    } else {
+        decisions_text(&decisions)
+    };
     if protocol.stream_json_out {
         print_assistant_text(&session.id, &text)?;
     }
     session.total_cost_usd += d.cost;
-    print_result(d, session, prompt, &text, started, grandchild)?;
+    let turn = TurnSummary {
+        prompt,
+        text: &text,
+        started,
+        grandchild,
+        decisions: &decisions,
+    };
+    print_result(d, session, &turn)?;
     Ok(if d.fail { 1 } else { 0 })
+}
+
+/// A tool call the agent asks to make.
+#[derive(Debug, Clone, PartialEq)]
+struct ToolUse {
+    id: String,
+    name: String,
+    input: serde_json::Value,
+}
+
+/// What the approver said about a tool call.
+#[derive(Debug, Clone, PartialEq)]
+enum Decision {
+    /// Allowed, with the input to use (`updatedInput`); what running it left.
+    Allowed { ran: String },
+    /// Denied, with the approver's message.
+    Denied { message: String },
+}
+
+/// The input of tool `name` whose main argument is `argument`.
+fn tool_input(name: &str, argument: &str) -> serde_json::Value {
+    if name == "Bash" {
+        json!({"command": argument, "description": "test agent tool call"})
+    } else {
+        json!({"file_path": argument})
+    }
+}
+
+/// The main argument of a tool input: what [`tool_input`] put there.
+fn main_argument(input: &serde_json::Value) -> String {
+    ["command", "file_path"]
+        .iter()
+        .find_map(|key| input[*key].as_str())
+        .map_or_else(|| input.to_string(), str::to_owned)
+}
+
+/// Calls a tool that needs permission: prints its `tool_use`, asks for it
+/// (when there is an approver) and waits for the answer on `input`, uses it
+/// if allowed and prints its `tool_result`. `None` when stdin ended first.
+fn ask_and_use(
+    session_id: &str,
+    call: &ToolUse,
+    protocol: Protocol,
+    input: &mut Input<'_>,
+) -> io::Result<Option<Decision>> {
+    if protocol.stream_json_out {
+        print_line(&json!({
+            "type": "assistant", "session_id": session_id, "parent_tool_use_id": null,
+            "message": {"role": "assistant", "model": "test-agent",
+                "content": [{"type": "tool_use", "id": call.id, "name": call.name,
+                             "input": call.input}]},
+        }))?;
+    }
+    let decision = if protocol.can_ask() {
+        let request_id = format!("req_{}", call.id);
+        print_line(&json!({
+            "type": "control_request", "request_id": request_id,
+            "request": {"subtype": "can_use_tool", "tool_name": call.name,
+                "display_name": call.name, "input": call.input,
+                "description": "test agent tool call", "tool_use_id": call.id,
+                "permission_suggestions": [{"type": "addRules", "behavior": "allow",
+                    "rules": [{"toolName": call.name}], "destination": "session"}]},
+        }))?;
+        let Some(response) = wait_for_response(&request_id, input)? else {
+            return Ok(None);
+        };
+        decide(call, &response, std::path::Path::new(RAN_FILE))?
+    } else {
+        Decision::Denied {
+            message: NO_APPROVER_DENIAL.to_owned(),
+        }
+    };
+    if protocol.stream_json_out {
+        let (content, is_error) = match &decision {
+            Decision::Allowed { ran } => (ran.clone(), false),
+            Decision::Denied { message } => (message.clone(), true),
+        };
+        print_line(&json!({
+            "type": "user", "session_id": session_id, "parent_tool_use_id": null,
+            "message": {"role": "user", "content": [{"type": "tool_result",
+                "tool_use_id": call.id, "content": content, "is_error": is_error}]},
+        }))?;
+    }
+    Ok(Some(decision))
+}
+
+/// Reads stdin until the `control_response` answering `request_id`; returns its
+/// `response` object (`None` when stdin ended first). Other lines are skipped.
+fn wait_for_response(
+    request_id: &str,
+    input: &mut Input<'_>,
+) -> io::Result<Option<serde_json::Value>> {
+    for line in input {
+        let line = line?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            eprintln!("test-agent: skipping a line that is not JSON while waiting: {line}");
+            continue;
+        };
+        let response = &message["response"];
+        if message["type"] != "control_response" || response["request_id"] != request_id {
+            continue;
+        }
+        eprintln!("{RESPONSE_RECEIVED_NOTE}{request_id} {}", unix_nanos());
+        return Ok(Some(response.clone()));
+    }
+    Ok(None)
+}
+
+/// What a `control_response`'s `response` decides about `call`; an allowed tool
+/// is "run" by recording it in `ran_file` ([`RAN_FILE`]).
+fn decide(
+    call: &ToolUse,
+    response: &serde_json::Value,
+    ran_file: &std::path::Path,
+) -> io::Result<Decision> {
+    let answer = &response["response"];
+    if response["subtype"] != "success" {
+        let error = response["error"].as_str().unwrap_or("no reason given");
+        return Ok(Decision::Denied {
+            message: format!("the approval failed: {error}"),
+        });
+    }
+    if answer["behavior"] != "allow" {
+        let message = answer["message"].as_str().unwrap_or("denied").to_owned();
+        return Ok(Decision::Denied { message });
+    }
+    let used = match &answer["updatedInput"] {
+        serde_json::Value::Null => &call.input,
+        updated => updated,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ran_file)?;
+    writeln!(file, "{}: {}", call.name, main_argument(used))?;
+    Ok(Decision::Allowed {
+        ran: format!(
+            "{} done (test agent: recorded in {RAN_FILE}, nothing was run)",
+            call.name
+        ),
+    })
+}
+
+/// One line per decided tool call: what was decided, and for a denial why.
+fn decisions_text(decisions: &[(ToolUse, Decision)]) -> String {
+    decisions
+        .iter()
+        .map(|(call, decision)| {
+            let argument = main_argument(&call.input);
+            match decision {
+                Decision::Allowed { .. } => {
+                    format!(
+                        "{} was allowed: {argument} (recorded in {RAN_FILE})",
+                        call.name
+                    )
+                }
+                Decision::Denied { message } => {
+                    format!("{} was denied: {argument} ({message})", call.name)
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos())
 }
 
 fn answer_text(d: &Directives, grandchild: Option<u32>) -> String {
@@ -434,11 +689,7 @@ fn print_assistant_text(session_id: &str, text: &str) -> io::Result<()> {
 /// A tool call and its result, as the CLI prints them: an `assistant` event with a
 /// `tool_use` block, then a `user` event with the `tool_result`.
 fn print_tool_call(session_id: &str, id: &str, name: &str, argument: &str) -> io::Result<()> {
-    let input = if name == "Bash" {
-        json!({"command": argument, "description": "test agent tool call"})
-    } else {
-        json!({"file_path": argument})
-    };
+    let input = tool_input(name, argument);
     print_line(&json!({
         "type": "assistant", "session_id": session_id, "parent_tool_use_id": null,
         "message": {"role": "assistant", "model": "test-agent",
@@ -458,21 +709,37 @@ fn print_line(value: &serde_json::Value) -> io::Result<()> {
     print_stdout(line.as_bytes())
 }
 
-fn print_result(
-    d: &Directives,
-    session: &Session,
-    prompt: &str,
-    text: &str,
+/// What a turn's `result` reports besides the directives and the session.
+struct TurnSummary<'a> {
+    prompt: &'a str,
+    text: &'a str,
     started: Instant,
     grandchild: Option<u32>,
-) -> io::Result<()> {
+    decisions: &'a [(ToolUse, Decision)],
+}
+
+fn print_result(d: &Directives, session: &Session, turn: &TurnSummary<'_>) -> io::Result<()> {
+    let TurnSummary {
+        prompt,
+        text,
+        started,
+        grandchild,
+        decisions,
+    } = *turn;
+    let denials: Vec<serde_json::Value> = decisions
+        .iter()
+        .filter(|(_, decision)| matches!(decision, Decision::Denied { .. }))
+        .map(|(call, _)| {
+            json!({"tool_name": call.name, "tool_use_id": call.id, "tool_input": call.input})
+        })
+        .collect();
     let mut result = json!({
         "type": "result",
         "subtype": if d.fail { "error_during_execution" } else { "success" },
         "is_error": d.fail,
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "duration_api_ms": 0,
-        "num_turns": 1 + d.tools.len(),
+        "num_turns": 1 + d.tools.len() + decisions.len(),
         "result": text,
         "session_id": session.id,
         "total_cost_usd": session.total_cost_usd,
@@ -482,6 +749,7 @@ fn print_result(
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         },
+        "permission_denials": denials,
     });
     if let Some(pid) = grandchild {
         result["grandchild_pid"] = json!(pid);
@@ -492,10 +760,7 @@ fn print_result(
 }
 
 fn fresh_session_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    format!("test-{}-{nanos}", std::process::id())
+    format!("test-{}-{}", std::process::id(), unix_nanos())
 }
 
 fn print_stdout(bytes: &[u8]) -> io::Result<()> {
@@ -623,6 +888,108 @@ mod tests {
         assert_eq!(
             Directives::parse("tool:rm;x hi").tools,
             Vec::<String>::new()
+        );
+    }
+
+    fn bash(command: &str) -> ToolUse {
+        ToolUse {
+            id: "toolu_1".into(),
+            name: "Bash".into(),
+            input: tool_input("Bash", command),
+        }
+    }
+
+    #[test]
+    fn approve_directives_name_tools_and_need_an_approver_on_stream_json() {
+        let d = Directives::parse("approve:Bash touch x");
+        assert_eq!(d.approvals, ["Bash"]);
+        assert_eq!(d.message, "touch x");
+        assert!(Directives::parse("approve:a;b x").approvals.is_empty());
+        let full = Protocol {
+            stream_json_in: true,
+            stream_json_out: true,
+            approver: true,
+        };
+        assert!(full.can_ask());
+        assert!(
+            !Protocol {
+                approver: false,
+                ..full
+            }
+            .can_ask()
+        );
+        assert!(
+            !Protocol {
+                stream_json_in: false,
+                ..full
+            }
+            .can_ask()
+        );
+    }
+
+    #[test]
+    fn the_wait_skips_other_lines_until_its_own_response() {
+        let lines = [
+            r#"{"type":"control_response","response":{"subtype":"success","request_id":"other","response":{"behavior":"allow"}}}"#,
+            "not json",
+            r#"{"type":"control_response","response":{"subtype":"success","request_id":"mine","response":{"behavior":"deny","message":"no"}}}"#,
+            r#"{"type":"user","message":{"content":"after"}}"#,
+        ];
+        let mut input = lines.iter().map(|l| Ok((*l).to_owned()));
+        let response = wait_for_response("mine", &mut input).expect("read");
+        assert_eq!(response.expect("found")["response"]["message"], json!("no"));
+        assert_eq!(
+            input.count(),
+            1,
+            "the next prompt is left for the next turn"
+        );
+        let mut ended = std::iter::empty();
+        assert_eq!(wait_for_response("mine", &mut ended).expect("read"), None);
+    }
+
+    #[test]
+    fn an_allowed_tool_is_recorded_with_the_updated_input_and_a_denied_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ran = dir.path().join(RAN_FILE);
+        let allow = json!({"subtype": "success", "request_id": "r",
+            "response": {"behavior": "allow", "updatedInput": {"command": "touch y"}}});
+        let decision = decide(&bash("touch x"), &allow, &ran).expect("decide");
+        assert!(matches!(decision, Decision::Allowed { .. }), "{decision:?}");
+        assert_eq!(
+            std::fs::read_to_string(&ran).expect("ran"),
+            "Bash: touch y\n"
+        );
+
+        let deny = json!({"subtype": "success", "request_id": "r",
+            "response": {"behavior": "deny", "message": "not today"}});
+        let decision = decide(&bash("touch z"), &deny, &ran).expect("decide");
+        assert_eq!(
+            decision,
+            Decision::Denied {
+                message: "not today".into()
+            }
+        );
+        let failed = json!({"subtype": "error", "request_id": "r", "error": "boom"});
+        let decision = decide(&bash("touch z"), &failed, &ran).expect("decide");
+        assert!(matches!(decision, Decision::Denied { .. }), "{decision:?}");
+        assert_eq!(
+            std::fs::read_to_string(&ran).expect("ran"),
+            "Bash: touch y\n"
+        );
+        let text = decisions_text(&[
+            (bash("touch y"), Decision::Allowed { ran: String::new() }),
+            (
+                bash("touch z"),
+                Decision::Denied {
+                    message: "not today".into(),
+                },
+            ),
+        ]);
+        assert_eq!(
+            text,
+            format!(
+                "Bash was allowed: touch y (recorded in {RAN_FILE})\nBash was denied: touch z (not today)"
+            )
         );
     }
 

@@ -2,11 +2,11 @@
 //! protocol: live progress of tool calls, warm sessions (one process answering a
 //! session's prompts), their ending, and a turn adopted across a kill -9.
 
-use agentlab::worker::proc_identity::{self, ProcIdentity};
+use agentlab::worker::proc_identity;
 use serde_json::Value;
 use telegram_sim::SentKind;
 
-use crate::harness::{Options, PATIENCE, Service, binary, wait_until};
+use crate::harness::{Options, Service, agent_of, binary, wait_until};
 
 /// A service whose test agent is started as Claude Code would be (stream-json),
 /// with `agent` added to `[bots.agent]`.
@@ -21,35 +21,15 @@ async fn service(agent: &str) -> Service {
     .await
 }
 
-/// The bot's tasks, oldest first.
-async fn tasks(service: &Service) -> Vec<Value> {
-    let (status, body) = service.get("/api/tasks?limit=100").await;
-    assert_eq!(status, 200, "{body}");
-    let mut tasks = body.as_array().cloned().unwrap_or_default();
-    tasks.sort_by_key(|t| t["id"].as_u64());
-    tasks
-}
-
-/// The agent process that ran a task (pid and start time from its record).
-fn agent_of(task: &Value) -> ProcIdentity {
-    ProcIdentity {
-        pid: task["pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .expect("pid"),
-        start_time: task["pid_start_time"].as_u64().expect("start time"),
-    }
-}
-
 /// Sends `text` and waits for the answer that echoes `echo`; returns the task.
 async fn ask(service: &Service, user: i64, text: &str, echo: &str) -> Value {
     let want = format!("You said: {echo}");
-    let before = tasks(service).await.len();
+    let before = service.tasks().await.len();
     service.send(0, user, text);
     service
         .wait_for_message(0, user, |m| m.contains(&want))
         .await;
-    let all = tasks(service).await;
+    let all = service.tasks().await;
     assert_eq!(all.len(), before + 1);
     let id = all[before]["id"].as_u64().expect("id");
     service.wait_task_done(id).await
@@ -176,7 +156,7 @@ async fn a_turn_running_when_the_service_is_killed_is_answered_once_by_the_next_
     let warm = ask(&service, 111, "warm up", "warm up").await;
     service.send(0, 111, "sleep:2 after the crash");
     let id = warm["id"].as_u64().expect("id") + 1;
-    let running = wait_until_running_with_pid(&service, id).await;
+    let running = service.wait_running_with_pid(id).await;
     let agent = agent_of(&running);
     assert_eq!(agent, agent_of(&warm), "the turn runs in the warm process");
     service.kill9();
@@ -223,20 +203,4 @@ async fn idle_warm_processes_end_with_a_graceful_stop_and_after_a_kill_at_the_ne
         (!proc_identity::is_alive(&second)).then_some(())
     })
     .await;
-}
-
-/// Waits until task `id` runs with its agent's pid recorded; returns it.
-async fn wait_until_running_with_pid(service: &Service, id: u64) -> Value {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let task = service.wait_task_status(id, "running").await;
-        if task["pid"].is_u64() && task["pid_start_time"].is_u64() {
-            return task;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "task {id} never got a pid: {task}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

@@ -13,8 +13,8 @@ use telegram_sim::{SentItem, SentKind};
 use crate::harness::{Options, Service, wait_until};
 
 /// The task's user; 111 is the bot's admin, 333 an allowed user who is neither.
-const USER: i64 = 222;
-const ADMIN: i64 = 111;
+pub(crate) const USER: i64 = 222;
+pub(crate) const ADMIN: i64 = 111;
 const STRANGER: i64 = 333;
 
 async fn service_asking(binary: &Path, model: &ModelSim, agent: &str) -> Service {
@@ -33,7 +33,7 @@ async fn service_asking(binary: &Path, model: &ModelSim, agent: &str) -> Service
 }
 
 /// The approval messages (with buttons) sent to the user, oldest first.
-fn approval_messages(service: &Service) -> Vec<SentItem> {
+pub(crate) fn approval_messages(service: &Service) -> Vec<SentItem> {
     service
         .sent_to(0, USER)
         .into_iter()
@@ -42,7 +42,7 @@ fn approval_messages(service: &Service) -> Vec<SentItem> {
 }
 
 /// Waits for the `n`th approval message (1-based).
-async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
+pub(crate) async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
     wait_until("an approval message", || {
         approval_messages(service).into_iter().nth(n - 1)
     })
@@ -71,7 +71,7 @@ async fn wait_for_recorded_message(service: &Service) {
 }
 
 /// The (label, callback data) of a message's buttons.
-fn buttons(item: &SentItem) -> Vec<(String, String)> {
+pub(crate) fn buttons(item: &SentItem) -> Vec<(String, String)> {
     let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
         .as_array()
         .cloned()
@@ -89,7 +89,7 @@ fn buttons(item: &SentItem) -> Vec<(String, String)> {
 
 /// `user` presses the button whose label ends with `label`; returns the text of
 /// the press's answer.
-async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> String {
+pub(crate) async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> String {
     let (_, data) = buttons(item)
         .into_iter()
         .find(|(text, _)| text.ends_with(label))
@@ -117,7 +117,7 @@ async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> St
 }
 
 /// The latest edit of a message, visible text.
-fn edited_text(service: &Service, message_id: i32) -> Option<String> {
+pub(crate) fn edited_text(service: &Service, message_id: i32) -> Option<String> {
     service
         .sent_to(0, USER)
         .into_iter()

@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use agentlab::worker::proc_identity::{self, ProcIdentity};
+use agentlab::worker::proc_identity;
 use agentlab_testkit::claude::{claude_env, require_claude};
 use agentlab_testkit::model::{ModelSim, Reply};
 use telegram_sim::SentKind;
 
-use crate::harness::{Options, PATIENCE, Service};
+use crate::harness::{Options, PATIENCE, Service, agent_of};
 
 /// A service whose bot runs the real CLI against `model`, with `agent` added to
 /// its `[bots.agent]` section.
@@ -37,15 +37,6 @@ async fn service_with_claude(
     .await
 }
 
-/// The bot's tasks, oldest first.
-async fn tasks(service: &Service) -> Vec<serde_json::Value> {
-    let (status, body) = service.get("/api/tasks?limit=100").await;
-    assert_eq!(status, 200, "{body}");
-    let mut tasks = body.as_array().cloned().unwrap_or_default();
-    tasks.sort_by_key(|t| t["id"].as_u64());
-    tasks
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
     missing_tool = "claude",
@@ -63,7 +54,7 @@ async fn a_prompt_is_answered_by_the_real_claude_code() {
     service
         .wait_for_message(0, 111, |m| m.contains("Hello from the scripted model."))
         .await;
-    let task = &tasks(&service).await[0];
+    let task = &service.tasks().await[0];
     assert!(task["session_id"].is_string(), "{task}");
     assert!(task["cost_usd"].as_f64().unwrap_or(0.0) > 0.0, "{task}");
     let shown = model.agent_requests()[0].user_texts();
@@ -111,7 +102,7 @@ async fn an_allowed_bash_call_runs_in_the_workdir_before_the_answer() {
     });
     let shown = shown.unwrap_or_else(|| panic!("no progress edit with the Bash call: {sent:#?}"));
     assert!(shown.seq < answer_at, "{sent:#?}");
-    let task = &tasks(&service).await[0];
+    let task = &service.tasks().await[0];
     let (_, task) = service.get(&format!("/api/tasks/{}", task["id"])).await;
     assert_eq!(
         task["steps"]["items"][0]["summary"], "Bash: echo from-bash > made-by-agent.txt",
@@ -145,7 +136,7 @@ async fn the_next_prompt_continues_the_same_conversation() {
     let second = model.agent_requests().pop().expect("a request");
     let shown = second.user_texts();
     assert!(shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
-    let tasks = tasks(&service).await;
+    let tasks = service.tasks().await;
     assert_eq!(tasks.len(), 2);
     assert_eq!(tasks[0]["session_id"], tasks[1]["session_id"]);
     // Warm (the default): the same process answered both.
@@ -178,7 +169,7 @@ async fn with_keep_warm_s_zero_the_next_prompt_resumes_the_conversation_in_a_new
     let second = model.agent_requests().pop().expect("a request");
     let shown = second.user_texts();
     assert!(shown.iter().any(|t| t == "my colour is green"), "{shown:?}");
-    let tasks = tasks(&service).await;
+    let tasks = service.tasks().await;
     assert_eq!(tasks[0]["session_id"], tasks[1]["session_id"]);
     assert_ne!(tasks[0]["pid"], tasks[1]["pid"]);
     assert!(!proc_identity::is_alive(&agent_of(&tasks[0])));
@@ -205,7 +196,7 @@ async fn each_of_three_warm_prompts_costs_its_own_turn_not_the_process_total() {
             .wait_for_message(0, 111, |m| m.contains(&want))
             .await;
     }
-    let tasks = tasks(&service).await;
+    let tasks = service.tasks().await;
     assert_eq!(tasks.len(), 3);
     assert!(
         tasks.iter().all(|t| t["pid"] == tasks[0]["pid"]),
@@ -243,7 +234,7 @@ async fn an_overloaded_model_fails_the_task_with_the_clis_message_and_counts_on_
         .wait_for_message(0, 111, |m| m.contains("failed"))
         .await;
     assert!(shown.to_lowercase().contains("overloaded"), "{shown}");
-    let id = tasks(&service).await[0]["id"].as_u64().expect("id");
+    let id = service.tasks().await[0]["id"].as_u64().expect("id");
     let task = service.wait_task_done(id).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["error_class"], "agent_error", "{task}");
@@ -271,7 +262,7 @@ async fn the_cli_killed_mid_turn_is_retried_by_its_failure_class() {
 
     service.send(0, 111, "hello");
     let id = wait_for_first_task(&service).await;
-    let running = wait_running_with_pid(&service, id).await;
+    let running = service.wait_running_with_pid(id).await;
     wait_for_agent_request(&model, 1).await;
     let cli = agent_of(&running);
     // SAFETY: signalling the CLI process this test's service started.
@@ -302,7 +293,7 @@ async fn a_turn_running_when_the_service_is_killed_is_answered_once_after_restar
 
     service.send(0, 111, "hello");
     let id = wait_for_first_task(&service).await;
-    let running = wait_running_with_pid(&service, id).await;
+    let running = service.wait_running_with_pid(id).await;
     wait_for_agent_request(&model, 1).await;
     service.kill9();
     assert!(proc_identity::is_alive(&agent_of(&running)));
@@ -322,41 +313,14 @@ async fn a_turn_running_when_the_service_is_killed_is_answered_once_after_restar
     assert_eq!(model.agent_requests().len(), 1, "the turn ran once");
 }
 
-/// The agent process of a task (its recorded pid and start time).
-fn agent_of(task: &serde_json::Value) -> ProcIdentity {
-    ProcIdentity {
-        pid: task["pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .expect("pid"),
-        start_time: task["pid_start_time"].as_u64().expect("start time"),
-    }
-}
-
 /// The id of the bot's first task, once there is one.
 async fn wait_for_first_task(service: &Service) -> u64 {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        if let Some(id) = tasks(service).await.first().and_then(|t| t["id"].as_u64()) {
+        if let Some(id) = service.tasks().await.first().and_then(|t| t["id"].as_u64()) {
             return id;
         }
         assert!(std::time::Instant::now() < deadline, "no task was created");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Task `id` once it runs with its agent's pid recorded.
-async fn wait_running_with_pid(service: &Service, id: u64) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let task = service.wait_task_status(id, "running").await;
-        if task["pid"].is_u64() && task["pid_start_time"].is_u64() {
-            return task;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "task {id} never got a pid: {task}"
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -390,7 +354,7 @@ async fn a_model_api_error_fails_the_task_with_the_clis_message_and_counts_on_th
     service
         .wait_for_message(0, 111, |m| m.contains("API Error: 500"))
         .await;
-    let task = &tasks(&service).await[0];
+    let task = &service.tasks().await[0];
     let id = task["id"].as_u64().expect("id");
     let task = service.wait_task_done(id).await;
     assert_eq!(task["status"], "failed", "{task}");

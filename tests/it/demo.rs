@@ -169,3 +169,38 @@ fn send_hands_a_local_file_to_the_agent_and_files_come_back_as_name_and_size() {
     );
     assert!(out.contains("📎 notes.txt (12 bytes)"), "{out}");
 }
+
+/// A tool approval in the demo: the test agent asks (`approve:Bash ...`), the
+/// buttons are printed as numbered choices, typing `1` presses Allow, and the
+/// edited message and the agent's answer follow.
+#[test]
+fn an_approval_is_shown_as_numbered_buttons_and_a_typed_number_presses_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("script.txt");
+    std::fs::write(&script, "approve:Bash touch from-the-demo.txt\n1\n").expect("script");
+    let data = dir.path().join("demo-data");
+    let (code, out) = run_demo(&data, &script);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("[1] ✅ Allow  [2] ♾️ Always allow Bash  [3] ⛔ Deny"),
+        "no numbered buttons:\n{out}"
+    );
+    let pressed = out.find("you> 1").unwrap_or_else(|| panic!("{out}"));
+    let after = &out[pressed..];
+    assert!(after.contains("bot (pop-up)> Allowed."), "{out}");
+    let edited = after
+        .lines()
+        .find(|l| l.contains("(edited)> 🔐"))
+        .unwrap_or_else(|| panic!("the approval was not edited:\n{out}"));
+    let decision = &after[after.find(edited).unwrap_or(0)..];
+    assert!(decision.contains("Allowed by"), "{out}");
+    assert!(
+        after.contains("Bash was allowed: touch from-the-demo.txt"),
+        "{out}"
+    );
+    let ran = std::fs::read_to_string(data.join(agentlab::worker::test_agent::RAN_FILE));
+    assert_eq!(
+        ran.expect("the tool was recorded"),
+        "Bash: touch from-the-demo.txt\n"
+    );
+}

@@ -13,6 +13,8 @@
 use std::path::PathBuf;
 
 use agentlab::storage::{Store, StoreOptions, Task, TaskFilter};
+use agentlab::worker::proc_identity::ProcIdentity;
+use serde_json::Value;
 
 pub use agentlab_testkit::service::{
     ADMIN_TOKEN, BotSpec, Options, PATIENCE, Service, wait_until, wait_until_blocking,
@@ -21,6 +23,18 @@ pub use agentlab_testkit::service::{
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_agentlab")
+}
+
+/// The agent process that ran a task, from the task's `pid` and
+/// `pid_start_time` (see [`Service::wait_running_with_pid`]).
+pub fn agent_of(task: &Value) -> ProcIdentity {
+    ProcIdentity {
+        pid: task["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .expect("pid"),
+        start_time: task["pid_start_time"].as_u64().expect("start time"),
+    }
 }
 
 /// The store of a stopped service, opened directly.

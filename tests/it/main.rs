@@ -26,5 +26,6 @@ mod operator_http;
 mod projects;
 mod reliability;
 mod telegram_faults;
+mod test_agent_approvals;
 mod watchdog;
 mod worker;

@@ -601,6 +601,33 @@ impl Service {
         }
     }
 
+    /// Every task of the service (via the API, up to 100), oldest first.
+    pub async fn tasks(&self) -> Vec<Value> {
+        let (status, body) = self.get("/api/tasks?limit=100").await;
+        assert_eq!(status, 200, "GET /api/tasks: {body}");
+        let mut tasks = body.as_array().cloned().unwrap_or_default();
+        tasks.sort_by_key(|t| t["id"].as_u64());
+        tasks
+    }
+
+    /// Waits until task `id` runs with its agent's pid and start time recorded
+    /// (`pid`, `pid_start_time`): from then on a killed service leaves an agent
+    /// the next start adopts. Returns the task.
+    pub async fn wait_running_with_pid(&self, id: u64) -> Value {
+        let deadline = Instant::now() + self.options.patience;
+        loop {
+            let task = self.wait_task_status(id, "running").await;
+            if task["pid"].is_u64() && task["pid_start_time"].is_u64() {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never got a pid: {task}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits until the service's stderr (all its runs) has a line that
     /// satisfies `pred`; returns that line.
     pub async fn wait_for_log_line(&self, pred: impl Fn(&str) -> bool) -> String {
