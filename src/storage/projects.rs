@@ -25,35 +25,17 @@ impl Store {
         user_id: i64,
         project: Option<String>,
     ) -> Pending<()> {
-        let bot = bot_id.to_owned();
-        self.write(move |tx| {
-            let mut table = tx.open_table(USER_PROJECTS)?;
-            match project.as_deref() {
-                Some(project) if project != DEFAULT_PROJECT => {
-                    table.insert((bot.as_str(), user_id), project)?;
-                }
-                _ => {
-                    table.remove((bot.as_str(), user_id))?;
-                }
-            }
-            Ok(())
-        })
+        let project = project.filter(|p| p != DEFAULT_PROJECT);
+        self.set_user_choice(USER_PROJECTS, bot_id, user_id, project)
     }
 
     /// A user's chosen project; `default` when they chose none.
     pub fn user_project(&self, bot_id: &str, user_id: i64) -> StoreResult<String> {
-        self.read(|tx| {
-            let table = match tx.open_table(USER_PROJECTS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Ok(DEFAULT_PROJECT.to_owned());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            Ok(table
-                .get((bot_id, user_id))?
-                .map_or_else(|| DEFAULT_PROJECT.to_owned(), |v| v.value().to_owned()))
-        })
+        Ok(project_or_default(self.user_choice(
+            USER_PROJECTS,
+            bot_id,
+            user_id,
+        )?))
     }
 
     /// The project a task runs in.
