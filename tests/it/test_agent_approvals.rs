@@ -5,7 +5,7 @@
 
 use agentlab::worker::test_agent::RAN_FILE;
 
-use crate::approvals::{USER, edited_text, press, wait_for_approval};
+use crate::approvals::{USER, edited_text, press, wait_for_approval, wait_for_recorded_message};
 use crate::harness::{Options, Service, wait_until};
 
 /// What the test agent recorded as run, in the bots' working directory.
@@ -93,6 +93,7 @@ async fn after_a_kill_9_the_press_reaches_the_waiting_test_agent_and_it_answers_
     let mut service = Service::start(Options::default()).await;
     service.send(0, USER, "approve:Bash touch after-restart.txt");
     let asked = wait_for_approval(&service, 1).await;
+    wait_for_recorded_message(&service).await;
     service.kill9();
     service.restart().await;
 
