@@ -488,21 +488,7 @@ struct Buttons {
 impl Buttons {
     /// The buttons of a message or edit; `None` when it has none.
     fn of(item: &SentItem) -> Option<Buttons> {
-        let rows = item
-            .reply_markup
-            .as_ref()?
-            .get("inline_keyboard")?
-            .as_array()?;
-        let buttons: Vec<(String, String)> = rows
-            .iter()
-            .filter_map(serde_json::Value::as_array)
-            .flatten()
-            .filter_map(|button| {
-                let label = button.get("text")?.as_str()?;
-                let data = button.get("callback_data")?.as_str()?;
-                Some((label.to_owned(), data.to_owned()))
-            })
-            .collect();
+        let buttons = item.buttons();
         (!buttons.is_empty()).then_some(Buttons {
             message_id: item.message_id?,
             buttons,

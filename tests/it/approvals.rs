@@ -52,7 +52,7 @@ pub(crate) async fn wait_for_approval(service: &Service, n: usize) -> SentItem {
 /// Waits until a pending approval's Telegram message is recorded. A kill before
 /// that point rightly shows the request again after the restart (the service
 /// cannot know Telegram took the first one), so the restart tests wait for it.
-async fn wait_for_recorded_message(service: &Service) {
+pub(crate) async fn wait_for_recorded_message(service: &Service) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (_, pending) = service.get("/api/approvals").await;
@@ -70,50 +70,16 @@ async fn wait_for_recorded_message(service: &Service) {
     }
 }
 
-/// The (label, callback data) of a message's buttons.
-pub(crate) fn buttons(item: &SentItem) -> Vec<(String, String)> {
-    let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    rows.iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .map(|b| {
-            (
-                b["text"].as_str().unwrap_or_default().to_owned(),
-                b["callback_data"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// `user` presses the button whose label ends with `label`; returns the text of
 /// the press's answer.
 pub(crate) async fn press(service: &Service, user: i64, item: &SentItem, label: &str) -> String {
-    let (_, data) = buttons(item)
+    let (_, data) = item
+        .buttons()
         .into_iter()
         .find(|(text, _)| text.ends_with(label))
-        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
-    let injected = service
-        .sim
-        .inject_callback(
-            &service.tokens[0],
-            user,
-            USER,
-            item.message_id.expect("message id"),
-            &data,
-        )
-        .expect("inject");
-    let sim = &service.sim;
-    let token = &service.tokens[0];
-    wait_until("the press's answer", || {
-        sim.sent(token).ok()?.into_iter().find_map(|i| {
-            (i.kind == SentKind::CallbackAnswer
-                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
-            .then(|| i.text.unwrap_or_default())
-        })
-    })
-    .await
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", item.buttons()));
+    let message_id = item.message_id.expect("message id");
+    service.press(0, user, USER, message_id, &data).await
 }
 
 /// The latest edit of a message, visible text.
@@ -146,11 +112,11 @@ async fn an_allowed_bash_call_runs_once_and_only_the_user_or_an_admin_decides() 
         shown.contains("<pre>echo approved &gt; approved.txt</pre>"),
         "{shown}"
     );
-    let labels: Vec<String> = buttons(&asked).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = asked.buttons().into_iter().map(|(l, _)| l).collect();
     assert!(labels[0].ends_with("Allow"), "{labels:?}");
     assert!(labels[1].ends_with("Always allow Bash"), "{labels:?}");
     assert!(labels[2].ends_with("Deny"), "{labels:?}");
-    assert!(buttons(&asked).iter().all(|(_, data)| data.len() <= 64));
+    assert!(asked.buttons().iter().all(|(_, data)| data.len() <= 64));
 
     let refused = press(&service, STRANGER, &asked, "Allow").await;
     assert!(refused.contains("Only the user who asked"), "{refused}");

@@ -74,31 +74,11 @@ fn latest(service: &Service, message_id: i32) -> Option<SentItem> {
         .rfind(|i| i.kind == SentKind::Edit || i.kind == SentKind::Message)
 }
 
-/// The (label, callback data) of a message's buttons, none without.
-fn buttons(item: &SentItem) -> Vec<(String, String)> {
-    let Some(markup) = item.reply_markup.as_ref() else {
-        return Vec::new();
-    };
-    let rows = markup["inline_keyboard"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    rows.iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .map(|b| {
-            (
-                b["text"].as_str().unwrap_or_default().to_owned(),
-                b["callback_data"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// Waits until the message shows a button labelled `label`.
 async fn wait_for_button(service: &Service, message_id: i32, label: &str) -> SentItem {
     wait_until("the button shown", || {
         latest(service, message_id)
-            .filter(|item| buttons(item).iter().any(|(text, _)| text == label))
+            .filter(|item| item.buttons().iter().any(|(text, _)| text == label))
     })
     .await
 }
@@ -107,24 +87,12 @@ async fn wait_for_button(service: &Service, message_id: i32, label: &str) -> Sen
 /// version; returns the text of the press's answer.
 async fn press(service: &Service, user: i64, message_id: i32, label: &str) -> String {
     let item = wait_for_button(service, message_id, label).await;
-    let (_, data) = buttons(&item)
+    let (_, data) = item
+        .buttons()
         .into_iter()
         .find(|(text, _)| text == label)
-        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(&item)));
-    let injected = service
-        .sim
-        .inject_callback(&service.tokens[0], user, USER, message_id, &data)
-        .expect("inject");
-    let sim = &service.sim;
-    let token = &service.tokens[0];
-    wait_until("the press's answer", || {
-        sim.sent(token).ok()?.into_iter().find_map(|i| {
-            (i.kind == SentKind::CallbackAnswer
-                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
-            .then(|| i.text.unwrap_or_default())
-        })
-    })
-    .await
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", item.buttons()));
+    service.press(0, user, USER, message_id, &data).await
 }
 
 /// Every text the model was shown in its requests so far.
@@ -177,16 +145,16 @@ async fn questions_are_answered_by_buttons_and_the_model_sees_the_chosen_labels(
         "{html}"
     );
     assert!(html.contains("Which sizes?"), "{html}");
-    let labels: Vec<String> = buttons(&shown).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = shown.buttons().into_iter().map(|(l, _)| l).collect();
     assert_eq!(labels, ["Red", "Blue", "⛔ Deny"]);
-    assert!(buttons(&shown).iter().all(|(_, data)| data.len() <= 64));
+    assert!(shown.buttons().iter().all(|(_, data)| data.len() <= 64));
 
     let refused = press(&service, STRANGER, id, "Blue").await;
     assert!(refused.contains("Only the user who asked"), "{refused}");
     assert_eq!(press(&service, USER, id, "Blue").await, "Noted.");
     // The message moves on to the second question, a multi-select one.
     let next = wait_for_button(&service, id, "✔ Done").await;
-    let labels: Vec<String> = buttons(&next).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = next.buttons().into_iter().map(|(l, _)| l).collect();
     assert_eq!(labels, ["☐ S", "☐ M", "☐ L", "✔ Done", "⛔ Deny"]);
     assert!(
         next.text
@@ -282,27 +250,9 @@ async fn a_question_answered_in_part_survives_a_kill_9_and_is_finished_after_the
 
 /// Presses the first button of a message as first shown (a stale button).
 async fn press_stale(service: &Service, item: &SentItem) -> String {
-    let (_, data) = buttons(item).into_iter().next().expect("a button");
-    let injected = service
-        .sim
-        .inject_callback(
-            &service.tokens[0],
-            USER,
-            USER,
-            item.message_id.expect("id"),
-            &data,
-        )
-        .expect("inject");
-    let sim = &service.sim;
-    let token = &service.tokens[0];
-    wait_until("the press's answer", || {
-        sim.sent(token).ok()?.into_iter().find_map(|i| {
-            (i.kind == SentKind::CallbackAnswer
-                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
-            .then(|| i.text.unwrap_or_default())
-        })
-    })
-    .await
+    let (_, data) = item.buttons().into_iter().next().expect("a button");
+    let message_id = item.message_id.expect("id");
+    service.press(0, USER, USER, message_id, &data).await
 }
 
 /// Runs `agentlab --config <config> <args>` against the service; returns stdout.
@@ -446,7 +396,7 @@ async fn plan_shown(service: &Service, model: &ModelSim, after_plan: Vec<Reply>)
     let shown = wait_for_asked(service, 2).await;
     let html = shown.text.clone().unwrap_or_default();
     assert!(html.contains("1. echo planned &gt; planned.txt"), "{html}");
-    let labels: Vec<String> = buttons(&shown).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = shown.buttons().into_iter().map(|(l, _)| l).collect();
     assert_eq!(labels, ["✅ Approve plan", "📝 Keep planning"]);
     shown.message_id.expect("id")
 }
@@ -473,7 +423,7 @@ async fn an_approved_plan_leaves_plan_mode_and_the_next_tool_runs() {
     );
     // Out of plan mode, the Bash call is asked for like any other tool.
     let bash = wait_for_asked(&service, 3).await;
-    let labels: Vec<String> = buttons(&bash).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = bash.buttons().into_iter().map(|(l, _)| l).collect();
     assert!(labels[0].ends_with("Allow"), "{labels:?}");
     press(&service, USER, bash.message_id.expect("id"), "✅ Allow").await;
     service

@@ -39,27 +39,8 @@ async fn tasks(service: &Service) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-/// The (label, callback data) of a message's buttons, row by row.
-fn buttons(markup: Option<&Value>) -> Vec<(String, String)> {
-    let rows = markup
-        .and_then(|m| m["inline_keyboard"].as_array().cloned())
-        .unwrap_or_default();
-    rows.iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .map(|b| {
-            (
-                b["text"].as_str().unwrap_or_default().to_owned(),
-                b["callback_data"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn labels(markup: Option<&Value>) -> Vec<String> {
-    buttons(markup)
-        .into_iter()
-        .map(|(label, _)| label)
-        .collect()
+fn labels(item: &SentItem) -> Vec<String> {
+    item.buttons().into_iter().map(|(label, _)| label).collect()
 }
 
 /// Waits for the `n`th picker (1-based) sent to the user.
@@ -88,7 +69,7 @@ async fn wait_for_edit(
 ) -> Vec<String> {
     wait_until("the picker edited", || {
         service.sent_to(0, USER).into_iter().find_map(|i| {
-            let shown = labels(i.reply_markup.as_ref());
+            let shown = labels(&i);
             (i.kind == SentKind::Edit && i.message_id == Some(message_id) && pred(&shown))
                 .then_some(shown)
         })
@@ -98,7 +79,8 @@ async fn wait_for_edit(
 
 /// `user` presses the button labelled `label` on `picker`; the press's answer.
 async fn press(service: &Service, user: i64, picker: &SentItem, label: &str) -> String {
-    let (_, data) = buttons(picker.reply_markup.as_ref())
+    let (_, data) = picker
+        .buttons()
         .into_iter()
         .find(|(text, _)| text.trim_start_matches("✅ ") == label)
         .unwrap_or_else(|| panic!("no {label} button: {:?}", picker.reply_markup));
@@ -106,19 +88,7 @@ async fn press(service: &Service, user: i64, picker: &SentItem, label: &str) -> 
 }
 
 async fn press_data(service: &Service, user: i64, message_id: i32, data: &str) -> String {
-    let token = &service.tokens[0];
-    let injected = service
-        .sim
-        .inject_callback(token, user, USER, message_id, data)
-        .expect("inject");
-    wait_until("the press's answer", || {
-        service.sim.sent(token).ok()?.into_iter().find_map(|i| {
-            (i.kind == SentKind::CallbackAnswer
-                && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
-            .then(|| i.text.unwrap_or_default())
-        })
-    })
-    .await
+    service.press(0, user, USER, message_id, data).await
 }
 
 /// Sends `argv <tag>` and waits for the test agent's answer: its arguments.
@@ -168,10 +138,10 @@ async fn a_press_picks_the_model_and_the_next_prompt_runs_a_new_process_with_it(
         "{text}"
     );
     assert_eq!(
-        labels(picker.reply_markup.as_ref()),
+        labels(&picker),
         ["model-a", "model-b", "✅ Bot default (model-base)"]
     );
-    for (_, data) in buttons(picker.reply_markup.as_ref()) {
+    for (_, data) in picker.buttons() {
         assert!(data.len() < 64, "{data}");
         assert!(!data.contains("model"), "an index, not the name: {data}");
     }
@@ -209,7 +179,7 @@ async fn a_press_picks_the_model_and_the_next_prompt_runs_a_new_process_with_it(
             .iter()
             .any(|i| i.kind == SentKind::Edit
                 && i.message_id == picker.message_id
-                && labels(i.reply_markup.as_ref()).contains(&"✅ model-a".to_owned())),
+                && labels(i).contains(&"✅ model-a".to_owned())),
         "the stranger's press changed nothing"
     );
     service.send(0, USER, "/model gpt-9");
@@ -265,10 +235,7 @@ async fn the_choice_survives_new_and_a_restart_and_a_withdrawn_button_shows_the_
         .wait_for_message(0, USER, |m| m.contains("Model: model-a (yours; /model)"))
         .await;
     // The first row's button was model-a's; it is model-c's now.
-    let (_, stale) = buttons(picker.reply_markup.as_ref())
-        .into_iter()
-        .next()
-        .expect("a button");
+    let (_, stale) = picker.buttons().into_iter().next().expect("a button");
     let message_id = picker.message_id.expect("id");
     let answer = press_data(&service, USER, message_id, &stale).await;
     assert_eq!(

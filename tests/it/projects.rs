@@ -171,48 +171,10 @@ async fn warm_agents_are_kept_per_project_so_switching_back_resumes_the_first_se
     projects_keep_their_own_sessions(600).await;
 }
 
-/// The (label, callback data) of a message's buttons.
-fn buttons(item: &SentItem) -> Vec<(String, String)> {
-    let rows = item.reply_markup.as_ref().expect("buttons")["inline_keyboard"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    rows.iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .map(|b| {
-            (
-                b["text"].as_str().unwrap_or_default().to_owned(),
-                b["callback_data"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// `user` presses the button `data` under `item`; returns the press's answer.
 async fn press(service: &Service, user: i64, item: &SentItem, data: &str) -> String {
-    let injected = service
-        .sim
-        .inject_callback(
-            &service.tokens[0],
-            user,
-            USER,
-            item.message_id.expect("message id"),
-            data,
-        )
-        .expect("inject");
-    wait_until("the press's answer", || {
-        service
-            .sim
-            .sent(&service.tokens[0])
-            .ok()?
-            .into_iter()
-            .find_map(|i| {
-                (i.kind == SentKind::CallbackAnswer
-                    && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
-                .then(|| i.text.unwrap_or_default())
-            })
-    })
-    .await
+    let message_id = item.message_id.expect("message id");
+    service.press(0, user, USER, message_id, data).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +195,7 @@ async fn an_unknown_project_gets_the_list_whose_buttons_switch_only_for_allowed_
         .into_iter()
         .rfind(|i| i.kind == SentKind::Message && i.reply_markup.is_some())
         .expect("the list has buttons");
-    let shown = buttons(&list);
+    let shown = list.buttons();
     assert_eq!(shown.len(), 2, "{shown:?}");
     assert!(
         shown[0].0.contains("default") && shown[0].0.starts_with('✓'),
@@ -453,10 +415,11 @@ fn approval_messages(service: &Service) -> Vec<SentItem> {
 
 /// `user` presses the button of `item` whose label ends with `label`.
 async fn press_labelled(service: &Service, item: &SentItem, label: &str) -> String {
-    let (_, data) = buttons(item)
+    let (_, data) = item
+        .buttons()
         .into_iter()
         .find(|(text, _)| text.ends_with(label))
-        .unwrap_or_else(|| panic!("no {label} button: {:?}", buttons(item)));
+        .unwrap_or_else(|| panic!("no {label} button: {:?}", item.buttons()));
     press(service, USER, item, &data).await
 }
 

@@ -120,6 +120,26 @@ impl SentItem {
             SentKind::Message | SentKind::Document | SentKind::Photo
         )
     }
+
+    /// The (label, callback data) of its inline buttons, row after row; none
+    /// without an inline keyboard.
+    pub fn buttons(&self) -> Vec<(String, String)> {
+        let rows = self
+            .reply_markup
+            .as_ref()
+            .and_then(|markup| markup.get("inline_keyboard"))
+            .and_then(Value::as_array);
+        rows.into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|button| {
+                let label = button.get("text")?.as_str()?;
+                let data = button.get("callback_data")?.as_str()?;
+                Some((label.to_owned(), data.to_owned()))
+            })
+            .collect()
+    }
 }
 
 /// One Bot API call as seen by the simulator.

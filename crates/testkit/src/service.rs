@@ -465,6 +465,32 @@ impl Service {
         self.wait_ready().await;
     }
 
+    /// `user` presses the inline button with callback `data` on message
+    /// `message_id` in `chat` of bot `bot` (index); returns the text of the
+    /// press's answer (`answerCallbackQuery`) once the service has given it.
+    pub async fn press(
+        &self,
+        bot: usize,
+        user: i64,
+        chat: i64,
+        message_id: i32,
+        data: &str,
+    ) -> String {
+        let token = &self.tokens[bot];
+        let injected = self
+            .sim
+            .inject_callback(token, user, chat, message_id, data)
+            .expect("inject a button press");
+        wait_until("the press's answer", || {
+            self.sim.sent(token).ok()?.into_iter().find_map(|i| {
+                (i.kind == SentKind::CallbackAnswer
+                    && i.callback_query_id.as_deref() == Some(&injected.callback_query_id))
+                .then(|| i.text.unwrap_or_default())
+            })
+        })
+        .await
+    }
+
     /// A user sends a text to bot `bot` (index) in their private chat.
     pub fn send(&self, bot: usize, user: i64, text: &str) -> u64 {
         self.sim
