@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use teloxide::types::CallbackQuery;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::BotRuntime;
 use super::render::escape_html;
@@ -51,9 +51,7 @@ const RESHOW_EVERY: Duration = Duration::from_secs(5);
 
 /// Shows and updates this bot's approval messages until shutdown.
 #[tracing::instrument(skip_all, fields(bot_id = %bot.config.id))]
-pub(super) async fn run(bot: Arc<BotRuntime>) {
-    let approvals = bot.ctx.pool.approvals().clone();
-    let mut news = approvals.subscribe();
+pub(super) async fn run(bot: Arc<BotRuntime>, mut news: broadcast::Receiver<ApprovalNews>) {
     let mut shutdown = bot.ctx.shutdown.subscribe();
     let mut reshow = tokio::time::interval(RESHOW_EVERY);
     loop {

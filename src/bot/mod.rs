@@ -36,9 +36,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinSet;
 
+use crate::approvals::ApprovalNews;
 use crate::backup::Backups;
 use crate::breaker::{Circuits, Dependency};
 use crate::config::{BotConfig, Config};
@@ -282,13 +283,24 @@ impl BotSet {
     /// Starts every bot's loops (polling, delivery, progress, approvals), the
     /// timers of the approvals still pending, and the router of `pool_events` (the
     /// receiver of the channel the pool was built with) to them.
-    pub fn start(self, pool_events: mpsc::UnboundedReceiver<PoolEvent>, tasks: &mut JoinSet<()>) {
+    ///
+    /// `approval_news` holds one receiver per bot, in the configuration's order,
+    /// subscribed before the pool ran: what an adopted agent's approvals did
+    /// before the bots listen (an expiry, a new request) is shown, not lost.
+    pub fn start(
+        self,
+        pool_events: mpsc::UnboundedReceiver<PoolEvent>,
+        approval_news: Vec<broadcast::Receiver<ApprovalNews>>,
+        tasks: &mut JoinSet<()>,
+    ) {
         if let Some(bot) = self.bots.first() {
             let approvals = bot.ctx.pool.approvals().clone();
             tasks.spawn(async move { approvals.arm_pending().await });
         }
+        for (bot, news) in self.bots.iter().zip(approval_news) {
+            tasks.spawn(approval::run(bot.clone(), news));
+        }
         for bot in &self.bots {
-            tasks.spawn(approval::run(bot.clone()));
             tasks.spawn(poller::run(bot.clone()));
             tasks.spawn(delivery::run_outbox(bot.clone()));
             tasks.spawn(delivery::run_progress(bot.clone()));

@@ -156,7 +156,12 @@ async fn run_with_store(
         "recovery done"
     );
 
-    // 4. Pool, monitors, backups.
+    // 4. Pool, monitors, backups. Each bot hears of approvals from here on, so
+    // what adopted agents' approvals do before the bots start is not lost.
+    let approval_news = bot_ids
+        .iter()
+        .map(|_| pool.approvals().subscribe())
+        .collect();
     tasks.spawn(pool.clone().run(recovered.adopt, shutdown.subscribe()));
     let monitor_ctx = MonitorContext {
         config: config.clone(),
@@ -217,7 +222,7 @@ async fn run_with_store(
         crate::systemd::notify_ready();
         crate::systemd::spawn_watchdog_pings(store.clone(), &shutdown, &mut tasks);
     }
-    bots.start(events_rx, &mut tasks);
+    bots.start(events_rx, approval_news, &mut tasks);
     tracing::info!(http = %addr, elapsed_ms = started.elapsed().as_millis() as u64, "agentlab ready");
 
     shutdown.wait().await;
