@@ -13,11 +13,11 @@
 use std::path::PathBuf;
 
 use agentlab::storage::{Store, StoreOptions, Task, TaskFilter};
-use agentlab::worker::proc_identity::ProcIdentity;
+use agentlab::worker::proc_identity::{self, ProcIdentity};
 use serde_json::Value;
 
 pub use agentlab_testkit::service::{
-    ADMIN_TOKEN, BotSpec, Options, PATIENCE, Service, wait_until, wait_until_blocking,
+    ADMIN_TOKEN, BotSpec, Options, PATIENCE, Service, processes_of, wait_until, wait_until_blocking,
 };
 
 /// The path of the binary under test.
@@ -103,4 +103,67 @@ fn the_harness_runs_the_binary_built_for_these_tests() {
         found.canonicalize().expect("the harness's binary exists"),
         built.canonicalize().expect("the built binary exists"),
     );
+}
+
+/// A service whose one project, `away`, works in `away` (outside the service's
+/// directory), with an agent of task that sleeps there for ten minutes; returns
+/// the service and that agent.
+async fn service_with_an_agent_working_in(away: &std::path::Path) -> (Service, ProcIdentity) {
+    let service = Service::start(Options {
+        extra_toml: format!(
+            "\n[[bots.projects]]\nname = \"away\"\nworkdir = {:?}\n",
+            away.display().to_string()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let (status, created) = service
+        .post(
+            "/api/tasks",
+            serde_json::json!({"bot_id": "BOT-001", "user_id": 111,
+                               "prompt": "sleep:600 still here", "project": "away"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let task = service
+        .wait_running_with_pid(created["id"].as_u64().expect("id"))
+        .await;
+    let agent = agent_of(&task);
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", agent.pid)).expect("the agent's cwd");
+    assert!(
+        cwd.starts_with(away.canonicalize().expect("canonical"))
+            && !cwd.starts_with(service.dir.path().canonicalize().expect("canonical")),
+        "the agent works outside the service's directory: {cwd:?}"
+    );
+    (service, agent)
+}
+
+/// A dropped service takes its agents with it, even one working outside its
+/// directory, mid-task; another service's agent, in the same folder, goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_service_ends_its_agents_wherever_they_work_and_no_other() {
+    let away = tempfile::tempdir().expect("a workdir outside the services");
+    let (first, first_agent) = service_with_an_agent_working_in(away.path()).await;
+    let (second, second_agent) = service_with_an_agent_working_in(away.path()).await;
+    let marker = first.marker().to_owned();
+    assert!(
+        processes_of(&marker, None).contains(&(first_agent.pid as libc::pid_t)),
+        "the agent inherits its service's marker"
+    );
+
+    drop(first);
+    // A SIGKILLed process may take a moment to be gone.
+    wait_until_blocking("the first service's agent ended", || {
+        (!proc_identity::is_alive(&first_agent)).then_some(())
+    });
+    assert_eq!(processes_of(&marker, None), Vec::<libc::pid_t>::new());
+    assert!(
+        proc_identity::is_alive(&second_agent),
+        "another service's agent is not touched"
+    );
+
+    drop(second);
+    wait_until_blocking("the second service's agent ended", || {
+        (!proc_identity::is_alive(&second_agent)).then_some(())
+    });
 }

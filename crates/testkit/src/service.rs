@@ -19,7 +19,13 @@
 //!   [`Service`] is alive prints the service's log (its last
 //!   [`LOG_LINES_ON_FAILURE`] lines, all runs): the log dies with the directory.
 //! - The helpers never return errors, so no failure can skip that report.
-//! - The child is killed when the [`Service`] is dropped.
+//! - No process of a service outlives its [`Service`]: every run gets the
+//!   service's own marker in its environment ([`SERVICE_MARKER_ENV`]), its agents
+//!   inherit it wherever they work (the product passes its environment on, less
+//!   its secrets), and the drop SIGKILLs every process that holds the marker or
+//!   works inside the directory, with its process group, until none is left.
+//!   A marker is unique to one [`Service`], so another service's processes, in
+//!   this test process or another, are never touched.
 //!
 //! The crate knows the product only from outside: its binary, its configuration
 //! file, its HTTP routes. What needs the product's library (opening the store)
@@ -48,6 +54,9 @@ pub const LOG_LINES_ON_FAILURE: usize = 400;
 const READY_POLL: Duration = Duration::from_millis(5);
 /// How often the other waits look again.
 const POLL: Duration = Duration::from_millis(20);
+/// The environment variable that carries a [`Service`]'s marker to its runs and,
+/// inherited, to their agents and whatever those start.
+pub const SERVICE_MARKER_ENV: &str = "AGENTLAB_TEST_SERVICE";
 
 /// The `agentlab` binary built beside the running test or bench:
 /// `$CARGO_BIN_EXE_agentlab` when cargo set it, else `<target>/<profile>/agentlab`
@@ -165,7 +174,8 @@ impl Default for Options {
     }
 }
 
-/// A running (or stopped) agentlab service. Dropping it kills the process.
+/// A running (or stopped) agentlab service. Dropping it kills its processes: its
+/// runs and their agents.
 pub struct Service {
     /// Temporary root: data, logs, backups, config, the service's stderr.
     pub dir: tempfile::TempDir,
@@ -182,6 +192,11 @@ pub struct Service {
     /// The process of the current run; a mutex so that a failing request (`&self`)
     /// can say whether it is still alive.
     child: Mutex<Option<Child>>,
+    /// Earlier runs a [`Service::spawn`] replaced before they were reaped: killed
+    /// and reaped on drop.
+    replaced: Vec<Child>,
+    /// This service's value of [`SERVICE_MARKER_ENV`].
+    marker: String,
     spawned_at: Option<Instant>,
     http: reqwest::Client,
 }
@@ -238,6 +253,8 @@ impl Service {
             config_path,
             base_url: String::new(),
             child: Mutex::new(None),
+            replaced: Vec::new(),
+            marker: new_marker(),
             spawned_at: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -271,6 +288,11 @@ impl Service {
         env
     }
 
+    /// The value of [`SERVICE_MARKER_ENV`] in this service's runs and their agents.
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
     /// Starts `agentlab run` (without waiting). Its stderr is appended to
     /// `service.stderr` in the directory, across runs.
     pub fn spawn(&mut self) {
@@ -299,12 +321,14 @@ impl Service {
             .env_remove("AGENTLAB_CONFIG")
             .env("RUST_LOG", &self.options.log_filter)
             .envs(self.env())
+            .env(SERVICE_MARKER_ENV, &self.marker)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         self.spawned_at = Some(Instant::now());
         let child = cmd.spawn().expect("spawn agentlab run");
-        *self.child_slot() = Some(child);
+        let earlier = self.child_slot().replace(child);
+        self.replaced.extend(earlier);
     }
 
     /// When the current (or last) run was spawned.
@@ -672,9 +696,14 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
-        // Warm agents are made to outlive the service (a restart adopts them), so
-        // a killed service leaves them idle for ever: end them with the test.
-        end_processes_working_in(self.dir.path());
+        for mut earlier in self.replaced.drain(..) {
+            let _ = earlier.kill();
+            let _ = earlier.wait();
+        }
+        // Agents are made to outlive the service (a restart adopts them), so a
+        // killed service leaves them running or idle for ever: end them with the
+        // test, wherever they work.
+        end_processes_of(&self.marker, self.dir.path());
         // A failing test (any panic, from an assertion here or in the test) shows
         // what the service said: the log dies with the temporary directory.
         if std::thread::panicking() {
@@ -684,36 +713,71 @@ impl Drop for Service {
     }
 }
 
-/// SIGKILLs every process whose working directory is inside `root` (the agents
-/// a test's service started: they run in its workdirs), with its process group.
-fn end_processes_working_in(root: &Path) {
-    let Ok(root) = root.canonicalize() else {
-        return;
-    };
+/// A marker no other [`Service`] has, in any process: this process's id, its
+/// count of services, and the time (against a reused process id).
+fn new_marker() -> String {
+    static SERVICES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = SERVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!("{}-{count}-{nanos}", std::process::id())
+}
+
+/// The live processes (zombies have neither environment nor working directory)
+/// whose environment holds `marker` as [`SERVICE_MARKER_ENV`], or whose working
+/// directory is inside `root` when given; never this process.
+pub fn processes_of(marker: &str, root: Option<&Path>) -> Vec<libc::pid_t> {
+    let entry_wanted = format!("{SERVICE_MARKER_ENV}={marker}");
+    let root = root.and_then(|root| root.canonicalize().ok());
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        let inside =
-            std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
-        if !inside || pid == std::process::id() as libc::pid_t {
-            continue;
+    let own = std::process::id() as libc::pid_t;
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<libc::pid_t>().ok()?;
+            let marked = std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                environ
+                    .split(|&byte| byte == 0)
+                    .any(|var| var == entry_wanted.as_bytes())
+            });
+            let inside = root.as_ref().is_some_and(|root| {
+                std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(root))
+            });
+            (pid != own && (marked || inside)).then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process of the service marked `marker` ([`processes_of`]), with
+/// its process group, and looks again until none is left: one may have started
+/// another while the first sweep went by. Gives up, saying so, after [`PATIENCE`]
+/// (a drop must not panic).
+fn end_processes_of(marker: &str, root: &Path) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = processes_of(marker, Some(root));
+        if found.is_empty() {
+            return;
         }
-        // SAFETY: kill(2) and getpgid(2) have no memory-safety preconditions; the
-        // pid was just seen working inside this test's own temporary folder.
-        unsafe {
-            if libc::getpgid(pid) == pid {
-                libc::kill(-pid, libc::SIGKILL);
+        if Instant::now() >= deadline {
+            eprintln!("processes of the service {marker} survived SIGKILL: {found:?}");
+            return;
+        }
+        for pid in found {
+            // SAFETY: kill(2) and getpgid(2) have no memory-safety preconditions;
+            // the pid was just seen carrying this service's own marker, or working
+            // inside its own temporary folder.
+            unsafe {
+                if libc::getpgid(pid) == pid {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+                libc::kill(pid, libc::SIGKILL);
             }
-            libc::kill(pid, libc::SIGKILL);
         }
+        std::thread::sleep(POLL);
     }
 }
 
