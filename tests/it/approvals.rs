@@ -3,9 +3,7 @@
 //! before a tool runs, the bot shows the request with buttons, a press answers it.
 //! Skips (with how to install the CLI) where it is missing, except in CI.
 
-use std::path::Path;
-
-use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::json;
 use telegram_sim::{SentItem, SentKind};
@@ -16,21 +14,6 @@ use crate::harness::{Options, Service, wait_until};
 pub(crate) const USER: i64 = 222;
 pub(crate) const ADMIN: i64 = 111;
 const STRANGER: i64 = 333;
-
-async fn service_asking(binary: &Path, model: &ModelSim, agent: &str) -> Service {
-    let home = tempfile::tempdir().expect("home").keep();
-    let env = claude_env(&home, &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    Service::start(Options {
-        agent_toml: Some(format!("command = [\"{}\"]\n{agent}", binary.display())),
-        extra_env: env,
-        ..Options::default()
-    })
-    .await
-}
 
 /// The approval messages (with buttons) sent to the user, oldest first.
 pub(crate) fn approval_messages(service: &Service) -> Vec<SentItem> {
@@ -103,7 +86,7 @@ async fn an_allowed_bash_call_runs_once_and_only_the_user_or_an_admin_decides() 
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::bash("echo approved > approved.txt"));
     model.push(Reply::text("Wrote approved.txt."));
-    let service = service_asking(&binary, &model, "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "write the file");
     let asked = wait_for_approval(&service, 1).await;
@@ -163,7 +146,7 @@ async fn a_denied_bash_call_does_not_run_and_the_agent_is_told() {
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::bash("touch denied.txt"));
     model.push(Reply::text("I was told no."));
-    let service = service_asking(&binary, &model, "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "touch the file");
     let asked = wait_for_approval(&service, 1).await;
@@ -198,7 +181,7 @@ async fn always_allow_lasts_for_the_session_until_new() {
     model.push(Reply::text("Second done."));
     model.push(Reply::bash("echo 3 > three.txt"));
     model.push(Reply::text("Third done."));
-    let service = service_asking(&binary, &model, "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
     let dir = service.dir.path().to_path_buf();
 
     service.send(0, USER, "first");
@@ -269,7 +252,7 @@ async fn an_unanswered_request_is_denied_after_the_timeout() {
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::bash("touch late.txt"));
     model.push(Reply::text("Nobody answered me."));
-    let service = service_asking(&binary, &model, "approval_timeout_s = 1").await;
+    let service = Service::start(service_options(&binary, &model, "approval_timeout_s = 1")).await;
 
     service.send(0, USER, "touch it");
     let asked = wait_for_approval(&service, 1).await;
@@ -347,7 +330,7 @@ async fn the_http_api_and_the_cli_decide_while_telegram_refuses_every_call() {
     model.push(Reply::text("The API allowed it."));
     model.push(Reply::bash("echo by-cli > by-cli.txt"));
     model.push(Reply::text("The CLI denied it."));
-    let service = service_asking(&binary, &model, "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
     let token = service.tokens[0].clone();
     let refuse_all = telegram_sim::Fault::new(telegram_sim::FaultKind::ServerError { status: 502 })
         .times(1_000_000);
@@ -463,7 +446,7 @@ async fn after_a_kill_9_the_same_button_reaches_the_same_agent_and_the_answer_ar
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::bash("echo survived > survived.txt"));
     model.push(Reply::text("Ran after the restart."));
-    let mut service = service_asking(&binary, &model, "").await;
+    let mut service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "run it across a crash");
     let asked = wait_for_approval(&service, 1).await;
@@ -508,7 +491,7 @@ async fn a_request_whose_agent_died_with_the_service_expires_and_the_task_runs_a
     model.push(Reply::bash("echo first > first.txt"));
     model.push(Reply::bash("echo second > second.txt"));
     model.push(Reply::text("Done on the second attempt."));
-    let mut service = service_asking(&binary, &model, "").await;
+    let mut service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "survive this");
     let asked = wait_for_approval(&service, 1).await;
@@ -552,7 +535,12 @@ async fn stop_interrupts_a_long_tool_call_and_the_session_stays_usable() {
         "python3 -c 'import time; time.sleep(30)' && echo late > late.txt",
     ));
     model.push(Reply::text("Still here after the stop."));
-    let service = service_asking(&binary, &model, "allowed_tools = [\"Bash\"]").await;
+    let service = Service::start(service_options(
+        &binary,
+        &model,
+        "allowed_tools = [\"Bash\"]",
+    ))
+    .await;
 
     service.send(0, USER, "wait a long time");
     // The progress message shows the tool call once the CLI runs it.

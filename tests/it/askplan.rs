@@ -4,33 +4,16 @@
 //! buttons, the chosen labels reach the model, a plan is approved or sent back.
 //! Skips (with how to install the CLI) where it is missing, except in CI.
 
-use std::path::Path;
-
-use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::{Value, json};
 use telegram_sim::{SentItem, SentKind};
 
-use crate::harness::{Options, Service, wait_until};
+use crate::harness::{Service, wait_until};
 
 /// The task's user; 333 is an allowed user who is not the bot's admin.
 const USER: i64 = 222;
 const STRANGER: i64 = 333;
-
-async fn service_asking(binary: &Path, model: &ModelSim) -> Service {
-    let home = tempfile::tempdir().expect("home").keep();
-    let env = claude_env(&home, &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    Service::start(Options {
-        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
-        extra_env: env,
-        ..Options::default()
-    })
-    .await
-}
 
 /// A question request of two questions, the second multi-select.
 fn two_questions() -> Reply {
@@ -133,7 +116,7 @@ async fn questions_are_answered_by_buttons_and_the_model_sees_the_chosen_labels(
     let model = ModelSim::start().await.expect("model");
     model.push(two_questions());
     model.push(Reply::text("Blue it is, in S and M."));
-    let service = service_asking(&binary, &model).await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "paint it");
     let shown = wait_for_asked(&service, 1).await;
@@ -221,7 +204,7 @@ async fn a_question_answered_in_part_survives_a_kill_9_and_is_finished_after_the
     let model = ModelSim::start().await.expect("model");
     model.push(two_questions());
     model.push(Reply::text("Answered across a restart."));
-    let mut service = service_asking(&binary, &model).await;
+    let mut service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, USER, "ask me across a crash");
     let shown = wait_for_asked(&service, 1).await;
@@ -290,7 +273,7 @@ async fn the_http_api_and_the_cli_answer_questions_one_at_a_time() {
     let model = ModelSim::start().await.expect("model");
     model.push(two_questions());
     model.push(Reply::text("Answered from a terminal."));
-    let service = service_asking(&binary, &model).await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     let task = json!({"bot_id": "BOT-001", "user_id": USER, "chat_id": USER, "prompt": "ask"});
     let (status, created) = service.post("/api/tasks", task).await;
@@ -411,7 +394,7 @@ async fn an_approved_plan_leaves_plan_mode_and_the_next_tool_runs() {
         return;
     };
     let model = ModelSim::start().await.expect("model");
-    let service = service_asking(&binary, &model).await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
     let after = vec![
         Reply::bash("echo planned > planned.txt"),
         Reply::text("Plan carried out."),
@@ -449,7 +432,7 @@ async fn keep_planning_tells_the_agent_and_nothing_runs() {
         return;
     };
     let model = ModelSim::start().await.expect("model");
-    let service = service_asking(&binary, &model).await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
     let after = vec![
         Reply::bash("echo early > early.txt"),
         Reply::text("Back to planning."),

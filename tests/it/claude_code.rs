@@ -4,38 +4,14 @@
 //! the Telegram simulator. Skips (with how to install the CLI) where it is missing,
 //! except in CI.
 
-use std::path::Path;
 use std::time::Duration;
 
 use agentlab::worker::proc_identity;
-use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
 use telegram_sim::SentKind;
 
 use crate::harness::{Options, PATIENCE, Service, agent_of};
-
-/// A service whose bot runs the real CLI against `model`, with `agent` added to
-/// its `[bots.agent]` section.
-async fn service_with_claude(
-    binary: &Path,
-    model: &ModelSim,
-    agent: &str,
-    limits: &str,
-) -> Service {
-    let home = tempfile::tempdir().expect("home").keep();
-    let env = claude_env(&home, &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    Service::start(Options {
-        agent_toml: Some(format!("command = [\"{}\"]\n{agent}", binary.display())),
-        extra_env: env,
-        limits_toml: limits.to_owned(),
-        ..Options::default()
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
@@ -48,7 +24,7 @@ async fn a_prompt_is_answered_by_the_real_claude_code() {
     };
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::text("Hello from the scripted model."));
-    let service = service_with_claude(&binary, &model, "", "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, 111, "say hello");
     service
@@ -73,7 +49,12 @@ async fn an_allowed_bash_call_runs_in_the_workdir_before_the_answer() {
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::bash("echo from-bash > made-by-agent.txt"));
     model.push(Reply::text("Wrote made-by-agent.txt."));
-    let service = service_with_claude(&binary, &model, "allowed_tools = [\"Bash\"]", "").await;
+    let service = Service::start(service_options(
+        &binary,
+        &model,
+        "allowed_tools = [\"Bash\"]",
+    ))
+    .await;
 
     service.send(0, 111, "write the file");
     service
@@ -122,7 +103,7 @@ async fn the_next_prompt_continues_the_same_conversation() {
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::text("Noted: blue."));
     model.push(Reply::text("You said blue."));
-    let service = service_with_claude(&binary, &model, "", "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, 111, "my colour is blue");
     service
@@ -156,7 +137,7 @@ async fn with_keep_warm_s_zero_the_next_prompt_resumes_the_conversation_in_a_new
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::text("Noted: green."));
     model.push(Reply::text("You said green."));
-    let service = service_with_claude(&binary, &model, "keep_warm_s = 0", "").await;
+    let service = Service::start(service_options(&binary, &model, "keep_warm_s = 0")).await;
 
     service.send(0, 111, "my colour is green");
     service
@@ -188,7 +169,7 @@ async fn each_of_three_warm_prompts_costs_its_own_turn_not_the_process_total() {
     for n in 1..=3 {
         model.push(Reply::text(format!("Answer {n}.")));
     }
-    let service = service_with_claude(&binary, &model, "", "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
     for n in 1..=3 {
         service.send(0, 111, &format!("prompt {n}"));
         let want = format!("Answer {n}.");
@@ -227,7 +208,11 @@ async fn an_overloaded_model_fails_the_task_with_the_clis_message_and_counts_on_
     for _ in 0..4 {
         model.push(Reply::error(529, "overloaded_error", "Overloaded"));
     }
-    let service = service_with_claude(&binary, &model, "", "max_attempts = 1").await;
+    let service = Service::start(Options {
+        limits_toml: "max_attempts = 1".into(),
+        ..service_options(&binary, &model, "")
+    })
+    .await;
 
     service.send(0, 111, "hello");
     let shown = service
@@ -258,7 +243,7 @@ async fn the_cli_killed_mid_turn_is_retried_by_its_failure_class() {
     // The first turn waits long enough to be killed in; the retry is answered.
     model.push_after(Duration::from_secs(20), Reply::text("Too late."));
     model.push(Reply::text("Answered on the second attempt."));
-    let service = service_with_claude(&binary, &model, "", "").await;
+    let service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, 111, "hello");
     let id = wait_for_first_task(&service).await;
@@ -289,7 +274,7 @@ async fn a_turn_running_when_the_service_is_killed_is_answered_once_after_restar
         Duration::from_secs(3),
         Reply::text("Answer after the crash."),
     );
-    let mut service = service_with_claude(&binary, &model, "", "").await;
+    let mut service = Service::start(service_options(&binary, &model, "")).await;
 
     service.send(0, 111, "hello");
     let id = wait_for_first_task(&service).await;
@@ -348,7 +333,11 @@ async fn a_model_api_error_fails_the_task_with_the_clis_message_and_counts_on_th
     };
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::error(500, "api_error", "Internal server error"));
-    let service = service_with_claude(&binary, &model, "", "max_attempts = 1").await;
+    let service = Service::start(Options {
+        limits_toml: "max_attempts = 1".into(),
+        ..service_options(&binary, &model, "")
+    })
+    .await;
 
     service.send(0, 111, "hello");
     service

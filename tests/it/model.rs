@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::Value;
 use telegram_sim::{SentItem, SentKind};
@@ -292,20 +292,11 @@ async fn the_real_cli_asks_the_chosen_model_and_keeps_the_conversation() {
     let model = ModelSim::start().await.expect("model");
     model.push(Reply::text("First answer."));
     model.push(Reply::text("Second answer."));
-    let home = tempfile::tempdir().expect("home").keep();
-    let env = claude_env(&home, &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    let service = Service::start(Options {
-        agent_toml: Some(format!(
-            "command = [\"{}\"]\nmodels = [\"{CHOSEN}\"]\n",
-            claude.display()
-        )),
-        extra_env: env,
-        ..Options::default()
-    })
+    let service = Service::start(service_options(
+        &claude,
+        &model,
+        &format!("models = [\"{CHOSEN}\"]\n"),
+    ))
     .await;
 
     service.send(0, USER, "remember the word kumquat");

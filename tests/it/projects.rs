@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use agentlab_testkit::claude::{claude_env, require_claude};
+use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
 use serde_json::{Value, json};
 use telegram_sim::{FileKind, IncomingFile, IncomingMessage, SentItem, SentKind};
@@ -348,7 +348,11 @@ async fn with_the_real_cli_two_projects_keep_two_conversations() {
         model.push(Reply::text(reply));
     }
     let api = tempfile::tempdir().expect("api workdir");
-    let service = service_with_claude(&binary, &model, api.path()).await;
+    let service = Service::start(Options {
+        extra_toml: projects_toml(api.path()),
+        ..service_options(&binary, &model, "")
+    })
+    .await;
 
     service.send(0, USER, "my colour is blue");
     service
@@ -387,23 +391,6 @@ async fn with_the_real_cli_two_projects_keep_two_conversations() {
     assert!(!shown.iter().any(|t| t == "my colour is blue"), "{shown:?}");
 }
 
-/// A service whose bot runs the real CLI against `model`, with the project `api`.
-async fn service_with_claude(binary: &Path, model: &ModelSim, api: &Path) -> Service {
-    let home = tempfile::tempdir().expect("home").keep();
-    let env = claude_env(&home, &model.base_url())
-        .into_iter()
-        .filter(|(name, _)| name != "PATH")
-        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
-        .collect();
-    Service::start(Options {
-        agent_toml: Some(format!("command = [\"{}\"]\n", binary.display())),
-        extra_env: env,
-        extra_toml: projects_toml(api),
-        ..Options::default()
-    })
-    .await
-}
-
 /// The approval messages (with buttons) sent to the user, oldest first.
 fn approval_messages(service: &Service) -> Vec<SentItem> {
     service
@@ -440,7 +427,11 @@ async fn always_allow_in_one_project_does_not_allow_in_another() {
     model.push(Reply::bash("echo 3 > three.txt"));
     model.push(Reply::text("Third done."));
     let api = tempfile::tempdir().expect("api workdir");
-    let service = service_with_claude(&binary, &model, api.path()).await;
+    let service = Service::start(Options {
+        extra_toml: projects_toml(api.path()),
+        ..service_options(&binary, &model, "")
+    })
+    .await;
 
     service.send(0, USER, "first");
     let asked = wait_until("the first approval", || {

@@ -10,9 +10,14 @@
 //! The CLI runs with a cleared environment: a private `HOME`, the stand-in model as
 //! `ANTHROPIC_BASE_URL`, telemetry and non-essential traffic off, API retries off (a
 //! scripted error must surface at once instead of after minutes of backoff).
+//! [`service_options`] configures a harness service whose bots run it so.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::ModelSim;
+use crate::service::Options;
 
 /// The Claude Code version the tests pin.
 pub const CLAUDE_CODE_VERSION: &str = "2.1.328";
@@ -86,4 +91,30 @@ pub fn claude_env(home: &Path, model_base_url: &str) -> Vec<(String, OsString)> 
         ),
         ("CLAUDE_CODE_MAX_RETRIES".into(), "0".into()),
     ]
+}
+
+/// The options of a service whose bots run the real CLI `binary` against `model`,
+/// with `agent` (TOML lines) added to `[bots.agent]`; the rest is
+/// [`Options::default`], for struct update syntax
+/// (`Options { limits_toml: .., ..service_options(..) }`).
+///
+/// The service passes its environment on to its agents: it gets [`claude_env`]
+/// less `PATH` (it keeps the test's), with a private `HOME` the options hold, so
+/// that it is removed with the service.
+pub fn service_options(binary: &Path, model: &ModelSim, agent: &str) -> Options {
+    let home = Arc::new(tempfile::tempdir().expect("a HOME for the CLI"));
+    let env = claude_env(home.path(), &model.base_url())
+        .into_iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
+    Options {
+        agent_toml: Some(format!(
+            "command = [{:?}]\n{agent}",
+            binary.display().to_string()
+        )),
+        extra_env: env,
+        held_dirs: vec![home],
+        ..Options::default()
+    }
 }

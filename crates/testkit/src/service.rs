@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -143,6 +143,9 @@ pub struct Options {
     pub admin_token: bool,
     /// More environment for the binary.
     pub extra_env: Vec<(String, String)>,
+    /// Folders outside the service's directory that its processes use (the real
+    /// CLI's `HOME`): removed with the [`Service`], after its processes ended.
+    pub held_dirs: Vec<Arc<tempfile::TempDir>>,
     /// The body of every bot's `[bots.agent]`; `None`: the binary's test agent.
     pub agent_toml: Option<String>,
     /// The binary to run ([`agentlab_binary`] by default).
@@ -165,6 +168,7 @@ impl Default for Options {
             extra_toml: String::new(),
             admin_token: true,
             extra_env: Vec::new(),
+            held_dirs: Vec::new(),
             agent_toml: None,
             binary: agentlab_binary(),
             log_filter: "info".into(),
