@@ -1337,6 +1337,79 @@ mod tests {
         store.close();
     }
 
+    /// A process that answered joins the warm set only when its bot keeps
+    /// processes warm; with `keep_warm_s = 0` it is ended there and then, before
+    /// the task is concluded (not later, by the dispatcher's expiry).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_answered_process_is_kept_only_when_its_bot_keeps_processes_warm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        for (id, keep_warm_s) in [("COLD", 0), ("WARM", 600)] {
+            config.bots.push(BotConfig {
+                id: id.into(),
+                workdir: dir.path().to_path_buf(),
+                agent: AgentConfig {
+                    keep_warm_s,
+                    ..AgentConfig::default()
+                },
+                ..BotConfig::default()
+            });
+        }
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let bots = ["COLD".to_string(), "WARM".to_string()];
+        let circuits = Circuits::load(&store, &bots, &config.breaker);
+        let (events, _announced) = super::super::pool_events();
+        let pool = Pool::new(config, store.clone(), circuits, events);
+        let command = AgentCommand {
+            program: "sleep".into(),
+            args: vec!["60".into()],
+            resume_args: Vec::new(),
+            trailing_args: Vec::new(),
+            prompt_format: agent::PromptFormat::StreamJson,
+            scrub_env: Vec::new(),
+        };
+        let answered = AgentOutcome {
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            result: crate::worker::agent_result::AgentResult {
+                complete: true,
+                ..Default::default()
+            },
+            stdout_bytes: 0,
+            stderr_tail: String::new(),
+            duration_ms: 0,
+        };
+        let mut started = Vec::new();
+        for (n, bot) in bots.iter().enumerate() {
+            let spec = RunSpec {
+                task_id: n as u64,
+                prompt: String::new(),
+                workdir: dir.path().to_path_buf(),
+                run_dir: dir.path().join(format!("runs/{n}")),
+                session_id: None,
+                timeout: Duration::from_secs(60),
+                kill_grace: Duration::from_millis(100),
+            };
+            let process = WarmProcess::spawn(&command, &spec).expect("spawn");
+            started.push(process.identity);
+            let key = (bot.clone(), 1, "default".to_owned());
+            pool.keep_or_end(key, process, &answered).await;
+        }
+        let alive = |n: usize| crate::worker::proc_identity::is_alive(&started[n]);
+        assert!(!alive(0), "the COLD bot's process outlived its turn");
+        assert!(alive(1), "the WARM bot's process was not kept");
+        assert_eq!(pool.warm_usage().0, 1);
+        end_all(lock(&pool.shared.warm).drain()).await;
+        assert!(!alive(1));
+        store.close();
+    }
+
     /// A run's approval requests are its own tasks: handled by the time the run
     /// settles them, and never handled once it dropped them (a run detached at
     /// shutdown). A current-thread runtime runs a spawned task only when this
