@@ -1405,7 +1405,8 @@ mod tests {
         assert!(!alive(0), "the COLD bot's process outlived its turn");
         assert!(alive(1), "the WARM bot's process was not kept");
         assert_eq!(pool.warm_usage().0, 1);
-        end_all(lock(&pool.shared.warm).drain()).await;
+        let kept = lock(&pool.shared.warm).drain();
+        end_all(kept).await;
         assert!(!alive(1));
         store.close();
     }
