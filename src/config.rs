@@ -548,7 +548,7 @@ pub struct AgentConfig {
     pub extra_args: Vec<String>,
     /// [`AgentKind::Claude`] only: seconds a session's agent process stays open
     /// after answering, for the same session's next prompt; 0 starts a process per
-    /// prompt.
+    /// prompt, ended after its turn (tool approvals are asked for either way).
     pub keep_warm_s: u64,
     /// [`AgentKind::Claude`] only: seconds a tool approval waits for an answer
     /// before it is denied; at least 1.

@@ -346,7 +346,7 @@ async fn stop(bot: &BotRuntime, sender: Sender) -> String {
             task.id
         ),
         Ok(false) => format!(
-            "Task #{} cannot be interrupted (it is starting, or its agent runs a process per prompt); /cancel ends it.",
+            "Task #{} cannot be interrupted (it is starting, or its agent asks nothing and runs a process per prompt); /cancel ends it.",
             task.id
         ),
         Err(e) => format!("Could not stop task #{}: {e}", task.id),

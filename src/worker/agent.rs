@@ -163,14 +163,22 @@ impl AgentCommand {
 }
 
 /// Whether the agent asks agentlab before using a tool (`--permission-prompt-tool
-/// stdio`): a Claude Code agent whose permission mode is not `bypassPermissions`
-/// and whose process stays warm, since the answers go to the warm process's input
-/// pipe. A process per prompt (`keep_warm_s = 0`) reads a finished prompt file and
-/// cannot be answered: the CLI's print mode denies what it would have asked.
+/// stdio`): a Claude Code agent whose permission mode is not `bypassPermissions`,
+/// whatever `keep_warm_s` says. The answers go to the process's input pipe, so
+/// such an agent always runs on one ([`uses_input_pipe`]).
 pub fn asks_approvals(agent: &AgentConfig) -> bool {
-    agent.kind == AgentKind::Claude
-        && agent.permission_mode != PermissionMode::BypassPermissions
-        && agent.keep_warm_s > 0
+    agent.kind == AgentKind::Claude && agent.permission_mode != PermissionMode::BypassPermissions
+}
+
+/// Whether the agent's runs are turns of a process reading an input pipe
+/// ([`super::warm`]) rather than a process reading a finished prompt file: a
+/// Claude Code agent that is kept warm between prompts (`keep_warm_s` > 0) or
+/// that asks approvals, which are answered on that pipe while the turn runs.
+/// With `keep_warm_s = 0` such a process is ended after its turn. A
+/// `bypassPermissions` agent with `keep_warm_s = 0` has nothing to be told: it
+/// reads a prompt file and exits on its own.
+pub fn uses_input_pipe(agent: &AgentConfig) -> bool {
+    agent.kind == AgentKind::Claude && (agent.keep_warm_s > 0 || asks_approvals(agent))
 }
 
 /// One run of the agent.
@@ -991,7 +999,7 @@ mod tests {
     }
 
     #[test]
-    fn approvals_are_asked_for_unless_bypassed_or_no_process_stays_warm() {
+    fn approvals_are_asked_for_unless_bypassed_whatever_keep_warm_s_says() {
         let asks = |agent: AgentConfig| {
             let cmd = AgentCommand::from_config(&agent, vec![]);
             command_args(&cmd, None)
@@ -1007,10 +1015,31 @@ mod tests {
             permission_mode: PermissionMode::BypassPermissions,
             ..AgentConfig::default()
         }));
-        assert!(!asks(AgentConfig {
+        assert!(asks(AgentConfig {
             keep_warm_s: 0,
             ..AgentConfig::default()
         }));
+        assert!(!asks(AgentConfig {
+            kind: AgentKind::Plain,
+            ..AgentConfig::default()
+        }));
+    }
+
+    #[test]
+    fn a_claude_agent_runs_on_an_input_pipe_when_kept_warm_or_asking() {
+        let agent = |kind, permission_mode, keep_warm_s| AgentConfig {
+            kind,
+            permission_mode,
+            keep_warm_s,
+            ..AgentConfig::default()
+        };
+        let (claude, plain) = (AgentKind::Claude, AgentKind::Plain);
+        let (asking, bypass) = (PermissionMode::Default, PermissionMode::BypassPermissions);
+        assert!(uses_input_pipe(&agent(claude, asking, 600)));
+        assert!(uses_input_pipe(&agent(claude, asking, 0)));
+        assert!(uses_input_pipe(&agent(claude, bypass, 600)));
+        assert!(!uses_input_pipe(&agent(claude, bypass, 0)));
+        assert!(!uses_input_pipe(&agent(plain, asking, 600)));
     }
 
     #[test]

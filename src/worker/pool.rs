@@ -20,7 +20,10 @@
 //!   is announced once on the [`PoolEvents`] channel the pool was built with, after
 //!   the store recorded it (the bots deliver answers and retry notices from it).
 //! - a warm process is used by one run at a time: it leaves the warm set for the
-//!   run and goes back only after a complete `result`, still running.
+//!   run and goes back only after a complete `result`, still running, and only
+//!   when its bot keeps processes warm (`keep_warm_s` > 0); a Claude Code agent
+//!   that asks approvals runs on such a process whatever `keep_warm_s` says, and
+//!   with `keep_warm_s = 0` the process ends with its turn.
 //! - the approval requests a run's agent makes are tasks of that run: awaited
 //!   before it expires what is still pending, cancelled with it when it is
 //!   detached at shutdown (no fire-and-forget spawn outlives the pool);
@@ -46,7 +49,7 @@ use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::approvals::{AgentLink, AgentRequest, Approvals};
 use crate::breaker::{Circuits, Dependency};
 use crate::budget::{Exceeded, Spend};
-use crate::config::{AgentKind, BotConfig, Config, PermissionMode};
+use crate::config::{AgentConfig, BotConfig, Config, PermissionMode};
 use crate::storage::{
     Claimed, FailureClass, Pending, Store, StoreError, Task, TaskFinish, TaskStatus, TaskStep,
     now_ms,
@@ -232,11 +235,12 @@ impl Pool {
         }
     }
 
-    /// Interrupts the current turn of a running task's warm agent (a
+    /// Interrupts the current turn of a running task's agent on an input pipe (a
     /// `control_request` of subtype `interrupt`): the agent stops its tool, ends
-    /// the turn and stays open for the session's next prompt; the task ends as
-    /// cancelled. `Ok(false)` when the task does not run here as a turn of a warm
-    /// agent (a process per prompt can only be cancelled).
+    /// the turn and stays open for the session's next prompt if its bot keeps
+    /// processes warm; the task ends as cancelled. `Ok(false)` when the task does
+    /// not run here as such a turn (an agent reading a prompt file can only be
+    /// cancelled).
     pub async fn stop_turn(&self, task_id: u64) -> std::io::Result<bool> {
         if !self.is_running(task_id) {
             return Ok(false);
@@ -503,14 +507,22 @@ impl Pool {
     /// process started with another command (another model) never takes the
     /// user's next prompt: [`Self::run_warm`] compares the commands.
     fn agent_command(&self, bot: &BotConfig, user_id: i64) -> AgentCommand {
-        let mut scrub_env: Vec<String> = self
-            .shared
-            .config
-            .bots
-            .iter()
-            .map(|b| b.token_env.clone())
-            .collect();
-        scrub_env.push(self.shared.config.http.admin_token_env.clone());
+        AgentCommand::from_config(&self.agent_for_user(bot, user_id), self.scrub_env())
+    }
+
+    /// Environment variables the agents never see: the bots' tokens and the
+    /// admin token.
+    fn scrub_env(&self) -> Vec<String> {
+        let config = &self.shared.config;
+        let tokens = config.bots.iter().map(|b| b.token_env.clone());
+        tokens
+            .chain([config.http.admin_token_env.clone()])
+            .collect()
+    }
+
+    /// The bot's agent settings as they apply to `user_id`: with the user's
+    /// `/mode` permission mode and `/model` model when they chose them.
+    fn agent_for_user(&self, bot: &BotConfig, user_id: i64) -> AgentConfig {
         let chosen = match self.shared.store.user_mode(&bot.id, user_id) {
             Ok(mode) => mode.as_deref().and_then(PermissionMode::from_name),
             Err(error) => {
@@ -519,16 +531,10 @@ impl Pool {
             }
         };
         let model = self.user_model(bot, user_id);
-        match (chosen, model) {
-            (None, None) => AgentCommand::from_config(&bot.agent, scrub_env),
-            (mode, model) => {
-                let agent = crate::config::AgentConfig {
-                    permission_mode: mode.unwrap_or(bot.agent.permission_mode),
-                    model: model.unwrap_or_else(|| bot.agent.model.clone()),
-                    ..bot.agent.clone()
-                };
-                AgentCommand::from_config(&agent, scrub_env)
-            }
+        AgentConfig {
+            permission_mode: chosen.unwrap_or(bot.agent.permission_mode),
+            model: model.unwrap_or_else(|| bot.agent.model.clone()),
+            ..bot.agent.clone()
         }
     }
 
@@ -564,12 +570,15 @@ impl Pool {
         let Some(workdir) = bot.project_workdir(project).map(Path::to_path_buf) else {
             return unknown_project(task, project);
         };
-        let command = self.agent_command(&bot, task.user_id);
-        let warm = bot.agent.kind == AgentKind::Claude && bot.agent.keep_warm_s > 0;
+        let agent_for_user = self.agent_for_user(&bot, task.user_id);
+        let command = AgentCommand::from_config(&agent_for_user, self.scrub_env());
+        // Kept warm, or asking approvals (answered on the input pipe): a turn of a
+        // process on a pipe, which `keep_or_end` ends after it unless kept warm.
+        let piped = agent::uses_input_pipe(&agent_for_user);
         let mut session = session_id.filter(|s| agent::is_valid_session_id(s));
         loop {
             let spec = self.run_spec(task, &workdir, session.clone());
-            let run = if warm {
+            let run = if piped {
                 self.run_warm(task, project, &command, &spec).await
             } else {
                 self.spawn_and_wait(task, &command, &spec).await
@@ -661,8 +670,9 @@ impl Pool {
 
     /// Runs the task's prompt as a turn of its session's warm process: the idle one
     /// if it is alive and holds the same session under the same command, otherwise
-    /// a new one (resuming the session, if any). A process that answered stays
-    /// warm; one that did not is ended.
+    /// a new one (resuming the session, if any). Its approval requests are
+    /// forwarded to the approvals while the turn runs. A process that answered
+    /// stays warm if its bot keeps processes warm; any other is ended.
     async fn run_warm(
         &self,
         task: &Task,
@@ -790,9 +800,14 @@ impl Pool {
     }
 
     /// Puts a process that answered back into the warm set (ending the least
-    /// recently used beyond the bound); ends any other.
+    /// recently used beyond the bound) when its bot keeps processes warm; ends
+    /// any other: with `keep_warm_s = 0` every process ends with its turn.
     async fn keep_or_end(&self, key: SessionKey, mut process: WarmProcess, outcome: &AgentOutcome) {
-        if outcome.result.complete
+        let kept_warm = self
+            .bot(&key.0)
+            .is_some_and(|bot| bot.agent.keep_warm_s > 0);
+        if kept_warm
+            && outcome.result.complete
             && !outcome.timed_out
             && !outcome.cancelled
             && process.is_running()
@@ -1319,6 +1334,80 @@ mod tests {
         shutdown.request(0);
         running.await.expect("the pool stops");
         assert!(announced.try_recv().is_err(), "nothing announced twice");
+        store.close();
+    }
+
+    /// A process that answered joins the warm set only when its bot keeps
+    /// processes warm; with `keep_warm_s = 0` it is ended there and then, before
+    /// the task is concluded (not later, by the dispatcher's expiry).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_answered_process_is_kept_only_when_its_bot_keeps_processes_warm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        for (id, keep_warm_s) in [("COLD", 0), ("WARM", 600)] {
+            config.bots.push(BotConfig {
+                id: id.into(),
+                workdir: dir.path().to_path_buf(),
+                agent: AgentConfig {
+                    keep_warm_s,
+                    ..AgentConfig::default()
+                },
+                ..BotConfig::default()
+            });
+        }
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let bots = ["COLD".to_string(), "WARM".to_string()];
+        let circuits = Circuits::load(&store, &bots, &config.breaker);
+        let (events, _announced) = super::super::pool_events();
+        let pool = Pool::new(config, store.clone(), circuits, events);
+        let command = AgentCommand {
+            program: "sleep".into(),
+            args: vec!["60".into()],
+            resume_args: Vec::new(),
+            trailing_args: Vec::new(),
+            prompt_format: agent::PromptFormat::StreamJson,
+            scrub_env: Vec::new(),
+        };
+        let answered = AgentOutcome {
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            result: crate::worker::agent_result::AgentResult {
+                complete: true,
+                ..Default::default()
+            },
+            stdout_bytes: 0,
+            stderr_tail: String::new(),
+            duration_ms: 0,
+        };
+        let mut started = Vec::new();
+        for (n, bot) in bots.iter().enumerate() {
+            let spec = RunSpec {
+                task_id: n as u64,
+                prompt: String::new(),
+                workdir: dir.path().to_path_buf(),
+                run_dir: dir.path().join(format!("runs/{n}")),
+                session_id: None,
+                timeout: Duration::from_secs(60),
+                kill_grace: Duration::from_millis(100),
+            };
+            let process = WarmProcess::spawn(&command, &spec).expect("spawn");
+            started.push(process.identity);
+            let key = (bot.clone(), 1, "default".to_owned());
+            pool.keep_or_end(key, process, &answered).await;
+        }
+        let alive = |n: usize| crate::worker::proc_identity::is_alive(&started[n]);
+        assert!(!alive(0), "the COLD bot's process outlived its turn");
+        assert!(alive(1), "the WARM bot's process was not kept");
+        assert_eq!(pool.warm_usage().0, 1);
+        let kept = lock(&pool.shared.warm).drain();
+        end_all(kept).await;
+        assert!(!alive(1));
         store.close();
     }
 

@@ -1,6 +1,8 @@
 //! Warm agent processes: a Claude Code process that stays open after answering, so
 //! the same session's next prompt skips the CLI's start (docs/claude-code-protocol.md,
-//! "Warm sessions").
+//! "Warm sessions"). A process that asks approvals runs this way too when its bot
+//! keeps no process warm (`keep_warm_s = 0`): its answers go to its input pipe
+//! while the turn runs, and the pool ends it after that one turn.
 //!
 //! A warm process lives in the run folder of the task that started it,
 //! `<runs>/<task id>/`:

@@ -633,3 +633,223 @@ async fn mode_is_kept_per_user_shown_in_status_and_used_for_the_next_process() {
         "{args:?}"
     );
 }
+
+/// The processes whose parent is `pid` (read from `/proc/*/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let parent: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
+}
+
+/// Waits until the service runs no agent process: none of its children is left,
+/// and none of the tasks' agents (an adopted one is not its child) is alive.
+async fn wait_no_agent_left(service: &Service) {
+    use agentlab::worker::proc_identity::is_alive;
+    let pid = service.pid().expect("the service runs");
+    let tasks = service.tasks().await;
+    let agents: Vec<_> = tasks.iter().map(crate::harness::agent_of).collect();
+    wait_until("no agent process left", || {
+        (children_of(pid).is_empty() && !agents.iter().any(is_alive)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn with_keep_warm_s_zero_every_prompt_asks_in_a_process_that_ends_with_its_turn() {
+    let Some(binary) = require_claude("approval_keep_warm_zero") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash("echo cold > cold.txt"));
+    model.push(Reply::text("Wrote cold.txt."));
+    model.push(Reply::bash("touch refused.txt"));
+    model.push(Reply::text("I was told no."));
+    let service = service_asking(&binary, &model, "keep_warm_s = 0").await;
+    let dir = service.dir.path().to_path_buf();
+
+    service.send(0, USER, "write the file");
+    let asked = wait_for_approval(&service, 1).await;
+    let labels: Vec<String> = asked.buttons().into_iter().map(|(l, _)| l).collect();
+    assert!(labels[0].ends_with("Allow"), "{labels:?}");
+    assert!(labels[1].ends_with("Always allow Bash"), "{labels:?}");
+    assert!(labels[2].ends_with("Deny"), "{labels:?}");
+    assert!(!dir.join("cold.txt").exists(), "ran before the press");
+    assert_eq!(press(&service, USER, &asked, "Allow").await, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Wrote cold.txt."))
+        .await;
+    let written = std::fs::read_to_string(dir.join("cold.txt"));
+    assert_eq!(written.expect("the command ran"), "cold\n");
+    wait_no_agent_left(&service).await;
+
+    // Nothing was kept: the next prompt starts a process that asks again.
+    service.send(0, USER, "touch another");
+    let asked_again = wait_for_approval(&service, 2).await;
+    assert_eq!(press(&service, USER, &asked_again, "Deny").await, "Denied.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("I was told no."))
+        .await;
+    assert!(!dir.join("refused.txt").exists());
+    wait_no_agent_left(&service).await;
+    let tasks = service.tasks().await;
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    assert_ne!(tasks[0]["pid"], tasks[1]["pid"], "{tasks:#?}");
+    assert_eq!(tasks[0]["session_id"], tasks[1]["session_id"], "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t["status"] == "succeeded"),
+        "{tasks:#?}"
+    );
+}
+
+/// The test agent's bot with `keep_warm_s = 0`.
+async fn test_agent_service_not_kept_warm() -> Service {
+    let agent = format!(
+        "command = [{:?}, \"test-agent\"]\nkeep_warm_s = 0",
+        crate::harness::binary()
+    );
+    Service::start(Options {
+        agent_toml: Some(agent),
+        ..Options::default()
+    })
+    .await
+}
+
+/// What the test agent recorded as run, in the bots' working directory.
+fn test_agent_ran(service: &Service) -> Option<String> {
+    let ran = service
+        .dir
+        .path()
+        .join(agentlab::worker::test_agent::RAN_FILE);
+    std::fs::read_to_string(ran).ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_keep_warm_s_zero_the_test_agent_asks_every_time_and_keeps_no_process() {
+    let service = test_agent_service_not_kept_warm().await;
+    service.send(0, USER, "approve:Bash touch first.txt");
+    let asked = wait_for_approval(&service, 1).await;
+    assert_eq!(test_agent_ran(&service), None, "ran before the press");
+    assert_eq!(press(&service, USER, &asked, "Allow").await, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Bash was allowed: touch first.txt"))
+        .await;
+    assert_eq!(
+        test_agent_ran(&service).as_deref(),
+        Some("Bash: touch first.txt\n")
+    );
+    // Ended with its turn, before the answer was sent.
+    let first = crate::harness::agent_of(&service.tasks().await[0]);
+    assert!(!agentlab::worker::proc_identity::is_alive(&first));
+    wait_no_agent_left(&service).await;
+
+    service.send(0, USER, "approve:Bash touch second.txt");
+    let asked_again = wait_for_approval(&service, 2).await;
+    assert_eq!(press(&service, USER, &asked_again, "Deny").await, "Denied.");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Bash was denied: touch second.txt"))
+        .await;
+    assert_eq!(
+        test_agent_ran(&service).as_deref(),
+        Some("Bash: touch first.txt\n"),
+        "the denied tool ran"
+    );
+    wait_no_agent_left(&service).await;
+    let tasks = service.tasks().await;
+    assert_ne!(tasks[0]["pid"], tasks[1]["pid"], "{tasks:#?}");
+    assert_eq!(tasks[0]["session_id"], tasks[1]["session_id"], "{tasks:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_keep_warm_s_zero_a_kill_9_keeps_the_request_and_the_adopted_agent_ends_after_it() {
+    let mut service = test_agent_service_not_kept_warm().await;
+    service.send(0, USER, "approve:Bash touch across.txt");
+    let asked = wait_for_approval(&service, 1).await;
+    wait_for_recorded_message(&service).await;
+    service.kill9();
+    service.restart().await;
+
+    assert_eq!(press(&service, USER, &asked, "Allow").await, "Allowed.");
+    service
+        .wait_for_message(0, USER, |m| {
+            m.contains("Bash was allowed: touch across.txt")
+        })
+        .await;
+    assert_eq!(
+        test_agent_ran(&service).as_deref(),
+        Some("Bash: touch across.txt\n"),
+        "the same agent ran it once"
+    );
+    let tasks = service.tasks().await;
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["attempts"], 1, "the task ran again: {tasks:#?}");
+    // The adopted agent is not kept for a next prompt either.
+    wait_no_agent_left(&service).await;
+    assert_eq!(approval_messages(&service).len(), 1, "shown again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_tool = "claude",
+    ignore = "the pinned Claude Code CLI is not installed: see .ci/run (npm install --prefix .tools/claude-code)"
+)]
+async fn with_keep_warm_s_zero_stop_interrupts_the_turn_and_the_next_prompt_resumes() {
+    let Some(binary) = require_claude("stop_keep_warm_zero") else {
+        return;
+    };
+    let model = ModelSim::start().await.expect("model");
+    model.push(Reply::bash(
+        "python3 -c 'import time; time.sleep(30)' && echo late > late.txt",
+    ));
+    model.push(Reply::text("Back after the stop."));
+    let agent = "keep_warm_s = 0\nallowed_tools = [\"Bash\"]";
+    let service = service_asking(&binary, &model, agent).await;
+
+    service.send(0, USER, "wait a long time");
+    wait_until("the long tool call under way", || {
+        service.sent_to(0, USER).into_iter().find(|i| {
+            i.plain_text
+                .as_deref()
+                .is_some_and(|t| t.contains("time.sleep(30)"))
+        })
+    })
+    .await;
+    let (_, tasks) = service.get("/api/tasks?limit=10").await;
+    let first = tasks[0].clone();
+    service.send(0, USER, "/stop");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Stopping task"))
+        .await;
+    let id = first["id"].as_u64().expect("id");
+    let done = service.wait_task_done(id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert!(!service.dir.path().join("late.txt").exists());
+    wait_no_agent_left(&service).await;
+
+    service.send(0, USER, "are you there?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Back after the stop."))
+        .await;
+    let tasks = service.tasks().await;
+    let next = tasks
+        .iter()
+        .find(|t| t["id"].as_u64() != Some(id))
+        .expect("the next task");
+    assert_ne!(next["pid"], first["pid"], "a process was kept: {tasks:#?}");
+    assert_eq!(next["session_id"], done["session_id"], "{tasks:#?}");
+    wait_no_agent_left(&service).await;
+}

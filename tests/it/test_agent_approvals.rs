@@ -62,10 +62,12 @@ async fn a_tool_the_test_agent_is_denied_does_not_run_and_the_answer_says_why() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_an_approver_the_test_agent_is_denied_as_the_cli_denies() {
-    // A process per prompt reads a finished prompt file: agentlab does not pass
-    // `--permission-prompt-tool stdio`, so nobody is asked.
+    // In `bypassPermissions` mode agentlab does not pass `--permission-prompt-tool
+    // stdio` (the CLI allows everything there), so nobody is asked; the test agent,
+    // without an approver, denies as the CLI's print mode does.
     let agent = format!(
-        "command = [{:?}, \"test-agent\"]\nkeep_warm_s = 0",
+        "command = [{:?}, \"test-agent\"]\npermission_mode = \"bypassPermissions\"\n\
+         keep_warm_s = 0",
         crate::harness::binary()
     );
     let service = Service::start(Options {
