@@ -96,19 +96,24 @@ pub struct TurnRecord {
     pub command: Option<AgentCommand>,
 }
 
-/// Writes `record` to `<run_dir>/turn.json` durably (the prompt is written after).
+/// Writes `record` to `<run_dir>/turn.json` (the prompt is written after),
+/// replacing the file whole: a temporary file renamed over it.
+///
+/// It is not fsynced, on purpose. The record serves only an agent process that
+/// outlives agentlab, and only a crash of agentlab itself (a panic, `kill -9`,
+/// the OOM killer) leaves one alive: the file is then in the page cache, which
+/// that crash keeps. A power loss or kernel crash loses unsynced files but ends
+/// the agent too, and its stdout, never synced either, with it: what the record
+/// would point at is gone, and a missing or torn record reads as "no turn
+/// record" (see [`read_turn_record`]), so the task is re-queued as interrupted,
+/// with a note, as it would be anyway. Two fsyncs per prompt buy nothing here.
 pub fn write_turn_record(run_dir: &Path, record: &TurnRecord) -> io::Result<()> {
     create_private_dir(run_dir)?;
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
     let path = run_dir.join(TURN_FILE);
     let tmp = run_dir.join("turn.json.tmp");
-    {
-        let mut file = private_file(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(run_dir)?.sync_all()
+    private_file(&tmp)?.write_all(&bytes)?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// The turn record of a task's run folder, if its run was a warm-capable one.
