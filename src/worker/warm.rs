@@ -76,6 +76,8 @@ pub struct WarmProcess {
     pub idle_since: Instant,
     /// The command it was started with (a changed configuration ends it).
     pub command: AgentCommand,
+    /// The follower of its stdout, kept from one turn to the next.
+    follower: Option<Follower>,
 }
 
 /// Where a turn's events are, recorded before its prompt is written.
@@ -161,6 +163,7 @@ impl WarmProcess {
             total_cost_usd: 0.0,
             idle_since: Instant::now(),
             command: cmd.clone(),
+            follower: None,
         })
     }
 
@@ -177,6 +180,7 @@ impl WarmProcess {
             total_cost_usd: record.cost_base,
             idle_since: Instant::now(),
             command: record.command.clone().unwrap_or(current),
+            follower: None,
         }
     }
 
@@ -233,7 +237,13 @@ impl WarmProcess {
         let deadline = tokio::time::Instant::from_std(started).checked_add(timeout);
         let parser = StreamParser::resuming(task_id, self.offset, self.total_cost_usd)
             .naming_output(&self.dir.join(STDOUT_FILE));
-        let mut follower = Follower::new(&self.dir.join(STDOUT_FILE), parser);
+        let mut follower = match self.follower.take() {
+            Some(mut follower) => {
+                follower.resume(parser);
+                follower
+            }
+            None => Follower::new(&self.dir.join(STDOUT_FILE), parser),
+        };
         let ending;
         'follow: loop {
             let events = follower.read_new();
@@ -276,6 +286,7 @@ impl WarmProcess {
         self.offset = parser.consumed();
         self.total_cost_usd = parser.total_cost_usd();
         self.idle_since = Instant::now();
+        self.follower = Some(follower);
         let (result, exit, timed_out, cancelled) = match ending {
             TurnEnding::Answered(end) => {
                 let TurnEnd { result, .. } = *end;
@@ -659,6 +670,7 @@ mod tests {
             total_cost_usd: 0.0,
             idle_since,
             command: AgentCommand::from_config(&crate::config::AgentConfig::default(), vec![]),
+            follower: None,
         }
     }
 
