@@ -28,8 +28,10 @@ pub const FAST_POLL: Duration = Duration::from_millis(5);
 pub const SLOW_POLL: Duration = Duration::from_millis(50);
 /// Longest wait on a watched file without an event (a safety look only).
 pub const WATCHED_CHECK: Duration = Duration::from_secs(1);
-/// Largest read per poll.
-const CHUNK: usize = 256 * 1024;
+/// Largest read per `read` call; a poll reads on until the file has no more.
+/// Small enough that the buffer costs nothing to set up for a process's first
+/// turn (a larger one is zeroed, page by page, before its first use).
+const CHUNK: usize = 16 * 1024;
 
 /// Reads an agent's stdout file from an offset on, as it grows.
 #[derive(Debug)]
@@ -64,6 +66,21 @@ impl Follower {
             try_watch: true,
             check: WATCHED_CHECK,
         }
+    }
+
+    /// Goes on following the same file with `parser` (the next turn of a warm
+    /// process): from the parser's offset, keeping the open file, the buffer and
+    /// the watch, so a turn costs no new inotify watch.
+    pub fn resume(&mut self, parser: StreamParser) {
+        let offset = parser.consumed();
+        if offset != self.read_pos {
+            // The old parser held an unfinished line, or lines after its last
+            // event: reopen at the new offset.
+            self.file = None;
+            self.read_pos = offset;
+        }
+        self.parser = parser;
+        self.idle = FAST_POLL;
     }
 
     /// The same, waiting up to `check` on the watch between safety looks.
@@ -294,6 +311,35 @@ mod tests {
         follower.pause(false).await;
         assert!(follower.is_watched());
         assert_eq!(follower.read_new().len(), 1);
+    }
+
+    #[test]
+    fn a_resumed_follower_reads_from_its_new_parsers_offset_and_lines_longer_than_a_chunk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout");
+        let mut file = std::fs::File::create(&path).expect("create");
+        let text = |t: &str| {
+            format!(
+                "{{\"type\":\"assistant\",\"message\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{t}\"}}]}}}}\n"
+            )
+        };
+        let first = text("first");
+        file.write_all(first.as_bytes()).expect("write");
+        // The first turn's parser also reads the start of a line it never ends.
+        file.write_all(b"{\"type\":").expect("write");
+        let mut follower = Follower::new(&path, StreamParser::new(1));
+        assert_eq!(follower.read_new(), [Event::Text("first".into())]);
+        // The next turn starts where the first one's last whole line ended.
+        let offset = follower.parser().consumed();
+        assert_eq!(offset, first.len() as u64);
+        follower.resume(StreamParser::resuming(2, offset, 0.0));
+        let long = "x".repeat(3 * CHUNK);
+        file.write_all(b"\"system\",\"subtype\":\"init\"}\n")
+            .expect("write");
+        file.write_all(text(&long).as_bytes()).expect("write");
+        let events = follower.read_new();
+        assert_eq!(events.len(), 2, "{:?}", events.first());
+        assert_eq!(events[1], Event::Text(long));
     }
 
     #[test]

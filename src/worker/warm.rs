@@ -78,6 +78,8 @@ pub struct WarmProcess {
     pub idle_since: Instant,
     /// The command it was started with (a changed configuration ends it).
     pub command: AgentCommand,
+    /// The follower of its stdout, kept from one turn to the next.
+    follower: Option<Follower>,
 }
 
 /// Where a turn's events are, recorded before its prompt is written.
@@ -98,19 +100,24 @@ pub struct TurnRecord {
     pub command: Option<AgentCommand>,
 }
 
-/// Writes `record` to `<run_dir>/turn.json` durably (the prompt is written after).
+/// Writes `record` to `<run_dir>/turn.json` (the prompt is written after),
+/// replacing the file whole: a temporary file renamed over it.
+///
+/// It is not fsynced, on purpose. The record serves only an agent process that
+/// outlives agentlab, and only a crash of agentlab itself (a panic, `kill -9`,
+/// the OOM killer) leaves one alive: the file is then in the page cache, which
+/// that crash keeps. A power loss or kernel crash loses unsynced files but ends
+/// the agent too, and its stdout, never synced either, with it: what the record
+/// would point at is gone, and a missing or torn record reads as "no turn
+/// record" (see [`read_turn_record`]), so the task is re-queued as interrupted,
+/// with a note, as it would be anyway. Two fsyncs per prompt buy nothing here.
 pub fn write_turn_record(run_dir: &Path, record: &TurnRecord) -> io::Result<()> {
     create_private_dir(run_dir)?;
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
     let path = run_dir.join(TURN_FILE);
     let tmp = run_dir.join("turn.json.tmp");
-    {
-        let mut file = private_file(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(run_dir)?.sync_all()
+    private_file(&tmp)?.write_all(&bytes)?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// The turn record of a task's run folder, if its run was a warm-capable one.
@@ -158,6 +165,7 @@ impl WarmProcess {
             total_cost_usd: 0.0,
             idle_since: Instant::now(),
             command: cmd.clone(),
+            follower: None,
         })
     }
 
@@ -174,6 +182,7 @@ impl WarmProcess {
             total_cost_usd: record.cost_base,
             idle_since: Instant::now(),
             command: record.command.clone().unwrap_or(current),
+            follower: None,
         }
     }
 
@@ -230,7 +239,13 @@ impl WarmProcess {
         let deadline = tokio::time::Instant::from_std(started).checked_add(timeout);
         let parser = StreamParser::resuming(task_id, self.offset, self.total_cost_usd)
             .naming_output(&self.dir.join(STDOUT_FILE));
-        let mut follower = Follower::new(&self.dir.join(STDOUT_FILE), parser);
+        let mut follower = match self.follower.take() {
+            Some(mut follower) => {
+                follower.resume(parser);
+                follower
+            }
+            None => Follower::new(&self.dir.join(STDOUT_FILE), parser),
+        };
         let ending;
         'follow: loop {
             let events = follower.read_new();
@@ -273,6 +288,7 @@ impl WarmProcess {
         self.offset = parser.consumed();
         self.total_cost_usd = parser.total_cost_usd();
         self.idle_since = Instant::now();
+        self.follower = Some(follower);
         let (result, exit, timed_out, cancelled) = match ending {
             TurnEnding::Answered(end) => {
                 let TurnEnd { result, .. } = *end;
@@ -656,6 +672,7 @@ mod tests {
             total_cost_usd: 0.0,
             idle_since,
             command: AgentCommand::from_config(&crate::config::AgentConfig::default(), vec![]),
+            follower: None,
         }
     }
 
