@@ -679,7 +679,7 @@ async fn with_keep_warm_s_zero_every_prompt_asks_in_a_process_that_ends_with_its
     model.push(Reply::text("Wrote cold.txt."));
     model.push(Reply::bash("touch refused.txt"));
     model.push(Reply::text("I was told no."));
-    let service = service_asking(&binary, &model, "keep_warm_s = 0").await;
+    let service = Service::start(service_options(&binary, &model, "keep_warm_s = 0")).await;
     let dir = service.dir.path().to_path_buf();
 
     service.send(0, USER, "write the file");
@@ -817,7 +817,7 @@ async fn with_keep_warm_s_zero_stop_interrupts_the_turn_and_the_next_prompt_resu
     ));
     model.push(Reply::text("Back after the stop."));
     let agent = "keep_warm_s = 0\nallowed_tools = [\"Bash\"]";
-    let service = service_asking(&binary, &model, agent).await;
+    let service = Service::start(service_options(&binary, &model, agent)).await;
 
     service.send(0, USER, "wait a long time");
     wait_until("the long tool call under way", || {
