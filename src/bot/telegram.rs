@@ -6,13 +6,18 @@
 //! 5xx. A 4xx answer (bad request, forbidden, not modified) means Telegram is up
 //! and answered; a 429 is flood control on our side, neither.
 
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
+
+use serde::de::IgnoredAny;
 
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters, SendPhotoSetters,
 };
+use teloxide::payloads::{EditMessageText, SendMessage};
 use teloxide::prelude::Requester;
+use teloxide::requests::{JsonRequest, Payload};
 use teloxide::types::{
     BotCommand, CallbackQueryId, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
     InputFile, MessageId, ParseMode, ReplyParameters, Update,
@@ -170,19 +175,19 @@ impl TelegramApi {
         parse_mode: Option<ParseMode>,
         reply_to: Option<i32>,
     ) -> Result<i32, SendError> {
-        let message = self
+        let sent = self
             .call("sendMessage", || {
-                let mut req = self.bot.send_message(ChatId(chat_id), text);
+                let mut payload = SendMessage::new(ChatId(chat_id), text);
                 if let Some(mode) = parse_mode {
-                    req = req.parse_mode(mode);
+                    payload = payload.parse_mode(mode);
                 }
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(reply_parameters(id));
+                    payload = payload.reply_parameters(reply_parameters(id));
                 }
-                req
+                self.lean::<_, SentId>(payload)
             })
             .await?;
-        Ok(message.id.0)
+        Ok(sent.message_id)
     }
 
     /// Replaces the text of a message the bot sent.
@@ -194,8 +199,11 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), text)
+                self.lean::<_, IgnoredAny>(EditMessageText::new(
+                    ChatId(chat_id),
+                    MessageId(message_id),
+                    text,
+                ))
             })
             .await
         {
@@ -213,9 +221,10 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
-                    .parse_mode(ParseMode::Html)
+                self.lean::<_, IgnoredAny>(
+                    EditMessageText::new(ChatId(chat_id), MessageId(message_id), html)
+                        .parse_mode(ParseMode::Html),
+                )
             })
             .await
         {
@@ -262,20 +271,18 @@ impl TelegramApi {
         reply_to: Option<i32>,
     ) -> Result<i32, SendError> {
         let markup = keyboard(rows);
-        let message = self
+        let sent = self
             .call("sendMessage", || {
-                let mut req = self
-                    .bot
-                    .send_message(ChatId(chat_id), html)
+                let mut payload = SendMessage::new(ChatId(chat_id), html)
                     .parse_mode(ParseMode::Html)
                     .reply_markup(markup.clone());
                 if let Some(id) = reply_to {
-                    req = req.reply_parameters(reply_parameters(id));
+                    payload = payload.reply_parameters(reply_parameters(id));
                 }
-                req
+                self.lean::<_, SentId>(payload)
             })
             .await?;
-        Ok(message.id.0)
+        Ok(sent.message_id)
     }
 
     /// Replaces a message's HTML and its rows of inline buttons.
@@ -289,10 +296,11 @@ impl TelegramApi {
         let markup = keyboard(rows);
         match self
             .call("editMessageText", || {
-                self.bot
-                    .edit_message_text(ChatId(chat_id), MessageId(message_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .reply_markup(markup.clone())
+                self.lean::<_, IgnoredAny>(
+                    EditMessageText::new(ChatId(chat_id), MessageId(message_id), html)
+                        .parse_mode(ParseMode::Html)
+                        .reply_markup(markup.clone()),
+                )
             })
             .await
         {
@@ -343,6 +351,17 @@ impl TelegramApi {
         self.breaker.try_acquire().map_err(|rejected| {
             SendError::CircuitOpen(rejected.retry_after().max(Duration::from_millis(100)))
         })
+    }
+
+    /// A request for `payload` whose answer is read as `O` (see [`Lean`]).
+    fn lean<P, O>(&self, payload: P) -> JsonRequest<Lean<P, O>> {
+        JsonRequest::new(
+            self.bot.clone(),
+            Lean {
+                payload,
+                answer: PhantomData,
+            },
+        )
     }
 
     /// Runs one request with the breaker, flood control and retries.
@@ -531,6 +550,37 @@ impl TelegramApi {
 }
 
 /// Reply to `id`, but still send if that message is gone.
+/// A Bot API payload whose answer is read only as far as agentlab needs it:
+/// `O` is [`SentId`] for a message's id, [`IgnoredAny`] for nothing. teloxide
+/// would read every answer into a whole `Message` (user, chat, entities, reply
+/// markup...), which costs more than the rest of the call; the request sent is
+/// the same.
+struct Lean<P, O> {
+    payload: P,
+    answer: PhantomData<fn() -> O>,
+}
+
+impl<P: Payload, O> Payload for Lean<P, O> {
+    type Output = O;
+    const NAME: &'static str = P::NAME;
+
+    fn timeout_hint(&self) -> Option<Duration> {
+        self.payload.timeout_hint()
+    }
+}
+
+impl<P: serde::Serialize, O> serde::Serialize for Lean<P, O> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.payload.serialize(serializer)
+    }
+}
+
+/// The part of a sent `Message` agentlab keeps.
+#[derive(Debug, serde::Deserialize)]
+struct SentId {
+    message_id: i32,
+}
+
 fn reply_parameters(id: i32) -> ReplyParameters {
     ReplyParameters::new(MessageId(id)).allow_sending_without_reply()
 }
