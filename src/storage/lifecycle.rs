@@ -27,6 +27,7 @@ use super::projects::{DEFAULT_PROJECT, set_task_project_tx, task_project_tx};
 use super::queue::{dequeue, enqueue, first_claimable, occupy_user, release_user};
 use super::records::*;
 use super::sessions::{agent_session_id_tx, append_message_tx, record_session_use_tx};
+use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASKS};
 use super::task_ops::{TaskFinish, TaskOp};
 use super::tasks::{insert_task_indexed, next_id, read_task, reindex_status, write_task};
 use super::writer::Wanted;
@@ -161,6 +162,67 @@ impl Store {
                 let claimed = claim_tx(t, now_ms, &blocked_bots)?;
                 took_task.store(claimed.is_some(), Ordering::Relaxed);
                 Ok(claimed)
+            },
+            |outcome| outcome,
+        )
+    }
+
+    /// The task [`Self::claim_next_task`] would take at `now_ms`, as it would
+    /// run (`running`, its attempt counted, started at `now_ms`), from read
+    /// transactions: nothing is written. Tasks of the users in `busy` (whose
+    /// runs are being started) are passed over too.
+    ///
+    /// The claim is then written together with the agent's process by
+    /// [`Self::record_task_process`], whose job claims a task still queued: a
+    /// run's start costs one commit, not two. A run that ends before its agent
+    /// starts claims it with [`Self::claim_selected`] first. Between the look
+    /// and the claim the task may be cancelled; the claim then fails with
+    /// [`StoreError::Conflict`] and the run is dropped.
+    pub fn select_claimable(
+        &self,
+        now_ms: u64,
+        blocked_bots: &[String],
+        busy: &[(String, i64)],
+    ) -> StoreResult<Option<Claimed>> {
+        let found = self.read(|tx| {
+            let queue = tx.open_table(TASK_QUEUE)?;
+            let tasks = tx.open_table(TASKS)?;
+            let active = tx.open_table(ACTIVE_USERS)?;
+            first_claimable(&queue, &tasks, &active, now_ms, blocked_bots, busy)
+        })?;
+        let Some(mut task) = found else {
+            return Ok(None);
+        };
+        let project = self.task_project(task.id)?;
+        let session_id = self
+            .get_project_session(&task.bot_id, task.user_id, &project)?
+            .and_then(|session| session.agent_session_id);
+        as_claimed(&mut task, now_ms);
+        Ok(Some(Claimed {
+            task,
+            session_id,
+            project,
+        }))
+    }
+
+    /// Claims a task [`Self::select_claimable`] chose, as it was chosen at
+    /// `claimed_ms`, when its run ends before its agent's process is recorded
+    /// (a refusal, a spawn failure): the run's end is then recorded on a
+    /// claimed task, as for any other run. Nothing for a task already running;
+    /// [`StoreError::Conflict`] for one that is neither (cancelled meanwhile).
+    /// Relaxed, as claims are.
+    pub fn claim_selected(&self, task_id: u64, claimed_ms: u64) -> Pending<()> {
+        self.write_tables(
+            Wanted::Relaxed,
+            move |t| {
+                let task = read_task(&*t.tasks()?, task_id)?;
+                match task.status {
+                    TaskStatus::Queued | TaskStatus::Interrupted => {
+                        start_claimed(t, task, claimed_ms).map(|_| ())
+                    }
+                    TaskStatus::Running => Ok(()),
+                    other => Err(StoreError::Conflict(format!("task {task_id} is {other}"))),
+                }
             },
             |outcome| outcome,
         )
@@ -420,6 +482,7 @@ pub(super) fn claim_tx(
         &*t.active()?,
         now_ms,
         blocked_bots,
+        &[],
     )?;
     match found {
         Some(task) => start_claimed(t, task, now_ms).map(Some),
@@ -427,15 +490,20 @@ pub(super) fn claim_tx(
     }
 }
 
-/// Turns a queued task into a running one (attempt counted, user marked busy).
-fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
-    let old_status = task.status;
-    dequeue(&mut *t.queue()?, &task)?;
+/// The fields a claim at `now_ms` changes in a task.
+fn as_claimed(task: &mut Task, now_ms: u64) {
     task.status = TaskStatus::Running;
     task.attempts += 1;
     task.started_ms = Some(now_ms);
     task.pid = None;
     task.pid_start_time = None;
+}
+
+/// Turns a queued task into a running one (attempt counted, user marked busy).
+fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
+    let old_status = task.status;
+    dequeue(&mut *t.queue()?, &task)?;
+    as_claimed(&mut task, now_ms);
     write_task(&mut *t.tasks()?, &task)?;
     reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
     occupy_user(&mut *t.active()?, &task)?;

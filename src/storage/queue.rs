@@ -49,7 +49,7 @@ impl Store {
             let queue = tx.open_table(TASK_QUEUE)?;
             let tasks = tx.open_table(TASKS)?;
             let active = tx.open_table(ACTIVE_USERS)?;
-            Ok(first_claimable(&queue, &tasks, &active, now_ms, blocked_bots)?.is_none())
+            Ok(first_claimable(&queue, &tasks, &active, now_ms, blocked_bots, &[])?.is_none())
         })
     }
 }
@@ -90,13 +90,15 @@ pub(super) fn release_user(active: &mut ActiveUsers<'_>, task: &Task) -> StoreRe
 
 /// The task a claim at `now_ms` would take, from any view of the tables:
 /// the first queued task by priority and age whose time has come, whose bot is
-/// not blocked and whose user has no running task.
+/// not blocked and whose user has no running task (in the tables, or in
+/// `busy`: runs being started that the tables do not show yet).
 pub(super) fn first_claimable(
     queue: &impl ReadableTable<(u8, u64, u64), ()>,
     tasks: &impl ReadableTable<u64, &'static [u8]>,
     active: &impl ReadableTable<(&'static str, i64), u64>,
     now_ms: u64,
     blocked_bots: &[String],
+    busy: &[(String, i64)],
 ) -> StoreResult<Option<Task>> {
     let mut scanned = 0usize;
     let mut priority_start: u8 = 0;
@@ -122,7 +124,11 @@ pub(super) fn first_claimable(
                 continue;
             };
             let task = decode_task(value.value())?;
-            if blocked_bots.contains(&task.bot_id) {
+            if blocked_bots.contains(&task.bot_id)
+                || busy
+                    .iter()
+                    .any(|(bot, user)| *bot == task.bot_id && *user == task.user_id)
+            {
                 continue;
             }
             if active.get((task.bot_id.as_str(), task.user_id))?.is_some() {

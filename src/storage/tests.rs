@@ -205,6 +205,112 @@ fn requeued_task_waits_for_its_backoff() {
 }
 
 #[test]
+fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said() {
+    let (_dir, store) = temp_store();
+    let first = store
+        .submit_task(new_task("A", 1, "a", 5), 100)
+        .wait()
+        .unwrap()
+        .task;
+    let same_user = store
+        .submit_task(new_task("A", 1, "b", 5), 101)
+        .wait()
+        .unwrap()
+        .task;
+    let other_user = store
+        .submit_task(new_task("A", 2, "c", 5), 102)
+        .wait()
+        .unwrap()
+        .task;
+    let chosen = store
+        .select_claimable(1_000, &[], &[])
+        .unwrap()
+        .expect("a task");
+    assert_eq!(chosen.task.id, first.id);
+    assert_eq!(chosen.task.status, TaskStatus::Running);
+    assert_eq!(
+        (chosen.task.attempts, chosen.task.started_ms),
+        (1, Some(1_000))
+    );
+    // Nothing is written by the look: the task is still queued.
+    assert_eq!(
+        store.get_task(first.id).unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+    // While its run starts, its user is passed over, not the others.
+    let busy = [("A".to_owned(), 1)];
+    let next = store
+        .select_claimable(1_000, &[], &busy)
+        .unwrap()
+        .expect("a task");
+    assert_eq!(next.task.id, other_user.id);
+    // The process record claims it, as the selection described.
+    store
+        .record_task_process(first.id, 1_000, 42, 7)
+        .wait()
+        .unwrap();
+    let running = store.get_task(first.id).unwrap().unwrap();
+    assert_eq!(running.status, TaskStatus::Running);
+    assert_eq!((running.attempts, running.started_ms), (1, Some(1_000)));
+    assert_eq!((running.pid, running.pid_start_time), (Some(42), Some(7)));
+    // Now the store itself shows the user busy.
+    let next = store
+        .select_claimable(1_000, &[], &[])
+        .unwrap()
+        .expect("a task");
+    assert_eq!(next.task.id, other_user.id);
+    assert_ne!(next.task.id, same_user.id);
+}
+
+#[test]
+fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
+    let (_dir, store) = temp_store();
+    let t = store
+        .submit_task(new_task("A", 1, "a", 5), 100)
+        .wait()
+        .unwrap()
+        .task;
+    let chosen = store
+        .select_claimable(1_000, &[], &[])
+        .unwrap()
+        .expect("a task");
+    store.cancel_queued_task(t.id, 1_001).wait().unwrap();
+    let refused = store
+        .record_task_process(chosen.task.id, 1_000, 42, 7)
+        .wait();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let refused = store.claim_selected(chosen.task.id, 1_000).wait();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let task = store.get_task(t.id).unwrap().unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Cancelled, 0));
+}
+
+#[test]
+fn claim_selected_claims_a_queued_task_once() {
+    let (_dir, store) = temp_store();
+    let t = store
+        .submit_task(new_task("A", 1, "a", 5), 100)
+        .wait()
+        .unwrap()
+        .task;
+    store
+        .select_claimable(1_000, &[], &[])
+        .unwrap()
+        .expect("a task");
+    store.claim_selected(t.id, 1_000).wait().unwrap();
+    store.claim_selected(t.id, 1_000).wait().unwrap();
+    let task = store.get_task(t.id).unwrap().unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Running, 1));
+    assert!(store.select_claimable(1_000, &[], &[]).unwrap().is_none());
+}
+
+#[test]
 fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let (_dir, store) = temp_store();
     let now = 1_763_900_000_000; // 2025-11-23

@@ -118,13 +118,27 @@ struct Shared {
     approvals: Approvals,
     /// Running tasks whose turn was interrupted with /stop. A std Mutex, as above.
     stopped: Mutex<std::collections::HashSet<u64>>,
+    /// Runs chosen by the dispatcher whose claim is not written yet, by task id,
+    /// with their (bot, user): the claim is written with the agent's process
+    /// ([`Store::record_task_process`]), so a run's start costs one commit. Their
+    /// users are passed over by the next choice; a run that ends before its agent
+    /// starts writes the claim first ([`Pool::claim_if_starting`]). A std Mutex,
+    /// as above.
+    starting: Mutex<HashMap<u64, (String, i64)>>,
 }
 
 /// What happened to a task's run, decided from the agent's outcome.
 #[derive(Debug)]
 enum Verdict {
     Done(TaskFinish),
-    Retry { class: FailureClass, error: String },
+    Retry {
+        class: FailureClass,
+        error: String,
+    },
+    /// The task stopped being this run's before its agent was given the prompt
+    /// (cancelled between the dispatcher's choice and the claim): nothing to
+    /// record.
+    Withdrawn,
 }
 
 impl Pool {
@@ -155,6 +169,7 @@ impl Pool {
                     },
                 ),
                 stopped: Mutex::default(),
+                starting: Mutex::default(),
                 store,
                 config,
             }),
@@ -371,9 +386,62 @@ impl Pool {
         end_all(idle).await;
     }
 
+    /// Chooses the next task to run (see [`Shared::starting`]); its claim is
+    /// written when its agent starts.
     async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
         let blocked = self.shared.circuits.agent_blocked_bots();
-        self.shared.store.claim_next_task(now_ms(), blocked).await
+        let busy: Vec<(String, i64)> = lock(&self.shared.starting).values().cloned().collect();
+        let chosen = self
+            .shared
+            .store
+            .select_claimable(now_ms(), &blocked, &busy)?;
+        if let Some(claimed) = &chosen {
+            let user = (claimed.task.bot_id.clone(), claimed.task.user_id);
+            lock(&self.shared.starting).insert(claimed.task.id, user);
+        }
+        Ok(chosen)
+    }
+
+    /// Writes the claim of a chosen task whose run ends before its agent's
+    /// process was recorded, so its end is recorded on a claimed task (its
+    /// attempt counted) as any run's is. Nothing for any other task.
+    async fn claim_if_starting(&self, task: &Task) {
+        if lock(&self.shared.starting).remove(&task.id).is_none() {
+            return;
+        }
+        let claimed_ms = task.started_ms.unwrap_or_else(now_ms);
+        if let Err(error) = self.shared.store.claim_selected(task.id, claimed_ms).await {
+            tracing::warn!(%error, "cannot claim the task before recording its end");
+        }
+    }
+
+    /// Records a chosen task's agent process, which also writes its claim.
+    /// `false` when the task is no longer this run's to start (cancelled since
+    /// it was chosen): its agent must not be given the prompt. Other failures
+    /// are logged and the run goes on, as a run whose pid is unknown.
+    async fn record_process(&self, task: &Task, identity: ProcIdentity) -> bool {
+        let recorded = self
+            .shared
+            .store
+            .record_task_process(
+                task.id,
+                task.started_ms.unwrap_or_else(now_ms),
+                identity.pid,
+                identity.start_time,
+            )
+            .await;
+        lock(&self.shared.starting).remove(&task.id);
+        match recorded {
+            Ok(()) => true,
+            Err(StoreError::Conflict(why)) => {
+                tracing::info!(%why, "the task no longer runs; its agent is not given the prompt");
+                false
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot record the agent's pid");
+                true
+            }
+        }
     }
 
     async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
@@ -441,7 +509,7 @@ impl Pool {
             Verdict::Retry { class, .. } if counts_against_agent(*class) => {
                 breaker_permit.failure(class.as_str())
             }
-            Verdict::Retry { .. } => breaker_permit.ignore(),
+            Verdict::Retry { .. } | Verdict::Withdrawn => breaker_permit.ignore(),
         }
         self.conclude(&task, verdict).await;
         drop(permit);
@@ -450,6 +518,7 @@ impl Pool {
     /// A claimed task whose bot's agent breaker refused: back in the queue without
     /// using an attempt, to be tried when the breaker allows a probe.
     async fn hold_for_breaker(&self, task: &Task, retry_after: Duration) {
+        self.claim_if_starting(task).await;
         let now = now_ms();
         // Keep its place in line: the breaker, not a backoff, decides when it runs
         // (claims skip the bot while its agent circuit refuses calls).
@@ -624,19 +693,11 @@ impl Pool {
                 return Err(self.retry_or_fail(task, FailureClass::SpawnFailed, e.to_string()));
             }
         };
-        let identity = running.identity();
-        if let Err(e) = self
-            .shared
-            .store
-            .record_task_process(
-                task.id,
-                task.started_ms.unwrap_or_else(now_ms),
-                identity.pid,
-                identity.start_time,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the agent's pid");
+        if !self.record_process(task, running.identity()).await {
+            // It read its prompt at start: stop it at once.
+            let (_stop, stopped) = watch::channel(true);
+            running.wait(stopped).await;
+            return Err(Verdict::Withdrawn);
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.shared.cancels).insert(task.id, cancel_tx);
@@ -700,7 +761,11 @@ impl Pool {
         let prompt = command.prompt_format.encode(&spec.prompt);
         let mut process = match reusable {
             Some(process) => match self.start_turn(task, &process, &prompt, spec).await {
-                Ok(()) => process,
+                Ok(true) => process,
+                Ok(false) => {
+                    process.end(KILL_GRACE).await;
+                    return Err(Verdict::Withdrawn);
+                }
                 Err(error) => {
                     // It died between its last answer and now: a cold start resumes.
                     tracing::info!(%error, "the warm agent is gone; starting a new one");
@@ -755,7 +820,12 @@ impl Pool {
                 return Err(self.retry_or_fail(task, FailureClass::SpawnFailed, e.to_string()));
             }
         };
-        if let Err(error) = self.start_turn(task, &process, prompt, spec).await {
+        let started = self.start_turn(task, &process, prompt, spec).await;
+        if let Ok(false) = started {
+            process.end(KILL_GRACE).await;
+            return Err(Verdict::Withdrawn);
+        }
+        if let Err(error) = started {
             tracing::warn!(%error, "cannot give the new agent its prompt");
             process.end(KILL_GRACE).await;
             return Err(self.retry_or_fail(
@@ -769,13 +839,15 @@ impl Pool {
 
     /// Records the turn (its process, offset and cost so far) with the task, then
     /// writes the prompt: a restart in between finds the turn and follows it.
+    /// `Ok(false)`: the task is no longer this run's (see
+    /// [`Self::record_process`]) and the prompt was not written.
     async fn start_turn(
         &self,
         task: &Task,
         process: &WarmProcess,
         prompt: &[u8],
         spec: &RunSpec,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         let record = process.turn_record();
         let run_dir = spec.run_dir.clone();
         // In this order: a recorded pid whose process lives means its turn record
@@ -783,20 +855,10 @@ impl Pool {
         tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record))
             .await
             .map_err(std::io::Error::other)??;
-        if let Err(e) = self
-            .shared
-            .store
-            .record_task_process(
-                task.id,
-                task.started_ms.unwrap_or_else(now_ms),
-                process.identity.pid,
-                process.identity.start_time,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the agent's pid");
+        if !self.record_process(task, process.identity).await {
+            return Ok(false);
         }
-        process.write_prompt(prompt.to_vec()).await
+        process.write_prompt(prompt.to_vec()).await.map(|()| true)
     }
 
     /// Puts a process that answered back into the warm set (ending the least
@@ -890,8 +952,14 @@ impl Pool {
     /// Records the verdict in the store and tells whoever waits.
     async fn conclude(&self, task: &Task, verdict: Verdict) {
         lock(&self.shared.progress).remove(&task.id);
+        if matches!(verdict, Verdict::Withdrawn) {
+            lock(&self.shared.starting).remove(&task.id);
+        } else {
+            self.claim_if_starting(task).await;
+        }
         let now = now_ms();
         match verdict {
+            Verdict::Withdrawn => {}
             Verdict::Done(finish) => {
                 match self.shared.store.finish_task(task.id, finish, now).await {
                     Ok(done) => {
