@@ -129,7 +129,7 @@ impl Default for StoreOptions {
             history_messages: 50,
             quick_repair: false,
             journal: true,
-            checkpoint_idle: std::time::Duration::from_millis(500),
+            checkpoint_idle: std::time::Duration::from_millis(50),
             checkpoint_max_age: std::time::Duration::from_secs(1),
         }
     }
