@@ -204,28 +204,30 @@ fn requeued_task_waits_for_its_backoff() {
     assert_eq!(again.task.attempts, 2);
 }
 
+/// A task of bot "A" submitted for `user` at `at`.
+fn submitted(store: &Store, user: i64, prompt: &str, at: u64) -> Task {
+    store
+        .submit_task(new_task("A", user, prompt, 5), at)
+        .wait()
+        .unwrap()
+        .task
+}
+
+/// The task a run would be started with at 1,000 ms, users in `busy` aside.
+fn chosen_at_1000(store: &Store, busy: &[(String, i64)]) -> Claimed {
+    store
+        .select_claimable(1_000, &[], busy)
+        .unwrap()
+        .expect("a task")
+}
+
 #[test]
 fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said() {
     let (_dir, store) = temp_store();
-    let first = store
-        .submit_task(new_task("A", 1, "a", 5), 100)
-        .wait()
-        .unwrap()
-        .task;
-    let same_user = store
-        .submit_task(new_task("A", 1, "b", 5), 101)
-        .wait()
-        .unwrap()
-        .task;
-    let other_user = store
-        .submit_task(new_task("A", 2, "c", 5), 102)
-        .wait()
-        .unwrap()
-        .task;
-    let chosen = store
-        .select_claimable(1_000, &[], &[])
-        .unwrap()
-        .expect("a task");
+    let first = submitted(&store, 1, "a", 100);
+    let same_user = submitted(&store, 1, "b", 101);
+    let other_user = submitted(&store, 2, "c", 102);
+    let chosen = chosen_at_1000(&store, &[]);
     assert_eq!(chosen.task.id, first.id);
     assert_eq!(chosen.task.status, TaskStatus::Running);
     assert_eq!(
@@ -239,10 +241,7 @@ fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said
     );
     // While its run starts, its user is passed over, not the others.
     let busy = [("A".to_owned(), 1)];
-    let next = store
-        .select_claimable(1_000, &[], &busy)
-        .unwrap()
-        .expect("a task");
+    let next = chosen_at_1000(&store, &busy);
     assert_eq!(next.task.id, other_user.id);
     // The process record claims it, as the selection described.
     store
@@ -254,10 +253,7 @@ fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said
     assert_eq!((running.attempts, running.started_ms), (1, Some(1_000)));
     assert_eq!((running.pid, running.pid_start_time), (Some(42), Some(7)));
     // Now the store itself shows the user busy.
-    let next = store
-        .select_claimable(1_000, &[], &[])
-        .unwrap()
-        .expect("a task");
+    let next = chosen_at_1000(&store, &[]);
     assert_eq!(next.task.id, other_user.id);
     assert_ne!(next.task.id, same_user.id);
 }
@@ -265,15 +261,8 @@ fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said
 #[test]
 fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 100)
-        .wait()
-        .unwrap()
-        .task;
-    let chosen = store
-        .select_claimable(1_000, &[], &[])
-        .unwrap()
-        .expect("a task");
+    let t = submitted(&store, 1, "a", 100);
+    let chosen = chosen_at_1000(&store, &[]);
     store.cancel_queued_task(t.id, 1_001).wait().unwrap();
     let refused = store
         .record_task_process(chosen.task.id, 1_000, 42, 7)
@@ -294,15 +283,8 @@ fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
 #[test]
 fn claim_selected_claims_a_queued_task_once() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 100)
-        .wait()
-        .unwrap()
-        .task;
-    store
-        .select_claimable(1_000, &[], &[])
-        .unwrap()
-        .expect("a task");
+    let t = submitted(&store, 1, "a", 100);
+    chosen_at_1000(&store, &[]);
     store.claim_selected(t.id, 1_000).wait().unwrap();
     store.claim_selected(t.id, 1_000).wait().unwrap();
     let task = store.get_task(t.id).unwrap().unwrap();

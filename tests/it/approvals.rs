@@ -5,7 +5,7 @@
 
 use agentlab_testkit::claude::{require_claude, service_options};
 use agentlab_testkit::model::{ModelSim, Reply};
-use serde_json::json;
+use serde_json::{Value, json};
 use telegram_sim::{SentItem, SentKind};
 
 use crate::harness::{Options, Service, wait_until};
@@ -542,25 +542,8 @@ async fn stop_interrupts_a_long_tool_call_and_the_session_stays_usable() {
     ))
     .await;
 
-    service.send(0, USER, "wait a long time");
-    // The progress message shows the tool call once the CLI runs it.
-    wait_until("the long tool call under way", || {
-        service.sent_to(0, USER).into_iter().find(|i| {
-            i.plain_text
-                .as_deref()
-                .is_some_and(|t| t.contains("time.sleep(30)"))
-        })
-    })
-    .await;
-    let (_, tasks) = service.get("/api/tasks?limit=10").await;
-    let first = tasks[0].clone();
-    service.send(0, USER, "/stop");
-    service
-        .wait_for_message(0, USER, |m| m.contains("Stopping task"))
-        .await;
+    let (first, done) = stop_a_long_tool_call(&service).await;
     let id = first["id"].as_u64().expect("id");
-    let done = service.wait_task_done(id).await;
-    assert_eq!(done["status"], "cancelled", "{done}");
     assert_eq!(done["attempts"], 1, "{done}");
     assert!(!service.dir.path().join("late.txt").exists());
 
@@ -730,7 +713,7 @@ async fn test_agent_service_not_kept_warm() -> Service {
 }
 
 /// What the test agent recorded as run, in the bots' working directory.
-fn test_agent_ran(service: &Service) -> Option<String> {
+pub(crate) fn test_agent_ran(service: &Service) -> Option<String> {
     let ran = service
         .dir
         .path()
@@ -777,23 +760,7 @@ async fn with_keep_warm_s_zero_the_test_agent_asks_every_time_and_keeps_no_proce
 #[tokio::test(flavor = "multi_thread")]
 async fn with_keep_warm_s_zero_a_kill_9_keeps_the_request_and_the_adopted_agent_ends_after_it() {
     let mut service = test_agent_service_not_kept_warm().await;
-    service.send(0, USER, "approve:Bash touch across.txt");
-    let asked = wait_for_approval(&service, 1).await;
-    wait_for_recorded_message(&service).await;
-    service.kill9();
-    service.restart().await;
-
-    assert_eq!(press(&service, USER, &asked, "Allow").await, "Allowed.");
-    service
-        .wait_for_message(0, USER, |m| {
-            m.contains("Bash was allowed: touch across.txt")
-        })
-        .await;
-    assert_eq!(
-        test_agent_ran(&service).as_deref(),
-        Some("Bash: touch across.txt\n"),
-        "the same agent ran it once"
-    );
+    allow_across_a_kill_9(&mut service, "across.txt").await;
     let tasks = service.tasks().await;
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
     assert_eq!(tasks[0]["attempts"], 1, "the task ran again: {tasks:#?}");
@@ -819,7 +786,31 @@ async fn with_keep_warm_s_zero_stop_interrupts_the_turn_and_the_next_prompt_resu
     let agent = "keep_warm_s = 0\nallowed_tools = [\"Bash\"]";
     let service = Service::start(service_options(&binary, &model, agent)).await;
 
+    let (first, done) = stop_a_long_tool_call(&service).await;
+    let id = first["id"].as_u64().expect("id");
+    assert!(!service.dir.path().join("late.txt").exists());
+    wait_no_agent_left(&service).await;
+
+    service.send(0, USER, "are you there?");
+    service
+        .wait_for_message(0, USER, |m| m.contains("Back after the stop."))
+        .await;
+    let tasks = service.tasks().await;
+    let next = tasks
+        .iter()
+        .find(|t| t["id"].as_u64() != Some(id))
+        .expect("the next task");
+    assert_ne!(next["pid"], first["pid"], "a process was kept: {tasks:#?}");
+    assert_eq!(next["session_id"], done["session_id"], "{tasks:#?}");
+    wait_no_agent_left(&service).await;
+}
+
+/// Sends a prompt whose Bash call sleeps 30 s (the model is scripted so), waits
+/// until the progress message shows the call, then `/stop`s it; returns the
+/// task as it ran and as it ended (cancelled).
+async fn stop_a_long_tool_call(service: &Service) -> (Value, Value) {
     service.send(0, USER, "wait a long time");
+    // The progress message shows the tool call once the CLI runs it.
     wait_until("the long tool call under way", || {
         service.sent_to(0, USER).into_iter().find(|i| {
             i.plain_text
@@ -837,19 +828,28 @@ async fn with_keep_warm_s_zero_stop_interrupts_the_turn_and_the_next_prompt_resu
     let id = first["id"].as_u64().expect("id");
     let done = service.wait_task_done(id).await;
     assert_eq!(done["status"], "cancelled", "{done}");
-    assert!(!service.dir.path().join("late.txt").exists());
-    wait_no_agent_left(&service).await;
+    (first, done)
+}
 
-    service.send(0, USER, "are you there?");
+/// Sends `approve:Bash touch FILE` to the test agent, kill -9s the service once
+/// the request is shown, restarts it and presses "Allow" on the same message:
+/// the same agent runs the command once and its answer arrives.
+pub(crate) async fn allow_across_a_kill_9(service: &mut Service, file: &str) {
+    service.send(0, USER, &format!("approve:Bash touch {file}"));
+    let asked = wait_for_approval(service, 1).await;
+    wait_for_recorded_message(service).await;
+    service.kill9();
+    service.restart().await;
+
+    assert_eq!(press(service, USER, &asked, "Allow").await, "Allowed.");
     service
-        .wait_for_message(0, USER, |m| m.contains("Back after the stop."))
+        .wait_for_message(0, USER, |m| {
+            m.contains(&format!("Bash was allowed: touch {file}"))
+        })
         .await;
-    let tasks = service.tasks().await;
-    let next = tasks
-        .iter()
-        .find(|t| t["id"].as_u64() != Some(id))
-        .expect("the next task");
-    assert_ne!(next["pid"], first["pid"], "a process was kept: {tasks:#?}");
-    assert_eq!(next["session_id"], done["session_id"], "{tasks:#?}");
-    wait_no_agent_left(&service).await;
+    assert_eq!(
+        test_agent_ran(service).as_deref(),
+        Some(format!("Bash: touch {file}\n").as_str()),
+        "the same agent ran it once"
+    );
 }

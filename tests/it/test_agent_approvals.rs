@@ -5,7 +5,7 @@
 
 use agentlab::worker::test_agent::RAN_FILE;
 
-use crate::approvals::{USER, edited_text, press, wait_for_approval, wait_for_recorded_message};
+use crate::approvals::{USER, allow_across_a_kill_9, edited_text, press, wait_for_approval};
 use crate::harness::{Options, Service, wait_until};
 
 /// What the test agent recorded as run, in the bots' working directory.
@@ -93,23 +93,7 @@ async fn without_an_approver_the_test_agent_is_denied_as_the_cli_denies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_kill_9_the_press_reaches_the_waiting_test_agent_and_it_answers_once() {
     let mut service = Service::start(Options::default()).await;
-    service.send(0, USER, "approve:Bash touch after-restart.txt");
-    let asked = wait_for_approval(&service, 1).await;
-    wait_for_recorded_message(&service).await;
-    service.kill9();
-    service.restart().await;
-
-    assert_eq!(press(&service, USER, &asked, "Allow").await, "Allowed.");
-    service
-        .wait_for_message(0, USER, |m| {
-            m.contains("Bash was allowed: touch after-restart.txt")
-        })
-        .await;
-    assert_eq!(
-        ran(&service).as_deref(),
-        Some("Bash: touch after-restart.txt\n"),
-        "the same agent ran it once"
-    );
+    allow_across_a_kill_9(&mut service, "after-restart.txt").await;
     let (_, tasks) = service.get("/api/tasks?limit=10").await;
     let tasks = tasks.as_array().cloned().unwrap_or_default();
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
