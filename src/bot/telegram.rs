@@ -549,7 +549,6 @@ impl TelegramApi {
     }
 }
 
-/// Reply to `id`, but still send if that message is gone.
 /// A Bot API payload whose answer is read only as far as agentlab needs it:
 /// `O` is [`SentId`] for a message's id, [`IgnoredAny`] for nothing. teloxide
 /// would read every answer into a whole `Message` (user, chat, entities, reply
@@ -581,6 +580,7 @@ struct SentId {
     message_id: i32,
 }
 
+/// Reply to `id`, but still send if that message is gone.
 fn reply_parameters(id: i32) -> ReplyParameters {
     ReplyParameters::new(MessageId(id)).allow_sending_without_reply()
 }

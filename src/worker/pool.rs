@@ -122,10 +122,23 @@ struct Shared {
     /// with their (bot, user): the claim is written with the agent's process
     /// ([`Store::record_task_process`]), so a run's start costs one commit. Their
     /// users are passed over by the next choice; a run that ends before its agent
-    /// starts writes the claim first ([`Pool::claim_if_starting`]). A std Mutex,
-    /// as above.
-    starting: Mutex<HashMap<u64, (String, i64)>>,
+    /// starts writes the claim first ([`Pool::claim_if_starting`]). An entry with
+    /// a time is a run the store could not start: its user is passed over until
+    /// then, so a failing store is not asked again at once. A std Mutex, as above.
+    starting: Mutex<HashMap<u64, Starting>>,
 }
+
+/// A chosen run whose claim is not written yet (see [`Shared::starting`]).
+#[derive(Debug, Clone)]
+struct Starting {
+    /// Its (bot, user).
+    user: (String, i64),
+    /// Until when its user is passed over after the store failed to start it.
+    held_until: Option<Instant>,
+}
+
+/// How long a run the store could not start keeps its user out of the next choices.
+const START_FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 /// What happened to a task's run, decided from the agent's outcome.
 #[derive(Debug)]
@@ -135,9 +148,10 @@ enum Verdict {
         class: FailureClass,
         error: String,
     },
-    /// The task stopped being this run's before its agent was given the prompt
-    /// (cancelled between the dispatcher's choice and the claim): nothing to
-    /// record.
+    /// The run did not start: the task was cancelled between the dispatcher's
+    /// choice and the claim, or the store could not write the claim. A piped
+    /// agent never got the prompt; one that reads it at start was stopped at
+    /// once. Nothing to record.
     Withdrawn,
 }
 
@@ -390,14 +404,22 @@ impl Pool {
     /// written when its agent starts.
     async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
         let blocked = self.shared.circuits.agent_blocked_bots();
-        let busy: Vec<(String, i64)> = lock(&self.shared.starting).values().cloned().collect();
+        let busy: Vec<(String, i64)> = {
+            let mut starting = lock(&self.shared.starting);
+            let now = Instant::now();
+            starting.retain(|_, run| run.held_until.is_none_or(|until| until > now));
+            starting.values().map(|run| run.user.clone()).collect()
+        };
         let chosen = self
             .shared
             .store
             .select_claimable(now_ms(), &blocked, &busy)?;
         if let Some(claimed) = &chosen {
-            let user = (claimed.task.bot_id.clone(), claimed.task.user_id);
-            lock(&self.shared.starting).insert(claimed.task.id, user);
+            let run = Starting {
+                user: (claimed.task.bot_id.clone(), claimed.task.user_id),
+                held_until: None,
+            };
+            lock(&self.shared.starting).insert(claimed.task.id, run);
         }
         Ok(chosen)
     }
@@ -406,32 +428,31 @@ impl Pool {
     /// process was recorded, so its end is recorded on a claimed task (its
     /// attempt counted) as any run's is. Nothing for any other task.
     async fn claim_if_starting(&self, task: &Task) {
-        if lock(&self.shared.starting).remove(&task.id).is_none() {
+        if !lock(&self.shared.starting).contains_key(&task.id) {
             return;
         }
         let claimed_ms = task.started_ms.unwrap_or_else(now_ms);
+        // The entry keeps its user out of the next choices until the claim
+        // shows in the store.
         if let Err(error) = self.shared.store.claim_selected(task.id, claimed_ms).await {
             tracing::warn!(%error, "cannot claim the task before recording its end");
         }
+        lock(&self.shared.starting).remove(&task.id);
     }
 
     /// Records a chosen task's agent process, which also writes its claim.
-    /// `false` when the task is no longer this run's to start (cancelled since
-    /// it was chosen): its agent must not be given the prompt. Other failures
-    /// are logged and the run goes on, as a run whose pid is unknown.
+    /// `false` when the run must not go on, and its agent must not be given the
+    /// prompt: the task was cancelled since it was chosen, or neither the record
+    /// nor the claim alone could be written (the task is then still queued, and
+    /// its user held back for [`START_FAILURE_HOLD`]). When only the pid could
+    /// not be recorded the run goes on, as a run whose pid is unknown.
     async fn record_process(&self, task: &Task, identity: ProcIdentity) -> bool {
-        let recorded = self
-            .shared
-            .store
-            .record_task_process(
-                task.id,
-                task.started_ms.unwrap_or_else(now_ms),
-                identity.pid,
-                identity.start_time,
-            )
+        let claimed_ms = task.started_ms.unwrap_or_else(now_ms);
+        let store = &self.shared.store;
+        let recorded = store
+            .record_task_process(task.id, claimed_ms, identity.pid, identity.start_time)
             .await;
-        lock(&self.shared.starting).remove(&task.id);
-        match recorded {
+        let started = match recorded {
             Ok(()) => true,
             Err(StoreError::Conflict(why)) => {
                 tracing::info!(%why, "the task no longer runs; its agent is not given the prompt");
@@ -439,9 +460,27 @@ impl Pool {
             }
             Err(error) => {
                 tracing::error!(%error, "cannot record the agent's pid");
-                true
+                match store.claim_selected(task.id, claimed_ms).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot claim the task either; it waits");
+                        self.hold_start(task.id);
+                        return false;
+                    }
+                }
             }
+        };
+        lock(&self.shared.starting).remove(&task.id);
+        started
+    }
+
+    /// Keeps a run the store could not start out of the next choices for
+    /// [`START_FAILURE_HOLD`], and wakes the dispatcher after it.
+    fn hold_start(&self, task_id: u64) {
+        if let Some(run) = lock(&self.shared.starting).get_mut(&task_id) {
+            run.held_until = Some(Instant::now() + START_FAILURE_HOLD);
         }
+        self.schedule_wake(START_FAILURE_HOLD);
     }
 
     async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
@@ -763,7 +802,8 @@ impl Pool {
             Some(process) => match self.start_turn(task, &process, &prompt, spec).await {
                 Ok(true) => process,
                 Ok(false) => {
-                    process.end(KILL_GRACE).await;
+                    // It never got the prompt: still the session's idle process.
+                    self.keep_idle(key, process).await;
                     return Err(Verdict::Withdrawn);
                 }
                 Err(error) => {
@@ -865,21 +905,30 @@ impl Pool {
     /// recently used beyond the bound) when its bot keeps processes warm; ends
     /// any other: with `keep_warm_s = 0` every process ends with its turn.
     async fn keep_or_end(&self, key: SessionKey, mut process: WarmProcess, outcome: &AgentOutcome) {
-        let kept_warm = self
-            .bot(&key.0)
-            .is_some_and(|bot| bot.agent.keep_warm_s > 0);
-        if kept_warm
-            && outcome.result.complete
+        if outcome.result.complete
             && !outcome.timed_out
             && !outcome.cancelled
             && process.is_running()
         {
-            let capacity = self.workers().saturating_mul(WARM_PER_WORKER).max(1);
-            let evicted = lock(&self.shared.warm).put(key, process, capacity);
-            end_all(evicted).await;
+            self.keep_idle(key, process).await;
         } else {
             process.end(KILL_GRACE).await;
         }
+    }
+
+    /// Puts an idle process into the warm set (ending the least recently used
+    /// beyond its bound) when its bot keeps processes warm; ends it otherwise.
+    async fn keep_idle(&self, key: SessionKey, process: WarmProcess) {
+        let kept_warm = self
+            .bot(&key.0)
+            .is_some_and(|bot| bot.agent.keep_warm_s > 0);
+        if !kept_warm {
+            process.end(KILL_GRACE).await;
+            return;
+        }
+        let capacity = self.workers().saturating_mul(WARM_PER_WORKER).max(1);
+        let evicted = lock(&self.shared.warm).put(key, process, capacity);
+        end_all(evicted).await;
     }
 
     /// Decides a task's fate from its agent's outcome.
@@ -952,9 +1001,7 @@ impl Pool {
     /// Records the verdict in the store and tells whoever waits.
     async fn conclude(&self, task: &Task, verdict: Verdict) {
         lock(&self.shared.progress).remove(&task.id);
-        if matches!(verdict, Verdict::Withdrawn) {
-            lock(&self.shared.starting).remove(&task.id);
-        } else {
+        if !matches!(verdict, Verdict::Withdrawn) {
             self.claim_if_starting(task).await;
         }
         let now = now_ms();
