@@ -26,6 +26,11 @@ fn new_task(bot: &str, user: i64, prompt: &str, priority: u8) -> NewTask {
     }
 }
 
+/// `new` submitted at `at`, as stored.
+fn submitted(store: &Store, new: NewTask, at: u64) -> Task {
+    store.submit_task(new, at).wait().unwrap().task
+}
+
 #[test]
 fn fresh_store_has_latest_schema_and_every_table() {
     let (_dir, store) = temp_store();
@@ -40,11 +45,7 @@ fn fresh_store_has_latest_schema_and_every_table() {
 #[test]
 fn submitted_task_is_queued_and_indexed() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "hi", 5), 1000)
-        .wait()
-        .unwrap()
-        .task;
+    let t = submitted(&store, new_task("A", 1, "hi", 5), 1000);
     assert_eq!(t.status, TaskStatus::Queued);
     assert_eq!(store.queue_depth().unwrap(), 1);
     assert_eq!(store.get_task(t.id).unwrap().unwrap(), t);
@@ -55,21 +56,9 @@ fn submitted_task_is_queued_and_indexed() {
 #[test]
 fn claim_order_is_priority_then_age() {
     let (_dir, store) = temp_store();
-    let a = store
-        .submit_task(new_task("A", 1, "a", 5), 1000)
-        .wait()
-        .unwrap()
-        .task;
-    let b = store
-        .submit_task(new_task("A", 2, "b", 5), 900)
-        .wait()
-        .unwrap()
-        .task;
-    let c = store
-        .submit_task(new_task("A", 3, "c", 1), 2000)
-        .wait()
-        .unwrap()
-        .task;
+    let a = submitted(&store, new_task("A", 1, "a", 5), 1000);
+    let b = submitted(&store, new_task("A", 2, "b", 5), 900);
+    let c = submitted(&store, new_task("A", 3, "c", 1), 2000);
     let order: Vec<u64> = (0..3)
         .map(|_| {
             store
@@ -94,21 +83,9 @@ fn claim_order_is_priority_then_age() {
 #[test]
 fn one_running_task_per_user_keeps_each_users_order() {
     let (_dir, store) = temp_store();
-    let first = store
-        .submit_task(new_task("A", 1, "first", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
-    let second = store
-        .submit_task(new_task("A", 1, "second", 5), 2)
-        .wait()
-        .unwrap()
-        .task;
-    let other = store
-        .submit_task(new_task("A", 2, "other", 5), 3)
-        .wait()
-        .unwrap()
-        .task;
+    let first = submitted(&store, new_task("A", 1, "first", 5), 1);
+    let second = submitted(&store, new_task("A", 1, "second", 5), 2);
+    let other = submitted(&store, new_task("A", 2, "other", 5), 3);
     let c1 = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
     assert_eq!(c1.task.id, first.id);
     let c2 = store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
@@ -156,11 +133,7 @@ fn blocked_bots_are_skipped_not_failed() {
         .submit_task(new_task("A", 1, "a", 5), 1)
         .wait()
         .unwrap();
-    let b = store
-        .submit_task(new_task("B", 1, "b", 5), 2)
-        .wait()
-        .unwrap()
-        .task;
+    let b = submitted(&store, new_task("B", 1, "b", 5), 2);
     let claimed = store
         .claim_next_task(10, vec!["A".into()])
         .wait()
@@ -180,11 +153,7 @@ fn blocked_bots_are_skipped_not_failed() {
 #[test]
 fn requeued_task_waits_for_its_backoff() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
+    let t = submitted(&store, new_task("A", 1, "a", 5), 1);
     store.claim_next_task(10, vec![]).wait().unwrap().unwrap();
     store
         .requeue_task(
@@ -204,15 +173,6 @@ fn requeued_task_waits_for_its_backoff() {
     assert_eq!(again.task.attempts, 2);
 }
 
-/// A task of bot "A" submitted for `user` at `at`.
-fn submitted(store: &Store, user: i64, prompt: &str, at: u64) -> Task {
-    store
-        .submit_task(new_task("A", user, prompt, 5), at)
-        .wait()
-        .unwrap()
-        .task
-}
-
 /// The task a run would be started with at 1,000 ms, users in `busy` aside.
 fn chosen_at_1000(store: &Store, busy: &[(String, i64)]) -> Claimed {
     store
@@ -224,9 +184,9 @@ fn chosen_at_1000(store: &Store, busy: &[(String, i64)]) -> Claimed {
 #[test]
 fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said() {
     let (_dir, store) = temp_store();
-    let first = submitted(&store, 1, "a", 100);
-    let same_user = submitted(&store, 1, "b", 101);
-    let other_user = submitted(&store, 2, "c", 102);
+    let first = submitted(&store, new_task("A", 1, "a", 5), 100);
+    let same_user = submitted(&store, new_task("A", 1, "b", 5), 101);
+    let other_user = submitted(&store, new_task("A", 2, "c", 5), 102);
     let chosen = chosen_at_1000(&store, &[]);
     assert_eq!(chosen.task.id, first.id);
     assert_eq!(chosen.task.status, TaskStatus::Running);
@@ -261,7 +221,7 @@ fn a_selected_task_is_claimed_by_the_record_of_its_process_as_the_selection_said
 #[test]
 fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
     let (_dir, store) = temp_store();
-    let t = submitted(&store, 1, "a", 100);
+    let t = submitted(&store, new_task("A", 1, "a", 5), 100);
     let chosen = chosen_at_1000(&store, &[]);
     store.cancel_queued_task(t.id, 1_001).wait().unwrap();
     let refused = store
@@ -283,7 +243,7 @@ fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
 #[test]
 fn claim_selected_claims_a_queued_task_once() {
     let (_dir, store) = temp_store();
-    let t = submitted(&store, 1, "a", 100);
+    let t = submitted(&store, new_task("A", 1, "a", 5), 100);
     chosen_at_1000(&store, &[]);
     store.claim_selected(t.id, 1_000).wait().unwrap();
     store.claim_selected(t.id, 1_000).wait().unwrap();
@@ -296,11 +256,7 @@ fn claim_selected_claims_a_queued_task_once() {
 fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let (_dir, store) = temp_store();
     let now = 1_763_900_000_000; // 2025-11-23
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), now)
-        .wait()
-        .unwrap()
-        .task;
+    let t = submitted(&store, new_task("A", 1, "a", 5), now);
     store.claim_next_task(now, vec![]).wait().unwrap();
     store.record_task_process(t.id, now, 42, 7).wait().unwrap();
     let finish = TaskFinish {
@@ -480,11 +436,7 @@ fn inspecting_a_snapshot_does_not_change_it() {
 #[test]
 fn cancel_and_retry() {
     let (_dir, store) = temp_store();
-    let t = store
-        .submit_task(new_task("A", 1, "a", 5), 1)
-        .wait()
-        .unwrap()
-        .task;
+    let t = submitted(&store, new_task("A", 1, "a", 5), 1);
     let cancelled = store.cancel_queued_task(t.id, 2).wait().unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(store.queue_depth().unwrap(), 0);
@@ -705,14 +657,7 @@ fn group_commit_answers_every_concurrent_submitter() {
             let store = store.clone();
             std::thread::spawn(move || {
                 (0..100)
-                    .map(|i| {
-                        store
-                            .submit_task(new_task("A", t * 1000 + i, "p", 5), 1)
-                            .wait()
-                            .unwrap()
-                            .task
-                            .id
-                    })
+                    .map(|i| submitted(&store, new_task("A", t * 1000 + i, "p", 5), 1).id)
                     .collect::<Vec<_>>()
             })
         })
@@ -1259,12 +1204,7 @@ fn journal_crash_child() {
     let submit = |i: u64| {
         let user = (i % 7) as i64 + 1;
         let prompt = format!("prompt {i}");
-        let id = store
-            .submit_task(new_task("A", user, &prompt, 5), 1_000 + i)
-            .wait()
-            .unwrap()
-            .task
-            .id;
+        let id = submitted(&store, new_task("A", user, &prompt, 5), 1_000 + i).id;
         store
             .append_message("A", user, "user", &prompt, 1_000 + i)
             .wait()
@@ -1543,11 +1483,7 @@ fn upsert_session_creates_then_replaces_and_list_sessions_orders_by_bot_then_use
 fn list_tasks_filters_by_user_and_by_status_newest_first() {
     let (_dir, store) = temp_store();
     let submit = |bot: &str, user: i64, prompt: &str, at: u64| {
-        store
-            .submit_task(new_task(bot, user, prompt, 5), at)
-            .wait()
-            .unwrap()
-            .task
+        submitted(&store, new_task(bot, user, prompt, 5), at)
     };
     let a1_old = submit("A", 1, "a1 old", 1);
     let a2 = submit("A", 2, "a2", 2);
@@ -1929,16 +1865,8 @@ fn status_rows(store: &Store) -> u64 {
 #[test]
 fn only_a_finished_task_has_a_task_status_row_and_every_status_is_still_found() {
     let (_dir, store) = temp_store();
-    let a = store
-        .submit_task(new_task("A", 1, "a", 5), 10)
-        .wait()
-        .unwrap()
-        .task;
-    let b = store
-        .submit_task(new_task("A", 2, "b", 5), 11)
-        .wait()
-        .unwrap()
-        .task;
+    let a = submitted(&store, new_task("A", 1, "a", 5), 10);
+    let b = submitted(&store, new_task("A", 2, "b", 5), 11);
     assert_eq!(status_rows(&store), 0);
     let claimed = store.claim_next_task(20, vec![]).wait().unwrap().unwrap();
     assert_eq!(claimed.task.id, a.id);
