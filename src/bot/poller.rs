@@ -167,7 +167,9 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
     let mut chats = JoinSet::new();
     for (_, updates) in by_chat {
         let bot = bot.clone();
-        chats.spawn(async move {
+        // Boxed: handling an update is a large future, and spawning moves it
+        // by value several times.
+        chats.spawn(Box::pin(async move {
             let mut updates = updates.into_iter().peekable();
             while let Some(update) = updates.next() {
                 let Some(group) = album_of(&update) else {
@@ -180,7 +182,7 @@ async fn handle_batch(bot: &Arc<BotRuntime>, updates: Vec<Update>) {
                 }
                 handle_album(&bot, album).await;
             }
-        });
+        }));
     }
     while let Some(joined) = chats.join_next().await {
         if let Err(e) = joined {

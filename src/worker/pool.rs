@@ -361,7 +361,7 @@ impl Pool {
             };
             let Ok(permit) = permit else { break };
             let pool = self.clone();
-            runs.spawn(async move { pool.adopt_task(task, permit).await });
+            runs.spawn(Box::pin(async move { pool.adopt_task(task, permit).await }));
         }
         loop {
             if *shutdown.borrow() {
@@ -376,7 +376,11 @@ impl Pool {
             match self.claim().await {
                 Ok(Some(claimed)) => {
                     let pool = self.clone();
-                    runs.spawn(async move { pool.run_claimed(claimed, permit).await });
+                    // Boxed: a run's future is large, and spawning moves it by value
+                    // several times (into the task cell, out at completion).
+                    runs.spawn(Box::pin(
+                        async move { pool.run_claimed(claimed, permit).await },
+                    ));
                 }
                 Ok(None) => {
                     drop(permit);
