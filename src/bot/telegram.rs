@@ -6,10 +6,12 @@
 //! 5xx. A 4xx answer (bad request, forbidden, not modified) means Telegram is up
 //! and answered; a 429 is flood control on our side, neither.
 
-use std::marker::PhantomData;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::IgnoredAny;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
@@ -17,10 +19,10 @@ use teloxide::payloads::{
 };
 use teloxide::payloads::{EditMessageText, SendMessage};
 use teloxide::prelude::Requester;
-use teloxide::requests::{JsonRequest, Payload};
+use teloxide::requests::{Payload, Request};
 use teloxide::types::{
     BotCommand, CallbackQueryId, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
-    InputFile, MessageId, ParseMode, ReplyParameters, Update,
+    InputFile, MessageId, ParseMode, ReplyParameters, ResponseParameters, Update,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
@@ -31,6 +33,9 @@ use crate::metrics::{self, CallOutcome};
 const MAX_RETRIES: u32 = 4;
 /// Longest flood-control wait honoured inline; longer ones are returned to the caller.
 const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long an answer with a 5xx status waits before it is returned (teloxide's
+/// own requests wait as long).
+const DELAY_ON_SERVER_ERROR: Duration = Duration::from_secs(10);
 
 /// Why a Bot API call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,6 +67,8 @@ pub enum SendError {
 #[derive(Clone)]
 pub struct TelegramApi {
     bot: Bot,
+    /// `<api_url>/bot<token>`: a method's URL is this plus its name.
+    methods: reqwest::Url,
     token: String,
     breaker: CircuitBreaker,
 }
@@ -71,9 +78,15 @@ impl TelegramApi {
     pub fn new(token: String, api_url: &str, breaker: CircuitBreaker) -> Result<Self, String> {
         let url = reqwest::Url::parse(api_url)
             .map_err(|e| format!("invalid api_url `{api_url}`: {e}"))?;
+        let mut methods = url.clone();
+        methods
+            .path_segments_mut()
+            .map_err(|()| format!("invalid api_url `{api_url}`: not a base URL"))?
+            .push(&format!("bot{token}"));
         let bot = Bot::new(token.clone()).set_api_url(url);
         Ok(TelegramApi {
             bot,
+            methods,
             token,
             breaker,
         })
@@ -86,13 +99,13 @@ impl TelegramApi {
 
     /// The bot's username (`getMe`).
     pub async fn username(&self) -> Result<String, SendError> {
-        let me = self.call("getMe", || self.bot.get_me()).await?;
+        let me = self.call("getMe", || self.bot.get_me().send()).await?;
         Ok(me.username.clone().unwrap_or_default())
     }
 
     /// Removes a webhook so long polling works (pending updates are kept).
     pub async fn delete_webhook(&self) -> Result<(), SendError> {
-        self.call("deleteWebhook", || self.bot.delete_webhook())
+        self.call("deleteWebhook", || self.bot.delete_webhook().send())
             .await
             .map(|_| ())
     }
@@ -100,7 +113,7 @@ impl TelegramApi {
     /// Registers the command list shown by Telegram clients.
     pub async fn set_commands(&self, commands: Vec<BotCommand>) -> Result<(), SendError> {
         self.call("setMyCommands", || {
-            self.bot.set_my_commands(commands.clone())
+            self.bot.set_my_commands(commands.clone()).send()
         })
         .await
         .map(|_| ())
@@ -184,7 +197,7 @@ impl TelegramApi {
                 if let Some(id) = reply_to {
                     payload = payload.reply_parameters(reply_parameters(id));
                 }
-                self.lean::<_, SentId>(payload)
+                self.post::<_, SentId>(payload)
             })
             .await?;
         Ok(sent.message_id)
@@ -199,7 +212,7 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                self.lean::<_, IgnoredAny>(EditMessageText::new(
+                self.post::<_, IgnoredAny>(EditMessageText::new(
                     ChatId(chat_id),
                     MessageId(message_id),
                     text,
@@ -221,7 +234,7 @@ impl TelegramApi {
     ) -> Result<(), SendError> {
         match self
             .call("editMessageText", || {
-                self.lean::<_, IgnoredAny>(
+                self.post::<_, IgnoredAny>(
                     EditMessageText::new(ChatId(chat_id), MessageId(message_id), html)
                         .parse_mode(ParseMode::Html),
                 )
@@ -246,6 +259,7 @@ impl TelegramApi {
                 .answer_callback_query(CallbackQueryId(callback_query_id.to_owned()))
                 .text(text)
                 .show_alert(alert)
+                .send()
         })
         .await
         .map(|_| ())
@@ -256,6 +270,7 @@ impl TelegramApi {
         self.call("deleteMessage", || {
             self.bot
                 .delete_message(ChatId(chat_id), MessageId(message_id))
+                .send()
         })
         .await
         .map(|_| ())
@@ -279,7 +294,7 @@ impl TelegramApi {
                 if let Some(id) = reply_to {
                     payload = payload.reply_parameters(reply_parameters(id));
                 }
-                self.lean::<_, SentId>(payload)
+                self.post::<_, SentId>(payload)
             })
             .await?;
         Ok(sent.message_id)
@@ -296,7 +311,7 @@ impl TelegramApi {
         let markup = keyboard(rows);
         match self
             .call("editMessageText", || {
-                self.lean::<_, IgnoredAny>(
+                self.post::<_, IgnoredAny>(
                     EditMessageText::new(ChatId(chat_id), MessageId(message_id), html)
                         .parse_mode(ParseMode::Html)
                         .reply_markup(markup.clone()),
@@ -314,6 +329,7 @@ impl TelegramApi {
         self.call("sendChatAction", || {
             self.bot
                 .send_chat_action(ChatId(chat_id), ChatAction::Typing)
+                .send()
         })
         .await
         .map(|_| ())
@@ -339,7 +355,7 @@ impl TelegramApi {
                 if let Some(id) = reply_to {
                     req = req.reply_parameters(reply_parameters(id));
                 }
-                req
+                req.send()
             })
             .await?;
         Ok(message.id.0)
@@ -353,32 +369,53 @@ impl TelegramApi {
         })
     }
 
-    /// A request for `payload` whose answer is read as `O` (see [`Lean`]).
-    fn lean<P, O>(&self, payload: P) -> JsonRequest<Lean<P, O>> {
-        JsonRequest::new(
-            self.bot.clone(),
-            Lean {
-                payload,
-                answer: PhantomData,
-            },
-        )
+    /// Posts `payload` as JSON to its Bot API method and reads the answer's
+    /// `result` only as far as `O` asks: [`SentId`] for a sent message's id,
+    /// [`IgnoredAny`] for nothing. teloxide would read every answer into a whole
+    /// `Message` (user, chat, entities, reply markup...) through an untagged
+    /// wrapper that buffers the document first, which costs more than the rest
+    /// of the call; the request sent is the same, on teloxide's HTTP client.
+    async fn post<P, O>(&self, payload: P) -> Result<O, RequestError>
+    where
+        P: Payload + serde::Serialize,
+        O: DeserializeOwned,
+    {
+        let body = serde_json::to_vec(&payload).map_err(|e| RequestError::InvalidJson {
+            source: Arc::new(e),
+            raw: Box::from(""),
+        })?;
+        let mut url = self.methods.clone();
+        url.path_segments_mut()
+            .expect("the API URL was checked to be a base")
+            .push(P::NAME);
+        let response = self
+            .bot
+            .client()
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body)
+            .send()
+            .await?;
+        if response.status().is_server_error() {
+            // As teloxide does for its own requests: Telegram's side is
+            // failing, so the answer waits before the caller retries.
+            tokio::time::sleep(DELAY_ON_SERVER_ERROR).await;
+        }
+        let text = response.bytes().await?;
+        read_answer(&text)
     }
 
     /// Runs one request with the breaker, flood control and retries.
-    async fn call<R, F>(
-        &self,
-        method: &'static str,
-        make: F,
-    ) -> Result<teloxide::requests::Output<R>, SendError>
+    async fn call<T, F, Fut>(&self, method: &'static str, make: F) -> Result<T, SendError>
     where
-        F: Fn() -> R,
-        R: teloxide::requests::Request<Err = RequestError>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, RequestError>>,
     {
         let mut attempt = 0;
         loop {
             let permit = self.admit()?;
             let started = Instant::now();
-            let result = make().send().await;
+            let result = make().await;
             match result {
                 Ok(value) => {
                     permit.success();
@@ -469,6 +506,7 @@ impl TelegramApi {
             .call("getFile", || {
                 self.bot
                     .get_file(teloxide::types::FileId(file_id.to_owned()))
+                    .send()
             })
             .await?;
         Ok(file.path)
@@ -491,7 +529,7 @@ impl TelegramApi {
                 if let Some(id) = reply_to {
                     req = req.reply_parameters(reply_parameters(id));
                 }
-                req
+                req.send()
             })
             .await?
         } else {
@@ -500,7 +538,7 @@ impl TelegramApi {
                 if let Some(id) = reply_to {
                     req = req.reply_parameters(reply_parameters(id));
                 }
-                req
+                req.send()
             })
             .await?
         };
@@ -549,28 +587,43 @@ impl TelegramApi {
     }
 }
 
-/// A Bot API payload whose answer is read only as far as agentlab needs it:
-/// `O` is [`SentId`] for a message's id, [`IgnoredAny`] for nothing. teloxide
-/// would read every answer into a whole `Message` (user, chat, entities, reply
-/// markup...), which costs more than the rest of the call; the request sent is
-/// the same.
-struct Lean<P, O> {
-    payload: P,
-    answer: PhantomData<fn() -> O>,
+/// A Bot API answer: `{"ok": true, "result": ...}`, or `{"ok": false,
+/// "description": ..., "parameters": ...}` (read field by field, with no
+/// buffering of the document).
+#[derive(serde::Deserialize)]
+struct Answer<O> {
+    ok: bool,
+    result: Option<O>,
+    description: Option<ApiError>,
+    parameters: Option<ResponseParameters>,
 }
 
-impl<P: Payload, O> Payload for Lean<P, O> {
-    type Output = O;
-    const NAME: &'static str = P::NAME;
-
-    fn timeout_hint(&self) -> Option<Duration> {
-        self.payload.timeout_hint()
-    }
-}
-
-impl<P: serde::Serialize, O> serde::Serialize for Lean<P, O> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.payload.serialize(serializer)
+/// The `result` of a Bot API answer, or the error it reports, as teloxide
+/// reports it for its own requests.
+fn read_answer<O: DeserializeOwned>(text: &[u8]) -> Result<O, RequestError> {
+    let invalid = |source: serde_json::Error| RequestError::InvalidJson {
+        source: Arc::new(source),
+        raw: String::from_utf8_lossy(text).into(),
+    };
+    let answer: Answer<O> = serde_json::from_slice(text).map_err(invalid)?;
+    match answer {
+        Answer {
+            ok: true,
+            result: Some(result),
+            ..
+        } => Ok(result),
+        Answer { ok: true, .. } => Err(invalid(serde::de::Error::missing_field("result"))),
+        Answer {
+            parameters: Some(ResponseParameters::RetryAfter(wait)),
+            ..
+        } => Err(RequestError::RetryAfter(wait)),
+        Answer {
+            parameters: Some(ResponseParameters::MigrateToChatId(to)),
+            ..
+        } => Err(RequestError::MigrateToChatId(to)),
+        Answer { description, .. } => Err(RequestError::Api(
+            description.unwrap_or_else(|| ApiError::Unknown(String::new())),
+        )),
     }
 }
 
@@ -629,5 +682,56 @@ mod tests {
         let redacted = redact_token_in(text, token);
         assert!(!redacted.contains("ABCDEFGHsecret"));
         assert!(redacted.contains("<redacted-token>"));
+    }
+
+    #[test]
+    fn an_answer_is_read_as_far_as_asked() {
+        let sent = br#"{"ok":true,"result":{"message_id":42,"chat":{"id":7,"type":"private"},"date":0,"text":"hi"}}"#;
+        assert_eq!(read_answer::<SentId>(sent).unwrap().message_id, 42);
+        read_answer::<IgnoredAny>(br#"{"ok":true,"result":true}"#).unwrap();
+    }
+
+    #[test]
+    fn an_error_answer_is_the_error_teloxide_reports() {
+        let flood = br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#;
+        assert!(matches!(
+            read_answer::<IgnoredAny>(flood),
+            Err(RequestError::RetryAfter(s)) if s.duration() == Duration::from_secs(3)
+        ));
+        let same = br#"{"ok":false,"error_code":400,"description":"Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"}"#;
+        assert!(matches!(
+            read_answer::<IgnoredAny>(same),
+            Err(RequestError::Api(ApiError::MessageNotModified))
+        ));
+        let other = br#"{"ok":false,"error_code":500,"description":"Internal Server Error"}"#;
+        assert!(matches!(
+            read_answer::<IgnoredAny>(other),
+            Err(RequestError::Api(ApiError::Unknown(text))) if text == "Internal Server Error"
+        ));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_the_bot_apis_is_invalid_json() {
+        for text in [&b"<html>bad gateway</html>"[..], br#"{"ok":true}"#] {
+            assert!(matches!(
+                read_answer::<SentId>(text),
+                Err(RequestError::InvalidJson { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn method_urls_are_the_api_url_with_the_token_and_the_method() {
+        let api = TelegramApi::new(
+            "1:abc".into(),
+            "http://127.0.0.1:8081",
+            CircuitBreaker::new(
+                "telegram",
+                crate::breaker::BreakerSettings::default(),
+                Arc::new(crate::clock::SystemClock::new()),
+            ),
+        )
+        .unwrap();
+        assert_eq!(api.methods.as_str(), "http://127.0.0.1:8081/bot1:abc");
     }
 }
