@@ -215,10 +215,11 @@ impl Store {
         self.write_tables(
             Wanted::Relaxed,
             move |t| {
-                let task = read_task(&*t.tasks()?, task_id)?;
+                let mut task = read_task(&*t.tasks()?, task_id)?;
                 match task.status {
                     TaskStatus::Queued | TaskStatus::Interrupted => {
-                        start_claimed(t, task, claimed_ms).map(|_| ())
+                        mark_claimed(t, &mut task, claimed_ms)?;
+                        write_task(&mut *t.tasks()?, &task)
                     }
                     TaskStatus::Running => Ok(()),
                     other => Err(StoreError::Conflict(format!("task {task_id} is {other}"))),
@@ -442,7 +443,7 @@ pub(super) fn started_tx(
 ) -> StoreResult<()> {
     let mut task = read_task(&*t.tasks()?, task_id)?;
     if matches!(task.status, TaskStatus::Queued | TaskStatus::Interrupted) {
-        task = start_claimed(t, task, claimed_ms)?.task;
+        mark_claimed(t, &mut task, claimed_ms)?;
     }
     record_process(&mut task, pid, start_time)?;
     write_task(&mut *t.tasks()?, &task)
@@ -501,14 +502,25 @@ fn as_claimed(task: &mut Task, now_ms: u64) {
 
 /// Turns a queued task into a running one (attempt counted, user marked busy).
 fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Claimed> {
-    let old_status = task.status;
-    dequeue(&mut *t.queue()?, &task)?;
-    as_claimed(&mut task, now_ms);
+    mark_claimed(t, &mut task, now_ms)?;
     write_task(&mut *t.tasks()?, &task)?;
-    reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
-    occupy_user(&mut *t.active()?, &task)?;
     let project = task_project_tx(t, task.id)?;
     let session_id = agent_session_id_tx(t, &task.bot_id, task.user_id, &project)?;
+    Ok(Claimed {
+        task,
+        session_id,
+        project,
+    })
+}
+
+/// Everything a claim at `now_ms` changes but the task's own record, which
+/// the caller writes once with whatever else it changes in the same job.
+fn mark_claimed(t: &Tables<'_>, task: &mut Task, now_ms: u64) -> StoreResult<()> {
+    let old_status = task.status;
+    dequeue(&mut *t.queue()?, task)?;
+    as_claimed(task, now_ms);
+    reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
+    occupy_user(&mut *t.active()?, task)?;
     insert_event_into(
         &mut *t.events()?,
         now_ms,
@@ -516,12 +528,7 @@ fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Cla
         "task_started",
         Some(&task.bot_id),
         &json!({"task_id": task.id, "attempt": task.attempts, "wait_ms": now_ms.saturating_sub(task.created_ms), "kind": task.kind.as_str()}),
-    )?;
-    Ok(Claimed {
-        task,
-        session_id,
-        project,
-    })
+    )
 }
 
 pub(super) fn finish_tx(
@@ -540,8 +547,12 @@ pub(super) fn finish_tx(
     }
     let old_status = task.status;
     let status = finish.status.unwrap_or(TaskStatus::Succeeded);
-    dequeue(&mut *t.queue()?, &task)?;
-    release_user(&mut *t.active()?, &task)?;
+    if old_status == TaskStatus::Running {
+        // A claim took it out of the queue and made it its user's running task.
+        release_user(&mut *t.active()?, &task)?;
+    } else {
+        dequeue(&mut *t.queue()?, &task)?;
+    }
     task.status = status;
     task.finished_ms = Some(now_ms);
     task.result = finish
