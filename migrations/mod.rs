@@ -22,6 +22,8 @@ mod m0004_task_journal;
 mod m0005_projects;
 #[path = "0006_finished_status_index.rs"]
 mod m0006_finished_status_index;
+#[path = "0007_succeeded_not_indexed.rs"]
+mod m0007_succeeded_not_indexed;
 
 /// Key of the schema version in `meta` (a little-endian u32).
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -62,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "finished_status_index",
         apply: m0006_finished_status_index::apply,
+    },
+    Migration {
+        version: 7,
+        name: "succeeded_not_indexed",
+        apply: m0007_succeeded_not_indexed::apply,
     },
 ];
 

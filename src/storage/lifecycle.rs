@@ -327,7 +327,7 @@ impl Store {
             task.pid = None;
             task.pid_start_time = None;
             enqueue(&mut *t.queue()?, &task)?;
-            reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
+            reindex_status(t, task.id, old_status, task.status)?;
             write_task(&mut *t.tasks()?, &task)?;
             insert_event_into(
                 &mut *t.events()?,
@@ -519,7 +519,7 @@ fn mark_claimed(t: &Tables<'_>, task: &mut Task, now_ms: u64) -> StoreResult<()>
     let old_status = task.status;
     dequeue(&mut *t.queue()?, task)?;
     as_claimed(task, now_ms);
-    reindex_status(&mut *t.status()?, task.id, old_status, task.status)?;
+    reindex_status(t, task.id, old_status, task.status)?;
     occupy_user(&mut *t.active()?, task)?;
     insert_event_into(
         &mut *t.events()?,
@@ -573,7 +573,7 @@ pub(super) fn finish_tx(
         task.delivery_started_ms = Some(now_ms);
     }
     write_task(&mut *t.tasks()?, &task)?;
-    reindex_status(&mut *t.status()?, task.id, old_status, status)?;
+    reindex_status(t, task.id, old_status, status)?;
     if finish.cost_usd > 0.0 || finish.input_tokens > 0 || task.started_ms.is_some() {
         add_run_cost_tx(
             t,

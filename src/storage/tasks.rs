@@ -3,13 +3,15 @@
 //!
 //! Invariants: a task id is one above the newest task's and never reused (tasks
 //! are never deleted); `task_user` indexes every task under its (bot, user) and
-//! `task_status` every *finished* task (succeeded, failed, cancelled) under its
-//! status, written in the transaction that finishes it. The tasks still alive
-//! need no index row of their own: a queued or interrupted task is in
-//! `task_queue`, a running one is its user's row in `active_users`
-//! ([`super::queue`]), so a task's claim moves no index row and only its finish
-//! adds one. The life-cycle that moves tasks between statuses is in
-//! [`super::lifecycle`].
+//! `task_status` every task that *ended without succeeding* (failed,
+//! cancelled) under its status, written in the transaction that finishes it.
+//! The other tasks need no index row of their own: a queued or interrupted task
+//! is in `task_queue`, a running one is its user's row in `active_users`
+//! ([`super::queue`]), and a succeeded one is any other task — most tasks, so
+//! a newest-first scan of `tasks` finds them as fast as an index would, and
+//! their number is the table's length minus the rest. A task's claim moves no
+//! index row, and a successful finish (the common path) adds none. The
+//! life-cycle that moves tasks between statuses is in [`super::lifecycle`].
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
@@ -74,7 +76,7 @@ impl Store {
                         }
                     }
                 }
-                (_, _, Some(status)) if status.is_terminal() => {
+                (_, _, Some(status)) if has_index_row(status) => {
                     let index = tx.open_table(TASK_STATUS)?;
                     let s = status.index();
                     for row in index.range((s, 0)..=(s, u64::MAX))?.rev() {
@@ -83,7 +85,7 @@ impl Store {
                         }
                     }
                 }
-                (_, _, Some(status)) => {
+                (_, _, Some(status)) if !status.is_terminal() => {
                     for id in live_ids(tx, status)?.into_iter().rev() {
                         if !take(id)? {
                             break;
@@ -106,12 +108,18 @@ impl Store {
     pub fn tasks_in_status(&self, status: TaskStatus) -> StoreResult<Vec<Task>> {
         self.read(|tx| {
             let tasks = tx.open_table(TASKS)?;
-            let ids = if status.is_terminal() {
+            let ids = if has_index_row(status) {
                 let index = tx.open_table(TASK_STATUS)?;
                 let s = status.index();
                 let mut ids = Vec::new();
                 for row in index.range((s, 0)..=(s, u64::MAX))? {
                     ids.push(row?.0.value().1);
+                }
+                ids
+            } else if status.is_terminal() {
+                let mut ids = Vec::new();
+                for row in tasks.iter()? {
+                    ids.push(row?.0.value());
                 }
                 ids
             } else {
@@ -153,12 +161,21 @@ impl Store {
                     TaskStatus::Queued => queued,
                     TaskStatus::Interrupted => interrupted,
                     TaskStatus::Running => tx.open_table(ACTIVE_USERS)?.len()?,
+                    // Every task not counted otherwise: filled in below.
+                    TaskStatus::Succeeded => 0,
                     _ => {
                         let s = status.index();
                         index.range((s, 0)..=(s, u64::MAX))?.count() as u64
                     }
                 };
                 out.push((status, n));
+            }
+            let others: u64 = out.iter().map(|(_, n)| n).sum();
+            let succeeded = tasks.len()?.saturating_sub(others);
+            for (status, n) in &mut out {
+                if *status == TaskStatus::Succeeded {
+                    *n = succeeded;
+                }
             }
             Ok(out)
         })
@@ -190,8 +207,6 @@ pub(super) fn decode_task(bytes: &[u8]) -> StoreResult<Task> {
 
 /// The `tasks` table as a write job holds it (opened once per job).
 pub(super) type TaskRows<'txn> = Table<'txn, u64, &'static [u8]>;
-/// The `task_status` index as a write job holds it.
-pub(super) type StatusIndex<'txn> = Table<'txn, (u8, u64), ()>;
 
 /// A stored task; not found is an error.
 pub(super) fn read_task(
@@ -227,7 +242,7 @@ pub(super) fn update_task(
 /// finished already (an imported one), its status row.
 pub(super) fn insert_task_indexed(t: &Tables<'_>, task: &Task) -> StoreResult<()> {
     write_task(&mut *t.tasks()?, task)?;
-    if task.status.is_terminal() {
+    if has_index_row(task.status) {
         t.status()?.insert((task.status.index(), task.id), ())?;
     }
     t.users()?
@@ -235,10 +250,17 @@ pub(super) fn insert_task_indexed(t: &Tables<'_>, task: &Task) -> StoreResult<()
     Ok(())
 }
 
-/// Moves a task's `task_status` row from `old` to `new`; only finished
-/// statuses have one (see the module comment).
+/// Whether a task in `status` has a `task_status` row: one that ended without
+/// succeeding (see the module comment).
+pub(super) fn has_index_row(status: TaskStatus) -> bool {
+    status.is_terminal() && status != TaskStatus::Succeeded
+}
+
+/// Moves a task's `task_status` row from `old` to `new`; only the statuses of
+/// [`has_index_row`] have one.
+/// The index is opened only when a row moves.
 pub(super) fn reindex_status(
-    index: &mut StatusIndex<'_>,
+    t: &Tables<'_>,
     id: u64,
     old: TaskStatus,
     new: TaskStatus,
@@ -246,11 +268,11 @@ pub(super) fn reindex_status(
     if old == new {
         return Ok(());
     }
-    if old.is_terminal() {
-        index.remove((old.index(), id))?;
+    if has_index_row(old) {
+        t.status()?.remove((old.index(), id))?;
     }
-    if new.is_terminal() {
-        index.insert((new.index(), id), ())?;
+    if has_index_row(new) {
+        t.status()?.insert((new.index(), id), ())?;
     }
     Ok(())
 }

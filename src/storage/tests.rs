@@ -1863,7 +1863,7 @@ fn status_rows(store: &Store) -> u64 {
 }
 
 #[test]
-fn only_a_finished_task_has_a_task_status_row_and_every_status_is_still_found() {
+fn only_an_unsuccessful_task_has_a_task_status_row_and_every_status_is_still_found() {
     let (_dir, store) = temp_store();
     let a = submitted(&store, new_task("A", 1, "a", 5), 10);
     let b = submitted(&store, new_task("A", 2, "b", 5), 11);
@@ -1885,7 +1885,7 @@ fn only_a_finished_task_has_a_task_status_row_and_every_status_is_still_found() 
         .finish_task(a.id, TaskFinish::default(), 30)
         .wait()
         .unwrap();
-    assert_eq!(status_rows(&store), 1);
+    assert_eq!(status_rows(&store), 0, "a success adds no row");
     assert_eq!(ids(TaskStatus::Succeeded), [a.id]);
     assert!(ids(TaskStatus::Running).is_empty());
     store
@@ -1916,6 +1916,21 @@ fn only_a_finished_task_has_a_task_status_row_and_every_status_is_still_found() 
         .unwrap();
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].id, b.id);
+    store.cancel_queued_task(b.id, 50).wait().unwrap();
+    assert_eq!(status_rows(&store), 1, "a cancellation has a row");
+    assert_eq!(ids(TaskStatus::Cancelled), [b.id]);
+    let counts: std::collections::HashMap<TaskStatus, u64> =
+        store.task_counts().unwrap().into_iter().collect();
+    assert_eq!(counts[&TaskStatus::Succeeded], 1);
+    assert_eq!(counts[&TaskStatus::Cancelled], 1);
+    assert_eq!(counts[&TaskStatus::Interrupted], 0);
+    let succeeded = store
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Succeeded),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(succeeded.iter().map(|t| t.id).collect::<Vec<_>>(), [a.id]);
     store.close();
 }
 
@@ -1957,12 +1972,13 @@ fn stored_task(id: u64, user: i64, status: TaskStatus) -> Task {
 }
 
 #[test]
-fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every_task() {
+fn a_schema_4_file_opens_with_only_unsuccessful_tasks_in_task_status_and_finds_every_task() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentlab.redb");
     let queued = stored_task(1, 1, TaskStatus::Queued);
     let running = stored_task(2, 2, TaskStatus::Running);
     let done = stored_task(3, 3, TaskStatus::Succeeded);
+    let failed = stored_task(4, 4, TaskStatus::Failed);
     {
         // As schema 4 indexed them: every task under its status.
         let db = redb::Database::create(&path).unwrap();
@@ -1972,7 +1988,7 @@ fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every
             let mut tasks = tx.open_table(tables::TASKS).unwrap();
             let mut by_status = tx.open_table(tables::TASK_STATUS).unwrap();
             let mut by_user = tx.open_table(tables::TASK_USER).unwrap();
-            for task in [&queued, &running, &done] {
+            for task in [&queued, &running, &done, &failed] {
                 tasks
                     .insert(task.id, codec::encode(task).as_slice())
                     .unwrap();
@@ -1997,7 +2013,7 @@ fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every
         store.schema_version().unwrap(),
         Store::latest_schema_version()
     );
-    assert_eq!(status_rows(&store), 1);
+    assert_eq!(status_rows(&store), 1, "only the failed task's row is left");
     assert_eq!(
         store.tasks_in_status(TaskStatus::Queued).unwrap(),
         std::slice::from_ref(&queued)
@@ -2008,7 +2024,35 @@ fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every
     );
     assert_eq!(
         store.tasks_in_status(TaskStatus::Succeeded).unwrap(),
-        [done]
+        std::slice::from_ref(&done)
+    );
+    assert_eq!(
+        store.tasks_in_status(TaskStatus::Failed).unwrap(),
+        std::slice::from_ref(&failed)
+    );
+    let listed = |status| {
+        store
+            .list_tasks(&TaskFilter {
+                status: Some(status),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    assert_eq!(listed(TaskStatus::Succeeded), std::slice::from_ref(&done));
+    assert_eq!(listed(TaskStatus::Failed), std::slice::from_ref(&failed));
+    let count = |status| {
+        let counts = store.task_counts().unwrap();
+        counts.iter().find(|(s, _)| *s == status).unwrap().1
+    };
+    assert_eq!(
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed
+        ]
+        .map(count),
+        [1, 1, 1, 1]
     );
     // The running task finishes and the queued one runs, as before the migration.
     store
@@ -2021,6 +2065,16 @@ fn a_schema_4_file_opens_with_only_finished_tasks_in_task_status_and_finds_every
         .unwrap()
         .unwrap();
     assert_eq!(claimed.task.id, queued.id);
-    assert_eq!(status_rows(&store), 2);
+    assert_eq!(status_rows(&store), 1, "a success adds no row");
+    assert_eq!(
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed
+        ]
+        .map(count),
+        [0, 1, 2, 1]
+    );
     store.close();
 }
