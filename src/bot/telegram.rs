@@ -14,10 +14,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use teloxide::payloads::{
+    AnswerCallbackQuery, DeleteMessage, EditMessageText, GetUpdates, SendChatAction, SendMessage,
+};
+use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
     SendMessageSetters, SendPhotoSetters,
 };
-use teloxide::payloads::{EditMessageText, SendMessage};
 use teloxide::prelude::Requester;
 use teloxide::requests::{Payload, Request};
 use teloxide::types::{
@@ -124,11 +126,12 @@ impl TelegramApi {
         let permit = self.admit()?;
         let started = Instant::now();
         let result = self
-            .bot
-            .get_updates()
-            .offset(offset)
-            .timeout(timeout_s)
-            .limit(100)
+            .post::<_, Vec<Update>>(
+                GetUpdates::new()
+                    .offset(offset)
+                    .timeout(timeout_s)
+                    .limit(100),
+            )
             .await;
         // A long poll's latency is mostly waiting; only its outcome is measured.
         match result {
@@ -255,11 +258,11 @@ impl TelegramApi {
         alert: bool,
     ) -> Result<(), SendError> {
         self.call("answerCallbackQuery", || {
-            self.bot
-                .answer_callback_query(CallbackQueryId(callback_query_id.to_owned()))
-                .text(text)
-                .show_alert(alert)
-                .send()
+            self.post::<_, IgnoredAny>(
+                AnswerCallbackQuery::new(CallbackQueryId(callback_query_id.to_owned()))
+                    .text(text)
+                    .show_alert(alert),
+            )
         })
         .await
         .map(|_| ())
@@ -268,9 +271,7 @@ impl TelegramApi {
     /// Deletes a message the bot sent.
     pub async fn delete(&self, chat_id: i64, message_id: i32) -> Result<(), SendError> {
         self.call("deleteMessage", || {
-            self.bot
-                .delete_message(ChatId(chat_id), MessageId(message_id))
-                .send()
+            self.post::<_, IgnoredAny>(DeleteMessage::new(ChatId(chat_id), MessageId(message_id)))
         })
         .await
         .map(|_| ())
@@ -327,9 +328,7 @@ impl TelegramApi {
     /// Shows "typing…" in the chat.
     pub async fn typing(&self, chat_id: i64) -> Result<(), SendError> {
         self.call("sendChatAction", || {
-            self.bot
-                .send_chat_action(ChatId(chat_id), ChatAction::Typing)
-                .send()
+            self.post::<_, IgnoredAny>(SendChatAction::new(ChatId(chat_id), ChatAction::Typing))
         })
         .await
         .map(|_| ())
