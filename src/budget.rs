@@ -41,16 +41,11 @@ pub enum Exceeded {
 impl Spend {
     /// What `bot_id` spent as of `now_ms`.
     pub fn of(store: &Store, bot_id: &str, now_ms: u64) -> Spend {
-        Spend {
-            today: store
-                .cost_today(bot_id, now_ms)
-                .map(|c| c.usd)
-                .unwrap_or(0.0),
-            month: store
-                .cost_month(bot_id, now_ms)
-                .map(|c| c.usd)
-                .unwrap_or(0.0),
-        }
+        let (today, month) = store
+            .cost_today_and_month(bot_id, now_ms)
+            .map(|(today, month)| (today.usd, month.usd))
+            .unwrap_or((0.0, 0.0));
+        Spend { today, month }
     }
 
     /// The budget that is spent, the daily one first.

@@ -61,8 +61,7 @@ pub(crate) async fn summary(State(api): State<AppState>) -> Result<Json<Value>, 
     let mut cost_month = 0.0;
     let mut bots = Vec::new();
     for bot in &ctx.config.bots {
-        let today = ctx.store.cost_today(&bot.id, now)?;
-        let month = ctx.store.cost_month(&bot.id, now)?;
+        let (today, month) = ctx.store.cost_today_and_month(&bot.id, now)?;
         cost_today += today.usd;
         cost_month += month.usd;
         let link = ctx.links.get(&bot.id);

@@ -48,6 +48,33 @@ impl Store {
         })
     }
 
+    /// Costs of a bot today and in this month (UTC), from one read.
+    pub fn cost_today_and_month(
+        &self,
+        bot_id: &str,
+        now_ms: u64,
+    ) -> StoreResult<(CostDay, CostDay)> {
+        let today = utc_day(now_ms);
+        let month_start = today / 100 * 100;
+        self.read(|tx| {
+            let table = tx.open_table(COSTS)?;
+            let mut day_total = CostDay::default();
+            let mut month_total = CostDay::default();
+            for row in table.range((bot_id, month_start)..=(bot_id, month_start + 99))? {
+                let (key, value) = row?;
+                let day = decode_cost(value.value())?;
+                month_total.usd += day.usd;
+                month_total.tasks += day.tasks;
+                month_total.input_tokens += day.input_tokens;
+                month_total.output_tokens += day.output_tokens;
+                if key.value().1 == today {
+                    day_total = day;
+                }
+            }
+            Ok((day_total, month_total))
+        })
+    }
+
     /// Every cost row: (bot, day, costs).
     pub fn list_costs(&self) -> StoreResult<Vec<(String, u32, CostDay)>> {
         self.read(|tx| {

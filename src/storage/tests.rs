@@ -253,6 +253,30 @@ fn claim_selected_claims_a_queued_task_once() {
 }
 
 #[test]
+fn today_and_month_come_from_one_read_and_agree_with_the_single_reads() {
+    let (_dir, store) = temp_store();
+    let day_ms = 86_400_000;
+    let yesterday = 1_763_900_000_000; // 2025-11-23
+    let today = yesterday + day_ms;
+    for (user, at, usd) in [(1, yesterday, 0.5), (2, today, 0.25), (3, today, 0.125)] {
+        let t = submitted(&store, new_task("A", user, "a", 5), at);
+        store.claim_next_task(at, vec![]).wait().unwrap();
+        let finish = TaskFinish {
+            cost_usd: usd,
+            ..Default::default()
+        };
+        store.finish_task(t.id, finish, at).wait().unwrap();
+    }
+    let (day, month) = store.cost_today_and_month("A", today).unwrap();
+    assert_eq!((day.usd, day.tasks), (0.375, 2));
+    assert_eq!((month.usd, month.tasks), (0.875, 3));
+    assert_eq!(day, store.cost_today("A", today).unwrap());
+    assert_eq!(month, store.cost_month("A", today).unwrap());
+    let (day, month) = store.cost_today_and_month("B", today).unwrap();
+    assert_eq!((day.usd, month.usd), (0.0, 0.0));
+}
+
+#[test]
 fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     let (_dir, store) = temp_store();
     let now = 1_763_900_000_000; // 2025-11-23
