@@ -29,9 +29,10 @@ pub const SLOW_POLL: Duration = Duration::from_millis(50);
 /// Longest wait on a watched file without an event (a safety look only).
 pub const WATCHED_CHECK: Duration = Duration::from_secs(1);
 /// Largest read per `read` call; a poll reads on until the file has no more.
-/// Small enough that the buffer costs nothing to set up for a process's first
-/// turn (a larger one is zeroed, page by page, before its first use).
 const CHUNK: usize = 16 * 1024;
+/// The first reads' size: most turns' events fit, and the buffer (zeroed
+/// before its first use) grows to [`CHUNK`] only for a process that fills it.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// Reads an agent's stdout file from an offset on, as it grows.
 #[derive(Debug)]
@@ -105,7 +106,9 @@ impl Follower {
     pub fn read_new(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(CHUNK, 0);
+        if buf.len() < FIRST_CHUNK {
+            buf.resize(FIRST_CHUNK, 0);
+        }
         loop {
             match self.read_chunk(&mut buf) {
                 Ok(0) => break,
@@ -114,6 +117,9 @@ impl Follower {
                     events.extend(self.parser.feed(&buf[..n]));
                     if n < buf.len() {
                         break;
+                    }
+                    if buf.len() < CHUNK {
+                        buf.resize(CHUNK, 0);
                     }
                 }
                 Err(error) => {
