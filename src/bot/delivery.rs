@@ -79,9 +79,10 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
         match deliver(bot, &task).await {
             Ok(()) => {
                 bot.progress_messages.remove(task.id);
-                if let Err(e) = bot.ctx.store.mark_delivered(task.id).await {
-                    tracing::error!(error = %e, task_id = task.id, "answer sent but not marked delivered");
-                }
+                // Not awaited: the outbox stops listing it at once, and the mark
+                // shares the commit of the store's next write (a failed commit
+                // is logged by the writer, and the answer is listed again).
+                bot.ctx.store.mark_delivered(task.id).detach();
                 // What the agent left in the outbox follows its answer.
                 super::files::send_outbox(bot, task.id, task.chat_id).await;
             }
@@ -99,7 +100,7 @@ async fn deliver_pending(bot: &BotRuntime) -> Result<(), Option<Duration>> {
                     )
                     .await;
                 bot.progress_messages.remove(task.id);
-                let _ = bot.ctx.store.mark_delivered(task.id).await;
+                bot.ctx.store.mark_delivered(task.id).detach();
             }
             Err(SendError::CircuitOpen(wait) | SendError::RetryAfter(wait)) => {
                 return Err(Some(wait));

@@ -161,6 +161,8 @@ struct Inner {
     /// start says an earlier process may have sent the answer. A std Mutex: held
     /// for a set operation, never across an await.
     delivery_begun_by_finish: outbox::FreshDeliveries,
+    /// Tasks marked delivered whose mark waits for its commit.
+    delivered_unsaved: outbox::FreshDeliveries,
     /// Whether the last claim took a task: then the queue likely holds more,
     /// and the next claim goes to the writer without a read first (see
     /// [`Store::claim_next_task`]).
@@ -252,6 +254,7 @@ impl Store {
                 series: Arc::new(Mutex::new(SeriesBuffer::new(series::SERIES_FLUSH))),
                 replayed,
                 delivery_begun_by_finish: outbox::FreshDeliveries::default(),
+                delivered_unsaved: outbox::FreshDeliveries::default(),
                 last_claim_took_task: Arc::new(AtomicBool::new(false)),
             }),
         })

@@ -19,10 +19,12 @@ use super::{Pending, Store, StoreResult};
 /// Most answers remembered as "delivery begun by this process's finish".
 const MAX_FRESH_DELIVERIES: usize = 100_000;
 
-/// The answers whose delivery this process's `finish_task` recorded as begun
-/// (see [`Store::begin_delivery`]). Shared with the writer thread, which marks a
-/// task inside the transaction that finishes it; never holds a `Store`, so a
-/// job can never keep the store alive on its own writer thread.
+/// A set of task ids shared with the writer thread: the answers whose delivery
+/// this process's `finish_task` recorded as begun (see
+/// [`Store::begin_delivery`]), which the writer marks inside the transaction
+/// that finishes a task, or the delivered marks not committed yet (see
+/// [`Store::mark_delivered`]). Never holds a `Store`, so a job can never keep
+/// the store alive on its own writer thread.
 #[derive(Debug, Clone, Default)]
 pub(super) struct FreshDeliveries(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u64>>>);
 
@@ -46,13 +48,18 @@ impl FreshDeliveries {
     pub(super) fn remove(&self, task_id: u64) -> bool {
         self.lock().remove(&task_id)
     }
+
+    fn contains(&self, task_id: u64) -> bool {
+        self.lock().contains(&task_id)
+    }
 }
 
 impl Store {
     /// Remembers the progress message shown for a task. Relaxed: lost in a crash,
     /// the message is merely not cleaned up after the answer. Deferred: it shares
     /// the commit of the next write (at the latest the task's own next step, so
-    /// delivery finds it), or is committed alone within a few milliseconds.
+    /// delivery finds it), or is committed alone once the writer has had
+    /// nothing else for [`super::writer::DEFER_MAX`].
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
         self.write_tables(
             Wanted::Deferred,
@@ -86,13 +93,21 @@ impl Store {
     /// next durable commit is at most a second away), the answer is sent again
     /// with the note that says so, since [`Self::begin_delivery`] is durable.
     /// Deferred: it shares the commit of the next write, or is committed alone
-    /// within a few milliseconds.
+    /// once the writer has had nothing else for [`super::writer::DEFER_MAX`].
+    /// Meanwhile [`Self::undelivered`] no longer lists the task, so a caller
+    /// need not wait for the mark ([`Pending::detach`]); if its commit fails,
+    /// the task is listed again.
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
         self.inner.delivery_begun_by_finish.remove(task_id);
+        let unsaved = self.inner.delivered_unsaved.clone();
+        unsaved.insert(task_id);
         self.write_tables(
             Wanted::Deferred,
             move |t| delivered_tx(t, task_id),
-            |outcome| outcome,
+            move |outcome| {
+                unsaved.remove(task_id);
+                outcome
+            },
         )
     }
 
@@ -104,6 +119,9 @@ impl Store {
             let mut out = Vec::new();
             for row in outbox.iter()? {
                 let id = row?.0.value();
+                if self.inner.delivered_unsaved.contains(id) {
+                    continue;
+                }
                 if let Some(v) = tasks.get(id)? {
                     let task = decode_task(v.value())?;
                     if task.bot_id == bot_id {

@@ -26,10 +26,10 @@
 //! - a *deferred* job is a relaxed one that nobody needs to see at once (a
 //!   progress message id, a delivered mark): it waits up to [`DEFER_MAX`] for
 //!   other jobs and is committed in their transaction, ahead of them, so it
-//!   costs no commit of its own. Jobs are still applied in the order they were
-//!   sent. Monitor samples, which
-//!   arrive every few seconds, do not come here one tick at a time: the series
-//!   layer buffers them and writes them in one job per flush interval
+//!   costs no commit of its own while the store is busy. Jobs are still
+//!   applied in the order they were sent. Monitor samples, which arrive every
+//!   few seconds, do not come here one tick at a time: the series layer
+//!   buffers them and writes them in one job per flush interval
 //!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
 
 use std::sync::Arc;
@@ -96,7 +96,10 @@ pub(crate) enum Wanted {
 }
 
 /// Longest a deferred job waits for other jobs before it is committed alone.
-pub(crate) const DEFER_MAX: Duration = Duration::from_millis(2);
+/// Nobody waits on one (see the module comment), and its commit is not
+/// durable either way, so it may wait for company as long as an idle writer
+/// waits before a checkpoint.
+pub(crate) const DEFER_MAX: Duration = Duration::from_millis(50);
 
 /// A closure applied to the transaction; once the outcome is known (the commit
 /// returned, or the job or commit failed), `then` turns it into the caller's
