@@ -892,13 +892,11 @@ impl Pool {
         prompt: &[u8],
         spec: &RunSpec,
     ) -> std::io::Result<bool> {
-        let record = process.turn_record();
-        let run_dir = spec.run_dir.clone();
         // In this order: a recorded pid whose process lives means its turn record
-        // is there for adoption to follow.
-        tokio::task::spawn_blocking(move || warm::write_turn_record(&run_dir, &record))
-            .await
-            .map_err(std::io::Error::other)??;
+        // is there for adoption to follow. Written on this thread, as the run
+        // files are (see `agent::prepare_run_files`): a small file and a rename,
+        // not synced, cost less than two hand-overs to the blocking pool.
+        warm::write_turn_record(&spec.run_dir, &process.turn_record())?;
         if !self.record_process(task, process.identity).await {
             return Ok(false);
         }

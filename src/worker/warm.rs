@@ -214,10 +214,17 @@ impl WarmProcess {
         }
     }
 
-    /// Writes one prompt line to the process's input pipe.
+    /// Writes one prompt line to the process's input pipe. What the pipe takes
+    /// at once (most prompts: it holds 64 KiB) is written on the calling
+    /// thread, without a hand-over to the blocking pool and back; the rest of a
+    /// longer prompt waits there for the process to read.
     pub async fn write_prompt(&self, line: Vec<u8>) -> io::Result<()> {
         let fifo = self.dir.join(STDIN_FIFO);
-        tokio::task::spawn_blocking(move || write_to_fifo(&fifo, &line))
+        let (file, written) = start_fifo_write(&fifo, &line)?;
+        if written == line.len() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || finish_fifo_write(file, &line[written..]))
             .await
             .map_err(io::Error::other)?
     }
@@ -607,14 +614,37 @@ pub fn process_alive(dir: &Path) -> bool {
 
 /// Writes `line` to the pipe at `fifo`; fails at once if no process reads it.
 fn write_to_fifo(fifo: &Path, line: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
+    let (file, written) = start_fifo_write(fifo, line)?;
+    finish_fifo_write(file, &line[written..])
+}
+
+/// Opens the input pipe without blocking (with no reader it fails, ENXIO,
+/// instead of waiting forever) and writes what the pipe takes at once; the
+/// file and how many bytes it took.
+fn start_fifo_write(fifo: &Path, line: &[u8]) -> io::Result<(std::fs::File, usize)> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    // Non-blocking open: with no reader it fails (ENXIO) instead of waiting forever.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(fifo)?;
-    // Blocking writes from here: a long prompt waits for the process to read it.
+    let written = loop {
+        match file.write(line) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    Ok((file, written))
+}
+
+/// Writes the rest of a line with blocking writes: a long prompt waits for the
+/// process to read it.
+fn finish_fifo_write(mut file: std::fs::File, rest: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    if rest.is_empty() {
+        return Ok(());
+    }
     // SAFETY: fcntl on a descriptor we own, with flags read from it.
     unsafe {
         let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
@@ -622,7 +652,7 @@ fn write_to_fifo(fifo: &Path, line: &[u8]) -> io::Result<()> {
             libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
     }
-    file.write_all(line)
+    file.write_all(rest)
 }
 
 /// Resolves when `cancel` is (or becomes) true; never if its sender is gone.
@@ -769,5 +799,28 @@ mod tests {
         drop(stdin);
         let error = write_to_fifo(&dir.path().join(STDIN_FIFO), b"line\n").expect_err("no reader");
         assert_eq!(error.raw_os_error(), Some(libc::ENXIO));
+    }
+
+    #[test]
+    fn a_prompt_longer_than_the_pipe_holds_arrives_whole() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (stdin, _out, _err) = prepare_process_dir(dir.path()).expect("prepare");
+        let fifo = dir.path().join(STDIN_FIFO);
+        let line: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let (file, written) = start_fifo_write(&fifo, &line).expect("start");
+        assert!(
+            written > 0 && written < line.len(),
+            "the pipe took {written}"
+        );
+        let expected = line.clone();
+        let reader = std::thread::spawn(move || {
+            let mut stdin = stdin;
+            let mut got = vec![0; expected.len()];
+            stdin.read_exact(&mut got).expect("read");
+            assert!(got == expected, "the line arrived changed");
+        });
+        finish_fifo_write(file, &line[written..]).expect("finish");
+        reader.join().expect("reader");
     }
 }
