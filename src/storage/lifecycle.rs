@@ -23,10 +23,12 @@ use super::error::StoreError;
 use super::events::insert_event_into;
 use super::limits::{MAX_PROMPT_BYTES, MAX_RESULT_BYTES, bound_text};
 use super::outbox::enqueue_answer;
-use super::projects::{DEFAULT_PROJECT, set_task_project_tx, task_project_tx};
+use super::projects::{DEFAULT_PROJECT, set_task_project_tx, task_project_in, task_project_tx};
 use super::queue::{dequeue, enqueue, first_claimable, occupy_user, release_user};
 use super::records::*;
-use super::sessions::{agent_session_id_tx, append_message_tx, record_session_use_tx};
+use super::sessions::{
+    agent_session_id_tx, append_message_tx, project_session_in, record_session_use_tx,
+};
 use super::tables::{ACTIVE_USERS, TASK_QUEUE, TASKS};
 use super::task_ops::{TaskFinish, TaskOp};
 use super::tasks::{insert_task_indexed, next_id, read_task, reindex_status, write_task};
@@ -184,25 +186,24 @@ impl Store {
         blocked_bots: &[String],
         busy: &[(String, i64)],
     ) -> StoreResult<Option<Claimed>> {
-        let found = self.read(|tx| {
+        self.read(|tx| {
             let queue = tx.open_table(TASK_QUEUE)?;
             let tasks = tx.open_table(TASKS)?;
             let active = tx.open_table(ACTIVE_USERS)?;
-            first_claimable(&queue, &tasks, &active, now_ms, blocked_bots, busy)
-        })?;
-        let Some(mut task) = found else {
-            return Ok(None);
-        };
-        let project = self.task_project(task.id)?;
-        let session_id = self
-            .get_project_session(&task.bot_id, task.user_id, &project)?
-            .and_then(|session| session.agent_session_id);
-        as_claimed(&mut task, now_ms);
-        Ok(Some(Claimed {
-            task,
-            session_id,
-            project,
-        }))
+            let found = first_claimable(&queue, &tasks, &active, now_ms, blocked_bots, busy)?;
+            let Some(mut task) = found else {
+                return Ok(None);
+            };
+            let project = task_project_in(tx, task.id)?;
+            let session_id = project_session_in(tx, &task.bot_id, task.user_id, &project)?
+                .and_then(|session| session.agent_session_id);
+            as_claimed(&mut task, now_ms);
+            Ok(Some(Claimed {
+                task,
+                session_id,
+                project,
+            }))
+        })
     }
 
     /// Claims a task [`Self::select_claimable`] chose, as it was chosen at

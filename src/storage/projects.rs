@@ -40,19 +40,22 @@ impl Store {
 
     /// The project a task runs in.
     pub fn task_project(&self, task_id: u64) -> StoreResult<String> {
-        self.read(|tx| {
-            let table = match tx.open_table(TASK_PROJECTS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Ok(DEFAULT_PROJECT.to_owned());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            Ok(project_or_default(
-                table.get(task_id)?.map(|v| v.value().to_owned()),
-            ))
-        })
+        self.read(|tx| task_project_in(tx, task_id))
     }
+}
+
+/// The project of a task, in a read transaction.
+pub(super) fn task_project_in(tx: &redb::ReadTransaction, task_id: u64) -> StoreResult<String> {
+    let table = match tx.open_table(TASK_PROJECTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Ok(DEFAULT_PROJECT.to_owned());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(project_or_default(
+        table.get(task_id)?.map(|v| v.value().to_owned()),
+    ))
 }
 
 fn project_or_default(project: Option<String>) -> String {

@@ -34,22 +34,7 @@ impl Store {
         user_id: i64,
         project: &str,
     ) -> StoreResult<Option<Session>> {
-        self.read(|tx| {
-            let value = if project == DEFAULT_PROJECT {
-                let table = tx.open_table(SESSIONS)?;
-                table.get((bot_id, user_id))?.map(|v| v.value().to_vec())
-            } else {
-                let table = match tx.open_table(PROJECT_SESSIONS) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                table
-                    .get((bot_id, user_id, project))?
-                    .map(|v| v.value().to_vec())
-            };
-            value.map(|v| decode_session(&v)).transpose()
-        })
+        self.read(|tx| project_session_in(tx, bot_id, user_id, project))
     }
 
     /// Every session: ((bot, user), session).
@@ -223,6 +208,29 @@ impl Store {
 
 fn decode_session(bytes: &[u8]) -> StoreResult<Session> {
     codec::decode(bytes).map_err(|e| StoreError::decode("sessions", e))
+}
+
+/// The session of a (bot, user, project), in a read transaction.
+pub(super) fn project_session_in(
+    tx: &redb::ReadTransaction,
+    bot_id: &str,
+    user_id: i64,
+    project: &str,
+) -> StoreResult<Option<Session>> {
+    let value = if project == DEFAULT_PROJECT {
+        let table = tx.open_table(SESSIONS)?;
+        table.get((bot_id, user_id))?.map(|v| v.value().to_vec())
+    } else {
+        let table = match tx.open_table(PROJECT_SESSIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        table
+            .get((bot_id, user_id, project))?
+            .map(|v| v.value().to_vec())
+    };
+    value.map(|v| decode_session(&v)).transpose()
 }
 
 /// The stored session of a (bot, user, project), if any.
