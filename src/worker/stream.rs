@@ -17,6 +17,7 @@
 //! - `total_cost_usd` is cumulative for the agent process: a turn's cost is the
 //!   difference from the previous `result` of the same process, never negative.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -32,6 +33,35 @@ const MALFORMED_WARNINGS: u64 = 3;
 
 /// Longest [`ToolCall::summary`], in characters.
 pub const MAX_SUMMARY_CHARS: usize = 120;
+
+/// What an event line is, and the fields of a `system` event, read without
+/// building the rest of the line; a string field that is not a string (or any
+/// other surprise) leaves the line to the general reading.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subtype: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+impl<'a> Envelope<'a> {
+    /// The same fields of a line read whole (a field that is not a string is
+    /// missing).
+    fn of(value: &'a Value) -> Envelope<'a> {
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(Cow::Borrowed);
+        Envelope {
+            kind: text("type"),
+            subtype: text("subtype"),
+            session_id: text("session_id"),
+            model: text("model"),
+        }
+    }
+}
 
 /// One thing the agent said, in the order it said it.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +269,19 @@ impl StreamParser {
         if line.is_empty() {
             return;
         }
+        // The type (and a system event's few fields) first: the largest lines,
+        // `system`/`init` with the tool and command lists, need nothing else,
+        // and stream events nothing at all, so only the others become a Value.
+        if let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(line) {
+            match envelope.kind.as_deref() {
+                Some("system") => {
+                    self.system(&envelope, events);
+                    return;
+                }
+                Some("control_response" | "control_cancel_request" | "stream_event") => return,
+                _ => {}
+            }
+        }
         let value: Value = match serde_json::from_slice(line) {
             Ok(value) => value,
             Err(error) => {
@@ -254,7 +297,7 @@ impl StreamParser {
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
-            "system" => self.system(&value, events),
+            "system" => self.system(&Envelope::of(&value), events),
             "assistant" => self.assistant(&value, events),
             "user" => self.user(&value, events),
             "control_request" => {
@@ -298,21 +341,18 @@ impl StreamParser {
         }
     }
 
-    fn system(&mut self, value: &Value, events: &mut Vec<Event>) {
-        let subtype = value.get("subtype").and_then(Value::as_str).unwrap_or("");
+    fn system(&mut self, envelope: &Envelope<'_>, events: &mut Vec<Event>) {
+        let subtype = envelope.subtype.as_deref().unwrap_or("");
         if subtype == "init" {
-            let session_id = value
-                .get("session_id")
-                .and_then(Value::as_str)
+            let session_id = envelope
+                .session_id
+                .as_deref()
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned);
             if session_id.is_some() {
                 self.session_id.clone_from(&session_id);
             }
-            let model = value
-                .get("model")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let model = envelope.model.as_deref().map(str::to_owned);
             events.push(Event::Init { session_id, model });
         } else {
             events.push(Event::System {
@@ -508,6 +548,39 @@ mod tests {
         assert!(matches!(events[1], Event::Result(_)));
         // Other tests may count too: at least these two.
         assert!(crate::metrics::unknown_agent_events_total() >= before + 2);
+    }
+
+    #[test]
+    fn system_lines_are_read_from_their_few_fields_whatever_else_they_carry() {
+        let mut parser = StreamParser::new(3);
+        let tools: Vec<String> = (0..200).map(|i| format!("\"Tool{i}\"")).collect();
+        let stream = format!(
+            "{}\n{}\n{}\n{}\n",
+            format!(
+                r#"{{"type":"system","subtype":"init","session_id":"s-9","model":"m","tools":[{}],"mcp_servers":[{{"name":"x","status":"ok"}}],"cwd":"/w\u00e9"}}"#,
+                tools.join(",")
+            ),
+            r#"{"type":"stream_event","event":{"type":"content_block_delta","delta":{"text":"x"}}}"#,
+            r#"{"type":"system","subtype":7,"session_id":null}"#,
+            r#"{"type":"system","subtype":"compact_boundary","session_id":"s-9"}"#,
+        );
+        let events = feed_all(&mut parser, &stream);
+        assert_eq!(
+            events,
+            [
+                Event::Init {
+                    session_id: Some("s-9".into()),
+                    model: Some("m".into())
+                },
+                Event::System {
+                    subtype: String::new()
+                },
+                Event::System {
+                    subtype: "compact_boundary".into()
+                },
+            ]
+        );
+        assert_eq!(parser.session_id(), Some("s-9"));
     }
 
     #[test]
