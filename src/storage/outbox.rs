@@ -49,8 +49,8 @@ impl FreshDeliveries {
         self.lock().remove(&task_id)
     }
 
-    fn contains(&self, task_id: u64) -> bool {
-        self.lock().contains(&task_id)
+    fn snapshot(&self) -> std::collections::HashSet<u64> {
+        self.lock().clone()
     }
 }
 
@@ -113,13 +113,19 @@ impl Store {
 
     /// Finished tasks whose answer has not been delivered yet, oldest first.
     pub fn undelivered(&self, bot_id: &str) -> StoreResult<Vec<Task>> {
+        // Taken before the read transaction begins: a mark leaves the set only
+        // once its commit is visible, so a mark missing from this copy is in
+        // the transaction's view (and the task gone from the outbox there).
+        // Looked at after the transaction began, a mark that left the set in
+        // between would be in neither, and its answer would be sent twice.
+        let unsaved = self.inner.delivered_unsaved.snapshot();
         self.read(|tx| {
             let outbox = tx.open_table(OUTBOX)?;
             let tasks = tx.open_table(TASKS)?;
             let mut out = Vec::new();
             for row in outbox.iter()? {
                 let id = row?.0.value();
-                if self.inner.delivered_unsaved.contains(id) {
+                if unsaved.contains(&id) {
                     continue;
                 }
                 if let Some(v) = tasks.get(id)? {

@@ -300,7 +300,12 @@ fn finishing_adds_cost_to_the_day_and_fills_the_outbox() {
     assert_eq!(day.tasks, 1);
     assert_eq!(store.cost_month("A", now).unwrap().usd, 0.25);
     assert_eq!(store.undelivered("A").unwrap().len(), 1);
-    store.mark_delivered(t.id).wait().unwrap();
+    let marked = store.mark_delivered(t.id);
+    assert!(
+        store.undelivered("A").unwrap().is_empty(),
+        "not listed while its mark waits for a commit"
+    );
+    marked.wait().unwrap();
     assert!(store.undelivered("A").unwrap().is_empty());
     let session = store.get_session("A", 1).unwrap().unwrap();
     assert_eq!(session.agent_session_id.as_deref(), Some("s-1"));
