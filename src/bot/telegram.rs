@@ -620,9 +620,14 @@ fn read_answer<O: DeserializeOwned>(text: &[u8]) -> Result<O, RequestError> {
             parameters: Some(ResponseParameters::MigrateToChatId(to)),
             ..
         } => Err(RequestError::MigrateToChatId(to)),
-        Answer { description, .. } => Err(RequestError::Api(
-            description.unwrap_or_else(|| ApiError::Unknown(String::new())),
-        )),
+        Answer {
+            description: Some(description),
+            ..
+        } => Err(RequestError::Api(description)),
+        // teloxide cannot read a refusal without a description either: a
+        // gateway's answer rather than Telegram's, so not a refusal to give
+        // up on.
+        Answer { .. } => Err(invalid(serde::de::Error::missing_field("description"))),
     }
 }
 
@@ -711,7 +716,11 @@ mod tests {
 
     #[test]
     fn an_answer_that_is_not_the_bot_apis_is_invalid_json() {
-        for text in [&b"<html>bad gateway</html>"[..], br#"{"ok":true}"#] {
+        for text in [
+            &b"<html>bad gateway</html>"[..],
+            br#"{"ok":true}"#,
+            br#"{"ok":false,"error_code":502}"#,
+        ] {
             assert!(matches!(
                 read_answer::<SentId>(text),
                 Err(RequestError::InvalidJson { .. })

@@ -45,6 +45,13 @@ impl FreshDeliveries {
         set.insert(task_id);
     }
 
+    /// Adds without the bound of [`Self::insert`]: for a set whose entries
+    /// leave on their own (see [`Store::mark_delivered`]), which emptying
+    /// would make wrong.
+    pub(super) fn hold(&self, task_id: u64) {
+        self.lock().insert(task_id);
+    }
+
     pub(super) fn remove(&self, task_id: u64) -> bool {
         self.lock().remove(&task_id)
     }
@@ -100,7 +107,7 @@ impl Store {
     pub fn mark_delivered(&self, task_id: u64) -> Pending<()> {
         self.inner.delivery_begun_by_finish.remove(task_id);
         let unsaved = self.inner.delivered_unsaved.clone();
-        unsaved.insert(task_id);
+        unsaved.hold(task_id);
         self.write_tables(
             Wanted::Deferred,
             move |t| delivered_tx(t, task_id),
