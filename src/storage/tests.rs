@@ -1528,14 +1528,7 @@ fn list_tasks_filters_by_user_and_by_status_newest_first() {
     };
     store.finish_task(a1_old.id, finish, 11).wait().unwrap();
 
-    let ids = |filter: TaskFilter| -> Vec<u64> {
-        store
-            .list_tasks(&filter)
-            .unwrap()
-            .iter()
-            .map(|t| t.id)
-            .collect()
-    };
+    let ids = |filter: TaskFilter| listed_ids(&store, &filter);
     let by_user = TaskFilter {
         bot_id: Some("A".into()),
         user_id: Some(1),
@@ -1882,6 +1875,12 @@ fn unmodelled_legacy_cost_and_restart_fields_are_kept_in_meta_and_dumped_as_json
     store.close();
 }
 
+/// The ids `list_tasks` gives for `filter`, in its order.
+fn listed_ids(store: &Store, filter: &TaskFilter) -> Vec<u64> {
+    let tasks = store.list_tasks(filter).unwrap();
+    tasks.iter().map(|t| t.id).collect()
+}
+
 fn status_rows(store: &Store) -> u64 {
     store
         .table_counts()
@@ -1931,35 +1930,30 @@ fn only_an_unsuccessful_task_has_a_task_status_row_and_every_status_is_still_fou
         .unwrap();
     assert_eq!(ids(TaskStatus::Interrupted), [b.id]);
     assert!(ids(TaskStatus::Queued).is_empty());
-    let counts: std::collections::HashMap<TaskStatus, u64> =
-        store.task_counts().unwrap().into_iter().collect();
-    assert_eq!(counts[&TaskStatus::Succeeded], 1);
-    assert_eq!(counts[&TaskStatus::Interrupted], 1);
-    assert_eq!(counts[&TaskStatus::Queued], 0);
-    assert_eq!(counts[&TaskStatus::Running], 0);
-    let interrupted = store
-        .list_tasks(&TaskFilter {
-            status: Some(TaskStatus::Interrupted),
+    let counts = || -> std::collections::HashMap<TaskStatus, u64> {
+        store.task_counts().unwrap().into_iter().collect()
+    };
+    let listed = |status| {
+        let filter = TaskFilter {
+            status: Some(status),
             ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(interrupted.len(), 1);
-    assert_eq!(interrupted[0].id, b.id);
+        };
+        listed_ids(&store, &filter)
+    };
+    let now = counts();
+    assert_eq!(now[&TaskStatus::Succeeded], 1);
+    assert_eq!(now[&TaskStatus::Interrupted], 1);
+    assert_eq!(now[&TaskStatus::Queued], 0);
+    assert_eq!(now[&TaskStatus::Running], 0);
+    assert_eq!(listed(TaskStatus::Interrupted), [b.id]);
     store.cancel_queued_task(b.id, 50).wait().unwrap();
     assert_eq!(status_rows(&store), 1, "a cancellation has a row");
     assert_eq!(ids(TaskStatus::Cancelled), [b.id]);
-    let counts: std::collections::HashMap<TaskStatus, u64> =
-        store.task_counts().unwrap().into_iter().collect();
-    assert_eq!(counts[&TaskStatus::Succeeded], 1);
-    assert_eq!(counts[&TaskStatus::Cancelled], 1);
-    assert_eq!(counts[&TaskStatus::Interrupted], 0);
-    let succeeded = store
-        .list_tasks(&TaskFilter {
-            status: Some(TaskStatus::Succeeded),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(succeeded.iter().map(|t| t.id).collect::<Vec<_>>(), [a.id]);
+    let now = counts();
+    assert_eq!(now[&TaskStatus::Succeeded], 1);
+    assert_eq!(now[&TaskStatus::Cancelled], 1);
+    assert_eq!(now[&TaskStatus::Interrupted], 0);
+    assert_eq!(listed(TaskStatus::Succeeded), [a.id]);
     store.close();
 }
 
@@ -2069,20 +2063,19 @@ fn a_schema_4_file_opens_with_only_unsuccessful_tasks_in_task_status_and_finds_e
     };
     assert_eq!(listed(TaskStatus::Succeeded), std::slice::from_ref(&done));
     assert_eq!(listed(TaskStatus::Failed), std::slice::from_ref(&failed));
-    let count = |status| {
+    // Queued, running, succeeded, failed.
+    let counts = || {
         let counts = store.task_counts().unwrap();
-        counts.iter().find(|(s, _)| *s == status).unwrap().1
-    };
-    assert_eq!(
+        let count = |status| counts.iter().find(|(s, _)| *s == status).unwrap().1;
         [
             TaskStatus::Queued,
             TaskStatus::Running,
             TaskStatus::Succeeded,
-            TaskStatus::Failed
+            TaskStatus::Failed,
         ]
-        .map(count),
-        [1, 1, 1, 1]
-    );
+        .map(count)
+    };
+    assert_eq!(counts(), [1, 1, 1, 1]);
     // The running task finishes and the queued one runs, as before the migration.
     store
         .finish_task(running.id, TaskFinish::default(), 4_000)
@@ -2095,15 +2088,6 @@ fn a_schema_4_file_opens_with_only_unsuccessful_tasks_in_task_status_and_finds_e
         .unwrap();
     assert_eq!(claimed.task.id, queued.id);
     assert_eq!(status_rows(&store), 1, "a success adds no row");
-    assert_eq!(
-        [
-            TaskStatus::Queued,
-            TaskStatus::Running,
-            TaskStatus::Succeeded,
-            TaskStatus::Failed
-        ]
-        .map(count),
-        [0, 1, 2, 1]
-    );
+    assert_eq!(counts(), [0, 1, 2, 1]);
     store.close();
 }

@@ -554,12 +554,12 @@ mod tests {
     fn system_lines_are_read_from_their_few_fields_whatever_else_they_carry() {
         let mut parser = StreamParser::new(3);
         let tools: Vec<String> = (0..200).map(|i| format!("\"Tool{i}\"")).collect();
+        let init = format!(
+            r#"{{"type":"system","subtype":"init","session_id":"s-9","model":"m","tools":[{}],"mcp_servers":[{{"name":"x","status":"ok"}}],"cwd":"/w\u00e9"}}"#,
+            tools.join(",")
+        );
         let stream = format!(
-            "{}\n{}\n{}\n{}\n",
-            format!(
-                r#"{{"type":"system","subtype":"init","session_id":"s-9","model":"m","tools":[{}],"mcp_servers":[{{"name":"x","status":"ok"}}],"cwd":"/w\u00e9"}}"#,
-                tools.join(",")
-            ),
+            "{init}\n{}\n{}\n{}\n",
             r#"{"type":"stream_event","event":{"type":"content_block_delta","delta":{"text":"x"}}}"#,
             r#"{"type":"system","subtype":7,"session_id":null}"#,
             r#"{"type":"system","subtype":"compact_boundary","session_id":"s-9"}"#,
