@@ -1288,7 +1288,17 @@ fn counts_against_agent(class: FailureClass) -> bool {
 
 fn looks_rate_limited(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    lower.contains("rate limit") || lower.contains("rate_limit") || lower.contains("429")
+    lower.contains("rate limit") || lower.contains("rate_limit") || has_number(&lower, "429")
+}
+
+/// Whether `number` stands in `text` as a number of its own: "status 429", not
+/// the digits inside a port such as "127.0.0.1:42953".
+fn has_number(text: &str, number: &str) -> bool {
+    text.match_indices(number).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + number.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 /// A task of a project the configuration no longer has: running it in another
@@ -1368,6 +1378,17 @@ mod tests {
     use crate::config::{AgentConfig, AgentKind};
     use crate::shutdown::Shutdown;
     use crate::storage::{NewTask, PRIORITY_NORMAL, StoreOptions, TaskKind, TaskSource};
+
+    #[test]
+    fn a_429_is_a_rate_limit_but_digits_of_a_port_are_not() {
+        assert!(looks_rate_limited("API Error: 429 Too Many Requests"));
+        assert!(looks_rate_limited("status=429"));
+        assert!(looks_rate_limited("Rate limit reached"));
+        assert!(!looks_rate_limited(
+            "API Error: 529 Overloaded. Check your inference gateway (127.0.0.1:42953)."
+        ));
+        assert!(!looks_rate_limited("took 14290 ms"));
+    }
 
     /// The bots learn of a task's retries and end only from the pool's event
     /// channel: each is announced once, after the store recorded it.
