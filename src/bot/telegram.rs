@@ -5,6 +5,10 @@
 //! Which outcomes count against Telegram's breaker: network errors, timeouts and
 //! 5xx. A 4xx answer (bad request, forbidden, not modified) means Telegram is up
 //! and answered; a 429 is flood control on our side, neither.
+//!
+//! JSON calls are posted by [`TelegramApi`] itself on teloxide's HTTP client
+//! and their answers read only as far as agentlab needs them; the multipart
+//! uploads (documents, photos) and downloads go through teloxide.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +18,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use teloxide::payloads::{
-    AnswerCallbackQuery, DeleteMessage, EditMessageText, GetUpdates, SendChatAction, SendMessage,
+    AnswerCallbackQuery, DeleteMessage, DeleteWebhook, EditMessageText, GetFile, GetMe, GetUpdates,
+    SendChatAction, SendMessage, SetMyCommands,
 };
 use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageTextSetters, GetUpdatesSetters, SendDocumentSetters,
@@ -101,21 +106,25 @@ impl TelegramApi {
 
     /// The bot's username (`getMe`).
     pub async fn username(&self) -> Result<String, SendError> {
-        let me = self.call("getMe", || self.bot.get_me().send()).await?;
-        Ok(me.username.clone().unwrap_or_default())
+        let me = self
+            .call("getMe", || self.post::<_, Me>(GetMe::new()))
+            .await?;
+        Ok(me.username.unwrap_or_default())
     }
 
     /// Removes a webhook so long polling works (pending updates are kept).
     pub async fn delete_webhook(&self) -> Result<(), SendError> {
-        self.call("deleteWebhook", || self.bot.delete_webhook().send())
-            .await
-            .map(|_| ())
+        self.call("deleteWebhook", || {
+            self.post::<_, IgnoredAny>(DeleteWebhook::new())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Registers the command list shown by Telegram clients.
     pub async fn set_commands(&self, commands: Vec<BotCommand>) -> Result<(), SendError> {
         self.call("setMyCommands", || {
-            self.bot.set_my_commands(commands.clone()).send()
+            self.post::<_, IgnoredAny>(SetMyCommands::new(commands.clone()))
         })
         .await
         .map(|_| ())
@@ -503,12 +512,10 @@ impl TelegramApi {
     pub async fn file_path(&self, file_id: &str) -> Result<String, SendError> {
         let file = self
             .call("getFile", || {
-                self.bot
-                    .get_file(teloxide::types::FileId(file_id.to_owned()))
-                    .send()
+                self.post::<_, FilePath>(GetFile::new(teloxide::types::FileId(file_id.to_owned())))
             })
             .await?;
-        Ok(file.path)
+        Ok(file.file_path)
     }
 
     /// Sends `content` as a document named `file_name` (or, with `as_photo`, as a
@@ -629,6 +636,18 @@ fn read_answer<O: DeserializeOwned>(text: &[u8]) -> Result<O, RequestError> {
         // up on.
         Answer { .. } => Err(invalid(serde::de::Error::missing_field("description"))),
     }
+}
+
+/// The part of `getMe`'s answer agentlab keeps.
+#[derive(Debug, serde::Deserialize)]
+struct Me {
+    username: Option<String>,
+}
+
+/// The part of `getFile`'s answer agentlab keeps.
+#[derive(Debug, serde::Deserialize)]
+struct FilePath {
+    file_path: String,
 }
 
 /// The part of a sent `Message` agentlab keeps.
