@@ -706,9 +706,10 @@ async fn store_part(dir: &std::path::Path) -> Duration {
             update_id: Some(i as i64),
         };
         let now = agentlab::storage::now_ms();
-        // The handler's budget check reads the day's and the month's cost.
-        let _ = store.cost_today("PARTS", now).expect("cost today");
-        let _ = store.cost_month("PARTS", now).expect("cost month");
+        // The intake's budget check reads the day's and the month's cost.
+        let _ = store
+            .cost_today_and_month("PARTS", now)
+            .expect("cost today and month");
         let task = store.submit_prompt(new, now).await.expect("submit").task;
         store.set_progress_message(task.id, Some(i as i32)).detach();
         let claimed = store

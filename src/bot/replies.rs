@@ -378,15 +378,10 @@ async fn retry(bot: &BotRuntime, sender: Sender, id: Option<u64>) -> String {
 fn cost_text(bot: &BotRuntime) -> String {
     let now = now_ms();
     let limits = &bot.ctx.config.limits;
-    let today = bot
+    let (today, month) = bot
         .ctx
         .store
-        .cost_today(&bot.config.id, now)
-        .unwrap_or_default();
-    let month = bot
-        .ctx
-        .store
-        .cost_month(&bot.config.id, now)
+        .cost_today_and_month(&bot.config.id, now)
         .unwrap_or_default();
     format!(
         "Today: ${:.2} of ${:.2} ({} tasks)\nThis month: ${:.2} of ${:.2} ({} tasks)",

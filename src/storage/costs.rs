@@ -31,23 +31,6 @@ impl Store {
         self.cost_day(bot_id, utc_day(now_ms))
     }
 
-    /// Costs of a bot in the UTC month containing `now_ms`.
-    pub fn cost_month(&self, bot_id: &str, now_ms: u64) -> StoreResult<CostDay> {
-        let month_start = utc_day(now_ms) / 100 * 100;
-        self.read(|tx| {
-            let table = tx.open_table(COSTS)?;
-            let mut total = CostDay::default();
-            for row in table.range((bot_id, month_start)..=(bot_id, month_start + 99))? {
-                let day = decode_cost(row?.1.value())?;
-                total.usd += day.usd;
-                total.tasks += day.tasks;
-                total.input_tokens += day.input_tokens;
-                total.output_tokens += day.output_tokens;
-            }
-            Ok(total)
-        })
-    }
-
     /// Costs of a bot today and in this month (UTC), from one read.
     pub fn cost_today_and_month(
         &self,
