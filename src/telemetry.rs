@@ -19,6 +19,12 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Log files kept.
 pub const LOG_FILES_KEPT: usize = 7;
+/// Log lines waiting for the file writer's thread. The queue is allocated and
+/// written through when logging starts, so it is resident memory for the
+/// process's life: 8,192 lines (256 KiB) hold any burst the service logs, where
+/// tracing-appender's default of 128,000 would hold 4 MiB. Lines beyond it (a
+/// disk that stalls while the service logs on) are dropped, never waited for.
+const LOG_LINES_BUFFERED: usize = 8_192;
 /// Base name of the service's log files.
 pub const LOG_FILE: &str = "agentlab.log";
 /// Base name of the watchdog's log files.
@@ -111,7 +117,9 @@ fn init_with_files(log_dir: &Path, file_prefix: &str, terminal_level: &str) -> T
         .with_filter(terminal_filter(terminal_level));
     match appender {
         Ok(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(LOG_LINES_BUFFERED)
+                .finish(appender);
             let file = tracing_subscriber::fmt::layer()
                 .json()
                 .with_current_span(true)
