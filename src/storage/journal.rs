@@ -9,7 +9,7 @@
 //! *non-durable* commit (visible to every reader at once, not yet on disk) and made
 //! durable by appending it here first.
 //! Any later durable redb commit — the next claim, or a checkpoint the writer makes
-//! when idle, every second at most, or when this file grows — makes the batch
+//! after a second idle, every five seconds at most, or when this file grows — makes the batch
 //! durable inside redb too, and the journal starts over from offset 0.
 //!
 //! Records: `len u32 | crc32 u32 | seq u64 | epoch u64 | payload`, little-endian,

@@ -11,7 +11,7 @@
 //! - task operations (submit, claim, process, finish, delivery steps) are made
 //!   durable by the [`journal`] (`<db>.journal`, one small fsync) and applied to
 //!   redb in a non-durable commit that the next durable one (any other write, or
-//!   the writer's checkpoint within a second) persists; after a crash, open redoes
+//!   the writer's checkpoint within five seconds) persists; after a crash, open redoes
 //!   the journaled operations redb lost. Acknowledged still means durable.
 //!
 //! The one exception is monitor samples: they are buffered in memory ([`series`])
@@ -129,8 +129,14 @@ impl Default for StoreOptions {
             history_messages: 50,
             quick_repair: false,
             journal: true,
-            checkpoint_idle: std::time::Duration::from_millis(50),
-            checkpoint_max_age: std::time::Duration::from_secs(1),
+            // A checkpoint is a durable commit (page writes and fsyncs). Prompts a
+            // few hundred ms apart would make one after nearly every prompt with a
+            // shorter idle time, a third of the service's CPU per warm prompt
+            // (BENCHMARKS.md, the agent). Waiting longer is not less durable: it
+            // leaves more journal records to replay after a crash, at most
+            // CHECKPOINT_MAX_BYTES of them.
+            checkpoint_idle: std::time::Duration::from_secs(1),
+            checkpoint_max_age: std::time::Duration::from_secs(5),
         }
     }
 }
