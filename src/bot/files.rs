@@ -227,6 +227,12 @@ pub(super) async fn send_outbox(bot: &BotRuntime, task_id: u64, chat_id: i64) {
         return;
     };
     let outbox = workdir.join(".agentlab").join("outbox");
+    // Most answers leave no files: one look on this thread (no directory, or
+    // nothing to send in it) costs less than the two thread hand-overs of a
+    // blocking task, which only a non-empty outbox pays.
+    if !holds_files_to_send(&outbox) {
+        return;
+    }
     let claimed = match tokio::task::spawn_blocking(move || claim_outbox(&outbox)).await {
         Ok(Ok(claimed)) => claimed,
         Ok(Err(e)) => {
@@ -265,6 +271,21 @@ pub(super) async fn send_outbox(bot: &BotRuntime, task_id: u64, chat_id: i64) {
 
 /// Moves the outbox's files to `outbox/sent/` (a name taken there gets a
 /// numbered one), synced; their new paths, by name. Blocking.
+/// Whether `outbox` holds a file [`claim_outbox`] would send; `true` when it
+/// cannot be read (the claim then reports why).
+fn holds_files_to_send(outbox: &Path) -> bool {
+    match std::fs::read_dir(outbox) {
+        Ok(mut entries) => entries.any(|entry| entry.is_ok_and(|e| is_file_to_send(&e))),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// A regular file whose name does not start with a dot.
+fn is_file_to_send(entry: &std::fs::DirEntry) -> bool {
+    entry.file_type().is_ok_and(|t| t.is_file())
+        && !entry.file_name().to_string_lossy().starts_with('.')
+}
+
 fn claim_outbox(outbox: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(outbox) {
         Ok(entries) => entries,
@@ -273,9 +294,8 @@ fn claim_outbox(outbox: &Path) -> std::io::Result<Vec<PathBuf>> {
     };
     let mut names: Vec<_> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(is_file_to_send)
         .map(|e| e.file_name())
-        .filter(|n| !n.to_string_lossy().starts_with('.'))
         .collect();
     if names.is_empty() {
         return Ok(Vec::new());
