@@ -778,10 +778,11 @@ impl Writer {
         let records = state.journal.encode(first_seq, &payloads);
         let bytes = records.len() as u64;
         let apply = |jobs: &mut [Box<dyn WriteJob>]| apply_all(&tx, jobs, Some(last_seq));
-        // A lone job is cheaper to apply than the hand-over to the journal's
-        // thread and back, so it is applied first and appended on this thread; a
-        // batch is applied while the journal's thread writes it.
-        let (applied, synced) = if jobs.len() == 1 {
+        // One record's job (alone, or with relaxed bookkeeping riding along) is
+        // cheaper to apply than the hand-over to the journal's thread and back, so
+        // it is applied first and appended on this thread; a batch of several
+        // records is applied while the journal's thread writes it.
+        let (applied, synced) = if payloads.len() <= 1 {
             let applied = apply(jobs);
             let synced = if applied.is_ok() {
                 state.journal.append_encoded(&records).map(|()| true)
