@@ -48,7 +48,7 @@ use super::stream::{Event, StreamParser, TurnEnd};
 pub const STDIN_FIFO: &str = "stdin";
 /// The warm process's identity, in its folder.
 pub const PROCESS_FILE: &str = "process.json";
-/// A turn's record, in the task's run folder.
+/// A turn's record: `<task id>.turn.json` beside the task's run folder.
 pub const TURN_FILE: &str = "turn.json";
 
 /// Poll interval for a process that is not our child.
@@ -100,8 +100,12 @@ pub struct TurnRecord {
     pub command: Option<AgentCommand>,
 }
 
-/// Writes `record` to `<run_dir>/turn.json` (the prompt is written after),
-/// replacing the file whole: a temporary file renamed over it.
+/// Writes `record` as the turn record of the task whose run folder is `run_dir`
+/// (the prompt is written after), replacing it whole: a temporary file renamed
+/// over it. The file is `<run_dir>.turn.json`, beside the run folder rather than
+/// in it: a warm turn's output is in its process's folder, so the turn needs no
+/// folder of its own, and creating one per prompt (an inode allocated, a
+/// directory entry written) cost as much CPU as any other step of the turn.
 ///
 /// It is not fsynced, on purpose. The record serves only an agent process that
 /// outlives agentlab, and only a crash of agentlab itself (a panic, `kill -9`,
@@ -112,17 +116,34 @@ pub struct TurnRecord {
 /// record" (see [`read_turn_record`]), so the task is re-queued as interrupted,
 /// with a note, as it would be anyway. Two fsyncs per prompt buy nothing here.
 pub fn write_turn_record(run_dir: &Path, record: &TurnRecord) -> io::Result<()> {
-    create_private_dir(run_dir)?;
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    let path = run_dir.join(TURN_FILE);
-    let tmp = run_dir.join("turn.json.tmp");
-    private_file(&tmp)?.write_all(&bytes)?;
+    let path = turn_record_path(run_dir);
+    let tmp = path.with_extension("json.tmp");
+    let mut file = match private_file(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_private_dir(tmp.parent().unwrap_or(Path::new(".")))?;
+            private_file(&tmp)?
+        }
+        opened => opened?,
+    };
+    file.write_all(&bytes)?;
     std::fs::rename(&tmp, &path)
 }
 
-/// The turn record of a task's run folder, if its run was a warm-capable one.
+/// `<runs_dir>/<task id>.turn.json` for the run folder `<runs_dir>/<task id>`.
+fn turn_record_path(run_dir: &Path) -> PathBuf {
+    let mut name = run_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(TURN_FILE);
+    run_dir.with_file_name(name)
+}
+
+/// The turn record of a task's run folder, if its run was a warm-capable one
+/// (also one an earlier build kept inside the folder, `<run_dir>/turn.json`).
 pub fn read_turn_record(run_dir: &Path) -> Option<TurnRecord> {
-    let bytes = std::fs::read(run_dir.join(TURN_FILE)).ok()?;
+    let bytes = std::fs::read(turn_record_path(run_dir))
+        .or_else(|_| std::fs::read(run_dir.join(TURN_FILE)))
+        .ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(record) => Some(record),
         Err(error) => {
@@ -134,6 +155,7 @@ pub fn read_turn_record(run_dir: &Path) -> Option<TurnRecord> {
 
 /// Removes a task's turn record (before a cold run reuses the folder).
 pub fn remove_turn_record(run_dir: &Path) {
+    let _ = std::fs::remove_file(turn_record_path(run_dir));
     let _ = std::fs::remove_file(run_dir.join(TURN_FILE));
 }
 
@@ -747,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_record_round_trips_through_the_run_folder() {
+    fn a_turn_record_round_trips_beside_the_run_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
         let run_dir = dir.path().join("7");
         let record = TurnRecord {
@@ -762,6 +784,16 @@ mod tests {
         };
         assert_eq!(read_turn_record(&run_dir), None);
         write_turn_record(&run_dir, &record).expect("write");
+        assert!(!run_dir.exists(), "a warm turn makes no run folder");
+        assert!(dir.path().join("7.turn.json").is_file());
+        assert_eq!(read_turn_record(&run_dir), Some(record.clone()));
+        remove_turn_record(&run_dir);
+        assert_eq!(read_turn_record(&run_dir), None);
+
+        // A record an earlier build kept inside the run folder is still found.
+        std::fs::create_dir_all(&run_dir).expect("run folder");
+        let legacy = serde_json::to_vec(&record).expect("json");
+        std::fs::write(run_dir.join(TURN_FILE), legacy).expect("legacy record");
         assert_eq!(read_turn_record(&run_dir), Some(record));
         remove_turn_record(&run_dir);
         assert_eq!(read_turn_record(&run_dir), None);
