@@ -14,6 +14,10 @@
 //!   ready, with no prompts, measured for [`IDLE_WINDOW`] before the prompts; its
 //!   rate times the prompt phase's length is what the service would have spent
 //!   anyway (monitor ticks, long polls), and the rest is what the prompts cost.
+//!   Those come from `/proc/<pid>/stat`, in 10 ms ticks (a warm phase is ~15 of
+//!   them); **on-CPU** is the same phase to the nanosecond, the sum of the
+
+//!   left out; the service's threads live as long as it does).
 //! - **Peak RSS**: agentlab's `VmHWM`, the
 //!   largest CLI process (`ru_maxrss` of the reaped descendants), and for warm the
 //!   idle warm processes together at the end.
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant};
 use agentlab_testkit::claude::{claude_env, find_claude, install_hint};
 use agentlab_testkit::model::ModelSim;
 use agentlab_testkit::service::start_sim;
-use common::service::{CpuTimes, SimClock, bench_options, start_in};
+use common::service::{CpuTimes, SimClock, ThreadTimes, bench_options, start_in};
 use common::{Latencies, Table};
 use serde_json::Value;
 use telegram_sim::SentKind;
@@ -93,6 +97,7 @@ fn main() {
         "agentlab CPU / prompt (gross)",
         "idle baseline / prompt",
         "agentlab CPU / prompt (net)",
+        "agentlab on-CPU / prompt (schedstat)",
         "CLI CPU / prompt",
         "agentlab peak RSS",
         "CLI peak RSS (largest)",
@@ -100,6 +105,7 @@ fn main() {
     ]);
     for (mode, f) in &rows {
         let msf = |key: &str| format!("{:.0} ms", f[key].as_f64().unwrap_or(f64::NAN));
+        let cpu = |key: &str| format!("{:.2} ms", f[key].as_f64().unwrap_or(f64::NAN));
         let mib = |key: &str| format!("{:.0} MiB", f[key].as_f64().unwrap_or(0.0) / 1024.0);
         table.row(vec![
             (*mode).to_string(),
@@ -107,9 +113,10 @@ fn main() {
             msf("first_p99_ms"),
             msf("answer_p50_ms"),
             msf("answer_p99_ms"),
-            msf("agentlab_cpu_ms_per_prompt"),
-            msf("agentlab_idle_ms_per_prompt"),
-            msf("agentlab_net_ms_per_prompt"),
+            cpu("agentlab_cpu_ms_per_prompt"),
+            cpu("agentlab_idle_ms_per_prompt"),
+            cpu("agentlab_net_ms_per_prompt"),
+            cpu("agentlab_on_cpu_ms_per_prompt"),
             msf("cli_cpu_ms_per_prompt"),
             mib("agentlab_peak_kib"),
             mib("cli_peak_kib"),
@@ -121,12 +128,14 @@ fn main() {
         let get = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let share = |v: &Value, k: &str| 100.0 * get(v, k) / get(v, "cli_cpu_ms_per_prompt");
         println!(
-            "warm first progress is {:.1}x faster than cold; agentlab's CPU is {:.2}% gross, {:.2}% net (cold) and {:.2}% gross, {:.2}% net (warm) of the CLI's",
+            "warm first progress is {:.1}x faster than cold; agentlab's CPU is {:.2}% gross, {:.2}% net, {:.2}% on-CPU (cold) and {:.2}% gross, {:.2}% net, {:.2}% on-CPU (warm) of the CLI's",
             get(cold, "first_p50_ms") / get(warm, "first_p50_ms"),
             share(cold, "agentlab_cpu_ms_per_prompt"),
             share(cold, "agentlab_net_ms_per_prompt"),
+            share(cold, "agentlab_on_cpu_ms_per_prompt"),
             share(warm, "agentlab_cpu_ms_per_prompt"),
             share(warm, "agentlab_net_ms_per_prompt"),
+            share(warm, "agentlab_on_cpu_ms_per_prompt"),
         );
         for (mode, f) in &rows {
             println!(
@@ -172,6 +181,7 @@ async fn run_mode(warm: bool) -> Value {
     let idle_per_second = idle_cpu.as_secs_f64() / idle_started.elapsed().as_secs_f64();
 
     let cpu_before = CpuTimes::of(pid);
+    let threads_before = ThreadTimes::of(pid);
     let phase_started = Instant::now();
     let mut users = tokio::task::JoinSet::new();
     for user in 1..=USERS {
@@ -201,6 +211,9 @@ async fn run_mode(warm: bool) -> Value {
     }
     let prompts = first.len() as f64;
     let agentlab_cpu = CpuTimes::of(pid).since(cpu_before).own;
+    // The same to the nanosecond: the on-CPU time of the service's threads
+    // (`schedstat`), which a thread ending during the phase would leave out.
+    let agentlab_on_cpu: Duration = ThreadTimes::of(pid).since(&threads_before).values().sum();
     let phase_s = phase_started.elapsed().as_secs_f64();
     let agentlab_idle_ms = idle_per_second * phase_s * 1000.0;
     let agentlab_own_total = CpuTimes::of(pid).own;
@@ -233,6 +246,7 @@ async fn run_mode(warm: bool) -> Value {
         "agentlab_cpu_ms_per_prompt": ms_f(agentlab_cpu) / prompts,
         "agentlab_idle_ms_per_prompt": agentlab_idle_ms / prompts,
         "agentlab_net_ms_per_prompt": (ms_f(agentlab_cpu) - agentlab_idle_ms) / prompts,
+        "agentlab_on_cpu_ms_per_prompt": ms_f(agentlab_on_cpu) / prompts,
         "idle_cpu_ms_per_s": idle_per_second * 1000.0,
         "phase_s": phase_s,
         "cli_cpu_ms_per_prompt": ms_f(cli_cpu) / prompts,
