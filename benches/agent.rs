@@ -16,8 +16,8 @@
 //!   anyway (monitor ticks, long polls), and the rest is what the prompts cost.
 //!   Those come from `/proc/<pid>/stat`, in 10 ms ticks (a warm phase is ~15 of
 //!   them); **on-CPU** is the same phase to the nanosecond, the sum of the
-
-//!   left out; the service's threads live as long as it does).
+//!   service's threads' `schedstat` (a thread that ends during the phase, an idle
+//!   blocking-pool thread, is left out).
 //! - **Peak RSS**: agentlab's `VmHWM`, the
 //!   largest CLI process (`ru_maxrss` of the reaped descendants), and for warm the
 //!   idle warm processes together at the end.
