@@ -115,25 +115,31 @@ pub struct Pruned {
     pub logs: usize,
 }
 
-/// Removes the output folders of tasks finished more than [`PRUNE_RUNS_AFTER`] ago
-/// and the rotated log files (every `agentlab.log.*` but the newest). Blocking.
+/// Removes the output folders and turn records (`<id>.turn.json`) of tasks
+/// finished more than [`PRUNE_RUNS_AFTER`] ago and the rotated log files (every
+/// `agentlab.log.*` but the newest). Blocking.
 pub fn prune(config: &Config, store: &Store) -> Pruned {
     let mut pruned = Pruned::default();
     let cutoff = now_ms().saturating_sub(PRUNE_RUNS_AFTER.as_millis() as u64);
     if let Ok(entries) = std::fs::read_dir(config.runs_dir()) {
         for entry in entries.flatten() {
-            let Some(task_id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let name = entry.file_name();
+            let Some((task_id, is_folder)) = name.to_str().and_then(run_entry_task) else {
                 continue;
             };
             let finished_long_ago = matches!(
                 store.get_task(task_id),
                 Ok(Some(task)) if is_finished(task.status) && task.finished_ms.is_some_and(|at| at < cutoff)
             );
-            if finished_long_ago && std::fs::remove_dir_all(entry.path()).is_ok() {
+            if !finished_long_ago {
+                continue;
+            }
+            let removed = if is_folder {
+                std::fs::remove_dir_all(entry.path())
+            } else {
+                std::fs::remove_file(entry.path())
+            };
+            if removed.is_ok() {
                 pruned.runs += 1;
             }
         }
@@ -154,6 +160,17 @@ fn is_finished(status: TaskStatus) -> bool {
         status,
         TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
     )
+}
+
+/// The task an entry of the runs folder belongs to: `<id>` (its output folder,
+/// `true`) or `<id>.turn.json` / `<id>.turn.json.tmp` (a warm turn's record).
+fn run_entry_task(name: &str) -> Option<(u64, bool)> {
+    if let Ok(id) = name.parse::<u64>() {
+        return Some((id, true));
+    }
+    let record = name.strip_suffix(".tmp").unwrap_or(name);
+    let id = record.strip_suffix(".turn.json")?.parse::<u64>().ok()?;
+    Some((id, false))
 }
 
 /// Removes every rotated log file but the newest (the one being written).
@@ -228,4 +245,19 @@ pub fn check_and_alert(config: &Config, store: &Store) -> DiskHealth {
         super::resolve_alerts(store, "disk_full");
     }
     health
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_entry_task;
+
+    #[test]
+    fn run_folders_and_turn_records_are_told_by_their_task() {
+        assert_eq!(run_entry_task("42"), Some((42, true)));
+        assert_eq!(run_entry_task("42.turn.json"), Some((42, false)));
+        assert_eq!(run_entry_task("42.turn.json.tmp"), Some((42, false)));
+        assert_eq!(run_entry_task("warm"), None);
+        assert_eq!(run_entry_task("x.turn.json"), None);
+        assert_eq!(run_entry_task("42.json"), None);
+    }
 }
