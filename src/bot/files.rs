@@ -269,8 +269,6 @@ pub(super) async fn send_outbox(bot: &BotRuntime, task_id: u64, chat_id: i64) {
     }
 }
 
-/// Moves the outbox's files to `outbox/sent/` (a name taken there gets a
-/// numbered one), synced; their new paths, by name. Blocking.
 /// Whether `outbox` holds a file [`claim_outbox`] would send; `true` when it
 /// cannot be read (the claim then reports why).
 fn holds_files_to_send(outbox: &Path) -> bool {
@@ -286,6 +284,8 @@ fn is_file_to_send(entry: &std::fs::DirEntry) -> bool {
         && !entry.file_name().to_string_lossy().starts_with('.')
 }
 
+/// Moves the outbox's files to `outbox/sent/` (a name taken there gets a
+/// numbered one), synced; their new paths, by name. Blocking.
 fn claim_outbox(outbox: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(outbox) {
         Ok(entries) => entries,
