@@ -85,7 +85,9 @@ async fn restart_to_ready(filled_db: &Path, quick_repair: bool, kills: usize) ->
             )
             .await;
         assert_eq!(status, 201, "{created}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Past the writer's idle checkpoint (1 s): the task is in the file,
+        // written in the chosen mode, not only in the journal.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         service.kill9();
     }
     times
