@@ -132,9 +132,11 @@ impl Default for StoreOptions {
             // A checkpoint is a durable commit (page writes and fsyncs). Prompts a
             // few hundred ms apart would make one after nearly every prompt with a
             // shorter idle time, a third of the service's CPU per warm prompt
-            // (BENCHMARKS.md, the agent). Waiting longer is not less durable: it
-            // leaves more journal records to replay after a crash, at most
-            // CHECKPOINT_MAX_BYTES of them.
+            // (BENCHMARKS.md, the agent). Nothing acknowledged is less durable:
+            // a crash leaves more journal records to replay (at most
+            // CHECKPOINT_MAX_BYTES of them), and relaxed bookkeeping written in
+            // the last five seconds, not one, may be lost (a delivered mark shows
+            // as an answer sent again with a note).
             checkpoint_idle: std::time::Duration::from_secs(1),
             checkpoint_max_age: std::time::Duration::from_secs(5),
         }

@@ -97,7 +97,7 @@ impl Store {
     }
 
     /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (the
-    /// next durable commit is at most a second away), the answer is sent again
+    /// next durable commit is at most five seconds away), the answer is sent again
     /// with the note that says so, since [`Self::begin_delivery`] is durable.
     /// Deferred: it shares the commit of the next write, or is committed alone
     /// once the writer has had nothing else for [`super::writer::DEFER_MAX`].

@@ -97,8 +97,8 @@ pub(crate) enum Wanted {
 
 /// Longest a deferred job waits for other jobs before it is committed alone.
 /// Nobody waits on one (see the module comment), and its commit is not
-/// durable either way, so it may wait for company as long as an idle writer
-/// waits before a checkpoint.
+/// durable either way, so it may wait for company; short, because the store's
+/// readers (the outbox's listing, a progress edit) see it only once committed.
 pub(crate) const DEFER_MAX: Duration = Duration::from_millis(50);
 
 /// A closure applied to the transaction; once the outcome is known (the commit
@@ -758,7 +758,7 @@ impl Writer {
     }
 
     /// A batch of journaled (and relaxed) jobs: their records are appended to the journal (on
-    /// the journal's thread) while the jobs are applied in a non-durable
+    /// the journal's thread when there are several) while the jobs are applied in a non-durable
     /// transaction that also records the last sequence number; once both are
     /// done the transaction is committed (visible). Any failure erases the
     /// appended records again before a caller hears of it.

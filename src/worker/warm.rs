@@ -153,7 +153,7 @@ pub fn read_turn_record(run_dir: &Path) -> Option<TurnRecord> {
     }
 }
 
-/// Removes a task's turn record (before a cold run reuses the folder).
+/// Removes a task's turn record.
 pub fn remove_turn_record(run_dir: &Path) {
     let _ = std::fs::remove_file(turn_record_path(run_dir));
     let _ = std::fs::remove_file(run_dir.join(TURN_FILE));
