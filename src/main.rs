@@ -12,10 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[cfg(target_os = "linux")]
 unsafe extern "C" {
-    /// Sets the default of one of mimalloc's options (`mimalloc.h`), which a
-    /// `MIMALLOC_*` environment variable still overrides; linked through the
-    /// `mimalloc` crate.
-    fn mi_option_set_default(option: c_int, value: c_long);
+    /// Sets one of mimalloc's options (`mimalloc.h`); linked through the
+    /// `mimalloc` crate. (Its `mi_option_set_default` would leave a
+    /// `MIMALLOC_*` variable in charge, but does nothing once mimalloc's own
+    /// initializer, whose order against this one is the linker's, has run.)
+    fn mi_option_set(option: c_int, value: c_long);
 }
 
 /// `mi_option_arena_eager_commit` in mimalloc 3's `mi_option_t`.
@@ -29,7 +30,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: c_int = 4;
 #[cfg(target_os = "linux")]
 extern "C" fn configure_allocator() {
     // SAFETY: a plain write to mimalloc's option table, valid at any time.
-    unsafe { mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+    unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }
 
 #[cfg(target_os = "linux")]
