@@ -274,7 +274,14 @@ impl Pool {
         if !self.is_running(task_id) {
             return Ok(false);
         }
-        let Some(record) = warm::read_turn_record(&self.run_dir(task_id)) else {
+        // The record of this attempt's process only: an earlier attempt's warm
+        // process may have left one for a run that is now cold.
+        let task = self.shared.store.get_task(task_id).ok().flatten();
+        let Some(record) = warm::read_turn_record(&self.run_dir(task_id)).filter(|r| {
+            task.as_ref().is_some_and(|t| {
+                t.pid == Some(r.identity.pid) && t.pid_start_time == Some(r.identity.start_time)
+            })
+        }) else {
             return Ok(false);
         };
         lock(&self.shared.stopped).insert(task_id);
