@@ -24,17 +24,25 @@
 //!   the disk with the next durable commit or checkpoint, at most
 //!   [`WriterOptions::checkpoint_max_age`] later;
 //! - a *deferred* job is a relaxed one that nobody needs to see at once (a
-//!   progress message id, a delivered mark): it waits up to [`DEFER_MAX`] for
-//!   other jobs and is committed in their transaction, ahead of them, so it
-//!   costs no commit of its own while the store is busy. Jobs are still
-//!   applied in the order they were sent. Monitor samples, which arrive every
-//!   few seconds, do not come here one tick at a time: the series layer
-//!   buffers them and writes them in one job per flush interval
-//!   ([`super::series`]), so they cost one fsync per interval, not one per tick.
+//!   progress message id, a delivered mark): it is parked beside the channel
+//!   without waking the writer, and committed in the transaction of the next
+//!   job sent after it (ahead of that job), or with the idle checkpoint, so it
+//!   costs neither a commit nor a wake-up of its own while the store is busy.
+//!   Only when the writer would sleep past [`PARKED_MAX_WAIT`] (nothing owed,
+//!   or a checkpoint far off) does a parked job keep it awake or wake it, and
+//!   then it waits up to [`DEFER_MAX`] for company ([`Parked`]). Jobs are
+//!   applied in the order they were sent: every job is numbered as it is
+//!   sent, and a batch is applied in that order.
+//!
+//! Monitor samples, which arrive every few seconds, do not come here one tick
+//! at a time: the series layer buffers them and writes them in one job per
+//! flush interval ([`super::series`]), so they cost one fsync per interval, not
+//! one per tick.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
@@ -55,6 +63,8 @@ pub(crate) trait WriteJob: Send {
     fn durability(&self) -> JobDurability<'_>;
     /// When the job was sent to the writer.
     fn sent(&self) -> Instant;
+    /// Its place in the order jobs were sent ([`Parked::next_seq`]).
+    fn seq(&self) -> u64;
     /// Whether it may wait for other jobs to share their commit.
     fn deferrable(&self) -> bool {
         false
@@ -95,11 +105,142 @@ pub(crate) enum Wanted {
     Deferred,
 }
 
-/// Longest a deferred job waits for other jobs before it is committed alone.
-/// Nobody waits on one (see the module comment), and its commit is not
-/// durable either way, so it may wait for company; short, because the store's
-/// readers (the outbox's listing, a progress edit) see it only once committed.
+/// Longest a deferred job that woke an idle writer waits for other jobs before
+/// it is committed alone. Nobody waits on one (see the module comment), and
+/// its commit is not durable either way, so it may wait for company; short,
+/// because the store's readers (the outbox's listing, a progress edit) see it
+/// only once committed.
 pub(crate) const DEFER_MAX: Duration = Duration::from_millis(50);
+
+/// What the writer and its handles share: the numbering of jobs, and the
+/// deferred jobs parked beside the channel.
+///
+/// Invariant: a parked job is committed by the next batch holding a job sent
+/// after it, or at the writer's next timed wake-up (a checkpoint) if that is
+/// at most [`PARKED_MAX_WAIT`] away; otherwise (the writer sleeps longer, or
+/// without a deadline) it is committed at most [`DEFER_MAX`] after it was
+/// parked: the writer does not go to sleep so with jobs parked, and a job
+/// parked while it sleeps so sends a [`Wake`].
+struct Parked {
+    /// The number the next job sent gets.
+    next_seq: AtomicU64,
+    /// Deferred jobs in the order they were sent.
+    jobs: Mutex<VecDeque<Box<dyn WriteJob>>>,
+    /// While the writer sleeps: when it wakes by itself, in nanoseconds after
+    /// `epoch` ([`u64::MAX`]: only a job wakes it); 0 while it is awake.
+    writer_asleep_until: AtomicU64,
+    epoch: Instant,
+}
+
+/// Longest a parked job waits for the writer's own next wake-up (the default
+/// [`WriterOptions::checkpoint_idle`]); a later one is not waited for.
+const PARKED_MAX_WAIT: Duration = Duration::from_secs(1);
+
+impl Default for Parked {
+    fn default() -> Self {
+        Parked {
+            next_seq: AtomicU64::new(0),
+            jobs: Mutex::default(),
+            writer_asleep_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Parked {
+    /// `at` as stored in `writer_asleep_until` (never 0).
+    fn nanos(&self, at: Option<Instant>) -> u64 {
+        at.map_or(u64::MAX, |at| {
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        })
+    }
+
+    /// Whether the writer sleeps past the longest wait a parked job accepts.
+    fn writer_sleeps_too_long(&self) -> bool {
+        let until = self.writer_asleep_until.load(Ordering::SeqCst);
+        until != 0 && until > self.nanos(Some(Instant::now() + PARKED_MAX_WAIT))
+    }
+
+    fn seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Box<dyn WriteJob>>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parks a deferred job (numbered here, under the lock, so the queue stays
+    /// in order); true if the writer sleeps too long and must be woken.
+    fn park(&self, make: impl FnOnce(u64) -> Box<dyn WriteJob>) -> bool {
+        let mut jobs = self.lock();
+        jobs.push_back(make(self.seq()));
+        drop(jobs);
+        self.writer_sleeps_too_long()
+    }
+
+    /// The parked jobs sent before job number `before`, oldest first.
+    fn take_before(&self, before: u64) -> Vec<Box<dyn WriteJob>> {
+        let mut jobs = self.lock();
+        let n = jobs.iter().take_while(|job| job.seq() < before).count();
+        jobs.drain(..n).collect()
+    }
+
+    fn take_all(&self) -> Vec<Box<dyn WriteJob>> {
+        self.lock().drain(..).collect()
+    }
+
+    /// The writer is about to sleep until `until` (`None`: until a job comes).
+    /// False (and it stays awake) if jobs are parked that would wait too long
+    /// so: it must commit them first. A job parked after this check sees when
+    /// the writer wakes and sends a [`Wake`] if that is too late.
+    fn writer_may_sleep(&self, until: Option<Instant>) -> bool {
+        let until = self.nanos(until);
+        self.writer_asleep_until.store(until, Ordering::SeqCst);
+        if self.lock().is_empty() || !self.writer_sleeps_too_long() {
+            return true;
+        }
+        self.writer_awake();
+        false
+    }
+
+    fn writer_awake(&self) {
+        self.writer_asleep_until.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Sent over the channel when a deferred job was parked while the writer slept
+/// without a deadline: it wakes the writer, which then commits the parked jobs
+/// (after [`DEFER_MAX`] for company). It writes nothing.
+struct Wake {
+    seq: u64,
+    sent: Instant,
+}
+
+impl WriteJob for Wake {
+    fn apply(&mut self, _tables: &Tables<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, _outcome: Result<(), StoreError>) {}
+
+    fn durability(&self) -> JobDurability<'_> {
+        JobDurability::Relaxed
+    }
+
+    fn sent(&self) -> Instant {
+        self.sent
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn deferrable(&self) -> bool {
+        true
+    }
+}
 
 /// A closure applied to the transaction; once the outcome is known (the commit
 /// returned, or the job or commit failed), `then` turns it into the caller's
@@ -112,6 +253,7 @@ struct ClosureJob<T, U, F, C> {
     then: C,
     reply: oneshot::Sender<Result<U, StoreError>>,
     sent: Instant,
+    seq: u64,
 }
 
 impl<T, U, F, C> WriteJob for ClosureJob<T, U, F, C>
@@ -146,6 +288,10 @@ where
 
     fn sent(&self) -> Instant {
         self.sent
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq
     }
 
     fn deferrable(&self) -> bool {
@@ -303,6 +449,7 @@ const WAIT_SPIN: Duration = Duration::from_micros(500);
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: Sender<Box<dyn WriteJob>>,
+    parked: Arc<Parked>,
 }
 
 impl WriterHandle {
@@ -326,16 +473,31 @@ impl WriterHandle {
         C: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = ClosureJob {
-            f,
-            wanted,
-            value: None,
-            then,
-            reply,
-            sent: Instant::now(),
+        let sent = Instant::now();
+        let deferred = matches!(wanted, Wanted::Deferred);
+        let job = move |seq| -> Box<dyn WriteJob> {
+            Box::new(ClosureJob {
+                f,
+                wanted,
+                value: None,
+                then,
+                reply,
+                sent,
+                seq,
+            })
         };
-        match self.tx.send(Box::new(job)) {
+        let sent_over = if deferred {
+            if !self.parked.park(job) {
+                return Pending(PendingInner::Waiting(rx));
+            }
+            let seq = self.parked.seq();
+            self.tx.send(Box::new(Wake { seq, sent }))
+        } else {
+            self.tx.send(job(self.parked.seq()))
+        };
+        match sent_over {
             Ok(()) => Pending(PendingInner::Waiting(rx)),
+            // A parked job is dropped with the writer's queue: its caller hears Closed.
             Err(_) => Pending::failed(StoreError::Closed),
         }
     }
@@ -358,11 +520,13 @@ pub(crate) fn start(
     journal: Option<JournalState>,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
+    let parked = Arc::new(Parked::default());
+    let writer = Writer::new(db, options, journal).with_parked(parked.clone());
     let thread = std::thread::Builder::new()
         .name("agentlab-store-writer".into())
-        .spawn(move || Writer::new(db, options, journal).run(rx))
+        .spawn(move || writer.run(rx))
         .unwrap_or_else(|e| panic!("cannot start the storage writer thread: {e}"));
-    (WriterHandle { tx }, thread)
+    (WriterHandle { tx, parked }, thread)
 }
 
 /// The journal handed to the writer, with the last sequence number applied.
@@ -408,9 +572,9 @@ struct Writer {
     /// One-job batches in a row whose job came within [`WRITER_SPIN`] of the
     /// batch before it: a lone caller submitting step after step.
     quick_lone_jobs: u32,
-    /// Deferred jobs waiting for company, in the order they were sent, and
-    /// since when the first of them waits.
-    waiting: Vec<Box<dyn WriteJob>>,
+    /// Deferred jobs parked beside the channel.
+    parked: Arc<Parked>,
+    /// Since when parked jobs that woke the writer wait for company.
     waiting_since: Option<Instant>,
 }
 
@@ -437,28 +601,48 @@ impl Writer {
             checkpoint_failures: 0,
             checkpoint_retry_at: None,
             quick_lone_jobs: 0,
-            waiting: Vec::new(),
+            parked: Arc::default(),
             waiting_since: None,
         }
     }
 
-    /// The jobs to commit now: `batch` after the deferred jobs waiting, or
-    /// nothing when `batch` is deferred jobs only (they wait with the others).
-    fn take_batch(&mut self, batch: Vec<Box<dyn WriteJob>>) -> Option<Vec<Box<dyn WriteJob>>> {
-        if batch.iter().all(|job| job.deferrable()) && self.waiting.len() < MAX_BATCH {
-            self.waiting_since.get_or_insert_with(Instant::now);
-            self.waiting.extend(batch);
-            return None;
-        }
-        Some(self.take_waiting(batch))
+    fn with_parked(mut self, parked: Arc<Parked>) -> Self {
+        self.parked = parked;
+        self
     }
 
-    /// The deferred jobs waiting, followed by `then`.
-    fn take_waiting(&mut self, then: Vec<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
+    /// The jobs to commit now: `batch` with the parked jobs sent before any of
+    /// it, in the order they were sent; or nothing when `batch` only woke the
+    /// writer for parked jobs (they wait for company).
+    fn take_batch(&mut self, batch: Vec<Box<dyn WriteJob>>) -> Option<Vec<Box<dyn WriteJob>>> {
+        let mut jobs: Vec<Box<dyn WriteJob>> =
+            batch.into_iter().filter(|job| !job.deferrable()).collect();
+        if jobs.is_empty() {
+            self.waiting_since.get_or_insert_with(Instant::now);
+            return None;
+        }
+        let last = jobs.iter().map(|job| job.seq()).max().unwrap_or(0);
+        let earlier = self.parked.take_before(last);
+        if !earlier.is_empty() {
+            jobs.extend(earlier);
+            jobs.sort_by_key(|job| job.seq());
+        }
         self.waiting_since = None;
-        let mut jobs = std::mem::take(&mut self.waiting);
-        jobs.extend(then);
-        jobs
+        Some(jobs)
+    }
+
+    /// Every parked job, oldest first (none wait for company any more).
+    fn take_parked(&mut self) -> Vec<Box<dyn WriteJob>> {
+        self.waiting_since = None;
+        self.parked.take_all()
+    }
+
+    /// Commits whatever is parked, if anything.
+    fn commit_parked(&mut self) {
+        let jobs = self.take_parked();
+        if !jobs.is_empty() {
+            self.commit_batch(jobs);
+        }
     }
 
     /// The next job if a streak of quick lone jobs makes one likely within
@@ -502,8 +686,7 @@ impl Writer {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
                         // No company came: the deferred jobs are committed alone.
-                        let jobs = self.take_waiting(Vec::new());
-                        self.commit_batch(jobs);
+                        self.commit_parked();
                         batch_done = Instant::now();
                         continue;
                     }
@@ -529,10 +712,7 @@ impl Writer {
             }
             batch_done = Instant::now();
         }
-        if !self.waiting.is_empty() {
-            let jobs = self.take_waiting(Vec::new());
-            self.commit_batch(jobs);
-        }
+        self.commit_parked();
         self.close_journal();
     }
 
@@ -540,7 +720,12 @@ impl Writer {
     /// long enough with journaled records pending.
     fn next_job(&mut self, rx: &Receiver<Box<dyn WriteJob>>) -> Next {
         let Some(since) = self.pending_since else {
-            return rx.recv().map_or(Next::Closed, Next::Job);
+            if !self.parked.writer_may_sleep(None) {
+                return self.wait_for_company();
+            }
+            let next = rx.recv();
+            self.parked.writer_awake();
+            return next.map_or(Next::Closed, Next::Job);
         };
         let age_left = self
             .options
@@ -550,15 +735,28 @@ impl Writer {
         if let Some(retry_at) = self.checkpoint_retry_at {
             wait = wait.max(retry_at.saturating_duration_since(Instant::now()));
         }
-        match rx.recv_timeout(wait) {
+        if !self.parked.writer_may_sleep(Some(Instant::now() + wait)) {
+            return self.wait_for_company();
+        }
+        let next = rx.recv_timeout(wait);
+        self.parked.writer_awake();
+        match next {
             Ok(job) => Next::Job(job),
             Err(RecvTimeoutError::Timeout) => {
+                self.commit_parked();
                 self.checkpoint();
                 self.quick_lone_jobs = 0;
                 Next::Idle
             }
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
         }
+    }
+
+    /// Parked jobs that the writer's next wake-up comes too late for wait
+    /// [`DEFER_MAX`] for company instead.
+    fn wait_for_company(&mut self) -> Next {
+        self.waiting_since = Some(Instant::now());
+        Next::Idle
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -869,7 +1067,8 @@ enum BatchError {
 /// What the writer's wait for work ended with.
 enum Next {
     Job(Box<dyn WriteJob>),
-    /// Nothing came in time (a checkpoint was made).
+    /// Nothing came in time (a checkpoint was made), or parked jobs wait for
+    /// company before the writer may sleep.
     Idle,
     /// Every handle is gone.
     Closed,
@@ -921,6 +1120,7 @@ mod tests {
             then: |outcome| outcome,
             reply,
             sent: Instant::now(),
+            seq: TEST_SEQ.fetch_add(1, Ordering::Relaxed),
         };
         (Box::new(job), rx)
     }
@@ -990,6 +1190,7 @@ mod tests {
             then: |outcome| outcome,
             reply,
             sent: Instant::now(),
+            seq: TEST_SEQ.fetch_add(1, Ordering::Relaxed),
         };
         (Box::new(job), rx)
     }
@@ -1033,6 +1234,9 @@ mod tests {
         assert!((1..=3).all(|k| t.get(k).unwrap().is_some()), "all durable");
     }
 
+    /// Test jobs' numbers, in the order they are made.
+    static TEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
     /// A deferred job writing `key`, answering on the receiver.
     fn deferred_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
         let (reply, rx) = oneshot::channel();
@@ -1046,26 +1250,33 @@ mod tests {
             then: |outcome| outcome,
             reply,
             sent: Instant::now(),
+            seq: TEST_SEQ.fetch_add(1, Ordering::Relaxed),
         };
         (Box::new(job), rx)
     }
 
     #[test]
-    fn deferred_jobs_wait_for_the_next_batch_and_go_first() {
+    fn parked_jobs_join_the_next_batch_sent_after_them_and_go_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(&dir);
         let (a, a_rx) = deferred_job(1);
-        assert!(writer.take_batch(vec![a]).is_none(), "alone, it waits");
+        assert!(
+            !writer.parked.park(|_| a),
+            "the writer is awake: no wake-up"
+        );
         assert!(!stored(&writer, 1), "not applied yet");
 
         let (b, b_rx) = job(2, false);
+        let (late, _late_rx) = deferred_job(3);
+        writer.parked.park(|_| late);
         let jobs = writer.take_batch(vec![b]).expect("company came");
-        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs.len(), 2, "a job parked after the batch's stays parked");
         assert!(
             jobs[0].deferrable(),
             "the deferred job first, as it was sent"
         );
-        assert!(writer.waiting.is_empty() && writer.waiting_since.is_none());
+        assert_eq!(writer.parked.lock().len(), 1);
+        assert!(writer.waiting_since.is_none());
         writer.commit_batch(jobs);
         assert!(a_rx.blocking_recv().unwrap().is_ok());
         assert!(b_rx.blocking_recv().unwrap().is_ok());
@@ -1103,6 +1314,50 @@ mod tests {
         drop(read);
         drop(handle);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_job_parked_while_a_checkpoint_is_owed_is_committed_with_it() {
+        parked_job_with_a_checkpoint_owed(Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_job_parked_while_the_owed_checkpoint_is_far_off_is_committed_soon() {
+        parked_job_with_a_checkpoint_owed(Duration::from_secs(3600));
+    }
+
+    /// A relaxed job owes a checkpoint `checkpoint_idle` later; a deferred job
+    /// sent then is answered (so committed) either way.
+    fn parked_job_with_a_checkpoint_owed(checkpoint_idle: Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let options = WriterOptions {
+            quick_repair: false,
+            checkpoint_idle,
+            checkpoint_max_age: Duration::from_secs(3600),
+        };
+        let (handle, thread) = start(db.clone(), options, None);
+        let insert = |key: u64| {
+            move |tables: &Tables<'_>| {
+                tables.tx()?.open_table(T)?.insert(key, key)?;
+                Ok(())
+            }
+        };
+        // A relaxed commit owes a checkpoint: the writer sleeps until then.
+        handle
+            .submit_job(Wanted::Relaxed, insert(1), |outcome| outcome)
+            .wait()
+            .unwrap();
+        let parked = handle.submit_job(Wanted::Deferred, insert(2), |outcome| outcome);
+        parked.wait().unwrap();
+        drop(handle);
+        thread.join().unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(T).unwrap();
+        assert!(
+            table.get(2).unwrap().is_some(),
+            "committed, and durable at close"
+        );
     }
 
     #[test]
