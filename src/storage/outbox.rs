@@ -63,10 +63,10 @@ impl FreshDeliveries {
 
 impl Store {
     /// Remembers the progress message shown for a task. Relaxed: lost in a crash,
-    /// the message is merely not cleaned up after the answer. Deferred: parked
-    /// without waking the writer, it shares the commit of the next write sent
-    /// after it (at the latest the task's own next step, so delivery finds it)
-    /// or the writer's idle checkpoint (see [`super::writer`]).
+    /// the message is merely not cleaned up after the answer (delivery also
+    /// finds the id in memory). Deferred: parked without waking the writer, it
+    /// is committed with the next write sent after it or just before the
+    /// writer's idle checkpoint (see [`super::writer`]).
     pub fn set_progress_message(&self, task_id: u64, message_id: Option<i32>) -> Pending<()> {
         self.write_tables(
             Wanted::Deferred,
@@ -96,11 +96,12 @@ impl Store {
         self.write_op(&op, move |t| delivery_failed_tx(t, task_id))
     }
 
-    /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (the
-    /// next durable commit is at most five seconds away), the answer is sent again
-    /// with the note that says so, since [`Self::begin_delivery`] is durable.
-    /// Deferred: parked without waking the writer, it shares the commit of the
-    /// next write or the writer's idle checkpoint (see [`super::writer`]).
+    /// Removes a delivered answer from the outbox. Relaxed: lost in a crash (it
+    /// reaches the disk with the next durable commit, a few seconds later), the
+    /// answer is sent again with the note that says so, since
+    /// [`Self::begin_delivery`] is durable. Deferred: parked without waking the
+    /// writer, it is committed with the next write or just before the writer's
+    /// idle checkpoint (see [`super::writer`]).
     /// Meanwhile [`Self::undelivered`] no longer lists the task, so a caller
     /// need not wait for the mark ([`Pending::detach`]); if its commit fails,
     /// the task is listed again.

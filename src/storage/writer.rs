@@ -26,7 +26,7 @@
 //! - a *deferred* job is a relaxed one that nobody needs to see at once (a
 //!   progress message id, a delivered mark): it is parked beside the channel
 //!   without waking the writer, and committed in the transaction of the next
-//!   job sent after it (ahead of that job), or with the idle checkpoint, so it
+//!   job sent after it (ahead of that job), or just before the idle checkpoint, so it
 //!   costs neither a commit nor a wake-up of its own while the store is busy.
 //!   Only when the writer would sleep past [`PARKED_MAX_WAIT`] (nothing owed,
 //!   or a checkpoint far off) does a parked job keep it awake or wake it, and
@@ -65,8 +65,8 @@ pub(crate) trait WriteJob: Send {
     fn sent(&self) -> Instant;
     /// Its place in the order jobs were sent ([`Parked::next_seq`]).
     fn seq(&self) -> u64;
-    /// Whether it may wait for other jobs to share their commit.
-    fn deferrable(&self) -> bool {
+    /// Whether it is a [`Wake`], which only wakes the writer for parked jobs.
+    fn is_wake(&self) -> bool {
         false
     }
 }
@@ -115,21 +115,33 @@ pub(crate) const DEFER_MAX: Duration = Duration::from_millis(50);
 /// What the writer and its handles share: the numbering of jobs, and the
 /// deferred jobs parked beside the channel.
 ///
+/// Every job is numbered and sent (over the channel, or parked) under one lock,
+/// so the numbers are the order of sending, and the writer, draining both under
+/// that lock, sees every job sent before the newest it takes.
+///
 /// Invariant: a parked job is committed by the next batch holding a job sent
 /// after it, or at the writer's next timed wake-up (a checkpoint) if that is
-/// at most [`PARKED_MAX_WAIT`] away; otherwise (the writer sleeps longer, or
-/// without a deadline) it is committed at most [`DEFER_MAX`] after it was
-/// parked: the writer does not go to sleep so with jobs parked, and a job
-/// parked while it sleeps so sends a [`Wake`].
+/// at most [`PARKED_MAX_WAIT`] away; otherwise (the writer would sleep longer,
+/// or without a deadline) the writer does not go to sleep with jobs parked, and
+/// a job parked while it sleeps so sends a [`Wake`]: the writer then waits
+/// [`DEFER_MAX`] for company and commits them. Once the writer has stopped
+/// (ended, or its thread panicked) a job is answered [`StoreError::Closed`].
 struct Parked {
     /// The number the next job sent gets.
     next_seq: AtomicU64,
-    /// Deferred jobs in the order they were sent.
-    jobs: Mutex<VecDeque<Box<dyn WriteJob>>>,
+    queue: Mutex<ParkedQueue>,
     /// While the writer sleeps: when it wakes by itself, in nanoseconds after
     /// `epoch` ([`u64::MAX`]: only a job wakes it); 0 while it is awake.
     writer_asleep_until: AtomicU64,
     epoch: Instant,
+}
+
+#[derive(Default)]
+struct ParkedQueue {
+    /// Deferred jobs in the order they were sent.
+    jobs: VecDeque<Box<dyn WriteJob>>,
+    /// The writer has stopped: nothing sent now would ever be answered.
+    closed: bool,
 }
 
 /// Longest a parked job waits for the writer's own next wake-up (the default
@@ -140,7 +152,7 @@ impl Default for Parked {
     fn default() -> Self {
         Parked {
             next_seq: AtomicU64::new(0),
-            jobs: Mutex::default(),
+            queue: Mutex::default(),
             writer_asleep_until: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -163,32 +175,61 @@ impl Parked {
         until != 0 && until > self.nanos(Some(Instant::now() + PARKED_MAX_WAIT))
     }
 
-    fn seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    fn lock(&self) -> std::sync::MutexGuard<'_, ParkedQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Box<dyn WriteJob>>> {
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Parks a deferred job (numbered here, under the lock, so the queue stays
-    /// in order); true if the writer sleeps too long and must be woken.
-    fn park(&self, make: impl FnOnce(u64) -> Box<dyn WriteJob>) -> bool {
-        let mut jobs = self.lock();
-        jobs.push_back(make(self.seq()));
-        drop(jobs);
-        self.writer_sleeps_too_long()
+    /// Numbers a job and sends it: parked if `deferred` (with a [`Wake`] over
+    /// `tx` when the writer sleeps too long), else over `tx`. False if the
+    /// writer has stopped (the job is dropped unsent).
+    fn send(
+        &self,
+        tx: &Sender<Box<dyn WriteJob>>,
+        deferred: bool,
+        make: impl FnOnce(u64) -> Box<dyn WriteJob>,
+    ) -> bool {
+        let mut queue = self.lock();
+        if queue.closed {
+            return false;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        if !deferred {
+            return tx.send(make(seq)).is_ok();
+        }
+        queue.jobs.push_back(make(seq));
+        if self.writer_sleeps_too_long() {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let sent = Instant::now();
+            // A failed send means the writer is gone: its guard answers the job.
+            let _ = tx.send(Box::new(Wake { seq, sent }));
+        }
+        true
     }
 
     /// The parked jobs sent before job number `before`, oldest first.
     fn take_before(&self, before: u64) -> Vec<Box<dyn WriteJob>> {
-        let mut jobs = self.lock();
-        let n = jobs.iter().take_while(|job| job.seq() < before).count();
-        jobs.drain(..n).collect()
+        let mut queue = self.lock();
+        let n = queue
+            .jobs
+            .iter()
+            .take_while(|job| job.seq() < before)
+            .count();
+        queue.jobs.drain(..n).collect()
     }
 
-    fn take_all(&self) -> Vec<Box<dyn WriteJob>> {
-        self.lock().drain(..).collect()
+    /// Every parked job and every job waiting in the channel (all sent before
+    /// the last parked one among them), in the order they were sent, wake-ups
+    /// left out.
+    fn take_all(&self, rx: &Receiver<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
+        let mut queue = self.lock();
+        let mut jobs: Vec<Box<dyn WriteJob>> = queue.jobs.drain(..).collect();
+        if jobs.is_empty() {
+            return jobs;
+        }
+        jobs.extend(rx.try_iter().filter(|job| !job.is_wake()));
+        drop(queue);
+        jobs.sort_by_key(|job| job.seq());
+        jobs
     }
 
     /// The writer is about to sleep until `until` (`None`: until a job comes).
@@ -198,7 +239,7 @@ impl Parked {
     fn writer_may_sleep(&self, until: Option<Instant>) -> bool {
         let until = self.nanos(until);
         self.writer_asleep_until.store(until, Ordering::SeqCst);
-        if self.lock().is_empty() || !self.writer_sleeps_too_long() {
+        if self.lock().jobs.is_empty() || !self.writer_sleeps_too_long() {
             return true;
         }
         self.writer_awake();
@@ -207,6 +248,28 @@ impl Parked {
 
     fn writer_awake(&self) {
         self.writer_asleep_until.store(0, Ordering::SeqCst);
+    }
+
+    /// The writer has stopped: parked jobs are answered `Closed`, and so is
+    /// every job sent from now on.
+    fn close(&self) {
+        let jobs: Vec<_> = {
+            let mut queue = self.lock();
+            queue.closed = true;
+            queue.jobs.drain(..).collect()
+        };
+        for job in jobs {
+            job.answer(Err(StoreError::Closed));
+        }
+    }
+}
+
+/// Closes [`Parked`] when the writer's loop ends, by return or by panic.
+struct CloseOnExit(Arc<Parked>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -237,7 +300,7 @@ impl WriteJob for Wake {
         self.seq
     }
 
-    fn deferrable(&self) -> bool {
+    fn is_wake(&self) -> bool {
         true
     }
 }
@@ -292,10 +355,6 @@ where
 
     fn seq(&self) -> u64 {
         self.seq
-    }
-
-    fn deferrable(&self) -> bool {
-        matches!(self.wanted, Wanted::Deferred)
     }
 }
 
@@ -486,19 +545,10 @@ impl WriterHandle {
                 seq,
             })
         };
-        let sent_over = if deferred {
-            if !self.parked.park(job) {
-                return Pending(PendingInner::Waiting(rx));
-            }
-            let seq = self.parked.seq();
-            self.tx.send(Box::new(Wake { seq, sent }))
+        if self.parked.send(&self.tx, deferred, job) {
+            Pending(PendingInner::Waiting(rx))
         } else {
-            self.tx.send(job(self.parked.seq()))
-        };
-        match sent_over {
-            Ok(()) => Pending(PendingInner::Waiting(rx)),
-            // A parked job is dropped with the writer's queue: its caller hears Closed.
-            Err(_) => Pending::failed(StoreError::Closed),
+            Pending::failed(StoreError::Closed)
         }
     }
 }
@@ -616,7 +666,7 @@ impl Writer {
     /// writer for parked jobs (they wait for company).
     fn take_batch(&mut self, batch: Vec<Box<dyn WriteJob>>) -> Option<Vec<Box<dyn WriteJob>>> {
         let mut jobs: Vec<Box<dyn WriteJob>> =
-            batch.into_iter().filter(|job| !job.deferrable()).collect();
+            batch.into_iter().filter(|job| !job.is_wake()).collect();
         if jobs.is_empty() {
             self.waiting_since.get_or_insert_with(Instant::now);
             return None;
@@ -631,15 +681,11 @@ impl Writer {
         Some(jobs)
     }
 
-    /// Every parked job, oldest first (none wait for company any more).
-    fn take_parked(&mut self) -> Vec<Box<dyn WriteJob>> {
+    /// Commits whatever is parked, if anything, with the jobs sent before it
+    /// that wait in the channel (none wait for company any more).
+    fn commit_parked(&mut self, rx: &Receiver<Box<dyn WriteJob>>) {
         self.waiting_since = None;
-        self.parked.take_all()
-    }
-
-    /// Commits whatever is parked, if anything.
-    fn commit_parked(&mut self) {
-        let jobs = self.take_parked();
+        let jobs = self.parked.take_all(rx);
         if !jobs.is_empty() {
             self.commit_batch(jobs);
         }
@@ -677,6 +723,7 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Box<dyn WriteJob>>) {
+        let _close = CloseOnExit(self.parked.clone());
         let mut batch_done = Instant::now();
         loop {
             let first = match self.waiting_since {
@@ -686,7 +733,7 @@ impl Writer {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
                         // No company came: the deferred jobs are committed alone.
-                        self.commit_parked();
+                        self.commit_parked(&rx);
                         batch_done = Instant::now();
                         continue;
                     }
@@ -712,7 +759,7 @@ impl Writer {
             }
             batch_done = Instant::now();
         }
-        self.commit_parked();
+        self.commit_parked(&rx);
         self.close_journal();
     }
 
@@ -743,7 +790,7 @@ impl Writer {
         match next {
             Ok(job) => Next::Job(job),
             Err(RecvTimeoutError::Timeout) => {
-                self.commit_parked();
+                self.commit_parked(rx);
                 self.checkpoint();
                 self.quick_lone_jobs = 0;
                 Next::Idle
@@ -1234,48 +1281,55 @@ mod tests {
         assert!((1..=3).all(|k| t.get(k).unwrap().is_some()), "all durable");
     }
 
+    /// What a test job's caller hears.
+    type Answer = oneshot::Receiver<Result<(), StoreError>>;
+
     /// Test jobs' numbers, in the order they are made.
     static TEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
-    /// A deferred job writing `key`, answering on the receiver.
-    fn deferred_job(key: u64) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), StoreError>>) {
+    /// A job writing `key`, made with the number [`Parked::send`] gives it.
+    fn numbered_job(key: u64, wanted: Wanted) -> (impl FnOnce(u64) -> Box<dyn WriteJob>, Answer) {
         let (reply, rx) = oneshot::channel();
-        let job = ClosureJob {
-            f: move |tables: &Tables<'_>| {
-                tables.tx()?.open_table(T)?.insert(key, key)?;
-                Ok(())
-            },
-            wanted: Wanted::Deferred,
-            value: None,
-            then: |outcome| outcome,
-            reply,
-            sent: Instant::now(),
-            seq: TEST_SEQ.fetch_add(1, Ordering::Relaxed),
+        let make = move |seq| -> Box<dyn WriteJob> {
+            Box::new(ClosureJob {
+                f: move |tables: &Tables<'_>| {
+                    tables.tx()?.open_table(T)?.insert(key, key)?;
+                    Ok(())
+                },
+                wanted,
+                value: None,
+                then: |outcome| outcome,
+                reply,
+                sent: Instant::now(),
+                seq,
+            })
         };
-        (Box::new(job), rx)
+        (make, rx)
     }
 
     #[test]
     fn parked_jobs_join_the_next_batch_sent_after_them_and_go_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(&dir);
-        let (a, a_rx) = deferred_job(1);
-        assert!(
-            !writer.parked.park(|_| a),
-            "the writer is awake: no wake-up"
-        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a, a_rx) = numbered_job(1, Wanted::Deferred);
+        assert!(writer.parked.send(&tx, true, a));
+        assert!(rx.try_recv().is_err(), "the writer is awake: no wake-up");
         assert!(!stored(&writer, 1), "not applied yet");
 
-        let (b, b_rx) = job(2, false);
-        let (late, _late_rx) = deferred_job(3);
-        writer.parked.park(|_| late);
-        let jobs = writer.take_batch(vec![b]).expect("company came");
+        let (b, b_rx) = numbered_job(2, Wanted::Journaled(b"2".to_vec()));
+        writer.parked.send(&tx, false, b);
+        let (late, _late_rx) = numbered_job(3, Wanted::Deferred);
+        writer.parked.send(&tx, true, late);
+        let jobs = writer
+            .take_batch(vec![rx.try_recv().unwrap()])
+            .expect("company came");
         assert_eq!(jobs.len(), 2, "a job parked after the batch's stays parked");
         assert!(
-            jobs[0].deferrable(),
+            jobs[0].seq() < jobs[1].seq(),
             "the deferred job first, as it was sent"
         );
-        assert_eq!(writer.parked.lock().len(), 1);
+        assert_eq!(writer.parked.lock().jobs.len(), 1);
         assert!(writer.waiting_since.is_none());
         writer.commit_batch(jobs);
         assert!(a_rx.blocking_recv().unwrap().is_ok());
@@ -1287,6 +1341,48 @@ mod tests {
             [1],
             "one commit, and the deferred job has no record"
         );
+    }
+
+    #[test]
+    fn parked_jobs_taken_alone_bring_the_jobs_sent_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a, _a_rx) = numbered_job(1, Wanted::Relaxed);
+        writer.parked.send(&tx, false, a);
+        let (p, _p_rx) = numbered_job(2, Wanted::Deferred);
+        writer.parked.send(&tx, true, p);
+        let jobs = writer.parked.take_all(&rx);
+        assert_eq!(jobs.len(), 2, "the channel's job comes along");
+        assert!(jobs[0].seq() < jobs[1].seq(), "in the order they were sent");
+    }
+
+    #[test]
+    fn a_stopped_writer_answers_deferred_jobs_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+        let options = WriterOptions {
+            quick_repair: false,
+            checkpoint_idle: Duration::from_secs(3600),
+            checkpoint_max_age: Duration::from_secs(3600),
+        };
+        let (handle, thread) = start(db, options, None);
+        let parked = handle.parked.clone();
+        // The thread ends as a panicking one would, handles still alive.
+        let killed = handle.submit_job(
+            Wanted::Relaxed,
+            |_tables: &Tables<'_>| -> Result<(), StoreError> { panic!("a job that panics") },
+            |outcome| outcome,
+        );
+        assert!(thread.join().is_err(), "the writer's thread panicked");
+        assert!(matches!(killed.wait(), Err(StoreError::Closed)));
+        assert!(parked.lock().closed);
+        let deferred = handle.submit_job(
+            Wanted::Deferred,
+            |_tables: &Tables<'_>| Ok(()),
+            |outcome| outcome,
+        );
+        assert!(matches!(deferred.wait(), Err(StoreError::Closed)));
     }
 
     #[test]
@@ -1317,7 +1413,7 @@ mod tests {
     }
 
     #[test]
-    fn a_job_parked_while_a_checkpoint_is_owed_is_committed_with_it() {
+    fn a_job_parked_while_a_checkpoint_is_owed_soon_is_answered() {
         parked_job_with_a_checkpoint_owed(Duration::from_millis(20));
     }
 
