@@ -571,7 +571,7 @@ pub(crate) fn start(
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let parked = Arc::new(Parked::default());
-    let writer = Writer::new(db, options, journal).with_parked(parked.clone());
+    let writer = Writer::new(db, options, journal, parked.clone());
     let thread = std::thread::Builder::new()
         .name("agentlab-store-writer".into())
         .spawn(move || writer.run(rx))
@@ -642,7 +642,12 @@ const WRITER_SPIN: Duration = Duration::from_micros(100);
 const SPIN_AFTER_QUICK_JOBS: u32 = 4;
 
 impl Writer {
-    fn new(db: Arc<Database>, options: WriterOptions, journal: Option<JournalState>) -> Self {
+    fn new(
+        db: Arc<Database>,
+        options: WriterOptions,
+        journal: Option<JournalState>,
+        parked: Arc<Parked>,
+    ) -> Self {
         Writer {
             db,
             options,
@@ -651,14 +656,9 @@ impl Writer {
             checkpoint_failures: 0,
             checkpoint_retry_at: None,
             quick_lone_jobs: 0,
-            parked: Arc::default(),
+            parked,
             waiting_since: None,
         }
-    }
-
-    fn with_parked(mut self, parked: Arc<Parked>) -> Self {
-        self.parked = parked;
-        self
     }
 
     /// The jobs to commit now: `batch` with the parked jobs sent before any of
@@ -1185,7 +1185,7 @@ mod tests {
             last_seq: 0,
             seal: None,
         };
-        Writer::new(db, options, Some(state))
+        Writer::new(db, options, Some(state), Arc::default())
     }
 
     fn journal_seq(writer: &Writer) -> Option<String> {
@@ -1357,16 +1357,26 @@ mod tests {
         assert!(jobs[0].seq() < jobs[1].seq(), "in the order they were sent");
     }
 
-    #[test]
-    fn a_stopped_writer_answers_deferred_jobs_closed() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A writer thread on a new database in `dir`, without a journal, that
+    /// checkpoints after `checkpoint_idle` (and an hour at most).
+    fn started_writer(
+        dir: &tempfile::TempDir,
+        checkpoint_idle: Duration,
+    ) -> (Arc<Database>, WriterHandle, std::thread::JoinHandle<()>) {
         let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
         let options = WriterOptions {
             quick_repair: false,
-            checkpoint_idle: Duration::from_secs(3600),
+            checkpoint_idle,
             checkpoint_max_age: Duration::from_secs(3600),
         };
-        let (handle, thread) = start(db, options, None);
+        let (handle, thread) = start(db.clone(), options, None);
+        (db, handle, thread)
+    }
+
+    #[test]
+    fn a_stopped_writer_answers_deferred_jobs_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, handle, thread) = started_writer(&dir, Duration::from_secs(3600));
         let parked = handle.parked.clone();
         // The thread ends as a panicking one would, handles still alive.
         let killed = handle.submit_job(
@@ -1388,13 +1398,7 @@ mod tests {
     #[test]
     fn a_deferred_job_without_company_is_committed_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let options = WriterOptions {
-            quick_repair: false,
-            checkpoint_idle: Duration::from_secs(3600),
-            checkpoint_max_age: Duration::from_secs(3600),
-        };
-        let (handle, thread) = start(db.clone(), options, None);
+        let (db, handle, thread) = started_writer(&dir, Duration::from_secs(3600));
         let answered = handle.submit_job(
             Wanted::Deferred,
             |tables: &Tables<'_>| {
@@ -1426,13 +1430,7 @@ mod tests {
     /// sent then is answered (so committed) either way.
     fn parked_job_with_a_checkpoint_owed(checkpoint_idle: Duration) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
-        let options = WriterOptions {
-            quick_repair: false,
-            checkpoint_idle,
-            checkpoint_max_age: Duration::from_secs(3600),
-        };
-        let (handle, thread) = start(db.clone(), options, None);
+        let (db, handle, thread) = started_writer(&dir, checkpoint_idle);
         let insert = |key: u64| {
             move |tables: &Tables<'_>| {
                 tables.tx()?.open_table(T)?.insert(key, key)?;
