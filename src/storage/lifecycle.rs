@@ -44,6 +44,14 @@ pub struct TaskSubmitted {
     pub duplicate: bool,
 }
 
+impl TaskSubmitted {
+    /// Whether [`Store::submit_started`] started the new task on the process it
+    /// was given (else it is queued, or a duplicate).
+    pub fn started(&self) -> bool {
+        !self.duplicate && self.task.status == TaskStatus::Running
+    }
+}
+
 /// A task handed to a worker.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -130,6 +138,50 @@ impl Store {
         };
         self.write_op(&op, move |t| {
             submit_prompt_tx(t, &new, &project, now_ms, history)
+        })
+    }
+
+    /// Stores a new task and, in the same transaction and journal record, starts
+    /// it on the agent process `(pid, start_time)` — the session's idle warm
+    /// process, which the caller holds — when nothing claimable is queued ahead
+    /// of it and its user runs nothing: claimed at `now_ms` (its attempt
+    /// counted) with its process recorded, as [`Self::record_task_process`]
+    /// would after a claim. Otherwise it is only queued, as by
+    /// [`Self::submit_prompt_in_project`] (`prompt`) or
+    /// [`Self::submit_task_in_project`]. [`TaskSubmitted::started`] says which.
+    ///
+    /// A warm prompt's start thus costs one durable step, not two. The caller
+    /// writes the turn record and then the prompt after this returns; a crash
+    /// between the two leaves a running task whose process has no turn record,
+    /// which recovery re-queues as interrupted (the idle process is ended as an
+    /// orphan).
+    pub fn submit_started(
+        &self,
+        new: NewTask,
+        project: &str,
+        prompt: bool,
+        now_ms: u64,
+        process: (u32, u64),
+    ) -> Pending<TaskSubmitted> {
+        if let Err(e) = check_prompt(&new) {
+            return Pending::failed(e);
+        }
+        let history = if prompt {
+            self.options().history_messages
+        } else {
+            0
+        };
+        let project = project.to_owned();
+        let op = TaskOp::SubmitStarted {
+            new: new.clone(),
+            project: project.clone(),
+            now_ms,
+            history,
+            pid: process.0,
+            start_time: process.1,
+        };
+        self.write_op(&op, move |t| {
+            submit_started_tx(t, &new, &project, now_ms, history, process)
         })
     }
 
@@ -471,6 +523,32 @@ fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()>
     task.pid = Some(pid);
     task.pid_start_time = Some(start_time);
     Ok(())
+}
+
+/// See [`Store::submit_started`].
+pub(super) fn submit_started_tx(
+    t: &Tables<'_>,
+    new: &NewTask,
+    project: &str,
+    now_ms: u64,
+    history: usize,
+    (pid, start_time): (u32, u64),
+) -> StoreResult<TaskSubmitted> {
+    let mut submitted = submit_prompt_tx(t, new, project, now_ms, history)?;
+    if submitted.duplicate {
+        return Ok(submitted);
+    }
+    // The first claimable task, with no bot passed over: the new one only when
+    // no older task may run first and its user runs nothing.
+    let first = first_claimable(&*t.queue()?, &*t.tasks()?, &*t.active()?, now_ms, &[], &[])?;
+    if first.is_none_or(|task| task.id != submitted.task.id) {
+        return Ok(submitted);
+    }
+    let task = &mut submitted.task;
+    mark_claimed(t, task, now_ms)?;
+    record_process(task, pid, start_time)?;
+    write_task(&mut *t.tasks()?, task)?;
+    Ok(submitted)
 }
 
 pub(super) fn claim_tx(

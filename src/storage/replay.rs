@@ -15,7 +15,9 @@ use super::batch::Tables;
 use super::error::StoreError;
 use super::journal::{Journal, JournalRecord};
 use super::kv::{journal_seq, set_journal_seq};
-use super::lifecycle::{claim_tx, finish_tx, process_tx, started_tx, submit_prompt_tx, submit_tx};
+use super::lifecycle::{
+    claim_tx, finish_tx, process_tx, started_tx, submit_prompt_tx, submit_started_tx, submit_tx,
+};
 use super::outbox::{begin_delivery_tx, delivered_tx, delivery_failed_tx, progress_tx};
 use super::projects::DEFAULT_PROJECT;
 use super::sessions::append_message_tx;
@@ -198,5 +200,13 @@ fn redo(op: &TaskOp, tx: &Tables<'_>) -> StoreResult<()> {
             pid,
             start_time,
         } => started_tx(tx, *task_id, *claimed_ms, *pid, *start_time),
+        TaskOp::SubmitStarted {
+            new,
+            project,
+            now_ms,
+            history,
+            pid,
+            start_time,
+        } => submit_started_tx(tx, new, project, *now_ms, *history, (*pid, *start_time)).map(drop),
     }
 }

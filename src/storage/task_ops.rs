@@ -119,6 +119,18 @@ pub(super) enum TaskOp {
         now_ms: u64,
         history: usize,
     },
+    /// A submission started at once on the session's idle warm process: the
+    /// task is stored, claimed and given its process in one record, when nothing
+    /// is queued ahead of it and its user runs nothing (else it is only queued).
+    /// `history` is 0 for a task whose prompt does not enter the history.
+    SubmitStarted {
+        new: NewTask,
+        project: String,
+        now_ms: u64,
+        history: usize,
+        pid: u32,
+        start_time: u64,
+    },
 }
 
 impl TaskOp {

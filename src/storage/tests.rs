@@ -1169,6 +1169,76 @@ fn no_checkpoint_options() -> StoreOptions {
     }
 }
 
+#[test]
+fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
+    let (_dir, store) = temp_store();
+    let warm = (4242, 77);
+    let start = |user: i64, prompt: &str, at: u64| {
+        store
+            .submit_started(new_task("A", user, prompt, 5), "default", true, at, warm)
+            .wait()
+            .unwrap()
+    };
+    // Nothing queued, nothing running: stored, claimed and given its process at once.
+    let first = start(1, "one", 1_000);
+    assert!(first.started());
+    let task = store.get_task(first.task.id).unwrap().unwrap();
+    assert_eq!(task, first.task);
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!((task.attempts, task.started_ms), (1, Some(1_000)));
+    assert_eq!((task.pid, task.pid_start_time), (Some(4242), Some(77)));
+    assert_eq!(store.queue_depth().unwrap(), 0);
+    assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
+    // Its user runs a task: the next one waits in the queue.
+    let second = start(1, "two", 1_001);
+    assert!(!second.started());
+    assert_eq!(second.task.status, TaskStatus::Queued);
+    assert_eq!(second.task.pid, None);
+    // Another user's, behind a task that waits only for its own user: starts.
+    let other = start(2, "three", 1_002);
+    assert!(other.started());
+    // Behind a task another user may run now: queued, in its turn.
+    let waiting = submitted(&store, new_task("A", 3, "four", 5), 1_003);
+    let behind = start(4, "five", 1_004);
+    assert!(!behind.started());
+    let next = store
+        .claim_next_task(1_005, vec![])
+        .wait()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.task.id, waiting.id);
+    // A task that does not enter the history (an HTTP task) leaves it alone.
+    let quiet = store
+        .submit_started(new_task("A", 5, "six", 5), "default", false, 1_006, warm)
+        .wait()
+        .unwrap();
+    assert!(!quiet.started());
+    assert!(store.history("A", 5, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_redelivered_update_submitted_to_start_is_found_not_started_again() {
+    let (_dir, store) = temp_store();
+    let new = NewTask {
+        update_id: Some(9),
+        ..new_task("A", 1, "once", 5)
+    };
+    let first = store
+        .submit_started(new.clone(), "default", true, 1_000, (42, 7))
+        .wait()
+        .unwrap();
+    assert!(first.started());
+    let again = store
+        .submit_started(new, "default", true, 1_001, (43, 8))
+        .wait()
+        .unwrap();
+    assert!(again.duplicate && !again.started());
+    assert_eq!(again.task.id, first.task.id);
+    let task = store.get_task(first.task.id).unwrap().unwrap();
+    assert_eq!((task.attempts, task.pid), (1, Some(42)));
+    assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
+}
+
 const CRASH_CHILD_ENV: &str = "AGENTLAB_JOURNAL_CRASH_CHILD_DB";
 
 /// Every task, oldest first, and the conversation histories: what a replay must
@@ -1279,23 +1349,69 @@ fn journal_crash_child() {
     std::process::abort();
 }
 
+/// The child side of `submissions_started_at_once_survive_a_crash_through_the_journal`:
+/// three submissions to start (started, queued behind its running user, started
+/// for another user), each acknowledged, then an abort.
 #[test]
-fn acknowledged_task_operations_survive_a_crash_through_the_journal() {
+#[ignore = "a child process of submissions_started_at_once_survive_a_crash_through_the_journal"]
+fn journal_crash_child_started() {
+    let Ok(path) = std::env::var(CRASH_CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
+    for (user, at) in [(1, 1_000), (1, 1_001), (2, 1_002)] {
+        let new = new_task("A", user, &format!("prompt {at}"), 5);
+        store
+            .submit_started(new, "default", true, at, (4242, at))
+            .wait()
+            .unwrap();
+    }
+    println!("STATE {}", task_state(&store));
+    std::process::abort();
+}
+
+#[test]
+fn submissions_started_at_once_survive_a_crash_through_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentlab.redb");
+    let stdout = crash_child("storage::tests::journal_crash_child_started", &path);
+    let acknowledged = stdout
+        .lines()
+        .find_map(|l| l.split_once("STATE ").map(|(_, state)| state.to_owned()))
+        .unwrap_or_else(|| panic!("no STATE line: {stdout}"));
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.replayed_at_open(), 3);
+    assert_eq!(task_state(&store), acknowledged);
+    let running = store.tasks_in_status(TaskStatus::Running).unwrap();
+    let pids: Vec<_> = running.iter().map(|t| t.pid_start_time).collect();
+    assert_eq!(pids, [Some(1_000), Some(1_002)]);
+    assert_eq!(store.queue_depth().unwrap(), 1);
+}
+
+/// Runs the crash child test `name` on the database `path`; its output. The
+/// child must die (it aborts).
+fn crash_child(name: &str, path: &std::path::Path) -> String {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "storage::tests::journal_crash_child",
+            name,
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_CHILD_ENV, &path)
+        .env(CRASH_CHILD_ENV, path)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(!output.status.success(), "the child must die: {stdout}");
+    stdout
+}
+
+#[test]
+fn acknowledged_task_operations_survive_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentlab.redb");
+    let stdout = crash_child("storage::tests::journal_crash_child", &path);
     let acknowledged = stdout
         .lines()
         .find_map(|l| l.split_once("STATE ").map(|(_, state)| state.to_string()))
@@ -1400,17 +1516,7 @@ fn an_idle_writer_checkpoints_and_the_journal_starts_over() {
 /// Runs the crash child on `path`: the database holds 40 submissions durably and
 /// the journal the rest.
 fn crashed_store_at(path: &std::path::Path) {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "storage::tests::journal_crash_child",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CRASH_CHILD_ENV, path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "the child must die");
+    crash_child("storage::tests::journal_crash_child", path);
 }
 
 #[test]
