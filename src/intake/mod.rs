@@ -260,14 +260,14 @@ impl Intake {
             }
         }
         admission::admit_prompt(&inner.config, &inner.store).map_err(Refusal::DiskFull)?;
-        let submitted = match prompt.door {
+        let (new, enters_history) = match prompt.door {
             Door::Telegram {
                 sender,
                 chat_id,
                 message_id,
                 update_id,
-            } => {
-                let new = NewTask {
+            } => (
+                NewTask {
                     bot_id: prompt.bot_id,
                     user_id: sender.user_id,
                     chat_id,
@@ -278,14 +278,11 @@ impl Intake {
                     max_attempts: limits.max_attempts,
                     reply_to_message_id: Some(message_id),
                     update_id: Some(update_id),
-                };
-                inner
-                    .store
-                    .submit_prompt_in_project(new, &project, now)
-                    .await
-            }
-            Door::Http { user_id, chat_id } => {
-                let new = NewTask {
+                },
+                true,
+            ),
+            Door::Http { user_id, chat_id } => (
+                NewTask {
                     bot_id: prompt.bot_id,
                     user_id,
                     chat_id: chat_id.unwrap_or(NO_CHAT),
@@ -296,12 +293,14 @@ impl Intake {
                     max_attempts: limits.max_attempts,
                     reply_to_message_id: None,
                     update_id: None,
-                };
-                inner.store.submit_task_in_project(new, &project, now).await
-            }
-        }
-        .map_err(Refusal::Store)?;
-        if !submitted.duplicate {
+                },
+                false,
+            ),
+        };
+        let submitted = self.store_new(new, &project, enters_history, now).await?;
+        if submitted.started() {
+            tracing::info!(task_id = submitted.task.id, "prompt started");
+        } else if !submitted.duplicate {
             inner.pool.notify();
             tracing::info!(task_id = submitted.task.id, "prompt queued");
         }
@@ -310,6 +309,43 @@ impl Intake {
             duplicate: submitted.duplicate,
             budget_warning,
         })
+    }
+
+    /// Stores a new task (its prompt entering the history if `enters_history`).
+    /// When the pool can start it at once on its session's idle warm process,
+    /// the store starts it in the same durable step and the pool runs it;
+    /// otherwise it is queued (the caller wakes the pool).
+    async fn store_new(
+        &self,
+        new: NewTask,
+        project: &str,
+        enters_history: bool,
+        now: u64,
+    ) -> Result<crate::storage::TaskSubmitted, Refusal> {
+        let inner = &self.inner;
+        let pool = &inner.pool;
+        let Some(start) = pool.reserve_warm_start(&new.bot_id, new.user_id, project) else {
+            let submitted = if enters_history {
+                inner
+                    .store
+                    .submit_prompt_in_project(new, project, now)
+                    .await
+            } else {
+                inner.store.submit_task_in_project(new, project, now).await
+            };
+            return submitted.map_err(Refusal::Store);
+        };
+        let submitted = inner
+            .store
+            .submit_started(new, project, enters_history, now, start.process())
+            .await;
+        match &submitted {
+            Ok(submitted) if submitted.started() => {
+                pool.start_reserved(start, submitted.task.clone())
+            }
+            _ => pool.release(start),
+        }
+        submitted.map_err(Refusal::Store)
     }
 
     /// Queues a finished task's prompt again as a new task, and wakes the pool.

@@ -595,6 +595,18 @@ fn start_claimed(t: &Tables<'_>, mut task: Task, now_ms: u64) -> StoreResult<Cla
 /// Everything a claim at `now_ms` changes but the task's own record, which
 /// the caller writes once with whatever else it changes in the same job.
 fn mark_claimed(t: &Tables<'_>, task: &mut Task, now_ms: u64) -> StoreResult<()> {
+    // One running task per user, whoever started the other (the dispatcher's
+    // choice and a start at the door can race for the same user).
+    let holder = t
+        .active()?
+        .get((task.bot_id.as_str(), task.user_id))?
+        .map(|v| v.value());
+    if let Some(holder) = holder.filter(|&holder| holder != task.id) {
+        return Err(StoreError::Conflict(format!(
+            "task {}: its user runs task {holder}",
+            task.id
+        )));
+    }
     let old_status = task.status;
     dequeue(&mut *t.queue()?, task)?;
     as_claimed(task, now_ms);

@@ -1217,6 +1217,33 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
 }
 
 #[test]
+fn a_chosen_task_whose_user_started_another_at_the_door_is_not_claimed() {
+    let (_dir, store) = temp_store();
+    // Chosen by the dispatcher (behind nothing), not yet claimed...
+    let later = submitted(&store, new_task("A", 1, "low", 9), 100);
+    let chosen = chosen_at_1000(&store, &[]);
+    assert_eq!(chosen.task.id, later.id);
+    // ...when a more urgent prompt of the same user starts at the door.
+    let door = store
+        .submit_started(new_task("A", 1, "now", 5), "default", true, 1_000, (42, 7))
+        .wait()
+        .unwrap();
+    assert!(door.started());
+    let refused = store.record_task_process(later.id, 1_000, 43, 8).wait();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let refused = store.claim_selected(later.id, 1_000).wait();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let task = store.get_task(later.id).unwrap().unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
+}
+
+#[test]
 fn a_redelivered_update_submitted_to_start_is_found_not_started_again() {
     let (_dir, store) = temp_store();
     let new = NewTask {

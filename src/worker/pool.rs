@@ -47,7 +47,7 @@ use super::proc_identity::ProcIdentity;
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::approvals::{AgentLink, AgentRequest, Approvals};
-use crate::breaker::{Circuits, Dependency};
+use crate::breaker::{Circuits, Dependency, Permit};
 use crate::budget::{Exceeded, Spend};
 use crate::config::{AgentConfig, BotConfig, Config, PermissionMode};
 use crate::storage::{
@@ -126,6 +126,41 @@ struct Shared {
     /// a time is a run the store could not start: its user is passed over until
     /// then, so a failing store is not asked again at once. A std Mutex, as above.
     starting: Mutex<HashMap<u64, Starting>>,
+    /// The runs started at the door ([`Pool::start_reserved`]), beside the
+    /// dispatcher's own; closed when the dispatcher stops. A std Mutex, as above.
+    door_runs: Mutex<DoorRuns>,
+}
+
+/// Runs started at the door, and whether the pool still takes them.
+#[derive(Default)]
+struct DoorRuns {
+    runs: JoinSet<()>,
+    closed: bool,
+}
+
+/// A warm start reserved for a prompt at the door ([`Pool::reserve_warm_start`]):
+/// a worker, a call of the bot's agent breaker and the session's idle warm
+/// process, held while the prompt is stored. Given to [`Pool::start_reserved`]
+/// when the store started the task on the process, else to [`Pool::release`].
+pub struct WarmStart {
+    permit: OwnedSemaphorePermit,
+    breaker: Permit,
+    process: WarmProcess,
+    key: SessionKey,
+    session_id: Option<String>,
+}
+
+impl WarmStart {
+    /// The reserved process's pid and start time, to record with the task.
+    pub fn process(&self) -> (u32, u64) {
+        (self.process.identity.pid, self.process.identity.start_time)
+    }
+}
+
+/// What a run started at the door brings with it.
+struct Reserved {
+    breaker: Permit,
+    process: WarmProcess,
 }
 
 /// A chosen run whose claim is not written yet (see [`Shared::starting`]).
@@ -184,6 +219,7 @@ impl Pool {
                 ),
                 stopped: Mutex::default(),
                 starting: Mutex::default(),
+                door_runs: Mutex::default(),
                 store,
                 config,
             }),
@@ -352,6 +388,26 @@ impl Pool {
         warm::sweep_orphans(&self.shared.runs_dir, &keep)
     }
 
+    /// The identities of the warm processes in the runs folder.
+    pub(crate) fn warm_identities(&self) -> Vec<ProcIdentity> {
+        warm::warm_identities(&self.shared.runs_dir)
+    }
+
+    /// Whether a running task's recorded process is one of the `warm` processes
+    /// but holds no turn of the task: the task was started at the door
+    /// ([`Pool::start_reserved`]) and the service stopped before its turn was
+    /// recorded, so its prompt was never written (a run the dispatcher starts
+    /// records the turn before the process).
+    pub(crate) fn turn_never_began(&self, task: &Task, warm: &[ProcIdentity]) -> bool {
+        let (Some(pid), Some(start_time)) = (task.pid, task.pid_start_time) else {
+            return false;
+        };
+        let identity = ProcIdentity { pid, start_time };
+        warm.contains(&identity)
+            && warm::read_turn_record(&self.run_dir(task.id))
+                .is_none_or(|record| record.identity != identity)
+    }
+
     fn run_dir(&self, task_id: u64) -> std::path::PathBuf {
         self.shared.runs_dir.join(task_id.to_string())
     }
@@ -385,9 +441,9 @@ impl Pool {
                     let pool = self.clone();
                     // Boxed: a run's future is large, and spawning moves it by value
                     // several times (into the task cell, out at completion).
-                    runs.spawn(Box::pin(
-                        async move { pool.run_claimed(claimed, permit).await },
-                    ));
+                    runs.spawn(Box::pin(async move {
+                        pool.run_claimed(claimed, permit, None).await
+                    }));
                 }
                 Ok(None) => {
                     drop(permit);
@@ -405,10 +461,132 @@ impl Pool {
         // tasks are waiting on processes or polls; aborting them loses nothing stored.
         runs.abort_all();
         while runs.join_next().await.is_some() {}
+        let mut door_runs = {
+            let mut door = lock(&self.shared.door_runs);
+            door.closed = true;
+            std::mem::take(&mut door.runs)
+        };
+        door_runs.abort_all();
+        while door_runs.join_next().await.is_some() {}
         // Idle warm processes hold no turn: a graceful stop ends them. (A process
         // that was answering is left to its task's adoption.)
         let idle = lock(&self.shared.warm).drain();
         end_all(idle).await;
+    }
+
+    /// Reserves a warm start for a prompt of (`bot_id`, `user_id`) in `project`
+    /// about to be stored: a free worker, a call of the bot's agent breaker and
+    /// the session's idle warm process, when the process can take the prompt as
+    /// the dispatcher would give it (same command, same session, alive), the bot
+    /// keeps processes warm and its budget is not spent. The store then decides,
+    /// in the transaction that stores the prompt, whether it starts at once
+    /// ([`Store::submit_started`]: nothing queued may run first and the user
+    /// runs nothing) — one durable step instead of a submission and a start.
+    /// `None` whenever any of this does not hold: the prompt is queued and the
+    /// dispatcher starts it as any other.
+    pub fn reserve_warm_start(
+        &self,
+        bot_id: &str,
+        user_id: i64,
+        project: &str,
+    ) -> Option<WarmStart> {
+        let bot = self.bot(bot_id)?;
+        let key: SessionKey = (bot_id.to_owned(), user_id, project.to_owned());
+        if bot.agent.keep_warm_s == 0 || !lock(&self.shared.warm).contains(&key) {
+            return None;
+        }
+        if lock(&self.shared.door_runs).closed
+            || lock(&self.shared.starting)
+                .values()
+                .any(|run| run.user.0 == bot_id && run.user.1 == user_id)
+        {
+            return None;
+        }
+        let permit = self.shared.permits.clone().try_acquire_owned().ok()?;
+        let spend = Spend::of(&self.shared.store, bot_id, now_ms());
+        if spend.exceeded(&self.shared.config.limits).is_some() {
+            return None;
+        }
+        let agent = self.agent_for_user(bot, user_id);
+        if !agent::uses_input_pipe(&agent) {
+            return None;
+        }
+        let command = AgentCommand::from_config(&agent, self.scrub_env());
+        let session_id = self
+            .shared
+            .store
+            .get_project_session(bot_id, user_id, project)
+            .ok()?
+            .and_then(|session| session.agent_session_id)
+            .filter(|id| agent::is_valid_session_id(id));
+        let mut process = lock(&self.shared.warm).take(&key)?;
+        let fits =
+            process.command == command && process.session_id == session_id && process.is_running();
+        let breaker = match self.shared.circuits.get(bot_id, Dependency::Agent) {
+            Some(breaker) if fits => breaker.try_acquire().ok(),
+            _ => None,
+        };
+        let Some(breaker) = breaker else {
+            // Left as it was: the dispatcher's run decides what becomes of it.
+            self.put_back(key, process);
+            return None;
+        };
+        Some(WarmStart {
+            permit,
+            breaker,
+            process,
+            key,
+            session_id,
+        })
+    }
+
+    /// Runs `task`, which the store started on the reserved process
+    /// ([`crate::storage::TaskSubmitted::started`]), as the dispatcher runs a
+    /// task it claimed: the turn is recorded, the prompt written, the turn
+    /// followed. If the pool has stopped meanwhile, the task is left running
+    /// with its process recorded and no turn record, for the next start's
+    /// recovery to re-queue.
+    pub fn start_reserved(&self, start: WarmStart, task: Task) {
+        let WarmStart {
+            permit,
+            breaker,
+            process,
+            key,
+            session_id,
+        } = start;
+        let claimed = Claimed {
+            task,
+            session_id,
+            project: key.2,
+        };
+        let reserved = Reserved { breaker, process };
+        let pool = self.clone();
+        let mut door = lock(&self.shared.door_runs);
+        while door.runs.try_join_next().is_some() {}
+        if door.closed {
+            return;
+        }
+        door.runs.spawn(Box::pin(async move {
+            pool.run_claimed(claimed, permit, Some(reserved)).await
+        }));
+    }
+
+    /// Gives back a warm start the store did not use (the prompt was queued, was
+    /// a duplicate, or could not be stored): the process is idle in the warm set
+    /// again, the worker free.
+    pub fn release(&self, start: WarmStart) {
+        self.put_back(start.key, start.process);
+        drop(start.permit);
+        self.notify();
+    }
+
+    /// Puts a process taken from the warm set back, ending what that evicts.
+    fn put_back(&self, key: SessionKey, process: WarmProcess) {
+        let capacity = self.workers().saturating_mul(WARM_PER_WORKER).max(1);
+        let evicted = lock(&self.shared.warm).put(key, process, capacity);
+        if !evicted.is_empty() {
+            tokio::spawn(end_all(evicted));
+        }
     }
 
     /// Chooses the next task to run (see [`Shared::starting`]); its claim is
@@ -466,7 +644,7 @@ impl Pool {
         let started = match recorded {
             Ok(()) => true,
             Err(StoreError::Conflict(why)) => {
-                tracing::info!(%why, "the task no longer runs; its agent is not given the prompt");
+                tracing::info!(%why, "the task cannot start now; its agent is not given the prompt");
                 false
             }
             Err(error) => {
@@ -521,32 +699,27 @@ impl Pool {
     }
 
     #[tracing::instrument(skip_all, fields(task_id = claimed.task.id, bot_id = %claimed.task.bot_id))]
-    async fn run_claimed(self, claimed: Claimed, permit: OwnedSemaphorePermit) {
+    async fn run_claimed(
+        self,
+        claimed: Claimed,
+        permit: OwnedSemaphorePermit,
+        reserved: Option<Reserved>,
+    ) {
         let _busy = BusyGuard::new(&self.shared.busy);
         let task = claimed.task;
-        if let Some(refusal) = self.budget_refusal(&task) {
-            self.conclude(&task, refusal).await;
-            drop(permit);
-            return;
-        }
-        let Some(breaker) = self
-            .shared
-            .circuits
-            .get(&task.bot_id, Dependency::Agent)
-            .cloned()
-        else {
-            self.conclude(&task, unknown_bot(&task)).await;
-            return;
-        };
-        let breaker_permit = match breaker.try_acquire() {
-            Ok(p) => p,
-            Err(rejected) => {
-                self.hold_for_breaker(&task, rejected.retry_after()).await;
-                return;
-            }
+        let (breaker_permit, process) = match reserved {
+            // Its budget and breaker were asked at the door.
+            Some(Reserved { breaker, process }) => (breaker, Some(process)),
+            None => match self.admit_run(&task).await {
+                Some(breaker) => (breaker, None),
+                None => {
+                    drop(permit);
+                    return;
+                }
+            },
         };
         let verdict = self
-            .run_agent(&task, &claimed.project, claimed.session_id)
+            .run_agent(&task, &claimed.project, claimed.session_id, process)
             .await;
         match &verdict {
             Verdict::Done(finish) => match finish.error_class {
@@ -563,6 +736,32 @@ impl Pool {
         }
         self.conclude(&task, verdict).await;
         drop(permit);
+    }
+
+    /// Asks the bot's budget and agent breaker whether a claimed task may run:
+    /// the breaker's permit if so; if not, the task is concluded (refused) or
+    /// held in the queue (breaker open) and `None` returned.
+    async fn admit_run(&self, task: &Task) -> Option<Permit> {
+        if let Some(refusal) = self.budget_refusal(task) {
+            self.conclude(task, refusal).await;
+            return None;
+        }
+        let Some(breaker) = self
+            .shared
+            .circuits
+            .get(&task.bot_id, Dependency::Agent)
+            .cloned()
+        else {
+            self.conclude(task, unknown_bot(task)).await;
+            return None;
+        };
+        match breaker.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(rejected) => {
+                self.hold_for_breaker(task, rejected.retry_after()).await;
+                None
+            }
+        }
     }
 
     /// A claimed task whose bot's agent breaker refused: back in the queue without
@@ -682,7 +881,15 @@ impl Pool {
 
     /// Spawns the agent, records its identity, waits; retries a lost session once
     /// as a fresh one.
-    async fn run_agent(&self, task: &Task, project: &str, session_id: Option<String>) -> Verdict {
+    /// `reserved`: the warm process the store started the task on, if it was
+    /// started at the door.
+    async fn run_agent(
+        &self,
+        task: &Task,
+        project: &str,
+        session_id: Option<String>,
+        mut reserved: Option<WarmProcess>,
+    ) -> Verdict {
         let Some(bot) = self.bot(&task.bot_id).cloned() else {
             return unknown_bot(task);
         };
@@ -698,8 +905,12 @@ impl Pool {
         loop {
             let spec = self.run_spec(task, &workdir, session.clone());
             let run = if piped {
-                self.run_warm(task, project, &command, &spec).await
+                self.run_warm(task, project, &command, &spec, reserved.take())
+                    .await
             } else {
+                if let Some(process) = reserved.take() {
+                    process.end(KILL_GRACE).await;
+                }
                 self.spawn_and_wait(task, &command, &spec).await
             };
             let outcome = match run {
@@ -784,15 +995,20 @@ impl Pool {
     /// a new one (resuming the session, if any). Its approval requests are
     /// forwarded to the approvals while the turn runs. A process that answered
     /// stays warm if its bot keeps processes warm; any other is ended.
+    ///
+    /// `reserved`: the process the store started the task on at the door (its
+    /// claim and process already recorded), used instead of the idle one.
     async fn run_warm(
         &self,
         task: &Task,
         project: &str,
         command: &AgentCommand,
         spec: &RunSpec,
+        reserved: Option<WarmProcess>,
     ) -> Result<AgentOutcome, Verdict> {
         let key: SessionKey = (task.bot_id.clone(), task.user_id, project.to_owned());
-        let idle = lock(&self.shared.warm).take(&key);
+        let recorded = reserved.is_some();
+        let idle = reserved.or_else(|| lock(&self.shared.warm).take(&key));
         let reusable = match idle {
             Some(mut process) => {
                 if process.command == *command
@@ -810,7 +1026,10 @@ impl Pool {
         };
         let prompt = command.prompt_format.encode(&spec.prompt);
         let mut process = match reusable {
-            Some(process) => match self.start_turn(task, &process, &prompt, spec).await {
+            Some(process) => match self
+                .start_turn(task, &process, &prompt, spec, recorded)
+                .await
+            {
                 Ok(true) => process,
                 Ok(false) => {
                     // It never got the prompt: still the session's idle process.
@@ -871,7 +1090,7 @@ impl Pool {
                 return Err(self.retry_or_fail(task, FailureClass::SpawnFailed, e.to_string()));
             }
         };
-        let started = self.start_turn(task, &process, prompt, spec).await;
+        let started = self.start_turn(task, &process, prompt, spec, false).await;
         if let Ok(false) = started {
             process.end(KILL_GRACE).await;
             return Err(Verdict::Withdrawn);
@@ -890,7 +1109,8 @@ impl Pool {
 
     /// Records the turn (its process, offset and cost so far) with the task, then
     /// writes the prompt: a restart in between finds the turn and follows it.
-    /// `Ok(false)`: the task is no longer this run's (see
+    /// `recorded`: the store already holds the process with the task (started
+    /// at the door). `Ok(false)`: the task is no longer this run's (see
     /// [`Self::record_process`]) and the prompt was not written.
     async fn start_turn(
         &self,
@@ -898,13 +1118,18 @@ impl Pool {
         process: &WarmProcess,
         prompt: &[u8],
         spec: &RunSpec,
+        recorded: bool,
     ) -> std::io::Result<bool> {
         // In this order: a recorded pid whose process lives means its turn record
-        // is there for adoption to follow. Written on this thread, as the run
-        // files are (see `agent::prepare_run_files`): a small file and a rename,
-        // not synced, cost less than two hand-overs to the blocking pool.
+        // is there for adoption to follow — except for a task started at the
+        // door, whose process was recorded first: a restart before its turn
+        // record finds an idle process with no turn, which recovery ends and
+        // whose task it re-queues. The prompt is written only after both.
+        // Written on this thread, as the run files are (see
+        // `agent::prepare_run_files`): a small file and a rename, not synced,
+        // cost less than two hand-overs to the blocking pool.
         warm::write_turn_record(&spec.run_dir, &process.turn_record())?;
-        if !self.record_process(task, process.identity).await {
+        if !recorded && !self.record_process(task, process.identity).await {
             return Ok(false);
         }
         process.write_prompt(prompt.to_vec()).await.map(|()| true)
@@ -1509,14 +1734,7 @@ mod tests {
         let circuits = Circuits::load(&store, &bots, &config.breaker);
         let (events, _announced) = super::super::pool_events();
         let pool = Pool::new(config, store.clone(), circuits, events);
-        let command = AgentCommand {
-            program: "sleep".into(),
-            args: vec!["60".into()],
-            resume_args: Vec::new(),
-            trailing_args: Vec::new(),
-            prompt_format: agent::PromptFormat::StreamJson,
-            scrub_env: Vec::new(),
-        };
+        let command = sleeping_command();
         let answered = AgentOutcome {
             exit_code: None,
             signal: None,
@@ -1554,6 +1772,91 @@ mod tests {
         end_all(kept).await;
         assert!(!alive(1));
         store.close();
+    }
+
+    /// A task started at the door whose service stopped before its turn was
+    /// recorded: its warm process never got the prompt. Recovery does not adopt
+    /// it (it would wait on an idle process): the process is ended and the task
+    /// re-queued as interrupted, its attempt counted.
+    #[tokio::test]
+    async fn a_door_start_cut_before_its_turn_record_is_requeued_not_adopted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.bots.push(BotConfig {
+            id: "WARM".into(),
+            workdir: dir.path().to_path_buf(),
+            agent: AgentConfig {
+                keep_warm_s: 600,
+                ..AgentConfig::default()
+            },
+            ..BotConfig::default()
+        });
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let circuits = Circuits::load(&store, &["WARM".to_string()], &config.breaker);
+        let (events, _announced) = super::super::pool_events();
+        let pool = Pool::new(config.clone(), store.clone(), circuits, events);
+        let spec = RunSpec {
+            task_id: 100,
+            prompt: String::new(),
+            workdir: dir.path().to_path_buf(),
+            run_dir: config.runs_dir().join("100"),
+            session_id: None,
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_millis(100),
+        };
+        let process = WarmProcess::spawn(&sleeping_command(), &spec).expect("spawn");
+        let identity = process.identity;
+        let new = NewTask {
+            bot_id: "WARM".into(),
+            user_id: 1,
+            chat_id: 1,
+            kind: TaskKind::Chat,
+            source: TaskSource::Telegram,
+            prompt: "hello".into(),
+            priority: PRIORITY_NORMAL,
+            max_attempts: 3,
+            reply_to_message_id: None,
+            update_id: None,
+        };
+        let submitted = store
+            .submit_started(
+                new,
+                "default",
+                true,
+                now_ms(),
+                (identity.pid, identity.start_time),
+            )
+            .await
+            .expect("submit");
+        assert!(submitted.started());
+        // The service stops here: the process is left idle, the turn unrecorded.
+        drop(process);
+        let recovery = super::super::recovery::recover_running_tasks(&store, &pool)
+            .await
+            .expect("recovery");
+        assert!(recovery.adopt.is_empty(), "{recovery:?}");
+        assert_eq!(recovery.settled, 1);
+        let task = store.get_task(submitted.task.id).unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Interrupted, "{task:?}");
+        assert_eq!(task.error_class, Some(FailureClass::Interrupted));
+        assert_eq!(task.attempts, 1);
+        assert!(!crate::worker::proc_identity::is_alive(&identity));
+        store.close();
+    }
+
+    fn sleeping_command() -> AgentCommand {
+        AgentCommand {
+            program: "sleep".into(),
+            args: vec!["60".into()],
+            resume_args: Vec::new(),
+            trailing_args: Vec::new(),
+            prompt_format: agent::PromptFormat::StreamJson,
+            scrub_env: Vec::new(),
+        }
     }
 
     /// A run's approval requests are its own tasks: handled by the time the run

@@ -4,7 +4,10 @@
 //! equals the recorded one (a reused pid is someone else's process). Ours are
 //! adopted by the pool; the rest are finished from their output files when those
 //! hold a complete result, or re-queued as interrupted while attempts remain.
-//! Warm agent processes left idle (no running task names them) are ended.
+//! So is a task started at the door on a warm process whose turn was never
+//! recorded (the restart came before its prompt was written): that process is
+//! idle, and ended. Warm agent processes left idle (no running task names them)
+//! are ended.
 
 use super::pool::Pool;
 use super::proc_identity::{self, ProcIdentity};
@@ -22,8 +25,9 @@ pub struct Recovery {
 /// Sorts the `running` tasks of the store into adopted and settled ones.
 pub async fn recover_running_tasks(store: &Store, pool: &Pool) -> Result<Recovery, StoreError> {
     let mut recovery = Recovery::default();
+    let warm = pool.warm_identities();
     for task in store.tasks_in_status(TaskStatus::Running)? {
-        if agent_still_ours(&task) {
+        if agent_still_ours(&task) && !pool.turn_never_began(&task, &warm) {
             tracing::info!(
                 task_id = task.id,
                 pid = task.pid,

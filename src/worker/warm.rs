@@ -437,6 +437,11 @@ impl WarmSet {
         self.idle.remove(key)
     }
 
+    /// Whether `key` has an idle process.
+    pub fn contains(&self, key: &SessionKey) -> bool {
+        self.idle.contains_key(key)
+    }
+
     /// Puts an idle process back; returns the processes to end: one already there
     /// for the same key, and the least recently used beyond `capacity`.
     pub fn put(
@@ -521,19 +526,11 @@ impl WarmSet {
 /// Ends the warm processes under `runs_dir` that no one owns any more (left idle by
 /// an agentlab that died), except those in `keep`; returns how many were ended.
 pub fn sweep_orphans(runs_dir: &Path, keep: &[PathBuf]) -> usize {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return 0;
-    };
     let mut ended = 0;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(bytes) = std::fs::read(dir.join(PROCESS_FILE)) else {
-            continue;
-        };
+    for (dir, identity) in process_folders(runs_dir) {
         if keep.contains(&dir) {
             continue;
         }
-        let identity: Option<ProcIdentity> = serde_json::from_slice(&bytes).ok();
         if let Some(identity) = identity
             && agent::kill_group(&identity, GroupSignal::Kill)
         {
@@ -546,6 +543,30 @@ pub fn sweep_orphans(runs_dir: &Path, keep: &[PathBuf]) -> usize {
         remove_process_files(&dir);
     }
     ended
+}
+
+/// The identities of the warm processes under `runs_dir` (alive or not).
+pub fn warm_identities(runs_dir: &Path) -> Vec<ProcIdentity> {
+    process_folders(runs_dir)
+        .into_iter()
+        .filter_map(|(_, identity)| identity)
+        .collect()
+}
+
+/// The folders under `runs_dir` that hold a warm process's identity file, with
+/// the identity (`None` when the file cannot be read as one).
+fn process_folders(runs_dir: &Path) -> Vec<(PathBuf, Option<ProcIdentity>)> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            let bytes = std::fs::read(dir.join(PROCESS_FILE)).ok()?;
+            Some((dir, serde_json::from_slice(&bytes).ok()))
+        })
+        .collect()
 }
 
 /// Removes a warm process's pipe and identity file from its folder.

@@ -110,6 +110,11 @@ async fn a_session_stays_warm_one_process_answers_its_prompts_with_their_own_cos
     // Another user gets a process of their own.
     let other = ask(&service, 222, "hello", "hello").await;
     assert_ne!(agent_of(&other), agent);
+    // The prompts to the idle warm process started as they were stored (one
+    // durable step); the first prompt of each user was queued for a new process.
+    let log = service.stderr_text();
+    assert_eq!(log.matches("prompt started").count(), 2, "{log}");
+    assert_eq!(log.matches("prompt queued").count(), 2, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
