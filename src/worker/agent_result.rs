@@ -13,6 +13,7 @@
 //!   naming the file that holds the full output; it is cut on a char boundary.
 //! - Parsing never fails: missing or mistyped fields fall back to defaults.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -161,50 +162,120 @@ fn looks_like_result(value: &Value) -> bool {
 
 /// The answer held by a `result` object; `full_output` is named when the text is cut.
 pub(super) fn result_from_object(object: &Value, full_output: &Path) -> AgentResult {
-    let subtype = object.get("subtype").and_then(Value::as_str).unwrap_or("");
-    let is_error = object
-        .get("is_error")
-        .and_then(Value::as_bool)
-        .unwrap_or_else(|| subtype.starts_with("error"));
-    let text = match object.get("result").and_then(Value::as_str) {
-        Some(result) => bounded_text(result, result.len() as u64, full_output),
-        None if is_error && !subtype.is_empty() => format!("agent ended with {subtype}"),
-        None if is_error => "agent reported an error".to_owned(),
-        None => String::new(),
-    };
+    let text = |key: &str| object.get(key).and_then(Value::as_str);
     let usage = object.get("usage");
     let count = |field: &str| {
         usage
             .and_then(|usage| usage.get(field))
             .and_then(Value::as_u64)
-            .unwrap_or(0)
     };
-    AgentResult {
-        text,
-        is_error,
-        session_id: object
-            .get("session_id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned),
-        cost_usd: cost_of(object),
-        input_tokens: count("input_tokens")
-            .saturating_add(count("cache_creation_input_tokens"))
-            .saturating_add(count("cache_read_input_tokens")),
-        output_tokens: count("output_tokens"),
-        parsed_json: true,
-        complete: true,
-        subtype: subtype.to_owned(),
-    }
+    let fields = ResultLine {
+        subtype: text("subtype").map(Cow::Borrowed),
+        is_error: object.get("is_error").and_then(Value::as_bool),
+        result: text("result").map(Cow::Borrowed),
+        session_id: text("session_id").map(Cow::Borrowed),
+        // `find_map`: a cost that is not a number is passed over.
+        total_cost_usd: ["total_cost_usd", "cost_usd"]
+            .iter()
+            .find_map(|field| object.get(*field).and_then(Value::as_f64)),
+        cost_usd: None,
+        usage: Some(Usage {
+            input_tokens: count("input_tokens"),
+            cache_creation_input_tokens: count("cache_creation_input_tokens"),
+            cache_read_input_tokens: count("cache_read_input_tokens"),
+            output_tokens: count("output_tokens"),
+        }),
+        terminal_reason: None,
+    };
+    fields.answer(full_output)
 }
 
-/// `total_cost_usd` (older versions: `cost_usd`); negative or non-finite counts as 0.
-fn cost_of(object: &Value) -> f64 {
-    ["total_cost_usd", "cost_usd"]
-        .iter()
-        .find_map(|field| object.get(*field).and_then(Value::as_f64))
-        .filter(|cost| cost.is_finite() && *cost >= 0.0)
-        .unwrap_or(0.0)
+/// A `result` line read into the fields an answer is made of, without building
+/// the rest of it (`modelUsage`, `permission_denials`, ...): `None` when a field
+/// has an unexpected type, and the caller reads the line whole with
+/// [`result_from_object`], which passes such a field over. Also the line's
+/// `terminal_reason`.
+pub(super) fn result_from_line(
+    line: &[u8],
+    full_output: &Path,
+) -> Option<(AgentResult, Option<String>)> {
+    let fields: ResultLine<'_> = serde_json::from_slice(line).ok()?;
+    let terminal_reason = fields.terminal_reason.as_deref().map(str::to_owned);
+    Some((fields.answer(full_output), terminal_reason))
+}
+
+/// The fields of a `result` object an answer is made of.
+#[derive(Deserialize)]
+struct ResultLine<'a> {
+    #[serde(borrow, default)]
+    subtype: Option<Cow<'a, str>>,
+    #[serde(default)]
+    is_error: Option<bool>,
+    #[serde(borrow, default)]
+    result: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    total_cost_usd: Option<f64>,
+    /// The cost's name in older versions.
+    #[serde(default)]
+    cost_usd: Option<f64>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    terminal_reason: Option<Cow<'a, str>>,
+}
+
+/// A `result`'s token counts.
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+impl ResultLine<'_> {
+    fn answer(&self, full_output: &Path) -> AgentResult {
+        let subtype = self.subtype.as_deref().unwrap_or("");
+        let is_error = self
+            .is_error
+            .unwrap_or_else(|| subtype.starts_with("error"));
+        let text = match self.result.as_deref() {
+            Some(result) => bounded_text(result, result.len() as u64, full_output),
+            None if is_error && !subtype.is_empty() => format!("agent ended with {subtype}"),
+            None if is_error => "agent reported an error".to_owned(),
+            None => String::new(),
+        };
+        let usage = self.usage.as_ref();
+        let count = |field: fn(&Usage) -> Option<u64>| usage.and_then(field).unwrap_or(0);
+        AgentResult {
+            text,
+            is_error,
+            session_id: self
+                .session_id
+                .as_deref()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
+            // Negative or non-finite counts as 0.
+            cost_usd: self
+                .total_cost_usd
+                .or(self.cost_usd)
+                .filter(|cost| cost.is_finite() && *cost >= 0.0)
+                .unwrap_or(0.0),
+            input_tokens: count(|u| u.input_tokens)
+                .saturating_add(count(|u| u.cache_creation_input_tokens))
+                .saturating_add(count(|u| u.cache_read_input_tokens)),
+            output_tokens: count(|u| u.output_tokens),
+            parsed_json: true,
+            complete: true,
+            subtype: subtype.to_owned(),
+        }
+    }
 }
 
 /// `text` cut to [`MAX_RESULT_TEXT_BYTES`], with a marker when anything is missing.
@@ -241,6 +312,40 @@ mod tests {
             stdout.len() as u64,
             Path::new("/runs/7/stdout"),
         )
+    }
+
+    /// A `result` line read for its fields alone gives the answer reading it
+    /// whole gives; a line with a mistyped field is left to the whole reading.
+    #[test]
+    fn a_result_line_read_for_its_fields_answers_as_read_whole() {
+        let output = Path::new("/runs/7/stdout");
+        let lines = [
+            r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":12,"num_turns":1,"result":"Hi \"there\"","session_id":"s-1","total_cost_usd":0.25,"usage":{"input_tokens":3,"cache_creation_input_tokens":5,"cache_read_input_tokens":7,"output_tokens":11,"server_tool_use":{"web_search_requests":0}},"modelUsage":{"m":{"inputTokens":3}},"permission_denials":[],"terminal_reason":"completed","uuid":"u"}"#,
+            r#"{"type":"result","subtype":"error_max_turns","session_id":"","cost_usd":0.5}"#,
+            r#"{"type":"result","subtype":"error_during_execution","is_error":null,"total_cost_usd":null,"cost_usd":-1,"usage":null}"#,
+            r#"{"type":"result","result":"ok","total_cost_usd":-2.0,"usage":{"input_tokens":null}}"#,
+        ];
+        for line in lines {
+            let whole: Value = serde_json::from_str(line).unwrap();
+            let (fields, _) = result_from_line(line.as_bytes(), output).expect(line);
+            assert_eq!(fields, result_from_object(&whole, output), "{line}");
+        }
+        let (_, reason) = result_from_line(lines[0].as_bytes(), output).unwrap();
+        assert_eq!(reason.as_deref(), Some("completed"));
+        for mistyped in [
+            r#"{"type":"result","is_error":"yes","result":"x"}"#,
+            r#"{"type":"result","total_cost_usd":"0.5","cost_usd":0.25}"#,
+            r#"{"type":"result","usage":{"input_tokens":1.5}}"#,
+        ] {
+            assert!(
+                result_from_line(mistyped.as_bytes(), output).is_none(),
+                "{mistyped}"
+            );
+        }
+        let whole: Value =
+            serde_json::from_str(r#"{"type":"result","total_cost_usd":"0.5","cost_usd":0.25}"#)
+                .unwrap();
+        assert_eq!(result_from_object(&whole, output).cost_usd, 0.25);
     }
 
     #[test]

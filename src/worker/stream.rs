@@ -279,6 +279,14 @@ impl StreamParser {
                     return;
                 }
                 Some("control_response" | "control_cancel_request" | "stream_event") => return,
+                Some("result") => {
+                    if let Some((result, terminal_reason)) =
+                        agent_result::result_from_line(line, &self.output)
+                    {
+                        self.turn_ended(result, terminal_reason, events);
+                        return;
+                    }
+                }
                 _ => {}
             }
         }
@@ -318,27 +326,38 @@ impl StreamParser {
                 });
             }
             "result" => {
-                let mut result = agent_result::result_from_object(&value, &self.output);
-                if let Some(id) = &result.session_id {
-                    self.session_id = Some(id.clone());
-                }
-                let total = result.cost_usd;
-                result.cost_usd = (total - self.total_cost_usd).max(0.0);
-                self.total_cost_usd = self.total_cost_usd.max(total);
+                let result = agent_result::result_from_object(&value, &self.output);
                 let terminal_reason = value
                     .get("terminal_reason")
                     .and_then(Value::as_str)
                     .map(str::to_owned);
-                events.push(Event::Result(Box::new(TurnEnd {
-                    result,
-                    total_cost_usd: total,
-                    terminal_reason,
-                })));
+                self.turn_ended(result, terminal_reason, events);
             }
             // The CLI's answers to our own control requests (interrupt, approvals).
             "control_response" | "control_cancel_request" | "stream_event" => {}
             other => self.unknown("event", other),
         }
+    }
+
+    /// A `result`: the turn's end, its cost the difference of the process's
+    /// cumulative totals.
+    fn turn_ended(
+        &mut self,
+        mut result: AgentResult,
+        terminal_reason: Option<String>,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(id) = &result.session_id {
+            self.session_id = Some(id.clone());
+        }
+        let total = result.cost_usd;
+        result.cost_usd = (total - self.total_cost_usd).max(0.0);
+        self.total_cost_usd = self.total_cost_usd.max(total);
+        events.push(Event::Result(Box::new(TurnEnd {
+            result,
+            total_cost_usd: total,
+            terminal_reason,
+        })));
     }
 
     fn system(&mut self, envelope: &Envelope<'_>, events: &mut Vec<Event>) {
@@ -362,7 +381,15 @@ impl StreamParser {
     }
 
     fn assistant(&mut self, value: &Value, events: &mut Vec<Event>) {
-        for block in content_blocks(value) {
+        let blocks = match content(value) {
+            Some(Value::String(text)) => {
+                events.push(Event::Text(text.clone()));
+                return;
+            }
+            Some(Value::Array(blocks)) => blocks,
+            _ => return,
+        };
+        for block in blocks {
             let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
             match kind {
                 "text" => {
@@ -390,7 +417,11 @@ impl StreamParser {
     }
 
     fn user(&mut self, value: &Value, events: &mut Vec<Event>) {
-        for block in content_blocks(value) {
+        // A string content is the prompt echoed back: nothing new.
+        let Some(Value::Array(blocks)) = content(value) else {
+            return;
+        };
+        for block in blocks {
             if block.get("type").and_then(Value::as_str) == Some("tool_result") {
                 events.push(Event::ToolResult {
                     tool_use_id: block
@@ -417,14 +448,10 @@ impl StreamParser {
     }
 }
 
-/// The content blocks of a message event (`message.content`); a string content
-/// is one text block.
-fn content_blocks(value: &Value) -> Vec<Value> {
-    match value.get("message").and_then(|m| m.get("content")) {
-        Some(Value::Array(blocks)) => blocks.clone(),
-        Some(Value::String(text)) => vec![serde_json::json!({"type": "text", "text": text})],
-        _ => Vec::new(),
-    }
+/// The content of a message event (`message.content`): a list of blocks, or a
+/// string (one text block).
+fn content(value: &Value) -> Option<&Value> {
+    value.get("message").and_then(|m| m.get("content"))
 }
 
 /// `text` cut to `max` characters, ending in `…` when cut.
