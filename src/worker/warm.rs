@@ -101,8 +101,9 @@ pub struct TurnRecord {
 }
 
 /// Writes `record` as the turn record of the task whose run folder is `run_dir`
-/// (the prompt is written after), replacing it whole: a temporary file renamed
-/// over it. The file is `<run_dir>.turn.json`, beside the run folder rather than
+/// (the prompt is written after), in place: one small `write` into the file,
+/// truncated first. A crash between the two leaves an empty record, which reads
+/// as none (below), as does a torn one. The file is `<run_dir>.turn.json`, beside the run folder rather than
 /// in it: a warm turn's output is in its process's folder, so the turn needs no
 /// folder of its own, and creating one per prompt (an inode allocated, a
 /// directory entry written) cost as much CPU as any other step of the turn.
@@ -118,16 +119,14 @@ pub struct TurnRecord {
 pub fn write_turn_record(run_dir: &Path, record: &TurnRecord) -> io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
     let path = turn_record_path(run_dir);
-    let tmp = path.with_extension("json.tmp");
-    let mut file = match private_file(&tmp) {
+    let mut file = match private_file(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_private_dir(tmp.parent().unwrap_or(Path::new(".")))?;
-            private_file(&tmp)?
+            create_private_dir(path.parent().unwrap_or(Path::new(".")))?;
+            private_file(&path)?
         }
         opened => opened?,
     };
-    file.write_all(&bytes)?;
-    std::fs::rename(&tmp, &path)
+    file.write_all(&bytes)
 }
 
 /// `<runs_dir>/<task id>.turn.json` for the run folder `<runs_dir>/<task id>`.
