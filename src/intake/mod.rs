@@ -8,7 +8,10 @@
 //!    ([`crate::budget`]) for Telegram prompts, then the disk ([`admission`]);
 //! 3. submit: the task is stored durably (a Telegram prompt also enters the
 //!    user's conversation history; a re-delivered update is found, not stored twice);
-//! 4. wake the pool, so the task starts now and callers never need to.
+//! 4. wake the pool, so the task starts now and callers never need to — or,
+//!    when the session's warm process is idle and the pool can take the prompt
+//!    now, store it already started on that process (one durable step) and let
+//!    the pool run it ([`Pool::reserve_warm_start`]).
 //!
 //! A manual retry (`/retry`) enters here too ([`Intake::retry`]): its prompt
 //! passed the rules when first sent; it is stored anew and the pool woken.
@@ -34,7 +37,7 @@ use crate::budget::{Exceeded, Spend};
 use crate::config::{Config, DEFAULT_PROJECT};
 use crate::storage::{
     MAX_PROMPT_BYTES, NO_CHAT, NewTask, PRIORITY_NORMAL, Store, StoreError, Task, TaskKind,
-    TaskSource, now_ms,
+    TaskSource, TaskSubmitted, now_ms,
 };
 use crate::worker::Pool;
 use admission::DiskFull;
@@ -321,30 +324,49 @@ impl Intake {
         project: &str,
         enters_history: bool,
         now: u64,
-    ) -> Result<crate::storage::TaskSubmitted, Refusal> {
+    ) -> Result<TaskSubmitted, Refusal> {
         let inner = &self.inner;
-        let pool = &inner.pool;
-        let Some(start) = pool.reserve_warm_start(&new.bot_id, new.user_id, project) else {
-            let submitted = if enters_history {
-                inner
-                    .store
-                    .submit_prompt_in_project(new, project, now)
-                    .await
-            } else {
-                inner.store.submit_task_in_project(new, project, now).await
-            };
-            return submitted.map_err(Refusal::Store);
-        };
-        let submitted = inner
-            .store
-            .submit_started(new, project, enters_history, now, start.process())
+        if let Some(start) = inner
+            .pool
+            .reserve_warm_start(&new.bot_id, new.user_id, project)
+        {
+            let pending = inner.store.submit_started(
+                new.clone(),
+                project,
+                enters_history,
+                now,
+                start.process(),
+            );
+            // Settled in a task of its own, so a caller that stops waiting (an
+            // HTTP client gone) cannot drop the reservation while the store may
+            // still start the task on it.
+            let pool = inner.pool.clone();
+            let settled = tokio::spawn(async move {
+                let submitted = pending.await;
+                match &submitted {
+                    Ok(submitted) if submitted.started() => {
+                        pool.start_reserved(start, submitted.task.clone())
+                    }
+                    _ => pool.release(start),
+                }
+                submitted
+            })
             .await;
-        match &submitted {
-            Ok(submitted) if submitted.started() => {
-                pool.start_reserved(start, submitted.task.clone())
+            match settled {
+                // Something runs before it: it goes to the queue.
+                Ok(Err(StoreError::Conflict(_))) => {}
+                Ok(submitted) => return submitted.map_err(Refusal::Store),
+                Err(join) => return Err(Refusal::Store(StoreError::Internal(join.to_string()))),
             }
-            _ => pool.release(start),
         }
+        let submitted = if enters_history {
+            inner
+                .store
+                .submit_prompt_in_project(new, project, now)
+                .await
+        } else {
+            inner.store.submit_task_in_project(new, project, now).await
+        };
         submitted.map_err(Refusal::Store)
     }
 

@@ -46,7 +46,7 @@ pub struct TaskSubmitted {
 
 impl TaskSubmitted {
     /// Whether [`Store::submit_started`] started the new task on the process it
-    /// was given (else it is queued, or a duplicate).
+    /// was given (else it is a duplicate, or it came from another submission).
     pub fn started(&self) -> bool {
         !self.duplicate && self.task.status == TaskStatus::Running
     }
@@ -143,18 +143,23 @@ impl Store {
 
     /// Stores a new task and, in the same transaction and journal record, starts
     /// it on the agent process `(pid, start_time)` — the session's idle warm
-    /// process, which the caller holds — when nothing claimable is queued ahead
-    /// of it and its user runs nothing: claimed at `now_ms` (its attempt
+    /// process, which the caller holds: claimed at `now_ms` (its attempt
     /// counted) with its process recorded, as [`Self::record_task_process`]
-    /// would after a claim. Otherwise it is only queued, as by
-    /// [`Self::submit_prompt_in_project`] (`prompt`) or
-    /// [`Self::submit_task_in_project`]. [`TaskSubmitted::started`] says which.
+    /// would after a claim. Its prompt enters the history if `prompt`, as with
+    /// [`Self::submit_prompt_in_project`].
+    ///
+    /// Only when nothing claimable is queued ahead of it and its user runs
+    /// nothing; otherwise [`StoreError::Conflict`] and nothing is stored (the
+    /// caller submits it to the queue instead). A re-delivered update is found,
+    /// as by a submission ([`TaskSubmitted::duplicate`]); else
+    /// [`TaskSubmitted::started`]. The journal record says "started": its redo
+    /// does not decide again (claims are relaxed, so a crash may have lost one
+    /// that the decision saw).
     ///
     /// A warm prompt's start thus costs one durable step, not two. The caller
     /// writes the turn record and then the prompt after this returns; a crash
     /// between the two leaves a running task whose process has no turn record,
-    /// which recovery re-queues as interrupted (the idle process is ended as an
-    /// orphan).
+    /// which recovery re-queues (the idle process is ended as an orphan).
     pub fn submit_started(
         &self,
         new: NewTask,
@@ -181,7 +186,7 @@ impl Store {
             start_time: process.1,
         };
         self.write_op(&op, move |t| {
-            submit_started_tx(t, &new, &project, now_ms, history, process)
+            submit_started_tx(t, &new, &project, now_ms, history, process, Decide::Now)
         })
     }
 
@@ -525,6 +530,14 @@ fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()>
     Ok(())
 }
 
+/// Whether [`submit_started_tx`] decides if the task may start (a live
+/// submission), or redoes one that did (the journal's replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decide {
+    Now,
+    Decided,
+}
+
 /// See [`Store::submit_started`].
 pub(super) fn submit_started_tx(
     t: &Tables<'_>,
@@ -533,16 +546,21 @@ pub(super) fn submit_started_tx(
     now_ms: u64,
     history: usize,
     (pid, start_time): (u32, u64),
+    decide: Decide,
 ) -> StoreResult<TaskSubmitted> {
     let mut submitted = submit_prompt_tx(t, new, project, now_ms, history)?;
     if submitted.duplicate {
         return Ok(submitted);
     }
-    // The first claimable task, with no bot passed over: the new one only when
-    // no older task may run first and its user runs nothing.
-    let first = first_claimable(&*t.queue()?, &*t.tasks()?, &*t.active()?, now_ms, &[], &[])?;
-    if first.is_none_or(|task| task.id != submitted.task.id) {
-        return Ok(submitted);
+    if decide == Decide::Now {
+        // The first claimable task, with no bot passed over: the new one only
+        // when no older task may run first and its user runs nothing.
+        let first = first_claimable(&*t.queue()?, &*t.tasks()?, &*t.active()?, now_ms, &[], &[])?;
+        if first.is_none_or(|task| task.id != submitted.task.id) {
+            return Err(StoreError::Conflict(
+                "another task runs first, or its user runs one".into(),
+            ));
+        }
     }
     let task = &mut submitted.task;
     mark_claimed(t, task, now_ms)?;

@@ -16,7 +16,8 @@ use super::error::StoreError;
 use super::journal::{Journal, JournalRecord};
 use super::kv::{journal_seq, set_journal_seq};
 use super::lifecycle::{
-    claim_tx, finish_tx, process_tx, started_tx, submit_prompt_tx, submit_started_tx, submit_tx,
+    Decide, claim_tx, finish_tx, process_tx, started_tx, submit_prompt_tx, submit_started_tx,
+    submit_tx,
 };
 use super::outbox::{begin_delivery_tx, delivered_tx, delivery_failed_tx, progress_tx};
 use super::projects::DEFAULT_PROJECT;
@@ -207,6 +208,15 @@ fn redo(op: &TaskOp, tx: &Tables<'_>) -> StoreResult<()> {
             history,
             pid,
             start_time,
-        } => submit_started_tx(tx, new, project, *now_ms, *history, (*pid, *start_time)).map(drop),
+        } => submit_started_tx(
+            tx,
+            new,
+            project,
+            *now_ms,
+            *history,
+            (*pid, *start_time),
+            Decide::Decided,
+        )
+        .map(drop),
     }
 }

@@ -120,9 +120,10 @@ pub(super) enum TaskOp {
         history: usize,
     },
     /// A submission started at once on the session's idle warm process: the
-    /// task is stored, claimed and given its process in one record, when nothing
-    /// is queued ahead of it and its user runs nothing (else it is only queued).
-    /// `history` is 0 for a task whose prompt does not enter the history.
+    /// task is stored, claimed and given its process in one record. Journaled
+    /// only when it was started (the live job decides and fails otherwise);
+    /// redone without deciding again. `history` is 0 for a task whose prompt
+    /// does not enter the history.
     SubmitStarted {
         new: NewTask,
         project: String,

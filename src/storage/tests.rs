@@ -1177,10 +1177,15 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
         store
             .submit_started(new_task("A", user, prompt, 5), "default", true, at, warm)
             .wait()
-            .unwrap()
+    };
+    let refused = |outcome: StoreResult<TaskSubmitted>| {
+        assert!(
+            matches!(outcome, Err(StoreError::Conflict(_))),
+            "{outcome:?}"
+        );
     };
     // Nothing queued, nothing running: stored, claimed and given its process at once.
-    let first = start(1, "one", 1_000);
+    let first = start(1, "one", 1_000).unwrap();
     assert!(first.started());
     let task = store.get_task(first.task.id).unwrap().unwrap();
     assert_eq!(task, first.task);
@@ -1189,30 +1194,30 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     assert_eq!((task.pid, task.pid_start_time), (Some(4242), Some(77)));
     assert_eq!(store.queue_depth().unwrap(), 0);
     assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
-    // Its user runs a task: the next one waits in the queue.
-    let second = start(1, "two", 1_001);
-    assert!(!second.started());
-    assert_eq!(second.task.status, TaskStatus::Queued);
-    assert_eq!(second.task.pid, None);
+    // Its user runs a task: refused, and nothing of it stored (it goes to the
+    // queue by a submission of its own).
+    refused(start(1, "two", 1_001));
+    assert_eq!(store.list_tasks(&TaskFilter::default()).unwrap().len(), 1);
+    assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
+    let waiting_for_its_user = submitted(&store, new_task("A", 1, "two", 5), 1_001);
     // Another user's, behind a task that waits only for its own user: starts.
-    let other = start(2, "three", 1_002);
-    assert!(other.started());
-    // Behind a task another user may run now: queued, in its turn.
+    assert!(start(2, "three", 1_002).unwrap().started());
+    // Behind a task another user may run now: refused, that one runs first.
     let waiting = submitted(&store, new_task("A", 3, "four", 5), 1_003);
-    let behind = start(4, "five", 1_004);
-    assert!(!behind.started());
+    refused(start(4, "five", 1_004));
     let next = store
         .claim_next_task(1_005, vec![])
         .wait()
         .unwrap()
         .unwrap();
     assert_eq!(next.task.id, waiting.id);
+    assert_ne!(next.task.id, waiting_for_its_user.id);
     // A task that does not enter the history (an HTTP task) leaves it alone.
     let quiet = store
         .submit_started(new_task("A", 5, "six", 5), "default", false, 1_006, warm)
         .wait()
         .unwrap();
-    assert!(!quiet.started());
+    assert!(quiet.started());
     assert!(store.history("A", 5, 10).unwrap().is_empty());
 }
 
@@ -1377,8 +1382,9 @@ fn journal_crash_child() {
 }
 
 /// The child side of `submissions_started_at_once_survive_a_crash_through_the_journal`:
-/// three submissions to start (started, queued behind its running user, started
-/// for another user), each acknowledged, then an abort.
+/// a task chosen and claimed (relaxed, so the crash may lose the claim), then
+/// three prompts to start: started, refused and queued behind its running user,
+/// started for another user; each acknowledged, then an abort.
 #[test]
 #[ignore = "a child process of submissions_started_at_once_survive_a_crash_through_the_journal"]
 fn journal_crash_child_started() {
@@ -1386,12 +1392,18 @@ fn journal_crash_child_started() {
         return;
     };
     let store = Store::open(std::path::Path::new(&path), no_checkpoint_options()).unwrap();
+    let chosen = submitted(&store, new_task("A", 3, "chosen", 5), 900);
+    store.claim_selected(chosen.id, 950).wait().unwrap();
     for (user, at) in [(1, 1_000), (1, 1_001), (2, 1_002)] {
         let new = new_task("A", user, &format!("prompt {at}"), 5);
-        store
-            .submit_started(new, "default", true, at, (4242, at))
-            .wait()
-            .unwrap();
+        let started = store
+            .submit_started(new.clone(), "default", true, at, (4242, at))
+            .wait();
+        if let Err(StoreError::Conflict(_)) = started {
+            store.submit_prompt(new, at).wait().unwrap();
+        } else {
+            assert!(started.unwrap().started());
+        }
     }
     println!("STATE {}", task_state(&store));
     std::process::abort();
@@ -1402,17 +1414,23 @@ fn submissions_started_at_once_survive_a_crash_through_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentlab.redb");
     let stdout = crash_child("storage::tests::journal_crash_child_started", &path);
-    let acknowledged = stdout
-        .lines()
-        .find_map(|l| l.split_once("STATE ").map(|(_, state)| state.to_owned()))
-        .unwrap_or_else(|| panic!("no STATE line: {stdout}"));
+    assert!(stdout.contains("STATE "), "{stdout}");
     let store = Store::open(&path, StoreOptions::default()).unwrap();
-    assert_eq!(store.replayed_at_open(), 3);
-    assert_eq!(task_state(&store), acknowledged);
-    let running = store.tasks_in_status(TaskStatus::Running).unwrap();
-    let pids: Vec<_> = running.iter().map(|t| t.pid_start_time).collect();
-    assert_eq!(pids, [Some(1_000), Some(1_002)]);
-    assert_eq!(store.queue_depth().unwrap(), 1);
+    let task = |id: u64| store.get_task(id).unwrap().unwrap();
+    // The chosen task's relaxed claim died with the process: queued again.
+    assert_eq!(task(1).status, TaskStatus::Queued);
+    // The starts are redone as they were decided, not decided again (the
+    // chosen task, queued now, would come first).
+    for (id, at) in [(2, 1_000), (4, 1_002)] {
+        let started = task(id);
+        assert_eq!(started.status, TaskStatus::Running, "{started:?}");
+        assert_eq!(started.pid_start_time, Some(at));
+        assert_eq!(started.attempts, 1);
+    }
+    assert_eq!(task(3).status, TaskStatus::Queued);
+    assert_eq!(task(3).prompt, "prompt 1001");
+    assert_eq!(store.queue_depth().unwrap(), 2);
+    assert_eq!(store.history("A", 1, 10).unwrap().len(), 2);
 }
 
 /// Runs the crash child test `name` on the database `path`; its output. The

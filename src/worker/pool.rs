@@ -11,8 +11,13 @@
 //!   it ends;
 //! - idle, the dispatcher sleeps on a [`Notify`] (new task, finished run, breaker
 //!   change) — the timed wake-ups are only for retry backoffs and breaker probes;
-//! - every agent run goes through [`run_task`], which asks the agent breaker before
-//!   starting and reports the outcome after.
+//! - every agent run goes through [`Pool::run_claimed`], which asks the agent
+//!   breaker before starting (a run started at the door asked it there) and
+//!   reports the outcome after.
+//! - a run started at the door ([`Pool::reserve_warm_start`]) holds a permit of
+//!   the same semaphore and was claimed by the store under the same rules as the
+//!   dispatcher's (first claimable, its user running nothing); it is tracked
+//!   beside the dispatcher's runs and detached with them at shutdown.
 //! - at shutdown, agents are not killed: their tasks stay `running` with pid and
 //!   start time recorded, and the next process adopts them; idle warm processes
 //!   ([`super::warm`]) are ended.
@@ -47,7 +52,7 @@ use super::proc_identity::ProcIdentity;
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::approvals::{AgentLink, AgentRequest, Approvals};
-use crate::breaker::{Circuits, Dependency, Permit};
+use crate::breaker::{Circuits, Dependency, Permit, State};
 use crate::budget::{Exceeded, Spend};
 use crate::config::{AgentConfig, BotConfig, Config, PermissionMode};
 use crate::storage::{
@@ -131,11 +136,29 @@ struct Shared {
     door_runs: Mutex<DoorRuns>,
 }
 
-/// Runs started at the door, and whether the pool still takes them.
+/// Runs started at the door, the users whose prompts are being started there,
+/// and whether the pool still takes them.
 #[derive(Default)]
 struct DoorRuns {
     runs: JoinSet<()>,
+    /// (bot, user) of each reservation held: the dispatcher passes them over.
+    users: Vec<(String, i64)>,
     closed: bool,
+}
+
+/// A user's place in [`DoorRuns::users`], given up when dropped.
+struct DoorUser {
+    shared: Arc<Shared>,
+    user: (String, i64),
+}
+
+impl Drop for DoorUser {
+    fn drop(&mut self) {
+        let mut door = lock(&self.shared.door_runs);
+        if let Some(at) = door.users.iter().position(|user| *user == self.user) {
+            door.users.swap_remove(at);
+        }
+    }
 }
 
 /// A warm start reserved for a prompt at the door ([`Pool::reserve_warm_start`]):
@@ -148,6 +171,7 @@ pub struct WarmStart {
     process: WarmProcess,
     key: SessionKey,
     session_id: Option<String>,
+    _user: DoorUser,
 }
 
 impl WarmStart {
@@ -408,6 +432,28 @@ impl Pool {
                 .is_none_or(|record| record.identity != identity)
     }
 
+    /// Puts a task whose turn never began ([`Self::turn_never_began`]) back in
+    /// its place in the queue, its attempt given back: its prompt never reached
+    /// the agent, so nothing ran and nothing is announced.
+    pub(crate) async fn requeue_unbegun(&self, task: &Task) {
+        let requeued = self
+            .shared
+            .store
+            .requeue_task(
+                task.id,
+                TaskStatus::Queued,
+                FailureClass::Interrupted,
+                "a restart came before the prompt reached the agent; it runs again".into(),
+                task.enqueued_ms,
+                now_ms(),
+                true,
+            )
+            .await;
+        if let Err(error) = requeued {
+            tracing::error!(%error, task_id = task.id, "cannot put an unbegun task back in the queue");
+        }
+    }
+
     fn run_dir(&self, task_id: u64) -> std::path::PathBuf {
         self.shared.runs_dir.join(task_id.to_string())
     }
@@ -457,15 +503,12 @@ impl Pool {
             }
             while runs.try_join_next().is_some() {}
         }
+        lock(&self.shared.door_runs).closed = true;
         // Detach: agents keep running and are adopted by the next process. The run
         // tasks are waiting on processes or polls; aborting them loses nothing stored.
         runs.abort_all();
         while runs.join_next().await.is_some() {}
-        let mut door_runs = {
-            let mut door = lock(&self.shared.door_runs);
-            door.closed = true;
-            std::mem::take(&mut door.runs)
-        };
+        let mut door_runs = std::mem::take(&mut lock(&self.shared.door_runs).runs);
         door_runs.abort_all();
         while door_runs.join_next().await.is_some() {}
         // Idle warm processes hold no turn: a graceful stop ends them. (A process
@@ -495,14 +538,25 @@ impl Pool {
         if bot.agent.keep_warm_s == 0 || !lock(&self.shared.warm).contains(&key) {
             return None;
         }
-        if lock(&self.shared.door_runs).closed
-            || lock(&self.shared.starting)
-                .values()
-                .any(|run| run.user.0 == bot_id && run.user.1 == user_id)
+        let user = (bot_id.to_owned(), user_id);
+        if lock(&self.shared.starting)
+            .values()
+            .any(|run| run.user == user)
         {
             return None;
         }
         let permit = self.shared.permits.clone().try_acquire_owned().ok()?;
+        let door_user = {
+            let mut door = lock(&self.shared.door_runs);
+            if door.closed || door.users.contains(&user) {
+                return None;
+            }
+            door.users.push(user.clone());
+            DoorUser {
+                shared: self.shared.clone(),
+                user,
+            }
+        };
         let spend = Spend::of(&self.shared.store, bot_id, now_ms());
         if spend.exceeded(&self.shared.config.limits).is_some() {
             return None;
@@ -522,8 +576,9 @@ impl Pool {
         let mut process = lock(&self.shared.warm).take(&key)?;
         let fits =
             process.command == command && process.session_id == session_id && process.is_running();
+        // Only a closed breaker: a probe of a half-open one is the dispatcher's.
         let breaker = match self.shared.circuits.get(bot_id, Dependency::Agent) {
-            Some(breaker) if fits => breaker.try_acquire().ok(),
+            Some(breaker) if fits && breaker.state() == State::Closed => breaker.try_acquire().ok(),
             _ => None,
         };
         let Some(breaker) = breaker else {
@@ -537,6 +592,7 @@ impl Pool {
             process,
             key,
             session_id,
+            _user: door_user,
         })
     }
 
@@ -547,12 +603,15 @@ impl Pool {
     /// with its process recorded and no turn record, for the next start's
     /// recovery to re-queue.
     pub fn start_reserved(&self, start: WarmStart, task: Task) {
+        // The store shows its user running now: the dispatcher's choices pass
+        // it over without the reservation's entry, dropped at the end.
         let WarmStart {
             permit,
             breaker,
             process,
             key,
             session_id,
+            _user,
         } = start;
         let claimed = Claimed {
             task,
@@ -575,8 +634,15 @@ impl Pool {
     /// a duplicate, or could not be stored): the process is idle in the warm set
     /// again, the worker free.
     pub fn release(&self, start: WarmStart) {
-        self.put_back(start.key, start.process);
-        drop(start.permit);
+        let WarmStart {
+            permit,
+            process,
+            key,
+            _user,
+            ..
+        } = start;
+        self.put_back(key, process);
+        drop((permit, _user));
         self.notify();
     }
 
@@ -597,7 +663,12 @@ impl Pool {
             let mut starting = lock(&self.shared.starting);
             let now = Instant::now();
             starting.retain(|_, run| run.held_until.is_none_or(|until| until > now));
-            starting.values().map(|run| run.user.clone()).collect()
+            let door_users = lock(&self.shared.door_runs).users.clone();
+            starting
+                .values()
+                .map(|run| run.user.clone())
+                .chain(door_users)
+                .collect()
         };
         let chosen = self
             .shared
@@ -616,17 +687,21 @@ impl Pool {
     /// Writes the claim of a chosen task whose run ends before its agent's
     /// process was recorded, so its end is recorded on a claimed task (its
     /// attempt counted) as any run's is. Nothing for any other task.
-    async fn claim_if_starting(&self, task: &Task) {
+    /// `false` when the claim could not be written: the task is still queued
+    /// (its user runs another task, or the store failed) or was cancelled.
+    async fn claim_if_starting(&self, task: &Task) -> bool {
         if !lock(&self.shared.starting).contains_key(&task.id) {
-            return;
+            return true;
         }
         let claimed_ms = task.started_ms.unwrap_or_else(now_ms);
         // The entry keeps its user out of the next choices until the claim
         // shows in the store.
-        if let Err(error) = self.shared.store.claim_selected(task.id, claimed_ms).await {
+        let claimed = self.shared.store.claim_selected(task.id, claimed_ms).await;
+        if let Err(error) = &claimed {
             tracing::warn!(%error, "cannot claim the task before recording its end");
         }
         lock(&self.shared.starting).remove(&task.id);
+        claimed.is_ok()
     }
 
     /// Records a chosen task's agent process, which also writes its claim.
@@ -767,7 +842,11 @@ impl Pool {
     /// A claimed task whose bot's agent breaker refused: back in the queue without
     /// using an attempt, to be tried when the breaker allows a probe.
     async fn hold_for_breaker(&self, task: &Task, retry_after: Duration) {
-        self.claim_if_starting(task).await;
+        if !self.claim_if_starting(task).await {
+            // Never claimed: still in its place in the queue, its attempt unused.
+            self.schedule_wake(retry_after);
+            return;
+        }
         let now = now_ms();
         // Keep its place in line: the breaker, not a backoff, decides when it runs
         // (claims skip the bot while its agent circuit refuses calls).
@@ -890,11 +969,18 @@ impl Pool {
         session_id: Option<String>,
         mut reserved: Option<WarmProcess>,
     ) -> Verdict {
-        let Some(bot) = self.bot(&task.bot_id).cloned() else {
-            return unknown_bot(task);
-        };
-        let Some(workdir) = bot.project_workdir(project).map(Path::to_path_buf) else {
-            return unknown_project(task, project);
+        let bot = self.bot(&task.bot_id).cloned();
+        let workdir = bot
+            .as_ref()
+            .and_then(|bot| bot.project_workdir(project).map(Path::to_path_buf));
+        let (Some(bot), Some(workdir)) = (bot, workdir) else {
+            if let Some(process) = reserved.take() {
+                process.end(KILL_GRACE).await;
+            }
+            return match self.bot(&task.bot_id) {
+                None => unknown_bot(task),
+                Some(_) => unknown_project(task, project),
+            };
         };
         let agent_for_user = self.agent_for_user(&bot, task.user_id);
         let command = AgentCommand::from_config(&agent_for_user, self.scrub_env());
@@ -1777,7 +1863,7 @@ mod tests {
     /// A task started at the door whose service stopped before its turn was
     /// recorded: its warm process never got the prompt. Recovery does not adopt
     /// it (it would wait on an idle process): the process is ended and the task
-    /// re-queued as interrupted, its attempt counted.
+    /// put back in its place in the queue, its attempt given back.
     #[tokio::test]
     async fn a_door_start_cut_before_its_turn_record_is_requeued_not_adopted() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1841,10 +1927,24 @@ mod tests {
         assert!(recovery.adopt.is_empty(), "{recovery:?}");
         assert_eq!(recovery.settled, 1);
         let task = store.get_task(submitted.task.id).unwrap().unwrap();
-        assert_eq!(task.status, TaskStatus::Interrupted, "{task:?}");
+        assert_eq!(task.status, TaskStatus::Queued, "{task:?}");
         assert_eq!(task.error_class, Some(FailureClass::Interrupted));
-        assert_eq!(task.attempts, 1);
-        assert!(!crate::worker::proc_identity::is_alive(&identity));
+        assert_eq!(task.attempts, 0, "its attempt never began");
+        assert_eq!(
+            task.enqueued_ms, submitted.task.enqueued_ms,
+            "its place in line"
+        );
+        // Killed: gone, or a zombie until this test process, its parent, reaps it.
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", identity.pid)).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            after_name.split_whitespace().next().map(str::to_owned)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state().is_some_and(|state| state != "Z") {
+            assert!(Instant::now() < deadline, "the idle process still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         store.close();
     }
 

@@ -4,9 +4,9 @@
 //! equals the recorded one (a reused pid is someone else's process). Ours are
 //! adopted by the pool; the rest are finished from their output files when those
 //! hold a complete result, or re-queued as interrupted while attempts remain.
-//! So is a task started at the door on a warm process whose turn was never
-//! recorded (the restart came before its prompt was written): that process is
-//! idle, and ended. Warm agent processes left idle (no running task names them)
+//! A task started at the door on a warm process whose turn was never recorded
+//! (the restart came before its prompt was written) goes back to its place in
+//! the queue with its attempt given back, and its idle process is ended. Warm agent processes left idle (no running task names them)
 //! are ended.
 
 use super::pool::Pool;
@@ -27,7 +27,14 @@ pub async fn recover_running_tasks(store: &Store, pool: &Pool) -> Result<Recover
     let mut recovery = Recovery::default();
     let warm = pool.warm_identities();
     for task in store.tasks_in_status(TaskStatus::Running)? {
-        if agent_still_ours(&task) && !pool.turn_never_began(&task, &warm) {
+        if pool.turn_never_began(&task, &warm) {
+            tracing::info!(
+                task_id = task.id,
+                "a task started on a warm agent never gave it its prompt: back in the queue"
+            );
+            pool.requeue_unbegun(&task).await;
+            recovery.settled += 1;
+        } else if agent_still_ours(&task) {
             tracing::info!(
                 task_id = task.id,
                 pid = task.pid,

@@ -142,7 +142,9 @@ fn turn_record_path(run_dir: &Path) -> PathBuf {
 pub fn read_turn_record(run_dir: &Path) -> Option<TurnRecord> {
     let bytes = std::fs::read(turn_record_path(run_dir))
         .or_else(|_| std::fs::read(run_dir.join(TURN_FILE)))
-        .ok()?;
+        .ok()
+        // Empty: cut between its truncation and its write.
+        .filter(|bytes| !bytes.is_empty())?;
     match serde_json::from_slice(&bytes) {
         Ok(record) => Some(record),
         Err(error) => {
