@@ -336,6 +336,7 @@ impl Intake {
                 enters_history,
                 now,
                 start.process(),
+                start.blocked_bots(),
             );
             // Settled in a task of its own, so a caller that stops waiting (an
             // HTTP client gone) cannot drop the reservation while the store may

@@ -148,7 +148,8 @@ impl Store {
     /// would after a claim. Its prompt enters the history if `prompt`, as with
     /// [`Self::submit_prompt_in_project`].
     ///
-    /// Only when nothing claimable is queued ahead of it and its user runs
+    /// Only when nothing claimable is queued ahead of it (tasks of
+    /// `blocked_bots`, whose agent breaker is open, are not) and its user runs
     /// nothing; otherwise [`StoreError::Conflict`] and nothing is stored (the
     /// caller submits it to the queue instead). A re-delivered update is found,
     /// as by a submission ([`TaskSubmitted::duplicate`]); else
@@ -167,6 +168,7 @@ impl Store {
         prompt: bool,
         now_ms: u64,
         process: (u32, u64),
+        blocked_bots: Vec<String>,
     ) -> Pending<TaskSubmitted> {
         if let Err(e) = check_prompt(&new) {
             return Pending::failed(e);
@@ -186,7 +188,10 @@ impl Store {
             start_time: process.1,
         };
         self.write_op(&op, move |t| {
-            submit_started_tx(t, &new, &project, now_ms, history, process, Decide::Now)
+            let decide = Decide::Now {
+                blocked_bots: &blocked_bots,
+            };
+            submit_started_tx(t, &new, &project, now_ms, history, process, decide)
         })
     }
 
@@ -533,8 +538,11 @@ fn record_process(task: &mut Task, pid: u32, start_time: u64) -> StoreResult<()>
 /// Whether [`submit_started_tx`] decides if the task may start (a live
 /// submission), or redoes one that did (the journal's replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Decide {
-    Now,
+pub(super) enum Decide<'a> {
+    /// Started only if it is the first claimable task, `blocked_bots` passed over.
+    Now {
+        blocked_bots: &'a [String],
+    },
     Decided,
 }
 
@@ -546,16 +554,23 @@ pub(super) fn submit_started_tx(
     now_ms: u64,
     history: usize,
     (pid, start_time): (u32, u64),
-    decide: Decide,
+    decide: Decide<'_>,
 ) -> StoreResult<TaskSubmitted> {
     let mut submitted = submit_prompt_tx(t, new, project, now_ms, history)?;
     if submitted.duplicate {
         return Ok(submitted);
     }
-    if decide == Decide::Now {
-        // The first claimable task, with no bot passed over: the new one only
-        // when no older task may run first and its user runs nothing.
-        let first = first_claimable(&*t.queue()?, &*t.tasks()?, &*t.active()?, now_ms, &[], &[])?;
+    if let Decide::Now { blocked_bots } = decide {
+        // The first claimable task: the new one only when no older task may
+        // run first and its user runs nothing.
+        let first = first_claimable(
+            &*t.queue()?,
+            &*t.tasks()?,
+            &*t.active()?,
+            now_ms,
+            blocked_bots,
+            &[],
+        )?;
         if first.is_none_or(|task| task.id != submitted.task.id) {
             return Err(StoreError::Conflict(
                 "another task runs first, or its user runs one".into(),

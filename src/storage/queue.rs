@@ -54,6 +54,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a new task of (`bot_id`, `user_id`) would be the first claimable
+    /// at `now_ms` (skipping `blocked_bots`): nothing claimable is queued and
+    /// the user runs nothing. Read only; [`Store::submit_started`] decides again
+    /// in its transaction.
+    pub fn may_start_now(
+        &self,
+        bot_id: &str,
+        user_id: i64,
+        now_ms: u64,
+        blocked_bots: &[String],
+    ) -> StoreResult<bool> {
+        self.read(|tx| {
+            let active = tx.open_table(ACTIVE_USERS)?;
+            if active.get((bot_id, user_id))?.is_some() {
+                return Ok(false);
+            }
+            let queue = tx.open_table(TASK_QUEUE)?;
+            let tasks = tx.open_table(TASKS)?;
+            Ok(first_claimable(&queue, &tasks, &active, now_ms, blocked_bots, &[])?.is_none())
+        })
+    }
+}
+
 /// The `task_queue` table as a write job holds it (opened once per job).
 pub(super) type QueueRows<'txn> = Table<'txn, (u8, u64, u64), ()>;
 /// The `active_users` table as a write job holds it.

@@ -1175,7 +1175,14 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     let warm = (4242, 77);
     let start = |user: i64, prompt: &str, at: u64| {
         store
-            .submit_started(new_task("A", user, prompt, 5), "default", true, at, warm)
+            .submit_started(
+                new_task("A", user, prompt, 5),
+                "default",
+                true,
+                at,
+                warm,
+                vec![],
+            )
             .wait()
     };
     let refused = |outcome: StoreResult<TaskSubmitted>| {
@@ -1214,11 +1221,56 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     assert_ne!(next.task.id, waiting_for_its_user.id);
     // A task that does not enter the history (an HTTP task) leaves it alone.
     let quiet = store
-        .submit_started(new_task("A", 5, "six", 5), "default", false, 1_006, warm)
+        .submit_started(
+            new_task("A", 5, "six", 5),
+            "default",
+            false,
+            1_006,
+            warm,
+            vec![],
+        )
         .wait()
         .unwrap();
     assert!(quiet.started());
     assert!(store.history("A", 5, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_task_held_for_an_open_breaker_does_not_keep_other_bots_from_starting_at_the_door() {
+    let (_dir, store) = temp_store();
+    submitted(&store, new_task("B", 1, "held", 5), 100);
+    let blocked = vec!["B".to_owned()];
+    assert!(!store.may_start_now("A", 1, 1_000, &[]).unwrap());
+    assert!(store.may_start_now("A", 1, 1_000, &blocked).unwrap());
+    let refused = store
+        .submit_started(
+            new_task("A", 1, "a", 5),
+            "default",
+            true,
+            1_000,
+            (42, 7),
+            vec![],
+        )
+        .wait();
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let started = store
+        .submit_started(
+            new_task("A", 1, "a", 5),
+            "default",
+            true,
+            1_000,
+            (42, 7),
+            blocked.clone(),
+        )
+        .wait()
+        .unwrap();
+    assert!(started.started());
+    // Its user runs a task now: nothing more starts for it at the door.
+    assert!(!store.may_start_now("A", 1, 1_001, &blocked).unwrap());
+    assert!(store.may_start_now("A", 2, 1_001, &blocked).unwrap());
 }
 
 #[test]
@@ -1230,7 +1282,14 @@ fn a_chosen_task_whose_user_started_another_at_the_door_is_not_claimed() {
     assert_eq!(chosen.task.id, later.id);
     // ...when a more urgent prompt of the same user starts at the door.
     let door = store
-        .submit_started(new_task("A", 1, "now", 5), "default", true, 1_000, (42, 7))
+        .submit_started(
+            new_task("A", 1, "now", 5),
+            "default",
+            true,
+            1_000,
+            (42, 7),
+            vec![],
+        )
         .wait()
         .unwrap();
     assert!(door.started());
@@ -1256,12 +1315,12 @@ fn a_redelivered_update_submitted_to_start_is_found_not_started_again() {
         ..new_task("A", 1, "once", 5)
     };
     let first = store
-        .submit_started(new.clone(), "default", true, 1_000, (42, 7))
+        .submit_started(new.clone(), "default", true, 1_000, (42, 7), vec![])
         .wait()
         .unwrap();
     assert!(first.started());
     let again = store
-        .submit_started(new, "default", true, 1_001, (43, 8))
+        .submit_started(new, "default", true, 1_001, (43, 8), vec![])
         .wait()
         .unwrap();
     assert!(again.duplicate && !again.started());
@@ -1397,7 +1456,7 @@ fn journal_crash_child_started() {
     for (user, at) in [(1, 1_000), (1, 1_001), (2, 1_002)] {
         let new = new_task("A", user, &format!("prompt {at}"), 5);
         let started = store
-            .submit_started(new.clone(), "default", true, at, (4242, at))
+            .submit_started(new.clone(), "default", true, at, (4242, at), vec![])
             .wait();
         if let Err(StoreError::Conflict(_)) = started {
             store.submit_prompt(new, at).wait().unwrap();

@@ -48,7 +48,7 @@ use tokio::task::JoinSet;
 use super::agent::{self, AdoptSpec, AgentCommand, AgentOutcome, RunSpec};
 use super::follow::Follower;
 use super::live::LiveProgress;
-use super::proc_identity::ProcIdentity;
+use super::proc_identity::{self, ProcIdentity};
 use super::stream::{Event, StreamParser};
 use super::warm::{self, SessionKey, WarmProcess, WarmSet};
 use crate::approvals::{AgentLink, AgentRequest, Approvals};
@@ -171,6 +171,7 @@ pub struct WarmStart {
     process: WarmProcess,
     key: SessionKey,
     session_id: Option<String>,
+    blocked_bots: Vec<String>,
     _user: DoorUser,
 }
 
@@ -178,6 +179,12 @@ impl WarmStart {
     /// The reserved process's pid and start time, to record with the task.
     pub fn process(&self) -> (u32, u64) {
         (self.process.identity.pid, self.process.identity.start_time)
+    }
+
+    /// The bots whose agent breaker refused calls when this was reserved: their
+    /// queued tasks do not run first.
+    pub fn blocked_bots(&self) -> Vec<String> {
+        self.blocked_bots.clone()
     }
 }
 
@@ -427,7 +434,11 @@ impl Pool {
             return false;
         };
         let identity = ProcIdentity { pid, start_time };
+        // Alive: the kernel kept the unsynced turn record, if it was written.
+        // (After a power loss a dead process's record may be lost with it;
+        // such a run is settled as any dead one, its attempt counted.)
         warm.contains(&identity)
+            && proc_identity::is_alive(&identity)
             && warm::read_turn_record(&self.run_dir(task.id))
                 .is_none_or(|record| record.identity != identity)
     }
@@ -538,6 +549,16 @@ impl Pool {
         if bot.agent.keep_warm_s == 0 || !lock(&self.shared.warm).contains(&key) {
             return None;
         }
+        // As the store will decide, read only: a prompt that would wait is
+        // queued without the door's durable step failing first.
+        let blocked_bots = self.shared.circuits.agent_blocked_bots();
+        let store = &self.shared.store;
+        if !matches!(
+            store.may_start_now(bot_id, user_id, now_ms(), &blocked_bots),
+            Ok(true)
+        ) {
+            return None;
+        }
         let user = (bot_id.to_owned(), user_id);
         if lock(&self.shared.starting)
             .values()
@@ -592,6 +613,7 @@ impl Pool {
             process,
             key,
             session_id,
+            blocked_bots,
             _user: door_user,
         })
     }
@@ -612,6 +634,7 @@ impl Pool {
             key,
             session_id,
             _user,
+            ..
         } = start;
         let claimed = Claimed {
             task,
@@ -623,6 +646,9 @@ impl Pool {
         let mut door = lock(&self.shared.door_runs);
         while door.runs.try_join_next().is_some() {}
         if door.closed {
+            // Its task, running with no turn record, goes back to the queue at
+            // the next start; the process is not left running meanwhile.
+            tokio::spawn(reserved.process.end(KILL_GRACE));
             return;
         }
         door.runs.spawn(Box::pin(async move {
@@ -646,8 +672,13 @@ impl Pool {
         self.notify();
     }
 
-    /// Puts a process taken from the warm set back, ending what that evicts.
+    /// Puts a process taken from the warm set back, ending what that evicts;
+    /// ends it instead once the pool has stopped (its warm set was emptied).
     fn put_back(&self, key: SessionKey, process: WarmProcess) {
+        if lock(&self.shared.door_runs).closed {
+            tokio::spawn(process.end(KILL_GRACE));
+            return;
+        }
         let capacity = self.workers().saturating_mul(WARM_PER_WORKER).max(1);
         let evicted = lock(&self.shared.warm).put(key, process, capacity);
         if !evicted.is_empty() {
@@ -1915,6 +1946,7 @@ mod tests {
                 true,
                 now_ms(),
                 (identity.pid, identity.start_time),
+                Vec::new(),
             )
             .await
             .expect("submit");
