@@ -563,14 +563,7 @@ pub(super) fn submit_started_tx(
     if let Decide::Now { blocked_bots } = decide {
         // The first claimable task: the new one only when no older task may
         // run first and its user runs nothing.
-        let first = first_claimable(
-            &*t.queue()?,
-            &*t.tasks()?,
-            &*t.active()?,
-            now_ms,
-            blocked_bots,
-            &[],
-        )?;
+        let first = first_claimable_in(t, now_ms, blocked_bots)?;
         if first.is_none_or(|task| task.id != submitted.task.id) {
             return Err(StoreError::Conflict(
                 "another task runs first, or its user runs one".into(),
@@ -589,18 +582,26 @@ pub(super) fn claim_tx(
     now_ms: u64,
     blocked_bots: &[String],
 ) -> StoreResult<Option<Claimed>> {
-    let found = first_claimable(
+    match first_claimable_in(t, now_ms, blocked_bots)? {
+        Some(task) => start_claimed(t, task, now_ms).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`first_claimable`] in a write job's tables.
+fn first_claimable_in(
+    t: &Tables<'_>,
+    now_ms: u64,
+    blocked_bots: &[String],
+) -> StoreResult<Option<Task>> {
+    first_claimable(
         &*t.queue()?,
         &*t.tasks()?,
         &*t.active()?,
         now_ms,
         blocked_bots,
         &[],
-    )?;
-    match found {
-        Some(task) => start_claimed(t, task, now_ms).map(Some),
-        None => Ok(None),
-    }
+    )
 }
 
 /// The fields a claim at `now_ms` changes in a task.

@@ -26,6 +26,14 @@ fn new_task(bot: &str, user: i64, prompt: &str, priority: u8) -> NewTask {
     }
 }
 
+/// Asserts that `outcome` is a conflict (the operation was refused).
+fn assert_conflict<T: std::fmt::Debug>(outcome: StoreResult<T>) {
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+}
+
 /// `new` submitted at `at`, as stored.
 fn submitted(store: &Store, new: NewTask, at: u64) -> Task {
     store.submit_task(new, at).wait().unwrap().task
@@ -227,15 +235,9 @@ fn a_selected_task_cancelled_before_its_process_is_recorded_is_not_claimed() {
     let refused = store
         .record_task_process(chosen.task.id, 1_000, 42, 7)
         .wait();
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    assert_conflict(refused);
     let refused = store.claim_selected(chosen.task.id, 1_000).wait();
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    assert_conflict(refused);
     let task = store.get_task(t.id).unwrap().unwrap();
     assert_eq!((task.status, task.attempts), (TaskStatus::Cancelled, 0));
 }
@@ -1185,12 +1187,6 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
             )
             .wait()
     };
-    let refused = |outcome: StoreResult<TaskSubmitted>| {
-        assert!(
-            matches!(outcome, Err(StoreError::Conflict(_))),
-            "{outcome:?}"
-        );
-    };
     // Nothing queued, nothing running: stored, claimed and given its process at once.
     let first = start(1, "one", 1_000).unwrap();
     assert!(first.started());
@@ -1203,7 +1199,7 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
     // Its user runs a task: refused, and nothing of it stored (it goes to the
     // queue by a submission of its own).
-    refused(start(1, "two", 1_001));
+    assert_conflict(start(1, "two", 1_001));
     assert_eq!(store.list_tasks(&TaskFilter::default()).unwrap().len(), 1);
     assert_eq!(store.history("A", 1, 10).unwrap().len(), 1);
     let waiting_for_its_user = submitted(&store, new_task("A", 1, "two", 5), 1_001);
@@ -1211,7 +1207,7 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     assert!(start(2, "three", 1_002).unwrap().started());
     // Behind a task another user may run now: refused, that one runs first.
     let waiting = submitted(&store, new_task("A", 3, "four", 5), 1_003);
-    refused(start(4, "five", 1_004));
+    assert_conflict(start(4, "five", 1_004));
     let next = store
         .claim_next_task(1_005, vec![])
         .wait()
@@ -1252,10 +1248,7 @@ fn a_task_held_for_an_open_breaker_does_not_keep_other_bots_from_starting_at_the
             vec![],
         )
         .wait();
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    assert_conflict(refused);
     let started = store
         .submit_started(
             new_task("A", 1, "a", 5),
@@ -1294,15 +1287,9 @@ fn a_chosen_task_whose_user_started_another_at_the_door_is_not_claimed() {
         .unwrap();
     assert!(door.started());
     let refused = store.record_task_process(later.id, 1_000, 43, 8).wait();
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    assert_conflict(refused);
     let refused = store.claim_selected(later.id, 1_000).wait();
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    assert_conflict(refused);
     let task = store.get_task(later.id).unwrap().unwrap();
     assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
 }

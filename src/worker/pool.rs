@@ -1830,27 +1830,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_answered_process_is_kept_only_when_its_bot_keeps_processes_warm() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        for (id, keep_warm_s) in [("COLD", 0), ("WARM", 600)] {
-            config.bots.push(BotConfig {
-                id: id.into(),
-                workdir: dir.path().to_path_buf(),
-                agent: AgentConfig {
-                    keep_warm_s,
-                    ..AgentConfig::default()
-                },
-                ..BotConfig::default()
-            });
-        }
-        let config = Arc::new(config);
-        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let (store, pool) = pool_of_bots(dir.path(), &[("COLD", 0), ("WARM", 600)]);
         let bots = ["COLD".to_string(), "WARM".to_string()];
-        let circuits = Circuits::load(&store, &bots, &config.breaker);
-        let (events, _announced) = super::super::pool_events();
-        let pool = Pool::new(config, store.clone(), circuits, events);
         let command = sleeping_command();
         let answered = AgentOutcome {
             exit_code: None,
@@ -1898,29 +1879,12 @@ mod tests {
     #[tokio::test]
     async fn a_door_start_cut_before_its_turn_record_is_requeued_not_adopted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        config.bots.push(BotConfig {
-            id: "WARM".into(),
-            workdir: dir.path().to_path_buf(),
-            agent: AgentConfig {
-                keep_warm_s: 600,
-                ..AgentConfig::default()
-            },
-            ..BotConfig::default()
-        });
-        let config = Arc::new(config);
-        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
-        let circuits = Circuits::load(&store, &["WARM".to_string()], &config.breaker);
-        let (events, _announced) = super::super::pool_events();
-        let pool = Pool::new(config.clone(), store.clone(), circuits, events);
+        let (store, pool) = pool_of_bots(dir.path(), &[("WARM", 600)]);
         let spec = RunSpec {
             task_id: 100,
             prompt: String::new(),
             workdir: dir.path().to_path_buf(),
-            run_dir: config.runs_dir().join("100"),
+            run_dir: pool.shared.config.runs_dir().join("100"),
             session_id: None,
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_millis(100),
@@ -1980,6 +1944,32 @@ mod tests {
         store.close();
     }
 
+    /// A store and a pool in `dir` with a bot per (id, `keep_warm_s`), the
+    /// agent otherwise as configured by default; nobody listens to its events.
+    fn pool_of_bots(dir: &Path, bots: &[(&str, u64)]) -> (Store, Pool) {
+        let mut config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        for &(id, keep_warm_s) in bots {
+            config.bots.push(BotConfig {
+                id: id.into(),
+                workdir: dir.to_path_buf(),
+                agent: AgentConfig {
+                    keep_warm_s,
+                    ..AgentConfig::default()
+                },
+                ..BotConfig::default()
+            });
+        }
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
+        let ids: Vec<String> = bots.iter().map(|(id, _)| (*id).to_owned()).collect();
+        let circuits = Circuits::load(&store, &ids, &config.breaker);
+        let (events, _announced) = super::super::pool_events();
+        (store.clone(), Pool::new(config, store, circuits, events))
+    }
+
     fn sleeping_command() -> AgentCommand {
         AgentCommand {
             program: "sleep".into(),
@@ -1998,20 +1988,8 @@ mod tests {
     #[tokio::test]
     async fn a_runs_approval_requests_are_awaited_with_it_and_cancelled_with_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        config.bots.push(BotConfig {
-            id: "B".into(),
-            workdir: dir.path().to_path_buf(),
-            ..BotConfig::default()
-        });
-        let config = Arc::new(config);
-        let store = Store::open(&config.database_path(), StoreOptions::default()).expect("store");
-        let circuits = Circuits::load(&store, &["B".to_string()], &config.breaker);
-        let (events, _announced) = super::super::pool_events();
-        let pool = Pool::new(config, store.clone(), circuits, events);
+        let keep_warm_s = AgentConfig::default().keep_warm_s;
+        let (store, pool) = pool_of_bots(dir.path(), &[("B", keep_warm_s)]);
         let new = NewTask {
             bot_id: "B".into(),
             user_id: 1,
