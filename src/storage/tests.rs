@@ -26,6 +26,21 @@ fn new_task(bot: &str, user: i64, prompt: &str, priority: u8) -> NewTask {
     }
 }
 
+/// `new`, a prompt of the default project, submitted at `at` to start on the
+/// process `(pid, start time)`, tasks of `blocked` bots passed over.
+fn start_prompt(
+    store: &Store,
+    new: NewTask,
+    at: u64,
+    process: (u32, u64),
+    blocked: &[&str],
+) -> StoreResult<TaskSubmitted> {
+    let blocked = blocked.iter().map(|bot| (*bot).to_owned()).collect();
+    store
+        .submit_started(new, "default", true, at, process, blocked)
+        .wait()
+}
+
 /// Asserts that `outcome` is a conflict (the operation was refused).
 fn assert_conflict<T: std::fmt::Debug>(outcome: StoreResult<T>) {
     assert!(
@@ -1176,16 +1191,7 @@ fn a_submission_starts_on_its_process_only_when_nothing_may_run_before_it() {
     let (_dir, store) = temp_store();
     let warm = (4242, 77);
     let start = |user: i64, prompt: &str, at: u64| {
-        store
-            .submit_started(
-                new_task("A", user, prompt, 5),
-                "default",
-                true,
-                at,
-                warm,
-                vec![],
-            )
-            .wait()
+        start_prompt(&store, new_task("A", user, prompt, 5), at, warm, &[])
     };
     // Nothing queued, nothing running: stored, claimed and given its process at once.
     let first = start(1, "one", 1_000).unwrap();
@@ -1238,28 +1244,9 @@ fn a_task_held_for_an_open_breaker_does_not_keep_other_bots_from_starting_at_the
     let blocked = vec!["B".to_owned()];
     assert!(!store.may_start_now("A", 1, 1_000, &[]).unwrap());
     assert!(store.may_start_now("A", 1, 1_000, &blocked).unwrap());
-    let refused = store
-        .submit_started(
-            new_task("A", 1, "a", 5),
-            "default",
-            true,
-            1_000,
-            (42, 7),
-            vec![],
-        )
-        .wait();
+    let refused = start_prompt(&store, new_task("A", 1, "a", 5), 1_000, (42, 7), &[]);
     assert_conflict(refused);
-    let started = store
-        .submit_started(
-            new_task("A", 1, "a", 5),
-            "default",
-            true,
-            1_000,
-            (42, 7),
-            blocked.clone(),
-        )
-        .wait()
-        .unwrap();
+    let started = start_prompt(&store, new_task("A", 1, "a", 5), 1_000, (42, 7), &["B"]).unwrap();
     assert!(started.started());
     // Its user runs a task now: nothing more starts for it at the door.
     assert!(!store.may_start_now("A", 1, 1_001, &blocked).unwrap());
@@ -1274,17 +1261,7 @@ fn a_chosen_task_whose_user_started_another_at_the_door_is_not_claimed() {
     let chosen = chosen_at_1000(&store, &[]);
     assert_eq!(chosen.task.id, later.id);
     // ...when a more urgent prompt of the same user starts at the door.
-    let door = store
-        .submit_started(
-            new_task("A", 1, "now", 5),
-            "default",
-            true,
-            1_000,
-            (42, 7),
-            vec![],
-        )
-        .wait()
-        .unwrap();
+    let door = start_prompt(&store, new_task("A", 1, "now", 5), 1_000, (42, 7), &[]).unwrap();
     assert!(door.started());
     let refused = store.record_task_process(later.id, 1_000, 43, 8).wait();
     assert_conflict(refused);
@@ -1301,15 +1278,9 @@ fn a_redelivered_update_submitted_to_start_is_found_not_started_again() {
         update_id: Some(9),
         ..new_task("A", 1, "once", 5)
     };
-    let first = store
-        .submit_started(new.clone(), "default", true, 1_000, (42, 7), vec![])
-        .wait()
-        .unwrap();
+    let first = start_prompt(&store, new.clone(), 1_000, (42, 7), &[]).unwrap();
     assert!(first.started());
-    let again = store
-        .submit_started(new, "default", true, 1_001, (43, 8), vec![])
-        .wait()
-        .unwrap();
+    let again = start_prompt(&store, new, 1_001, (43, 8), &[]).unwrap();
     assert!(again.duplicate && !again.started());
     assert_eq!(again.task.id, first.task.id);
     let task = store.get_task(first.task.id).unwrap().unwrap();
@@ -1442,9 +1413,7 @@ fn journal_crash_child_started() {
     store.claim_selected(chosen.id, 950).wait().unwrap();
     for (user, at) in [(1, 1_000), (1, 1_001), (2, 1_002)] {
         let new = new_task("A", user, &format!("prompt {at}"), 5);
-        let started = store
-            .submit_started(new.clone(), "default", true, at, (4242, at), vec![])
-            .wait();
+        let started = start_prompt(&store, new.clone(), at, (4242, at), &[]);
         if let Err(StoreError::Conflict(_)) = started {
             store.submit_prompt(new, at).wait().unwrap();
         } else {

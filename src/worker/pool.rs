@@ -447,22 +447,36 @@ impl Pool {
     /// its place in the queue, its attempt given back: its prompt never reached
     /// the agent, so nothing ran and nothing is announced.
     pub(crate) async fn requeue_unbegun(&self, task: &Task) {
-        let requeued = self
-            .shared
-            .store
+        let why = "a restart came before the prompt reached the agent; it runs again";
+        if let Err(error) = self
+            .requeue_unstarted(task, FailureClass::Interrupted, why, now_ms())
+            .await
+        {
+            tracing::error!(%error, task_id = task.id, "cannot put an unbegun task back in the queue");
+        }
+    }
+
+    /// Puts a claimed task whose agent never got its prompt back in its place
+    /// in the queue (its `enqueued_ms`), the attempt its claim counted given back.
+    async fn requeue_unstarted(
+        &self,
+        task: &Task,
+        class: FailureClass,
+        why: &str,
+        now: u64,
+    ) -> Result<Task, StoreError> {
+        let store = &self.shared.store;
+        store
             .requeue_task(
                 task.id,
                 TaskStatus::Queued,
-                FailureClass::Interrupted,
-                "a restart came before the prompt reached the agent; it runs again".into(),
+                class,
+                why.to_owned(),
                 task.enqueued_ms,
-                now_ms(),
+                now,
                 true,
             )
-            .await;
-        if let Err(error) = requeued {
-            tracing::error!(%error, task_id = task.id, "cannot put an unbegun task back in the queue");
-        }
+            .await
     }
 
     fn run_dir(&self, task_id: u64) -> std::path::PathBuf {
@@ -881,19 +895,9 @@ impl Pool {
         let now = now_ms();
         // Keep its place in line: the breaker, not a backoff, decides when it runs
         // (claims skip the bot while its agent circuit refuses calls).
-        let due = task.enqueued_ms;
+        let why = "the agent is unavailable (circuit open); the task runs when it recovers";
         let requeued = self
-            .shared
-            .store
-            .requeue_task(
-                task.id,
-                TaskStatus::Queued,
-                FailureClass::CircuitOpen,
-                "the agent is unavailable (circuit open); the task runs when it recovers".into(),
-                due,
-                now,
-                true,
-            )
+            .requeue_unstarted(task, FailureClass::CircuitOpen, why, now)
             .await;
         if let Err(e) = requeued {
             tracing::error!(error = %e, "cannot put a blocked task back in the queue");
