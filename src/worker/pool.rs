@@ -171,6 +171,7 @@ pub struct WarmStart {
     process: WarmProcess,
     key: SessionKey,
     session_id: Option<String>,
+    agent: AgentConfig,
     blocked_bots: Vec<String>,
     _user: DoorUser,
 }
@@ -192,6 +193,8 @@ impl WarmStart {
 struct Reserved {
     breaker: Permit,
     process: WarmProcess,
+    /// The agent settings the process was matched against.
+    agent: AgentConfig,
 }
 
 /// A chosen run whose claim is not written yet (see [`Shared::starting`]).
@@ -627,6 +630,7 @@ impl Pool {
             process,
             key,
             session_id,
+            agent,
             blocked_bots,
             _user: door_user,
         })
@@ -647,6 +651,7 @@ impl Pool {
             process,
             key,
             session_id,
+            agent,
             _user,
             ..
         } = start;
@@ -655,7 +660,11 @@ impl Pool {
             session_id,
             project: key.2,
         };
-        let reserved = Reserved { breaker, process };
+        let reserved = Reserved {
+            breaker,
+            process,
+            agent,
+        };
         let pool = self.clone();
         let mut door = lock(&self.shared.door_runs);
         while door.runs.try_join_next().is_some() {}
@@ -829,7 +838,11 @@ impl Pool {
         let task = claimed.task;
         let (breaker_permit, process) = match reserved {
             // Its budget and breaker were asked at the door.
-            Some(Reserved { breaker, process }) => (breaker, Some(process)),
+            Some(Reserved {
+                breaker,
+                process,
+                agent,
+            }) => (breaker, Some((process, agent))),
             None => match self.admit_run(&task).await {
                 Some(breaker) => (breaker, None),
                 None => {
@@ -995,15 +1008,17 @@ impl Pool {
 
     /// Spawns the agent, records its identity, waits; retries a lost session once
     /// as a fresh one.
-    /// `reserved`: the warm process the store started the task on, if it was
-    /// started at the door.
+    ///
+    /// `reserved`: the warm process the store started the task on, and the
+    /// agent settings it was matched against, if it was started at the door.
     async fn run_agent(
         &self,
         task: &Task,
         project: &str,
         session_id: Option<String>,
-        mut reserved: Option<WarmProcess>,
+        reserved: Option<(WarmProcess, AgentConfig)>,
     ) -> Verdict {
+        let (mut reserved, reserved_agent) = reserved.unzip();
         let bot = self.bot(&task.bot_id).cloned();
         let workdir = bot
             .as_ref()
@@ -1017,7 +1032,9 @@ impl Pool {
                 Some(_) => unknown_project(task, project),
             };
         };
-        let agent_for_user = self.agent_for_user(&bot, task.user_id);
+        // A run started at the door was matched against the settings read there.
+        let agent_for_user =
+            reserved_agent.unwrap_or_else(|| self.agent_for_user(&bot, task.user_id));
         let command = AgentCommand::from_config(&agent_for_user, self.scrub_env());
         // Kept warm, or asking approvals (answered on the input pipe): a turn of a
         // process on a pipe, which `keep_or_end` ends after it unless kept warm.
